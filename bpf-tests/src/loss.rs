@@ -1,0 +1,69 @@
+//! Packet loss on a namespace's interface, with the test-only `loss` tc program
+//! (`bpf-tests/ebpf/src/loss.rs`).
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::PerCpuArray,
+    programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId},
+};
+
+use crate::netns::Netns;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/loss"));
+
+/// A loss program attached to one interface's ingress; detached on drop.
+pub struct Loss<'a> {
+    ebpf: Ebpf,
+    link: Option<SchedClassifierLinkId>,
+    netns: &'a Netns,
+}
+
+impl<'a> Loss<'a> {
+    /// Drops `per_10k`/10000 of IPv4 TCP packets arriving on `iface` in `netns`.
+    pub fn attach(netns: &'a Netns, iface: &str, per_10k: u32) -> anyhow::Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            .override_global("LOSS_PER_10K", &per_10k, true)
+            .load(OBJECT)?;
+        let program: &mut SchedClassifier = ebpf
+            .program_mut("loss")
+            .ok_or_else(|| anyhow::anyhow!("no `loss` program"))?
+            .try_into()?;
+        program.load()?;
+        let iface = std::ffi::CString::new(iface)?;
+        // Interface names resolve in the calling thread's namespace: attach from inside.
+        let link = netns.run(|| program.attach(iface.as_c_str(), TcAttachType::Ingress))??;
+        Ok(Self {
+            ebpf,
+            link: Some(link),
+            netns,
+        })
+    }
+
+    /// (TCP packets seen, TCP packets dropped) so far.
+    pub fn stats(&self) -> anyhow::Result<(u64, u64)> {
+        let map: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map("LOSS_STATS")
+                .ok_or_else(|| anyhow::anyhow!("no LOSS_STATS map"))?,
+        )?;
+        let sum = |i: u32| -> anyhow::Result<u64> { Ok(map.get(&i, 0)?.iter().sum()) };
+        Ok((sum(0)?, sum(1)?))
+    }
+}
+
+impl Drop for Loss<'_> {
+    fn drop(&mut self) {
+        // A clsact (pre-6.6) detach is a netlink request by ifindex: it must run in
+        // the namespace that owns the interface, or it could hit a host interface.
+        let Some(link) = self.link.take() else { return };
+        let Some(program) = self.ebpf.program_mut("loss") else {
+            return;
+        };
+        let Ok(program): Result<&mut SchedClassifier, _> = program.try_into() else {
+            return;
+        };
+        if let Err(e) = self.netns.run(|| program.detach(link)) {
+            eprintln!("warning: could not detach the loss program: {e}");
+        }
+    }
+}

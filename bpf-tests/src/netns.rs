@@ -1,0 +1,156 @@
+//! Network namespaces and veth pairs that remove themselves.
+//!
+//! The loader stays in the host namespace (`ip netns exec` would remount /sys and
+//! hide tracefs); only the work that must happen inside a namespace — sockets,
+//! tc attach and detach, reading `/proc/thread-self/net/*` — runs on a thread that
+//! has joined it with `setns(2)`, which affects that thread alone.
+
+use std::{
+    fs::File,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::PathBuf,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::{Context as _, bail};
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `ip` with `args`, failing with its stderr.
+pub fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running `ip` (package iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// A named network namespace (`/run/netns/<name>`), deleted on drop.
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `nt<pid>-<tag><n>` with its loopback up.
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let name = format!("nt{}-{tag}{id}", std::process::id());
+        ip(&["netns", "add", &name])?;
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `/run/netns/<name>`.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// The namespace's inode number: what nettune uses as its netns key.
+    pub fn inode(&self) -> anyhow::Result<u32> {
+        let ino = std::fs::metadata(self.path())?.ino();
+        Ok(u32::try_from(ino)?)
+    }
+
+    /// Runs `ip -n <name> <args>`.
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    /// Runs `f` on a thread inside this namespace and returns its result.
+    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> anyhow::Result<R> {
+        let file = File::open(self.path())?;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                enter(&file)?;
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread in netns {} panicked", self.name))?
+        })
+    }
+
+    /// Starts `f` on a thread inside this namespace.
+    pub fn spawn<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<R>>> {
+        let file = File::open(self.path())?;
+        Ok(std::thread::spawn(move || {
+            enter(&file)?;
+            Ok(f())
+        }))
+    }
+}
+
+/// Moves the calling thread into the namespace behind `file`.
+fn enter(file: &File) -> anyhow::Result<()> {
+    // SAFETY: setns on a valid namespace fd only changes this thread's namespace.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            eprintln!("warning: could not delete test namespace: {e}");
+        }
+    }
+}
+
+/// A veth pair joining two namespaces, with an IPv4 /24 between them. It goes away
+/// with either namespace.
+pub struct Veth {
+    /// Interface name on each side (the same name exists once in each namespace).
+    pub a_name: String,
+    pub b_name: String,
+    pub a_addr: std::net::Ipv4Addr,
+    pub b_addr: std::net::Ipv4Addr,
+}
+
+impl Veth {
+    /// Connects `a` and `b` with `10.203.<subnet>.1` on `a` and `.2` on `b`.
+    /// `index` pins both interfaces' ifindex (to test ifindex collisions).
+    pub fn connect(a: &Netns, b: &Netns, subnet: u8, index: Option<u32>) -> anyhow::Result<Self> {
+        let (a_name, b_name) = (format!("vt{subnet}a"), format!("vt{subnet}b"));
+        let index = index.map(|i| i.to_string());
+        let mut args = vec!["link", "add", "name", &a_name];
+        if let Some(i) = &index {
+            args.extend(["index", i]);
+        }
+        args.extend(["netns", a.name(), "type", "veth", "peer", "name", &b_name]);
+        if let Some(i) = &index {
+            args.extend(["index", i]);
+        }
+        args.extend(["netns", b.name()]);
+        ip(&args)?;
+        let a_addr = std::net::Ipv4Addr::new(10, 203, subnet, 1);
+        let b_addr = std::net::Ipv4Addr::new(10, 203, subnet, 2);
+        a.ip(&["addr", "add", &format!("{a_addr}/24"), "dev", &a_name])?;
+        b.ip(&["addr", "add", &format!("{b_addr}/24"), "dev", &b_name])?;
+        a.ip(&["link", "set", &a_name, "up"])?;
+        b.ip(&["link", "set", &b_name, "up"])?;
+        Ok(Self {
+            a_name,
+            b_name,
+            a_addr,
+            b_addr,
+        })
+    }
+}

@@ -1,0 +1,174 @@
+//! BTF reader tests on hand-built BTF blobs (and on the running kernel's when present).
+
+use super::*;
+
+/// Builds raw BTF the way the kernel lays it out, one type at a time.
+#[derive(Default)]
+struct Builder {
+    types: Vec<u8>,
+    strings: Vec<u8>,
+    next_id: u32,
+}
+
+impl Builder {
+    fn new() -> Self {
+        Self {
+            strings: vec![0],
+            next_id: 1,
+            ..Self::default()
+        }
+    }
+
+    fn str(&mut self, s: &str) -> u32 {
+        if s.is_empty() {
+            return 0;
+        }
+        let off = u32::try_from(self.strings.len()).unwrap();
+        self.strings.extend_from_slice(s.as_bytes());
+        self.strings.push(0);
+        off
+    }
+
+    fn push(&mut self, name: &str, kind: u32, vlen: u32, kind_flag: bool, size_or_type: u32) -> u32 {
+        let name = self.str(name);
+        let info = (kind << 24) | vlen | (u32::from(kind_flag) << 31);
+        for word in [name, info, size_or_type] {
+            self.types.extend_from_slice(&word.to_le_bytes());
+        }
+        self.next_id += 1;
+        self.next_id - 1
+    }
+
+    fn words(&mut self, words: &[u32]) {
+        for w in words {
+            self.types.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+
+    fn int(&mut self, name: &str, size: u32) -> u32 {
+        let id = self.push(name, 1, 0, false, size);
+        self.words(&[size * 8]);
+        id
+    }
+
+    /// A struct (or union with `kind` 5) with (name, type, bit offset) members.
+    fn composite(&mut self, kind: u32, name: &str, size: u32, members: &[(&str, u32, u32)]) -> u32 {
+        let vlen = u32::try_from(members.len()).unwrap();
+        let id = self.push(name, kind, vlen, false, size);
+        for (m, ty, bits) in members {
+            let m = self.str(m);
+            self.words(&[m, *ty, *bits]);
+        }
+        id
+    }
+
+    fn build(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let type_len = u32::try_from(self.types.len()).unwrap();
+        let str_len = u32::try_from(self.strings.len()).unwrap();
+        out.extend_from_slice(&MAGIC.to_le_bytes());
+        out.extend_from_slice(&[1, 0]);
+        for word in [24, 0, type_len, type_len, str_len] {
+            out.extend_from_slice(&u32::to_le_bytes(word));
+        }
+        out.extend_from_slice(&self.types);
+        out.extend_from_slice(&self.strings);
+        out
+    }
+}
+
+/// struct inner { u32 a; union { u32 b; u64 c; }; }; struct outer { u64 x; struct inner in; };
+fn nested() -> Btf {
+    let mut b = Builder::new();
+    let u32_t = b.int("u32", 4);
+    let u64_t = b.int("u64", 8);
+    let anon = b.composite(5, "", 8, &[("b", u32_t, 0), ("c", u64_t, 0)]);
+    let inner = b.composite(4, "inner", 16, &[("a", u32_t, 0), ("", anon, 64)]);
+    let typedef = b.push("inner_t", 8, 0, false, inner);
+    b.composite(4, "outer", 24, &[("x", u64_t, 0), ("in", typedef, 64)]);
+    Btf::parse(&b.build()).unwrap()
+}
+
+#[test]
+fn member_offset_follows_nested_and_anonymous_members() {
+    let btf = nested();
+    assert_eq!(btf.member_offset("outer", &["x"]).unwrap(), 0);
+    assert_eq!(btf.member_offset("outer", &["in"]).unwrap(), 8);
+    assert_eq!(btf.member_offset("outer", &["in", "a"]).unwrap(), 8);
+    // `c` lives in an anonymous union at bit 64 of `inner`, through a typedef.
+    assert_eq!(btf.member_offset("outer", &["in", "c"]).unwrap(), 16);
+}
+
+#[test]
+fn missing_member_names_the_type_and_member() {
+    let err = nested().member_offset("outer", &["in", "zz"]).unwrap_err();
+    assert_eq!(err.to_string(), "BTF type `in` has no member `zz`");
+    let err = nested().member_offset("nope", &["a"]).unwrap_err();
+    assert_eq!(err.to_string(), "BTF has no union named `nope`");
+}
+
+#[test]
+fn bitfields_are_refused() {
+    let mut b = Builder::new();
+    let u32_t = b.int("u32", 4);
+    let id = b.push("flags", 4, 1, true, 4);
+    let name = b.str("bit");
+    b.words(&[name, u32_t, (1 << 24) | 3]);
+    assert_eq!(id, 2);
+    let btf = Btf::parse(&b.build()).unwrap();
+    assert!(matches!(
+        btf.member_offset("flags", &["bit"]),
+        Err(BtfError::Bitfield { .. })
+    ));
+}
+
+#[test]
+fn enums_keep_order_and_sign() {
+    let mut b = Builder::new();
+    b.push("colour", 6, 2, true, 4);
+    let (red, blue) = (b.str("RED"), b.str("BLUE"));
+    b.words(&[red, 0, blue, (-1i32).cast_unsigned()]);
+    b.push("big", 19, 1, false, 8);
+    let huge = b.str("HUGE");
+    b.words(&[huge, 0, 1]);
+    let btf = Btf::parse(&b.build()).unwrap();
+    assert_eq!(
+        btf.enum_variants("colour").unwrap(),
+        vec![("RED".to_owned(), 0), ("BLUE".to_owned(), -1)]
+    );
+    assert_eq!(btf.enum_variants("big").unwrap(), vec![("HUGE".to_owned(), 1 << 32)]);
+}
+
+#[test]
+fn tracepoint_arg_count_skips_the_context_pointer() {
+    let mut b = Builder::new();
+    let int = b.int("int", 4);
+    let proto = b.push("", 13, 3, false, 0);
+    b.words(&[0, 0, 0, int, 0, int]);
+    let ptr = b.push("", 2, 0, false, proto);
+    b.push("btf_trace_demo", 8, 0, false, ptr);
+    let btf = Btf::parse(&b.build()).unwrap();
+    assert_eq!(btf.tracepoint_arg_count("demo").unwrap(), 2);
+}
+
+#[test]
+fn garbage_is_an_error_not_a_panic() {
+    assert!(matches!(Btf::parse(&[]), Err(BtfError::Malformed(_))));
+    assert!(matches!(Btf::parse(&[0; 64]), Err(BtfError::Malformed(_))));
+    let mut truncated = nested_bytes();
+    truncated.truncate(40);
+    assert!(Btf::parse(&truncated).is_err());
+}
+
+fn nested_bytes() -> Vec<u8> {
+    let mut b = Builder::new();
+    let u32_t = b.int("u32", 4);
+    b.composite(4, "s", 4, &[("a", u32_t, 0)]);
+    b.build()
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let err = Btf::from_file(Path::new("/nonexistent/vmlinux")).err().unwrap();
+    assert!(err.to_string().starts_with("cannot read BTF from /nonexistent/vmlinux"));
+}

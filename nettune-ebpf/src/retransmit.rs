@@ -1,0 +1,96 @@
+//! TCP retransmits per network namespace, from the `tcp_retransmit_skb` tracepoint.
+//!
+//! Two variants of one program, the agent attaches the first that works:
+//! 1. `tp_btf/tcp_retransmit_skb`: typed arguments, no tracefs needed, cheapest.
+//! 2. `tracepoint/tcp/tcp_retransmit_skb`: the classic tracepoint, for kernels or
+//!    environments without BTF tracepoints.
+//!
+//! Since Linux 6.12 the tracepoint also fires for failed attempts and carries `err`;
+//! those go to `failed`, so `segments` stays comparable with the `RetransSegs` MIB
+//! counter (`/proc/net/snmp`), which counts segments handed to the device.
+
+use aya_ebpf::{
+    macros::{btf_tracepoint, map, tracepoint},
+    maps::LruPerCpuHashMap,
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use nettune_common::{
+    KernelOffsets, MAX_NETNS, ProbeError, RetransmitCounters, offsets::ABSENT,
+};
+
+use crate::{errors, kernel};
+
+#[map]
+static RETRANSMITS: LruPerCpuHashMap<u32, RetransmitCounters> =
+    LruPerCpuHashMap::with_max_entries(MAX_NETNS, 0);
+
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb_btf(ctx: BtfTracePointContext) -> i32 {
+    let off = kernel::offsets();
+    let sk: *const u8 = ctx.arg(0);
+    let skb: *const u8 = ctx.arg(1);
+    // The verifier rejects reading an argument the tracepoint does not have; the
+    // branch is pruned on kernels where the agent wrote 2 here.
+    let err: i32 = if off.tp_btf_retransmit_args >= 3 { ctx.arg(2) } else { 0 };
+    if let Err(e) = record(sk, skb, err, &off) {
+        errors::count(e);
+    }
+    0
+}
+
+#[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb_tp(ctx: TracePointContext) -> u32 {
+    if let Err(e) = try_tracepoint(&ctx) {
+        errors::count(e);
+    }
+    0
+}
+
+fn try_tracepoint(ctx: &TracePointContext) -> Result<(), ProbeError> {
+    let off = kernel::offsets();
+    // SAFETY: the offsets come from this kernel's format file for this tracepoint.
+    let (sk, skb) = unsafe {
+        (
+            ctx.read_at::<*const u8>(off.tp_retransmit_skaddr as usize),
+            ctx.read_at::<*const u8>(off.tp_retransmit_skbaddr as usize),
+        )
+    };
+    let (Ok(sk), Ok(skb)) = (sk, skb) else {
+        return Err(ProbeError::TracepointRead);
+    };
+    let err = if off.tp_retransmit_err == ABSENT {
+        0
+    } else {
+        // SAFETY: as above; the field exists when the agent wrote its offset.
+        unsafe { ctx.read_at::<i32>(off.tp_retransmit_err as usize) }
+            .map_err(|_| ProbeError::TracepointRead)?
+    };
+    record(sk, skb, err, &off)
+}
+
+#[inline(always)]
+fn record(sk: *const u8, skb: *const u8, err: i32, off: &KernelOffsets) -> Result<(), ProbeError> {
+    let netns = kernel::netns_of_sock(sk, off)?;
+    let counters = counters_for(netns)?;
+    // SAFETY: `counters` points at this CPU's value of a per-CPU map entry; no other
+    // program runs on this CPU while we hold it.
+    let counters = unsafe { &mut *counters };
+    if err == 0 {
+        counters.retransmits += 1;
+        counters.segments += kernel::tcp_skb_segments(skb, off)?;
+    } else {
+        counters.failed += 1;
+    }
+    Ok(())
+}
+
+/// This CPU's counters for `netns`, creating a zeroed entry on first use.
+#[inline(always)]
+fn counters_for(netns: u32) -> Result<*mut RetransmitCounters, ProbeError> {
+    if let Some(ptr) = RETRANSMITS.get_ptr_mut(&netns) {
+        return Ok(ptr);
+    }
+    // BPF_NOEXIST: another CPU may have created it meanwhile; that is fine.
+    let _ = RETRANSMITS.insert(&netns, &RetransmitCounters::default(), 1);
+    RETRANSMITS.get_ptr_mut(&netns).ok_or(ProbeError::MapUpdate)
+}

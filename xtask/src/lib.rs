@@ -1,0 +1,55 @@
+//! Shared by the xtask binary and the build scripts of the crates that embed eBPF
+//! objects: where the pinned toolchains are named and how an eBPF crate is built.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow};
+
+/// The workspace root (this crate lives in `<root>/xtask`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+/// The `channel` named in `<dir>/rust-toolchain.toml`.
+pub fn toolchain_channel(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("rust-toolchain.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let table: toml::Table = text.parse().with_context(|| format!("parsing {}", path.display()))?;
+    table
+        .get("toolchain")
+        .and_then(|t| t.get("channel"))
+        .and_then(toml::Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("{}: no [toolchain] channel", path.display()))
+}
+
+/// The nightly that builds every eBPF crate: named once, in
+/// `nettune-ebpf/rust-toolchain.toml`.
+pub fn ebpf_toolchain() -> anyhow::Result<String> {
+    toolchain_channel(&workspace_root().join("nettune-ebpf"))
+}
+
+/// Builds the binaries of the eBPF crate at `<root>/<dir>` (package `name`) into
+/// the calling build script's OUT_DIR. For use from build.rs only.
+pub fn build_ebpf_crate(name: &str, dir: &str) -> anyhow::Result<()> {
+    let root = workspace_root();
+    let crate_dir = root.join(dir);
+    let toolchain = ebpf_toolchain()?;
+    println!("cargo::rerun-if-changed={}", root.join("nettune-ebpf/rust-toolchain.toml").display());
+    println!("cargo::rerun-if-changed={}", root.join("nettune-common/src").display());
+    // aya-build runs `cargo build --package` in the current directory; each eBPF
+    // crate is its own workspace, so build from inside it.
+    std::env::set_current_dir(&crate_dir).with_context(|| crate_dir.display().to_string())?;
+    let root_dir = crate_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name,
+            root_dir,
+            ..Default::default()
+        }],
+        aya_build::Toolchain::Custom(&toolchain),
+    )
+}
