@@ -81,7 +81,9 @@ pub fn require(feature: Feature, present: bool, why_missing: &str) -> Option<Tes
             "feature `{feature}` is required here (NETTUNE_REQUIRE_FEATURES) but missing: {why_missing}"
         )))
     } else {
-        Some(Ok(Outcome::Skipped(format!("needs {feature}: {why_missing}"))))
+        Some(Ok(Outcome::Skipped(format!(
+            "needs {feature}: {why_missing}"
+        ))))
     }
 }
 
@@ -122,7 +124,10 @@ pub fn main(tests: &[Test]) -> ! {
             }
             Err(_) => {
                 failed += 1;
-                println!("test {} ... FAILED ({secs:.1}s): panicked (see above)", test.name);
+                println!(
+                    "test {} ... FAILED ({secs:.1}s): panicked (see above)",
+                    test.name
+                );
             }
         }
     }

@@ -55,24 +55,23 @@ pub fn bulk_transfer(
     ready_rx
         .recv_timeout(STEP_TIMEOUT)
         .context("server never became ready")?;
-    sender
-        .run(move || -> anyhow::Result<()> {
-            let mut stream = TcpStream::connect_timeout(&addr, STEP_TIMEOUT).context("connect")?;
-            stream.set_write_timeout(Some(STEP_TIMEOUT))?;
-            stream.set_read_timeout(Some(STEP_TIMEOUT))?;
-            let chunk = vec![0x5au8; 64 * 1024];
-            let mut left = bytes;
-            while left > 0 {
-                let n = left.min(chunk.len());
-                stream.write_all(&chunk[..n]).context("write")?;
-                left -= n;
-            }
-            stream.shutdown(std::net::Shutdown::Write)?;
-            // Wait for the server's close so every segment and FIN is acknowledged.
-            let mut rest = [0u8; 16];
-            while stream.read(&mut rest).context("waiting for close")? > 0 {}
-            Ok(())
-        })??;
+    sender.run(move || -> anyhow::Result<()> {
+        let mut stream = TcpStream::connect_timeout(&addr, STEP_TIMEOUT).context("connect")?;
+        stream.set_write_timeout(Some(STEP_TIMEOUT))?;
+        stream.set_read_timeout(Some(STEP_TIMEOUT))?;
+        let chunk = vec![0x5au8; 64 * 1024];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            stream.write_all(&chunk[..n]).context("write")?;
+            left -= n;
+        }
+        stream.shutdown(std::net::Shutdown::Write)?;
+        // Wait for the server's close so every segment and FIN is acknowledged.
+        let mut rest = [0u8; 16];
+        while stream.read(&mut rest).context("waiting for close")? > 0 {}
+        Ok(())
+    })??;
     let received = server
         .join()
         .map_err(|_| anyhow::anyhow!("server thread panicked"))???;

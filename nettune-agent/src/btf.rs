@@ -217,7 +217,8 @@ impl Btf {
         let info = u32_at(b, at + 4)?;
         let size_or_type = u32_at(b, at + 8)?;
         let vlen = (info & 0xffff) as usize;
-        let kind = Kind::from_raw((info >> 24) & 0x1f).ok_or(BtfError::Malformed("unknown kind"))?;
+        let kind =
+            Kind::from_raw((info >> 24) & 0x1f).ok_or(BtfError::Malformed("unknown kind"))?;
         let kind_flag = info >> 31 == 1;
         let body = at + 12;
         let mut ty = Type {
@@ -266,15 +267,18 @@ impl Btf {
                 for i in 0..vlen {
                     let v = body + i * 12;
                     let value = u64::from(u32_at(b, v + 4)?) | (u64::from(u32_at(b, v + 8)?) << 32);
-                    ty.variants.push((str_at(strings, u32_at(b, v)?)?, value.cast_signed()));
+                    ty.variants
+                        .push((str_at(strings, u32_at(b, v)?)?, value.cast_signed()));
                 }
                 vlen * 12
             }
             Kind::FuncProto => {
                 for i in 0..vlen {
                     let p = body + i * 8;
-                    ty.variants
-                        .push((str_at(strings, u32_at(b, p)?)?, i64::from(u32_at(b, p + 4)?)));
+                    ty.variants.push((
+                        str_at(strings, u32_at(b, p)?)?,
+                        i64::from(u32_at(b, p + 4)?),
+                    ));
                 }
                 vlen * 8
             }
@@ -313,13 +317,13 @@ impl Btf {
     }
 
     fn named(&self, kind: &'static str, name: &str) -> Result<&Type, BtfError> {
-        let id = self
-            .by_name
-            .get(&(kind, name.to_owned()))
-            .ok_or_else(|| BtfError::NoSuchType {
-                kind,
-                name: name.to_owned(),
-            })?;
+        let id =
+            self.by_name
+                .get(&(kind, name.to_owned()))
+                .ok_or_else(|| BtfError::NoSuchType {
+                    kind,
+                    name: name.to_owned(),
+                })?;
         self.get(*id)
     }
 
@@ -335,12 +339,12 @@ impl Btf {
         let mut offset_bits = 0;
         let mut ty_name = strukt.to_owned();
         for member in path {
-            let (bits, member_ty) = self.find_member(ty, member)?.ok_or_else(|| {
-                BtfError::NoSuchMember {
-                    ty: ty_name.clone(),
-                    member: (*member).to_owned(),
-                }
-            })?;
+            let (bits, member_ty) =
+                self.find_member(ty, member)?
+                    .ok_or_else(|| BtfError::NoSuchMember {
+                        ty: ty_name.clone(),
+                        member: (*member).to_owned(),
+                    })?;
             offset_bits += bits;
             ty = self.resolve(member_ty)?;
             ty_name.clone_from(&(*member).to_owned());

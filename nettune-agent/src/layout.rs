@@ -30,7 +30,9 @@ impl Layout {
             ..KernelOffsets::default()
         };
         let btf_problem = match btf {
-            Ok(btf) => struct_offsets(btf, &mut offsets).err().map(|e| e.to_string()),
+            Ok(btf) => struct_offsets(btf, &mut offsets)
+                .err()
+                .map(|e| e.to_string()),
             Err(e) => Some(e.to_string()),
         };
         let tracefs_problem = match tracefs {
@@ -59,10 +61,13 @@ fn struct_offsets(btf: &Btf, offsets: &mut KernelOffsets) -> Result<(), BtfError
 fn tracepoint_offsets(tracefs: &Tracefs, offsets: &mut KernelOffsets) -> Result<(), TracefsError> {
     let fields = tracefs.format("tcp", "tcp_retransmit_skb")?;
     let field = |name: &str| {
-        fields.get(name).map(|f| f.offset).ok_or_else(|| TracefsError::NoField {
-            event: "tcp/tcp_retransmit_skb".into(),
-            field: name.into(),
-        })
+        fields
+            .get(name)
+            .map(|f| f.offset)
+            .ok_or_else(|| TracefsError::NoField {
+                event: "tcp/tcp_retransmit_skb".into(),
+                field: name.into(),
+            })
     };
     offsets.tp_retransmit_skaddr = field("skaddr")?;
     offsets.tp_retransmit_skbaddr = field("skbaddr")?;
@@ -82,7 +87,12 @@ mod tests {
         let tracefs = Tracefs::at("/nonexistent/tracefs");
         let layout = Layout::resolve(Err(&btf_err), Ok(&tracefs));
         assert!(layout.btf_problem.unwrap().contains("/nonexistent/btf"));
-        assert!(layout.tracefs_problem.unwrap().contains("cannot read tracepoint format"));
+        assert!(
+            layout
+                .tracefs_problem
+                .unwrap()
+                .contains("cannot read tracepoint format")
+        );
         assert_eq!(layout.offsets.tp_retransmit_err, ABSENT);
     }
 }

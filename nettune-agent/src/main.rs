@@ -63,11 +63,15 @@ enum Command {
 }
 
 fn parse_interval(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|e| format!("`{s}` is not a number: {e}"))?;
+    let v: f64 = s
+        .parse()
+        .map_err(|e| format!("`{s}` is not a number: {e}"))?;
     if v.is_finite() && (0.05..=3600.0).contains(&v) {
         Ok(v)
     } else {
-        Err(format!("`{s}` is out of range: the interval must be 0.05 to 3600 seconds"))
+        Err(format!(
+            "`{s}` is out of range: the interval must be 0.05 to 3600 seconds"
+        ))
     }
 }
 
@@ -126,7 +130,12 @@ fn run(interval: Duration, options: &LoadOptions) -> anyhow::Result<ExitCode> {
             None => log::warn!("{}: no variant could attach", status.signal),
         }
         for skipped in &status.skipped {
-            log::info!("{}: skipped {}: {}", status.signal, skipped.variant, skipped.reason);
+            log::info!(
+                "{}: skipped {}: {}",
+                status.signal,
+                skipped.variant,
+                skipped.reason
+            );
         }
     }
     for warning in &probes.report().warnings {

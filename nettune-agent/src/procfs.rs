@@ -99,8 +99,13 @@ Tcp: 1 200 120000 -1 7 42
 
     #[test]
     fn a_missing_counter_names_file_group_and_counter() {
-        let err = Mib::parse("/proc/1/net/snmp", SNMP).get("Tcp", "Nope").unwrap_err();
-        assert_eq!(err.to_string(), "/proc/1/net/snmp: counter Tcp:Nope not found");
+        let err = Mib::parse("/proc/1/net/snmp", SNMP)
+            .get("Tcp", "Nope")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/proc/1/net/snmp: counter Tcp:Nope not found"
+        );
     }
 
     #[test]

@@ -74,7 +74,9 @@ impl Tracefs {
             .iter()
             .map(Path::new)
             .find(|p| p.join("events").is_dir())
-            .map(|p| Self { root: p.to_path_buf() })
+            .map(|p| Self {
+                root: p.to_path_buf(),
+            })
     }
 
     /// Uses `root` as tracefs (tests point this at a directory of fixtures).
@@ -83,9 +85,19 @@ impl Tracefs {
     }
 
     /// The fields of `category/name`'s record, by name.
-    pub fn format(&self, category: &str, name: &str) -> Result<HashMap<String, Field>, TracefsError> {
-        let path = self.root.join("events").join(category).join(name).join("format");
-        let text = fs::read_to_string(&path).map_err(|source| TracefsError::Format { path, source })?;
+    pub fn format(
+        &self,
+        category: &str,
+        name: &str,
+    ) -> Result<HashMap<String, Field>, TracefsError> {
+        let path = self
+            .root
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("format");
+        let text =
+            fs::read_to_string(&path).map_err(|source| TracefsError::Format { path, source })?;
         Ok(parse_format(&text))
     }
 
@@ -101,7 +113,7 @@ impl Tracefs {
 }
 
 /// Parses the `field:` lines of a format file:
-/// `field:const void * skaddr;	offset:16;	size:8;	signed:0;`
+/// `field:const void * skaddr;<TAB>offset:16;<TAB>size:8;<TAB>signed:0;`
 pub fn parse_format(text: &str) -> HashMap<String, Field> {
     let mut fields = HashMap::new();
     for line in text.lines() {
@@ -150,10 +162,28 @@ print fmt: \"skbaddr=%p\", REC->skbaddr
     #[test]
     fn parses_pointer_array_and_int_fields() {
         let fields = parse_format(RETRANSMIT_FORMAT);
-        assert_eq!(fields["skaddr"], Field { offset: 16, size: 8 });
+        assert_eq!(
+            fields["skaddr"],
+            Field {
+                offset: 16,
+                size: 8
+            }
+        );
         assert_eq!(fields["skbaddr"], Field { offset: 8, size: 8 });
-        assert_eq!(fields["saddr_v6"], Field { offset: 42, size: 16 });
-        assert_eq!(fields["err"], Field { offset: 76, size: 4 });
+        assert_eq!(
+            fields["saddr_v6"],
+            Field {
+                offset: 42,
+                size: 16
+            }
+        );
+        assert_eq!(
+            fields["err"],
+            Field {
+                offset: 76,
+                size: 4
+            }
+        );
         assert!(!fields.contains_key("print"));
     }
 
@@ -165,11 +195,17 @@ print fmt: \"skbaddr=%p\", REC->skbaddr
         fs::write(event.join("format"), RETRANSMIT_FORMAT).unwrap();
         let tracefs = Tracefs::at(&dir);
         assert_eq!(
-            tracefs.field("tcp", "tcp_retransmit_skb", "sport").unwrap_err().to_string(),
+            tracefs
+                .field("tcp", "tcp_retransmit_skb", "sport")
+                .unwrap_err()
+                .to_string(),
             "tracepoint tcp/tcp_retransmit_skb has no field `sport`"
         );
         let err = tracefs.field("tcp", "nope", "x").unwrap_err();
-        assert!(err.to_string().starts_with("cannot read tracepoint format"), "{err}");
+        assert!(
+            err.to_string().starts_with("cannot read tracepoint format"),
+            "{err}"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 }

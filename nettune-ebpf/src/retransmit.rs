@@ -14,9 +14,7 @@ use aya_ebpf::{
     maps::LruPerCpuHashMap,
     programs::{BtfTracePointContext, TracePointContext},
 };
-use nettune_common::{
-    KernelOffsets, MAX_NETNS, ProbeError, RetransmitCounters, offsets::ABSENT,
-};
+use nettune_common::{KernelOffsets, MAX_NETNS, ProbeError, RetransmitCounters, offsets::ABSENT};
 
 use crate::{errors, kernel};
 
@@ -31,7 +29,11 @@ pub fn tcp_retransmit_skb_btf(ctx: BtfTracePointContext) -> i32 {
     let skb: *const u8 = ctx.arg(1);
     // The verifier rejects reading an argument the tracepoint does not have; the
     // branch is pruned on kernels where the agent wrote 2 here.
-    let err: i32 = if off.tp_btf_retransmit_args >= 3 { ctx.arg(2) } else { 0 };
+    let err: i32 = if off.tp_btf_retransmit_args >= 3 {
+        ctx.arg(2)
+    } else {
+        0
+    };
     if let Err(e) = record(sk, skb, err, &off) {
         errors::count(e);
     }

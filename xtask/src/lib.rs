@@ -16,8 +16,11 @@ pub fn workspace_root() -> PathBuf {
 /// The `channel` named in `<dir>/rust-toolchain.toml`.
 pub fn toolchain_channel(dir: &Path) -> anyhow::Result<String> {
     let path = dir.join("rust-toolchain.toml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let table: toml::Table = text.parse().with_context(|| format!("parsing {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("parsing {}", path.display()))?;
     table
         .get("toolchain")
         .and_then(|t| t.get("channel"))
@@ -38,12 +41,20 @@ pub fn build_ebpf_crate(name: &str, dir: &str) -> anyhow::Result<()> {
     let root = workspace_root();
     let crate_dir = root.join(dir);
     let toolchain = ebpf_toolchain()?;
-    println!("cargo::rerun-if-changed={}", root.join("nettune-ebpf/rust-toolchain.toml").display());
-    println!("cargo::rerun-if-changed={}", root.join("nettune-common/src").display());
+    println!(
+        "cargo::rerun-if-changed={}",
+        root.join("nettune-ebpf/rust-toolchain.toml").display()
+    );
+    println!(
+        "cargo::rerun-if-changed={}",
+        root.join("nettune-common/src").display()
+    );
     // aya-build runs `cargo build --package` in the current directory; each eBPF
     // crate is its own workspace, so build from inside it.
     std::env::set_current_dir(&crate_dir).with_context(|| crate_dir.display().to_string())?;
-    let root_dir = crate_dir.to_str().ok_or_else(|| anyhow!("non-UTF-8 path"))?;
+    let root_dir = crate_dir
+        .to_str()
+        .ok_or_else(|| anyhow!("non-UTF-8 path"))?;
     aya_build::build_ebpf(
         [aya_build::Package {
             name,

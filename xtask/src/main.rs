@@ -1,1 +1,68 @@
-fn main(){}
+//! `cargo xtask`: the project's own commands. Each sets up what it needs first.
+//!
+//! - `setup`  install the pinned toolchains, bpf-linker and the test tools (idempotent)
+//! - `build`  build the eBPF object and the `nettune` binary
+//! - `run`    build and run `nettune` as root (default arguments: `run`)
+//! - `test`   formatting, lints, unit tests, then the kernel tests as root
+
+mod process;
+mod run;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Setup, build, run and test nettune")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building and testing need; prints one line per prerequisite.
+    Setup,
+    /// Build the eBPF object and the `nettune` binary.
+    Build {
+        /// Build with optimisations (target/release/nettune).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build and run `nettune` as root (via sudo when not root).
+    Run {
+        /// Build with optimisations.
+        #[arg(long)]
+        release: bool,
+        /// Arguments for nettune (default: `run`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run the whole test suite: fmt, clippy, unit tests, kernel tests.
+    Test {
+        /// Only run kernel tests whose names contain this text.
+        #[arg(long)]
+        kernel_filter: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::setup(setup::Scope::Everything),
+        Command::Build { release } => {
+            setup::setup(setup::Scope::Build).and_then(|()| run::build(release).map(drop))
+        }
+        Command::Run { release, args } => run::run(release, args),
+        Command::Test { kernel_filter } => test::test(kernel_filter.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

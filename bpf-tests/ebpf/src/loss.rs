@@ -26,12 +26,12 @@ const ETH_P_IP: u16 = 0x0800;
 const IPPROTO_TCP: u8 = 6;
 
 #[classifier]
-pub fn loss(ctx: TcContext) -> i32 {
+fn loss(ctx: TcContext) -> i32 {
     // Ethernet header: EtherType at byte 12 (network order); IPv4 protocol at 14 + 9.
     let is_tcp = matches!(ctx.load::<u16>(12), Ok(t) if u16::from_be(t) == ETH_P_IP)
         && matches!(ctx.load::<u8>(23), Ok(IPPROTO_TCP));
     if !is_tcp {
-        return TC_ACT_OK as i32;
+        return TC_ACT_OK;
     }
     bump(0);
     // SAFETY: a plain static read; volatile keeps the loader-written value.
@@ -39,9 +39,9 @@ pub fn loss(ctx: TcContext) -> i32 {
     // SAFETY: bpf_get_prandom_u32 has no preconditions.
     if unsafe { bpf_get_prandom_u32() } % 10_000 < loss {
         bump(1);
-        return TC_ACT_SHOT as i32;
+        return TC_ACT_SHOT;
     }
-    TC_ACT_OK as i32
+    TC_ACT_OK
 }
 
 fn bump(slot: u32) {

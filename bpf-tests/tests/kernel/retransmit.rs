@@ -100,9 +100,15 @@ fn count_equals_retranssegs(variant: Variant, feature: Feature) -> TestResult {
          {} failed; RetransSegs: {mib}",
         map.retransmits, map.segments, map.failed
     );
-    ensure!(received == TRANSFER_BYTES, "received {received} of {TRANSFER_BYTES} bytes");
+    ensure!(
+        received == TRANSFER_BYTES,
+        "received {received} of {TRANSFER_BYTES} bytes"
+    );
     ensure!(dropped > 0, "the loss program dropped nothing");
-    ensure!(map.segments > 0, "no retransmits counted despite {dropped} drops");
+    ensure!(
+        map.segments > 0,
+        "no retransmits counted despite {dropped} drops"
+    );
     let tolerance = map.failed * MAX_SEGMENTS_PER_SKB;
     ensure!(
         map.segments <= mib && mib <= map.segments + tolerance,

@@ -29,7 +29,14 @@ impl Builder {
         off
     }
 
-    fn push(&mut self, name: &str, kind: u32, vlen: u32, kind_flag: bool, size_or_type: u32) -> u32 {
+    fn push(
+        &mut self,
+        name: &str,
+        kind: u32,
+        vlen: u32,
+        kind_flag: bool,
+        size_or_type: u32,
+    ) -> u32 {
         let name = self.str(name);
         let info = (kind << 24) | vlen | (u32::from(kind_flag) << 31);
         for word in [name, info, size_or_type] {
@@ -136,7 +143,10 @@ fn enums_keep_order_and_sign() {
         btf.enum_variants("colour").unwrap(),
         vec![("RED".to_owned(), 0), ("BLUE".to_owned(), -1)]
     );
-    assert_eq!(btf.enum_variants("big").unwrap(), vec![("HUGE".to_owned(), 1 << 32)]);
+    assert_eq!(
+        btf.enum_variants("big").unwrap(),
+        vec![("HUGE".to_owned(), 1 << 32)]
+    );
 }
 
 #[test]
@@ -169,6 +179,11 @@ fn nested_bytes() -> Vec<u8> {
 
 #[test]
 fn missing_file_names_the_path() {
-    let err = Btf::from_file(Path::new("/nonexistent/vmlinux")).err().unwrap();
-    assert!(err.to_string().starts_with("cannot read BTF from /nonexistent/vmlinux"));
+    let err = Btf::from_file(Path::new("/nonexistent/vmlinux"))
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .starts_with("cannot read BTF from /nonexistent/vmlinux")
+    );
 }

@@ -14,11 +14,7 @@ use std::fmt;
 use aya::{Ebpf, EbpfLoader};
 use serde::Serialize;
 
-use crate::{
-    btf::Btf,
-    layout::Layout,
-    tracefs::Tracefs,
-};
+use crate::{btf::Btf, layout::Layout, tracefs::Tracefs};
 
 /// The eBPF object, built by build.rs with the pinned nightly and embedded here.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nettune"));
@@ -94,7 +90,9 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{:<18} {:<12} SKIPPED VARIANTS", "SIGNAL", "ATTACHED")?;
         for s in &self.signals {
-            let attached = s.attached.map_or_else(|| "NONE".to_owned(), |v| v.to_string());
+            let attached = s
+                .attached
+                .map_or_else(|| "NONE".to_owned(), |v| v.to_string());
             let skipped = if s.skipped.is_empty() {
                 "-".to_owned()
             } else {

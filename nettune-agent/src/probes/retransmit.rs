@@ -45,7 +45,9 @@ fn attach_tp_btf(ebpf: &mut Ebpf, env: &Env) -> Result<(), String> {
     program
         .load("tcp_retransmit_skb", btf)
         .map_err(|e| format!("load: {}", super_error(&e)))?;
-    program.attach().map_err(|e| format!("attach: {}", super_error(&e)))?;
+    program
+        .attach()
+        .map_err(|e| format!("attach: {}", super_error(&e)))?;
     Ok(())
 }
 
@@ -60,7 +62,9 @@ fn attach_tracepoint(ebpf: &mut Ebpf, env: &Env) -> Result<(), String> {
         .ok_or("program missing from object")?
         .try_into()
         .map_err(|e| format!("{e}"))?;
-    program.load().map_err(|e| format!("load: {}", super_error(&e)))?;
+    program
+        .load()
+        .map_err(|e| format!("load: {}", super_error(&e)))?;
     program
         .attach("tcp", "tcp_retransmit_skb")
         .map_err(|e| format!("attach: {}", super_error(&e)))?;
@@ -96,10 +100,14 @@ impl Probes {
         let mut out = BTreeMap::new();
         for entry in map.iter() {
             // An entry evicted between listing keys and reading it is not an error.
-            let Ok((netns, per_cpu)) = entry else { continue };
+            let Ok((netns, per_cpu)) = entry else {
+                continue;
+            };
             let total = per_cpu
                 .iter()
-                .fold(RetransmitCounters::default(), |acc, c| acc.saturating_add(*c));
+                .fold(RetransmitCounters::default(), |acc, c| {
+                    acc.saturating_add(*c)
+                });
             out.insert(netns, total);
         }
         Ok(out)

@@ -1,0 +1,62 @@
+//! `cargo xtask build` and `cargo xtask run`.
+
+use std::{os::unix::process::CommandExt as _, path::PathBuf, process::Command};
+
+use anyhow::bail;
+
+use crate::{
+    process::{self, can_sudo, is_root},
+    setup,
+};
+
+/// Builds the eBPF object and `nettune`; returns the binary's path.
+pub fn build(release: bool) -> anyhow::Result<PathBuf> {
+    let profile = if release { "release" } else { "debug" };
+    println!("build: eBPF object and nettune ({profile})");
+    let mut cmd = Command::new("cargo");
+    cmd.args(["build", "--package", "nettune-agent", "--bin", "nettune"]);
+    if release {
+        cmd.arg("--release");
+    }
+    process::run(&mut cmd)?;
+    let binary = xtask::workspace_root()
+        .join("target")
+        .join(profile)
+        .join("nettune");
+    println!("build: {}", binary.display());
+    Ok(binary)
+}
+
+/// Builds and runs `nettune` as root, replacing this process so that Ctrl-C and
+/// SIGTERM reach the agent directly and it can detach its programs.
+pub fn run(release: bool, args: Vec<String>) -> anyhow::Result<()> {
+    // Fail before a long build when the agent could not start anyway.
+    let use_sudo = if is_root() {
+        false
+    } else if can_sudo() {
+        true
+    } else {
+        bail!(
+            "nettune loads eBPF programs and needs root, but this user is not root and cannot \
+             use sudo without a password: run `cargo xtask run` as root"
+        );
+    };
+    setup::setup(setup::Scope::Build)?;
+    let binary = build(release)?;
+    let args = if args.is_empty() {
+        vec!["run".to_owned()]
+    } else {
+        args
+    };
+    let mut cmd = if use_sudo {
+        let mut c = Command::new("sudo");
+        c.args(["--preserve-env=RUST_LOG", "--"]).arg(&binary);
+        c
+    } else {
+        Command::new(&binary)
+    };
+    cmd.args(&args);
+    println!("run: {}", process::describe(&cmd));
+    let err = cmd.exec();
+    bail!("cannot start {}: {err}", binary.display())
+}

@@ -1,0 +1,209 @@
+//! `cargo xtask test`: the whole suite, in order of cost.
+//!
+//! 1. setup (toolchains, bpf-linker, test tools);
+//! 2. `cargo fmt --check` and `cargo clippy -D warnings` on every crate, the eBPF
+//!    crates with their own nightly and target;
+//! 3. unit tests (`cargo test`, every crate but bpf-tests);
+//! 4. kernel tests (`bpf-tests`, own harness) as root, via sudo when needed.
+//!
+//! Ends with `summary: N passed, N failed, N skipped` over unit and kernel tests.
+//!
+//! On CI (`CI` set) kernel-test skips for features this machine kind has become
+//! failures: `NETTUNE_REQUIRE_FEATURES` defaults to [`CI_REQUIRED_FEATURES`].
+
+use std::{path::Path, process::Command, time::Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    process::{self, can_sudo, is_root},
+    setup,
+};
+
+/// Features the CI machine kind (Debian 12, Linux 6.18, root) has; see
+/// docs/testing.md. fentry and kprobes are absent there and not listed.
+const CI_REQUIRED_FEATURES: &str = "root,btf,tp_btf,tracepoint,tc";
+
+/// The eBPF crates, linted with the pinned nightly for the BPF target.
+const EBPF_CRATES: &[&str] = &["nettune-ebpf", "bpf-tests/ebpf"];
+
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+}
+
+impl Tally {
+    /// Adds libtest's `test result: ok. 3 passed; 0 failed; 1 ignored; ...` lines
+    /// and our harness's `kernel: 3 passed, 0 failed, 1 skipped` line.
+    fn add_output(&mut self, text: &str) {
+        for line in text.lines() {
+            let body = if let Some(rest) = line.strip_prefix("test result: ") {
+                rest.split_once(". ").map_or(rest, |(_, counts)| counts)
+            } else if let Some(rest) = line.strip_prefix("kernel: ") {
+                rest
+            } else {
+                continue;
+            };
+            for part in body.split([';', ',']) {
+                let mut words = part.split_whitespace();
+                let (Some(n), Some(what)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let Ok(n) = n.parse::<u64>() else { continue };
+                match what {
+                    "passed" => self.passed += n,
+                    "failed" => self.failed += n,
+                    "ignored" | "skipped" => self.skipped += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn step(name: &str) -> Instant {
+    println!("\n==> {name}");
+    Instant::now()
+}
+
+fn done(name: &str, started: Instant) {
+    println!(
+        "==> {name}: done in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+pub fn test(kernel_filter: Option<&str>) -> anyhow::Result<()> {
+    let root = xtask::workspace_root();
+    let t = step("setup");
+    setup::setup(setup::Scope::Everything)?;
+    done("setup", t);
+
+    let t = step("format (cargo fmt --check)");
+    process::run(Command::new("cargo").args(["fmt", "--all", "--check"]))?;
+    for dir in EBPF_CRATES {
+        process::run(
+            Command::new("cargo")
+                .args(["fmt", "--check", "--manifest-path"])
+                .arg(root.join(dir).join("Cargo.toml")),
+        )?;
+    }
+    done("format", t);
+
+    let t = step("lints (cargo clippy -D warnings)");
+    process::run(Command::new("cargo").args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let nightly = xtask::ebpf_toolchain()?;
+    for dir in EBPF_CRATES {
+        clippy_ebpf(&root.join(dir), &nightly)?;
+    }
+    done("lints", t);
+
+    let mut tally = Tally::default();
+    let t = step("unit tests");
+    let (unit_ok, out) = process::tee(Command::new("cargo").args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "bpf-tests",
+    ]))?;
+    tally.add_output(&out);
+    done("unit tests", t);
+
+    let t = step("kernel tests (bpf-tests, as root)");
+    let (kernel_ok, out) = kernel_tests(kernel_filter)?;
+    tally.add_output(&out);
+    done("kernel tests", t);
+
+    println!(
+        "\nsummary: {} passed, {} failed, {} skipped",
+        tally.passed, tally.failed, tally.skipped
+    );
+    if !unit_ok || !kernel_ok || tally.failed > 0 {
+        bail!("tests failed");
+    }
+    Ok(())
+}
+
+fn clippy_ebpf(dir: &Path, nightly: &str) -> anyhow::Result<()> {
+    process::run(
+        Command::new("rustup")
+            .args(["run", nightly, "cargo", "clippy", "--release"])
+            .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+            .args(["--", "-D", "warnings"])
+            .current_dir(dir),
+    )
+    .with_context(|| format!("clippy on {}", dir.display()))
+}
+
+/// Builds the kernel test binary, then runs it as root.
+fn kernel_tests(filter: Option<&str>) -> anyhow::Result<(bool, String)> {
+    let binary = process::output(Command::new("cargo").args([
+        "test",
+        "--package",
+        "bpf-tests",
+        "--test",
+        "kernel",
+        "--no-run",
+        "--message-format=json",
+    ]))
+    .context("building the kernel tests failed (run `cargo test -p bpf-tests --no-run`)")?
+    .lines()
+    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "kernel")
+    .find_map(|v| v["executable"].as_str().map(str::to_owned))
+    .context("cargo did not report the kernel test binary")?;
+
+    let required = std::env::var("NETTUNE_REQUIRE_FEATURES")
+        .ok()
+        .or_else(|| std::env::var_os("CI").map(|_| CI_REQUIRED_FEATURES.to_owned()));
+    if let Some(list) = &required {
+        println!("kernel tests: skips for [{list}] count as failures (NETTUNE_REQUIRE_FEATURES)");
+    }
+    let mut cmd = if is_root() {
+        Command::new(&binary)
+    } else if can_sudo() {
+        let mut c = Command::new("sudo");
+        c.args([
+            "--preserve-env=NETTUNE_REQUIRE_FEATURES,RUST_LOG",
+            "--",
+            &binary,
+        ]);
+        c
+    } else {
+        println!("kernel tests: not root and no sudo: every kernel test will report a skip");
+        Command::new(&binary)
+    };
+    if let Some(list) = required {
+        cmd.env("NETTUNE_REQUIRE_FEATURES", list);
+    }
+    if let Some(f) = filter {
+        cmd.arg(f);
+    }
+    process::tee(&mut cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn tally_adds_libtest_and_kernel_lines() {
+        let mut t = Tally::default();
+        t.add_output(
+            "test result: ok. 12 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out\n\
+             test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured\n\
+             kernel: 4 passed, 0 failed, 1 skipped\n\
+             test foo ... ok\n",
+        );
+        assert_eq!((t.passed, t.failed, t.skipped), (19, 1, 3));
+    }
+}
