@@ -146,6 +146,8 @@ fn clippy_ebpf(dir: &Path, nightly: &str) -> anyhow::Result<()> {
 
 /// Builds the kernel test binary, then runs it as root.
 fn kernel_tests(filter: Option<&str>) -> anyhow::Result<(bool, String)> {
+    // The end-to-end tests run the real binary.
+    let nettune = crate::run::build(false)?;
     let binary = process::output(Command::new("cargo").args([
         "test",
         "--package",
@@ -185,6 +187,7 @@ fn kernel_tests(filter: Option<&str>) -> anyhow::Result<(bool, String)> {
     if let Some(list) = required {
         cmd.env("NETTUNE_REQUIRE_FEATURES", list);
     }
+    cmd.env("NETTUNE_BIN", nettune);
     if let Some(f) = filter {
         cmd.arg(f);
     }

@@ -4,9 +4,10 @@
 //!
 //! One module per signal, paired by name with the program in `nettune-ebpf/src/`.
 
+mod agent;
 mod retransmit;
 
 fn main() {
-    let tests: Vec<bpf_tests::harness::Test> = [retransmit::TESTS].concat();
+    let tests: Vec<bpf_tests::harness::Test> = [agent::TESTS, retransmit::TESTS].concat();
     bpf_tests::harness::main(&tests);
 }

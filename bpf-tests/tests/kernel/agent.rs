@@ -1,0 +1,120 @@
+//! The `nettune` binary end to end: `nettune run` attaches its programs and, on
+//! SIGINT or SIGTERM, exits 0 leaving no program or link of its own behind.
+
+use std::{
+    collections::HashSet,
+    io::{BufRead as _, BufReader},
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail, ensure};
+use bpf_tests::harness::{Outcome, Test, TestResult, require_root};
+
+pub const TESTS: &[Test] = &[
+    Test {
+        name: "agent::run_detaches_everything_on_sigint",
+        run: || run_detaches_everything_on(libc::SIGINT),
+    },
+    Test {
+        name: "agent::run_detaches_everything_on_sigterm",
+        run: || run_detaches_everything_on(libc::SIGTERM),
+    },
+];
+
+/// The `nettune` binary: `NETTUNE_BIN` (set by `cargo xtask test`), else the
+/// workspace's debug build.
+pub fn nettune_bin() -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("NETTUNE_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/nettune"),
+        PathBuf::from,
+    );
+    ensure!(
+        path.exists(),
+        "{} does not exist: build it (`cargo build -p nettune-agent`) or set NETTUNE_BIN",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// Ids of loaded programs and links, to tell ours apart from what was there before.
+fn loaded_ids() -> anyhow::Result<(HashSet<u32>, HashSet<u32>)> {
+    let programs = aya::programs::loaded_programs()
+        .map(|p| p.map(|p| p.id()))
+        .collect::<Result<_, _>>()?;
+    let links = aya::programs::loaded_links()
+        .map(|l| l.map(|l| l.id()))
+        .collect::<Result<_, _>>()?;
+    Ok((programs, links))
+}
+
+fn run_detaches_everything_on(signal: libc::c_int) -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let (programs_before, links_before) = loaded_ids()?;
+    let mut agent = Command::new(nettune_bin()?)
+        .args(["run", "--interval", "0.2"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting nettune run")?;
+    let stderr = agent.stderr.take().context("no stderr")?;
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut log = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("running;") {
+                tx.send(()).ok();
+            }
+            log.push(line);
+        }
+        log
+    });
+    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+        agent.kill().ok();
+        let log = reader.join().unwrap_or_default();
+        bail!("nettune run did not start within 30s; its log:\n{}", log.join("\n"));
+    }
+    let (programs_running, links_running) = loaded_ids()?;
+    let ours: Vec<_> = programs_running.difference(&programs_before).collect();
+    let our_links: Vec<_> = links_running.difference(&links_before).collect();
+    // SAFETY: kill sends a signal to a child process we own and have not reaped.
+    unsafe { libc::kill(i32::try_from(agent.id())?, signal) };
+    let status = wait_with_timeout(&mut agent, Duration::from_secs(15))?;
+    let log = reader.join().map_err(|_| anyhow::anyhow!("log reader panicked"))?;
+    let (programs_after, links_after) = loaded_ids()?;
+
+    ensure!(!ours.is_empty(), "no program was loaded while running; log:\n{}", log.join("\n"));
+    ensure!(!our_links.is_empty(), "no link was created while running");
+    ensure!(status.success(), "nettune exited with {status}; log:\n{}", log.join("\n"));
+    let left: Vec<_> = ours.iter().filter(|id| programs_after.contains(id)).collect();
+    ensure!(left.is_empty(), "programs {left:?} still loaded after exit");
+    let left: Vec<_> = our_links.iter().filter(|id| links_after.contains(id)).collect();
+    ensure!(left.is_empty(), "links {left:?} still present after exit");
+    ensure!(
+        log.iter().any(|l| l.contains("tcp_retransmit: attached")),
+        "the log does not say what attached:\n{}",
+        log.join("\n")
+    );
+    Ok(Outcome::Passed)
+}
+
+fn wait_with_timeout(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            bail!("nettune did not exit within {timeout:?} of the signal");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
