@@ -76,7 +76,10 @@ fn run_detaches_everything_on(signal: libc::c_int) -> TestResult {
     if rx.recv_timeout(Duration::from_secs(30)).is_err() {
         agent.kill().ok();
         let log = reader.join().unwrap_or_default();
-        bail!("nettune run did not start within 30s; its log:\n{}", log.join("\n"));
+        bail!(
+            "nettune run did not start within 30s; its log:\n{}",
+            log.join("\n")
+        );
     }
     let (programs_running, links_running) = loaded_ids()?;
     let ours: Vec<_> = programs_running.difference(&programs_before).collect();
@@ -84,15 +87,31 @@ fn run_detaches_everything_on(signal: libc::c_int) -> TestResult {
     // SAFETY: kill sends a signal to a child process we own and have not reaped.
     unsafe { libc::kill(i32::try_from(agent.id())?, signal) };
     let status = wait_with_timeout(&mut agent, Duration::from_secs(15))?;
-    let log = reader.join().map_err(|_| anyhow::anyhow!("log reader panicked"))?;
+    let log = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("log reader panicked"))?;
     let (programs_after, links_after) = loaded_ids()?;
 
-    ensure!(!ours.is_empty(), "no program was loaded while running; log:\n{}", log.join("\n"));
+    ensure!(
+        !ours.is_empty(),
+        "no program was loaded while running; log:\n{}",
+        log.join("\n")
+    );
     ensure!(!our_links.is_empty(), "no link was created while running");
-    ensure!(status.success(), "nettune exited with {status}; log:\n{}", log.join("\n"));
-    let left: Vec<_> = ours.iter().filter(|id| programs_after.contains(id)).collect();
+    ensure!(
+        status.success(),
+        "nettune exited with {status}; log:\n{}",
+        log.join("\n")
+    );
+    let left: Vec<_> = ours
+        .iter()
+        .filter(|id| programs_after.contains(id))
+        .collect();
     ensure!(left.is_empty(), "programs {left:?} still loaded after exit");
-    let left: Vec<_> = our_links.iter().filter(|id| links_after.contains(id)).collect();
+    let left: Vec<_> = our_links
+        .iter()
+        .filter(|id| links_after.contains(id))
+        .collect();
     ensure!(left.is_empty(), "links {left:?} still present after exit");
     ensure!(
         log.iter().any(|l| l.contains("tcp_retransmit: attached")),
