@@ -7,7 +7,7 @@ use std::{
     path::PathBuf,
     process::{Command, Stdio},
     sync::mpsc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail, ensure};
@@ -90,8 +90,6 @@ fn run_detaches_everything_on(signal: libc::c_int) -> TestResult {
     let log = reader
         .join()
         .map_err(|_| anyhow::anyhow!("log reader panicked"))?;
-    let (programs_after, links_after) = loaded_ids()?;
-
     ensure!(
         !ours.is_empty(),
         "no program was loaded while running; log:\n{}",
@@ -103,16 +101,27 @@ fn run_detaches_everything_on(signal: libc::c_int) -> TestResult {
         "nettune exited with {status}; log:\n{}",
         log.join("\n")
     );
-    let left: Vec<_> = ours
-        .iter()
-        .filter(|id| programs_after.contains(id))
-        .collect();
-    ensure!(left.is_empty(), "programs {left:?} still loaded after exit");
-    let left: Vec<_> = our_links
-        .iter()
-        .filter(|id| links_after.contains(id))
-        .collect();
-    ensure!(left.is_empty(), "links {left:?} still present after exit");
+    // The kernel frees a program after an RCU grace period once its last fd closes,
+    // so its id can outlive the process by a moment: poll, with a deadline.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (programs_after, links_after) = loaded_ids()?;
+        let programs_left: Vec<_> = ours
+            .iter()
+            .filter(|id| programs_after.contains(id))
+            .collect();
+        let links_left: Vec<_> = our_links
+            .iter()
+            .filter(|id| links_after.contains(id))
+            .collect();
+        if programs_left.is_empty() && links_left.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("5s after exit, programs {programs_left:?} and links {links_left:?} remain");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     ensure!(
         log.iter().any(|l| l.contains("tcp_retransmit: attached")),
         "the log does not say what attached:\n{}",
@@ -125,12 +134,12 @@ fn wait_with_timeout(
     child: &mut std::process::Child,
     timeout: Duration,
 ) -> anyhow::Result<std::process::ExitStatus> {
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(status);
         }
-        if std::time::Instant::now() > deadline {
+        if Instant::now() > deadline {
             child.kill().ok();
             bail!("nettune did not exit within {timeout:?} of the signal");
         }
