@@ -188,6 +188,7 @@ fn kernel_tests(filter: Option<&str>) -> anyhow::Result<(bool, String)> {
         cmd.env("NETTUNE_REQUIRE_FEATURES", list);
     }
     cmd.env("NETTUNE_BIN", nettune);
+    cmd.env("XTASK_BIN", std::env::current_exe()?);
     if let Some(f) = filter {
         cmd.arg(f);
     }

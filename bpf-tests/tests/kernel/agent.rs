@@ -22,7 +22,75 @@ pub const TESTS: &[Test] = &[
         name: "agent::run_detaches_everything_on_sigterm",
         run: || run_detaches_everything_on(libc::SIGTERM),
     },
+    Test {
+        name: "agent::without_root_nettune_fails_with_a_clear_message",
+        run: without_root_nettune_fails_with_a_clear_message,
+    },
+    Test {
+        name: "agent::without_root_or_sudo_xtask_run_fails_in_one_line",
+        run: without_root_or_sudo_xtask_run_fails_in_one_line,
+    },
 ];
+
+/// The user the "not root" tests run as.
+const NOBODY: u32 = 65534;
+
+/// Runs `program args` as `nobody`; returns (exit code, stderr lines).
+fn run_as_nobody(
+    program: &std::path::Path,
+    args: &[&str],
+) -> anyhow::Result<(Option<i32>, Vec<String>)> {
+    use std::os::unix::process::CommandExt as _;
+    let out = Command::new(program)
+        .args(args)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .env_remove("RUST_LOG")
+        .output()
+        .with_context(|| format!("running {} as nobody", program.display()))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    Ok((
+        out.status.code(),
+        stderr.lines().map(str::to_owned).collect(),
+    ))
+}
+
+fn without_root_nettune_fails_with_a_clear_message() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let (code, stderr) = run_as_nobody(&nettune_bin()?, &["probes"])?;
+    let last = stderr.last().map_or("", String::as_str);
+    ensure!(code == Some(1), "exit code {code:?}, stderr: {stderr:?}");
+    ensure!(
+        last.starts_with("nettune: loading eBPF programs failed (not running as root"),
+        "the error does not say root is needed: {last}"
+    );
+    ensure!(
+        !stderr.iter().any(|l| l.contains("panicked")),
+        "nettune panicked: {stderr:?}"
+    );
+    Ok(Outcome::Passed)
+}
+
+fn without_root_or_sudo_xtask_run_fails_in_one_line() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let Some(xtask) = std::env::var_os("XTASK_BIN") else {
+        bail!("XTASK_BIN is not set: run the kernel tests through `cargo xtask test`");
+    };
+    // `nobody` has no sudo rights (and sudo may not even be installed).
+    let (code, stderr) = run_as_nobody(std::path::Path::new(&xtask), &["run"])?;
+    ensure!(code == Some(1), "exit code {code:?}, stderr: {stderr:?}");
+    ensure!(stderr.len() == 1, "expected one line, got: {stderr:?}");
+    ensure!(
+        stderr[0].contains("needs root") && stderr[0].contains("sudo"),
+        "unclear message: {}",
+        stderr[0]
+    );
+    Ok(Outcome::Passed)
+}
 
 /// The `nettune` binary: `NETTUNE_BIN` (set by `cargo xtask test`), else the
 /// workspace's debug build.
