@@ -2,12 +2,17 @@
 //! tests can drive directly.
 //!
 //! Data flows one way (docs/design.md): [`probes`] load and attach the eBPF
-//! programs, choosing per signal the best variant this kernel supports, using
-//! offsets from [`btf`] and [`tracefs`] resolved by [`layout`]; callers read the
-//! maps through [`probes::Probes`].
+//! programs, choosing per signal the best variant this kernel supports, with
+//! offsets from [`btf`] and [`tracefs`] resolved by [`layout`]; [`sample`] reads
+//! their maps and each namespace's procfs counters ([`netns`], [`procfs`]) into a
+//! [`sample::Sample`] of raw counters.
 
 pub mod btf;
+pub mod drop_reasons;
 pub mod layout;
+pub mod netlink;
+pub mod netns;
 pub mod probes;
 pub mod procfs;
+pub mod sample;
 pub mod tracefs;

@@ -79,9 +79,113 @@ impl Mib {
     }
 }
 
+/// `/proc/net/stat/nf_conntrack` of one namespace: a header and one row of hex
+/// numbers per CPU. `entries` is the namespace's table size (the same in every
+/// row); the event counters are per CPU and are summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ConntrackStats {
+    pub entries: u64,
+    pub found: u64,
+    pub insert: u64,
+    pub insert_failed: u64,
+    pub drop: u64,
+    pub early_drop: u64,
+    pub invalid: u64,
+}
+
+impl ConntrackStats {
+    /// Parses the file; `None` if it has no header or no rows.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+        let column = |name: &str| header.iter().position(|h| *h == name);
+        let (entries, found, insert, insert_failed, drop, early_drop, invalid) = (
+            column("entries")?,
+            column("found"),
+            column("insert"),
+            column("insert_failed"),
+            column("drop"),
+            column("early_drop"),
+            column("invalid"),
+        );
+        let mut stats = Self::default();
+        let mut rows = 0;
+        for line in lines {
+            let values: Vec<u64> = line
+                .split_whitespace()
+                .map(|v| u64::from_str_radix(v, 16))
+                .collect::<Result<_, _>>()
+                .ok()?;
+            let at = |i: Option<usize>| i.and_then(|i| values.get(i)).copied().unwrap_or(0);
+            stats.entries = at(Some(entries));
+            stats.found += at(found);
+            stats.insert += at(insert);
+            stats.insert_failed += at(insert_failed);
+            stats.drop += at(drop);
+            stats.early_drop += at(early_drop);
+            stats.invalid += at(invalid);
+            rows += 1;
+        }
+        (rows > 0).then_some(stats)
+    }
+}
+
+/// The TCP line of `/proc/net/sockstat`: sockets in use and in TIME_WAIT.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TcpSockstat {
+    pub inuse: u64,
+    pub time_wait: u64,
+}
+
+impl TcpSockstat {
+    /// Parses `TCP: inuse 1 orphan 0 tw 0 alloc 1 mem 231`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let line = text.lines().find_map(|l| l.strip_prefix("TCP:"))?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let get = |key: &str| {
+            words
+                .iter()
+                .position(|w| *w == key)
+                .and_then(|i| words.get(i + 1)?.parse().ok())
+        };
+        Some(Self {
+            inuse: get("inuse")?,
+            time_wait: get("tw")?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conntrack_stats_sum_cpus_and_keep_entries() {
+        let text = "entries  clashres found new invalid ignore delete chainlength insert insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete search_restart
+0000000a  00000000 00000001 00000000 00000002 00000000 00000000 00000000 00000003 00000001 00000004 00000000 00000000  00000000 00000000 00000000 00000000
+0000000a  00000000 00000001 00000000 00000000 00000000 00000000 00000000 00000002 00000000 00000001 00000005 00000000  00000000 00000000 00000000 00000000
+";
+        let s = ConntrackStats::parse(text).unwrap();
+        assert_eq!(s.entries, 10);
+        assert_eq!((s.found, s.insert, s.insert_failed), (2, 5, 1));
+        assert_eq!((s.drop, s.early_drop, s.invalid), (5, 5, 2));
+        assert!(ConntrackStats::parse("entries\n").is_none());
+        assert!(ConntrackStats::parse("entries found\nzz 1\n").is_none());
+    }
+
+    #[test]
+    fn sockstat_tcp_line() {
+        let text =
+            "sockets: used 8\nTCP: inuse 3 orphan 0 tw 17 alloc 4 mem 231\nUDP: inuse 0 mem 0\n";
+        assert_eq!(
+            TcpSockstat::parse(text),
+            Some(TcpSockstat {
+                inuse: 3,
+                time_wait: 17
+            })
+        );
+        assert_eq!(TcpSockstat::parse("UDP: inuse 0\n"), None);
+    }
 
     const SNMP: &str = "Ip: Forwarding DefaultTTL
 Ip: 1 64

@@ -84,21 +84,24 @@ impl Tracefs {
         Self { root: root.into() }
     }
 
-    /// The fields of `category/name`'s record, by name.
-    pub fn format(
-        &self,
-        category: &str,
-        name: &str,
-    ) -> Result<HashMap<String, Field>, TracefsError> {
+    /// The raw format file of `category/name`.
+    pub fn format_text(&self, category: &str, name: &str) -> Result<String, TracefsError> {
         let path = self
             .root
             .join("events")
             .join(category)
             .join(name)
             .join("format");
-        let text =
-            fs::read_to_string(&path).map_err(|source| TracefsError::Format { path, source })?;
-        Ok(parse_format(&text))
+        fs::read_to_string(&path).map_err(|source| TracefsError::Format { path, source })
+    }
+
+    /// The fields of `category/name`'s record, by name.
+    pub fn format(
+        &self,
+        category: &str,
+        name: &str,
+    ) -> Result<HashMap<String, Field>, TracefsError> {
+        Ok(parse_format(&self.format_text(category, name)?))
     }
 
     /// Offset of one field of `category/name`.

@@ -4,34 +4,123 @@
 //! sk_buff`: those offsets change between kernel versions and configs. The agent
 //! reads them from the running kernel's BTF (`/sys/kernel/btf/vmlinux`) and from the
 //! tracepoint format files, fills this struct and writes it into the object's
-//! read-only global `OFFSETS` before load. The verifier then sees them as constants.
+//! read-only global `OFFSETS` before load. The verifier then sees them as constants
+//! and prunes branches on them (e.g. a field the kernel lacks is never read).
 
 /// Name of the global in the eBPF object that holds [`KernelOffsets`].
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 
-/// Byte offsets of the kernel fields the programs read.
+/// Marks a field (or tracepoint argument) that the running kernel does not have.
+pub const ABSENT: u32 = u32::MAX;
+
+/// Byte offsets of the kernel fields the programs read, and a few kernel constants.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelOffsets {
-    /// `struct sock` → `__sk_common.skc_net.net` (a `struct net *`).
+    // struct sock (fields of __sk_common are given from the start of struct sock)
+    /// `__sk_common.skc_net.net`: the socket's `struct net *`.
     pub sock_net: u32,
+    /// `__sk_common.skc_family` (u16).
+    pub sock_family: u32,
+    /// `__sk_common.skc_num`: local port, host order (u16).
+    pub sock_num: u32,
+    /// `__sk_common.skc_dport`: remote port, network order (u16).
+    pub sock_dport: u32,
+    /// `__sk_common.skc_rcv_saddr`: local IPv4 address (u32, network order).
+    pub sock_saddr: u32,
+    /// `__sk_common.skc_daddr`: remote IPv4 address.
+    pub sock_daddr: u32,
+    /// `__sk_common.skc_v6_rcv_saddr` (16 bytes), or [`ABSENT`] without IPv6.
+    pub sock_v6_saddr: u32,
+    /// `__sk_common.skc_v6_daddr` (16 bytes), or [`ABSENT`].
+    pub sock_v6_daddr: u32,
+    /// `sk_ack_backlog`: connections waiting in the accept queue (u32).
+    pub sock_ack_backlog: u32,
+    /// `sk_max_ack_backlog`: the accept queue's limit (u32).
+    pub sock_max_ack_backlog: u32,
+
+    // struct net, struct net_device, struct sk_buff, task
     /// `struct net` → `ns.inum`: the namespace's inode number, as in `/proc/<pid>/ns/net`.
     pub net_inum: u32,
-    /// `struct sk_buff` → `cb` plus `struct tcp_skb_cb` → `tcp_gso_segs` (a `u16`):
+    /// `struct net_device` → `ifindex` (i32).
+    pub dev_ifindex: u32,
+    /// `struct net_device` → `nd_net.net`.
+    pub dev_net: u32,
+    /// `struct sk_buff` → `dev`.
+    pub skb_dev: u32,
+    /// `struct sk_buff` → `sk`.
+    pub skb_sk: u32,
+    /// `struct sk_buff` → `cb` plus `struct tcp_skb_cb` → `tcp_gso_segs` (u16):
     /// how many segments a TCP skb carries (`tcp_skb_pcount()`).
     pub skb_tcp_gso_segs: u32,
-    /// Classic tracepoint `tcp/tcp_retransmit_skb`: offset of `skaddr` in the record.
+    /// `struct task_struct` → `nsproxy`.
+    pub task_nsproxy: u32,
+    /// `struct nsproxy` → `net_ns`.
+    pub nsproxy_net: u32,
+
+    // Classic tracepoint records (from tracefs format files)
+    /// `tcp/tcp_retransmit_skb`: `skaddr`.
     pub tp_retransmit_skaddr: u32,
-    /// Classic tracepoint `tcp/tcp_retransmit_skb`: offset of `skbaddr` in the record.
+    /// `tcp/tcp_retransmit_skb`: `skbaddr`.
     pub tp_retransmit_skbaddr: u32,
-    /// Classic tracepoint `tcp/tcp_retransmit_skb`: offset of `err`, or [`ABSENT`].
+    /// `tcp/tcp_retransmit_skb`: `err` (6.12+), or [`ABSENT`].
     pub tp_retransmit_err: u32,
-    /// Number of arguments of the `tcp_retransmit_skb` BTF tracepoint (2 before the
-    /// `err` argument was added, 3 after).
+    /// `skb/kfree_skb`: `skbaddr`.
+    pub tp_kfree_skb_skbaddr: u32,
+    /// `skb/kfree_skb`: `reason` (5.17+), or [`ABSENT`].
+    pub tp_kfree_skb_reason: u32,
+    /// `skb/kfree_skb`: `rx_sk` (6.12+), or [`ABSENT`].
+    pub tp_kfree_skb_rx_sk: u32,
+    /// `syscalls/sys_exit_connect`: `ret`.
+    pub tp_connect_ret: u32,
+
+    // BTF tracepoint argument counts (excluding the leading context pointer)
+    /// `tcp_retransmit_skb`: 2, or 3 with `err`.
     pub tp_btf_retransmit_args: u32,
-    /// Explicit padding: keeps the size a multiple of 8 on both sides.
-    pub _pad: u32,
+    /// `kfree_skb`: 3 (skb, location, reason), or 4 with `rx_sk`.
+    pub tp_btf_kfree_skb_args: u32,
+
+    // Kernel constants
+    /// `SKB_DROP_REASON_NETFILTER_DROP` on this kernel, or [`ABSENT`].
+    pub reason_netfilter_drop: u32,
 }
 
-/// Marks a field that the running kernel does not have.
-pub const ABSENT: u32 = u32::MAX;
+impl KernelOffsets {
+    /// Every offset unknown: what the programs see when nothing could be resolved.
+    pub const UNKNOWN: Self = Self {
+        sock_net: ABSENT,
+        sock_family: ABSENT,
+        sock_num: ABSENT,
+        sock_dport: ABSENT,
+        sock_saddr: ABSENT,
+        sock_daddr: ABSENT,
+        sock_v6_saddr: ABSENT,
+        sock_v6_daddr: ABSENT,
+        sock_ack_backlog: ABSENT,
+        sock_max_ack_backlog: ABSENT,
+        net_inum: ABSENT,
+        dev_ifindex: ABSENT,
+        dev_net: ABSENT,
+        skb_dev: ABSENT,
+        skb_sk: ABSENT,
+        skb_tcp_gso_segs: ABSENT,
+        task_nsproxy: ABSENT,
+        nsproxy_net: ABSENT,
+        tp_retransmit_skaddr: ABSENT,
+        tp_retransmit_skbaddr: ABSENT,
+        tp_retransmit_err: ABSENT,
+        tp_kfree_skb_skbaddr: ABSENT,
+        tp_kfree_skb_reason: ABSENT,
+        tp_kfree_skb_rx_sk: ABSENT,
+        tp_connect_ret: ABSENT,
+        tp_btf_retransmit_args: ABSENT,
+        tp_btf_kfree_skb_args: ABSENT,
+        reason_netfilter_drop: ABSENT,
+    };
+}
+
+impl Default for KernelOffsets {
+    fn default() -> Self {
+        Self::UNKNOWN
+    }
+}

@@ -1,8 +1,10 @@
-//! Per-CPU error counters: one slot per [`ProbeError`], exported by the agent as
-//! `nettune_probe_errors_total{error=...}`.
+//! Per-CPU error counters: one slot per [`ProbeError`], which the agent sums and
+//! exports, so a broken offset or a full map is visible instead of silently lost.
 
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 use nettune_common::ProbeError;
+
+use crate::counters;
 
 #[map]
 static PROBE_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ProbeError::COUNT, 0);
@@ -10,9 +12,13 @@ static PROBE_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ProbeError
 /// Counts one occurrence of `error` on this CPU.
 #[inline(always)]
 pub fn count(error: ProbeError) {
-    if let Some(slot) = PROBE_ERRORS.get_ptr_mut(error as u32) {
-        // SAFETY: the pointer is this CPU's slot of a per-CPU array; programs do not
-        // preempt each other on one CPU, so no other writer can race this increment.
-        unsafe { *slot = (*slot).wrapping_add(1) };
+    counters::bump_slot(&PROBE_ERRORS, error as u32);
+}
+
+/// Counts the error of a failed `try_*` function.
+#[inline(always)]
+pub fn check(result: Result<(), ProbeError>) {
+    if let Err(e) = result {
+        count(e);
     }
 }

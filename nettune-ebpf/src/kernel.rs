@@ -2,45 +2,59 @@
 //!
 //! The agent fills `OFFSETS` (a read-only global) before load; since the map behind
 //! it is frozen, the verifier knows the values and prunes branches on them (e.g. a
-//! tracepoint argument that does not exist on this kernel is never read).
+//! tracepoint argument or struct field this kernel lacks is never read).
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
-use nettune_common::{KernelOffsets, ProbeError};
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use nettune_common::{FlowKey, KernelOffsets, ProbeError, offsets::ABSENT};
 
 #[unsafe(no_mangle)]
-static OFFSETS: KernelOffsets = KernelOffsets {
-    sock_net: 0,
-    net_inum: 0,
-    skb_tcp_gso_segs: 0,
-    tp_retransmit_skaddr: 0,
-    tp_retransmit_skbaddr: 0,
-    tp_retransmit_err: 0,
-    tp_btf_retransmit_args: 0,
-    _pad: 0,
-};
+static OFFSETS: KernelOffsets = KernelOffsets::UNKNOWN;
 
 /// The offsets the agent wrote for this kernel.
 #[inline(always)]
 pub fn offsets() -> KernelOffsets {
     // SAFETY: OFFSETS is a plain static; the volatile read stops the compiler from
-    // folding in the zero initialiser, which the loader replaces before load.
+    // folding in the initialiser, which the loader replaces before load.
     unsafe { core::ptr::read_volatile(&raw const OFFSETS) }
 }
 
 /// Reads a `T` at `base + offset` in kernel memory.
 #[inline(always)]
-fn read<T>(base: *const u8, offset: u32) -> Result<T, ProbeError> {
+pub fn read<T>(base: *const u8, offset: u32) -> Result<T, ProbeError> {
+    if offset == ABSENT {
+        return Err(ProbeError::KernelRead);
+    }
     // SAFETY: bpf_probe_read_kernel never faults: a bad address makes it return an
     // error, which we report as a KernelRead error.
     unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }
         .map_err(|_| ProbeError::KernelRead)
 }
 
+/// The inode number of a `struct net`.
+#[inline(always)]
+pub fn netns_of_net(net: *const u8, off: &KernelOffsets) -> Result<u32, ProbeError> {
+    read(net, off.net_inum)
+}
+
 /// The inode number of the network namespace a socket belongs to.
 #[inline(always)]
 pub fn netns_of_sock(sk: *const u8, off: &KernelOffsets) -> Result<u32, ProbeError> {
     let net: *const u8 = read(sk, off.sock_net)?;
-    read(net, off.net_inum)
+    netns_of_net(net, off)
+}
+
+/// The network namespace of the calling task.
+#[inline(always)]
+pub fn netns_of_current_task(off: &KernelOffsets) -> Result<u32, ProbeError> {
+    // SAFETY: bpf_get_current_task has no preconditions.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let nsproxy: *const u8 = read(task, off.task_nsproxy)?;
+    if nsproxy.is_null() {
+        // An exiting task has no namespaces left.
+        return Err(ProbeError::KernelRead);
+    }
+    let net: *const u8 = read(nsproxy, off.nsproxy_net)?;
+    netns_of_net(net, off)
 }
 
 /// How many TCP segments an skb carries (`tcp_skb_pcount`), at least 1.
@@ -48,4 +62,60 @@ pub fn netns_of_sock(sk: *const u8, off: &KernelOffsets) -> Result<u32, ProbeErr
 pub fn tcp_skb_segments(skb: *const u8, off: &KernelOffsets) -> Result<u64, ProbeError> {
     let segs: u16 = read(skb, off.skb_tcp_gso_segs)?;
     Ok(u64::from(segs).max(1))
+}
+
+/// Where a dropped skb was: (netns, ifindex) of its device; without a device, the
+/// netns of its socket (or of `rx_sk`, the receiving socket the kernel names on
+/// 6.12+) and ifindex 0; (0, 0) when nothing tells.
+#[inline(always)]
+pub fn locate_skb(skb: *const u8, rx_sk: *const u8, off: &KernelOffsets) -> (u32, u32) {
+    if let Ok(dev) = read::<*const u8>(skb, off.skb_dev)
+        && !dev.is_null()
+    {
+        let netns = read::<*const u8>(dev, off.dev_net).and_then(|net| netns_of_net(net, off));
+        let ifindex = read::<i32>(dev, off.dev_ifindex);
+        if let (Ok(netns), Ok(ifindex)) = (netns, ifindex) {
+            return (netns, ifindex as u32);
+        }
+    }
+    let sk = match read::<*const u8>(skb, off.skb_sk) {
+        Ok(sk) if !sk.is_null() => sk,
+        _ => rx_sk,
+    };
+    if !sk.is_null()
+        && let Ok(netns) = netns_of_sock(sk, off)
+    {
+        return (netns, 0);
+    }
+    (0, 0)
+}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// The flow a TCP socket carries, as seen from the socket. IPv4 addresses are
+/// written IPv4-mapped (`::ffff:a.b.c.d`).
+#[inline(always)]
+pub fn flow_of_sock(sk: *const u8, netns: u32, off: &KernelOffsets) -> Result<FlowKey, ProbeError> {
+    let family: u16 = read(sk, off.sock_family)?;
+    let mut key = FlowKey {
+        netns,
+        sport: read(sk, off.sock_num)?,
+        dport: u16::from_be(read(sk, off.sock_dport)?),
+        ..FlowKey::default()
+    };
+    if family == AF_INET6 && off.sock_v6_saddr != ABSENT {
+        key.saddr = read(sk, off.sock_v6_saddr)?;
+        key.daddr = read(sk, off.sock_v6_daddr)?;
+    } else if family == AF_INET {
+        let s: [u8; 4] = read(sk, off.sock_saddr)?;
+        let d: [u8; 4] = read(sk, off.sock_daddr)?;
+        key.saddr = [
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, s[0], s[1], s[2], s[3],
+        ];
+        key.daddr = [
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, d[0], d[1], d[2], d[3],
+        ];
+    }
+    Ok(key)
 }

@@ -10,9 +10,15 @@
 #![no_std]
 #![no_main]
 
+mod connect;
+mod counters;
+mod drops;
 mod errors;
+mod events;
 mod kernel;
+mod listen;
 mod retransmit;
+mod traffic;
 
 /// The kernel gives GPL-only helpers (e.g. `bpf_probe_read_kernel`) only to programs
 /// whose licence is GPL-compatible; "Dual MIT/GPL" is, and matches our sources.

@@ -1,9 +1,8 @@
-//! TCP retransmits per network namespace, from the `tcp_retransmit_skb` tracepoint.
+//! TCP retransmits per network namespace and per flow, from `tcp_retransmit_skb`.
 //!
-//! Two variants of one program, the agent attaches the first that works:
+//! Two variants of one program; the agent attaches the first that works:
 //! 1. `tp_btf/tcp_retransmit_skb`: typed arguments, no tracefs needed, cheapest.
-//! 2. `tracepoint/tcp/tcp_retransmit_skb`: the classic tracepoint, for kernels or
-//!    environments without BTF tracepoints.
+//! 2. `tracepoint/tcp/tcp_retransmit_skb`: the classic tracepoint.
 //!
 //! Since Linux 6.12 the tracepoint also fires for failed attempts and carries `err`;
 //! those go to `failed`, so `segments` stays comparable with the `RetransSegs` MIB
@@ -14,13 +13,20 @@ use aya_ebpf::{
     maps::LruPerCpuHashMap,
     programs::{BtfTracePointContext, TracePointContext},
 };
-use nettune_common::{KernelOffsets, MAX_NETNS, ProbeError, RetransmitCounters, offsets::ABSENT};
+use nettune_common::{
+    FlowKey, KernelOffsets, MAX_NETNS, ProbeError, RetransmitCounters, offsets::ABSENT,
+    retransmit::MAX_FLOWS,
+};
 
-use crate::{errors, kernel};
+use crate::{counters, errors, kernel};
 
 #[map]
 static RETRANSMITS: LruPerCpuHashMap<u32, RetransmitCounters> =
     LruPerCpuHashMap::with_max_entries(MAX_NETNS, 0);
+
+#[map]
+static RETRANSMIT_FLOWS: LruPerCpuHashMap<FlowKey, u64> =
+    LruPerCpuHashMap::with_max_entries(MAX_FLOWS, 0);
 
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb_btf(ctx: BtfTracePointContext) -> i32 {
@@ -29,22 +35,18 @@ pub fn tcp_retransmit_skb_btf(ctx: BtfTracePointContext) -> i32 {
     let skb: *const u8 = ctx.arg(1);
     // The verifier rejects reading an argument the tracepoint does not have; the
     // branch is pruned on kernels where the agent wrote 2 here.
-    let err: i32 = if off.tp_btf_retransmit_args >= 3 {
+    let err: i32 = if off.tp_btf_retransmit_args >= 3 && off.tp_btf_retransmit_args != ABSENT {
         ctx.arg(2)
     } else {
         0
     };
-    if let Err(e) = record(sk, skb, err, &off) {
-        errors::count(e);
-    }
+    errors::check(record(sk, skb, err, &off));
     0
 }
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb_tp(ctx: TracePointContext) -> u32 {
-    if let Err(e) = try_tracepoint(&ctx) {
-        errors::count(e);
-    }
+    errors::check(try_tracepoint(&ctx));
     0
 }
 
@@ -73,26 +75,16 @@ fn try_tracepoint(ctx: &TracePointContext) -> Result<(), ProbeError> {
 #[inline(always)]
 fn record(sk: *const u8, skb: *const u8, err: i32, off: &KernelOffsets) -> Result<(), ProbeError> {
     let netns = kernel::netns_of_sock(sk, off)?;
-    let counters = counters_for(netns)?;
-    // SAFETY: `counters` points at this CPU's value of a per-CPU map entry; no other
-    // program runs on this CPU while we hold it.
+    let counters = counters::entry(&RETRANSMITS, &netns, &RetransmitCounters::default())?;
+    // SAFETY: this CPU's value of a per-CPU map entry; no other writer runs here.
     let counters = unsafe { &mut *counters };
-    if err == 0 {
-        counters.retransmits += 1;
-        counters.segments += kernel::tcp_skb_segments(skb, off)?;
-    } else {
+    if err != 0 {
         counters.failed += 1;
+        return Ok(());
     }
-    Ok(())
-}
-
-/// This CPU's counters for `netns`, creating a zeroed entry on first use.
-#[inline(always)]
-fn counters_for(netns: u32) -> Result<*mut RetransmitCounters, ProbeError> {
-    if let Some(ptr) = RETRANSMITS.get_ptr_mut(&netns) {
-        return Ok(ptr);
-    }
-    // BPF_NOEXIST: another CPU may have created it meanwhile; that is fine.
-    let _ = RETRANSMITS.insert(&netns, &RetransmitCounters::default(), 1);
-    RETRANSMITS.get_ptr_mut(&netns).ok_or(ProbeError::MapUpdate)
+    let segments = kernel::tcp_skb_segments(skb, off)?;
+    counters.retransmits += 1;
+    counters.segments += segments;
+    let flow = kernel::flow_of_sock(sk, netns, off)?;
+    counters::add(&RETRANSMIT_FLOWS, &flow, segments)
 }

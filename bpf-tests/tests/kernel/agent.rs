@@ -77,11 +77,8 @@ fn without_root_or_sudo_xtask_run_fails_in_one_line() -> TestResult {
     if let Some(skip) = require_root() {
         return skip;
     }
-    let Some(xtask) = std::env::var_os("XTASK_BIN") else {
-        bail!("XTASK_BIN is not set: run the kernel tests through `cargo xtask test`");
-    };
     // `nobody` has no sudo rights (and sudo may not even be installed).
-    let (code, stderr) = run_as_nobody(std::path::Path::new(&xtask), &["run"])?;
+    let (code, stderr) = run_as_nobody(&workspace_bin("XTASK_BIN", "xtask")?, &["run"])?;
     ensure!(code == Some(1), "exit code {code:?}, stderr: {stderr:?}");
     ensure!(stderr.len() == 1, "expected one line, got: {stderr:?}");
     ensure!(
@@ -92,19 +89,24 @@ fn without_root_or_sudo_xtask_run_fails_in_one_line() -> TestResult {
     Ok(Outcome::Passed)
 }
 
-/// The `nettune` binary: `NETTUNE_BIN` (set by `cargo xtask test`), else the
-/// workspace's debug build.
-pub fn nettune_bin() -> anyhow::Result<PathBuf> {
-    let path = std::env::var_os("NETTUNE_BIN").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/nettune"),
+/// A workspace binary: the path in `env_var` (set by `cargo xtask test`), else the
+/// workspace's debug build of `name`.
+fn workspace_bin(env_var: &str, name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os(env_var).map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug").join(name),
         PathBuf::from,
     );
     ensure!(
         path.exists(),
-        "{} does not exist: build it (`cargo build -p nettune-agent`) or set NETTUNE_BIN",
+        "{} does not exist: build it (`cargo build --bin {name}`) or set {env_var}",
         path.display()
     );
     Ok(path)
+}
+
+/// The `nettune` binary.
+pub fn nettune_bin() -> anyhow::Result<PathBuf> {
+    workspace_bin("NETTUNE_BIN", "nettune")
 }
 
 /// Ids of loaded programs and links, to tell ours apart from what was there before.

@@ -2,30 +2,41 @@
 //! this kernel supports.
 //!
 //! Kernel differences stop here. Each signal has an ordered chain of variants
-//! (e.g. `tp_btf` before the classic tracepoint); [`Probes::load`] tries them in order,
-//! keeps the first that loads and attaches, and records why each earlier one did not.
-//! Everything downstream reads the same maps whatever variant is attached, and
+//! (e.g. `tp_btf` before the classic tracepoint, fentry before kprobe before a
+//! procfs counter); [`Probes::load`] tries them in order, keeps the first that
+//! loads and attaches, and records why each other one did not. Everything
+//! downstream reads the same maps whatever variant is attached, and
 //! `nettune probes` prints the record.
 
+mod chain;
+pub mod connect;
+pub mod drops;
+pub mod events;
+pub mod listen;
+mod maps;
 pub mod retransmit;
+pub mod traffic;
 
 use std::fmt;
 
 use aya::{Ebpf, EbpfLoader};
 use serde::Serialize;
 
-use crate::{btf::Btf, layout::Layout, tracefs::Tracefs};
+use chain::Env;
+pub use chain::{LoadOptions, SignalStatus, Skipped, Variant};
+
+use crate::{btf::Btf, drop_reasons::DropReasons, layout::Layout, tracefs::Tracefs};
 
 /// The eBPF object, built by build.rs with the pinned nightly and embedded here.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nettune"));
 
 /// Errors that stop the probes from loading at all (as opposed to one variant
-/// failing, which is recorded and falls back).
+/// failing, which is recorded and falls back), or from reading a map.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot load nettune's eBPF object: {0}")]
     Object(#[source] Box<aya::EbpfError>),
-    #[error("eBPF map `{name}` is missing or has the wrong type: {source}")]
+    #[error("eBPF map `{name}`: {source}")]
     Map {
         name: &'static str,
         #[source]
@@ -33,49 +44,11 @@ pub enum LoadError {
     },
 }
 
-/// A way of getting a signal out of the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
-pub enum Variant {
-    /// BTF-enabled tracepoint (`tp_btf`, Linux 5.5+).
-    TpBtf,
-    /// Classic tracepoint through tracefs.
-    Tracepoint,
-}
-
-impl fmt::Display for Variant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::TpBtf => "tp_btf",
-            Self::Tracepoint => "tracepoint",
-        })
-    }
-}
-
-/// A variant that was tried and not used, and why.
-#[derive(Clone, Debug, Serialize)]
-pub struct Skipped {
-    pub variant: Variant,
-    pub reason: String,
-}
-
-/// What happened to one signal's chain.
-#[derive(Clone, Debug, Serialize)]
-pub struct SignalStatus {
-    /// Signal name, e.g. `tcp_retransmit`.
-    pub signal: &'static str,
-    /// The variant in use, if any worked.
-    pub attached: Option<Variant>,
-    /// Variants tried before (or instead of) the attached one.
-    pub skipped: Vec<Skipped>,
-}
-
 /// The outcome of loading: one entry per signal, plus start-up warnings.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
     pub signals: Vec<SignalStatus>,
-    /// Degradations that are not tied to one signal (e.g. memlock, tracefs).
+    /// Degradations that are not tied to one signal (memlock, tracefs, BTF).
     pub warnings: Vec<String>,
 }
 
@@ -84,25 +57,29 @@ impl Report {
     pub fn all_attached(&self) -> bool {
         self.signals.iter().all(|s| s.attached.is_some())
     }
+
+    /// The status of `signal`.
+    pub fn signal(&self, signal: &str) -> Option<&SignalStatus> {
+        self.signals.iter().find(|s| s.signal == signal)
+    }
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:<18} {:<12} SKIPPED VARIANTS", "SIGNAL", "ATTACHED")?;
+        writeln!(f, "{:<22} {:<11} SKIPPED VARIANTS", "SIGNAL", "ATTACHED")?;
         for s in &self.signals {
             let attached = s
                 .attached
                 .map_or_else(|| "NONE".to_owned(), |v| v.to_string());
-            let skipped = if s.skipped.is_empty() {
-                "-".to_owned()
-            } else {
-                s.skipped
-                    .iter()
-                    .map(|k| format!("{}: {}", k.variant, k.reason))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            };
-            writeln!(f, "{:<18} {:<12} {skipped}", s.signal, attached)?;
+            let mut skipped = s.skipped.iter();
+            let first = skipped.next().map_or_else(
+                || "-".to_owned(),
+                |k| format!("{}: {}", k.variant, k.reason),
+            );
+            writeln!(f, "{:<22} {attached:<11} {first}", s.signal)?;
+            for k in skipped {
+                writeln!(f, "{:<22} {:<11} {}: {}", "", "", k.variant, k.reason)?;
+            }
         }
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;
@@ -111,63 +88,14 @@ impl fmt::Display for Report {
     }
 }
 
-/// Choices the caller makes about loading.
-#[derive(Clone, Debug, Default)]
-pub struct LoadOptions {
-    /// Variants not to try even where the kernel supports them (to force or test a
-    /// fallback).
-    pub disabled: Vec<Variant>,
-}
-
-/// What the variants need to know about this machine, gathered once.
-pub(crate) struct Env {
-    pub options: LoadOptions,
-    /// aya's BTF handle, needed to load `tp_btf` programs.
-    pub aya_btf: Result<aya::Btf, String>,
-    pub tracefs: Result<Tracefs, String>,
-    pub layout: Layout,
-}
-
-/// One attempt in a chain: load and attach one variant.
-pub(crate) type Attempt = fn(&mut Ebpf, &Env) -> Result<(), String>;
-
-/// Tries `chain` in order; the first success wins.
-pub(crate) fn attach_chain(
-    ebpf: &mut Ebpf,
-    env: &Env,
-    signal: &'static str,
-    chain: &[(Variant, Attempt)],
-) -> SignalStatus {
-    let mut status = SignalStatus {
-        signal,
-        attached: None,
-        skipped: Vec::new(),
-    };
-    for (variant, attempt) in chain {
-        let outcome = if env.options.disabled.contains(variant) {
-            Err("disabled by the caller (--disable-variant)".to_owned())
-        } else {
-            attempt(ebpf, env)
-        };
-        match outcome {
-            Ok(()) => {
-                status.attached = Some(*variant);
-                break;
-            }
-            Err(reason) => status.skipped.push(Skipped {
-                variant: *variant,
-                reason,
-            }),
-        }
-    }
-    status
-}
-
 /// The loaded object with every signal's chosen variant attached. Dropping it
 /// detaches every program and frees every map (nothing is pinned).
 pub struct Probes {
     ebpf: Ebpf,
     report: Report,
+    drop_reasons: DropReasons,
+    events: Option<events::EventReader>,
+    traffic: traffic::Watcher,
 }
 
 impl Probes {
@@ -187,24 +115,30 @@ impl Probes {
         if let Err(e) = &tracefs {
             warnings.push(format!("{e}; classic tracepoint variants are unavailable"));
         }
-        let env = {
-            let btf = Btf::from_sys_fs();
-            let layout = Layout::resolve(btf.as_ref(), tracefs.as_ref());
-            // Our reader is dropped here: it held all of vmlinux's types.
-            Env {
-                options: options.clone(),
-                aya_btf: aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}")),
-                tracefs: tracefs.map_err(|e| e.to_string()),
-                layout,
-            }
-        };
-        if let Some(problem) = &env.layout.btf_problem {
+        let btf = Btf::from_sys_fs();
+        if let Err(e) = &btf {
             warnings.push(format!(
-                "kernel struct offsets unknown ({problem}); signals that read kernel structs \
-                 are unavailable"
+                "{e}; BTF is needed for kernel struct offsets and tp_btf/fentry: signals \
+                 that read kernel structs fall back to procfs counters where they have one"
             ));
         }
-        let ebpf = EbpfLoader::new()
+        let layout = Layout::resolve(btf.as_ref(), tracefs.as_ref());
+        // Our parsed BTF held all of vmlinux's types: drop it before loading.
+        drop(btf);
+        if layout.drop_reasons.source == crate::drop_reasons::Source::None {
+            warnings.push(
+                "drop reason names unavailable (no BTF enum skb_drop_reason, no tracefs \
+                 format): reasons are shown as numbers"
+                    .to_owned(),
+            );
+        }
+        let env = Env {
+            options: options.clone(),
+            aya_btf: aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}")),
+            tracefs: tracefs.map_err(|e| e.to_string()),
+            layout,
+        };
+        let mut ebpf = EbpfLoader::new()
             .override_global(
                 nettune_common::offsets::OFFSETS_GLOBAL,
                 &env.layout.offsets,
@@ -212,16 +146,28 @@ impl Probes {
             )
             .load(OBJECT)
             .map_err(|e| LoadError::Object(Box::new(e)))?;
-        let mut probes = Self {
-            ebpf,
-            report: Report {
-                signals: Vec::new(),
-                warnings,
-            },
+        let signals = vec![
+            retransmit::attach(&mut ebpf, &env),
+            drops::attach(&mut ebpf, &env),
+            listen::attach(&mut ebpf, &env),
+            connect::attach(&mut ebpf, &env),
+            traffic::attach(&mut ebpf, &env),
+            drops::conntrack_status(),
+        ];
+        let events = match events::EventReader::new(&mut ebpf) {
+            Ok(reader) => Some(reader),
+            Err(e) => {
+                warnings.push(format!("urgent events unavailable: {e}"));
+                None
+            }
         };
-        let status = retransmit::attach(&mut probes.ebpf, &env);
-        probes.report.signals.push(status);
-        Ok(probes)
+        Ok(Self {
+            ebpf,
+            report: Report { signals, warnings },
+            drop_reasons: env.layout.drop_reasons,
+            events,
+            traffic: traffic::Watcher::default(),
+        })
     }
 
     /// What attached, what was skipped and why.
@@ -229,27 +175,50 @@ impl Probes {
         &self.report
     }
 
+    /// Names of this kernel's drop reasons.
+    pub fn drop_reasons(&self) -> &DropReasons {
+        &self.drop_reasons
+    }
+
+    /// Removes every map entry of namespaces not in `alive`, so a departed pod's
+    /// figures disappear (and its inode, if the kernel reuses it, starts from zero).
+    /// Returns how many entries were removed. Namespace 0 (drops nothing could
+    /// attribute) is kept.
+    pub fn forget_namespaces(
+        &mut self,
+        alive: &std::collections::BTreeSet<u32>,
+    ) -> Result<usize, LoadError> {
+        use nettune_common::{DropKey, FlowKey, ListenKey, ListenOverflow, RetransmitCounters};
+        let gone = |netns: u32| netns != 0 && !alive.contains(&netns);
+        let ebpf = &mut self.ebpf;
+        Ok(maps::remove_keys::<u32, RetransmitCounters>(
+            ebpf,
+            nettune_common::retransmit::RETRANSMITS_MAP,
+            |k| gone(*k),
+        )? + maps::remove_keys::<FlowKey, u64>(
+            ebpf,
+            nettune_common::retransmit::RETRANSMIT_FLOWS_MAP,
+            |k| gone(k.netns),
+        )? + maps::remove_keys::<DropKey, u64>(ebpf, nettune_common::drops::DROPS_MAP, |k| {
+            gone(k.netns)
+        })? + maps::remove_keys::<ListenKey, ListenOverflow>(
+            ebpf,
+            nettune_common::listen::LISTEN_OVERFLOWS_MAP,
+            |k| gone(k.netns),
+        )? + maps::remove_keys::<u32, u64>(
+            ebpf,
+            nettune_common::netns_counters::CONNECT_EADDRNOTAVAIL_MAP,
+            |k| gone(*k),
+        )?)
+    }
+
     /// Sum over CPUs of the programs' own error counters, by error kind.
     pub fn probe_errors(&self) -> Result<Vec<(nettune_common::ProbeError, u64)>, LoadError> {
-        use aya::maps::PerCpuArray;
-        let name = "PROBE_ERRORS";
-        let map_err = |e| LoadError::Map {
-            name,
-            source: Box::new(e),
-        };
-        let map = self.ebpf.map(name).ok_or_else(|| {
-            map_err(aya::maps::MapError::InvalidName {
-                name: name.to_owned(),
-            })
-        })?;
-        let errors: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(map_err)?;
-        nettune_common::ProbeError::ALL
+        let slots = maps::per_cpu_array_sums(&self.ebpf, "PROBE_ERRORS")?;
+        Ok(nettune_common::ProbeError::ALL
             .iter()
-            .map(|&e| {
-                let values = errors.get(&(e as u32), 0).map_err(map_err)?;
-                Ok((e, values.iter().fold(0u64, |a, v| a.saturating_add(*v))))
-            })
-            .collect()
+            .map(|&e| (e, slots.get(e as usize).copied().unwrap_or(0)))
+            .collect())
     }
 }
 

@@ -1,0 +1,170 @@
+//! Fallback chains: try each variant of a signal in order, keep the first that works.
+
+use aya::Ebpf;
+use serde::Serialize;
+
+use crate::{layout::Layout, tracefs::Tracefs};
+
+/// A way of getting a signal out of the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum Variant {
+    /// BTF-enabled tracepoint (`tp_btf`, Linux 5.5+).
+    TpBtf,
+    /// Classic tracepoint through tracefs.
+    Tracepoint,
+    /// fentry trampoline on a kernel function (5.5+, needs BTF and trampolines).
+    Fentry,
+    /// kprobe on a kernel function (needs CONFIG_KPROBES).
+    Kprobe,
+    /// tc program through a TCX link (6.6+).
+    Tcx,
+    /// tc program on a clsact qdisc through netlink.
+    Clsact,
+    /// The kernel's own counters under /proc, read every tick.
+    Procfs,
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::TpBtf => "tp_btf",
+            Self::Tracepoint => "tracepoint",
+            Self::Fentry => "fentry",
+            Self::Kprobe => "kprobe",
+            Self::Tcx => "tcx",
+            Self::Clsact => "clsact",
+            Self::Procfs => "procfs",
+        })
+    }
+}
+
+/// A variant that was tried and not used, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Skipped {
+    pub variant: Variant,
+    pub reason: String,
+}
+
+/// What happened to one signal's chain.
+#[derive(Clone, Debug, Serialize)]
+pub struct SignalStatus {
+    /// Signal name, e.g. `tcp_retransmit`.
+    pub signal: &'static str,
+    /// The variant in use, if any worked.
+    pub attached: Option<Variant>,
+    /// Variants tried before (or instead of) the attached one.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Choices the caller makes about loading.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Variants not to try even where the kernel supports them (to force or test a
+    /// fallback).
+    pub disabled: Vec<Variant>,
+}
+
+/// What the variants need to know about this machine, gathered once.
+pub(crate) struct Env {
+    pub options: LoadOptions,
+    /// aya's BTF handle, needed to load `tp_btf` and fentry programs.
+    pub aya_btf: Result<aya::Btf, String>,
+    pub tracefs: Result<Tracefs, String>,
+    pub layout: Layout,
+}
+
+/// One attempt in a chain: load and attach one variant.
+pub(crate) type Attempt = fn(&mut Ebpf, &Env) -> Result<(), String>;
+
+/// Tries `chain` in order; the first success wins.
+pub(crate) fn attach_chain(
+    ebpf: &mut Ebpf,
+    env: &Env,
+    signal: &'static str,
+    chain: &[(Variant, Attempt)],
+) -> SignalStatus {
+    let mut status = SignalStatus {
+        signal,
+        attached: None,
+        skipped: Vec::new(),
+    };
+    for (variant, attempt) in chain {
+        let outcome = if env.options.disabled.contains(variant) {
+            Err("disabled by the caller (--disable-variant)".to_owned())
+        } else {
+            attempt(ebpf, env)
+        };
+        match outcome {
+            Ok(()) => {
+                status.attached = Some(*variant);
+                break;
+            }
+            Err(reason) => status.skipped.push(Skipped {
+                variant: *variant,
+                reason,
+            }),
+        }
+    }
+    status
+}
+
+/// An error with its causes, on one line (aya's errors nest the errno).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        // aya sometimes repeats its message in the source: say it once.
+        if !text.ends_with(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The program `name` from the object, as type `T`.
+pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())
+}
+
+/// Loads and attaches a `tp_btf` program to `event`.
+pub(crate) fn attach_tp_btf(
+    ebpf: &mut Ebpf,
+    env: &Env,
+    name: &str,
+    event: &str,
+) -> Result<(), String> {
+    let btf = env.aya_btf.as_ref().map_err(Clone::clone)?;
+    let p: &mut aya::programs::BtfTracePoint = program(ebpf, name)?;
+    p.load(event, btf)
+        .map_err(|e| format!("load: {}", error_chain(&e)))?;
+    p.attach()
+        .map_err(|e| format!("attach: {}", error_chain(&e)))?;
+    Ok(())
+}
+
+/// Loads and attaches a classic tracepoint program to `category/event`.
+pub(crate) fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    env: &Env,
+    name: &str,
+    category: &str,
+    event: &str,
+) -> Result<(), String> {
+    env.tracefs.as_ref().map_err(Clone::clone)?;
+    let p: &mut aya::programs::TracePoint = program(ebpf, name)?;
+    p.load().map_err(|e| format!("load: {}", error_chain(&e)))?;
+    p.attach(category, event)
+        .map_err(|e| format!("attach {category}/{event}: {}", error_chain(&e)))?;
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! The drop signal: packets freed by `kfree_skb`, per (netns, interface, reason),
+//! and the conntrack signal that reads the per-namespace conntrack statistics.
+//!
+//! Chain: `tp_btf/kfree_skb`, then `tracepoint/skb/kfree_skb`. CPU_BACKLOG
+//! (netdev backlog full), SOCKET_RCVBUFF (receive buffer full), NO_SOCKET,
+//! TC_INGRESS/TC_EGRESS and NETFILTER_DROP are all reasons of this one signal.
+
+use std::collections::BTreeMap;
+
+use aya::Ebpf;
+use nettune_common::{DropKey, drops::DROPS_MAP};
+
+use super::{
+    LoadError, Probes, SignalStatus, Skipped, Variant,
+    chain::{Attempt, Env, attach_chain, attach_tp_btf, attach_tracepoint},
+    maps,
+};
+use crate::layout::Need;
+
+/// Signal names in reports and metrics.
+pub const SIGNAL: &str = "drops";
+pub const CONNTRACK_SIGNAL: &str = "conntrack";
+
+const CHAIN: [(Variant, Attempt); 2] = [
+    (Variant::TpBtf, |ebpf, env| {
+        env.layout
+            .require(&[Need::SkbLocation, Need::SockNetns, Need::TpBtfArgs])?;
+        attach_tp_btf(ebpf, env, "kfree_skb_btf", "kfree_skb")
+    }),
+    (Variant::Tracepoint, |ebpf, env| {
+        env.layout
+            .require(&[Need::SkbLocation, Need::SockNetns, Need::TpKfreeSkb])?;
+        attach_tracepoint(ebpf, env, "kfree_skb_tp", "skb", "kfree_skb")
+    }),
+];
+
+pub(super) fn attach(ebpf: &mut Ebpf, env: &Env) -> SignalStatus {
+    attach_chain(ebpf, env, SIGNAL, &CHAIN)
+}
+
+/// Conntrack is read from each namespace's `/proc/net/stat/nf_conntrack`; it is
+/// available when the kernel has conntrack at all.
+pub(super) fn conntrack_status() -> SignalStatus {
+    let path = "/proc/net/stat/nf_conntrack";
+    let mut status = SignalStatus {
+        signal: CONNTRACK_SIGNAL,
+        attached: None,
+        skipped: Vec::new(),
+    };
+    match std::fs::metadata(path) {
+        Ok(_) => status.attached = Some(Variant::Procfs),
+        Err(e) => status.skipped.push(Skipped {
+            variant: Variant::Procfs,
+            reason: format!("{path}: {e} (kernel without nf_conntrack)"),
+        }),
+    }
+    status
+}
+
+impl Probes {
+    /// Drops per (netns, ifindex, reason), summed over CPUs.
+    pub fn drops(&self) -> Result<BTreeMap<DropKey, u64>, LoadError> {
+        maps::per_cpu_counts(&self.ebpf, DROPS_MAP)
+    }
+}

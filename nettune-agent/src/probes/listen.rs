@@ -1,0 +1,117 @@
+//! The listen-overflow signal: accept queues that were full when a connection came.
+//!
+//! Chain: fentry on `tcp_conn_request` and `tcp_v{4,6}_syn_recv_sock` (per listener:
+//! port, queue length, limit), then kprobes on the same functions, then the
+//! `ListenOverflows` / `ListenDrops` / `TCPReqQFullDrop` counters of each
+//! namespace's `/proc/net/netstat`, which every kernel has.
+
+use std::collections::BTreeMap;
+
+use aya::{
+    Ebpf,
+    programs::{FEntry, KProbe},
+};
+use nettune_common::{ListenKey, ListenOverflow, listen::LISTEN_OVERFLOWS_MAP};
+
+use super::{
+    LoadError, Probes, SignalStatus, Variant,
+    chain::{Attempt, Env, attach_chain, error_chain, program},
+    maps,
+};
+use crate::layout::Need;
+
+/// Signal name in reports and metrics.
+pub const SIGNAL: &str = "listen_overflow";
+
+/// (program, kernel function, required): the IPv6 function is absent when IPv6 is
+/// a module that is not loaded, which does not make the variant useless.
+const FENTRY_PROGRAMS: [(&str, &str, bool); 3] = [
+    ("tcp_conn_request_fentry", "tcp_conn_request", true),
+    ("tcp_v4_syn_recv_sock_fentry", "tcp_v4_syn_recv_sock", true),
+    ("tcp_v6_syn_recv_sock_fentry", "tcp_v6_syn_recv_sock", false),
+];
+const KPROBE_TARGETS: [(&str, &str, bool); 3] = [
+    ("tcp_conn_request_kprobe", "tcp_conn_request", true),
+    ("tcp_syn_recv_sock_kprobe", "tcp_v4_syn_recv_sock", true),
+    ("tcp_syn_recv_sock_kprobe", "tcp_v6_syn_recv_sock", false),
+];
+
+const CHAIN: [(Variant, Attempt); 3] = [
+    (Variant::Fentry, attach_fentry),
+    (Variant::Kprobe, attach_kprobes),
+    (Variant::Procfs, |_, _| Ok(())),
+];
+
+pub(super) fn attach(ebpf: &mut Ebpf, env: &Env) -> SignalStatus {
+    attach_chain(ebpf, env, SIGNAL, &CHAIN)
+}
+
+fn attach_fentry(ebpf: &mut Ebpf, env: &Env) -> Result<(), String> {
+    env.layout.require(&[Need::Listener, Need::SockNetns])?;
+    let btf = env.aya_btf.as_ref().map_err(Clone::clone)?;
+    let result = FENTRY_PROGRAMS
+        .iter()
+        .try_for_each(|&(name, function, required)| {
+            let p: &mut FEntry = program(ebpf, name)?;
+            let attached = p
+                .load(function, btf)
+                .map_err(|e| format!("load {function}: {}", error_chain(&e)))
+                .and_then(|()| {
+                    p.attach()
+                        .map(drop)
+                        .map_err(|e| format!("attach {function}: {}", error_chain(&e)))
+                });
+            match attached {
+                Err(e) if required => Err(e),
+                _ => Ok(()),
+            }
+        });
+    if result.is_err() {
+        // Never leave half a variant attached behind a fallback.
+        for (name, _, _) in FENTRY_PROGRAMS {
+            if let Ok(p) = program::<FEntry>(ebpf, name) {
+                let _ = p.unload();
+            }
+        }
+    }
+    result
+}
+
+fn attach_kprobes(ebpf: &mut Ebpf, env: &Env) -> Result<(), String> {
+    env.layout.require(&[Need::Listener, Need::SockNetns])?;
+    let result = KPROBE_TARGETS
+        .iter()
+        .try_for_each(|&(name, function, required)| {
+            let p: &mut KProbe = program(ebpf, name)?;
+            if p.fd().is_err() {
+                p.load().map_err(|e| format!("load: {}", error_chain(&e)))?;
+            }
+            match p.attach(function, 0) {
+                Err(e) if required => Err(format!("attach {function}: {}", error_chain(&e))),
+                _ => Ok(()),
+            }
+        });
+    if result.is_err() {
+        for (name, _, _) in KPROBE_TARGETS {
+            if let Ok(p) = program::<KProbe>(ebpf, name) {
+                let _ = p.unload();
+            }
+        }
+    }
+    result
+}
+
+impl Probes {
+    /// Overflows per listening socket (fentry/kprobe variants only; empty under
+    /// the procfs variant). Per-CPU values are merged: counts summed, the queue
+    /// length and limit of the busiest CPU kept.
+    pub fn listen_overflows(&self) -> Result<BTreeMap<ListenKey, ListenOverflow>, LoadError> {
+        maps::per_cpu_hash(&self.ebpf, LISTEN_OVERFLOWS_MAP, |a: ListenOverflow, b| {
+            ListenOverflow {
+                overflows: a.overflows.saturating_add(b.overflows),
+                backlog: a.backlog.max(b.backlog),
+                max_backlog: a.max_backlog.max(b.max_backlog),
+            }
+        })
+    }
+}

@@ -1,0 +1,92 @@
+//! Reading the programs' maps: per-CPU values summed into one figure per key.
+
+use std::collections::BTreeMap;
+
+use aya::{
+    Ebpf, Pod,
+    maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
+};
+
+use super::LoadError;
+
+fn map_error(name: &'static str) -> impl Fn(MapError) -> LoadError {
+    move |e| LoadError::Map {
+        name,
+        source: Box::new(e),
+    }
+}
+
+fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, LoadError> {
+    ebpf.map(name).ok_or_else(|| {
+        map_error(name)(MapError::InvalidName {
+            name: name.to_owned(),
+        })
+    })
+}
+
+/// Every entry of a per-CPU hash (plain or LRU), each value folded over CPUs with
+/// `fold` starting from `V::default()`. Entries evicted mid-iteration are skipped.
+pub(crate) fn per_cpu_hash<K, V>(
+    ebpf: &Ebpf,
+    name: &'static str,
+    fold: impl Fn(V, V) -> V,
+) -> Result<BTreeMap<K, V>, LoadError>
+where
+    K: Pod + Ord,
+    V: Pod + Default,
+{
+    let hash: PerCpuHashMap<&MapData, K, V> =
+        PerCpuHashMap::try_from(map(ebpf, name)?).map_err(map_error(name))?;
+    let mut out = BTreeMap::new();
+    for entry in hash.iter() {
+        let Ok((key, per_cpu)) = entry else { continue };
+        out.insert(key, per_cpu.iter().copied().fold(V::default(), &fold));
+    }
+    Ok(out)
+}
+
+/// Per-CPU `u64` hash summed over CPUs.
+pub(crate) fn per_cpu_counts<K: Pod + Ord>(
+    ebpf: &Ebpf,
+    name: &'static str,
+) -> Result<BTreeMap<K, u64>, LoadError> {
+    per_cpu_hash(ebpf, name, u64::saturating_add)
+}
+
+/// Each slot of a per-CPU `u64` array, summed over CPUs.
+pub(crate) fn per_cpu_array_sums(ebpf: &Ebpf, name: &'static str) -> Result<Vec<u64>, LoadError> {
+    let array: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(map(ebpf, name)?).map_err(map_error(name))?;
+    array
+        .iter()
+        .map(|slot| {
+            let values = slot.map_err(map_error(name))?;
+            Ok(values.iter().fold(0u64, |a, v| a.saturating_add(*v)))
+        })
+        .collect()
+}
+
+/// Removes from a hash map every key `stale` selects (e.g. namespaces that are gone).
+pub(crate) fn remove_keys<K: Pod, V: Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    stale: impl Fn(&K) -> bool,
+) -> Result<usize, LoadError> {
+    let map = ebpf.map_mut(name).ok_or_else(|| {
+        map_error(name)(MapError::InvalidName {
+            name: name.to_owned(),
+        })
+    })?;
+    let mut hash: PerCpuHashMap<&mut MapData, K, V> =
+        PerCpuHashMap::try_from(map).map_err(map_error(name))?;
+    let doomed: Vec<K> = hash
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| stale(k))
+        .collect();
+    for key in &doomed {
+        // Already gone (LRU eviction) is fine.
+        let _ = hash.remove(key);
+    }
+    Ok(doomed.len())
+}

@@ -1,0 +1,228 @@
+//! The pod-traffic signal: tc programs on every veth of the host namespace (the
+//! host side of a pod's interface with most CNIs), attached when an interface
+//! appears and detached when it goes.
+//!
+//! Chain: TCX links (6.6+), then classic clsact filters through netlink. The maps
+//! are keyed by the host-namespace ifindex, unique within that namespace.
+
+use std::collections::BTreeMap;
+
+use aya::{
+    Ebpf,
+    maps::{MapData, PerCpuHashMap, PerCpuValues},
+    programs::{
+        LinkOrder, SchedClassifier, TcAttachType,
+        tc::{self, NlOptions, SchedClassifierLinkId, TcAttach},
+    },
+    util::KernelVersion,
+};
+use nettune_common::{IfaceTraffic, traffic::IFACE_TRAFFIC_MAP};
+use serde::Serialize;
+
+use super::{
+    LoadError, Probes, SignalStatus, Variant,
+    chain::{Attempt, Env, attach_chain, error_chain, program},
+    maps,
+};
+use crate::netlink;
+
+/// Signal name in reports and metrics.
+pub const SIGNAL: &str = "pod_traffic";
+
+const INGRESS: &str = "pod_ingress";
+const EGRESS: &str = "pod_egress";
+
+const CHAIN: [(Variant, Attempt); 2] = [
+    (Variant::Tcx, |ebpf, _| {
+        let version = KernelVersion::current().map_err(|e| e.to_string())?;
+        if version < KernelVersion::new(6, 6, 0) {
+            return Err(format!("kernel {version:?} predates TCX (6.6)"));
+        }
+        load_programs(ebpf)
+    }),
+    (Variant::Clsact, |ebpf, _| load_programs(ebpf)),
+];
+
+pub(super) fn attach(ebpf: &mut Ebpf, env: &Env) -> SignalStatus {
+    attach_chain(ebpf, env, SIGNAL, &CHAIN)
+}
+
+/// Loads both classifiers; they are attached per interface by [`Watcher`].
+fn load_programs(ebpf: &mut Ebpf) -> Result<(), String> {
+    for name in [INGRESS, EGRESS] {
+        let p: &mut SchedClassifier = program(ebpf, name)?;
+        if p.fd().is_err() {
+            p.load()
+                .map_err(|e| format!("load {name}: {}", error_chain(&e)))?;
+        }
+    }
+    Ok(())
+}
+
+/// An interface we attached to.
+struct Attached {
+    name: String,
+    links: [SchedClassifierLinkId; 2],
+}
+
+/// The interfaces currently watched.
+#[derive(Default)]
+pub(super) struct Watcher {
+    attached: BTreeMap<u32, Attached>,
+}
+
+/// What one refresh changed.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct InterfaceChanges {
+    pub added: Vec<(u32, String)>,
+    pub removed: Vec<(u32, String)>,
+    /// Interfaces that could not be attached, with the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+fn attach_one(
+    ebpf: &mut Ebpf,
+    mode: Variant,
+    ifindex: u32,
+) -> Result<[SchedClassifierLinkId; 2], String> {
+    let iface = aya::programs::NetworkInterface::Index(ifindex);
+    if mode == Variant::Clsact {
+        // EEXIST: the qdisc is already there (ours from before, or the CNI's).
+        if let Err(e) = tc::qdisc_add_clsact(iface) {
+            let text = error_chain(&e);
+            if !text.contains("exists") {
+                return Err(format!("adding clsact: {text}"));
+            }
+        }
+    }
+    let mut links = Vec::with_capacity(2);
+    for (name, hook) in [
+        (INGRESS, TcAttachType::Ingress),
+        (EGRESS, TcAttachType::Egress),
+    ] {
+        let how = match mode {
+            Variant::Clsact => TcAttach::Netlink {
+                parent: hook.into(),
+                options: NlOptions::default(),
+            },
+            _ => TcAttach::Tcx {
+                attach_type: hook,
+                order: LinkOrder::default(),
+            },
+        };
+        let p: &mut SchedClassifier = program(ebpf, name)?;
+        match p.attach(iface, how) {
+            Ok(link) => links.push(link),
+            Err(e) => {
+                for link in links {
+                    let _ = program::<SchedClassifier>(ebpf, INGRESS).map(|p| p.detach(link));
+                }
+                return Err(format!("{name}: {}", error_chain(&e)));
+            }
+        }
+    }
+    let egress = links.pop().ok_or("no egress link")?;
+    let ingress = links.pop().ok_or("no ingress link")?;
+    Ok([ingress, egress])
+}
+
+fn detach_one(ebpf: &mut Ebpf, links: [SchedClassifierLinkId; 2]) {
+    let [ingress, egress] = links;
+    // Errors are expected when the interface is already gone: its links went with it.
+    if let Ok(p) = program::<SchedClassifier>(ebpf, INGRESS) {
+        let _ = p.detach(ingress);
+    }
+    if let Ok(p) = program::<SchedClassifier>(ebpf, EGRESS) {
+        let _ = p.detach(egress);
+    }
+}
+
+fn traffic_map(
+    ebpf: &mut Ebpf,
+) -> Result<PerCpuHashMap<&mut MapData, u32, IfaceTraffic>, LoadError> {
+    let map_err = |e| LoadError::Map {
+        name: IFACE_TRAFFIC_MAP,
+        source: Box::new(e),
+    };
+    let map = ebpf.map_mut(IFACE_TRAFFIC_MAP).ok_or_else(|| {
+        map_err(aya::maps::MapError::InvalidName {
+            name: IFACE_TRAFFIC_MAP.into(),
+        })
+    })?;
+    PerCpuHashMap::try_from(map).map_err(map_err)
+}
+
+impl Probes {
+    /// Attaches to veth interfaces of the agent's namespace that appeared since the
+    /// last call and forgets those that went. Does nothing when no tc variant
+    /// attached.
+    pub fn refresh_interfaces(&mut self) -> std::io::Result<InterfaceChanges> {
+        let mut changes = InterfaceChanges::default();
+        let Some(mode) = self.report.signal(SIGNAL).and_then(|s| s.attached) else {
+            return Ok(changes);
+        };
+        let present: BTreeMap<u32, String> = netlink::links()?
+            .into_iter()
+            .filter(|l| l.kind.as_deref() == Some("veth"))
+            .map(|l| (l.ifindex, l.name))
+            .collect();
+        let gone: Vec<u32> = self
+            .traffic
+            .attached
+            .iter()
+            .filter(|(i, a)| present.get(i) != Some(&a.name))
+            .map(|(i, _)| *i)
+            .collect();
+        for ifindex in gone {
+            let Some(old) = self.traffic.attached.remove(&ifindex) else {
+                continue;
+            };
+            detach_one(&mut self.ebpf, old.links);
+            if let Ok(mut map) = traffic_map(&mut self.ebpf) {
+                let _ = map.remove(&ifindex);
+            }
+            changes.removed.push((ifindex, old.name));
+        }
+        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        for (ifindex, name) in present {
+            if self.traffic.attached.contains_key(&ifindex) {
+                continue;
+            }
+            // The entry must exist before packets flow: the programs never insert.
+            let zero =
+                PerCpuValues::try_from(vec![IfaceTraffic::default(); nr_cpus.get() as usize])?;
+            if let Err(e) = traffic_map(&mut self.ebpf)
+                .map_err(|e| e.to_string())
+                .and_then(|mut m| m.insert(&ifindex, zero, 0).map_err(|e| e.to_string()))
+            {
+                changes.failed.push((name, e));
+                continue;
+            }
+            match attach_one(&mut self.ebpf, mode, ifindex) {
+                Ok(links) => {
+                    changes.added.push((ifindex, name.clone()));
+                    self.traffic
+                        .attached
+                        .insert(ifindex, Attached { name, links });
+                }
+                Err(e) => {
+                    if let Ok(mut map) = traffic_map(&mut self.ebpf) {
+                        let _ = map.remove(&ifindex);
+                    }
+                    changes.failed.push((name, e));
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Traffic per watched interface: ifindex → (name, counters summed over CPUs).
+    pub fn interface_traffic(&self) -> Result<BTreeMap<u32, (String, IfaceTraffic)>, LoadError> {
+        let counts =
+            maps::per_cpu_hash(&self.ebpf, IFACE_TRAFFIC_MAP, IfaceTraffic::saturating_add)?;
+        Ok(counts
+            .into_iter()
+            .filter_map(|(i, t)| Some((i, (self.traffic.attached.get(&i)?.name.clone(), t))))
+            .collect())
+    }
+}

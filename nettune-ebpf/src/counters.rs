@@ -1,0 +1,38 @@
+//! Bumping values in per-CPU maps.
+//!
+//! Per-CPU maps need no atomics: programs do not preempt each other on one CPU, so a
+//! plain read-modify-write through the map value pointer is exact.
+
+use aya_ebpf::maps::{LruPerCpuHashMap, PerCpuArray};
+use nettune_common::ProbeError;
+
+/// BPF_NOEXIST: insert only if absent (another CPU may have just created the key).
+const NOEXIST: u64 = 1;
+
+/// This CPU's value for `key`, created zeroed (`init`) on first use.
+#[inline(always)]
+pub fn entry<K, V>(map: &LruPerCpuHashMap<K, V>, key: &K, init: &V) -> Result<*mut V, ProbeError> {
+    if let Some(ptr) = map.get_ptr_mut(key) {
+        return Ok(ptr);
+    }
+    let _ = map.insert(key, init, NOEXIST);
+    map.get_ptr_mut(key).ok_or(ProbeError::MapUpdate)
+}
+
+/// Adds `n` to this CPU's counter for `key`.
+#[inline(always)]
+pub fn add<K>(map: &LruPerCpuHashMap<K, u64>, key: &K, n: u64) -> Result<(), ProbeError> {
+    let slot = entry(map, key, &0)?;
+    // SAFETY: this CPU's value of a per-CPU map entry; no other writer runs here.
+    unsafe { *slot = (*slot).wrapping_add(n) };
+    Ok(())
+}
+
+/// Adds one to slot `index` of a per-CPU array.
+#[inline(always)]
+pub fn bump_slot(array: &PerCpuArray<u64>, index: u32) {
+    if let Some(slot) = array.get_ptr_mut(index) {
+        // SAFETY: as in `add`: this CPU's slot, no concurrent writer.
+        unsafe { *slot = (*slot).wrapping_add(1) };
+    }
+}

@@ -1,0 +1,98 @@
+//! Packet drops by kernel drop reason, per (netns, interface), from `kfree_skb`.
+//!
+//! Variants: `tp_btf/kfree_skb` (typed arguments), then the classic
+//! `tracepoint/skb/kfree_skb`. Reason values are the running kernel's
+//! `enum skb_drop_reason`; the agent names them from BTF. A `NETFILTER_DROP` is also
+//! sent as an urgent event (conntrack table full, or a firewall dropping).
+
+use aya_ebpf::{
+    macros::{btf_tracepoint, map, tracepoint},
+    maps::LruPerCpuHashMap,
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use nettune_common::{
+    DropKey, EventKind, KernelOffsets, ProbeError, drops::MAX_DROP_KEYS, offsets::ABSENT,
+};
+
+use crate::{counters, errors, events, kernel};
+
+#[map]
+static DROPS: LruPerCpuHashMap<DropKey, u64> = LruPerCpuHashMap::with_max_entries(MAX_DROP_KEYS, 0);
+
+/// `SKB_NOT_DROPPED_YET` and `SKB_CONSUMED`: not drops, on any kernel so far.
+const NOT_A_DROP: u32 = 1;
+
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
+    let off = kernel::offsets();
+    let skb: *const u8 = ctx.arg(0);
+    let args = off.tp_btf_kfree_skb_args;
+    // Arguments the kernel lacks are never read: the verifier prunes on `args`.
+    let reason: u64 = if args >= 3 && args != ABSENT {
+        ctx.arg(2)
+    } else {
+        0
+    };
+    let rx_sk: *const u8 = if args >= 4 && args != ABSENT {
+        ctx.arg(3)
+    } else {
+        core::ptr::null()
+    };
+    errors::check(record(skb, reason as u32, rx_sk, &off));
+    0
+}
+
+#[tracepoint(category = "skb", name = "kfree_skb")]
+pub fn kfree_skb_tp(ctx: TracePointContext) -> u32 {
+    errors::check(try_tracepoint(&ctx));
+    0
+}
+
+fn try_tracepoint(ctx: &TracePointContext) -> Result<(), ProbeError> {
+    let off = kernel::offsets();
+    // SAFETY: offsets from this kernel's format file for skb/kfree_skb; fields the
+    // kernel lacks are ABSENT and not read.
+    unsafe {
+        let skb: *const u8 = ctx
+            .read_at(off.tp_kfree_skb_skbaddr as usize)
+            .map_err(|_| ProbeError::TracepointRead)?;
+        let reason: u32 = if off.tp_kfree_skb_reason == ABSENT {
+            0
+        } else {
+            ctx.read_at(off.tp_kfree_skb_reason as usize)
+                .map_err(|_| ProbeError::TracepointRead)?
+        };
+        let rx_sk: *const u8 = if off.tp_kfree_skb_rx_sk == ABSENT {
+            core::ptr::null()
+        } else {
+            ctx.read_at(off.tp_kfree_skb_rx_sk as usize)
+                .map_err(|_| ProbeError::TracepointRead)?
+        };
+        record(skb, reason, rx_sk, &off)
+    }
+}
+
+#[inline(always)]
+fn record(
+    skb: *const u8,
+    reason: u32,
+    rx_sk: *const u8,
+    off: &KernelOffsets,
+) -> Result<(), ProbeError> {
+    // Kernels before drop reasons (5.17) report 0 for everything: still a drop.
+    if reason != 0 && reason <= NOT_A_DROP {
+        return Ok(());
+    }
+    let (netns, ifindex) = kernel::locate_skb(skb, rx_sk, off);
+    let key = DropKey {
+        netns,
+        ifindex,
+        reason,
+        _pad: 0,
+    };
+    counters::add(&DROPS, &key, 1)?;
+    if reason == off.reason_netfilter_drop {
+        events::emit(EventKind::NetfilterDrop, netns, ifindex, 0);
+    }
+    Ok(())
+}
