@@ -14,7 +14,10 @@
 //!   bounded loops ([`traffic`]).
 //! - Everything it creates is removed by a guard's `Drop`, even on panic.
 
+pub mod bpftrace;
 pub mod harness;
 pub mod loss;
 pub mod netns;
+pub mod probes;
+pub mod scenarios;
 pub mod traffic;

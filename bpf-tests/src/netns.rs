@@ -71,6 +71,37 @@ impl Netns {
         ip(&all)
     }
 
+    /// One counter of this namespace's `/proc/net/<file>` (e.g. `snmp`, `netstat`).
+    pub fn mib(&self, file: &str, group: &str, name: &str) -> anyhow::Result<i64> {
+        let path = PathBuf::from("/proc/thread-self/net").join(file);
+        let mib = self.run(|| nettune::procfs::Mib::read(&path))??;
+        Ok(mib.get(group, name)?)
+    }
+
+    /// Writes a per-namespace sysctl, e.g. `net/ipv4/ip_local_port_range`.
+    pub fn write_sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let path = PathBuf::from("/proc/sys").join(key);
+        self.run(|| std::fs::write(&path, value))?
+            .with_context(|| format!("writing {value} to {} in {}", path.display(), self.name))
+    }
+
+    /// Runs a command inside this namespace (`ip netns exec`) and returns stdout.
+    pub fn exec(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .output()
+            .with_context(|| format!("running {program} in {}", self.name))?;
+        if !out.status.success() {
+            bail!(
+                "{program} {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Runs `f` on a thread inside this namespace and returns its result.
     pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> anyhow::Result<R> {
         let file = File::open(self.path())?;
@@ -125,6 +156,56 @@ pub struct Veth {
 }
 
 impl Veth {
+    /// Joins `ns` to the host namespace, like a pod's interface: `a_name` is the
+    /// host side (`10.203.<subnet>.1`), `b_name` the side in `ns` (`.2`).
+    /// IPv6 is off on both ends so that no neighbour discovery adds packets.
+    pub fn to_host(ns: &Netns, subnet: u8) -> anyhow::Result<HostVeth> {
+        let (host, pod) = (
+            format!("nth{}x{subnet}", std::process::id() % 10000),
+            format!("vt{subnet}p"),
+        );
+        ip(&[
+            "link",
+            "add",
+            "name",
+            &host,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &pod,
+            "netns",
+            ns.name(),
+        ])?;
+        let guard = HostVeth {
+            veth: Self {
+                a_name: host.clone(),
+                b_name: pod.clone(),
+                a_addr: std::net::Ipv4Addr::new(10, 203, subnet, 1),
+                b_addr: std::net::Ipv4Addr::new(10, 203, subnet, 2),
+            },
+        };
+        std::fs::write(format!("/proc/sys/net/ipv6/conf/{host}/disable_ipv6"), "1")?;
+        ns.write_sysctl(&format!("net/ipv6/conf/{pod}/disable_ipv6"), "1")?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", guard.veth.a_addr),
+            "dev",
+            &host,
+        ])?;
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", guard.veth.b_addr),
+            "dev",
+            &pod,
+        ])?;
+        ip(&["link", "set", &host, "up"])?;
+        ns.ip(&["link", "set", &pod, "up"])?;
+        Ok(guard)
+    }
+
     /// Connects `a` and `b` with `10.203.<subnet>.1` on `a` and `.2` on `b`.
     /// `index` pins both interfaces' ifindex (to test ifindex collisions).
     pub fn connect(a: &Netns, b: &Netns, subnet: u8, index: Option<u32>) -> anyhow::Result<Self> {
@@ -152,5 +233,29 @@ impl Veth {
             a_addr,
             b_addr,
         })
+    }
+}
+
+/// A veth whose host side lives in the host namespace; deleted on drop (the pod
+/// side goes with it).
+pub struct HostVeth {
+    pub veth: Veth,
+}
+
+impl HostVeth {
+    /// Reads `/sys/class/net/<host side>/statistics/<counter>`.
+    pub fn host_counter(&self, counter: &str) -> anyhow::Result<u64> {
+        let path = format!("/sys/class/net/{}/statistics/{counter}", self.veth.a_name);
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| path.clone())?
+            .trim()
+            .parse()?)
+    }
+}
+
+impl Drop for HostVeth {
+    fn drop(&mut self) {
+        // Already gone if its namespace was deleted first.
+        let _ = ip(&["link", "del", &self.veth.a_name]);
     }
 }

@@ -6,7 +6,11 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use nettune::probes::{LoadOptions, Probes, Variant};
+use nettune::{
+    netns,
+    probes::{LoadOptions, Probes, Variant},
+    sample::Sample,
+};
 
 #[derive(Parser)]
 #[command(
@@ -29,12 +33,21 @@ struct ProbeArgs {
     /// variant in each signal's chain is used instead.
     #[arg(long = "disable-variant", value_name = "VARIANT")]
     disabled: Vec<Variant>,
+    /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux (for kernels built
+    /// without CONFIG_DEBUG_INFO_BTF, e.g. a file from btfhub).
+    #[arg(long, value_name = "FILE")]
+    btf: Option<std::path::PathBuf>,
+    /// tracefs mount point to use instead of /sys/kernel/tracing.
+    #[arg(long, value_name = "DIR")]
+    tracefs: Option<std::path::PathBuf>,
 }
 
 impl ProbeArgs {
     fn options(&self) -> LoadOptions {
         LoadOptions {
             disabled: self.disabled.clone(),
+            btf_path: self.btf.clone(),
+            tracefs_path: self.tracefs.clone(),
         }
     }
 }
@@ -123,7 +136,7 @@ fn print_probes(json: bool, options: &LoadOptions) -> anyhow::Result<ExitCode> {
 }
 
 fn run(interval: Duration, options: &LoadOptions) -> anyhow::Result<ExitCode> {
-    let probes = load_probes(options)?;
+    let mut probes = load_probes(options)?;
     for status in &probes.report().signals {
         match status.attached {
             Some(variant) => log::info!("{}: attached {variant}", status.signal),
@@ -144,19 +157,19 @@ fn run(interval: Duration, options: &LoadOptions) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(tick_until_signal(&probes, interval))?;
+    runtime.block_on(tick_until_signal(&mut probes, interval))?;
     drop(probes);
     log::info!("detached every program; exiting");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads the maps every `interval` until SIGINT or SIGTERM.
-async fn tick_until_signal(probes: &Probes, interval: Duration) -> anyhow::Result<()> {
+/// Every `interval` until SIGINT or SIGTERM: follow interfaces and namespaces, and
+/// read a Sample.
+async fn tick_until_signal(probes: &mut Probes, interval: Duration) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut ticker = tokio::time::interval(interval);
-    let mut previous = probes.retransmits()?;
     let mut reported_errors = 0;
     log::info!("running; Ctrl-C or SIGTERM stops");
     loop {
@@ -165,25 +178,37 @@ async fn tick_until_signal(probes: &Probes, interval: Duration) -> anyhow::Resul
             _ = sigterm.recv() => break,
             _ = ticker.tick() => {}
         }
-        let current = probes.retransmits()?;
-        for (netns, counters) in &current {
-            let before = previous.get(netns).copied().unwrap_or_default();
-            let delta = counters.saturating_sub(before);
-            if delta.retransmits + delta.failed > 0 {
-                log::debug!(
-                    "netns {netns}: {} retransmits ({} segments, {} failed) this tick",
-                    delta.retransmits,
-                    delta.segments,
-                    delta.failed
-                );
-            }
+        let changes = probes.refresh_interfaces()?;
+        for (ifindex, name) in &changes.added {
+            log::info!("watching interface {name} (ifindex {ifindex})");
         }
-        previous = current;
-        let errors: u64 = probes.probe_errors()?.iter().map(|(_, n)| n).sum();
+        for (ifindex, name) in &changes.removed {
+            log::info!("interface {name} (ifindex {ifindex}) is gone");
+        }
+        for (name, reason) in &changes.failed {
+            log::warn!("cannot watch interface {name}: {reason}");
+        }
+        let namespaces = netns::discover();
+        let alive = namespaces.keys().copied().collect();
+        probes.forget_namespaces(&alive)?;
+        let sample = Sample::collect(probes, &namespaces)?;
+        for event in probes.drain_events() {
+            log::info!("urgent event: {event:?}");
+        }
+        let errors: u64 = sample.probe_errors.iter().map(|(_, n)| n).sum();
         if errors > reported_errors {
-            log::warn!("eBPF programs reported {errors} internal errors so far");
+            log::warn!(
+                "eBPF programs reported {errors} internal errors so far: {:?}",
+                sample.probe_errors
+            );
             reported_errors = errors;
         }
+        log::debug!(
+            "{} namespaces, {} interfaces, {} flows with retransmits",
+            sample.netns.len(),
+            sample.interfaces.len(),
+            sample.flows.len()
+        );
     }
     log::info!("signal received; detaching");
     Ok(())

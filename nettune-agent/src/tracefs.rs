@@ -17,7 +17,7 @@ const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing
 /// Errors locating tracefs or reading a format file.
 #[derive(Debug, thiserror::Error)]
 pub enum TracefsError {
-    #[error("tracefs is not mounted at {} and mounting it failed: {reason}", CANDIDATES[0])]
+    #[error("tracefs unavailable: {reason}")]
     NotMounted { reason: String },
     #[error("cannot read tracepoint format {path}: {source}")]
     Format {
@@ -60,10 +60,13 @@ impl Tracefs {
                 })
             }
             Ok(out) => Err(TracefsError::NotMounted {
-                reason: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                reason: format!(
+                    "not mounted, and `mount -t tracefs tracefs {target}` failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
             }),
             Err(e) => Err(TracefsError::NotMounted {
-                reason: e.to_string(),
+                reason: format!("not mounted, and running mount failed: {e}"),
             }),
         }
     }
@@ -77,6 +80,17 @@ impl Tracefs {
             .map(|p| Self {
                 root: p.to_path_buf(),
             })
+    }
+
+    /// Uses `root` as tracefs if it has an `events` directory.
+    pub fn at_checked(root: &Path) -> Result<Self, TracefsError> {
+        if root.join("events").is_dir() {
+            Ok(Self::at(root))
+        } else {
+            Err(TracefsError::NotMounted {
+                reason: format!("{} has no events directory", root.display()),
+            })
+        }
     }
 
     /// Uses `root` as tracefs (tests point this at a directory of fixtures).

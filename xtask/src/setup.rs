@@ -31,8 +31,9 @@ const BPF_LINKER_VERSION: &str = "0.13";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// Debian packages needed to compile bpf-linker against LLVM 22.
 const LINKER_BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
-/// Debian packages the test suite runs: `ip` (namespaces, veth), `mount`.
-const TEST_PACKAGES: &[&str] = &["iproute2", "mount"];
+/// Debian packages the test suite runs: `ip` (namespaces, veth), `mount`, and the
+/// peers kernel tests compare against: bpftrace, nftables (`nft`), `conntrack`.
+const TEST_PACKAGES: &[&str] = &["iproute2", "mount", "bpftrace", "nftables", "conntrack"];
 
 /// A toolchain as a rust-toolchain.toml file names it.
 struct Toolchain {

@@ -93,7 +93,11 @@ fn without_root_or_sudo_xtask_run_fails_in_one_line() -> TestResult {
 /// workspace's debug build of `name`.
 fn workspace_bin(env_var: &str, name: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::var_os(env_var).map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug").join(name),
+        || {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/debug")
+                .join(name)
+        },
         PathBuf::from,
     );
     ensure!(

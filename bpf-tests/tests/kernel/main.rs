@@ -5,9 +5,11 @@
 //! One module per signal, paired by name with the program in `nettune-ebpf/src/`.
 
 mod agent;
+mod drops;
 mod retransmit;
 
 fn main() {
-    let tests: Vec<bpf_tests::harness::Test> = [agent::TESTS, retransmit::TESTS].concat();
+    let tests: Vec<bpf_tests::harness::Test> =
+        [agent::TESTS, retransmit::TESTS, drops::TESTS].concat();
     bpf_tests::harness::main(&tests);
 }

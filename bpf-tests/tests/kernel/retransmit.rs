@@ -1,30 +1,27 @@
 //! The retransmit signal (`nettune-ebpf/src/retransmit.rs`) against the kernel's
-//! own `RetransSegs` counter, for each variant of its chain.
+//! own `RetransSegs` counter and against bpftrace, for each variant of its chain.
 //!
 //! Setup: two fresh namespaces joined by a veth pair, the test-only loss program
-//! dropping 3 % of TCP packets on the receiver's ingress, and an 8 MiB transfer.
+//! dropping 5 % of TCP packets on the receiver's ingress, and an 8 MiB transfer.
 //! Only the sender retransmits data, and its namespace carries no other traffic, so
-//! the per-netns count must match that namespace's `RetransSegs` delta.
+//! the per-netns count must match that namespace's counters.
 //!
-//! Tolerance: none while every retransmit succeeds. `RetransSegs` is incremented
-//! before the skb is handed to the device; a transmit that then fails is reported
-//! by the tracepoint with `err != 0` (Linux 6.12+) and counted as `failed`, without
-//! segments, so each failure may account for up to one skb's segments (≤ 64 with
-//! GSO) of difference.
-
-use std::{net::SocketAddr, path::Path};
+//! Tolerance against `RetransSegs`: none while every retransmit succeeds.
+//! `RetransSegs` is incremented before the skb is handed to the device; a transmit
+//! that then fails is reported by the tracepoint with `err != 0` (Linux 6.12+) and
+//! counted as `failed`, without segments, so each failure may account for up to one
+//! skb's segments (≤ 64 with GSO) of difference. Against bpftrace on the same
+//! tracepoint: none at all, every event counts once on both sides.
 
 use anyhow::ensure;
 use bpf_tests::{
-    harness::{Feature, Outcome, Test, TestResult, require, require_root},
-    loss::Loss,
-    netns::{Netns, Veth},
-    traffic::bulk_transfer,
+    bpftrace::Bpftrace,
+    harness::{Feature, Outcome, Test, TestResult, require_root},
+    netns::Netns,
+    probes::{load, require_variant},
+    scenarios::Pair,
 };
-use nettune::{
-    probes::{LoadOptions, Probes, Variant, retransmit::SIGNAL},
-    procfs::Mib,
-};
+use nettune::probes::{Probes, Variant, retransmit::SIGNAL};
 use nettune_common::RetransmitCounters;
 
 pub const TESTS: &[Test] = &[
@@ -36,18 +33,17 @@ pub const TESTS: &[Test] = &[
         name: "retransmit::tracepoint_count_equals_retranssegs",
         run: || count_equals_retranssegs(Variant::Tracepoint, Feature::Tracepoint),
     },
+    Test {
+        name: "retransmit::count_equals_bpftrace_on_the_same_tracepoint",
+        run: count_equals_bpftrace,
+    },
 ];
 
 const ALL_VARIANTS: [Variant; 2] = [Variant::TpBtf, Variant::Tracepoint];
 const TRANSFER_BYTES: usize = 8 << 20;
-const LOSS_PER_10K: u32 = 300;
+const LOSS_PER_10K: u32 = 500;
 /// Most segments one skb can carry with GSO on a veth (see the module doc).
 const MAX_SEGMENTS_PER_SKB: u64 = 64;
-
-fn retrans_segs(netns: &Netns) -> anyhow::Result<i64> {
-    let mib = netns.run(|| Mib::read(Path::new("/proc/thread-self/net/snmp")))??;
-    Ok(mib.get("Tcp", "RetransSegs")?)
-}
 
 fn map_counters(probes: &Probes, netns: &Netns) -> anyhow::Result<RetransmitCounters> {
     Ok(probes
@@ -61,50 +57,23 @@ fn count_equals_retranssegs(variant: Variant, feature: Feature) -> TestResult {
     if let Some(skip) = require_root() {
         return skip;
     }
-    let options = LoadOptions {
-        disabled: ALL_VARIANTS.into_iter().filter(|v| *v != variant).collect(),
-    };
-    let probes = Probes::load(&options)?;
-    let status = probes
-        .report()
-        .signals
-        .iter()
-        .find(|s| s.signal == SIGNAL)
-        .ok_or_else(|| anyhow::anyhow!("no {SIGNAL} in the probe report"))?;
-    if status.attached != Some(variant) {
-        let why = status
-            .skipped
-            .iter()
-            .find(|s| s.variant == variant)
-            .map_or("not attempted", |s| s.reason.as_str());
-        if let Some(skip) = require(feature, false, why) {
-            return skip;
-        }
+    let others: Vec<Variant> = ALL_VARIANTS.into_iter().filter(|v| *v != variant).collect();
+    let probes = load(&others)?;
+    if let Some(skip) = require_variant(&probes, SIGNAL, variant, feature) {
+        return skip;
     }
-
-    let sender = Netns::new("snd")?;
-    let receiver = Netns::new("rcv")?;
-    let veth = Veth::connect(&sender, &receiver, 1, None)?;
-    let loss = Loss::attach(&receiver, &veth.b_name, LOSS_PER_10K)?;
-
-    let map_before = map_counters(&probes, &sender)?;
-    let mib_before = retrans_segs(&sender)?;
-    let addr = SocketAddr::from((veth.b_addr, 5201));
-    let received = bulk_transfer(&sender, &receiver, addr, TRANSFER_BYTES)?;
-    let map = map_counters(&probes, &sender)?.saturating_sub(map_before);
-    let mib = u64::try_from(retrans_segs(&sender)? - mib_before)?;
-    let (seen, dropped) = loss.stats()?;
+    let net = Pair::new(1, None)?;
+    let map_before = map_counters(&probes, &net.sender)?;
+    let mib_before = net.sender.mib("snmp", "Tcp", "RetransSegs")?;
+    let dropped = net.lossy_transfer(TRANSFER_BYTES, LOSS_PER_10K)?;
+    let map = map_counters(&probes, &net.sender)?.saturating_sub(map_before);
+    let mib = u64::try_from(net.sender.mib("snmp", "Tcp", "RetransSegs")? - mib_before)?;
 
     println!(
-        "    {variant}: {dropped}/{seen} packets dropped; map: {} retransmits, {} segments, \
+        "    {variant}: {dropped} packets dropped; map: {} retransmits, {} segments, \
          {} failed; RetransSegs: {mib}",
         map.retransmits, map.segments, map.failed
     );
-    ensure!(
-        received == TRANSFER_BYTES,
-        "received {received} of {TRANSFER_BYTES} bytes"
-    );
-    ensure!(dropped > 0, "the loss program dropped nothing");
     ensure!(
         map.segments > 0,
         "no retransmits counted despite {dropped} drops"
@@ -114,6 +83,74 @@ fn count_equals_retranssegs(variant: Variant, feature: Feature) -> TestResult {
         map.segments <= mib && mib <= map.segments + tolerance,
         "map counted {} segments, RetransSegs rose by {mib} (tolerance {tolerance})",
         map.segments
+    );
+    // One connection: the per-flow map holds exactly that namespace's segments.
+    let inode = net.sender.inode()?;
+    let flows: Vec<_> = probes
+        .retransmit_flows()?
+        .into_iter()
+        .filter(|(k, _)| k.netns == inode)
+        .collect();
+    ensure!(
+        flows.len() == 1,
+        "expected one flow in the sender's netns, got {flows:?}"
+    );
+    let (flow, segments) = flows[0];
+    ensure!(
+        flow.dport == 5201,
+        "flow has remote port {}, expected 5201",
+        flow.dport
+    );
+    ensure!(
+        flow.daddr[12..] == net.veth.b_addr.octets(),
+        "flow's remote address is {:?}",
+        flow.daddr
+    );
+    ensure!(
+        segments == map.segments,
+        "flow counted {segments}, netns {}",
+        map.segments
+    );
+    Ok(Outcome::Passed)
+}
+
+fn count_equals_bpftrace() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let probes = load(&[])?;
+    if probes
+        .report()
+        .signal(SIGNAL)
+        .and_then(|s| s.attached)
+        .is_none()
+    {
+        anyhow::bail!(
+            "no retransmit variant attached: {:?}",
+            probes.report().signal(SIGNAL)
+        );
+    }
+    let net = Pair::new(1, None)?;
+    let inode = net.sender.inode()?;
+    let bpftrace = Bpftrace::start(&format!(
+        "tracepoint:tcp:tcp_retransmit_skb \
+         /((struct sock *)args->skaddr)->__sk_common.skc_net.net->ns.inum == {inode}/ \
+         {{ @events = count(); }}"
+    ))?;
+    let before = map_counters(&probes, &net.sender)?;
+    net.lossy_transfer(TRANSFER_BYTES, LOSS_PER_10K)?;
+    let map = map_counters(&probes, &net.sender)?.saturating_sub(before);
+    let peer = bpftrace.stop()?;
+    let peer_events = peer.get("@events").copied().unwrap_or(0);
+    let ours = map.retransmits + map.failed;
+    println!(
+        "    nettune: {ours} events ({} ok, {} failed); bpftrace: {peer_events}",
+        map.retransmits, map.failed
+    );
+    ensure!(ours > 0, "no retransmits");
+    ensure!(
+        i64::try_from(ours)? == peer_events,
+        "nettune counted {ours} tracepoint events in the sender's netns, bpftrace {peer_events}"
     );
     Ok(Outcome::Passed)
 }

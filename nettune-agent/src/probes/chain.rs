@@ -64,6 +64,11 @@ pub struct LoadOptions {
     /// Variants not to try even where the kernel supports them (to force or test a
     /// fallback).
     pub disabled: Vec<Variant>,
+    /// Kernel BTF to use instead of `/sys/kernel/btf/vmlinux` (e.g. a file from
+    /// btfhub for a kernel built without `CONFIG_DEBUG_INFO_BTF`).
+    pub btf_path: Option<std::path::PathBuf>,
+    /// tracefs mount to use instead of finding (or mounting) it.
+    pub tracefs_path: Option<std::path::PathBuf>,
 }
 
 /// What the variants need to know about this machine, gathered once.

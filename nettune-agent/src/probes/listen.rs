@@ -55,7 +55,7 @@ fn attach_fentry(ebpf: &mut Ebpf, env: &Env) -> Result<(), String> {
             let p: &mut FEntry = program(ebpf, name)?;
             let attached = p
                 .load(function, btf)
-                .map_err(|e| format!("load {function}: {}", error_chain(&e)))
+                .map_err(|e| format!("load {function}: {}{}", error_chain(&e), hint(&e)))
                 .and_then(|()| {
                     p.attach()
                         .map(drop)
@@ -87,7 +87,11 @@ fn attach_kprobes(ebpf: &mut Ebpf, env: &Env) -> Result<(), String> {
                 p.load().map_err(|e| format!("load: {}", error_chain(&e)))?;
             }
             match p.attach(function, 0) {
-                Err(e) if required => Err(format!("attach {function}: {}", error_chain(&e))),
+                Err(e) if required => Err(format!(
+                    "attach {function}: {}{}",
+                    error_chain(&e),
+                    hint(&e)
+                )),
                 _ => Ok(()),
             }
         });
@@ -99,6 +103,19 @@ fn attach_kprobes(ebpf: &mut Ebpf, env: &Env) -> Result<(), String> {
         }
     }
     result
+}
+
+/// What a kernel's refusal usually means, for the report.
+fn hint(e: &dyn std::error::Error) -> &'static str {
+    let text = error_chain(e);
+    if text.contains("kprobe/type") {
+        " (this kernel has no kprobe support: CONFIG_KPROBES is off)"
+    } else if text.contains("Operation not permitted") {
+        " (the kernel refused the program before verification: BPF trampolines are \
+         disabled or restricted here)"
+    } else {
+        ""
+    }
 }
 
 impl Probes {

@@ -111,11 +111,17 @@ impl Probes {
                  memory is charged to the cgroup instead"
             ));
         }
-        let tracefs = Tracefs::find_or_mount();
+        let tracefs = match &options.tracefs_path {
+            Some(path) => Tracefs::at_checked(path),
+            None => Tracefs::find_or_mount(),
+        };
         if let Err(e) = &tracefs {
             warnings.push(format!("{e}; classic tracepoint variants are unavailable"));
         }
-        let btf = Btf::from_sys_fs();
+        let btf = match &options.btf_path {
+            Some(path) => Btf::from_file(path),
+            None => Btf::from_sys_fs(),
+        };
         if let Err(e) = &btf {
             warnings.push(format!(
                 "{e}; BTF is needed for kernel struct offsets and tp_btf/fentry: signals \
@@ -134,7 +140,11 @@ impl Probes {
         }
         let env = Env {
             options: options.clone(),
-            aya_btf: aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}")),
+            aya_btf: match &options.btf_path {
+                Some(path) => aya::Btf::parse_file(path, aya::Endianness::default()),
+                None => aya::Btf::from_sys_fs(),
+            }
+            .map_err(|e| format!("no kernel BTF: {e}")),
             tracefs: tracefs.map_err(|e| e.to_string()),
             layout,
         };

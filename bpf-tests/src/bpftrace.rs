@@ -1,0 +1,107 @@
+//! bpftrace as a peer: run a script on the same kernel events nettune counts, over
+//! the same interval, and read its maps.
+//!
+//! [`Bpftrace::start`] returns once bpftrace's `BEGIN` probe ran, which bpftrace
+//! fires after every other probe is attached; [`Bpftrace::stop`] sends SIGINT, on
+//! which bpftrace prints its maps and exits.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+
+const READY: &str = "nettune-bpftrace-ready";
+
+/// A running bpftrace.
+pub struct Bpftrace {
+    child: Child,
+    output: Option<JoinHandle<Vec<String>>>,
+}
+
+impl Bpftrace {
+    /// Starts `bpftrace -e <script>` (a `BEGIN` probe is added) and waits until its
+    /// probes are attached.
+    pub fn start(script: &str) -> anyhow::Result<Self> {
+        let script = format!("BEGIN {{ printf(\"{READY}\\n\"); }}\n{script}");
+        let mut child = Command::new("bpftrace")
+            .args(["-e", &script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting bpftrace (Debian package bpftrace)")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        let output = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line == READY {
+                    tx.send(()).ok();
+                } else {
+                    lines.push(line);
+                }
+            }
+            lines
+        });
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            child.kill().ok();
+            let mut stderr = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                std::io::Read::read_to_string(&mut e, &mut stderr).ok();
+            }
+            bail!("bpftrace did not start within 60s: {}", stderr.trim());
+        }
+        Ok(Self {
+            child,
+            output: Some(output),
+        })
+    }
+
+    /// Stops bpftrace and returns its maps: each printed `@name[key]: value` line
+    /// as `"@name[key]" → value`.
+    pub fn stop(mut self) -> anyhow::Result<BTreeMap<String, i64>> {
+        // SAFETY: kill sends a signal to our own child process, not yet reaped.
+        unsafe { libc::kill(i32::try_from(self.child.id())?, libc::SIGINT) };
+        let status = self.child.wait()?;
+        let lines = self
+            .output
+            .take()
+            .context("stopped twice")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("bpftrace reader panicked"))?;
+        if !status.success() {
+            let mut stderr = String::new();
+            if let Some(mut e) = self.child.stderr.take() {
+                std::io::Read::read_to_string(&mut e, &mut stderr).ok();
+            }
+            bail!("bpftrace failed ({status}): {}", stderr.trim());
+        }
+        Ok(parse_maps(&lines))
+    }
+}
+
+/// Parses `@[1, 2]: 3`, `@name[x]: 4` and `@: 5` lines.
+pub fn parse_maps(lines: &[String]) -> BTreeMap<String, i64> {
+    lines
+        .iter()
+        .filter(|l| l.starts_with('@'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(": ")?;
+            Some((key.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+impl Drop for Bpftrace {
+    fn drop(&mut self) {
+        // Only reached when `stop` was not called (a failing test): do not leave
+        // bpftrace attached.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
