@@ -20,4 +20,5 @@ pub mod loss;
 pub mod netns;
 pub mod probes;
 pub mod scenarios;
+pub mod sockets;
 pub mod traffic;

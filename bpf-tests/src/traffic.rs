@@ -22,6 +22,24 @@ pub fn bulk_transfer(
     addr: SocketAddr,
     bytes: usize,
 ) -> anyhow::Result<usize> {
+    transfer(Some(sender), receiver, addr, bytes)
+}
+
+/// Like [`bulk_transfer`], with the client in the host namespace (this thread's).
+pub fn bulk_transfer_from_host(
+    receiver: &Netns,
+    addr: SocketAddr,
+    bytes: usize,
+) -> anyhow::Result<usize> {
+    transfer(None, receiver, addr, bytes)
+}
+
+fn transfer(
+    sender: Option<&Netns>,
+    receiver: &Netns,
+    addr: SocketAddr,
+    bytes: usize,
+) -> anyhow::Result<usize> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let server = receiver.spawn(move || -> anyhow::Result<usize> {
         let listener = TcpListener::bind(addr).context("bind")?;
@@ -55,7 +73,7 @@ pub fn bulk_transfer(
     ready_rx
         .recv_timeout(STEP_TIMEOUT)
         .context("server never became ready")?;
-    sender.run(move || -> anyhow::Result<()> {
+    let client = move || -> anyhow::Result<()> {
         let mut stream = TcpStream::connect_timeout(&addr, STEP_TIMEOUT).context("connect")?;
         stream.set_write_timeout(Some(STEP_TIMEOUT))?;
         stream.set_read_timeout(Some(STEP_TIMEOUT))?;
@@ -71,7 +89,11 @@ pub fn bulk_transfer(
         let mut rest = [0u8; 16];
         while stream.read(&mut rest).context("waiting for close")? > 0 {}
         Ok(())
-    })??;
+    };
+    match sender {
+        Some(ns) => ns.run(client)??,
+        None => client()?,
+    }
     let received = server
         .join()
         .map_err(|_| anyhow::anyhow!("server thread panicked"))???;

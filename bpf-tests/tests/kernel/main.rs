@@ -5,11 +5,25 @@
 //! One module per signal, paired by name with the program in `nettune-ebpf/src/`.
 
 mod agent;
+mod connect;
+mod conntrack;
 mod drops;
+mod listen;
+mod probes;
 mod retransmit;
+mod traffic;
 
 fn main() {
-    let tests: Vec<bpf_tests::harness::Test> =
-        [agent::TESTS, retransmit::TESTS, drops::TESTS].concat();
+    let tests: Vec<bpf_tests::harness::Test> = [
+        agent::TESTS,
+        retransmit::TESTS,
+        drops::TESTS,
+        listen::TESTS,
+        conntrack::TESTS,
+        connect::TESTS,
+        traffic::TESTS,
+        probes::TESTS,
+    ]
+    .concat();
     bpf_tests::harness::main(&tests);
 }

@@ -1,0 +1,69 @@
+//! The port-exhaustion signal (`nettune-ebpf/src/connect.rs`): in a namespace whose
+//! `ip_local_port_range` holds two ports, connects beyond the second fail with
+//! EADDRNOTAVAIL; nettune counts exactly those failures, for that namespace.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use anyhow::ensure;
+use bpf_tests::{
+    harness::{Feature, Outcome, Test, TestResult, require_root},
+    netns::Netns,
+    probes::{load, require_variant},
+};
+use nettune::probes::{Variant, connect::SIGNAL};
+
+pub const TESTS: &[Test] = &[Test {
+    name: "connect::eaddrnotavail_is_counted_for_its_namespace",
+    run: eaddrnotavail_is_counted_for_its_namespace,
+}];
+
+const ATTEMPTS: usize = 6;
+
+fn eaddrnotavail_is_counted_for_its_namespace() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let probes = load(&[])?;
+    if let Some(skip) = require_variant(&probes, SIGNAL, Variant::Tracepoint, Feature::Tracepoint) {
+        return skip;
+    }
+    let ns = Netns::new("cn")?;
+    ns.write_sysctl("net/ipv4/ip_local_port_range", "40000 40001")?;
+    let inode = ns.inode()?;
+    let count = || -> anyhow::Result<u64> {
+        Ok(probes
+            .connect_eaddrnotavail()?
+            .get(&inode)
+            .copied()
+            .unwrap_or(0))
+    };
+    let before = count()?;
+    let failures = ns.run(|| -> anyhow::Result<usize> {
+        let listener = TcpListener::bind("127.0.0.1:5500")?;
+        let target: SocketAddr = "127.0.0.1:5500".parse()?;
+        let mut open = Vec::new();
+        let mut failures = 0;
+        for _ in 0..ATTEMPTS {
+            match TcpStream::connect(target) {
+                Ok(stream) => open.push(stream),
+                Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => failures += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        drop((open, listener));
+        Ok(failures)
+    })??;
+    let counted = count()? - before;
+    println!(
+        "    {failures} of {ATTEMPTS} connects failed with EADDRNOTAVAIL; nettune counted {counted}"
+    );
+    ensure!(
+        failures > 0,
+        "no connect failed: is the port range really two ports?"
+    );
+    ensure!(
+        counted == failures as u64,
+        "counted {counted}, expected {failures}"
+    );
+    Ok(Outcome::Passed)
+}

@@ -1,0 +1,112 @@
+//! The pod-traffic signal (`nettune-ebpf/src/traffic.rs`): tc programs attach to a
+//! pod-like veth when it appears in the host namespace, count what the interface's
+//! own counters count, and are forgotten when the interface goes.
+//!
+//! Tolerance: the interface counters and the maps are read after the transfer has
+//! finished and IPv6 is off on the pair (no neighbour discovery), so no packet is in
+//! flight between the two reads and the figures must be equal.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::{Context as _, ensure};
+use bpf_tests::{
+    harness::{Feature, Outcome, Test, TestResult, require_root},
+    netns::{Netns, Veth},
+    probes::{load, require_variant},
+    traffic::bulk_transfer_from_host,
+};
+use nettune::probes::{Variant, traffic::SIGNAL};
+use nettune_common::IfaceTraffic;
+
+pub const TESTS: &[Test] = &[
+    Test {
+        name: "traffic::tcx_counts_equal_interface_counters_and_follow_the_interface",
+        run: || counts_equal_interface_counters_and_follow_the_interface(Variant::Tcx),
+    },
+    Test {
+        name: "traffic::clsact_counts_equal_interface_counters_and_follow_the_interface",
+        run: || counts_equal_interface_counters_and_follow_the_interface(Variant::Clsact),
+    },
+];
+
+fn counts_equal_interface_counters_and_follow_the_interface(variant: Variant) -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let disabled: Vec<Variant> = [Variant::Tcx, Variant::Clsact]
+        .into_iter()
+        .filter(|v| *v != variant)
+        .collect();
+    let mut probes = load(&disabled)?;
+    if let Some(skip) = require_variant(&probes, SIGNAL, variant, Feature::Tc) {
+        return skip;
+    }
+    let attached = Some(variant);
+    let pod = Netns::new("pod")?;
+    let host_veth = Veth::to_host(&pod, 8)?;
+    let name = host_veth.veth.a_name.clone();
+    let changes = probes.refresh_interfaces()?;
+    let ifindex = changes
+        .added
+        .iter()
+        .find(|(_, n)| *n == name)
+        .map(|(i, _)| *i)
+        .with_context(|| format!("{name} was not attached: {changes:?}"))?;
+
+    let read = |probes: &nettune::probes::Probes| -> anyhow::Result<(IfaceTraffic, [u64; 4])> {
+        let ours = probes
+            .interface_traffic()?
+            .get(&ifindex)
+            .map(|(_, t)| *t)
+            .context("no traffic entry")?;
+        let theirs = [
+            host_veth.host_counter("rx_packets")?,
+            host_veth.host_counter("rx_bytes")?,
+            host_veth.host_counter("tx_packets")?,
+            host_veth.host_counter("tx_bytes")?,
+        ];
+        Ok((ours, theirs))
+    };
+    let (ours_before, theirs_before) = read(&probes)?;
+    let addr = SocketAddr::from((host_veth.veth.b_addr, 5600));
+    bulk_transfer_from_host(&pod, addr, 2 << 20)?;
+    std::thread::sleep(Duration::from_millis(100));
+    let (ours_after, theirs_after) = read(&probes)?;
+    let ours = [
+        ours_after.ingress_packets - ours_before.ingress_packets,
+        ours_after.ingress_bytes - ours_before.ingress_bytes,
+        ours_after.egress_packets - ours_before.egress_packets,
+        ours_after.egress_bytes - ours_before.egress_bytes,
+    ];
+    let theirs: Vec<u64> = theirs_after
+        .iter()
+        .zip(theirs_before)
+        .map(|(a, b)| a - b)
+        .collect();
+    println!(
+        "    {attached:?} on {name}: nettune in {}p/{}B out {}p/{}B; interface rx {}p/{}B tx {}p/{}B",
+        ours[0], ours[1], ours[2], ours[3], theirs[0], theirs[1], theirs[2], theirs[3]
+    );
+    ensure!(ours[3] >= 2 << 20, "less than the transfer went to the pod");
+    ensure!(
+        ours.as_slice() == theirs.as_slice(),
+        "tc counts differ from the interface's"
+    );
+
+    // The pod goes away: its interface with it, and nettune forgets both.
+    drop(host_veth);
+    drop(pod);
+    let changes = probes.refresh_interfaces()?;
+    ensure!(
+        changes
+            .removed
+            .iter()
+            .any(|(i, n)| *i == ifindex && *n == name),
+        "{name} was not removed: {changes:?}"
+    );
+    ensure!(
+        !probes.interface_traffic()?.contains_key(&ifindex),
+        "traffic for a removed interface is still reported"
+    );
+    Ok(Outcome::Passed)
+}
