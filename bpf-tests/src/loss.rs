@@ -4,7 +4,10 @@
 use aya::{
     Ebpf, EbpfLoader,
     maps::PerCpuArray,
-    programs::{SchedClassifier, TcAttachType, tc::SchedClassifierLinkId},
+    programs::{
+        SchedClassifier, TcAttachType,
+        tc::{NlOptions, SchedClassifierLinkId, TcAttach},
+    },
 };
 
 use crate::netns::Netns;
@@ -15,12 +18,24 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lo
 pub struct Loss<'a> {
     ebpf: Ebpf,
     link: Option<SchedClassifierLinkId>,
-    netns: &'a Netns,
+    /// Where the interface lives; `None` for the host namespace.
+    netns: Option<&'a Netns>,
 }
 
 impl<'a> Loss<'a> {
     /// Drops `per_10k`/10000 of IPv4 TCP packets arriving on `iface` in `netns`.
     pub fn attach(netns: &'a Netns, iface: &str, per_10k: u32) -> anyhow::Result<Self> {
+        Self::attach_in(Some(netns), iface, per_10k, false)
+    }
+
+    /// As [`Loss::attach`], for an interface of `netns` (the host when `None`), with
+    /// TCX, or on clsact after every filter already there (`after_clsact`).
+    pub fn attach_in(
+        netns: Option<&'a Netns>,
+        iface: &str,
+        per_10k: u32,
+        after_clsact: bool,
+    ) -> anyhow::Result<Self> {
         let mut ebpf = EbpfLoader::new()
             .override_global("LOSS_PER_10K", &per_10k, true)
             .load(OBJECT)?;
@@ -31,7 +46,23 @@ impl<'a> Loss<'a> {
         program.load()?;
         let iface = std::ffi::CString::new(iface)?;
         // Interface names resolve in the calling thread's namespace: attach from inside.
-        let link = netns.run(|| program.attach(iface.as_c_str(), TcAttachType::Ingress))??;
+        let how = if after_clsact {
+            // Automatic priorities go *before* existing filters: ask for a later one.
+            TcAttach::Netlink {
+                parent: TcAttachType::Ingress.into(),
+                options: NlOptions {
+                    priority: 60000,
+                    ..NlOptions::default()
+                },
+            }
+        } else {
+            TcAttach::Auto(TcAttachType::Ingress)
+        };
+        let attach = || program.attach(iface.as_c_str(), how);
+        let link = match netns {
+            Some(ns) => ns.run(attach)??,
+            None => attach()?,
+        };
         Ok(Self {
             ebpf,
             link: Some(link),
@@ -62,7 +93,11 @@ impl Drop for Loss<'_> {
         let Ok(program): Result<&mut SchedClassifier, _> = program.try_into() else {
             return;
         };
-        if let Err(e) = self.netns.run(|| program.detach(link)) {
+        let result = match self.netns {
+            Some(ns) => ns.run(|| program.detach(link)).and_then(|r| Ok(r?)),
+            None => program.detach(link).map_err(Into::into),
+        };
+        if let Err(e) = result {
             eprintln!("warning: could not detach the loss program: {e}");
         }
     }

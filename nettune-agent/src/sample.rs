@@ -43,13 +43,22 @@ pub struct NetnsSample {
     pub connect_eaddrnotavail: u64,
 }
 
+/// A watched host-side interface (a pod's veth, seen from the node).
+#[derive(Clone, Debug, Default)]
+pub struct InterfaceSample {
+    pub name: String,
+    pub traffic: IfaceTraffic,
+    /// Packets dropped by tc on this interface (`TC_INGRESS` + `TC_EGRESS`).
+    pub tc_drops: u64,
+}
+
 /// One tick's raw counters.
 #[derive(Clone, Debug, Default)]
 pub struct Sample {
     /// By namespace inode. Namespace 0 holds drops nothing could attribute.
     pub netns: BTreeMap<u32, NetnsSample>,
-    /// Watched host-side interfaces by ifindex: (name, traffic).
-    pub interfaces: BTreeMap<u32, (String, IfaceTraffic)>,
+    /// Watched host-side interfaces by host ifindex.
+    pub interfaces: BTreeMap<u32, InterfaceSample>,
     pub listeners: BTreeMap<ListenKey, ListenOverflow>,
     pub flows: BTreeMap<FlowKey, u64>,
     /// `net.netfilter.nf_conntrack_max` (one limit for all namespaces).
@@ -69,7 +78,18 @@ impl Sample {
         namespaces: &BTreeMap<u32, Namespace>,
     ) -> Result<Self, LoadError> {
         let mut sample = Self {
-            interfaces: probes.interface_traffic()?,
+            interfaces: probes
+                .interface_traffic()?
+                .into_iter()
+                .map(|(ifindex, (name, traffic))| {
+                    let sample = InterfaceSample {
+                        name,
+                        traffic,
+                        tc_drops: 0,
+                    };
+                    (ifindex, sample)
+                })
+                .collect(),
             listeners: probes.listen_overflows()?,
             flows: probes.retransmit_flows()?,
             conntrack_max: std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
@@ -91,7 +111,16 @@ impl Sample {
         for (netns, counters) in probes.retransmits()? {
             sample.netns.entry(netns).or_default().retransmits = counters;
         }
+        let tc_reasons = ["TC_INGRESS", "TC_EGRESS"].map(|r| probes.drop_reasons().value(r));
+        let host = crate::netns::own_inode().unwrap_or(0);
         for (key, count) in probes.drops()? {
+            if key.netns == host
+                && tc_reasons.contains(&Some(key.reason))
+                && let Some(iface) = sample.interfaces.get_mut(&key.ifindex)
+            {
+                iface.tc_drops += count;
+            }
+
             *sample
                 .netns
                 .entry(key.netns)

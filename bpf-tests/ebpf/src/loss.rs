@@ -7,7 +7,8 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    bindings::TC_ACT_SHOT,
+
     helpers::bpf_get_prandom_u32,
     macros::{classifier, map},
     maps::PerCpuArray,
@@ -31,7 +32,7 @@ fn loss(ctx: TcContext) -> i32 {
     let is_tcp = matches!(ctx.load::<u16>(12), Ok(t) if u16::from_be(t) == ETH_P_IP)
         && matches!(ctx.load::<u8>(23), Ok(IPPROTO_TCP));
     if !is_tcp {
-        return TC_ACT_OK;
+        return NEXT;
     }
     bump(0);
     // SAFETY: a plain static read; volatile keeps the loader-written value.
@@ -41,8 +42,13 @@ fn loss(ctx: TcContext) -> i32 {
         bump(1);
         return TC_ACT_SHOT;
     }
-    TC_ACT_OK
+    NEXT
 }
+
+/// `TC_ACT_UNSPEC` / `TCX_NEXT`: let the next program (e.g. nettune's, on clsact,
+/// which runs after every TCX program) see the packet. `TC_ACT_OK` would be
+/// `TCX_PASS`, which ends tc processing and would hide packets from it.
+const NEXT: i32 = -1;
 
 fn bump(slot: u32) {
     if let Some(p) = LOSS_STATS.get_ptr_mut(slot) {

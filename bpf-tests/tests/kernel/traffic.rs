@@ -15,7 +15,14 @@ use bpf_tests::{
     probes::{load, require_variant},
     traffic::bulk_transfer_from_host,
 };
-use nettune::probes::{Variant, traffic::SIGNAL};
+use std::collections::BTreeMap;
+
+use bpf_tests::loss::Loss;
+use nettune::{
+    probes::{Probes, Variant, traffic::SIGNAL},
+    sample::Sample,
+};
+
 use nettune_common::IfaceTraffic;
 
 pub const TESTS: &[Test] = &[
@@ -53,7 +60,7 @@ fn counts_equal_interface_counters_and_follow_the_interface(variant: Variant) ->
         .map(|(i, _)| *i)
         .with_context(|| format!("{name} was not attached: {changes:?}"))?;
 
-    let read = |probes: &nettune::probes::Probes| -> anyhow::Result<(IfaceTraffic, [u64; 4])> {
+    let read = |probes: &Probes| -> anyhow::Result<(IfaceTraffic, [u64; 4])> {
         let ours = probes
             .interface_traffic()?
             .get(&ifindex)
@@ -67,11 +74,22 @@ fn counts_equal_interface_counters_and_follow_the_interface(variant: Variant) ->
         ];
         Ok((ours, theirs))
     };
+    let tc_drops = |probes: &Probes| -> anyhow::Result<u64> {
+        let sample = Sample::collect(probes, &BTreeMap::new())?;
+        Ok(sample.interfaces.get(&ifindex).map_or(0, |i| i.tc_drops))
+    };
     let (ours_before, theirs_before) = read(&probes)?;
+    let drops_before = tc_drops(&probes)?;
+    // Drop some of what the pod sends (its ACKs) on the host side, after our
+    // program counted them: the interface's own counters count them too.
+    let loss = Loss::attach_in(None, &name, 1000, variant == Variant::Clsact)?;
     let addr = SocketAddr::from((host_veth.veth.b_addr, 5600));
     bulk_transfer_from_host(&pod, addr, 2 << 20)?;
     std::thread::sleep(Duration::from_millis(100));
     let (ours_after, theirs_after) = read(&probes)?;
+    let dropped = loss.stats()?.1;
+    drop(loss);
+    let counted_drops = tc_drops(&probes)? - drops_before;
     let ours = [
         ours_after.ingress_packets - ours_before.ingress_packets,
         ours_after.ingress_bytes - ours_before.ingress_bytes,
@@ -91,6 +109,12 @@ fn counts_equal_interface_counters_and_follow_the_interface(variant: Variant) ->
     ensure!(
         ours.as_slice() == theirs.as_slice(),
         "tc counts differ from the interface's"
+    );
+    println!("    tc drops on {name}: nettune {counted_drops}, the tc program dropped {dropped}");
+    ensure!(dropped > 0, "the loss program dropped nothing");
+    ensure!(
+        counted_drops == dropped,
+        "tc drops: counted {counted_drops}, dropped {dropped}"
     );
 
     // The pod goes away: its interface with it, and nettune forgets both.

@@ -101,13 +101,17 @@ fn attach_one(
         (EGRESS, TcAttachType::Egress),
     ] {
         let how = match mode {
+            // An automatic priority sorts before every filter already there.
             Variant::Clsact => TcAttach::Netlink {
                 parent: hook.into(),
                 options: NlOptions::default(),
             },
+
+            // First in the chain: a CNI's program returning TCX_PASS or redirecting
+            // ends tc processing, and anything after it would miss those packets.
             _ => TcAttach::Tcx {
                 attach_type: hook,
-                order: LinkOrder::default(),
+                order: LinkOrder::first(),
             },
         };
         let p: &mut SchedClassifier = program(ebpf, name)?;
