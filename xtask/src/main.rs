@@ -4,6 +4,7 @@
 //! - `build`  build the eBPF object and the `nettune` binary
 //! - `run`    build and run `nettune` as root (default arguments: `run`)
 //! - `test`   formatting, lints, unit tests, then the kernel tests as root
+//! - `fmt`    format every crate, the eBPF crates included
 
 mod process;
 mod run;
@@ -40,6 +41,8 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Format every crate, the eBPF crates included.
+    Fmt,
     /// Run the whole test suite: fmt, clippy, unit tests, kernel tests.
     Test {
         /// Only run kernel tests whose names contain this text.
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         }
         Command::Run { release, args } => run::run(release, args),
         Command::Test { kernel_filter } => test::test(kernel_filter.as_deref()),
+        Command::Fmt => test::format(false),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -133,6 +133,26 @@ pub fn test(kernel_filter: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `cargo fmt` (with `--check` when `check`) on the workspace and each eBPF crate.
+pub fn format(check: bool) -> anyhow::Result<()> {
+    let root = xtask::workspace_root();
+    let check_flag: &[&str] = if check { &["--check"] } else { &[] };
+    process::run(
+        Command::new("cargo")
+            .args(["fmt", "--all"])
+            .args(check_flag),
+    )?;
+    for dir in EBPF_CRATES {
+        process::run(
+            Command::new("cargo")
+                .args(["fmt", "--manifest-path"])
+                .arg(root.join(dir).join("Cargo.toml"))
+                .args(check_flag),
+        )?;
+    }
+    Ok(())
+}
+
 fn clippy_ebpf(dir: &Path, nightly: &str) -> anyhow::Result<()> {
     process::run(
         Command::new("rustup")

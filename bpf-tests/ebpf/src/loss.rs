@@ -8,7 +8,6 @@
 
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
-
     helpers::bpf_get_prandom_u32,
     macros::{classifier, map},
     maps::PerCpuArray,
