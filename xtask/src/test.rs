@@ -82,14 +82,7 @@ pub fn test(kernel_filter: Option<&str>) -> anyhow::Result<()> {
     done("setup", t);
 
     let t = step("format (cargo fmt --check)");
-    process::run(Command::new("cargo").args(["fmt", "--all", "--check"]))?;
-    for dir in EBPF_CRATES {
-        process::run(
-            Command::new("cargo")
-                .args(["fmt", "--check", "--manifest-path"])
-                .arg(root.join(dir).join("Cargo.toml")),
-        )?;
-    }
+    format(true).context("formatting differs: run `cargo xtask fmt`")?;
     done("format", t);
 
     let t = step("lints (cargo clippy -D warnings)");
