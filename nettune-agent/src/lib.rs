@@ -8,6 +8,7 @@
 //! [`sample::Sample`] of raw counters.
 
 pub mod btf;
+pub mod config;
 pub mod drop_reasons;
 pub mod layout;
 pub mod netlink;
@@ -15,4 +16,6 @@ pub mod netns;
 pub mod probes;
 pub mod procfs;
 pub mod sample;
+pub mod sysctl;
+
 pub mod tracefs;

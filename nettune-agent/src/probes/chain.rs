@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::{layout::Layout, tracefs::Tracefs};
 
 /// A way of getting a signal out of the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
 pub enum Variant {

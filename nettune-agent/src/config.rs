@@ -1,0 +1,353 @@
+//! `/etc/nettune/nettune.toml`: every key has a default, and a bad file is refused
+//! with the file, the line, the key and the reason — the agent does not start on a
+//! guess.
+//!
+//! The file is found at `--config PATH`, else `$NETTUNE_CONFIG`, else
+//! [`DEFAULT_PATH`]; only the default may be missing (then every default applies).
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::{probes::Variant, sysctl};
+
+/// Where the agent looks when neither `--config` nor the variable names a file.
+pub const DEFAULT_PATH: &str = "/etc/nettune/nettune.toml";
+/// Environment variable naming the config file.
+pub const ENV_VAR: &str = "NETTUNE_CONFIG";
+
+/// A config file that cannot be used, and exactly why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based line, when the problem is at a place in the file.
+    pub line: Option<usize>,
+    /// Dotted key, e.g. `agent.interval_seconds`.
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}: {}", self.file, self.key, self.reason),
+            None => write!(f, "{}: {}: {}", self.file, self.key, self.reason),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// What the tuner may do (see the tuner's docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Watch only: no tuning decisions.
+    #[default]
+    Observe,
+    /// Decide and explain, write nothing.
+    Advise,
+    /// Decide and write, within the limits.
+    Enforce,
+}
+
+/// The effective configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub probes: ProbesConfig,
+    pub tuning: TuningConfig,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AgentConfig {
+    /// Seconds between two collections (0.05 to 3600).
+    pub interval_seconds: f64,
+    /// Address of the HTTP server (/metrics, /api/v1/snapshot, /healthz, /readyz).
+    pub listen: SocketAddr,
+    /// Most pods with their own metric series; the rest are summed under `_other`.
+    pub max_pod_series: u32,
+    /// Node name for labels and the UI (default: `$NODE_NAME`, else the hostname).
+    pub node_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProbesConfig {
+    /// Variants never to try (e.g. `["fentry"]`).
+    pub disable_variants: Vec<Variant>,
+    /// Kernel BTF file instead of /sys/kernel/btf/vmlinux.
+    pub btf: Option<PathBuf>,
+    /// tracefs mount instead of /sys/kernel/tracing.
+    pub tracefs: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TuningConfig {
+    pub mode: Mode,
+    /// Where the journal of original values lives.
+    pub state_dir: PathBuf,
+    /// Per-sysctl bounds, by dotted name; names must be on the allow-list.
+    pub limits: BTreeMap<String, Limit>,
+}
+
+/// Bounds for one sysctl. For multi-value sysctls they apply to the value the
+/// tuner raises (e.g. the max of `tcp_rmem`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Limit {
+    pub floor: Option<u64>,
+    pub ceiling: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            agent: AgentConfig {
+                interval_seconds: 1.0,
+                listen: SocketAddr::from(([127, 0, 0, 1], 9977)),
+                max_pod_series: 1000,
+                node_name: None,
+            },
+            probes: ProbesConfig::default(),
+            tuning: TuningConfig {
+                mode: Mode::Observe,
+                state_dir: PathBuf::from("/var/lib/nettune"),
+                limits: BTreeMap::new(),
+            },
+        }
+    }
+}
+
+// The file's shape. Numbers that are range-checked keep their span for the message.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    agent: RawAgent,
+    probes: RawProbes,
+    tuning: RawTuning,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawAgent {
+    interval_seconds: Option<Spanned<f64>>,
+    listen: Option<Spanned<String>>,
+    max_pod_series: Option<Spanned<i64>>,
+    node_name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawProbes {
+    disable_variants: Vec<Variant>,
+    btf: Option<PathBuf>,
+    tracefs: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawTuning {
+    mode: Option<Mode>,
+    state_dir: Option<PathBuf>,
+    limits: BTreeMap<Spanned<String>, RawLimit>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimit {
+    floor: Option<Spanned<i64>>,
+    ceiling: Option<Spanned<i64>>,
+}
+
+/// 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The dotted key at byte `offset`: the key on that line, under the last table
+/// header above it (or the header itself when the offset is on one).
+fn key_at(text: &str, offset: usize) -> String {
+    let line_no = line_of(text, offset);
+    let lines: Vec<&str> = text.lines().collect();
+    let line = lines.get(line_no - 1).map_or("", |l| l.trim());
+    let header = |l: &str| {
+        l.strip_prefix('[')
+            .and_then(|l| l.trim_end_matches(']').strip_suffix(""))
+            .map(|h| h.trim_matches(['[', ']']).trim().to_owned())
+    };
+    if let Some(h) = header(line) {
+        return h;
+    }
+    let key = line.split('=').next().unwrap_or("").trim();
+    let section = lines[..line_no - 1]
+        .iter()
+        .rev()
+        .find_map(|l| header(l.trim()));
+    match section {
+        Some(s) if !s.is_empty() => format!("{s}.{key}"),
+        _ => key.to_owned(),
+    }
+}
+
+/// Rewords serde's messages for people editing a config file.
+fn reason(message: &str) -> String {
+    let message = message.trim();
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        let expected = rest
+            .split_once("expected ")
+            .map(|(_, e)| e.replace("one of ", "").replace('`', ""))
+            .unwrap_or_default();
+        return format!("unknown key (expected one of: {expected})");
+    }
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        let rest = rest
+            .replace("expected f64", "expected a number")
+            .replace("expected i64", "expected a whole number");
+
+        return format!("wrong type: found {rest}");
+    }
+    message.to_owned()
+}
+
+impl Config {
+    /// The file to read: `explicit`, else `$NETTUNE_CONFIG`, else the default.
+    pub fn locate(explicit: Option<&Path>) -> (PathBuf, bool) {
+        if let Some(p) = explicit {
+            return (p.to_path_buf(), true);
+        }
+        if let Some(p) = std::env::var_os(ENV_VAR) {
+            return (PathBuf::from(p), true);
+        }
+        (PathBuf::from(DEFAULT_PATH), false)
+    }
+
+    /// Reads and validates the config; a missing default file means defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, required) = Self::locate(explicit);
+        let file = path.display().to_string();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&file, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
+            Err(e) => Err(ConfigError {
+                file,
+                line: None,
+                key: "(file)".into(),
+                reason: format!("cannot read: {e}"),
+            }),
+        }
+    }
+
+    /// Parses and validates `text`, naming `file` in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
+        let error =
+            |span: Option<std::ops::Range<usize>>, key: String, reason: String| ConfigError {
+                file: file.to_owned(),
+                line: span.map(|s| line_of(text, s.start)),
+                key,
+                reason,
+            };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let key = e
+                .span()
+                .map_or_else(|| "(file)".to_owned(), |s| key_at(text, s.start));
+            error(e.span(), key, reason(e.message()))
+        })?;
+        let mut config = Self::default();
+
+        if let Some(v) = raw.agent.interval_seconds {
+            let value = *v.get_ref();
+            if !(value.is_finite() && (0.05..=3600.0).contains(&value)) {
+                return Err(error(
+                    Some(v.span()),
+                    "agent.interval_seconds".into(),
+                    format!("{value} is out of range: must be between 0.05 and 3600 seconds"),
+                ));
+            }
+            config.agent.interval_seconds = value;
+        }
+        if let Some(v) = raw.agent.listen {
+            config.agent.listen = v.get_ref().parse().map_err(|e| {
+                error(
+                    Some(v.span()),
+                    "agent.listen".into(),
+                    format!("`{}` is not an address:port ({e})", v.get_ref()),
+                )
+            })?;
+        }
+        if let Some(v) = raw.agent.max_pod_series {
+            let value = *v.get_ref();
+            config.agent.max_pod_series = u32::try_from(value)
+                .ok()
+                .filter(|n| (1..=100_000).contains(n))
+                .ok_or_else(|| {
+                    error(
+                        Some(v.span()),
+                        "agent.max_pod_series".into(),
+                        format!("{value} is out of range: must be between 1 and 100000"),
+                    )
+                })?;
+        }
+        config.agent.node_name = raw.agent.node_name;
+        config.probes = ProbesConfig {
+            disable_variants: raw.probes.disable_variants,
+            btf: raw.probes.btf,
+            tracefs: raw.probes.tracefs,
+        };
+        if let Some(mode) = raw.tuning.mode {
+            config.tuning.mode = mode;
+        }
+        if let Some(dir) = raw.tuning.state_dir {
+            config.tuning.state_dir = dir;
+        }
+        for (name, raw_limit) in raw.tuning.limits {
+            let key = format!("tuning.limits.\"{}\"", name.get_ref());
+            sysctl::lookup(name.get_ref())
+                .map_err(|e| error(Some(name.span()), key.clone(), e.to_string()))?;
+            let bound = |v: Option<Spanned<i64>>,
+                         which: &str|
+             -> Result<Option<(u64, Spanned<i64>)>, ConfigError> {
+                let Some(v) = v else { return Ok(None) };
+                let n = u64::try_from(*v.get_ref()).map_err(|_| {
+                    error(
+                        Some(v.span()),
+                        format!("{key}.{which}"),
+                        format!("{} is out of range: must not be negative", v.get_ref()),
+                    )
+                })?;
+                Ok(Some((n, v)))
+            };
+            let floor = bound(raw_limit.floor, "floor")?;
+            let ceiling = bound(raw_limit.ceiling, "ceiling")?;
+            if let (Some((f, _)), Some((c, span))) = (&floor, &ceiling)
+                && c < f
+            {
+                return Err(error(
+                    Some(span.span()),
+                    format!("{key}.ceiling"),
+                    format!("{c} is below the floor {f}"),
+                ));
+            }
+            config.tuning.limits.insert(
+                name.into_inner(),
+                Limit {
+                    floor: floor.map(|(n, _)| n),
+                    ceiling: ceiling.map(|(n, _)| n),
+                },
+            );
+        }
+        Ok(config)
+    }
+
+    /// The effective config as TOML (for `nettune run --print-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,140 @@
+use super::*;
+
+fn err(text: &str) -> String {
+    Config::parse("/etc/nettune/nettune.toml", text)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn an_empty_file_means_every_default() {
+    let c = Config::parse("x", "").unwrap();
+    assert_eq!(c.agent.interval_seconds, 1.0);
+    assert_eq!(c.agent.listen.to_string(), "127.0.0.1:9977");
+    assert_eq!(c.tuning.mode, Mode::Observe);
+    assert!(c.tuning.limits.is_empty());
+}
+
+#[test]
+fn a_full_file_is_read() {
+    let c = Config::parse(
+        "x",
+        r#"
+[agent]
+interval_seconds = 2.5
+listen = "0.0.0.0:9977"
+max_pod_series = 50
+node_name = "node-a"
+
+[probes]
+disable_variants = ["fentry", "kprobe"]
+
+[tuning]
+mode = "enforce"
+state_dir = "/tmp/state"
+
+[tuning.limits."net.core.somaxconn"]
+floor = 4096
+ceiling = 32768
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.agent.interval_seconds, 2.5);
+    assert_eq!(c.agent.max_pod_series, 50);
+    assert_eq!(
+        c.probes.disable_variants,
+        vec![Variant::Fentry, Variant::Kprobe]
+    );
+    assert_eq!(c.tuning.mode, Mode::Enforce);
+    assert_eq!(
+        c.tuning.limits["net.core.somaxconn"],
+        Limit {
+            floor: Some(4096),
+            ceiling: Some(32768)
+        }
+    );
+}
+
+#[test]
+fn unknown_key() {
+    assert_eq!(
+        err("[agent]\nintervall = 1.0\n"),
+        "/etc/nettune/nettune.toml:2: agent.intervall: unknown key (expected one of: \
+         interval_seconds, listen, max_pod_series, node_name)"
+    );
+}
+
+#[test]
+fn unknown_table() {
+    assert_eq!(
+        err("[agnet]\ninterval_seconds = 1.0\n"),
+        "/etc/nettune/nettune.toml:1: agnet: unknown key (expected one of: agent, probes, tuning)"
+    );
+}
+
+#[test]
+fn wrong_type() {
+    assert_eq!(
+        err("[agent]\ninterval_seconds = \"1s\"\n"),
+        "/etc/nettune/nettune.toml:2: agent.interval_seconds: wrong type: found string \
+         \"1s\", expected a number"
+    );
+}
+
+#[test]
+fn negative_interval() {
+    assert_eq!(
+        err("[agent]\n\ninterval_seconds = -1.0\n"),
+        "/etc/nettune/nettune.toml:3: agent.interval_seconds: -1 is out of range: must be \
+         between 0.05 and 3600 seconds"
+    );
+}
+
+#[test]
+fn ceiling_below_floor() {
+    assert_eq!(
+        err("[tuning.limits.\"net.core.somaxconn\"]\nfloor = 4096\nceiling = 1024\n"),
+        "/etc/nettune/nettune.toml:3: tuning.limits.\"net.core.somaxconn\".ceiling: 1024 is \
+         below the floor 4096"
+    );
+}
+
+#[test]
+fn sysctls_outside_the_allow_list_are_refused() {
+    assert_eq!(
+        err("[tuning.limits.\"net/../../kernel/core_pattern\"]\nceiling = 1\n"),
+        "/etc/nettune/nettune.toml:1: tuning.limits.\"net/../../kernel/core_pattern\": \
+         `net/../../kernel/core_pattern` is not a sysctl name (dotted words of a-z, 0-9 and _, \
+         like net.core.somaxconn)"
+    );
+    assert!(
+        err("[tuning.limits.\"kernel.core_pattern\"]\nceiling = 1\n").contains("outside net.*")
+    );
+    assert!(
+        err("[tuning.limits.\"net.ipv4.ip_forward\"]\nceiling = 1\n")
+            .contains("not a sysctl nettune manages")
+    );
+}
+
+#[test]
+fn bad_listen_address_and_variant() {
+    assert!(err("[agent]\nlisten = \"nowhere\"\n").starts_with(
+        "/etc/nettune/nettune.toml:2: agent.listen: `nowhere` is not an address:port"
+    ));
+    assert!(
+        err("[probes]\ndisable_variants = [\"fentri\"]\n")
+            .starts_with("/etc/nettune/nettune.toml:2: probes.disable_variants: unknown variant")
+    );
+}
+
+#[test]
+fn printed_config_parses_back() {
+    let c = Config::parse(
+        "x",
+        "[tuning.limits.\"net.core.somaxconn\"]\nceiling = 100\n",
+    )
+    .unwrap();
+    let again = Config::parse("printed", &c.to_toml()).unwrap();
+    assert_eq!(again.tuning.limits, c.tuning.limits);
+    assert_eq!(again.agent.listen, c.agent.listen);
+}
