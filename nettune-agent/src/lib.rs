@@ -10,12 +10,16 @@
 pub mod btf;
 pub mod config;
 pub mod drop_reasons;
+pub mod identity;
+
 pub mod layout;
 pub mod netlink;
 pub mod netns;
 pub mod probes;
 pub mod procfs;
 pub mod sample;
+pub mod snapshot;
+
 pub mod sysctl;
 
 pub mod tracefs;

@@ -13,6 +13,8 @@ pub struct Link {
     pub name: String,
     /// `IFLA_INFO_KIND`, e.g. `veth`; `None` for physical devices and loopback.
     pub kind: Option<String>,
+    /// `IFLA_LINK`: for a veth, its peer's ifindex (in the peer's namespace).
+    pub peer_ifindex: Option<u32>,
 }
 
 const RTM_NEWLINK: u16 = 16;
@@ -22,6 +24,7 @@ const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
 const IFLA_IFNAME: u16 = 3;
+const IFLA_LINK: u16 = 5;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
 const NLMSG_HDR_LEN: usize = 16;
@@ -118,10 +121,12 @@ fn parse_link(body: &[u8]) -> Option<Link> {
         ifindex,
         name: String::new(),
         kind: None,
+        peer_ifindex: None,
     };
     for (kind, value) in attributes(body.get(IFINFOMSG_LEN..)?) {
         match kind {
             IFLA_IFNAME => link.name = c_string(value),
+            IFLA_LINK => link.peer_ifindex = u32_at(value, 0),
             IFLA_LINKINFO => {
                 link.kind = attributes(value)
                     .find(|(k, _)| *k == IFLA_INFO_KIND)
@@ -180,6 +185,7 @@ mod tests {
         body.extend_from_slice(&[0; 8]);
         body.extend(attr(IFLA_IFNAME, format!("{name}\0").as_bytes()));
         if let Some(kind) = kind {
+            body.extend(attr(IFLA_LINK, &9u32.to_ne_bytes()));
             body.extend(attr(
                 IFLA_LINKINFO,
                 &attr(IFLA_INFO_KIND, format!("{kind}\0").as_bytes()),
@@ -200,7 +206,8 @@ mod tests {
             Link {
                 ifindex: 7,
                 name: "veth1a2b".into(),
-                kind: Some("veth".into())
+                kind: Some("veth".into()),
+                peer_ifindex: Some(9),
             }
         );
         assert_eq!(links[0].kind, None);

@@ -102,6 +102,15 @@ pub fn discover() -> BTreeMap<u32, Namespace> {
 }
 
 impl Namespace {
+    /// The interfaces of this namespace (an rtnetlink dump from inside it).
+    pub fn links(&self) -> io::Result<Vec<crate::netlink::Link>> {
+        let path = match &self.access {
+            Access::Pid(pid) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+            Access::Path(path) => path.clone(),
+        };
+        inside(&path, crate::netlink::links)?
+    }
+
     /// Reads `/proc/net/<file>` as seen inside this namespace, for each of `files`.
     pub fn read_net_files(&self, files: &[&str]) -> Vec<io::Result<String>> {
         match &self.access {
@@ -122,20 +131,27 @@ impl Namespace {
 
 /// Reads files of `/proc/thread-self/net/` from a thread inside the namespace.
 fn read_inside(ns_path: &Path, files: &[&str]) -> io::Result<Vec<io::Result<String>>> {
+    inside(ns_path, || {
+        files
+            .iter()
+            .map(|f| fs::read_to_string(format!("/proc/thread-self/net/{f}")))
+            .collect()
+    })
+}
+
+/// Runs `f` on a short-lived thread that joined the namespace at `ns_path`.
+fn inside<R: Send>(ns_path: &Path, f: impl FnOnce() -> R + Send) -> io::Result<R> {
     let ns = File::open(ns_path)?;
     std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: setns on a namespace fd we own changes only this thread, which
-            // ends right after the reads.
+            // ends right after `f`.
             if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                 return Err(io::Error::last_os_error());
             }
-            Ok(files
-                .iter()
-                .map(|f| fs::read_to_string(format!("/proc/thread-self/net/{f}")))
-                .collect())
+            Ok(f())
         })
         .join()
-        .map_err(|_| io::Error::other("namespace reader thread panicked"))?
+        .map_err(|_| io::Error::other("namespace thread panicked"))?
     })
 }
