@@ -8,8 +8,15 @@
 //! [`sample::Sample`] of raw counters.
 
 pub mod btf;
+pub mod collector;
+
 pub mod config;
+pub mod daemon;
+pub mod diagnose;
+
 pub mod drop_reasons;
+pub mod exporter;
+
 pub mod identity;
 
 pub mod layout;
@@ -18,6 +25,8 @@ pub mod netns;
 pub mod probes;
 pub mod procfs;
 pub mod sample;
+pub mod server;
+
 pub mod snapshot;
 
 pub mod sysctl;

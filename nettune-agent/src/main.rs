@@ -1,15 +1,17 @@
 //! The `nettune` binary: a thin CLI over the `nettune` library.
 //!
-//! Exit codes: 0 success; 1 a runtime failure (message on stderr); 2 bad usage.
+//! Exit codes: 0 success (for `diagnose`: nothing found); 1 a runtime failure, a
+//! signal without any working variant (`probes`), or findings (`diagnose`);
+//! 2 bad usage; 3 an invalid config file.
 
-use std::{process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use nettune::{
-    netns,
+    config::{Config, ConfigError},
+    daemon, diagnose,
     probes::{LoadOptions, Probes, Variant},
-    sample::Sample,
 };
 
 #[derive(Parser)]
@@ -17,12 +19,18 @@ use nettune::{
     name = "nettune",
     version,
     about = "eBPF network observability and sysctl tuning for Kubernetes nodes",
-    long_about = "nettune watches the kernel's network stack with eBPF (retransmits, drops, \
-                  queue overflows, conntrack pressure), per node and per pod.\n\n\
-                  Loading eBPF programs needs root (or CAP_BPF, CAP_PERFMON and \
-                  CAP_NET_ADMIN). Logs go to stderr; set RUST_LOG=debug for per-tick detail."
+    long_about = "nettune watches the kernel's network stack with eBPF (retransmits, drops by \
+                  reason, listen-queue overflows, conntrack pressure, pod traffic), per node and \
+                  per pod, and serves it to Prometheus.\n\n\
+                  Loading eBPF programs needs root (or CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN and \
+                  CAP_SYS_ADMIN). Logs go to stderr; RUST_LOG=debug shows per-tick detail.\n\n\
+                  Exit codes: 0 success; 1 failure, or findings (diagnose); 2 bad usage; \
+                  3 invalid config."
 )]
 struct Cli {
+    /// Config file (default: $NETTUNE_CONFIG, else /etc/nettune/nettune.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,48 +38,70 @@ struct Cli {
 #[derive(clap::Args)]
 struct ProbeArgs {
     /// Do not try this variant even if the kernel supports it (repeatable); the next
-    /// variant in each signal's chain is used instead.
+    /// variant in each signal's chain is used instead. Adds to probes.disable_variants.
     #[arg(long = "disable-variant", value_name = "VARIANT")]
     disabled: Vec<Variant>,
     /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux (for kernels built
     /// without CONFIG_DEBUG_INFO_BTF, e.g. a file from btfhub).
     #[arg(long, value_name = "FILE")]
-    btf: Option<std::path::PathBuf>,
+    btf: Option<PathBuf>,
     /// tracefs mount point to use instead of /sys/kernel/tracing.
     #[arg(long, value_name = "DIR")]
-    tracefs: Option<std::path::PathBuf>,
+    tracefs: Option<PathBuf>,
 }
 
 impl ProbeArgs {
-    fn options(&self) -> LoadOptions {
+    /// The config's probe settings, overridden by these flags.
+    fn options(&self, config: &Config) -> LoadOptions {
+        let mut disabled = config.probes.disable_variants.clone();
+        disabled.extend(self.disabled.iter().copied());
         LoadOptions {
-            disabled: self.disabled.clone(),
-            btf_path: self.btf.clone(),
-            tracefs_path: self.tracefs.clone(),
+            disabled,
+            btf_path: self.btf.clone().or_else(|| config.probes.btf.clone()),
+            tracefs_path: self
+                .tracefs
+                .clone()
+                .or_else(|| config.probes.tracefs.clone()),
         }
     }
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the agent: load and attach the probes, report what they see every tick,
-    /// and detach everything on Ctrl-C or SIGTERM.
+    /// Run the agent: attach the probes, collect every tick, serve /metrics,
+    /// /api/v1/snapshot, /healthz and /readyz; detach everything on Ctrl-C or SIGTERM.
     Run {
-        /// Seconds between two reads of the kernel maps.
-        #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
-        interval: f64,
+        /// Seconds between collections (overrides agent.interval_seconds).
+        #[arg(long, value_parser = parse_interval)]
+        interval: Option<f64>,
+        /// Address to serve HTTP on (overrides agent.listen), e.g. 0.0.0.0:9977.
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<std::net::SocketAddr>,
+        /// Print the effective configuration (file, defaults and flags) and exit.
+        #[arg(long)]
+        print_config: bool,
         #[command(flatten)]
         probes: ProbeArgs,
     },
-    /// Load and attach every probe once, print which variant of each signal attached
-    /// and why the others were skipped, then detach and exit. Exit code 1 if a
-    /// signal has no working variant.
+    /// Attach every probe once, print which variant of each signal attached and why
+    /// the others were skipped, then detach. Exit code 1 if a signal has no variant.
     Probes {
-        /// Print the report as JSON instead of a table.
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         probes: ProbeArgs,
+    },
+    /// Check this node for the guide's common network problems (conntrack table,
+    /// listen overflows, backlog drops, retransmissions, ephemeral ports) and print
+    /// each finding with its evidence and fix. Exit code 1 if anything was found.
+    Diagnose {
+        /// Print the findings and the readings as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to measure rates over.
+        #[arg(long, default_value_t = 2.0, value_parser = parse_interval)]
+        seconds: f64,
     },
 }
 
@@ -83,26 +113,68 @@ fn parse_interval(s: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err(format!(
-            "`{s}` is out of range: the interval must be 0.05 to 3600 seconds"
+            "`{s}` is out of range: must be 0.05 to 3600 seconds"
         ))
+    }
+}
+
+/// A failure with its exit code.
+enum Failure {
+    Config(ConfigError),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Other(e)
     }
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Run { interval, probes } => {
-            run(Duration::from_secs_f64(interval), &probes.options())
-        }
-        Command::Probes { json, probes } => print_probes(json, &probes.options()),
-    };
-    match result {
+    match dispatch(cli) {
         Ok(code) => code,
-        Err(e) => {
+        Err(Failure::Config(e)) => {
+            eprintln!("nettune: invalid config: {e}");
+            ExitCode::from(3)
+        }
+        Err(Failure::Other(e)) => {
             eprintln!("nettune: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
+    let config = || Config::load(cli.config.as_deref()).map_err(Failure::Config);
+    match cli.command {
+        Command::Run {
+            interval,
+            listen,
+            print_config,
+            probes,
+        } => {
+            let mut config = config()?;
+            if let Some(i) = interval {
+                config.agent.interval_seconds = i;
+            }
+            if let Some(l) = listen {
+                config.agent.listen = l;
+            }
+            let options = probes.options(&config);
+            config.probes.disable_variants.clone_from(&options.disabled);
+            if print_config {
+                print!("{}", config.to_toml());
+                return Ok(ExitCode::SUCCESS);
+            }
+            run(config, &options)
+        }
+        Command::Probes { json, probes } => {
+            let config = config()?;
+            Ok(print_probes(json, &probes.options(&config))?)
+        }
+        Command::Diagnose { json, seconds } => Ok(run_diagnose(json, seconds)?),
     }
 }
 
@@ -114,7 +186,7 @@ fn load_probes(options: &LoadOptions) -> anyhow::Result<Probes> {
             "loading eBPF programs failed".to_owned()
         } else {
             "loading eBPF programs failed (not running as root: nettune needs root, or \
-             CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN)"
+             CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN + CAP_SYS_ADMIN)"
                 .to_owned()
         }
     })
@@ -135,8 +207,8 @@ fn print_probes(json: bool, options: &LoadOptions) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn run(interval: Duration, options: &LoadOptions) -> anyhow::Result<ExitCode> {
-    let mut probes = load_probes(options)?;
+fn run(config: Config, options: &LoadOptions) -> Result<ExitCode, Failure> {
+    let probes = load_probes(options)?;
     for status in &probes.report().signals {
         match status.attached {
             Some(variant) => log::info!("{}: attached {variant}", status.signal),
@@ -156,60 +228,34 @@ fn run(interval: Duration, options: &LoadOptions) -> anyhow::Result<ExitCode> {
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
-    runtime.block_on(tick_until_signal(&mut probes, interval))?;
-    drop(probes);
+        .build()
+        .map_err(anyhow::Error::from)?;
+    runtime
+        .block_on(daemon::run(config, probes))
+        .map_err(anyhow::Error::from)?;
     log::info!("detached every program; exiting");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every `interval` until SIGINT or SIGTERM: follow interfaces and namespaces, and
-/// read a Sample.
-async fn tick_until_signal(probes: &mut Probes, interval: Duration) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut ticker = tokio::time::interval(interval);
-    let mut reported_errors = 0;
-    log::info!("running; Ctrl-C or SIGTERM stops");
-    loop {
-        tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = ticker.tick() => {}
-        }
-        let changes = probes.refresh_interfaces()?;
-        for (ifindex, name) in &changes.added {
-            log::info!("watching interface {name} (ifindex {ifindex})");
-        }
-        for (ifindex, name) in &changes.removed {
-            log::info!("interface {name} (ifindex {ifindex}) is gone");
-        }
-        for (name, reason) in &changes.failed {
-            log::warn!("cannot watch interface {name}: {reason}");
-        }
-        let namespaces = netns::discover();
-        let alive = namespaces.keys().copied().collect();
-        probes.forget_namespaces(&alive)?;
-        let sample = Sample::collect(probes, &namespaces)?;
-        for event in probes.drain_events() {
-            log::info!("urgent event: {event:?}");
-        }
-        let errors: u64 = sample.probe_errors.iter().map(|(_, n)| n).sum();
-        if errors > reported_errors {
-            log::warn!(
-                "eBPF programs reported {errors} internal errors so far: {:?}",
-                sample.probe_errors
+fn run_diagnose(json: bool, seconds: f64) -> anyhow::Result<ExitCode> {
+    let readings = diagnose::Readings::gather(Duration::from_secs_f64(seconds));
+    let findings = diagnose::findings(&readings);
+    if json {
+        let out = serde_json::json!({ "findings": findings, "readings": readings });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if findings.is_empty() {
+        println!("No problems found ({seconds:.0} s of measurements).");
+    } else {
+        for f in &findings {
+            println!(
+                "[{:?}] {}\n  evidence: {}\n  fix: {}\n",
+                f.severity, f.problem, f.evidence, f.fix
             );
-            reported_errors = errors;
         }
-        log::debug!(
-            "{} namespaces, {} interfaces, {} flows with retransmits",
-            sample.netns.len(),
-            sample.interfaces.len(),
-            sample.flows.len()
-        );
     }
-    log::info!("signal received; detaching");
-    Ok(())
+    Ok(if findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -303,15 +303,17 @@ impl Snapshot {
 }
 
 fn totals(workloads: &[WorkloadFigures], unattributed: &BTreeMap<String, Figure>) -> Totals {
-    let sum = |f: fn(&WorkloadFigures) -> f64| workloads.iter().map(f).sum::<f64>();
+    // `0.0 +`: an empty f64 sum is -0.0, which would print as "-0".
+    let sum = |f: fn(&WorkloadFigures) -> f64| 0.0 + workloads.iter().map(f).sum::<f64>();
     let reason = |name: &str| {
         workloads
             .iter()
             .filter_map(|w| w.drops_by_reason.get(name))
             .chain(unattributed.get(name))
             .map(|f| f.per_second)
-            .sum::<f64>()
+            .fold(0.0, |a, b| a + b)
     };
+
     Totals {
         retransmit_segments_per_second: sum(|w| w.retransmit_segments.per_second),
         drops_per_second: sum(|w| w.drops.per_second)

@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use chain::Env;
 pub use chain::{LoadOptions, SignalStatus, Skipped, Variant};
+pub use traffic::InterfaceChanges;
 
 use crate::{btf::Btf, drop_reasons::DropReasons, layout::Layout, tracefs::Tracefs};
 

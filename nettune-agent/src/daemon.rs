@@ -1,0 +1,161 @@
+//! `nettune run`: the collection loop and the HTTP server, until SIGINT/SIGTERM.
+//!
+//! Every tick (and at once when an urgent event arrives in the ring buffer) the
+//! [`Collector`] reads the kernel and publishes a Snapshot to the HTTP endpoints.
+
+use std::{
+    os::fd::{AsRawFd, RawFd},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
+
+use crate::{
+    collector::{Collector, Tick},
+    config::Config,
+    probes::Probes,
+    server::{self, Shared},
+};
+
+/// Why the daemon stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cannot listen on {addr} (agent.listen): {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The ring buffer's fd, borrowed for epoll: it lives as long as the probes.
+struct EventsFd(RawFd);
+
+impl AsRawFd for EventsFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Runs the agent until SIGINT or SIGTERM; the probes are detached on return.
+pub async fn run(config: Config, probes: Probes) -> Result<(), DaemonError> {
+    let addr = config.agent.listen;
+    let interval = Duration::from_secs_f64(config.agent.interval_seconds);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Listen { addr, source })?;
+    log::info!("serving /metrics, /api/v1/snapshot, /healthz and /readyz on http://{addr}");
+    let shared = Arc::new(Shared::new(config.agent.max_pod_series as usize, interval));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn({
+        let router = server::router(shared.clone());
+        async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.changed().await;
+                })
+                .await
+        }
+    });
+
+    let events = probes
+        .events_fd()
+        .map(|fd| {
+            let fd = EventsFd(fd.as_raw_fd());
+            // SAFETY: the ring buffer's fd belongs to `probes`, which the collector
+            // owns until after `events` is dropped (below), so it stays open and
+            // refers to the same ring buffer for the AsyncFd's whole life.
+            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+                .map_err(|e| std::io::Error::other(e.to_string()))
+        })
+        .transpose()?;
+
+    let mut collector = Collector::new(probes, config);
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    log::info!("running; Ctrl-C or SIGTERM stops");
+    loop {
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = ticker.tick() => {}
+            ready = async {
+                match &events {
+                    Some(fd) => fd.readable().await.map(Some),
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Ok(Some(mut guard)) = ready {
+                    guard.clear_ready();
+                }
+                log_events(&mut collector.probes, shared.latest().as_deref());
+            }
+        }
+        match collector.tick() {
+            Ok(tick) => {
+                log_tick(&tick);
+                shared.publish(tick.snapshot);
+            }
+            Err(e) => log::warn!("collection failed: {e}"),
+        }
+    }
+    log::info!("signal received; detaching");
+    drop(events);
+    drop(collector);
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    Ok(())
+}
+
+fn log_events(probes: &mut Probes, last: Option<&crate::snapshot::Snapshot>) {
+    for event in probes.drain_events() {
+        let owner = last
+            .and_then(|s| s.workloads.iter().find(|w| w.netns == event.netns))
+            .map_or_else(
+                || format!("netns {}", event.netns),
+                |w| w.workload.pod.clone(),
+            );
+        match event.kind {
+            k if k == nettune_common::EventKind::NetfilterDrop as u32 => log::info!(
+                "urgent: netfilter dropped a packet in {owner} (ifindex {}): conntrack table full or a firewall rule",
+                event.ifindex
+            ),
+            k if k == nettune_common::EventKind::ListenOverflow as u32 => log::info!(
+                "urgent: accept queue of port {} overflowed in {owner}",
+                event.port
+            ),
+            other => log::debug!("urgent event of unknown kind {other}"),
+        }
+    }
+}
+
+fn log_tick(tick: &Tick) {
+    for (ifindex, name) in &tick.interfaces.added {
+        log::info!("watching interface {name} (ifindex {ifindex})");
+    }
+    for (ifindex, name) in &tick.interfaces.removed {
+        log::info!("interface {name} (ifindex {ifindex}) is gone");
+    }
+    for (name, reason) in &tick.interfaces.failed {
+        log::warn!("cannot watch interface {name}: {reason}");
+    }
+    if tick.forgotten_entries > 0 {
+        log::debug!(
+            "released {} map entries of departed namespaces",
+            tick.forgotten_entries
+        );
+    }
+    let s = &tick.snapshot;
+    log::debug!(
+        "{} workloads; node-wide {:.1} drops/s, {:.1} retransmitted segments/s, {:.1} listen overflows/s",
+        s.workloads.len(),
+        s.totals.drops_per_second,
+        s.totals.retransmit_segments_per_second,
+        s.totals.listen_overflows_per_second
+    );
+}
