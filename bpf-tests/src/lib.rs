@@ -14,7 +14,9 @@
 //!   bounded loops ([`traffic`]).
 //! - Everything it creates is removed by a guard's `Drop`, even on panic.
 
+pub mod agent_process;
 pub mod bpftrace;
+
 pub mod harness;
 pub mod loss;
 pub mod netns;

@@ -33,7 +33,14 @@ const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 const LINKER_BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
 /// Debian packages the test suite runs: `ip` (namespaces, veth), `mount`, and the
 /// peers kernel tests compare against: bpftrace, nftables (`nft`), `conntrack`.
-const TEST_PACKAGES: &[&str] = &["iproute2", "mount", "bpftrace", "nftables", "conntrack"];
+const TEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "mount",
+    "bpftrace",
+    "nftables",
+    "conntrack",
+    "prometheus",
+];
 
 /// A toolchain as a rust-toolchain.toml file names it.
 struct Toolchain {

@@ -8,6 +8,7 @@ mod agent;
 mod connect;
 mod conntrack;
 mod drops;
+mod exporter;
 mod listen;
 mod probes;
 mod retransmit;
@@ -23,6 +24,7 @@ fn main() {
         connect::TESTS,
         traffic::TESTS,
         probes::TESTS,
+        exporter::TESTS,
     ]
     .concat();
     bpf_tests::harness::main(&tests);

@@ -1,0 +1,94 @@
+//! The real `nettune run` as a separate process, and a minimal HTTP client for its
+//! endpoints (tests talk to it the way Prometheus and kubelet probes do).
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `GET path` on `addr`; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no HTTP status in {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// `nettune run`, stopped with SIGTERM on drop.
+pub struct AgentProcess {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl AgentProcess {
+    /// Starts `binary run --listen 127.0.0.1:<free port> ARGS` and waits until
+    /// `/readyz` answers 200.
+    pub fn start(binary: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let child = Command::new(binary)
+            .args(["run", "--listen", &addr.to_string()])
+            .args(args)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting nettune run")?;
+        let mut agent = Self { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = agent.child.try_wait()? {
+                bail!("nettune run exited early: {status}");
+            }
+            if matches!(http_get(addr, "/readyz"), Ok((200, _))) {
+                return Ok(agent);
+            }
+            if Instant::now() > deadline {
+                bail!("nettune run was not ready within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The current `/metrics` text.
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        match http_get(self.addr, "/metrics")? {
+            (200, body) => Ok(body),
+            (status, body) => bail!("/metrics answered {status}: {body}"),
+        }
+    }
+
+    /// The process id (to find the maps it owns).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: signals our own child, which we reap right after.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let _ = self.child.wait();
+    }
+}

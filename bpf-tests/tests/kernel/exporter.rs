@@ -1,0 +1,345 @@
+//! The agent as Prometheus and operators see it: a real Prometheus server scrapes
+//! `nettune run`; namespaces that come and go leave nothing behind; `nettune
+//! diagnose` names a full conntrack table and its fix.
+
+use std::{
+    collections::BTreeSet,
+    net::{SocketAddr, UdpSocket},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use bpf_tests::{
+    agent_process::{AgentProcess, free_port, http_get},
+    harness::{Outcome, Test, TestResult, require_root},
+    netns::{HostVeth, Netns, Veth},
+    scenarios::Pair,
+    sockets::connect_nonblocking,
+};
+use nettune_common::DropKey;
+use serde_json::Value;
+
+use crate::agent::nettune_bin;
+
+pub const TESTS: &[Test] = &[
+    Test {
+        name: "exporter::prometheus_scrapes_retransmits_the_test_caused",
+        run: prometheus_scrapes_retransmits_the_test_caused,
+    },
+    Test {
+        name: "exporter::fifty_namespaces_come_and_go_without_leftovers",
+        run: fifty_namespaces_come_and_go_without_leftovers,
+    },
+    Test {
+        name: "exporter::diagnose_names_a_full_conntrack_table_and_the_fix",
+        run: diagnose_names_a_full_conntrack_table_and_the_fix,
+    },
+];
+
+/// A Prometheus server on loopback scraping one target every second.
+struct Prometheus {
+    child: std::process::Child,
+    addr: SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl Prometheus {
+    fn start(target: SocketAddr) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("nettune-prom-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: nettune\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting prometheus (Debian package prometheus)")?;
+        Ok(Self { child, addr, dir })
+    }
+
+    /// The value of an instant query's first result, if any.
+    fn query(&self, promql: &str) -> anyhow::Result<Option<f64>> {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        // Not listening yet, or not ready: no answer yet.
+        let Ok((200, body)) = http_get(self.addr, &format!("/api/v1/query?query={encoded}")) else {
+            return Ok(None);
+        };
+
+        let json: Value = serde_json::from_str(&body)?;
+        Ok(json["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok()))
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn prometheus_scrapes_retransmits_the_test_caused() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let agent = AgentProcess::start(&nettune_bin()?, &["--interval", "0.5"])?;
+    let pair = Pair::new(9, None)?;
+    pair.lossy_transfer(4 << 20, 500)?;
+    let expected = pair.sender.mib("snmp", "Tcp", "RetransSegs")?;
+    ensure!(expected > 0, "the transfer caused no retransmits");
+
+    let prometheus = Prometheus::start(agent.addr)?;
+    let query = format!(
+        "nettune_tcp_retransmit_segments_total{{pod=\"netns:{}\"}}",
+        pair.sender.name()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let value = loop {
+        if let Some(v) = prometheus.query(&query)?
+            && v >= expected as f64
+        {
+            break v;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "Prometheus never returned {expected} for {query}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    println!("    PromQL {query} = {value}; the namespace's RetransSegs = {expected}");
+    ensure!(
+        value == expected as f64,
+        "Prometheus says {value}, the kernel {expected}"
+    );
+
+    let text = agent.metrics()?;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting promtool")?;
+    std::io::Write::write_all(promtool.stdin.as_mut().context("stdin")?, text.as_bytes())?;
+    let out = promtool.wait_with_output()?;
+    let complaints = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        out.status.success() && complaints.trim().is_empty(),
+        "promtool check metrics: {complaints}"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// Keys of every loaded `DROPS` map (the agent's), as netns inodes.
+fn netns_in_drop_maps() -> anyhow::Result<BTreeSet<u32>> {
+    let mut out = BTreeSet::new();
+    for info in aya::maps::loaded_maps().filter_map(Result::ok) {
+        if info.name_as_str() != Some("DROPS") {
+            continue;
+        }
+        let map = aya::maps::Map::from_map_data(aya::maps::MapData::from_id(info.id())?)?;
+        let hash: aya::maps::PerCpuHashMap<_, DropKey, u64> = map.try_into()?;
+        out.extend(hash.keys().filter_map(Result::ok).map(|k| k.netns));
+    }
+    Ok(out)
+}
+
+fn tcx_links() -> usize {
+    aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .filter(|l| matches!(l.link_type(), Ok(aya::programs::links::LinkType::Tcx)))
+        .count()
+}
+
+fn fifty_namespaces_come_and_go_without_leftovers() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    const COUNT: u8 = 50;
+    const INTERVAL: f64 = 0.2;
+    let agent = AgentProcess::start(&nettune_bin()?, &["--interval", "0.2"])?;
+    let links_before = tcx_links();
+    let mut pods: Vec<(Netns, HostVeth)> = Vec::new();
+    for i in 0..COUNT {
+        let ns = Netns::new("churn")?;
+        let veth = Veth::to_host(&ns, 10 + i)?;
+        pods.push((ns, veth));
+    }
+    // Traffic into each pod: datagrams to a closed port are dropped (NO_SOCKET)
+    // inside the pod's namespace, so every pod gets map entries and series.
+    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    for (_, veth) in &pods {
+        for _ in 0..3 {
+            socket.send_to(b"churn", SocketAddr::from((veth.veth.b_addr, 9)))?;
+        }
+    }
+    let names: Vec<String> = pods
+        .iter()
+        .map(|(ns, _)| format!("pod=\"netns:{}\"", ns.name()))
+        .collect();
+    let inodes: BTreeSet<u32> = pods
+        .iter()
+        .map(|(ns, _)| ns.inode())
+        .collect::<Result<_, _>>()?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = agent.metrics()?;
+        let seen = names.iter().filter(|n| text.contains(n.as_str())).count();
+        let with_traffic = names
+            .iter()
+            .filter(|n| {
+                text.lines().any(|l| {
+                    l.starts_with("nettune_pod_receive_bytes_total") && l.contains(n.as_str())
+                })
+            })
+            .count();
+        if seen == names.len() && with_traffic == names.len() {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "after 15 s only {seen} of {COUNT} pods have series ({with_traffic} with traffic)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        netns_in_drop_maps()?.intersection(&inodes).count() == usize::from(COUNT),
+        "not every pod has drop map entries"
+    );
+    ensure!(
+        tcx_links() >= links_before + 2 * usize::from(COUNT),
+        "tc links were not attached"
+    );
+
+    // Deleting 100 objects with `ip` takes a while: time the release from the
+    // moment the last namespace is gone.
+    drop(pods);
+    let gone_at = Instant::now();
+    let deadline = gone_at + Duration::from_secs(10);
+    loop {
+        let text = agent.metrics()?;
+        let series_left = names.iter().filter(|n| text.contains(n.as_str())).count();
+        let entries_left = netns_in_drop_maps()?.intersection(&inodes).count();
+        let links_left = tcx_links().saturating_sub(links_before);
+        if series_left == 0 && entries_left == 0 && links_left == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "10 s after deletion: {series_left} series, {entries_left} map entries, {links_left} tc links remain"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = gone_at.elapsed().as_secs_f64();
+    println!("    50 namespaces released in {took:.2} s (interval {INTERVAL} s)");
+    // Two ticks, plus one for the deletion landing mid-tick and scrape timing.
+    ensure!(
+        took <= INTERVAL * 3.0 + 0.5,
+        "release took {took:.2} s, more than two ticks"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// Restores `nf_conntrack_max` when dropped.
+struct ConntrackMax(String);
+
+const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+
+impl Drop for ConntrackMax {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(CONNTRACK_MAX, &self.0) {
+            eprintln!(
+                "warning: could not restore nf_conntrack_max to {}: {e}",
+                self.0.trim()
+            );
+        }
+    }
+}
+
+fn diagnose_names_a_full_conntrack_table_and_the_fix() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let pair = Pair::new(8, None)?;
+    pair.receiver.exec(
+        "nft",
+        &["add table inet nettune_test; add chain inet nettune_test input { type filter hook input priority 0; }; add rule inet nettune_test input ct state new,established accept"],
+    )?;
+    let _restore = ConntrackMax(std::fs::read_to_string(CONNTRACK_MAX)?);
+    // A tiny table: the 11th connection finds it full. The test namespace is the
+    // only one using conntrack here, and the original limit comes back on drop.
+    std::fs::write(CONNTRACK_MAX, "10")?;
+    let server = std::net::SocketAddrV4::new(pair.veth.b_addr, 5700);
+    let _listener = pair
+        .receiver
+        .run(|| std::net::TcpListener::bind(server))??;
+    let _clients = pair.sender.run(|| {
+        (0..20)
+            .map(|_| connect_nonblocking(server))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })??;
+    std::thread::sleep(Duration::from_millis(500));
+    let out = Command::new(nettune_bin()?)
+        .args(["diagnose", "--json", "--seconds", "0.2"])
+        .output()?;
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
+    ensure!(
+        out.status.code() == Some(1),
+        "diagnose exit code {:?}, expected 1",
+        out.status.code()
+    );
+    let finding = report["findings"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["id"] == "conntrack_table_full"))
+        .with_context(|| format!("no conntrack finding: {report}"))?;
+    let evidence = finding["evidence"].as_str().unwrap_or_default();
+    let fix = finding["fix"].as_str().unwrap_or_default();
+    println!(
+        "    {}\n    evidence: {evidence}\n    fix: {fix}",
+        finding["problem"]
+    );
+    ensure!(
+        evidence.contains(&format!("netns:{}", pair.receiver.name()))
+            && evidence.contains("of 10 conntrack entries"),
+        "the evidence does not name the namespace and the limit: {evidence}"
+    );
+    ensure!(
+        fix.contains("nf_conntrack_max"),
+        "the fix does not name nf_conntrack_max: {fix}"
+    );
+    ensure!(
+        finding["severity"] == "critical",
+        "a full table is not critical: {finding}"
+    );
+    Ok(Outcome::Passed)
+}

@@ -1,0 +1,96 @@
+//! The `nettune` binary's command line, run as a black box (no root needed).
+
+use std::process::Command;
+
+fn nettune(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nettune"))
+        .args(args)
+        .env_remove("NETTUNE_CONFIG")
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run nettune");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("nettune-cli-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn an_invalid_config_stops_the_agent_with_exit_code_3_and_names_the_key() {
+    let path = temp_file("bad.toml", "[agent]\ninterval_seconds = -2\n");
+    let file = path.to_str().unwrap();
+    let (code, stdout, stderr) = nettune(&["--config", file, "run"]);
+    assert_eq!(code, Some(3), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "nettune: invalid config: {file}:2: agent.interval_seconds: -2 is out of range: \
+             must be between 0.05 and 3600 seconds"
+        )
+    );
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn a_named_config_that_does_not_exist_is_an_error() {
+    let (code, _, stderr) = nettune(&[
+        "--config",
+        "/nonexistent/nettune.toml",
+        "run",
+        "--print-config",
+    ]);
+    assert_eq!(code, Some(3));
+    assert!(
+        stderr.contains("/nonexistent/nettune.toml: (file): cannot read"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn print_config_merges_file_and_flags() {
+    let path = temp_file(
+        "good.toml",
+        "[agent]\ninterval_seconds = 5.0\n[tuning.limits.\"net.core.somaxconn\"]\nceiling = 8192\n",
+    );
+    let (code, stdout, _) = nettune(&[
+        "--config",
+        path.to_str().unwrap(),
+        "run",
+        "--print-config",
+        "--listen",
+        "0.0.0.0:9100",
+        "--disable-variant",
+        "fentry",
+    ]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("interval_seconds = 5.0"), "{stdout}");
+    assert!(stdout.contains("listen = \"0.0.0.0:9100\""), "{stdout}");
+    assert!(
+        stdout.contains("disable_variants = [\"fentry\"]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[tuning.limits.\"net.core.somaxconn\"]"),
+        "{stdout}"
+    );
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let (code, _, stderr) = nettune(&["run", "--interval=-1"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("out of range"), "{stderr}");
+    let (code, stdout, _) = nettune(&["--help"]);
+    assert_eq!(code, Some(0));
+    for command in ["run", "probes", "diagnose"] {
+        assert!(stdout.contains(command), "--help does not list {command}");
+    }
+}
