@@ -97,3 +97,14 @@ fn pods_beyond_the_cap_are_folded_into_other() {
     );
     assert!(text.contains("nettune_workloads_folded 3"));
 }
+
+#[test]
+fn the_readme_lists_every_metric() {
+    let readme = include_str!("../../../README.md");
+    for (name, kind, _, _) in METRICS {
+        assert!(
+            readme.contains(&format!("| `{name}` | {kind} |")),
+            "README.md does not list {name} ({kind})"
+        );
+    }
+}
