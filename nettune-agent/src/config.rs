@@ -94,6 +94,21 @@ pub struct TuningConfig {
     pub state_dir: PathBuf,
     /// Per-sysctl bounds, by dotted name; names must be on the allow-list.
     pub limits: BTreeMap<String, Limit>,
+    /// Sysctls nettune must leave alone (owned by the CNI or the admin).
+    pub exclude: Vec<String>,
+    /// Workloads (their `pod` label, e.g. a pod UID or `netns:<name>`) whose own
+    /// namespace nettune may tune; others only get advice.
+    pub pod_netns: Vec<String>,
+    /// Seconds between two changes of one sysctl in one place.
+    pub cooldown_seconds: u64,
+    /// Most changes of one sysctl in one place per hour.
+    pub max_changes_per_hour: u32,
+    /// Largest factor one change may grow a value by (1.1 to 4).
+    pub max_step: f64,
+    /// Conntrack usage (entries / limit) that triggers raising the limit.
+    pub conntrack_threshold: f64,
+    /// Share of RAM the conntrack table may take at most (each entry ~320 bytes).
+    pub conntrack_memory_percent: f64,
 }
 
 /// Bounds for one sysctl. For multi-value sysctls they apply to the value the
@@ -118,6 +133,13 @@ impl Default for Config {
                 mode: Mode::Observe,
                 state_dir: PathBuf::from("/var/lib/nettune"),
                 limits: BTreeMap::new(),
+                exclude: Vec::new(),
+                pod_netns: Vec::new(),
+                cooldown_seconds: 300,
+                max_changes_per_hour: 4,
+                max_step: 2.0,
+                conntrack_threshold: 0.8,
+                conntrack_memory_percent: 5.0,
             },
         }
     }
@@ -155,6 +177,13 @@ struct RawTuning {
     mode: Option<Mode>,
     state_dir: Option<PathBuf>,
     limits: BTreeMap<Spanned<String>, RawLimit>,
+    exclude: Vec<Spanned<String>>,
+    pod_netns: Vec<String>,
+    cooldown_seconds: Option<Spanned<i64>>,
+    max_changes_per_hour: Option<Spanned<i64>>,
+    max_step: Option<Spanned<f64>>,
+    conntrack_threshold: Option<Spanned<f64>>,
+    conntrack_memory_percent: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -304,6 +333,66 @@ impl Config {
         if let Some(dir) = raw.tuning.state_dir {
             config.tuning.state_dir = dir;
         }
+        for name in raw.tuning.exclude {
+            sysctl::lookup(name.get_ref())
+                .map_err(|e| error(Some(name.span()), "tuning.exclude".into(), e.to_string()))?;
+            config.tuning.exclude.push(name.into_inner());
+        }
+        config.tuning.pod_netns = raw.tuning.pod_netns;
+        let t = &mut config.tuning;
+        let float = |v: Option<Spanned<f64>>, key: &str, lo: f64, hi: f64, into: &mut f64| {
+            if let Some(v) = v {
+                let x = *v.get_ref();
+                if !(x.is_finite() && (lo..=hi).contains(&x)) {
+                    return Err(error(
+                        Some(v.span()),
+                        format!("tuning.{key}"),
+                        format!("{x} is out of range: must be between {lo} and {hi}"),
+                    ));
+                }
+                *into = x;
+            }
+            Ok(())
+        };
+        float(raw.tuning.max_step, "max_step", 1.1, 4.0, &mut t.max_step)?;
+        float(
+            raw.tuning.conntrack_threshold,
+            "conntrack_threshold",
+            0.5,
+            0.99,
+            &mut t.conntrack_threshold,
+        )?;
+        float(
+            raw.tuning.conntrack_memory_percent,
+            "conntrack_memory_percent",
+            0.1,
+            50.0,
+            &mut t.conntrack_memory_percent,
+        )?;
+        let whole =
+            |v: Option<Spanned<i64>>, key: &str, hi: i64| -> Result<Option<u64>, ConfigError> {
+                let Some(v) = v else { return Ok(None) };
+                let x = *v.get_ref();
+                if !(0..=hi).contains(&x) {
+                    return Err(error(
+                        Some(v.span()),
+                        format!("tuning.{key}"),
+                        format!("{x} is out of range: must be between 0 and {hi}"),
+                    ));
+                }
+                Ok(u64::try_from(x).ok())
+            };
+        if let Some(v) = whole(raw.tuning.cooldown_seconds, "cooldown_seconds", 86_400)? {
+            t.cooldown_seconds = v;
+        }
+        if let Some(v) = whole(
+            raw.tuning.max_changes_per_hour,
+            "max_changes_per_hour",
+            3600,
+        )? {
+            t.max_changes_per_hour = u32::try_from(v).unwrap_or(u32::MAX);
+        }
+
         for (name, raw_limit) in raw.tuning.limits {
             let key = format!("tuning.limits.\"{}\"", name.get_ref());
             sysctl::lookup(name.get_ref())

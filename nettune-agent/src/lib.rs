@@ -32,3 +32,4 @@ pub mod snapshot;
 pub mod sysctl;
 
 pub mod tracefs;
+pub mod tuning;

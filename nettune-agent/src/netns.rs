@@ -140,7 +140,7 @@ fn read_inside(ns_path: &Path, files: &[&str]) -> io::Result<Vec<io::Result<Stri
 }
 
 /// Runs `f` on a short-lived thread that joined the namespace at `ns_path`.
-fn inside<R: Send>(ns_path: &Path, f: impl FnOnce() -> R + Send) -> io::Result<R> {
+pub fn inside<R: Send>(ns_path: &Path, f: impl FnOnce() -> R + Send) -> io::Result<R> {
     let ns = File::open(ns_path)?;
     std::thread::scope(|s| {
         s.spawn(|| {

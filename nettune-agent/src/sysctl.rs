@@ -29,6 +29,19 @@ pub enum Shape {
     Pair,
     /// Three integers, e.g. `min default max` buffer sizes.
     Triple,
+    /// A list of ports and port ranges, e.g. `30000-32767,40000`.
+    PortList,
+}
+
+/// Which way "better" goes for a sysctl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// More room is better (queues, tables, buffers, port ranges): a value above the
+    /// recommendation complies, and nettune never lowers one.
+    MoreRoom,
+    /// A setting (timeouts, switches): the recommendation is the value.
+    Exact,
 }
 
 /// One sysctl nettune may read and, within limits, write.
@@ -41,6 +54,21 @@ pub struct Spec {
     pub shape: Shape,
     /// What it governs, for `audit` and explanations.
     pub impact: &'static str,
+}
+
+impl Spec {
+    /// Timeouts and switches are settings; everything else is room.
+    pub fn direction(&self) -> Direction {
+        let exact = self.name.contains("timeout")
+            || self.name.contains("keepalive")
+            || self.name.ends_with("syncookies")
+            || self.shape == Shape::PortList;
+        if exact {
+            Direction::Exact
+        } else {
+            Direction::MoreRoom
+        }
+    }
 }
 
 const fn spec(name: &'static str, scope: Scope, shape: Shape, impact: &'static str) -> Spec {
@@ -84,6 +112,12 @@ pub const ALLOWED: &[Spec] = &[
         Scope::Netns,
         Shape::Pair,
         "ephemeral ports for outgoing connections",
+    ),
+    spec(
+        "net.ipv4.ip_local_reserved_ports",
+        Scope::Netns,
+        Shape::PortList,
+        "ports never used as ephemeral ports (keep the NodePort range here)",
     ),
     spec(
         "net.netfilter.nf_conntrack_max",

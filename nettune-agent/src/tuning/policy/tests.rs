@@ -1,0 +1,176 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::{
+    config::Config,
+    identity::Workload,
+    probes::Report,
+    snapshot::{ConntrackFigures, Figure, Totals},
+};
+
+fn fig(per_second: f64) -> Figure {
+    Figure {
+        total: 1,
+        per_second,
+    }
+}
+
+fn workload(kind: Kind, pod: &str, netns: u32) -> WorkloadFigures {
+    WorkloadFigures {
+        netns,
+        workload: Workload {
+            kind,
+            namespace: String::new(),
+            pod: pod.into(),
+        },
+        process: Some("nginx".into()),
+        retransmit_segments: Figure::default(),
+        retransmits: Figure::default(),
+        retransmit_failures: Figure::default(),
+        drops: Figure::default(),
+        drops_by_reason: BTreeMap::new(),
+        listen_overflows: Figure::default(),
+        listen_drops: Figure::default(),
+        syn_queue_full_drops: Figure::default(),
+        connect_eaddrnotavail: Figure::default(),
+        conntrack: None,
+        tcp_time_wait: None,
+        tcp_in_use: None,
+        interface: None,
+    }
+}
+
+fn snapshot(workloads: Vec<WorkloadFigures>) -> Snapshot {
+    Snapshot {
+        version: 1,
+        agent_version: "t",
+        node: "n".into(),
+        kernel: "k".into(),
+        mode: crate::config::Mode::Enforce,
+        taken_at_unix_seconds: 0.0,
+        uptime_seconds: 0.0,
+        elapsed_seconds: 1.0,
+        collection_seconds: 0.0,
+        conntrack_max: Some(1000),
+        totals: Totals::default(),
+        workloads,
+        listeners: Vec::new(),
+        unattributed_drops: BTreeMap::new(),
+        probes: Report::default(),
+        probe_errors: BTreeMap::new(),
+        lost_events: Default::default(),
+    }
+}
+
+fn names(p: &[Proposal]) -> Vec<(&str, Option<&Target>)> {
+    p.iter()
+        .map(|p| (p.sysctl.name, p.target.as_ref()))
+        .collect()
+}
+
+#[test]
+fn listen_overflows_raise_somaxconn_and_name_the_backlog() {
+    let mut node = workload(Kind::Node, "node", 1);
+    node.listen_overflows = fig(12.0);
+    let p = propose(&snapshot(vec![node]), &Config::default().tuning);
+    assert_eq!(names(&p), [("net.core.somaxconn", Some(&Target::Node))]);
+    assert!(
+        p[0].evidence
+            .contains("12.0 listen overflows/s in node in nginx"),
+        "{}",
+        p[0].evidence
+    );
+    assert!(p[0].evidence.contains("listen() backlog"));
+}
+
+#[test]
+fn pods_are_tuned_in_their_namespace_only_when_opted_in() {
+    let mut pod = workload(Kind::NamedNetns, "netns:blue", 42);
+    pod.syn_queue_full_drops = fig(3.0);
+    let config = Config::default().tuning;
+    let p = propose(&snapshot(vec![pod.clone()]), &config);
+    assert_eq!(names(&p), [("net.ipv4.tcp_max_syn_backlog", None)]);
+    let mut config = Config::default().tuning;
+    config.pod_netns.push("netns:blue".into());
+    let p = propose(&snapshot(vec![pod]), &config);
+    let target = Target::Netns {
+        inode: 42,
+        label: "netns:blue".into(),
+    };
+    assert_eq!(names(&p), [("net.ipv4.tcp_max_syn_backlog", Some(&target))]);
+}
+
+#[test]
+fn conntrack_over_threshold_or_dropping_grows_max_and_buckets() {
+    let mut node = workload(Kind::Node, "node", 1);
+    node.conntrack = Some(ConntrackFigures {
+        entries: 850,
+        ..ConntrackFigures::default()
+    });
+    let p = propose(&snapshot(vec![node.clone()]), &Config::default().tuning);
+    assert_eq!(
+        names(&p),
+        [
+            ("net.netfilter.nf_conntrack_max", Some(&Target::Node)),
+            ("net.netfilter.nf_conntrack_buckets", Some(&Target::Node))
+        ]
+    );
+    node.conntrack = Some(ConntrackFigures {
+        entries: 10,
+        drop: fig(1.0),
+        ..ConntrackFigures::default()
+    });
+    assert_eq!(
+        propose(&snapshot(vec![node.clone()]), &Config::default().tuning).len(),
+        2
+    );
+    node.conntrack = Some(ConntrackFigures {
+        entries: 10,
+        ..ConntrackFigures::default()
+    });
+    assert!(propose(&snapshot(vec![node]), &Config::default().tuning).is_empty());
+}
+
+#[test]
+fn port_exhaustion_reserves_nodeports_first_then_widens() {
+    let mut node = workload(Kind::Node, "node", 1);
+    node.connect_eaddrnotavail = fig(5.0);
+    let p = propose(&snapshot(vec![node]), &Config::default().tuning);
+    assert_eq!(
+        names(&p).into_iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        [
+            "net.ipv4.ip_local_reserved_ports",
+            "net.ipv4.ip_local_port_range",
+            "net.ipv4.tcp_tw_reuse"
+        ]
+    );
+}
+
+#[test]
+fn backlog_and_receive_buffer_drops() {
+    let mut node = workload(Kind::Node, "node", 1);
+    node.drops_by_reason
+        .insert("SOCKET_RCVBUFF".into(), fig(2.0));
+    let mut snap = snapshot(vec![node]);
+    snap.totals.backlog_drops_per_second = 4.0;
+    let p = propose(&snap, &Config::default().tuning);
+    assert_eq!(
+        names(&p).into_iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        [
+            "net.core.rmem_max",
+            "net.ipv4.tcp_rmem",
+            "net.core.netdev_max_backlog"
+        ]
+    );
+}
+
+#[test]
+fn a_quiet_node_gets_no_proposals() {
+    assert!(
+        propose(
+            &snapshot(vec![workload(Kind::Node, "node", 1)]),
+            &Config::default().tuning
+        )
+        .is_empty()
+    );
+}

@@ -1,0 +1,457 @@
+//! One tuning round: proposals through the guardrails, then (in enforce mode)
+//! journal, write, journal — and every decision logged, counted and kept for the
+//! UI. Also the static `apply` and `rollback`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{
+    guardrails::{self, Limits, Outcome},
+    io::{SysctlIo, Target},
+    journal::{Journal, JournalError},
+    policy::{self, NODEPORT_RANGE, Proposal},
+    value::Value,
+};
+use crate::{
+    config::{Mode, TuningConfig},
+    snapshot::Snapshot,
+    sysctl::{self, Spec},
+};
+
+/// One decision, with everything needed to explain it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Decision {
+    pub rule: String,
+    pub sysctl: String,
+    pub target: Target,
+    pub workload: String,
+    /// `raise`, `reserve` (ports) or `set` (profiles).
+    pub action: &'static str,
+    pub result: Outcome,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub evidence: String,
+    /// Why a guardrail refused, or what failed.
+    pub reason: Option<String>,
+    pub at_unix: u64,
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let change = match (&self.from, &self.to) {
+            (Some(a), Some(b)) => format!("{a} → {b}"),
+            (Some(a), None) => format!("stays {a}"),
+            _ => String::new(),
+        };
+        write!(
+            f,
+            "{}: {} {} on {} [{}], because {}",
+            self.rule,
+            self.sysctl,
+            change.replace('\t', " "),
+            self.target,
+            self.result.label(),
+            self.evidence
+        )?;
+        if let Some(r) = &self.reason {
+            write!(f, " — {r}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A managed sysctl's values, for the UI and metrics.
+#[derive(Clone, Debug, Serialize)]
+pub struct Managed {
+    pub sysctl: String,
+    pub target: Target,
+    pub current: Option<String>,
+    pub original: String,
+    pub ceiling: u64,
+    pub stood_down: bool,
+}
+
+/// What the tuner shows: recent decisions, managed values, decision counts.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TuningState {
+    pub recent: Vec<Decision>,
+    pub managed: Vec<Managed>,
+    /// (sysctl, action, result) → decisions so far.
+    pub counts: BTreeMap<(String, String, String), u64>,
+}
+
+/// The tuner with its storage and journal.
+pub struct Tuner<I: SysctlIo> {
+    io: I,
+    journal: Journal,
+    config: TuningConfig,
+    mem_total: u64,
+    state: TuningState,
+}
+
+const RECENT: usize = 50;
+
+/// Bytes of RAM, from /proc/meminfo.
+pub fn mem_total() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Unix time now.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl<I: SysctlIo> Tuner<I> {
+    /// A tuner writing through `io`, journaling under `config.state_dir`.
+    pub fn new(io: I, config: TuningConfig, mem_total: u64) -> Result<Self, JournalError> {
+        let journal = Journal::open(&config.state_dir)?;
+        Ok(Self {
+            io,
+            journal,
+            config,
+            mem_total,
+            state: TuningState::default(),
+        })
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Decisions, managed values and counts so far.
+    pub fn state(&self) -> TuningState {
+        let limits = Limits {
+            config: &self.config,
+            mem_total: self.mem_total,
+        };
+        let mut state = self.state.clone();
+        state.managed = self
+            .journal
+            .entries()
+            .iter()
+            .filter_map(|e| {
+                let spec = sysctl::lookup(&e.sysctl).ok()?;
+                Some(Managed {
+                    sysctl: e.sysctl.clone(),
+                    target: e.target.clone(),
+                    current: self
+                        .io
+                        .read(&e.target, spec)
+                        .ok()
+                        .map(|v| v.trim().to_owned()),
+                    original: e.original.clone(),
+                    ceiling: limits.ceiling(spec, &e.target),
+                    stood_down: e.stood_down,
+                })
+            })
+            .collect();
+        state
+    }
+
+    /// Runs the policy on `snapshot` and acts on it according to the mode.
+    pub fn round(&mut self, snapshot: &Snapshot, now: u64) -> Vec<Decision> {
+        if self.config.mode == Mode::Observe {
+            return Vec::new();
+        }
+        let proposals = policy::propose(snapshot, &self.config);
+        let decisions: Vec<Decision> = proposals.iter().map(|p| self.decide(p, now)).collect();
+        for d in &decisions {
+            self.record(d);
+        }
+        decisions
+    }
+
+    fn decision(p: &Proposal, target: Target, action: &'static str, now: u64) -> Decision {
+        Decision {
+            rule: p.rule.to_owned(),
+            sysctl: p.sysctl.name.to_owned(),
+            target,
+            workload: p.workload.clone(),
+            action,
+            result: Outcome::Refused,
+            from: None,
+            to: None,
+            evidence: p.evidence.clone(),
+            reason: None,
+            at_unix: now,
+        }
+    }
+
+    fn decide(&mut self, p: &Proposal, now: u64) -> Decision {
+        let spec = p.sysctl;
+        let shown_target = p.target.clone().unwrap_or(Target::Netns {
+            inode: 0,
+            label: p.workload.clone(),
+        });
+        let action = if spec.name == "net.ipv4.ip_local_reserved_ports" {
+            "reserve"
+        } else {
+            "raise"
+        };
+        let mut d = Self::decision(p, shown_target, action, now);
+        let current = match p.target.as_ref().map(|t| self.read(t, spec)) {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => return fail(d, e),
+            None => Value::Int(0),
+        };
+        d.from = p.target.as_ref().map(|_| current.to_string());
+        let entry = p
+            .target
+            .as_ref()
+            .and_then(|t| self.journal.entry(spec.name, t))
+            .cloned();
+        let limits = Limits {
+            config: &self.config,
+            mem_total: self.mem_total,
+        };
+        let next = if action == "reserve" {
+            reserve_nodeports(&current).ok_or((
+                Outcome::Refused,
+                format!("{NODEPORT_RANGE} already reserved"),
+            ))
+        } else {
+            guardrails::check_raise(
+                spec,
+                p.target.as_ref(),
+                &current,
+                entry.as_ref(),
+                &limits,
+                now,
+            )
+        };
+        match next {
+            Err((outcome, reason)) => {
+                if outcome == Outcome::StoodDown
+                    && let Some(t) = &p.target
+                    && let Err(e) = self.journal.stand_down(spec.name, t)
+                {
+                    log::warn!("cannot record stand-down: {e}");
+                }
+                d.result = outcome;
+                d.reason = Some(reason);
+                d
+            }
+            Ok(next) => {
+                d.to = Some(next.to_string());
+                let target = p.target.clone().unwrap_or(Target::Node);
+                self.write(d, &target, spec, &current, &next, now)
+            }
+        }
+    }
+
+    fn read(&self, target: &Target, spec: &Spec) -> Result<Value, String> {
+        let text = self
+            .io
+            .read(target, spec)
+            .map_err(|e| format!("reading {}: {e}", spec.name))?;
+        Value::parse(spec, &text).map_err(|e| e.to_string())
+    }
+
+    /// Journal the original, write, journal the write (enforce); or just advise.
+    fn write(
+        &mut self,
+        mut d: Decision,
+        target: &Target,
+        spec: &Spec,
+        current: &Value,
+        next: &Value,
+        now: u64,
+    ) -> Decision {
+        if self.config.mode != Mode::Enforce {
+            d.result = Outcome::Advised;
+            return d;
+        }
+        if let Err(e) = self
+            .journal
+            .record_original(spec.name, target, &current.to_string())
+        {
+            // No journal entry, no write: the original would be lost.
+            return fail(d, format!("not written: {e}"));
+        }
+        if let Err(e) = self.io.write(target, spec, &next.to_string()) {
+            return fail(
+                d,
+                format!(
+                    "writing {}: {e} (original {current} is journaled)",
+                    spec.name
+                ),
+            );
+        }
+        if let Err(e) = self
+            .journal
+            .record_write(spec.name, target, &next.to_string(), now)
+        {
+            log::warn!(
+                "{} was written but the journal could not record it: {e}",
+                spec.name
+            );
+        }
+        d.result = Outcome::Applied;
+        d
+    }
+
+    fn record(&mut self, d: &Decision) {
+        match d.result {
+            Outcome::Applied | Outcome::StoodDown | Outcome::Failed => log::warn!("tuning: {d}"),
+            Outcome::Advised | Outcome::Refused => log::info!("tuning: {d}"),
+        }
+        *self
+            .state
+            .counts
+            .entry((
+                d.sysctl.clone(),
+                d.action.to_owned(),
+                d.result.label().to_owned(),
+            ))
+            .or_default() += 1;
+        self.state.recent.push(d.clone());
+        let excess = self.state.recent.len().saturating_sub(RECENT);
+        self.state.recent.drain(..excess);
+    }
+
+    /// Applies `values` (sysctl → value) to the node, through the guardrails and
+    /// the journal; with `dry_run`, decides without writing.
+    pub fn apply(
+        &mut self,
+        profile: &str,
+        values: &BTreeMap<String, String>,
+        dry_run: bool,
+        now: u64,
+    ) -> Vec<Decision> {
+        let mut out = Vec::new();
+        for (name, wanted) in values {
+            let Ok(spec) = sysctl::lookup(name) else {
+                continue;
+            };
+            let p = Proposal {
+                rule: "profile",
+                sysctl: spec,
+                target: Some(Target::Node),
+                workload: "node".into(),
+                evidence: format!("profile {profile} sets {name} = {wanted}"),
+            };
+            let mut d = Self::decision(&p, Target::Node, "set", now);
+            let current = match self.read(&Target::Node, spec) {
+                Ok(v) => v,
+                Err(e) => {
+                    out.push(fail(d, e));
+                    continue;
+                }
+            };
+            d.from = Some(current.to_string());
+            let limits = Limits {
+                config: &self.config,
+                mem_total: self.mem_total,
+            };
+            let entry = self.journal.entry(name, &Target::Node).cloned();
+            let decided = Value::parse(spec, wanted)
+                .map_err(|e| (Outcome::Failed, e.to_string()))
+                .and_then(|w| {
+                    guardrails::check_set(
+                        spec,
+                        &Target::Node,
+                        &current,
+                        &w,
+                        entry.as_ref(),
+                        &limits,
+                    )
+                });
+            let d = match decided {
+                Err((outcome, reason)) => {
+                    d.result = outcome;
+                    d.reason = Some(reason);
+                    d
+                }
+                Ok(next) => {
+                    d.to = Some(next.to_string());
+                    if dry_run {
+                        d.result = Outcome::Advised;
+                        d
+                    } else {
+                        let mode = std::mem::replace(&mut self.config.mode, Mode::Enforce);
+                        let d = self.write(d, &Target::Node, spec, &current, &next, now);
+                        self.config.mode = mode;
+                        d
+                    }
+                }
+            };
+            self.record(&d);
+            out.push(d);
+        }
+        out
+    }
+}
+
+fn fail(mut d: Decision, reason: String) -> Decision {
+    d.result = Outcome::Failed;
+    d.reason = Some(reason);
+    d
+}
+
+/// `current` with the NodePort range added, or None if it is already there.
+fn reserve_nodeports(current: &Value) -> Option<Value> {
+    let Value::Text(list) = current else {
+        return None;
+    };
+    let list = list.trim();
+    if list.split(',').any(|r| r.trim() == NODEPORT_RANGE) {
+        return None;
+    }
+    Some(Value::Text(if list.is_empty() {
+        NODEPORT_RANGE.to_owned()
+    } else {
+        format!("{list},{NODEPORT_RANGE}")
+    }))
+}
+
+/// What a rollback did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RollbackReport {
+    /// (sysctl, target, restored value).
+    pub restored: Vec<(String, Target, String)>,
+    /// Entries whose namespace no longer exists (its values went with it).
+    pub gone: Vec<(String, Target)>,
+    /// (sysctl, target, error): kept in the journal for another try.
+    pub failed: Vec<(String, Target, String)>,
+}
+
+/// Restores every journaled original and forgets each entry once restored. Safe to
+/// run twice (the second finds nothing) and after a crash (the journal is on disk).
+pub fn rollback(io: &impl SysctlIo, journal: &mut Journal) -> Result<RollbackReport, JournalError> {
+    let mut report = RollbackReport::default();
+    for entry in journal.entries().to_vec() {
+        let Ok(spec) = sysctl::lookup(&entry.sysctl) else {
+            journal.remove(&entry.sysctl, &entry.target)?;
+            continue;
+        };
+        match io.write(&entry.target, spec, &entry.original) {
+            Ok(()) => {
+                journal.remove(&entry.sysctl, &entry.target)?;
+                report
+                    .restored
+                    .push((entry.sysctl, entry.target, entry.original));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && entry.target != Target::Node => {
+                journal.remove(&entry.sysctl, &entry.target)?;
+                report.gone.push((entry.sysctl, entry.target));
+            }
+            Err(e) => report
+                .failed
+                .push((entry.sysctl, entry.target, e.to_string())),
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests;
