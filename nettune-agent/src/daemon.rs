@@ -13,9 +13,13 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
     collector::{Collector, Tick},
-    config::Config,
+    config::{Config, Mode},
     probes::Probes,
     server::{self, Shared},
+    tuning::{
+        io::ProcSys,
+        tuner::{self, Tuner},
+    },
 };
 
 /// Why the daemon stopped with an error.
@@ -29,6 +33,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error("the tuner cannot start: {0}")]
+    Journal(#[from] crate::tuning::journal::JournalError),
 }
 
 /// The ring buffer's fd, borrowed for epoll: it lives as long as the probes.
@@ -73,6 +79,16 @@ pub async fn run(config: Config, probes: Probes) -> Result<(), DaemonError> {
         })
         .transpose()?;
 
+    let mut tuner = match Tuner::new(ProcSys, config.tuning.clone(), tuner::mem_total()) {
+        Ok(t) => Some(t),
+        // Observing needs no journal; advising and enforcing do.
+        Err(e) if config.tuning.mode == Mode::Observe => {
+            log::warn!("tuning state unavailable ({e}); observing only");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    log::info!("tuning mode: {:?}", config.tuning.mode);
     let mut collector = Collector::new(probes, config);
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
@@ -97,8 +113,12 @@ pub async fn run(config: Config, probes: Probes) -> Result<(), DaemonError> {
             }
         }
         match collector.tick() {
-            Ok(tick) => {
+            Ok(mut tick) => {
                 log_tick(&tick);
+                if let Some(t) = tuner.as_mut() {
+                    t.round(&tick.snapshot, tuner::now_unix());
+                    tick.snapshot.tuning = Some(t.state());
+                }
                 shared.publish(tick.snapshot);
             }
             Err(e) => log::warn!("collection failed: {e}"),

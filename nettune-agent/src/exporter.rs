@@ -188,6 +188,42 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "namespace, pod, port",
         "Accept-queue overflows per listening socket (fentry/kprobe variants only).",
     ),
+    (
+        "nettune_tuning_mode",
+        "gauge",
+        "mode",
+        "1 for the tuner's mode (observe, advise, enforce).",
+    ),
+    (
+        "nettune_tuning_decisions_total",
+        "counter",
+        "sysctl, action, result",
+        "Tuning decisions by outcome: applied, advised, refused (a guardrail), stood_down, failed.",
+    ),
+    (
+        "nettune_sysctl_value",
+        "gauge",
+        "sysctl, target",
+        "Current value of a sysctl nettune manages (port ranges: their width; buffer triples: the maximum).",
+    ),
+    (
+        "nettune_sysctl_original_value",
+        "gauge",
+        "sysctl, target",
+        "The value found before nettune first changed it (what rollback restores).",
+    ),
+    (
+        "nettune_sysctl_ceiling",
+        "gauge",
+        "sysctl, target",
+        "The most nettune will raise the sysctl to.",
+    ),
+    (
+        "nettune_tuning_stood_down",
+        "gauge",
+        "sysctl, target",
+        "1 when someone else changed a managed value and nettune stopped managing it.",
+    ),
 ];
 
 /// Metric families under construction, in declaration order.
@@ -367,7 +403,61 @@ fn workload_metrics(f: &mut Families, w: &WorkloadFigures) {
     }
 }
 
+fn tuning_metrics(
+    f: &mut Families,
+    snapshot: &Snapshot,
+    tuning: &crate::tuning::tuner::TuningState,
+) {
+    use crate::{sysctl, tuning::value};
+    for mode in ["observe", "advise", "enforce"] {
+        let on = serde_json::to_value(snapshot.mode)
+            .ok()
+            .and_then(|v| v.as_str().map(|m| m == mode));
+        f.add(
+            "nettune_tuning_mode",
+            &[("mode", mode)],
+            if on == Some(true) { 1.0 } else { 0.0 },
+        );
+    }
+    for c in &tuning.counts {
+        f.add(
+            "nettune_tuning_decisions_total",
+            &[
+                ("sysctl", &c.sysctl),
+                ("action", &c.action),
+                ("result", &c.result),
+            ],
+            c.count as f64,
+        );
+    }
+    for m in &tuning.managed {
+        let Ok(spec) = sysctl::lookup(&m.sysctl) else {
+            continue;
+        };
+        let target = match &m.target {
+            crate::tuning::io::Target::Node => "node".to_owned(),
+            crate::tuning::io::Target::Netns { label, .. } => label.clone(),
+        };
+        let labels = [("sysctl", m.sysctl.as_str()), ("target", target.as_str())];
+        let strength =
+            |text: &str| value::Value::parse(spec, text).map(|v| value::strength(spec, &v) as f64);
+        if let Some(Ok(v)) = m.current.as_deref().map(strength) {
+            f.add("nettune_sysctl_value", &labels, v);
+        }
+        if let Ok(v) = strength(&m.original) {
+            f.add("nettune_sysctl_original_value", &labels, v);
+        }
+        f.add("nettune_sysctl_ceiling", &labels, m.ceiling as f64);
+        f.add(
+            "nettune_tuning_stood_down",
+            &labels,
+            if m.stood_down { 1.0 } else { 0.0 },
+        );
+    }
+}
+
 /// The Prometheus text exposition of `snapshot`, with at most `max_pod_series`
+
 /// pods keeping their own series.
 pub fn render(snapshot: &Snapshot, max_pod_series: usize) -> String {
     let mut f = Families::default();
@@ -444,6 +534,9 @@ pub fn render(snapshot: &Snapshot, max_pod_series: usize) -> String {
             ],
             l.overflows.total as f64,
         );
+    }
+    if let Some(tuning) = &snapshot.tuning {
+        tuning_metrics(&mut f, snapshot, tuning);
     }
     let mut buf = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&f.families, &mut buf) {

@@ -12,6 +12,13 @@ use nettune::{
     config::{Config, ConfigError},
     daemon, diagnose,
     probes::{LoadOptions, Probes, Variant},
+    tuning::{
+        guardrails::Outcome,
+        io::ProcSys,
+        journal::Journal,
+        profile,
+        tuner::{self, Tuner},
+    },
 };
 
 #[derive(Parser)]
@@ -92,6 +99,39 @@ enum Command {
         #[command(flatten)]
         probes: ProbeArgs,
     },
+    /// Compare this node's sysctls with a profile: current, recommended, scope and
+    /// impact of each. Exit code 0 when compliant, 1 when not.
+    Audit {
+        /// Profile to compare with.
+        #[arg(long, default_value = "production")]
+        profile: String,
+        /// Print the rows as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply a profile's values to this node through the tuner's guardrails (never
+    /// lowering room the node already has, never past a ceiling, never an excluded
+    /// sysctl) and its journal, so `nettune rollback` can undo it. Exit code 1 if a
+    /// write failed.
+    Apply {
+        /// Profile to apply (`production` is the guide's).
+        #[arg(long)]
+        profile: String,
+        /// Decide and print, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the decisions as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore every value nettune changed (on the node and in pod namespaces that
+    /// still exist) from the journal in tuning.state_dir. Safe to run twice, and after
+    /// a crash. Exit code 1 if a value could not be restored.
+    Rollback {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check this node for the guide's common network problems (conntrack table,
     /// listen overflows, backlog drops, retransmissions, ephemeral ports) and print
     /// each finding with its evidence and fix. Exit code 1 if anything was found.
@@ -131,8 +171,17 @@ impl From<anyhow::Error> for Failure {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
+    // The daemon logs what it does; one-shot commands print their results and log
+    // only problems.
+    let default_level = if matches!(cli.command, Command::Run { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .init();
+
     match dispatch(cli) {
         Ok(code) => code,
         Err(Failure::Config(e)) => {
@@ -175,6 +224,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(print_probes(json, &probes.options(&config))?)
         }
         Command::Diagnose { json, seconds } => Ok(run_diagnose(json, seconds)?),
+        Command::Audit { profile, json } => Ok(run_audit(&profile, json)?),
+        Command::Apply {
+            profile,
+            dry_run,
+            json,
+        } => Ok(run_apply(&config()?, &profile, dry_run, json)?),
+        Command::Rollback { json } => Ok(run_rollback(&config()?, json)?),
     }
 }
 
@@ -254,6 +310,99 @@ fn run_diagnose(json: bool, seconds: f64) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn run_audit(profile: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let profile = profile::named(profile)?;
+    let rows = profile::audit(&ProcSys, &profile);
+    if json {
+        print_json(&rows)?;
+    } else {
+        println!("profile {}: {}", profile.name, profile.description);
+        println!(
+            "{:<52} {:<24} {:<24} {:<6} {:<3} IMPACT",
+            "SYSCTL", "CURRENT", "RECOMMENDED", "SCOPE", "OK"
+        );
+        for r in &rows {
+            let current = r.current.clone().unwrap_or_else(|| "(unreadable)".into());
+            let scope = format!("{:?}", r.scope).to_lowercase();
+            let ok = if r.compliant { "yes" } else { "NO" };
+            println!(
+                "{:<52} {current:<24} {:<24} {scope:<6} {ok:<3} {}",
+                r.sysctl, r.recommended, r.impact
+            );
+        }
+    }
+    Ok(if rows.iter().all(|r| r.compliant) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn run_apply(
+    config: &Config,
+    profile: &str,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let profile = profile::named(profile)?;
+    let mut tuner = Tuner::new(ProcSys, config.tuning.clone(), tuner::mem_total())?;
+    let decisions = tuner.apply(&profile.name, &profile.sysctls, dry_run, tuner::now_unix());
+    if json {
+        print_json(&decisions)?;
+    } else {
+        for d in &decisions {
+            println!("{d}");
+        }
+        if !dry_run && decisions.iter().any(|d| d.result == Outcome::Applied) {
+            println!(
+                "\nundo with: nettune rollback   (journal: {})",
+                tuner.journal().path().display()
+            );
+        }
+    }
+    Ok(if decisions.iter().any(|d| d.result == Outcome::Failed) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn run_rollback(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let mut journal = Journal::open(&config.tuning.state_dir)?;
+    let report = tuner::rollback(&ProcSys, &mut journal)?;
+    if json {
+        print_json(&report)?;
+    } else if report.restored.is_empty() && report.gone.is_empty() && report.failed.is_empty() {
+        println!(
+            "nothing to roll back (journal {} is empty)",
+            journal.path().display()
+        );
+    } else {
+        for (sysctl, target, value) in &report.restored {
+            println!(
+                "restored {sysctl} = {} on {target}",
+                value.replace('\t', " ")
+            );
+        }
+        for (sysctl, target) in &report.gone {
+            println!("skipped {sysctl} on {target}: the namespace is gone");
+        }
+        for (sysctl, target, e) in &report.failed {
+            println!("FAILED to restore {sysctl} on {target}: {e} (kept in the journal)");
+        }
+    }
+    Ok(if report.failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

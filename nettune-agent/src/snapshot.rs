@@ -148,6 +148,8 @@ pub struct Snapshot {
     pub probes: Report,
     pub probe_errors: BTreeMap<String, u64>,
     pub lost_events: LostEvents,
+    /// The tuner's decisions and managed values (absent in observe mode).
+    pub tuning: Option<crate::tuning::tuner::TuningState>,
 }
 
 /// What the Snapshot needs besides the Samples.
@@ -298,6 +300,7 @@ impl Snapshot {
                 .map(|(k, v)| ((*k).to_owned(), *v))
                 .collect(),
             lost_events: now.lost_events,
+            tuning: None,
         }
     }
 }

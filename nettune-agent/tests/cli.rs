@@ -94,3 +94,71 @@ fn bad_flags_are_usage_errors() {
         assert!(stdout.contains(command), "--help does not list {command}");
     }
 }
+
+#[test]
+fn a_config_naming_a_sysctl_outside_net_is_refused_at_load() {
+    for name in [
+        "net/../../kernel/core_pattern",
+        "kernel.core_pattern",
+        "net.ipv4.ip_forward",
+    ] {
+        let path = temp_file(
+            "escape.toml",
+            &format!("[tuning]\nexclude = [\"{name}\"]\n"),
+        );
+        let (code, _, stderr) =
+            nettune(&["--config", path.to_str().unwrap(), "run", "--print-config"]);
+        assert_eq!(code, Some(3), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("tuning.exclude: `{name}`")),
+            "{stderr}"
+        );
+        let path = temp_file(
+            "escape2.toml",
+            &format!("[tuning.limits.\"{name}\"]\nceiling = 1\n"),
+        );
+        let (code, _, stderr) = nettune(&["--config", path.to_str().unwrap(), "rollback"]);
+        assert_eq!(code, Some(3), "{name}: {stderr}");
+        std::fs::remove_file(path).unwrap();
+    }
+}
+
+#[test]
+fn audit_and_apply_dry_run_work_without_root_and_change_nothing() {
+    let (code, stdout, _) = nettune(&["audit", "--json"]);
+    assert!(matches!(code, Some(0 | 1)), "{stdout}");
+    let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 16);
+    let state = std::env::temp_dir().join(format!("nettune-cli-state-{}", std::process::id()));
+    let config = temp_file(
+        "state.toml",
+        &format!("[tuning]\nstate_dir = \"{}\"\n", state.display()),
+    );
+    let (code, stdout, stderr) = nettune(&[
+        "--config",
+        config.to_str().unwrap(),
+        "apply",
+        "--profile",
+        "production",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let decisions: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        decisions
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["result"] != "applied")
+    );
+    let (code, stdout, _) = nettune(&[
+        "--config",
+        config.to_str().unwrap(),
+        "apply",
+        "--profile",
+        "nope",
+    ]);
+    assert_eq!(code, Some(1), "{stdout}");
+    let _ = std::fs::remove_dir_all(state);
+}

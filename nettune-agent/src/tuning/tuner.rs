@@ -55,8 +55,9 @@ impl std::fmt::Display for Decision {
             self.evidence
         )?;
         if let Some(r) = &self.reason {
-            write!(f, " — {r}")?;
+            write!(f, " — {}", r.replace('\t', " "))?;
         }
+
         Ok(())
     }
 }
@@ -72,13 +73,21 @@ pub struct Managed {
     pub stood_down: bool,
 }
 
+/// How many decisions of one kind were taken so far.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DecisionCount {
+    pub sysctl: String,
+    pub action: String,
+    pub result: String,
+    pub count: u64,
+}
+
 /// What the tuner shows: recent decisions, managed values, decision counts.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct TuningState {
     pub recent: Vec<Decision>,
     pub managed: Vec<Managed>,
-    /// (sysctl, action, result) → decisions so far.
-    pub counts: BTreeMap<(String, String, String), u64>,
+    pub counts: Vec<DecisionCount>,
 }
 
 /// The tuner with its storage and journal.
@@ -87,7 +96,9 @@ pub struct Tuner<I: SysctlIo> {
     journal: Journal,
     config: TuningConfig,
     mem_total: u64,
-    state: TuningState,
+    recent: Vec<Decision>,
+    /// (sysctl, action, result) → decisions so far.
+    counts: BTreeMap<(String, String, String), u64>,
 }
 
 const RECENT: usize = 50;
@@ -120,7 +131,8 @@ impl<I: SysctlIo> Tuner<I> {
             journal,
             config,
             mem_total,
-            state: TuningState::default(),
+            recent: Vec::new(),
+            counts: BTreeMap::new(),
         })
     }
 
@@ -134,8 +146,7 @@ impl<I: SysctlIo> Tuner<I> {
             config: &self.config,
             mem_total: self.mem_total,
         };
-        let mut state = self.state.clone();
-        state.managed = self
+        let managed = self
             .journal
             .entries()
             .iter()
@@ -155,7 +166,20 @@ impl<I: SysctlIo> Tuner<I> {
                 })
             })
             .collect();
-        state
+        TuningState {
+            recent: self.recent.clone(),
+            managed,
+            counts: self
+                .counts
+                .iter()
+                .map(|((sysctl, action, result), count)| DecisionCount {
+                    sysctl: sysctl.clone(),
+                    action: action.clone(),
+                    result: result.clone(),
+                    count: *count,
+                })
+                .collect(),
+        }
     }
 
     /// Runs the policy on `snapshot` and acts on it according to the mode.
@@ -306,7 +330,6 @@ impl<I: SysctlIo> Tuner<I> {
             Outcome::Advised | Outcome::Refused => log::info!("tuning: {d}"),
         }
         *self
-            .state
             .counts
             .entry((
                 d.sysctl.clone(),
@@ -314,9 +337,9 @@ impl<I: SysctlIo> Tuner<I> {
                 d.result.label().to_owned(),
             ))
             .or_default() += 1;
-        self.state.recent.push(d.clone());
-        let excess = self.state.recent.len().saturating_sub(RECENT);
-        self.state.recent.drain(..excess);
+        self.recent.push(d.clone());
+        let excess = self.recent.len().saturating_sub(RECENT);
+        self.recent.drain(..excess);
     }
 
     /// Applies `values` (sysctl → value) to the node, through the guardrails and

@@ -59,6 +59,7 @@ fn snapshot(workloads: Vec<WorkloadFigures>) -> Snapshot {
         probes: Report::default(),
         probe_errors: BTreeMap::new(),
         lost_events: Default::default(),
+        tuning: None,
     }
 }
 

@@ -104,6 +104,7 @@ fn overflowing() -> Snapshot {
         probes: Report::default(),
         probe_errors: BTreeMap::new(),
         lost_events: Default::default(),
+        tuning: None,
     }
 }
 
@@ -130,14 +131,11 @@ fn enforce_journals_then_writes_and_rollback_restores_once() {
     let d = t.round(&overflowing(), 10_010);
     assert_eq!(d[0].result, Outcome::Refused);
     assert!(d[0].reason.as_deref().unwrap().starts_with("cooldown"));
-    assert_eq!(
-        t.state().counts[&(
-            "net.core.somaxconn".into(),
-            "raise".into(),
-            "applied".into()
-        )],
-        1
-    );
+    let counts = t.state().counts;
+    let applied = counts
+        .iter()
+        .find(|c| c.sysctl == "net.core.somaxconn" && c.action == "raise" && c.result == "applied");
+    assert_eq!(applied.map(|c| c.count), Some(1));
 
     let io = DirSysctls {
         root: f.root.join("sys"),
