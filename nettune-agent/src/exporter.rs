@@ -458,7 +458,6 @@ fn tuning_metrics(
 
 /// The Prometheus text exposition of `snapshot`, with at most `max_pod_series`
 /// pods keeping their own series.
-
 pub fn render(snapshot: &Snapshot, max_pod_series: usize) -> String {
     let mut f = Families::default();
     f.add(
