@@ -81,6 +81,13 @@ impl AgentProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Kills the agent with SIGKILL: no cleanup, as in a crash or an OOM kill.
+    pub fn kill_hard(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
 }
 
 impl Drop for AgentProcess {

@@ -13,6 +13,7 @@ mod listen;
 mod probes;
 mod retransmit;
 mod traffic;
+mod tuning;
 
 fn main() {
     let tests: Vec<bpf_tests::harness::Test> = [
@@ -25,6 +26,7 @@ fn main() {
         traffic::TESTS,
         probes::TESTS,
         exporter::TESTS,
+        tuning::TESTS,
     ]
     .concat();
     bpf_tests::harness::main(&tests);
