@@ -75,6 +75,8 @@ pub struct AgentConfig {
     pub max_pod_series: u32,
     /// Node name for labels and the UI (default: `$NODE_NAME`, else the hostname).
     pub node_name: Option<String>,
+    /// Collect at once when an urgent kernel event arrives, not only every tick.
+    pub wake_on_events: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -127,6 +129,7 @@ impl Default for Config {
                 listen: SocketAddr::from(([127, 0, 0, 1], 9977)),
                 max_pod_series: 1000,
                 node_name: None,
+                wake_on_events: true,
             },
             probes: ProbesConfig::default(),
             tuning: TuningConfig {
@@ -161,6 +164,7 @@ struct RawAgent {
     listen: Option<Spanned<String>>,
     max_pod_series: Option<Spanned<i64>>,
     node_name: Option<String>,
+    wake_on_events: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -322,6 +326,10 @@ impl Config {
                 })?;
         }
         config.agent.node_name = raw.agent.node_name;
+        if let Some(wake) = raw.agent.wake_on_events {
+            config.agent.wake_on_events = wake;
+        }
+
         config.probes = ProbesConfig {
             disable_variants: raw.probes.disable_variants,
             btf: raw.probes.btf,

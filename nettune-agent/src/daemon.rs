@@ -69,6 +69,7 @@ pub async fn run(config: Config, probes: Probes) -> Result<(), DaemonError> {
 
     let events = probes
         .events_fd()
+        .filter(|_| config.agent.wake_on_events)
         .map(|fd| {
             let fd = EventsFd(fd.as_raw_fd());
             // SAFETY: the ring buffer's fd belongs to `probes`, which the collector
@@ -109,9 +110,10 @@ pub async fn run(config: Config, probes: Probes) -> Result<(), DaemonError> {
                 if let Ok(Some(mut guard)) = ready {
                     guard.clear_ready();
                 }
-                log_events(&mut collector.probes, shared.latest().as_deref());
             }
         }
+        // Drain the ring on every pass, woken by it or not, so it never fills up.
+        log_events(&mut collector.probes, shared.latest().as_deref());
         match collector.tick() {
             Ok(mut tick) => {
                 log_tick(&tick);

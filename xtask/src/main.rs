@@ -5,6 +5,7 @@
 //! - `run`    build and run `nettune` as root (default arguments: `run`)
 //! - `test`   formatting, lints, unit tests, then the kernel tests as root
 //! - `fmt`    format every crate, the eBPF crates included
+//! - `bench`  benchmarks, as root, each against a baseline measured in the same run
 
 mod process;
 mod run;
@@ -43,6 +44,8 @@ enum Command {
     },
     /// Format every crate, the eBPF crates included.
     Fmt,
+    /// Run the benchmarks (as root): each figure against a baseline from the same run.
+    Bench,
     /// Run the whole test suite: fmt, clippy, unit tests, kernel tests.
     Test {
         /// Only run kernel tests whose names contain this text.
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Run { release, args } => run::run(release, args),
         Command::Test { kernel_filter } => test::test(kernel_filter.as_deref()),
         Command::Fmt => test::format(false),
+        Command::Bench => test::bench(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -157,46 +157,76 @@ fn clippy_ebpf(dir: &Path, nightly: &str) -> anyhow::Result<()> {
     .with_context(|| format!("clippy on {}", dir.display()))
 }
 
-/// Builds the kernel test binary, then runs it as root.
-fn kernel_tests(filter: Option<&str>) -> anyhow::Result<(bool, String)> {
-    // The end-to-end tests run the real binary.
-    let nettune = crate::run::build(false)?;
-    let binary = process::output(Command::new("cargo").args([
-        "test",
+/// The path of a test or bench target's binary, built by `cargo <kind> --no-run`.
+fn built_binary(kind: &str, target: &str) -> anyhow::Result<String> {
+    process::output(Command::new("cargo").args([
+        kind,
         "--package",
         "bpf-tests",
-        "--test",
-        "kernel",
+        &format!("--{kind}"),
+        target,
         "--no-run",
         "--message-format=json",
     ]))
-    .context("building the kernel tests failed (run `cargo test -p bpf-tests --no-run`)")?
+    .with_context(|| {
+        format!("building {target} failed (run `cargo {kind} -p bpf-tests --no-run`)")
+    })?
     .lines()
     .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-    .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "kernel")
+    .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == target)
     .find_map(|v| v["executable"].as_str().map(str::to_owned))
-    .context("cargo did not report the kernel test binary")?;
+    .with_context(|| format!("cargo did not report the {target} binary"))
+}
 
+/// A command that runs `binary` as root (directly, or through sudo keeping `env`).
+fn as_root(binary: &str, env: &[&str]) -> anyhow::Result<Command> {
+    if is_root() {
+        Ok(Command::new(binary))
+    } else if can_sudo() {
+        let mut c = Command::new("sudo");
+        c.arg(format!("--preserve-env={}", env.join(",")))
+            .args(["--", binary]);
+        Ok(c)
+    } else {
+        bail!("{binary} needs root: run as root, or give this user sudo")
+    }
+}
+
+/// `cargo xtask bench`: setup, build, run every benchmark as root.
+pub fn bench() -> anyhow::Result<()> {
+    let t = step("setup");
+    setup::setup(setup::Scope::Everything)?;
+    done("setup", t);
+    let nettune = crate::run::build(false)?;
+    let t = step("benchmark: reaction (urgent event → written sysctl)");
+    let binary = built_binary("bench", "reaction")?;
+    let mut cmd = as_root(&binary, &["NETTUNE_BIN", "NETTUNE_BENCH_RUNS"])?;
+    process::run(cmd.env("NETTUNE_BIN", nettune))?;
+    done("benchmark", t);
+    Ok(())
+}
+
+/// Builds the kernel test binary, then runs it as root.
+fn kernel_tests(filter: Option<&str>) -> anyhow::Result<(bool, String)> {
+    // The end-to-end tests run the real binaries.
+    let nettune = crate::run::build(false)?;
+    let binary = built_binary("test", "kernel")?;
     let required = std::env::var("NETTUNE_REQUIRE_FEATURES")
         .ok()
         .or_else(|| std::env::var_os("CI").map(|_| CI_REQUIRED_FEATURES.to_owned()));
     if let Some(list) = &required {
         println!("kernel tests: skips for [{list}] count as failures (NETTUNE_REQUIRE_FEATURES)");
     }
-    let mut cmd = if is_root() {
-        Command::new(&binary)
-    } else if can_sudo() {
-        let mut c = Command::new("sudo");
-        c.args([
-            "--preserve-env=NETTUNE_REQUIRE_FEATURES,RUST_LOG",
-            "--",
-            &binary,
-        ]);
-        c
-    } else {
+    let env = [
+        "NETTUNE_REQUIRE_FEATURES",
+        "NETTUNE_BIN",
+        "XTASK_BIN",
+        "RUST_LOG",
+    ];
+    let mut cmd = as_root(&binary, &env).unwrap_or_else(|_| {
         println!("kernel tests: not root and no sudo: every kernel test will report a skip");
         Command::new(&binary)
-    };
+    });
     if let Some(list) = required {
         cmd.env("NETTUNE_REQUIRE_FEATURES", list);
     }
