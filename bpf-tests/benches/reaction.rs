@@ -19,23 +19,13 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use bpf_tests::{agent_process::AgentProcess, scenarios::Pair, sockets::connect_nonblocking};
+use bpf_tests::{
+    agent_process::AgentProcess, scenarios::Pair, sockets::connect_nonblocking,
+    sysctl_guard::Restore,
+};
 
 const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
 const LOWERED: &str = "16";
-
-struct Restore(String);
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::write(CONNTRACK_MAX, &self.0) {
-            eprintln!(
-                "warning: could not restore nf_conntrack_max to {}: {e}",
-                self.0.trim()
-            );
-        }
-    }
-}
 
 fn nettune_bin() -> PathBuf {
     std::env::var_os("NETTUNE_BIN").map_or_else(
@@ -44,7 +34,7 @@ fn nettune_bin() -> PathBuf {
     )
 }
 
-fn one_run(run: u8, wake: bool, base: &Path) -> anyhow::Result<Duration> {
+fn one_run(run: u8, wake: bool, base: &Path, conntrack_max: &Restore) -> anyhow::Result<Duration> {
     let pair = Pair::new(40 + run, None)?;
     pair.receiver.exec(
         "nft",
@@ -61,7 +51,7 @@ fn one_run(run: u8, wake: bool, base: &Path) -> anyhow::Result<Duration> {
             dir.join("state").display()
         ),
     )?;
-    std::fs::write(CONNTRACK_MAX, LOWERED)?;
+    conntrack_max.write(LOWERED)?;
     let config_arg = config.to_str().context("path")?;
     let agent = AgentProcess::start(&nettune_bin(), &["--config", config_arg])?;
     // Start at a random phase of the tick, as real events do.
@@ -114,13 +104,13 @@ fn main() -> anyhow::Result<()> {
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
     let base = std::env::temp_dir().join(format!("nettune-bench-{}", std::process::id()));
-    let _restore = Restore(std::fs::read_to_string(CONNTRACK_MAX)?);
+    let conntrack_max = Restore::set(CONNTRACK_MAX, LOWERED)?;
     let mut results = serde_json::Map::new();
     let mut medians = Vec::new();
     for (wake, label) in [(true, "urgent event"), (false, "tick only (baseline)")] {
         let mut ms = Vec::new();
         for run in 0..runs {
-            let d = one_run(run, wake, &base)?;
+            let d = one_run(run, wake, &base, &conntrack_max)?;
             ms.push(d.as_secs_f64() * 1000.0);
         }
         let (min, max) = (

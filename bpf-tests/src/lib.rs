@@ -23,4 +23,6 @@ pub mod netns;
 pub mod probes;
 pub mod scenarios;
 pub mod sockets;
+pub mod sysctl_guard;
+
 pub mod traffic;

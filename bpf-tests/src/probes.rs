@@ -30,3 +30,14 @@ pub fn require_variant(
         );
     require(feature, attached, &why)
 }
+
+/// Loads every variant and fails unless `signal` attached: for signals every
+/// kernel nettune supports must provide.
+pub fn load_requiring(signal: &str) -> anyhow::Result<Probes> {
+    let probes = load(&[])?;
+    let status = probes.report().signal(signal);
+    if status.and_then(|s| s.attached).is_none() {
+        anyhow::bail!("{signal} did not attach: {status:?}");
+    }
+    Ok(probes)
+}

@@ -86,6 +86,28 @@ pub struct WorkloadFigures {
 }
 
 impl WorkloadFigures {
+    /// `workload` in `netns` with every figure at zero.
+    pub fn new(netns: u32, workload: Workload) -> Self {
+        Self {
+            netns,
+            workload,
+            process: None,
+            retransmit_segments: Figure::default(),
+            retransmits: Figure::default(),
+            retransmit_failures: Figure::default(),
+            drops: Figure::default(),
+            drops_by_reason: BTreeMap::new(),
+            listen_overflows: Figure::default(),
+            listen_drops: Figure::default(),
+            syn_queue_full_drops: Figure::default(),
+            connect_eaddrnotavail: Figure::default(),
+            conntrack: None,
+            tcp_time_wait: None,
+            tcp_in_use: None,
+            interface: None,
+        }
+    }
+
     /// The drop reason with the highest rate (then total), if any drop was seen.
     pub fn top_drop_reason(&self) -> Option<(&str, &Figure)> {
         self.drops_by_reason
@@ -330,6 +352,31 @@ fn totals(workloads: &[WorkloadFigures], unattributed: &BTreeMap<String, Figure>
             .iter()
             .find(|w| w.workload.kind == identity::Kind::Node)
             .and_then(|w| w.conntrack.as_ref().map(|c| c.entries)),
+    }
+}
+
+/// A Snapshot of `workloads` with everything else empty, for other modules' tests.
+#[cfg(test)]
+pub(crate) fn for_tests(workloads: Vec<WorkloadFigures>) -> Snapshot {
+    Snapshot {
+        version: SNAPSHOT_VERSION,
+        agent_version: "test",
+        node: "n".into(),
+        kernel: "k".into(),
+        mode: Mode::Enforce,
+        taken_at_unix_seconds: 0.0,
+        uptime_seconds: 0.0,
+        elapsed_seconds: 1.0,
+        collection_seconds: 0.0,
+        conntrack_max: None,
+        totals: Totals::default(),
+        workloads,
+        listeners: Vec::new(),
+        unattributed_drops: BTreeMap::new(),
+        probes: Report::default(),
+        probe_errors: BTreeMap::new(),
+        lost_events: LostEvents::default(),
+        tuning: None,
     }
 }
 

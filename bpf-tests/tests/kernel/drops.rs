@@ -11,13 +11,13 @@ use std::{
     net::{SocketAddr, UdpSocket},
 };
 
-use anyhow::{bail, ensure};
+use anyhow::ensure;
 use bpf_tests::{
     bpftrace::Bpftrace,
     harness::{Outcome, Test, TestResult, require_root},
     loss::Loss,
     netns::Netns,
-    probes::load,
+    probes::load_requiring,
     scenarios::Pair,
     traffic::bulk_transfer,
 };
@@ -65,19 +65,7 @@ fn delta(after: &ByReason, before: &ByReason) -> ByReason {
 /// Loads the probes and fails (this signal is required on every kernel nettune
 /// supports) unless the drop signal attached.
 pub fn probes_with_drops() -> anyhow::Result<Probes> {
-    let probes = load(&[])?;
-    if probes
-        .report()
-        .signal(SIGNAL)
-        .and_then(|s| s.attached)
-        .is_none()
-    {
-        bail!(
-            "drop signal did not attach: {:?}",
-            probes.report().signal(SIGNAL)
-        );
-    }
-    Ok(probes)
+    load_requiring(SIGNAL)
 }
 
 /// Runs `scenario` while bpftrace counts kfree_skb per (netns, reason) for

@@ -16,6 +16,7 @@ use bpf_tests::{
     netns::{HostVeth, Netns, Veth},
     scenarios::Pair,
     sockets::connect_nonblocking,
+    sysctl_guard::Restore,
 };
 use nettune_common::DropKey;
 use serde_json::Value;
@@ -269,21 +270,7 @@ fn fifty_namespaces_come_and_go_without_leftovers() -> TestResult {
     Ok(Outcome::Passed)
 }
 
-/// Restores `nf_conntrack_max` when dropped.
-struct ConntrackMax(String);
-
 const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
-
-impl Drop for ConntrackMax {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::write(CONNTRACK_MAX, &self.0) {
-            eprintln!(
-                "warning: could not restore nf_conntrack_max to {}: {e}",
-                self.0.trim()
-            );
-        }
-    }
-}
 
 fn diagnose_names_a_full_conntrack_table_and_the_fix() -> TestResult {
     if let Some(skip) = require_root() {
@@ -294,10 +281,9 @@ fn diagnose_names_a_full_conntrack_table_and_the_fix() -> TestResult {
         "nft",
         &["add table inet nettune_test; add chain inet nettune_test input { type filter hook input priority 0; }; add rule inet nettune_test input ct state new,established accept"],
     )?;
-    let _restore = ConntrackMax(std::fs::read_to_string(CONNTRACK_MAX)?);
     // A tiny table: the 11th connection finds it full. The test namespace is the
     // only one using conntrack here, and the original limit comes back on drop.
-    std::fs::write(CONNTRACK_MAX, "10")?;
+    let _restore = Restore::set(CONNTRACK_MAX, "10")?;
     let server = std::net::SocketAddrV4::new(pair.veth.b_addr, 5700);
     let _listener = pair
         .receiver

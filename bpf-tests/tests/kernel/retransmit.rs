@@ -18,7 +18,7 @@ use bpf_tests::{
     bpftrace::Bpftrace,
     harness::{Feature, Outcome, Test, TestResult, require_root},
     netns::Netns,
-    probes::{load, require_variant},
+    probes::{load, load_requiring, require_variant},
     scenarios::Pair,
 };
 use nettune::probes::{Probes, Variant, retransmit::SIGNAL};
@@ -118,18 +118,7 @@ fn count_equals_bpftrace() -> TestResult {
     if let Some(skip) = require_root() {
         return skip;
     }
-    let probes = load(&[])?;
-    if probes
-        .report()
-        .signal(SIGNAL)
-        .and_then(|s| s.attached)
-        .is_none()
-    {
-        anyhow::bail!(
-            "no retransmit variant attached: {:?}",
-            probes.report().signal(SIGNAL)
-        );
-    }
+    let probes = load_requiring(SIGNAL)?;
     let net = Pair::new(1, None)?;
     let inode = net.sender.inode()?;
     let bpftrace = Bpftrace::start(&format!(

@@ -1,11 +1,8 @@
-use std::collections::BTreeMap;
-
 use super::*;
 use crate::{
     config::Config,
     identity::Workload,
-    probes::Report,
-    snapshot::{ConntrackFigures, Figure, Totals},
+    snapshot::{ConntrackFigures, Figure},
 };
 
 fn fig(per_second: f64) -> Figure {
@@ -16,51 +13,22 @@ fn fig(per_second: f64) -> Figure {
 }
 
 fn workload(kind: Kind, pod: &str, netns: u32) -> WorkloadFigures {
-    WorkloadFigures {
+    let mut w = WorkloadFigures::new(
         netns,
-        workload: Workload {
+        Workload {
             kind,
             namespace: String::new(),
             pod: pod.into(),
         },
-        process: Some("nginx".into()),
-        retransmit_segments: Figure::default(),
-        retransmits: Figure::default(),
-        retransmit_failures: Figure::default(),
-        drops: Figure::default(),
-        drops_by_reason: BTreeMap::new(),
-        listen_overflows: Figure::default(),
-        listen_drops: Figure::default(),
-        syn_queue_full_drops: Figure::default(),
-        connect_eaddrnotavail: Figure::default(),
-        conntrack: None,
-        tcp_time_wait: None,
-        tcp_in_use: None,
-        interface: None,
-    }
+    );
+    w.process = Some("nginx".into());
+    w
 }
 
 fn snapshot(workloads: Vec<WorkloadFigures>) -> Snapshot {
-    Snapshot {
-        version: 1,
-        agent_version: "t",
-        node: "n".into(),
-        kernel: "k".into(),
-        mode: crate::config::Mode::Enforce,
-        taken_at_unix_seconds: 0.0,
-        uptime_seconds: 0.0,
-        elapsed_seconds: 1.0,
-        collection_seconds: 0.0,
-        conntrack_max: Some(1000),
-        totals: Totals::default(),
-        workloads,
-        listeners: Vec::new(),
-        unattributed_drops: BTreeMap::new(),
-        probes: Report::default(),
-        probe_errors: BTreeMap::new(),
-        lost_events: Default::default(),
-        tuning: None,
-    }
+    let mut s = crate::snapshot::for_tests(workloads);
+    s.conntrack_max = Some(1000);
+    s
 }
 
 fn names(p: &[Proposal]) -> Vec<(&str, Option<&Target>)> {

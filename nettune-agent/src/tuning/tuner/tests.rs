@@ -4,8 +4,7 @@ use super::*;
 use crate::{
     config::Config,
     identity::{Kind, Workload},
-    probes::Report,
-    snapshot::{Figure, Totals, WorkloadFigures},
+    snapshot::{Figure, WorkloadFigures},
     tuning::io::DirSysctls,
 };
 
@@ -60,52 +59,19 @@ impl Drop for Fixture {
 }
 
 fn overflowing() -> Snapshot {
-    let mut node = WorkloadFigures {
-        netns: 1,
-        workload: Workload {
+    let mut node = WorkloadFigures::new(
+        1,
+        Workload {
             kind: Kind::Node,
             namespace: String::new(),
             pod: "node".into(),
         },
-        process: None,
-        retransmit_segments: Figure::default(),
-        retransmits: Figure::default(),
-        retransmit_failures: Figure::default(),
-        drops: Figure::default(),
-        drops_by_reason: BTreeMap::new(),
-        listen_overflows: Figure::default(),
-        listen_drops: Figure::default(),
-        syn_queue_full_drops: Figure::default(),
-        connect_eaddrnotavail: Figure::default(),
-        conntrack: None,
-        tcp_time_wait: None,
-        tcp_in_use: None,
-        interface: None,
-    };
+    );
     node.listen_overflows = Figure {
         total: 50,
         per_second: 5.0,
     };
-    Snapshot {
-        version: 1,
-        agent_version: "t",
-        node: "n".into(),
-        kernel: "k".into(),
-        mode: Mode::Enforce,
-        taken_at_unix_seconds: 0.0,
-        uptime_seconds: 0.0,
-        elapsed_seconds: 1.0,
-        collection_seconds: 0.0,
-        conntrack_max: None,
-        totals: Totals::default(),
-        workloads: vec![node],
-        listeners: Vec::new(),
-        unattributed_drops: BTreeMap::new(),
-        probes: Report::default(),
-        probe_errors: BTreeMap::new(),
-        lost_events: Default::default(),
-        tuning: None,
-    }
+    crate::snapshot::for_tests(vec![node])
 }
 
 #[test]

@@ -1,0 +1,39 @@
+//! Changing a node-wide sysctl for a test, with the original put back on drop.
+
+use std::path::PathBuf;
+
+/// The sysctl at `path` as it was; restored when this is dropped.
+pub struct Restore {
+    path: PathBuf,
+    original: String,
+}
+
+impl Restore {
+    /// Remembers `path`'s value, then writes `value` there.
+    pub fn set(path: &str, value: &str) -> anyhow::Result<Self> {
+        let original = std::fs::read_to_string(path)?;
+        let guard = Self {
+            path: path.into(),
+            original,
+        };
+        std::fs::write(path, value)?;
+        Ok(guard)
+    }
+
+    /// Writes `value` again (the guard still restores the first original).
+    pub fn write(&self, value: &str) -> anyhow::Result<()> {
+        Ok(std::fs::write(&self.path, value)?)
+    }
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(&self.path, &self.original) {
+            eprintln!(
+                "warning: could not restore {} to {}: {e}",
+                self.path.display(),
+                self.original.trim()
+            );
+        }
+    }
+}
