@@ -2,8 +2,7 @@
 //! endpoints (tests talk to it the way Prometheus and kubelet probes do).
 
 use std::{
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -18,21 +17,11 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// `GET path` on `addr`; returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("no HTTP status in {head:?}"))?;
-    Ok((status, body.to_owned()))
+    Ok(nettune::http_client::get_raw(
+        addr,
+        path,
+        Duration::from_secs(10),
+    )?)
 }
 
 /// `nettune run`, stopped with SIGTERM on drop.

@@ -24,5 +24,6 @@ pub mod probes;
 pub mod scenarios;
 pub mod sockets;
 pub mod sysctl_guard;
+pub mod tmux;
 
 pub mod traffic;

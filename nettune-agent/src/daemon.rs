@@ -37,6 +37,43 @@ pub enum DaemonError {
     Journal(#[from] crate::tuning::journal::JournalError),
 }
 
+/// Collection and tuning together: what `nettune run` does every tick, and what
+/// `nettune top` runs in-process when no agent is running.
+pub struct Engine {
+    pub collector: Collector,
+    tuner: Option<Tuner<ProcSys>>,
+}
+
+impl Engine {
+    /// A collector over `probes` and, unless the journal is unusable in observe
+    /// mode, a tuner.
+    pub fn new(probes: Probes, config: Config) -> Result<Self, DaemonError> {
+        let tuner = match Tuner::new(ProcSys, config.tuning.clone(), tuner::mem_total()) {
+            Ok(t) => Some(t),
+            // Observing needs no journal; advising and enforcing do.
+            Err(e) if config.tuning.mode == Mode::Observe => {
+                log::warn!("tuning state unavailable ({e}); observing only");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Self {
+            collector: Collector::new(probes, config),
+            tuner,
+        })
+    }
+
+    /// One collection, then a tuning round on its Snapshot.
+    pub fn step(&mut self) -> Result<Tick, crate::probes::LoadError> {
+        let mut tick = self.collector.tick()?;
+        if let Some(t) = self.tuner.as_mut() {
+            t.round(&tick.snapshot, tuner::now_unix());
+            tick.snapshot.tuning = Some(t.state());
+        }
+        Ok(tick)
+    }
+}
+
 /// The ring buffer's fd, borrowed for epoll: it lives as long as the probes.
 struct EventsFd(RawFd);
 
@@ -80,17 +117,8 @@ pub async fn run(config: Config, probes: Probes) -> Result<(), DaemonError> {
         })
         .transpose()?;
 
-    let mut tuner = match Tuner::new(ProcSys, config.tuning.clone(), tuner::mem_total()) {
-        Ok(t) => Some(t),
-        // Observing needs no journal; advising and enforcing do.
-        Err(e) if config.tuning.mode == Mode::Observe => {
-            log::warn!("tuning state unavailable ({e}); observing only");
-            None
-        }
-        Err(e) => return Err(e.into()),
-    };
     log::info!("tuning mode: {:?}", config.tuning.mode);
-    let mut collector = Collector::new(probes, config);
+    let mut engine = Engine::new(probes, config)?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut ticker = tokio::time::interval(interval);
@@ -113,14 +141,10 @@ pub async fn run(config: Config, probes: Probes) -> Result<(), DaemonError> {
             }
         }
         // Drain the ring on every pass, woken by it or not, so it never fills up.
-        log_events(&mut collector.probes, shared.latest().as_deref());
-        match collector.tick() {
-            Ok(mut tick) => {
+        log_events(&mut engine.collector.probes, shared.latest().as_deref());
+        match engine.step() {
+            Ok(tick) => {
                 log_tick(&tick);
-                if let Some(t) = tuner.as_mut() {
-                    t.round(&tick.snapshot, tuner::now_unix());
-                    tick.snapshot.tuning = Some(t.state());
-                }
                 shared.publish(tick.snapshot);
             }
             Err(e) => log::warn!("collection failed: {e}"),
@@ -128,7 +152,8 @@ pub async fn run(config: Config, probes: Probes) -> Result<(), DaemonError> {
     }
     log::info!("signal received; detaching");
     drop(events);
-    drop(collector);
+    drop(engine);
+
     let _ = stop_tx.send(true);
     let _ = server.await;
     Ok(())

@@ -463,7 +463,7 @@ pub fn render(snapshot: &Snapshot, max_pod_series: usize) -> String {
     f.add(
         "nettune_build_info",
         &[
-            ("version", snapshot.agent_version),
+            ("version", snapshot.agent_version.as_str()),
             ("kernel", &snapshot.kernel),
         ],
         1.0,
@@ -472,14 +472,17 @@ pub fn render(snapshot: &Snapshot, max_pod_series: usize) -> String {
         if let Some(v) = s.attached {
             f.add(
                 "nettune_probe_attached",
-                &[("signal", s.signal), ("variant", &v.to_string())],
+                &[("signal", s.signal.as_str()), ("variant", &v.to_string())],
                 1.0,
             );
         }
         for k in &s.skipped {
             f.add(
                 "nettune_probe_attached",
-                &[("signal", s.signal), ("variant", &k.variant.to_string())],
+                &[
+                    ("signal", s.signal.as_str()),
+                    ("variant", &k.variant.to_string()),
+                ],
                 0.0,
             );
         }

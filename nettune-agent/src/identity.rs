@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::netns::{Access, Namespace};
 
 /// What kind of owner a namespace has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Node,
@@ -25,7 +25,7 @@ pub enum Kind {
 
 /// The owner of a namespace, as shown in metrics (`namespace`, `pod` labels) and
 /// in the UI.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub struct Workload {
     pub kind: Kind,
     /// Kubernetes namespace, when known; empty otherwise.

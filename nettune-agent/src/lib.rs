@@ -16,6 +16,7 @@ pub mod diagnose;
 
 pub mod drop_reasons;
 pub mod exporter;
+pub mod http_client;
 
 pub mod identity;
 
@@ -31,5 +32,7 @@ pub mod snapshot;
 
 pub mod sysctl;
 
+pub mod top;
 pub mod tracefs;
+
 pub mod tuning;

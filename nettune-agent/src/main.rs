@@ -12,6 +12,7 @@ use nettune::{
     config::{Config, ConfigError},
     daemon, diagnose,
     probes::{LoadOptions, Probes, Variant},
+    top::{self, TopOptions},
     tuning::{
         guardrails::Outcome,
         io::ProcSys,
@@ -87,6 +88,27 @@ enum Command {
         /// Print the effective configuration (file, defaults and flags) and exit.
         #[arg(long)]
         print_config: bool,
+        #[command(flatten)]
+        probes: ProbeArgs,
+    },
+    /// A live, top-style view: per-pod rates, drop reasons, listen overflows,
+    /// conntrack, and the tuner's decisions. Reads a running agent (--agent, or the
+    /// one answering on agent.listen), else runs one in this process (root). Without
+    /// a terminal it prints plain-text frames, like `top -b`.
+    Top {
+        /// A running agent, e.g. http://127.0.0.1:9977 (inside a DaemonSet pod:
+        /// `kubectl exec … -- nettune top --agent http://127.0.0.1:9977`).
+        #[arg(long, value_name = "URL")]
+        agent: Option<String>,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
+        interval: f64,
+        /// Stop after N refreshes (batch mode: default 1).
+        #[arg(short = 'n', long = "iterations", value_name = "N")]
+        iterations: Option<u64>,
+        /// Print plain-text frames even on a terminal.
+        #[arg(short = 'b', long)]
+        batch: bool,
         #[command(flatten)]
         probes: ProbeArgs,
     },
@@ -174,11 +196,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon logs what it does; one-shot commands print their results and log
     // only problems.
-    let default_level = if matches!(cli.command, Command::Run { .. }) {
-        "info"
-    } else {
-        "warn"
+    // `top` owns the terminal: its own logs would tear the screen.
+    let default_level = match cli.command {
+        Command::Run { .. } => "info",
+        Command::Top { .. } => "error",
+        _ => "warn",
     };
+
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .init();
 
@@ -224,6 +248,23 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(print_probes(json, &probes.options(&config))?)
         }
         Command::Diagnose { json, seconds } => Ok(run_diagnose(json, seconds)?),
+        Command::Top {
+            agent,
+            interval,
+            iterations,
+            batch,
+            probes,
+        } => {
+            let config = config()?;
+            let options = TopOptions {
+                agent,
+                interval: Duration::from_secs_f64(interval),
+                iterations,
+                batch,
+            };
+            top::run(&options, &config, &probes.options(&config))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit { profile, json } => Ok(run_audit(&profile, json)?),
         Command::Apply {
             profile,

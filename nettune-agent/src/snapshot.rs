@@ -23,7 +23,7 @@ use crate::{
 pub const SNAPSHOT_VERSION: u32 = 1;
 
 /// A cumulative counter and its rate over the last interval.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Figure {
     pub total: u64,
     pub per_second: f64,
@@ -43,7 +43,7 @@ impl Figure {
 }
 
 /// Conntrack in one namespace.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct ConntrackFigures {
     pub entries: u64,
     pub insert_failed: Figure,
@@ -52,7 +52,7 @@ pub struct ConntrackFigures {
 }
 
 /// Traffic of a pod's interface, from the pod's point of view.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct InterfaceFigures {
     /// Host-side interface name.
     pub name: String,
@@ -64,7 +64,7 @@ pub struct InterfaceFigures {
 }
 
 /// Everything about one workload (network namespace).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct WorkloadFigures {
     pub netns: u32,
     #[serde(flatten)]
@@ -122,7 +122,7 @@ impl WorkloadFigures {
 }
 
 /// A listening socket whose accept queue overflowed (fentry/kprobe variants).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Listener {
     pub netns: u32,
     pub port: u16,
@@ -132,7 +132,7 @@ pub struct Listener {
 }
 
 /// Node-wide rates, for the header of the UI and for the tuner.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Totals {
     pub retransmit_segments_per_second: f64,
     pub drops_per_second: f64,
@@ -148,10 +148,10 @@ pub struct Totals {
 }
 
 /// One tick, ready to show.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Snapshot {
     pub version: u32,
-    pub agent_version: &'static str,
+    pub agent_version: String,
     pub node: String,
     pub kernel: String,
     pub mode: Mode,
@@ -300,7 +300,7 @@ impl Snapshot {
         let totals = totals(&workloads, &unattributed);
         Self {
             version: SNAPSHOT_VERSION,
-            agent_version: env!("CARGO_PKG_VERSION"),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             node: ctx.node.to_owned(),
             kernel: ctx.kernel.to_owned(),
             mode: ctx.mode,
@@ -360,7 +360,7 @@ fn totals(workloads: &[WorkloadFigures], unattributed: &BTreeMap<String, Figure>
 pub(crate) fn for_tests(workloads: Vec<WorkloadFigures>) -> Snapshot {
     Snapshot {
         version: SNAPSHOT_VERSION,
-        agent_version: "test",
+        agent_version: "test".into(),
         node: "n".into(),
         kernel: "k".into(),
         mode: Mode::Enforce,

@@ -2,7 +2,7 @@
 //!
 //! - `setup`  install the pinned toolchains, bpf-linker and the test tools (idempotent)
 //! - `build`  build the eBPF object and the `nettune` binary
-//! - `run`    build and run `nettune` as root (default arguments: `run`)
+//! - `run`    build and run `nettune` as root (default arguments: `top`)
 //! - `test`   formatting, lints, unit tests, then the kernel tests as root
 //! - `fmt`    format every crate, the eBPF crates included
 //! - `bench`  benchmarks, as root, each against a baseline measured in the same run
@@ -33,12 +33,12 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
-    /// Build and run `nettune` as root (via sudo when not root).
+    /// Build and run `nettune` as root (via sudo when not root); default: `nettune top`.
     Run {
         /// Build with optimisations.
         #[arg(long)]
         release: bool,
-        /// Arguments for nettune (default: `run`).
+        /// Arguments for nettune (default: `top`, the live view with an embedded agent).
         #[arg(last = true)]
         args: Vec<String>,
     },

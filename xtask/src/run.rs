@@ -43,11 +43,13 @@ pub fn run(release: bool, args: Vec<String>) -> anyhow::Result<()> {
     };
     setup::setup(setup::Scope::Build)?;
     let binary = build(release)?;
+    // The local "main job": the live view, with the agent embedded in it.
     let args = if args.is_empty() {
-        vec!["run".to_owned()]
+        vec!["top".to_owned()]
     } else {
         args
     };
+
     let mut cmd = if use_sudo {
         let mut c = Command::new("sudo");
         c.args(["--preserve-env=RUST_LOG", "--"]).arg(&binary);

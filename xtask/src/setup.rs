@@ -40,6 +40,7 @@ const TEST_PACKAGES: &[&str] = &[
     "nftables",
     "conntrack",
     "prometheus",
+    "tmux",
 ];
 
 /// A toolchain as a rust-toolchain.toml file names it.

@@ -12,6 +12,7 @@ mod exporter;
 mod listen;
 mod probes;
 mod retransmit;
+mod top;
 mod traffic;
 mod tuning;
 
@@ -27,6 +28,7 @@ fn main() {
         probes::TESTS,
         exporter::TESTS,
         tuning::TESTS,
+        top::TESTS,
     ]
     .concat();
     bpf_tests::harness::main(&tests);

@@ -41,17 +41,17 @@ impl std::fmt::Display for Variant {
 }
 
 /// A variant that was tried and not used, and why.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Skipped {
     pub variant: Variant,
     pub reason: String,
 }
 
 /// What happened to one signal's chain.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct SignalStatus {
     /// Signal name, e.g. `tcp_retransmit`.
-    pub signal: &'static str,
+    pub signal: String,
     /// The variant in use, if any worked.
     pub attached: Option<Variant>,
     /// Variants tried before (or instead of) the attached one.
@@ -91,7 +91,7 @@ pub(crate) fn attach_chain(
     chain: &[(Variant, Attempt)],
 ) -> SignalStatus {
     let mut status = SignalStatus {
-        signal,
+        signal: signal.to_owned(),
         attached: None,
         skipped: Vec::new(),
     };

@@ -44,7 +44,7 @@ pub(super) fn attach(ebpf: &mut Ebpf, env: &Env) -> SignalStatus {
 pub(super) fn conntrack_status() -> SignalStatus {
     let path = "/proc/net/stat/nf_conntrack";
     let mut status = SignalStatus {
-        signal: CONNTRACK_SIGNAL,
+        signal: CONNTRACK_SIGNAL.to_owned(),
         attached: None,
         skipped: Vec::new(),
     };

@@ -30,7 +30,7 @@ impl EventReader {
 }
 
 /// Events lost so far: (ring buffer full, suppressed by the rate limit).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LostEvents {
     pub ring_full: u64,
     pub rate_limited: u64,

@@ -46,7 +46,7 @@ pub enum LoadError {
 }
 
 /// The outcome of loading: one entry per signal, plus start-up warnings.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Report {
     pub signals: Vec<SignalStatus>,
     /// Degradations that are not tied to one signal (memlock, tracefs, BTF).

@@ -17,7 +17,7 @@ use super::{
 use crate::{config::TuningConfig, sysctl::Spec};
 
 /// How a decision ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Written (enforce mode).

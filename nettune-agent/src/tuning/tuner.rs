@@ -20,14 +20,14 @@ use crate::{
 };
 
 /// One decision, with everything needed to explain it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Decision {
     pub rule: String,
     pub sysctl: String,
     pub target: Target,
     pub workload: String,
     /// `raise`, `reserve` (ports) or `set` (profiles).
-    pub action: &'static str,
+    pub action: String,
     pub result: Outcome,
     pub from: Option<String>,
     pub to: Option<String>,
@@ -63,7 +63,7 @@ impl std::fmt::Display for Decision {
 }
 
 /// A managed sysctl's values, for the UI and metrics.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct Managed {
     pub sysctl: String,
     pub target: Target,
@@ -74,7 +74,7 @@ pub struct Managed {
 }
 
 /// How many decisions of one kind were taken so far.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct DecisionCount {
     pub sysctl: String,
     pub action: String,
@@ -83,7 +83,7 @@ pub struct DecisionCount {
 }
 
 /// What the tuner shows: recent decisions, managed values, decision counts.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct TuningState {
     pub recent: Vec<Decision>,
     pub managed: Vec<Managed>,
@@ -201,7 +201,7 @@ impl<I: SysctlIo> Tuner<I> {
             sysctl: p.sysctl.name.to_owned(),
             target,
             workload: p.workload.clone(),
-            action,
+            action: action.to_owned(),
             result: Outcome::Refused,
             from: None,
             to: None,

@@ -1,0 +1,337 @@
+//! The state of `nettune top`: the latest Snapshot, a minute of history per
+//! workload, and what the user chose (sort, filter, selection, pane, pause).
+//! No drawing and no I/O here: [`App::handle`] maps keys to state changes.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use crate::snapshot::{Snapshot, WorkloadFigures};
+
+/// Columns the workload table can be sorted by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortColumn {
+    Pod,
+    Rx,
+    Tx,
+    Drops,
+    Retransmits,
+    Overflows,
+}
+
+impl SortColumn {
+    const ALL: [Self; 6] = [
+        Self::Pod,
+        Self::Rx,
+        Self::Tx,
+        Self::Drops,
+        Self::Retransmits,
+        Self::Overflows,
+    ];
+
+    fn shifted(self, by: isize) -> Self {
+        let at = Self::ALL.iter().position(|c| *c == self).unwrap_or(0) as isize;
+        let len = Self::ALL.len() as isize;
+        Self::ALL[((at + by).rem_euclid(len)) as usize]
+    }
+
+    /// The column's sort key for `w` (numbers; pods sort by name separately).
+    fn key(self, w: &WorkloadFigures) -> f64 {
+        let iface = w.interface.as_ref();
+        match self {
+            Self::Pod => 0.0,
+            Self::Rx => iface.map_or(0.0, |i| i.rx_bytes.per_second),
+            Self::Tx => iface.map_or(0.0, |i| i.tx_bytes.per_second),
+            Self::Drops => w.drops.per_second,
+            Self::Retransmits => w.retransmit_segments.per_second,
+            Self::Overflows => w.listen_overflows.per_second,
+        }
+    }
+}
+
+/// Which pane the arrow keys move in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pane {
+    Workloads,
+    Tuning,
+}
+
+/// Per-workload history for sparklines (one point per refresh, a minute or so).
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    pub drops: VecDeque<u64>,
+    pub retransmits: VecDeque<u64>,
+}
+
+const HISTORY: usize = 60;
+
+/// Everything the UI shows and the user chose.
+pub struct App {
+    pub snapshot: Option<Snapshot>,
+    pub history: BTreeMap<u32, History>,
+    pub sort: SortColumn,
+    pub descending: bool,
+    pub filter: String,
+    pub editing_filter: bool,
+    pub selected: usize,
+    pub paused: bool,
+    pub pane: Pane,
+    pub tuning_scroll: usize,
+    pub show_help: bool,
+    /// Where the figures come from (embedded agent or a URL).
+    pub source: String,
+    /// The last error getting a Snapshot, shown in the footer.
+    pub error: Option<String>,
+}
+
+/// What a key asks the caller to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    None,
+    Quit,
+}
+
+impl App {
+    pub fn new(source: String) -> Self {
+        Self {
+            snapshot: None,
+            history: BTreeMap::new(),
+            sort: SortColumn::Drops,
+            descending: true,
+            filter: String::new(),
+            editing_filter: false,
+            selected: 0,
+            paused: false,
+            pane: Pane::Workloads,
+            tuning_scroll: 0,
+            show_help: false,
+            source,
+            error: None,
+        }
+    }
+
+    /// Takes a new Snapshot (ignored while paused) and extends the history.
+    pub fn update(&mut self, snapshot: Snapshot) {
+        if self.paused {
+            return;
+        }
+        for w in &snapshot.workloads {
+            let h = self.history.entry(w.netns).or_default();
+            // Sparklines take integers: keep hundredths of a unit per second.
+            push(&mut h.drops, (w.drops.per_second * 100.0) as u64);
+            push(
+                &mut h.retransmits,
+                (w.retransmit_segments.per_second * 100.0) as u64,
+            );
+        }
+        let alive: Vec<u32> = snapshot.workloads.iter().map(|w| w.netns).collect();
+        self.history.retain(|k, _| alive.contains(k));
+        self.snapshot = Some(snapshot);
+        self.error = None;
+        self.clamp_selection();
+    }
+
+    /// The workloads shown: filtered by text, sorted by the chosen column.
+    pub fn rows(&self) -> Vec<&WorkloadFigures> {
+        let Some(s) = &self.snapshot else {
+            return Vec::new();
+        };
+        let needle = self.filter.to_lowercase();
+        let mut rows: Vec<&WorkloadFigures> = s
+            .workloads
+            .iter()
+            .filter(|w| {
+                needle.is_empty()
+                    || w.workload.pod.to_lowercase().contains(&needle)
+                    || w.workload.namespace.to_lowercase().contains(&needle)
+                    || w.process
+                        .as_deref()
+                        .is_some_and(|p| p.to_lowercase().contains(&needle))
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            let order = if self.sort == SortColumn::Pod {
+                a.workload.pod.cmp(&b.workload.pod)
+            } else {
+                self.sort.key(a).total_cmp(&self.sort.key(b))
+            };
+            let order = if self.descending {
+                order.reverse()
+            } else {
+                order
+            };
+            order.then_with(|| a.workload.pod.cmp(&b.workload.pod))
+        });
+        rows
+    }
+
+    /// The selected workload, if any.
+    pub fn selected_row(&self) -> Option<&WorkloadFigures> {
+        self.rows().get(self.selected).copied()
+    }
+
+    fn clamp_selection(&mut self) {
+        let n = self.rows().len();
+        self.selected = self.selected.min(n.saturating_sub(1));
+    }
+
+    fn move_selection(&mut self, by: isize) {
+        match self.pane {
+            Pane::Workloads => {
+                let n = self.rows().len();
+                if n > 0 {
+                    self.selected = (self.selected as isize + by).clamp(0, n as isize - 1) as usize;
+                }
+            }
+            Pane::Tuning => {
+                self.tuning_scroll = (self.tuning_scroll as isize + by).max(0) as usize;
+            }
+        }
+    }
+
+    /// Applies one key press.
+    pub fn handle(&mut self, key: KeyEvent) -> Action {
+        if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
+            return Action::Quit;
+        }
+        if self.editing_filter {
+            match key.code {
+                KeyCode::Enter => self.editing_filter = false,
+                KeyCode::Esc => {
+                    self.editing_filter = false;
+                    self.filter.clear();
+                }
+                KeyCode::Backspace => {
+                    self.filter.pop();
+                }
+                KeyCode::Char(c) => self.filter.push(c),
+                _ => {}
+            }
+            self.clamp_selection();
+            return Action::None;
+        }
+        if self.show_help {
+            self.show_help = false;
+            return Action::None;
+        }
+        match key.code {
+            KeyCode::Char('q') | KeyCode::Esc => return Action::Quit,
+            KeyCode::Char('s') => self.sort = self.sort.shifted(1),
+            KeyCode::Char('S') => self.sort = self.sort.shifted(-1),
+            KeyCode::Char('o') => self.descending = !self.descending,
+            KeyCode::Char('/') => {
+                self.editing_filter = true;
+                self.filter.clear();
+            }
+            KeyCode::Char('p') => self.paused = !self.paused,
+            KeyCode::Char('r') => self.history.clear(),
+            KeyCode::Char('?') => self.show_help = true,
+            KeyCode::Tab => {
+                self.pane = match self.pane {
+                    Pane::Workloads => Pane::Tuning,
+                    Pane::Tuning => Pane::Workloads,
+                }
+            }
+            KeyCode::Up => self.move_selection(-1),
+            KeyCode::Down => self.move_selection(1),
+            KeyCode::PageUp => self.move_selection(-10),
+            KeyCode::PageDown => self.move_selection(10),
+            KeyCode::Home => self.move_selection(isize::MIN / 2),
+            KeyCode::End => self.move_selection(isize::MAX / 2),
+            _ => {}
+        }
+        self.clamp_selection();
+        Action::None
+    }
+}
+
+fn push(q: &mut VecDeque<u64>, v: u64) {
+    if q.len() == HISTORY {
+        q.pop_front();
+    }
+    q.push_back(v);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        identity::{Kind, Workload},
+        snapshot::{Figure, WorkloadFigures, for_tests},
+    };
+
+    fn snapshot() -> Snapshot {
+        let w = |pod: &str, netns, drops: f64, retx: f64| {
+            let mut w = WorkloadFigures::new(
+                netns,
+                Workload {
+                    kind: Kind::Pod,
+                    namespace: "default".into(),
+                    pod: pod.into(),
+                },
+            );
+            w.drops = Figure {
+                total: 1,
+                per_second: drops,
+            };
+            w.retransmit_segments = Figure {
+                total: 1,
+                per_second: retx,
+            };
+            w
+        };
+        for_tests(vec![
+            w("alpha", 1, 5.0, 1.0),
+            w("bravo", 2, 1.0, 9.0),
+            w("charlie", 3, 3.0, 0.0),
+        ])
+    }
+
+    fn key(c: KeyCode) -> KeyEvent {
+        KeyEvent::new(c, KeyModifiers::NONE)
+    }
+
+    fn pods(app: &App) -> Vec<&str> {
+        app.rows().iter().map(|w| w.workload.pod.as_str()).collect()
+    }
+
+    #[test]
+    fn sorts_by_drops_then_cycles_columns() {
+        let mut app = App::new("test".into());
+        app.update(snapshot());
+        assert_eq!(pods(&app), ["alpha", "charlie", "bravo"]);
+        app.handle(key(KeyCode::Char('s')));
+        assert_eq!(app.sort, SortColumn::Retransmits);
+        assert_eq!(pods(&app), ["bravo", "alpha", "charlie"]);
+        app.handle(key(KeyCode::Char('S')));
+        app.handle(key(KeyCode::Char('S')));
+        assert_eq!(app.sort, SortColumn::Tx);
+        app.handle(key(KeyCode::Char('o')));
+        assert!(!app.descending);
+    }
+
+    #[test]
+    fn filter_selection_pause_and_quit() {
+        let mut app = App::new("test".into());
+        app.update(snapshot());
+        for c in ['/', 'r', 'a', 'v'] {
+            app.handle(key(KeyCode::Char(c)));
+        }
+        app.handle(key(KeyCode::Enter));
+        assert_eq!(pods(&app), ["bravo"]);
+        app.handle(key(KeyCode::Down));
+        assert_eq!(app.selected, 0);
+        app.handle(key(KeyCode::Char('/')));
+        app.handle(key(KeyCode::Esc));
+        assert_eq!(pods(&app).len(), 3);
+        app.handle(key(KeyCode::PageDown));
+        assert_eq!(app.selected_row().unwrap().workload.pod, "bravo");
+        app.handle(key(KeyCode::Char('p')));
+        let mut next = snapshot();
+        next.workloads.clear();
+        app.update(next);
+        assert_eq!(pods(&app).len(), 3, "paused: the old figures stay");
+        assert_eq!(app.history[&1].drops.back(), Some(&500));
+        assert_eq!(app.handle(key(KeyCode::Char('q'))), Action::Quit);
+    }
+}

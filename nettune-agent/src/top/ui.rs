@@ -1,0 +1,370 @@
+//! Drawing `nettune top`: header with the node's vital signs, the workload table,
+//! the detail and tuning panes, the footer. Layout degrades with the terminal:
+//! panes go first, then columns, down to a bare table at 40×12.
+
+use ratatui::{
+    Frame,
+    layout::{Constraint, Layout, Rect},
+    style::{Color, Modifier, Style},
+    text::{Line, Span},
+    widgets::{
+        Block, Borders, Cell, Clear, Gauge, Paragraph, Row, Sparkline, Table, TableState, Wrap,
+    },
+};
+
+use super::{
+    app::{App, Pane, SortColumn},
+    format::{bytes_rate, duration, rate},
+};
+use crate::snapshot::{Snapshot, WorkloadFigures};
+
+const KEYS: &str =
+    "q quit  s/S sort  o order  / filter  p pause  tab pane  ↑↓ PgUp/PgDn  r reset  ? help";
+
+/// Draws the whole screen.
+pub fn draw(frame: &mut Frame<'_>, app: &App) {
+    let area = frame.area();
+    let tall = area.height >= 16;
+    let [header, body, footer] = Layout::vertical([
+        Constraint::Length(if tall { 3 } else { 1 }),
+        Constraint::Min(3),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    draw_header(frame, header, app, tall);
+    let wide = area.width >= 100 && area.height >= 20;
+    if wide {
+        let [left, right] =
+            Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
+                .areas(body);
+        draw_table(frame, left, app);
+        let [detail, tuning] =
+            Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(right);
+        draw_detail(frame, detail, app);
+        draw_tuning(frame, tuning, app);
+    } else if area.height >= 24 {
+        let [table, detail] =
+            Layout::vertical([Constraint::Min(6), Constraint::Length(8)]).areas(body);
+        draw_table(frame, table, app);
+        draw_detail(frame, detail, app);
+    } else {
+        draw_table(frame, body, app);
+    }
+    draw_footer(frame, footer, app);
+    if app.show_help {
+        draw_help(frame, area);
+    }
+}
+
+fn draw_header(frame: &mut Frame<'_>, area: Rect, app: &App, tall: bool) {
+    let Some(s) = &app.snapshot else {
+        frame.render_widget(
+            Paragraph::new(format!("nettune top — waiting for {}…", app.source)),
+            area,
+        );
+        return;
+    };
+    let paused = if app.paused { " [PAUSED]" } else { "" };
+    let title = Line::from(vec![
+        Span::styled("nettune ", Style::new().add_modifier(Modifier::BOLD)),
+        Span::raw(format!(
+            "{} · kernel {} · {:?} · up {}{paused}",
+            s.node,
+            s.kernel,
+            s.mode,
+            duration(s.uptime_seconds)
+        )),
+    ]);
+    if !tall {
+        frame.render_widget(Paragraph::new(title), area);
+        return;
+    }
+    let [line1, line2, line3] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    frame.render_widget(Paragraph::new(title), line1);
+    draw_conntrack(frame, line2, s);
+    let t = &s.totals;
+    frame.render_widget(
+        Paragraph::new(format!(
+            "listen ovfl/s {}  SYN drops/s {}  retx seg/s {}  drops/s {}  backlog drops/s {}",
+            rate(t.listen_overflows_per_second),
+            rate(t.syn_queue_full_drops_per_second),
+            rate(t.retransmit_segments_per_second),
+            rate(t.drops_per_second),
+            rate(t.backlog_drops_per_second),
+        )),
+        line3,
+    );
+}
+
+fn draw_conntrack(frame: &mut Frame<'_>, area: Rect, s: &Snapshot) {
+    let (entries, max) = (
+        s.totals.conntrack_entries.unwrap_or(0),
+        s.conntrack_max.unwrap_or(0),
+    );
+    let ratio = if max > 0 {
+        (entries as f64 / max as f64).min(1.0)
+    } else {
+        0.0
+    };
+    let color = if ratio >= 0.95 {
+        Color::Red
+    } else if ratio >= 0.8 {
+        Color::Yellow
+    } else {
+        Color::Green
+    };
+    let gauge = Gauge::default()
+        .gauge_style(Style::new().fg(color))
+        .ratio(ratio)
+        .label(format!(
+            "conntrack {entries}/{max} ({:.0} %)",
+            ratio * 100.0
+        ));
+    frame.render_widget(gauge, area);
+}
+
+fn header_cell(label: &str, column: SortColumn, app: &App) -> Cell<'static> {
+    if app.sort == column {
+        let arrow = if app.descending { "▼" } else { "▲" };
+        Cell::from(format!("{label}{arrow}"))
+            .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED))
+    } else {
+        Cell::from(label.to_owned())
+    }
+}
+
+fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let rows = app.rows();
+    let narrow = area.width < 90;
+    let mut header = vec![];
+    let mut widths = vec![];
+    if !narrow {
+        header.push(Cell::from("NAMESPACE"));
+        widths.push(Constraint::Length(12));
+    }
+    header.push(header_cell("POD", SortColumn::Pod, app));
+    widths.push(Constraint::Min(14));
+
+    for (label, column) in [
+        ("RX/s", SortColumn::Rx),
+        ("TX/s", SortColumn::Tx),
+        ("DROP/s", SortColumn::Drops),
+    ] {
+        header.push(header_cell(label, column, app));
+        widths.push(Constraint::Length(8));
+    }
+    if !narrow {
+        header.push(Cell::from("TOP REASON"));
+        widths.push(Constraint::Length(16));
+    }
+    for (label, column) in [
+        ("RETX/s", SortColumn::Retransmits),
+        ("OVFL/s", SortColumn::Overflows),
+    ] {
+        header.push(header_cell(label, column, app));
+        widths.push(Constraint::Length(8));
+    }
+    let body = rows.iter().map(|w| {
+        let iface = w.interface.as_ref();
+        let mut cells = vec![];
+        if !narrow {
+            cells.push(w.workload.namespace.clone());
+        }
+        cells.push(w.workload.pod.clone());
+        cells.push(iface.map_or_else(|| "-".into(), |i| bytes_rate(i.rx_bytes.per_second)));
+        cells.push(iface.map_or_else(|| "-".into(), |i| bytes_rate(i.tx_bytes.per_second)));
+        cells.push(rate(w.drops.per_second));
+        if !narrow {
+            cells.push(
+                w.top_drop_reason()
+                    .map_or_else(|| "-".into(), |(r, _)| r.to_owned()),
+            );
+        }
+        cells.push(rate(w.retransmit_segments.per_second));
+        cells.push(rate(w.listen_overflows.per_second));
+        Row::new(cells)
+    });
+    let filter = if app.editing_filter || !app.filter.is_empty() {
+        format!(
+            " filter: {}{} ",
+            app.filter,
+            if app.editing_filter { "_" } else { "" }
+        )
+    } else {
+        String::new()
+    };
+    let focused = app.pane == Pane::Workloads;
+    let title = format!(" workloads ({}){filter}", rows.len());
+    let table = Table::new(body, widths)
+        .header(Row::new(header).style(Style::new().fg(Color::Cyan)))
+        .block(pane_block(&title, focused))
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+    let mut state = TableState::default().with_selected((!rows.is_empty()).then_some(app.selected));
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+fn pane_block(title: &str, focused: bool) -> Block<'_> {
+    let style = if focused {
+        Style::new().fg(Color::Cyan)
+    } else {
+        Style::new()
+    };
+    Block::default()
+        .borders(Borders::ALL)
+        .border_style(style)
+        .title(title)
+}
+
+fn detail_lines(w: &WorkloadFigures) -> Vec<Line<'static>> {
+    let mut lines = vec![Line::from(format!(
+        "{} {} (netns {}){}",
+        w.workload.namespace,
+        w.workload.pod,
+        w.netns,
+        w.process
+            .as_ref()
+            .map_or_else(String::new, |p| format!(" · {p}"))
+    ))];
+    let mut reasons: Vec<_> = w.drops_by_reason.iter().collect();
+    reasons.sort_by(|a, b| {
+        b.1.per_second
+            .total_cmp(&a.1.per_second)
+            .then(b.1.total.cmp(&a.1.total))
+    });
+    for (reason, f) in reasons.iter().take(6) {
+        lines.push(Line::from(format!(
+            "  {reason:<22} {:>8}/s  {:>10} total",
+            rate(f.per_second),
+            f.total
+        )));
+    }
+    if let Some(ct) = &w.conntrack {
+        lines.push(Line::from(format!(
+            "  conntrack entries {}  drops {}",
+            ct.entries, ct.drop.total
+        )));
+    }
+    lines
+}
+
+fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let block = pane_block(" detail ", false);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let Some(w) = app.selected_row() else { return };
+    let mut lines = detail_lines(w);
+    if let Some(s) = &app.snapshot {
+        for l in s.listeners.iter().filter(|l| l.netns == w.netns) {
+            lines.push(Line::from(format!(
+                "  listener :{} queue {}/{} overflows {}",
+                l.port, l.backlog, l.max_backlog, l.overflows.total
+            )));
+        }
+    }
+    let spark_rows = if inner.height >= 10 { 4 } else { 0 };
+    let [text, sparks] =
+        Layout::vertical([Constraint::Min(1), Constraint::Length(spark_rows)]).areas(inner);
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), text);
+    if spark_rows > 0
+        && let Some(h) = app.history.get(&w.netns)
+    {
+        let [d, r] = Layout::vertical([Constraint::Length(2), Constraint::Length(2)]).areas(sparks);
+        let drops: Vec<u64> = h.drops.iter().copied().collect();
+        let retx: Vec<u64> = h.retransmits.iter().copied().collect();
+        frame.render_widget(
+            Sparkline::default()
+                .block(Block::default().title("drops/s"))
+                .data(&drops),
+            d,
+        );
+        frame.render_widget(
+            Sparkline::default()
+                .block(Block::default().title("retransmits/s"))
+                .data(&retx)
+                .style(Style::new().fg(Color::Yellow)),
+            r,
+        );
+    }
+}
+
+fn draw_tuning(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let mut lines: Vec<Line<'static>> = Vec::new();
+    match app.snapshot.as_ref().and_then(|s| s.tuning.as_ref()) {
+        None => lines.push(Line::from("tuner off (mode observe, or no journal)")),
+        Some(t) => {
+            for m in &t.managed {
+                lines.push(Line::from(format!(
+                    "{} on {}: {} (found {}, ceiling {}){}",
+                    m.sysctl,
+                    m.target,
+                    m.current.as_deref().unwrap_or("?").replace('\t', " "),
+                    m.original.replace('\t', " "),
+                    m.ceiling,
+                    if m.stood_down { " STOOD DOWN" } else { "" }
+                )));
+            }
+            for d in t.recent.iter().rev() {
+                lines.push(Line::from(format!(
+                    "[{}] {} {} → {} because {}",
+                    d.result.label(),
+                    d.sysctl,
+                    d.from.as_deref().unwrap_or("?").replace('\t', " "),
+                    d.to.as_deref().unwrap_or("-").replace('\t', " "),
+                    d.reason.as_deref().unwrap_or(&d.evidence)
+                )));
+            }
+            if lines.is_empty() {
+                lines.push(Line::from("no decisions yet"));
+            }
+        }
+    }
+    let scroll = u16::try_from(app.tuning_scroll).unwrap_or(u16::MAX);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(pane_block(" tuning ", app.pane == Pane::Tuning))
+            .wrap(Wrap { trim: true })
+            .scroll((scroll, 0)),
+        area,
+    );
+}
+
+fn draw_footer(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let text = match &app.error {
+        Some(e) => Span::styled(format!("error: {e}"), Style::new().fg(Color::Red)),
+        None => Span::styled(KEYS, Style::new().fg(Color::DarkGray)),
+    };
+    frame.render_widget(Paragraph::new(Line::from(text)), area);
+}
+
+fn draw_help(frame: &mut Frame<'_>, area: Rect) {
+    let help = [
+        "q, Esc      quit",
+        "s / S       sort by the next / previous column",
+        "o           reverse the order",
+        "/           filter by text (Enter keeps, Esc clears)",
+        "p           pause updates",
+        "tab         switch pane (workloads / tuning)",
+        "↑ ↓ PgUp PgDn Home End   move",
+        "r           reset the sparklines",
+        "?           this help (any key closes)",
+    ];
+    let width = area.width.min(60);
+    let height = area.height.min(help.len() as u16 + 2);
+    let popup = Rect::new(
+        area.x + (area.width - width) / 2,
+        area.y + (area.height - height) / 2,
+        width,
+        height,
+    );
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(help.iter().map(|l| Line::from(*l)).collect::<Vec<_>>())
+            .block(Block::default().borders(Borders::ALL).title(" keys ")),
+        popup,
+    );
+}
