@@ -238,7 +238,7 @@ fn detail_lines(w: &WorkloadFigures) -> Vec<Line<'static>> {
     });
     for (reason, f) in reasons.iter().take(6) {
         lines.push(Line::from(format!(
-            "  {reason:<22} {:>8}/s  {:>10} total",
+            "  {reason:<18} {:>6}/s {:>9}",
             rate(f.per_second),
             f.total
         )));
