@@ -73,6 +73,12 @@ impl TestConfig {
         Ok(Self { path, state })
     }
 
+    /// `nettune run` with this config and a 0.3 s tick.
+    fn start_agent(&self) -> anyhow::Result<AgentProcess> {
+        let path = self.path.to_str().context("path")?;
+        AgentProcess::start(&nettune_bin()?, &["--config", path, "--interval", "0.3"])
+    }
+
     fn nettune(&self, args: &[&str]) -> anyhow::Result<(Option<i32>, String)> {
         let out = Command::new(nettune_bin()?)
             .arg("--config")
@@ -126,15 +132,7 @@ fn enforce_raises_somaxconn_in_the_storming_namespace_and_rollback_restores() ->
     let pair = Pair::new(11, None)?;
     let original = somaxconn(Some(&pair.receiver))?;
     let config = TestConfig::new("enforce", &[&pair.receiver])?;
-    let agent = AgentProcess::start(
-        &nettune_bin()?,
-        &[
-            "--config",
-            config.path.to_str().context("path")?,
-            "--interval",
-            "0.3",
-        ],
-    )?;
+    let agent = config.start_agent()?;
     let raised = storm_until_raised(&pair, 5800, original)?;
     println!(
         "    somaxconn in the test namespace: {original} → {raised} (ceiling {CEILING}); host {host_before}"
@@ -183,15 +181,7 @@ fn after_sigkill_rollback_restores_every_value() -> TestResult {
         somaxconn(Some(&second.receiver))?,
     ];
     let config = TestConfig::new("sigkill", &[&first.receiver, &second.receiver])?;
-    let agent = AgentProcess::start(
-        &nettune_bin()?,
-        &[
-            "--config",
-            config.path.to_str().context("path")?,
-            "--interval",
-            "0.3",
-        ],
-    )?;
+    let agent = config.start_agent()?;
     storm_until_raised(&first, 5801, originals[0])?;
     storm_until_raised(&second, 5802, originals[1])?;
     agent.kill_hard()?;
