@@ -93,6 +93,12 @@ pub const METRICS: &[(&str, &str, &str, &str)] = &[
         "Retransmit attempts the kernel reported as failed.",
     ),
     (
+        "nettune_tcp_out_segments_total",
+        "counter",
+        "namespace, pod",
+        "TCP segments sent (OutSegs): the denominator of the retransmission rate.",
+    ),
+    (
         "nettune_drops_total",
         "counter",
         "namespace, pod, reason",
@@ -341,6 +347,7 @@ fn workload_metrics(f: &mut Families, w: &WorkloadFigures) {
         "nettune_tcp_retransmit_failures_total",
         &w.retransmit_failures,
     );
+    counter(f, "nettune_tcp_out_segments_total", &w.out_segments);
     for (reason, fig) in &w.drops_by_reason {
         f.add(
             "nettune_drops_total",

@@ -39,6 +39,8 @@ pub struct NetnsSample {
     pub tcp_sockets: Option<TcpSockstat>,
     /// `RetransSegs` of `/proc/net/snmp`.
     pub retrans_segs: Option<u64>,
+    /// `OutSegs` of `/proc/net/snmp`: the denominator of the retransmission rate.
+    pub out_segs: Option<u64>,
     /// connect() failures with EADDRNOTAVAIL.
     pub connect_eaddrnotavail: u64,
 }
@@ -156,8 +158,11 @@ fn read_procfs(ns: &Namespace, into: &mut NetnsSample) {
         });
     }
     if let Ok(text) = snmp {
-        into.retrans_segs = counter(&Mib::parse("snmp", &text), "Tcp", "RetransSegs");
+        let mib = Mib::parse("snmp", &text);
+        into.retrans_segs = counter(&mib, "Tcp", "RetransSegs");
+        into.out_segs = counter(&mib, "Tcp", "OutSegs");
     }
+
     into.conntrack = conntrack.ok().and_then(|t| ConntrackStats::parse(&t));
     into.tcp_sockets = sockstat.ok().and_then(|t| TcpSockstat::parse(&t));
 }

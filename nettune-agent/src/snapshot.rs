@@ -73,6 +73,8 @@ pub struct WorkloadFigures {
     pub retransmit_segments: Figure,
     pub retransmits: Figure,
     pub retransmit_failures: Figure,
+    /// TCP segments sent (`OutSegs`), for the retransmission rate.
+    pub out_segments: Figure,
     pub drops: Figure,
     pub drops_by_reason: BTreeMap<String, Figure>,
     pub listen_overflows: Figure,
@@ -95,6 +97,7 @@ impl WorkloadFigures {
             retransmit_segments: Figure::default(),
             retransmits: Figure::default(),
             retransmit_failures: Figure::default(),
+            out_segments: Figure::default(),
             drops: Figure::default(),
             drops_by_reason: BTreeMap::new(),
             listen_overflows: Figure::default(),
@@ -269,6 +272,8 @@ impl Snapshot {
                 retransmit_segments: fig(&|s| s.retransmits.segments),
                 retransmits: fig(&|s| s.retransmits.retransmits),
                 retransmit_failures: fig(&|s| s.retransmits.failed),
+                out_segments: fig(&|s| s.out_segs.unwrap_or(0)),
+
                 drops,
                 drops_by_reason,
                 listen_overflows: fig(&listen(|l| l.overflows)),
