@@ -32,6 +32,10 @@ enum Command {
         /// Build with optimisations (target/release/nettune).
         #[arg(long)]
         release: bool,
+        /// Link statically against musl (target/x86_64-unknown-linux-musl/…): the
+        /// container image's binary.
+        #[arg(long = "static")]
+        static_musl: bool,
     },
     /// Build and run `nettune` as root (via sudo when not root); default: `nettune top`.
     Run {
@@ -58,9 +62,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Setup => setup::setup(setup::Scope::Everything),
-        Command::Build { release } => {
-            setup::setup(setup::Scope::Build).and_then(|()| run::build(release).map(drop))
-        }
+        Command::Build {
+            release,
+            static_musl,
+        } => setup::setup(setup::Scope::Build)
+            .and_then(|()| run::build_with(release, static_musl).map(drop)),
+
         Command::Run { release, args } => run::run(release, args),
         Command::Test { kernel_filter } => test::test(kernel_filter.as_deref()),
         Command::Fmt => test::format(false),

@@ -9,20 +9,25 @@ use crate::{
     setup,
 };
 
-/// Builds the eBPF object and `nettune`; returns the binary's path.
-pub fn build(release: bool) -> anyhow::Result<PathBuf> {
+/// Builds the eBPF object and `nettune`; returns the binary's path. `static_musl`
+/// links it statically (the container image's binary).
+pub fn build_with(release: bool, static_musl: bool) -> anyhow::Result<PathBuf> {
     let profile = if release { "release" } else { "debug" };
-    println!("build: eBPF object and nettune ({profile})");
+    let kind = if static_musl { ", static" } else { "" };
+    println!("build: eBPF object and nettune ({profile}{kind})");
     let mut cmd = Command::new("cargo");
     cmd.args(["build", "--package", "nettune-agent", "--bin", "nettune"]);
     if release {
         cmd.arg("--release");
     }
+    let mut dir = xtask::workspace_root().join("target");
+    if static_musl {
+        setup::ensure_static_target()?;
+        cmd.args(["--target", setup::STATIC_TARGET]);
+        dir = dir.join(setup::STATIC_TARGET);
+    }
     process::run(&mut cmd)?;
-    let binary = xtask::workspace_root()
-        .join("target")
-        .join(profile)
-        .join("nettune");
+    let binary = dir.join(profile).join("nettune");
     println!("build: {}", binary.display());
     Ok(binary)
 }
@@ -61,4 +66,9 @@ pub fn run(release: bool, args: Vec<String>) -> anyhow::Result<()> {
     println!("run: {}", process::describe(&cmd));
     let err = cmd.exec();
     bail!("cannot start {}: {err}", binary.display())
+}
+
+/// Builds the dynamic binary (`target/<profile>/nettune`).
+pub fn build(release: bool) -> anyhow::Result<PathBuf> {
+    build_with(release, false)
 }

@@ -73,6 +73,67 @@ impl Toolchain {
     }
 }
 
+/// kubernetes-validate (PyPI) validates manifests against each Kubernetes version's
+/// schemas; it lives in a venv under target/ so it touches nothing else.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+/// The venv's kubernetes-validate executable.
+pub fn kubernetes_validate() -> std::path::PathBuf {
+    xtask::workspace_root().join("target/tools/venv/bin/kubernetes-validate")
+}
+
+fn ensure_kubernetes_validate() -> anyhow::Result<()> {
+    let exe = kubernetes_validate();
+    let wanted = KUBERNETES_VALIDATE.split("==").nth(1).unwrap_or_default();
+    if let Some(v) = output(Command::new(&exe).arg("--version"))
+        && v.contains(wanted)
+    {
+        println!("setup: kubernetes-validate {wanted} (venv): present");
+        return Ok(());
+    }
+    println!("setup: kubernetes-validate {wanted}: installing into target/tools/venv with pip");
+    let venv = xtask::workspace_root().join("target/tools/venv");
+    process::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+        .context("python3 -m venv failed: install python3 and python3-venv")?;
+    process::run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        KUBERNETES_VALIDATE,
+    ]))?;
+    println!("setup: kubernetes-validate {wanted}: installed");
+    Ok(())
+}
+
+/// The musl target, for `cargo xtask build --static`.
+pub fn ensure_static_target() -> anyhow::Result<()> {
+    let root = xtask::workspace_root();
+    let channel = xtask::toolchain_channel(&root)?;
+    let installed = output(Command::new("rustup").args([
+        "target",
+        "list",
+        "--installed",
+        "--toolchain",
+        &channel,
+    ]))
+    .unwrap_or_default();
+    if installed.lines().any(|l| l.trim() == STATIC_TARGET) {
+        println!("setup: {STATIC_TARGET} target for {channel}: present");
+        return Ok(());
+    }
+    println!("setup: {STATIC_TARGET} target for {channel}: installing with rustup");
+    process::run(Command::new("rustup").args([
+        "target",
+        "add",
+        STATIC_TARGET,
+        "--toolchain",
+        &channel,
+    ]))
+}
+
+/// The target of the static (container) build.
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+
 pub fn setup(scope: Scope) -> anyhow::Result<()> {
     let root = xtask::workspace_root();
     ensure_toolchain("user-space toolchain", &Toolchain::from_file(&root)?)?;
@@ -83,7 +144,10 @@ pub fn setup(scope: Scope) -> anyhow::Result<()> {
     ensure_bpf_linker()?;
     if scope == Scope::Everything {
         ensure_packages("test tools", TEST_PACKAGES)?;
+        ensure_kubernetes_validate()?;
+        ensure_static_target()?;
     }
+
     Ok(())
 }
 

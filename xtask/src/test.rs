@@ -111,6 +111,10 @@ pub fn test(kernel_filter: Option<&str>) -> anyhow::Result<()> {
     tally.add_output(&out);
     done("unit tests", t);
 
+    let t = step("static release build (the container image's binary)");
+    static_build()?;
+    done("static release build", t);
+
     let t = step("kernel tests (bpf-tests, as root)");
     let (kernel_ok, out) = kernel_tests(kernel_filter)?;
     tally.add_output(&out);
@@ -178,6 +182,34 @@ fn built_binary(kind: &str, target: &str) -> anyhow::Result<String> {
     .with_context(|| format!("cargo did not report the {target} binary"))
 }
 
+/// Builds the static binary the Dockerfile ships and checks it is static and runs.
+fn static_build() -> anyhow::Result<()> {
+    let binary = crate::run::build_with(true, true)?;
+    let ldd = Command::new("ldd")
+        .arg(&binary)
+        .output()
+        .context("running ldd")?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&ldd.stdout),
+        String::from_utf8_lossy(&ldd.stderr)
+    );
+    if !(said.contains("statically linked") || said.contains("not a dynamic executable")) {
+        bail!(
+            "{} is not static: ldd says {}",
+            binary.display(),
+            said.trim()
+        );
+    }
+    let version = process::output(Command::new(&binary).arg("--version"))
+        .with_context(|| format!("{} --version failed", binary.display()))?;
+    println!(
+        "static build: {} ({version}, statically linked)",
+        binary.display()
+    );
+    Ok(())
+}
+
 /// A command that runs `binary` as root (directly, or through sudo keeping `env`).
 fn as_root(binary: &str, env: &[&str]) -> anyhow::Result<Command> {
     if is_root() {
@@ -221,6 +253,7 @@ fn kernel_tests(filter: Option<&str>) -> anyhow::Result<(bool, String)> {
         "NETTUNE_REQUIRE_FEATURES",
         "NETTUNE_BIN",
         "XTASK_BIN",
+        "KUBERNETES_VALIDATE",
         "RUST_LOG",
     ];
     let mut cmd = as_root(&binary, &env).unwrap_or_else(|_| {
@@ -232,6 +265,8 @@ fn kernel_tests(filter: Option<&str>) -> anyhow::Result<(bool, String)> {
     }
     cmd.env("NETTUNE_BIN", nettune);
     cmd.env("XTASK_BIN", std::env::current_exe()?);
+    cmd.env("KUBERNETES_VALIDATE", setup::kubernetes_validate());
+
     if let Some(f) = filter {
         cmd.arg(f);
     }

@@ -7,6 +7,7 @@
 mod agent;
 mod connect;
 mod conntrack;
+mod deploy;
 mod drops;
 mod exporter;
 mod listen;
@@ -29,6 +30,7 @@ fn main() {
         exporter::TESTS,
         tuning::TESTS,
         top::TESTS,
+        deploy::TESTS,
     ]
     .concat();
     bpf_tests::harness::main(&tests);
