@@ -128,7 +128,9 @@ pub fn ensure_static_target() -> anyhow::Result<()> {
         STATIC_TARGET,
         "--toolchain",
         &channel,
-    ]))
+    ]))?;
+    println!("setup: {STATIC_TARGET} target for {channel}: installed");
+    Ok(())
 }
 
 /// The target of the static (container) build.
