@@ -1,8 +1,10 @@
 //! The `nettune` binary: a thin CLI over the `nettune` library.
 //!
-//! Exit codes: 0 success (for `diagnose`: nothing found); 1 a runtime failure, a
-//! signal without any working variant (`probes`), or findings (`diagnose`);
-//! 2 bad usage; 3 an invalid config file.
+//! Exit codes: 0 success; 1 a runtime failure, a signal without any working
+//! variant (`probes`), findings (`diagnose`), a non-compliant node (`audit`), a
+//! failed write (`apply`) or restore (`rollback`); 2 bad usage; 3 an invalid
+//! config file.
+
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
