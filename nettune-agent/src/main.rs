@@ -5,7 +5,6 @@
 //! failed write (`apply`) or restore (`rollback`); 2 bad usage; 3 an invalid
 //! config file.
 
-
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
