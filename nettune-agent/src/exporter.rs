@@ -386,27 +386,15 @@ fn workload_metrics(f: &mut Families, w: &WorkloadFigures) {
             ("pod", pod),
             ("interface", i.name.as_str()),
         ];
-        f.add(
-            "nettune_pod_receive_bytes_total",
-            &l,
-            i.rx_bytes.total as f64,
-        );
-        f.add(
-            "nettune_pod_transmit_bytes_total",
-            &l,
-            i.tx_bytes.total as f64,
-        );
-        f.add(
-            "nettune_pod_receive_packets_total",
-            &l,
-            i.rx_packets.total as f64,
-        );
-        f.add(
-            "nettune_pod_transmit_packets_total",
-            &l,
-            i.tx_packets.total as f64,
-        );
-        f.add("nettune_pod_tc_drops_total", &l, i.tc_drops.total as f64);
+        for (name, fig) in [
+            ("nettune_pod_receive_bytes_total", &i.rx_bytes),
+            ("nettune_pod_transmit_bytes_total", &i.tx_bytes),
+            ("nettune_pod_receive_packets_total", &i.rx_packets),
+            ("nettune_pod_transmit_packets_total", &i.tx_packets),
+            ("nettune_pod_tc_drops_total", &i.tc_drops),
+        ] {
+            f.add(name, &l, fig.total as f64);
+        }
     }
 }
 
