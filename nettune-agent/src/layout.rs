@@ -58,56 +58,8 @@ impl Layout {
         };
         let o = &mut layout.offsets;
         let mut problems = BTreeMap::new();
-        match btf {
-            Ok(btf) => {
-                let results = [
-                    (Need::SockNetns, sock_netns(btf, o)),
-                    (Need::SockFlow, sock_flow(btf, o)),
-                    (Need::Listener, listener(btf, o)),
-                    (Need::SkbLocation, skb_location(btf, o)),
-                    (Need::SkbSegments, skb_segments(btf, o)),
-                    (Need::TaskNetns, task_netns(btf, o)),
-                    (Need::TpBtfArgs, tp_btf_args(btf, o)),
-                ];
-                for (need, result) in results {
-                    if let Err(e) = result {
-                        problems.insert(need, e.to_string());
-                    }
-                }
-            }
-            Err(e) => {
-                for need in [
-                    Need::SockNetns,
-                    Need::SockFlow,
-                    Need::Listener,
-                    Need::SkbLocation,
-                    Need::SkbSegments,
-                    Need::TaskNetns,
-                    Need::TpBtfArgs,
-                ] {
-                    problems.insert(need, e.to_string());
-                }
-            }
-        }
-        match tracefs {
-            Ok(t) => {
-                let results = [
-                    (Need::TpRetransmit, tp_retransmit(t, o)),
-                    (Need::TpKfreeSkb, tp_kfree_skb(t, o)),
-                    (Need::TpConnect, tp_connect(t, o)),
-                ];
-                for (need, result) in results {
-                    if let Err(e) = result {
-                        problems.insert(need, e.to_string());
-                    }
-                }
-            }
-            Err(e) => {
-                for need in [Need::TpRetransmit, Need::TpKfreeSkb, Need::TpConnect] {
-                    problems.insert(need, e.to_string());
-                }
-            }
-        }
+        resolve_group(btf, o, &mut problems, &BTF_GROUPS);
+        resolve_group(tracefs, o, &mut problems, &TRACEFS_GROUPS);
         o.reason_netfilter_drop = layout
             .drop_reasons
             .value("NETFILTER_DROP")
@@ -124,6 +76,43 @@ impl Layout {
         {
             Some((need, problem)) => Err(format!("kernel layout unknown ({need:?}): {problem}")),
             None => Ok(()),
+        }
+    }
+}
+
+/// A group's resolver: fills its offsets from a source, or says why it cannot.
+type Resolver<S, E> = fn(&S, &mut KernelOffsets) -> Result<(), E>;
+
+const BTF_GROUPS: [(Need, Resolver<Btf, BtfError>); 7] = [
+    (Need::SockNetns, sock_netns),
+    (Need::SockFlow, sock_flow),
+    (Need::Listener, listener),
+    (Need::SkbLocation, skb_location),
+    (Need::SkbSegments, skb_segments),
+    (Need::TaskNetns, task_netns),
+    (Need::TpBtfArgs, tp_btf_args),
+];
+
+const TRACEFS_GROUPS: [(Need, Resolver<Tracefs, TracefsError>); 3] = [
+    (Need::TpRetransmit, tp_retransmit),
+    (Need::TpKfreeSkb, tp_kfree_skb),
+    (Need::TpConnect, tp_connect),
+];
+
+/// Runs each group's resolver on `source`; a missing source is every group's problem.
+fn resolve_group<S, E: std::fmt::Display, F: std::fmt::Display>(
+    source: Result<&S, &E>,
+    offsets: &mut KernelOffsets,
+    problems: &mut BTreeMap<Need, String>,
+    groups: &[(Need, Resolver<S, F>)],
+) {
+    for (need, resolve) in groups {
+        let problem = match source {
+            Ok(source) => resolve(source, offsets).err().map(|e| e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(problem) = problem {
+            problems.insert(*need, problem);
         }
     }
 }
