@@ -17,11 +17,14 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// `GET path` on `addr`; returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    Ok(nettune::http_client::get_raw(
+    let (status, body) = nettune::serve::client::get_raw_blocking(
         addr,
         path,
         Duration::from_secs(10),
-    )?)
+        nettune::serve::client::DEFAULT_MAX_BODY,
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// `nettune run`, stopped with SIGTERM on drop.

@@ -74,7 +74,8 @@ impl Netns {
     /// One counter of this namespace's `/proc/net/<file>` (e.g. `snmp`, `netstat`).
     pub fn mib(&self, file: &str, group: &str, name: &str) -> anyhow::Result<i64> {
         let path = PathBuf::from("/proc/thread-self/net").join(file);
-        let mib = self.run(|| nettune::procfs::Mib::read(&path))??;
+        let text = self.run(|| std::fs::read_to_string(&path))??;
+        let mib = nettune::sys::procfs::Mib::parse(&path.display().to_string(), &text);
         Ok(mib.get(group, name)?)
     }
 
@@ -243,6 +244,15 @@ pub struct HostVeth {
 }
 
 impl HostVeth {
+    /// The host side's ifindex.
+    pub fn host_ifindex(&self) -> anyhow::Result<u32> {
+        let path = format!("/sys/class/net/{}/ifindex", self.veth.a_name);
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| path.clone())?
+            .trim()
+            .parse()?)
+    }
+
     /// Reads `/sys/class/net/<host side>/statistics/<counter>`.
     pub fn host_counter(&self, counter: &str) -> anyhow::Result<u64> {
         let path = format!("/sys/class/net/{}/statistics/{counter}", self.veth.a_name);

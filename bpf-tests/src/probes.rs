@@ -1,6 +1,12 @@
-//! Loading nettune's probes for a test, with only the variants it wants.
+//! Loading nettune's probes for a test, with only the variants it wants, and
+//! reading them the way the agent does.
 
-use nettune::probes::{LoadOptions, Probes, Variant};
+use nettune::{
+    collect::{identity, sample},
+    model::{probes::Variant, sample::Sample},
+    probes::{InterfaceChanges, LoadOptions, ProbeReadings, ProbeSource as _, Probes},
+    sys::{Kernel, Link, System as _},
+};
 
 use crate::harness::{Feature, TestResult, require};
 
@@ -40,4 +46,33 @@ pub fn load_requiring(signal: &str) -> anyhow::Result<Probes> {
         anyhow::bail!("{signal} did not attach: {status:?}");
     }
     Ok(probes)
+}
+
+/// Every map of `probes`, read once.
+pub fn read(probes: &Probes) -> anyhow::Result<ProbeReadings> {
+    Ok(probes.read()?)
+}
+
+/// A Sample of the node, as one collection tick reads it (without joining pod
+/// interfaces to namespaces).
+pub fn sample(probes: &Probes) -> anyhow::Result<Sample> {
+    let namespaces = Kernel.namespaces();
+    let owners: Vec<_> = namespaces
+        .values()
+        .map(|ns| (ns, identity::identify(&Kernel, ns)))
+        .collect();
+    Ok(sample::read(
+        &Kernel,
+        &owners,
+        probes.read()?,
+        &std::collections::BTreeMap::new(),
+        probes.drop_reasons(),
+    ))
+}
+
+/// Attaches `probes`' tc programs to the host's veths, as a collection tick does.
+pub fn watch_host_veths(probes: &mut Probes) -> anyhow::Result<InterfaceChanges> {
+    let links = Kernel.host_links()?;
+    let veths: Vec<&Link> = links.iter().filter(|l| l.is_veth()).collect();
+    Ok(probes.watch_interfaces(&veths))
 }

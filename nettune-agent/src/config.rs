@@ -15,7 +15,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::{probes::Variant, sysctl};
+use crate::{
+    model::{probes::Variant, tuning::Mode},
+    tune::{Limit, TuningConfig, tunables},
+};
 
 /// Where the agent looks when neither `--config` nor the variable names a file.
 pub const DEFAULT_PATH: &str = "/etc/nettune/nettune.toml";
@@ -25,11 +28,13 @@ pub const ENV_VAR: &str = "NETTUNE_CONFIG";
 /// A config file that cannot be used, and exactly why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The file.
     pub file: String,
     /// 1-based line, when the problem is at a place in the file.
     pub line: Option<usize>,
     /// Dotted key, e.g. `agent.interval_seconds`.
     pub key: String,
+    /// What is wrong.
     pub reason: String,
 }
 
@@ -44,27 +49,18 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// What the tuner may do (see the tuner's docs).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Watch only: no tuning decisions.
-    #[default]
-    Observe,
-    /// Decide and explain, write nothing.
-    Advise,
-    /// Decide and write, within the limits.
-    Enforce,
-}
-
 /// The effective configuration.
 #[derive(Clone, Debug, Serialize)]
 pub struct Config {
+    /// `[agent]`: collection and serving.
     pub agent: AgentConfig,
+    /// `[probes]`: which kernel programs to try, and where BTF and tracefs are.
     pub probes: ProbesConfig,
+    /// `[tuning]`: the tuner.
     pub tuning: TuningConfig,
 }
 
+/// `[agent]`.
 #[derive(Clone, Debug, Serialize)]
 pub struct AgentConfig {
     /// Seconds between two collections (0.05 to 3600).
@@ -79,6 +75,7 @@ pub struct AgentConfig {
     pub wake_on_events: bool,
 }
 
+/// `[probes]`.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ProbesConfig {
     /// Variants never to try (e.g. `["fentry"]`).
@@ -87,38 +84,6 @@ pub struct ProbesConfig {
     pub btf: Option<PathBuf>,
     /// tracefs mount instead of /sys/kernel/tracing.
     pub tracefs: Option<PathBuf>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct TuningConfig {
-    pub mode: Mode,
-    /// Where the journal of original values lives.
-    pub state_dir: PathBuf,
-    /// Per-sysctl bounds, by dotted name; names must be on the allow-list.
-    pub limits: BTreeMap<String, Limit>,
-    /// Sysctls nettune must leave alone (owned by the CNI or the admin).
-    pub exclude: Vec<String>,
-    /// Workloads (their `pod` label, e.g. a pod UID or `netns:<name>`) whose own
-    /// namespace nettune may tune; others only get advice.
-    pub pod_netns: Vec<String>,
-    /// Seconds between two changes of one sysctl in one place.
-    pub cooldown_seconds: u64,
-    /// Most changes of one sysctl in one place per hour.
-    pub max_changes_per_hour: u32,
-    /// Largest factor one change may grow a value by (1.1 to 4).
-    pub max_step: f64,
-    /// Conntrack usage (entries / limit) that triggers raising the limit.
-    pub conntrack_threshold: f64,
-    /// Share of RAM the conntrack table may take at most (each entry ~320 bytes).
-    pub conntrack_memory_percent: f64,
-}
-
-/// Bounds for one sysctl. For multi-value sysctls they apply to the value the
-/// tuner raises (e.g. the max of `tcp_rmem`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Limit {
-    pub floor: Option<u64>,
-    pub ceiling: Option<u64>,
 }
 
 impl Default for Config {
@@ -132,18 +97,7 @@ impl Default for Config {
                 wake_on_events: true,
             },
             probes: ProbesConfig::default(),
-            tuning: TuningConfig {
-                mode: Mode::Observe,
-                state_dir: PathBuf::from("/var/lib/nettune"),
-                limits: BTreeMap::new(),
-                exclude: Vec::new(),
-                pod_netns: Vec::new(),
-                cooldown_seconds: 300,
-                max_changes_per_hour: 4,
-                max_step: 2.0,
-                conntrack_threshold: 0.8,
-                conntrack_memory_percent: 5.0,
-            },
+            tuning: TuningConfig::default(),
         }
     }
 }
@@ -197,6 +151,23 @@ struct RawLimit {
     ceiling: Option<Spanned<i64>>,
 }
 
+/// Shortest and longest collection interval, in seconds.
+pub const INTERVAL_RANGE: std::ops::RangeInclusive<f64> = 0.05..=3600.0;
+
+/// `seconds` if it is a usable interval, else why not (the config file and the
+/// command line share this check).
+pub fn check_interval(seconds: f64) -> Result<f64, String> {
+    if seconds.is_finite() && INTERVAL_RANGE.contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err(format!(
+            "{seconds} is out of range: must be between {} and {} seconds",
+            INTERVAL_RANGE.start(),
+            INTERVAL_RANGE.end()
+        ))
+    }
+}
+
 /// 1-based line of byte `offset` in `text`.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
@@ -210,7 +181,7 @@ fn key_at(text: &str, offset: usize) -> String {
     let line = lines.get(line_no - 1).map_or("", |l| l.trim());
     let header = |l: &str| {
         l.strip_prefix('[')
-            .and_then(|l| l.trim_end_matches(']').strip_suffix(""))
+            .map(|l| l.trim_end_matches(']'))
             .map(|h| h.trim_matches(['[', ']']).trim().to_owned())
     };
     if let Some(h) = header(line) {
@@ -293,15 +264,8 @@ impl Config {
         let mut config = Self::default();
 
         if let Some(v) = raw.agent.interval_seconds {
-            let value = *v.get_ref();
-            if !(value.is_finite() && (0.05..=3600.0).contains(&value)) {
-                return Err(error(
-                    Some(v.span()),
-                    "agent.interval_seconds".into(),
-                    format!("{value} is out of range: must be between 0.05 and 3600 seconds"),
-                ));
-            }
-            config.agent.interval_seconds = value;
+            config.agent.interval_seconds = check_interval(*v.get_ref())
+                .map_err(|reason| error(Some(v.span()), "agent.interval_seconds".into(), reason))?;
         }
         if let Some(v) = raw.agent.listen {
             config.agent.listen = v.get_ref().parse().map_err(|e| {
@@ -342,7 +306,7 @@ impl Config {
             config.tuning.state_dir = dir;
         }
         for name in raw.tuning.exclude {
-            sysctl::lookup(name.get_ref())
+            tunables::lookup(name.get_ref())
                 .map_err(|e| error(Some(name.span()), "tuning.exclude".into(), e.to_string()))?;
             config.tuning.exclude.push(name.into_inner());
         }
@@ -403,7 +367,7 @@ impl Config {
 
         for (name, raw_limit) in raw.tuning.limits {
             let key = format!("tuning.limits.\"{}\"", name.get_ref());
-            sysctl::lookup(name.get_ref())
+            tunables::lookup(name.get_ref())
                 .map_err(|e| error(Some(name.span()), key.clone(), e.to_string()))?;
             let bound = |v: Option<Spanned<i64>>,
                          which: &str|

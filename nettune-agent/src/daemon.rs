@@ -12,12 +12,14 @@ use std::{
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
-    collector::{Collector, Tick},
-    config::{Config, Mode},
-    probes::Probes,
-    server::{self, Shared},
-    tuning::{
-        io::ProcSys,
+    collect::{Collector, Tick},
+    config::Config,
+    model::{snapshot::Published, tuning::Mode},
+    probes::{LoadError, Probes},
+    serve::server::{self, ServerState},
+    sys::Kernel,
+    tune::{
+        journal::JournalError,
         tuner::{self, Tuner},
     },
 };
@@ -25,30 +27,36 @@ use crate::{
 /// Why the daemon stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The HTTP address cannot be bound.
     #[error("cannot listen on {addr} (agent.listen): {source}")]
     Listen {
+        /// The address.
         addr: std::net::SocketAddr,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// Signals or the event fd could not be set up.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The journal is unusable and the mode needs it.
     #[error("the tuner cannot start: {0}")]
-    Journal(#[from] crate::tuning::journal::JournalError),
+    Journal(#[from] JournalError),
 }
 
 /// Collection and tuning together: what `nettune run` does every tick, and what
 /// `nettune top` runs in-process when no agent is running.
 pub struct Engine {
+    /// Reads the node every tick.
     pub collector: Collector,
-    tuner: Option<Tuner<ProcSys>>,
+    tuner: Option<Tuner<Kernel>>,
 }
 
 impl Engine {
     /// A collector over `probes` and, unless the journal is unusable in observe
     /// mode, a tuner.
     pub fn new(probes: Probes, config: Config) -> Result<Self, DaemonError> {
-        let tuner = match Tuner::new(ProcSys, config.tuning.clone(), tuner::mem_total()) {
+        let tuner = match Tuner::new(Kernel, config.tuning.clone(), tuner::mem_total(&Kernel)) {
             Ok(t) => Some(t),
             // Observing needs no journal; advising and enforcing do.
             Err(e) if config.tuning.mode == Mode::Observe => {
@@ -58,19 +66,24 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         Ok(Self {
-            collector: Collector::new(probes, config),
+            collector: Collector::new(probes, Kernel, &config),
             tuner,
         })
     }
 
-    /// One collection, then a tuning round on its Snapshot.
-    pub fn step(&mut self) -> Result<Tick, crate::probes::LoadError> {
-        let mut tick = self.collector.tick()?;
-        if let Some(t) = self.tuner.as_mut() {
+    /// One collection, then a tuning round on its Snapshot; returns the tick and
+    /// what to publish.
+    pub fn step(&mut self) -> Result<(Tick, Published), LoadError> {
+        let tick = self.collector.tick()?;
+        let tuning = self.tuner.as_mut().map(|t| {
             t.round(&tick.snapshot, tuner::now_unix());
-            tick.snapshot.tuning = Some(t.state());
-        }
-        Ok(tick)
+            t.state()
+        });
+        let published = Published {
+            snapshot: tick.snapshot.clone(),
+            tuning,
+        };
+        Ok((tick, published))
     }
 }
 
@@ -91,10 +104,13 @@ pub async fn run(config: Config, probes: Probes) -> Result<(), DaemonError> {
         .await
         .map_err(|source| DaemonError::Listen { addr, source })?;
     log::info!("serving /metrics, /api/v1/snapshot, /healthz and /readyz on http://{addr}");
-    let shared = Arc::new(Shared::new(config.agent.max_pod_series as usize, interval));
+    let state = Arc::new(ServerState::new(
+        config.agent.max_pod_series as usize,
+        interval,
+    ));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn({
-        let router = server::router(shared.clone());
+        let router = server::router(state.clone());
         async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move {
@@ -141,11 +157,15 @@ pub async fn run(config: Config, probes: Probes) -> Result<(), DaemonError> {
             }
         }
         // Drain the ring on every pass, woken by it or not, so it never fills up.
-        log_events(&mut engine.collector.probes, shared.latest().as_deref());
+        let latest = state.latest();
+        log_events(
+            &mut engine.collector.probes,
+            latest.as_ref().map(|p| &p.snapshot),
+        );
         match engine.step() {
-            Ok(tick) => {
+            Ok((tick, published)) => {
                 log_tick(&tick);
-                shared.publish(tick.snapshot);
+                state.publish(published);
             }
             Err(e) => log::warn!("collection failed: {e}"),
         }
@@ -159,14 +179,12 @@ pub async fn run(config: Config, probes: Probes) -> Result<(), DaemonError> {
     Ok(())
 }
 
-fn log_events(probes: &mut Probes, last: Option<&crate::snapshot::Snapshot>) {
+fn log_events(probes: &mut Probes, last: Option<&crate::model::snapshot::Snapshot>) {
     for event in probes.drain_events() {
-        let owner = last
-            .and_then(|s| s.workloads.iter().find(|w| w.netns == event.netns))
-            .map_or_else(
-                || format!("netns {}", event.netns),
-                |w| w.workload.pod.clone(),
-            );
+        let owner = last.and_then(|s| s.workload(event.netns)).map_or_else(
+            || format!("netns {}", event.netns),
+            |w| w.workload.display_name(),
+        );
         match event.kind {
             k if k == nettune_common::EventKind::NetfilterDrop as u32 => log::info!(
                 "urgent: netfilter dropped a packet in {owner} (ifindex {}): conntrack table full or a firewall rule",

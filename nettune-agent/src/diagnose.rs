@@ -3,35 +3,45 @@
 //!
 //! It needs no eBPF: everything comes from procfs (the kernel's own counters), so
 //! it runs anywhere, as root or not, in about the time of one measurement interval.
-//! [`Readings::gather`] does the I/O; [`findings`] is a pure function of the
-//! readings, unit-tested with hand-built ones.
+//! [`Readings::gather`] does the I/O, through [`System`] and the same per-namespace
+//! reader the agent uses; [`findings`] is a pure function of the readings,
+//! unit-tested with hand-built ones.
 
 use std::{collections::BTreeMap, time::Duration};
 
 use serde::Serialize;
 
 use crate::{
-    netns,
-    procfs::{ConntrackStats, Mib, TcpSockstat},
+    collect::{identity, sample},
+    model::sample::{ConntrackCounters, NetnsSample, TcpSockets},
+    sys::{System, procfs},
 };
 
 /// What diagnose measured.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Readings {
+    /// Seconds between the two readings the deltas come from.
     pub interval_seconds: f64,
+    /// `net.netfilter.nf_conntrack_max`.
     pub conntrack_max: Option<u64>,
     /// Conntrack per namespace (label → stats), where conntrack is in use.
-    pub conntrack: BTreeMap<String, ConntrackStats>,
+    pub conntrack: BTreeMap<String, ConntrackCounters>,
     /// Host namespace TCP sockets (TIME_WAIT, in use).
-    pub tcp: Option<TcpSockstat>,
+    pub tcp: Option<TcpSockets>,
+    /// The host's ephemeral port range.
     pub ip_local_port_range: Option<(u64, u64)>,
-    /// Deltas over the interval, host namespace.
+    /// Segments retransmitted in the interval (host namespace).
     pub retrans_segs: u64,
+    /// Segments sent in the interval (host namespace).
     pub out_segs: u64,
+    /// Accept-queue overflows in the interval (host namespace).
     pub listen_overflows: u64,
+    /// Accept-queue overflows since boot (host namespace).
     pub listen_overflows_total: u64,
-    /// Packets dropped because a CPU's input backlog was full (softnet_stat, all CPUs).
+    /// Packets dropped in the interval because a CPU's input backlog was full
+    /// (softnet_stat, all CPUs).
     pub softnet_dropped: u64,
+    /// The same since boot.
     pub softnet_dropped_total: u64,
 }
 
@@ -39,91 +49,89 @@ pub struct Readings {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
+    /// Worth knowing.
     Info,
+    /// Hurting some traffic now, or about to.
     Warning,
+    /// Failing connections now.
     Critical,
 }
 
 /// One problem, with the evidence and the fix.
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {
+    /// A stable identifier, e.g. `conntrack_table_full`.
     pub id: &'static str,
+    /// How bad it is.
     pub severity: Severity,
     /// The guide's "common problems" row this belongs to.
     pub problem: &'static str,
+    /// The figures that show it.
     pub evidence: String,
+    /// What to do, with this node's values.
     pub fix: String,
 }
 
-/// Sum of the second column (dropped) of `/proc/net/softnet_stat`, one hex row per CPU.
-pub fn softnet_dropped(text: &str) -> u64 {
-    text.lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .filter_map(|v| u64::from_str_radix(v, 16).ok())
-        .sum()
-}
-
-fn read(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok()
-}
-
+/// The host namespace's counters at one moment.
 struct Counters {
-    retrans: u64,
-    out: u64,
-    overflows: u64,
+    host: NetnsSample,
     softnet: u64,
 }
 
-fn counters() -> Counters {
-    let snmp = read("/proc/net/snmp")
-        .map(|t| Mib::parse("snmp", &t))
-        .unwrap_or_default();
-    let netstat = read("/proc/net/netstat")
-        .map(|t| Mib::parse("netstat", &t))
-        .unwrap_or_default();
-    let get = |m: &Mib, g, n| {
-        m.get(g, n)
-            .ok()
-            .and_then(|v| u64::try_from(v).ok())
-            .unwrap_or(0)
-    };
+fn counters(system: &impl System) -> Counters {
+    let mut host = NetnsSample::default();
+    if let Some(ns) = system.namespaces().values().find(|ns| ns.is_host) {
+        sample::read_netns_files(system, ns, &mut host);
+    }
     Counters {
-        retrans: get(&snmp, "Tcp", "RetransSegs"),
-        out: get(&snmp, "Tcp", "OutSegs"),
-        overflows: get(&netstat, "TcpExt", "ListenOverflows"),
-        softnet: read("/proc/net/softnet_stat").map_or(0, |t| softnet_dropped(&t)),
+        host,
+        softnet: system
+            .read_proc("net/softnet_stat")
+            .map_or(0, |t| procfs::softnet_dropped(&t)),
     }
 }
 
 impl Readings {
     /// Measures this node over `interval`.
-    pub fn gather(interval: Duration) -> Self {
-        let before = counters();
+    pub fn gather(system: &impl System, interval: Duration) -> Self {
+        let before = counters(system);
         std::thread::sleep(interval);
-        let after = counters();
+        let after = counters(system);
         let mut conntrack = BTreeMap::new();
-        for ns in netns::discover().values() {
-            if let Some(Ok(text)) = ns.read_net_files(&["stat/nf_conntrack"]).pop()
-                && let Some(stats) = ConntrackStats::parse(&text)
+        for ns in system.namespaces().values() {
+            let mut counts = NetnsSample::default();
+            sample::read_netns_files(system, ns, &mut counts);
+            if let Some(stats) = counts.conntrack
                 && (stats.entries > 0 || stats.drop > 0 || ns.is_host)
             {
-                conntrack.insert(crate::identity::identify(ns).pod, stats);
+                conntrack.insert(identity::identify(system, ns).display_name(), stats);
             }
         }
+        let delta = |f: fn(&NetnsSample) -> Option<u64>| {
+            f(&after.host)
+                .unwrap_or(0)
+                .saturating_sub(f(&before.host).unwrap_or(0))
+        };
+        let overflows = |s: &NetnsSample| s.listen.map(|l| l.overflows);
         Self {
             interval_seconds: interval.as_secs_f64(),
-            conntrack_max: read("/proc/sys/net/netfilter/nf_conntrack_max")
-                .and_then(|s| s.trim().parse().ok()),
+            conntrack_max: system
+                .read_proc(sample::CONNTRACK_MAX)
+                .ok()
+                .and_then(|t| procfs::number(&t)),
             conntrack,
-            tcp: read("/proc/net/sockstat").and_then(|t| TcpSockstat::parse(&t)),
-            ip_local_port_range: read("/proc/sys/net/ipv4/ip_local_port_range").and_then(|s| {
-                let mut it = s.split_whitespace().filter_map(|v| v.parse().ok());
-                Some((it.next()?, it.next()?))
-            }),
-            retrans_segs: after.retrans.saturating_sub(before.retrans),
-            out_segs: after.out.saturating_sub(before.out),
-            listen_overflows: after.overflows.saturating_sub(before.overflows),
-            listen_overflows_total: after.overflows,
+            tcp: after.host.tcp_sockets,
+            ip_local_port_range: system
+                .read_proc("sys/net/ipv4/ip_local_port_range")
+                .ok()
+                .and_then(|s| {
+                    let mut it = s.split_whitespace().filter_map(|v| v.parse().ok());
+                    Some((it.next()?, it.next()?))
+                }),
+            retrans_segs: delta(|s| s.retrans_segs),
+            out_segs: delta(|s| s.out_segs),
+            listen_overflows: delta(overflows),
+            listen_overflows_total: overflows(&after.host).unwrap_or(0),
             softnet_dropped: after.softnet.saturating_sub(before.softnet),
             softnet_dropped_total: after.softnet,
         }
@@ -245,10 +253,10 @@ mod tests {
         };
         r.conntrack.insert(
             "netns:test".into(),
-            ConntrackStats {
+            ConntrackCounters {
                 entries: 100,
                 drop: 7,
-                ..ConntrackStats::default()
+                ..ConntrackCounters::default()
             },
         );
         let f = findings(&r);
@@ -271,8 +279,8 @@ mod tests {
     fn a_quiet_node_has_no_findings() {
         let mut r = Readings {
             conntrack_max: Some(262_144),
-            tcp: Some(TcpSockstat {
-                inuse: 10,
+            tcp: Some(TcpSockets {
+                in_use: 10,
                 time_wait: 100,
             }),
             ip_local_port_range: Some((32768, 60999)),
@@ -282,9 +290,9 @@ mod tests {
         };
         r.conntrack.insert(
             "node".into(),
-            ConntrackStats {
+            ConntrackCounters {
                 entries: 1000,
-                ..ConntrackStats::default()
+                ..ConntrackCounters::default()
             },
         );
         assert!(findings(&r).is_empty());
@@ -293,8 +301,8 @@ mod tests {
     #[test]
     fn each_signal_maps_to_its_problem() {
         let r = Readings {
-            tcp: Some(TcpSockstat {
-                inuse: 10,
+            tcp: Some(TcpSockets {
+                in_use: 10,
                 time_wait: 20_000,
             }),
             ip_local_port_range: Some((32768, 60999)),
@@ -313,14 +321,6 @@ mod tests {
                 "tcp_retransmissions",
                 "ephemeral_ports"
             ]
-        );
-    }
-
-    #[test]
-    fn softnet_sums_the_dropped_column() {
-        assert_eq!(
-            softnet_dropped("00000010 00000002 00000000\n00000020 0000000a 00000001\n"),
-            12
         );
     }
 }

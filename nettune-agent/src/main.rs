@@ -9,14 +9,13 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use nettune::{
-    config::{Config, ConfigError},
-    probes::{LoadOptions, Variant},
+    config::{self, Config, ConfigError},
+    model::probes::Variant,
+    probes::LoadOptions,
     top::{self, TopOptions},
 };
 
 mod commands;
-
-use commands::{print_probes, run, run_apply, run_audit, run_diagnose, run_rollback};
 
 #[derive(Parser)]
 #[command(
@@ -43,7 +42,8 @@ struct Cli {
 struct ProbeArgs {
     /// Do not try this variant even if the kernel supports it (repeatable); the next
     /// variant in each signal's chain is used instead. Adds to probes.disable_variants.
-    #[arg(long = "disable-variant", value_name = "VARIANT")]
+    /// One of: tp_btf, tracepoint, fentry, kprobe, tcx, clsact, procfs.
+    #[arg(long = "disable-variant", value_name = "VARIANT", value_parser = parse_variant)]
     disabled: Vec<Variant>,
     /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux (for kernels built
     /// without CONFIG_DEBUG_INFO_BTF, e.g. a file from btfhub).
@@ -167,13 +167,11 @@ fn parse_interval(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|e| format!("`{s}` is not a number: {e}"))?;
-    if v.is_finite() && (0.05..=3600.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!(
-            "`{s}` is out of range: must be 0.05 to 3600 seconds"
-        ))
-    }
+    config::check_interval(v)
+}
+
+fn parse_variant(s: &str) -> Result<Variant, String> {
+    s.parse()
 }
 
 /// A failure with its exit code.
@@ -237,13 +235,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
                 print!("{}", config.to_toml());
                 return Ok(ExitCode::SUCCESS);
             }
-            run(config, &options)
+            commands::run::run(config, &options)
         }
         Command::Probes { json, probes } => {
             let config = config()?;
-            Ok(print_probes(json, &probes.options(&config))?)
+            Ok(commands::probes::run(json, &probes.options(&config))?)
         }
-        Command::Diagnose { json, seconds } => Ok(run_diagnose(json, seconds)?),
+        Command::Diagnose { json, seconds } => Ok(commands::diagnose::run(json, seconds)?),
         Command::Top {
             agent,
             interval,
@@ -261,12 +259,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             top::run(&options, &config, &probes.options(&config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit { profile, json } => Ok(run_audit(&profile, json)?),
+        Command::Audit { profile, json } => Ok(commands::audit::run(&profile, json)?),
         Command::Apply {
             profile,
             dry_run,
             json,
-        } => Ok(run_apply(&config()?, &profile, dry_run, json)?),
-        Command::Rollback { json } => Ok(run_rollback(&config()?, json)?),
+        } => Ok(commands::apply::run(&config()?, &profile, dry_run, json)?),
+        Command::Rollback { json } => Ok(commands::rollback::run(&config()?, json)?),
     }
 }

@@ -21,7 +21,7 @@ pub use errors::ProbeError;
 pub use events::{Event, EventKind};
 pub use listen::{ListenKey, ListenOverflow};
 pub use offsets::KernelOffsets;
-pub use retransmit::{FlowKey, RetransmitCounters};
+pub use retransmit::RetransmitCounters;
 pub use traffic::IfaceTraffic;
 
 /// Bound of every per-network-namespace map: far more namespaces than a node runs pods.
@@ -43,7 +43,6 @@ macro_rules! impl_pod {
 impl_pod!(
     KernelOffsets,
     RetransmitCounters,
-    FlowKey,
     DropKey,
     ListenKey,
     ListenOverflow,

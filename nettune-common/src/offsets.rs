@@ -20,20 +20,8 @@ pub struct KernelOffsets {
     // struct sock (fields of __sk_common are given from the start of struct sock)
     /// `__sk_common.skc_net.net`: the socket's `struct net *`.
     pub sock_net: u32,
-    /// `__sk_common.skc_family` (u16).
-    pub sock_family: u32,
     /// `__sk_common.skc_num`: local port, host order (u16).
     pub sock_num: u32,
-    /// `__sk_common.skc_dport`: remote port, network order (u16).
-    pub sock_dport: u32,
-    /// `__sk_common.skc_rcv_saddr`: local IPv4 address (u32, network order).
-    pub sock_saddr: u32,
-    /// `__sk_common.skc_daddr`: remote IPv4 address.
-    pub sock_daddr: u32,
-    /// `__sk_common.skc_v6_rcv_saddr` (16 bytes), or [`ABSENT`] without IPv6.
-    pub sock_v6_saddr: u32,
-    /// `__sk_common.skc_v6_daddr` (16 bytes), or [`ABSENT`].
-    pub sock_v6_daddr: u32,
     /// `sk_ack_backlog`: connections waiting in the accept queue (u32).
     pub sock_ack_backlog: u32,
     /// `sk_max_ack_backlog`: the accept queue's limit (u32).
@@ -89,13 +77,7 @@ impl KernelOffsets {
     /// Every offset unknown: what the programs see when nothing could be resolved.
     pub const UNKNOWN: Self = Self {
         sock_net: ABSENT,
-        sock_family: ABSENT,
         sock_num: ABSENT,
-        sock_dport: ABSENT,
-        sock_saddr: ABSENT,
-        sock_daddr: ABSENT,
-        sock_v6_saddr: ABSENT,
-        sock_v6_daddr: ABSENT,
         sock_ack_backlog: ABSENT,
         sock_max_ack_backlog: ABSENT,
         net_inum: ABSENT,

@@ -1,15 +1,11 @@
-//! TCP retransmits, per network namespace and per flow.
+//! TCP retransmits, per network namespace.
 //!
-//! Fed by the `tcp_retransmit_skb` tracepoint (BTF variant, classic fallback). Both
-//! maps are LRU per-CPU hashes: a busy netns never contends on a shared counter, and
-//! more namespaces or flows than the bound evict the coldest instead of failing.
+//! Fed by the `tcp_retransmit_skb` tracepoint (BTF variant, classic fallback). The
+//! map is an LRU per-CPU hash: a busy netns never contends on a shared counter, and
+//! more namespaces than the bound evict the coldest instead of failing.
 
 /// Per-netns counters: `u32` netns inode → [`RetransmitCounters`].
 pub const RETRANSMITS_MAP: &str = "RETRANSMITS";
-/// Per-flow counters: [`FlowKey`] → retransmitted segments (`u64`).
-pub const RETRANSMIT_FLOWS_MAP: &str = "RETRANSMIT_FLOWS";
-/// Bound of the per-flow map.
-pub const MAX_FLOWS: u32 = 8192;
 
 /// Counters for one network namespace on one CPU (the agent sums the CPUs).
 #[repr(C)]
@@ -44,18 +40,4 @@ impl RetransmitCounters {
             failed: self.failed.saturating_sub(earlier.failed),
         }
     }
-}
-
-/// A TCP flow as seen from the retransmitting socket. IPv4 addresses are stored
-/// as IPv4-mapped IPv6 (`::ffff:a.b.c.d`) so one key type serves both families.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowKey {
-    pub netns: u32,
-    /// Local port, host order.
-    pub sport: u16,
-    /// Remote port, host order.
-    pub dport: u16,
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
 }

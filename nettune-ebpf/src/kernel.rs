@@ -5,7 +5,7 @@
 //! tracepoint argument or struct field this kernel lacks is never read).
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use nettune_common::{FlowKey, KernelOffsets, ProbeError, offsets::ABSENT};
+use nettune_common::{KernelOffsets, ProbeError, offsets::ABSENT};
 
 #[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets::UNKNOWN;
@@ -88,34 +88,4 @@ pub fn locate_skb(skb: *const u8, rx_sk: *const u8, off: &KernelOffsets) -> (u32
         return (netns, 0);
     }
     (0, 0)
-}
-
-const AF_INET: u16 = 2;
-const AF_INET6: u16 = 10;
-
-/// The flow a TCP socket carries, as seen from the socket. IPv4 addresses are
-/// written IPv4-mapped (`::ffff:a.b.c.d`).
-#[inline(always)]
-pub fn flow_of_sock(sk: *const u8, netns: u32, off: &KernelOffsets) -> Result<FlowKey, ProbeError> {
-    let family: u16 = read(sk, off.sock_family)?;
-    let mut key = FlowKey {
-        netns,
-        sport: read(sk, off.sock_num)?,
-        dport: u16::from_be(read(sk, off.sock_dport)?),
-        ..FlowKey::default()
-    };
-    if family == AF_INET6 && off.sock_v6_saddr != ABSENT {
-        key.saddr = read(sk, off.sock_v6_saddr)?;
-        key.daddr = read(sk, off.sock_v6_daddr)?;
-    } else if family == AF_INET {
-        let s: [u8; 4] = read(sk, off.sock_saddr)?;
-        let d: [u8; 4] = read(sk, off.sock_daddr)?;
-        key.saddr = [
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, s[0], s[1], s[2], s[3],
-        ];
-        key.daddr = [
-            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, d[0], d[1], d[2], d[3],
-        ];
-    }
-    Ok(key)
 }

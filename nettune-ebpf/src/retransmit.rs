@@ -1,4 +1,4 @@
-//! TCP retransmits per network namespace and per flow, from `tcp_retransmit_skb`.
+//! TCP retransmits per network namespace, from `tcp_retransmit_skb`.
 //!
 //! Two variants of one program; the agent attaches the first that works:
 //! 1. `tp_btf/tcp_retransmit_skb`: typed arguments, no tracefs needed, cheapest.
@@ -13,20 +13,13 @@ use aya_ebpf::{
     maps::LruPerCpuHashMap,
     programs::{BtfTracePointContext, TracePointContext},
 };
-use nettune_common::{
-    FlowKey, KernelOffsets, MAX_NETNS, ProbeError, RetransmitCounters, offsets::ABSENT,
-    retransmit::MAX_FLOWS,
-};
+use nettune_common::{KernelOffsets, MAX_NETNS, ProbeError, RetransmitCounters, offsets::ABSENT};
 
 use crate::{counters, errors, kernel};
 
 #[map]
 static RETRANSMITS: LruPerCpuHashMap<u32, RetransmitCounters> =
     LruPerCpuHashMap::with_max_entries(MAX_NETNS, 0);
-
-#[map]
-static RETRANSMIT_FLOWS: LruPerCpuHashMap<FlowKey, u64> =
-    LruPerCpuHashMap::with_max_entries(MAX_FLOWS, 0);
 
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb_btf(ctx: BtfTracePointContext) -> i32 {
@@ -85,6 +78,5 @@ fn record(sk: *const u8, skb: *const u8, err: i32, off: &KernelOffsets) -> Resul
     let segments = kernel::tcp_skb_segments(skb, off)?;
     counters.retransmits += 1;
     counters.segments += segments;
-    let flow = kernel::flow_of_sock(sk, netns, off)?;
-    counters::add(&RETRANSMIT_FLOWS, &flow, segments)
+    Ok(())
 }

@@ -8,9 +8,9 @@ use anyhow::ensure;
 use bpf_tests::{
     harness::{Feature, Outcome, Test, TestResult, require_root},
     netns::Netns,
-    probes::{load, require_variant},
+    probes::{load, read, require_variant},
 };
-use nettune::probes::{Variant, connect::SIGNAL};
+use nettune::{model::probes::Variant, probes::connect::SIGNAL};
 
 pub const TESTS: &[Test] = &[Test {
     name: "connect::eaddrnotavail_is_counted_for_its_namespace",
@@ -31,8 +31,8 @@ fn eaddrnotavail_is_counted_for_its_namespace() -> TestResult {
     ns.write_sysctl("net/ipv4/ip_local_port_range", "40000 40001")?;
     let inode = ns.inode()?;
     let count = || -> anyhow::Result<u64> {
-        Ok(probes
-            .connect_eaddrnotavail()?
+        Ok(read(&probes)?
+            .connect_eaddrnotavail
             .get(&inode)
             .copied()
             .unwrap_or(0))

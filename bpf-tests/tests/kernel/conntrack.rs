@@ -14,7 +14,7 @@ use bpf_tests::{
     scenarios::Pair,
     sockets::connect_nonblocking,
 };
-use nettune::{netns, probes::drops::CONNTRACK_SIGNAL, sample::Sample};
+use nettune::probes::{ProbeSource as _, drops::CONNTRACK_SIGNAL};
 use nettune_common::EventKind;
 
 use crate::drops::probes_with_drops;
@@ -74,7 +74,7 @@ fn entries_equal_conntrack_count_and_drops_raise_events() -> TestResult {
         .map(|_| listener.accept().map(|(s, _)| s))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let sample = Sample::collect(&probes, &netns::discover())?;
+    let sample = bpf_tests::probes::sample(&probes)?;
     let inode = pair.receiver.inode()?;
     let ours = sample
         .netns

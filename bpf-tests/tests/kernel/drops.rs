@@ -17,13 +17,13 @@ use bpf_tests::{
     harness::{Outcome, Test, TestResult, require_root},
     loss::Loss,
     netns::Netns,
-    probes::load_requiring,
+    probes::{load_requiring, read},
     scenarios::Pair,
     traffic::bulk_transfer,
 };
 use nettune::{
-    probes::{Probes, drops::SIGNAL},
-    tracefs::Tracefs,
+    probes::{ProbeSource as _, Probes, drops::SIGNAL},
+    sys::tracefs::{self, Tracefs},
 };
 
 pub const TESTS: &[Test] = &[
@@ -46,7 +46,7 @@ pub type ByReason = BTreeMap<(u32, u32), u64>;
 
 fn by_reason(probes: &Probes, namespaces: &[u32]) -> anyhow::Result<ByReason> {
     let mut out = ByReason::new();
-    for (key, n) in probes.drops()? {
+    for (key, n) in read(probes)?.drops {
         if namespaces.contains(&key.netns) {
             *out.entry((key.netns, key.reason)).or_default() += n;
         }
@@ -139,9 +139,8 @@ fn check_names_match_the_kernel(probes: &Probes, seen: &ByReason) -> anyhow::Res
     let Some(tracefs) = Tracefs::find() else {
         return Ok(());
     };
-    let kernel =
-        nettune::drop_reasons::parse_print_symbolic(&tracefs.format_text("skb", "kfree_skb")?)
-            .unwrap_or_default();
+    let kernel = tracefs::parse_print_symbolic(&tracefs.format_text("skb", "kfree_skb")?)
+        .unwrap_or_default();
     for (_, reason) in seen.keys() {
         if let Some(name) = kernel.get(reason) {
             ensure!(
@@ -227,8 +226,8 @@ fn same_ifindex_in_two_namespaces_is_not_merged() -> TestResult {
     let second = Pair::new(5, Some(IFINDEX))?;
     let count = |ns: &Netns| -> anyhow::Result<u64> {
         let inode = ns.inode()?;
-        Ok(probes
-            .drops()?
+        Ok(read(&probes)?
+            .drops
             .iter()
             .filter(|(k, _)| k.netns == inode && k.ifindex == IFINDEX && k.reason == tc_ingress)
             .map(|(_, n)| n)

@@ -222,19 +222,18 @@ fn fifty_namespaces_come_and_go_without_leftovers() -> TestResult {
                 })
             })
             .count();
-        if seen == names.len() && with_traffic == names.len() {
+        // The datagrams wait for ARP: their drops can land after the series appear.
+        let with_drops = netns_in_drop_maps()?.intersection(&inodes).count();
+        if seen == names.len() && with_traffic == names.len() && with_drops == names.len() {
             break;
         }
         ensure!(
             Instant::now() < deadline,
-            "after 15 s only {seen} of {COUNT} pods have series ({with_traffic} with traffic)"
+            "after 15 s only {seen} of {COUNT} pods have series ({with_traffic} with traffic, \
+             {with_drops} with drop map entries)"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    ensure!(
-        netns_in_drop_maps()?.intersection(&inodes).count() == usize::from(COUNT),
-        "not every pod has drop map entries"
-    );
     ensure!(
         tcx_links() >= links_before + 2 * usize::from(COUNT),
         "tc links were not attached"

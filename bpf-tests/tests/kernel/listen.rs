@@ -15,9 +15,8 @@ use bpf_tests::{
     sockets::{connect_nonblocking, listener_with_backlog},
 };
 use nettune::{
-    netns,
-    probes::{Probes, Variant, listen::SIGNAL},
-    sample::Sample,
+    model::probes::Variant,
+    probes::{ProbeSource as _, Probes, listen::SIGNAL},
 };
 
 use crate::drops::{drops_equal_bpftrace, probes_with_drops};
@@ -31,8 +30,7 @@ const PORT: u16 = 5300;
 const CONNECTS: usize = 100;
 
 fn agent_overflows(probes: &Probes, ns: &Netns) -> anyhow::Result<u64> {
-    let namespaces = netns::discover();
-    let sample = Sample::collect(probes, &namespaces)?;
+    let sample = bpf_tests::probes::sample(probes)?;
     let inode = ns.inode()?;
     sample
         .netns
@@ -89,7 +87,8 @@ fn overflows_equal_the_namespace_listenoverflows_delta() -> TestResult {
     if matches!(variant, Some(Variant::Fentry | Variant::Kprobe)) {
         let inode = pair.receiver.inode()?;
         let per_listener = probes
-            .listen_overflows()?
+            .read()?
+            .listeners
             .into_iter()
             .find(|(k, _)| k.netns == inode && k.port == PORT)
             .map(|(_, v)| v)

@@ -9,18 +9,20 @@
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Context as _, ensure};
+use bpf_tests::loss::Loss;
 use bpf_tests::{
     harness::{Feature, Outcome, Test, TestResult, require_root},
     netns::{Netns, Veth},
-    probes::{load, require_variant},
+    probes::{load, read, require_variant, sample, watch_host_veths},
+    scenarios::Pair,
     traffic::bulk_transfer_from_host,
 };
-use std::collections::BTreeMap;
-
-use bpf_tests::loss::Loss;
 use nettune::{
-    probes::{Probes, Variant, traffic::SIGNAL},
-    sample::Sample,
+    collect::Collector,
+    config::Config,
+    model::probes::Variant,
+    probes::{ProbeSource as _, Probes, traffic::SIGNAL},
+    sys::Kernel,
 };
 
 use nettune_common::IfaceTraffic;
@@ -34,7 +36,64 @@ pub const TESTS: &[Test] = &[
         name: "traffic::clsact_counts_equal_interface_counters_and_follow_the_interface",
         run: || counts_equal_interface_counters_and_follow_the_interface(Variant::Clsact),
     },
+    Test {
+        name: "traffic::a_pods_veth_is_not_confused_with_a_veth_elsewhere_that_shares_its_ifindex",
+        run: a_pods_veth_is_not_confused_with_a_veth_elsewhere_that_shares_its_ifindex,
+    },
 ];
+
+/// A pod's host-side veth has ifindex N on the host; elsewhere, two namespaces are
+/// joined by a veth pair whose ends are also numbered N (ifindex values repeat
+/// across namespaces). The pod's traffic must be the pod's, and the pair's
+/// namespaces must get no interface: only the peer's namespace id
+/// (`IFLA_LINK_NETNSID`) tells them apart, not the ifindex.
+fn a_pods_veth_is_not_confused_with_a_veth_elsewhere_that_shares_its_ifindex() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let probes = load(&[])?;
+    if probes
+        .report()
+        .signal(SIGNAL)
+        .and_then(|s| s.attached)
+        .is_none()
+    {
+        return require_variant(&probes, SIGNAL, Variant::Tcx, Feature::Tc)
+            .unwrap_or(Ok(Outcome::Passed));
+    }
+    let pod = Netns::new("pod")?;
+    let host_veth = Veth::to_host(&pod, 33)?;
+    let shared_index = host_veth.host_ifindex()?;
+    let pair = Pair::new(34, Some(shared_index))?;
+    let mut collector = Collector::new(probes, Kernel, &Config::default());
+    collector.tick()?;
+    let snapshot = collector.tick()?.snapshot;
+    let interface_of = |ns: &Netns| -> anyhow::Result<Option<String>> {
+        let inode = ns.inode()?;
+        Ok(snapshot
+            .workload(inode)
+            .and_then(|w| w.interface.as_ref())
+            .map(|i| i.name.clone()))
+    };
+    let (of_pod, of_sender, of_receiver) = (
+        interface_of(&pod)?,
+        interface_of(&pair.sender)?,
+        interface_of(&pair.receiver)?,
+    );
+    println!(
+        "    ifindex {shared_index}: pod → {of_pod:?}, pair → {of_sender:?} / {of_receiver:?}"
+    );
+    ensure!(
+        of_pod.as_deref() == Some(host_veth.veth.a_name.as_str()),
+        "the pod's own veth {} is not its interface: {of_pod:?}",
+        host_veth.veth.a_name
+    );
+    ensure!(
+        of_sender.is_none() && of_receiver.is_none(),
+        "a namespace without a host-side veth got one: {of_sender:?} / {of_receiver:?}"
+    );
+    Ok(Outcome::Passed)
+}
 
 fn counts_equal_interface_counters_and_follow_the_interface(variant: Variant) -> TestResult {
     if let Some(skip) = require_root() {
@@ -52,7 +111,7 @@ fn counts_equal_interface_counters_and_follow_the_interface(variant: Variant) ->
     let pod = Netns::new("pod")?;
     let host_veth = Veth::to_host(&pod, 8)?;
     let name = host_veth.veth.a_name.clone();
-    let changes = probes.refresh_interfaces()?;
+    let changes = watch_host_veths(&mut probes)?;
     let ifindex = changes
         .added
         .iter()
@@ -61,8 +120,8 @@ fn counts_equal_interface_counters_and_follow_the_interface(variant: Variant) ->
         .with_context(|| format!("{name} was not attached: {changes:?}"))?;
 
     let read = |probes: &Probes| -> anyhow::Result<(IfaceTraffic, [u64; 4])> {
-        let ours = probes
-            .interface_traffic()?
+        let ours = read(probes)?
+            .interfaces
             .get(&ifindex)
             .map(|(_, t)| *t)
             .context("no traffic entry")?;
@@ -75,7 +134,7 @@ fn counts_equal_interface_counters_and_follow_the_interface(variant: Variant) ->
         Ok((ours, theirs))
     };
     let tc_drops = |probes: &Probes| -> anyhow::Result<u64> {
-        let sample = Sample::collect(probes, &BTreeMap::new())?;
+        let sample = sample(probes)?;
         Ok(sample.interfaces.get(&ifindex).map_or(0, |i| i.tc_drops))
     };
     let (ours_before, theirs_before) = read(&probes)?;
@@ -120,7 +179,7 @@ fn counts_equal_interface_counters_and_follow_the_interface(variant: Variant) ->
     // The pod goes away: its interface with it, and nettune forgets both.
     drop(host_veth);
     drop(pod);
-    let changes = probes.refresh_interfaces()?;
+    let changes = watch_host_veths(&mut probes)?;
     ensure!(
         changes
             .removed
@@ -129,7 +188,9 @@ fn counts_equal_interface_counters_and_follow_the_interface(variant: Variant) ->
         "{name} was not removed: {changes:?}"
     );
     ensure!(
-        !probes.interface_traffic()?.contains_key(&ifindex),
+        !bpf_tests::probes::read(&probes)?
+            .interfaces
+            .contains_key(&ifindex),
         "traffic for a removed interface is still reported"
     );
     Ok(Outcome::Passed)

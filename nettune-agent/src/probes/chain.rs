@@ -1,62 +1,13 @@
-//! Fallback chains: try each variant of a signal in order, keep the first that works.
+//! Fallback chains: try each variant of a signal in order, keep the first that
+//! works, and remember why the others did not.
 
 use aya::Ebpf;
-use serde::Serialize;
 
-use crate::{layout::Layout, tracefs::Tracefs};
-
-/// A way of getting a signal out of the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
-pub enum Variant {
-    /// BTF-enabled tracepoint (`tp_btf`, Linux 5.5+).
-    TpBtf,
-    /// Classic tracepoint through tracefs.
-    Tracepoint,
-    /// fentry trampoline on a kernel function (5.5+, needs BTF and trampolines).
-    Fentry,
-    /// kprobe on a kernel function (needs CONFIG_KPROBES).
-    Kprobe,
-    /// tc program through a TCX link (6.6+).
-    Tcx,
-    /// tc program on a clsact qdisc through netlink.
-    Clsact,
-    /// The kernel's own counters under /proc, read every tick.
-    Procfs,
-}
-
-impl std::fmt::Display for Variant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::TpBtf => "tp_btf",
-            Self::Tracepoint => "tracepoint",
-            Self::Fentry => "fentry",
-            Self::Kprobe => "kprobe",
-            Self::Tcx => "tcx",
-            Self::Clsact => "clsact",
-            Self::Procfs => "procfs",
-        })
-    }
-}
-
-/// A variant that was tried and not used, and why.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct Skipped {
-    pub variant: Variant,
-    pub reason: String,
-}
-
-/// What happened to one signal's chain.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
-pub struct SignalStatus {
-    /// Signal name, e.g. `tcp_retransmit`.
-    pub signal: String,
-    /// The variant in use, if any worked.
-    pub attached: Option<Variant>,
-    /// Variants tried before (or instead of) the attached one.
-    pub skipped: Vec<Skipped>,
-}
+use super::offsets::ResolvedOffsets;
+use crate::{
+    model::probes::{SignalStatus, Skipped, Variant},
+    sys::tracefs::Tracefs,
+};
 
 /// Choices the caller makes about loading.
 #[derive(Clone, Debug, Default)]
@@ -71,22 +22,25 @@ pub struct LoadOptions {
     pub tracefs_path: Option<std::path::PathBuf>,
 }
 
-/// What the variants need to know about this machine, gathered once.
-pub(crate) struct Env {
+/// What every attempt may need to know about this machine, gathered once.
+pub(crate) struct AttachContext {
+    /// The caller's choices.
     pub options: LoadOptions,
     /// aya's BTF handle, needed to load `tp_btf` and fentry programs.
     pub aya_btf: Result<aya::Btf, String>,
+    /// tracefs, needed by classic tracepoints.
     pub tracefs: Result<Tracefs, String>,
-    pub layout: Layout,
+    /// Offsets and drop reasons resolved for this kernel.
+    pub offsets: ResolvedOffsets,
 }
 
-/// One attempt in a chain: load and attach one variant.
-pub(crate) type Attempt = fn(&mut Ebpf, &Env) -> Result<(), String>;
+/// One attempt in a chain: load and attach one variant, or say why not.
+pub(crate) type Attempt = fn(&mut Ebpf, &AttachContext) -> Result<(), String>;
 
 /// Tries `chain` in order; the first success wins.
 pub(crate) fn attach_chain(
     ebpf: &mut Ebpf,
-    env: &Env,
+    context: &AttachContext,
     signal: &'static str,
     chain: &[(Variant, Attempt)],
 ) -> SignalStatus {
@@ -96,10 +50,10 @@ pub(crate) fn attach_chain(
         skipped: Vec::new(),
     };
     for (variant, attempt) in chain {
-        let outcome = if env.options.disabled.contains(variant) {
+        let outcome = if context.options.disabled.contains(variant) {
             Err("disabled by the caller (--disable-variant)".to_owned())
         } else {
-            attempt(ebpf, env)
+            attempt(ebpf, context)
         };
         match outcome {
             Ok(()) => {
@@ -145,11 +99,11 @@ where
 /// Loads and attaches a `tp_btf` program to `event`.
 pub(crate) fn attach_tp_btf(
     ebpf: &mut Ebpf,
-    env: &Env,
+    context: &AttachContext,
     name: &str,
     event: &str,
 ) -> Result<(), String> {
-    let btf = env.aya_btf.as_ref().map_err(Clone::clone)?;
+    let btf = context.aya_btf.as_ref().map_err(Clone::clone)?;
     let p: &mut aya::programs::BtfTracePoint = program(ebpf, name)?;
     p.load(event, btf)
         .map_err(|e| format!("load: {}", error_chain(&e)))?;
@@ -161,12 +115,12 @@ pub(crate) fn attach_tp_btf(
 /// Loads and attaches a classic tracepoint program to `category/event`.
 pub(crate) fn attach_tracepoint(
     ebpf: &mut Ebpf,
-    env: &Env,
+    context: &AttachContext,
     name: &str,
     category: &str,
     event: &str,
 ) -> Result<(), String> {
-    env.tracefs.as_ref().map_err(Clone::clone)?;
+    context.tracefs.as_ref().map_err(Clone::clone)?;
     let p: &mut aya::programs::TracePoint = program(ebpf, name)?;
     p.load().map_err(|e| format!("load: {}", error_chain(&e)))?;
     p.attach(category, event)

@@ -9,22 +9,26 @@ use std::collections::BTreeMap;
 use aya::Ebpf;
 use nettune_common::netns_counters::CONNECT_EADDRNOTAVAIL_MAP;
 
+use crate::model::probes::{SignalStatus, Variant};
+
 use super::{
-    LoadError, Probes, SignalStatus, Variant,
-    chain::{Attempt, Env, attach_chain, attach_tracepoint},
+    LoadError, Probes,
+    chain::{AttachContext, Attempt, attach_chain, attach_tracepoint},
     maps,
+    offsets::OffsetGroup,
 };
-use crate::layout::Need;
 
 /// Signal name in reports and metrics.
 pub const SIGNAL: &str = "connect_eaddrnotavail";
 
 const CHAIN: [(Variant, Attempt); 2] = [
-    (Variant::Tracepoint, |ebpf, env| {
-        env.layout.require(&[Need::TaskNetns, Need::TpConnect])?;
+    (Variant::Tracepoint, |ebpf, context| {
+        context
+            .offsets
+            .require(&[OffsetGroup::TaskNetns, OffsetGroup::TpConnect])?;
         attach_tracepoint(
             ebpf,
-            env,
+            context,
             "sys_exit_connect",
             "syscalls",
             "sys_exit_connect",
@@ -33,13 +37,13 @@ const CHAIN: [(Variant, Attempt); 2] = [
     (Variant::Procfs, |_, _| Ok(())),
 ];
 
-pub(super) fn attach(ebpf: &mut Ebpf, env: &Env) -> SignalStatus {
-    attach_chain(ebpf, env, SIGNAL, &CHAIN)
+pub(super) fn attach(ebpf: &mut Ebpf, context: &AttachContext) -> SignalStatus {
+    attach_chain(ebpf, context, SIGNAL, &CHAIN)
 }
 
 impl Probes {
     /// connect() calls that failed with EADDRNOTAVAIL, per netns inode.
-    pub fn connect_eaddrnotavail(&self) -> Result<BTreeMap<u32, u64>, LoadError> {
+    pub(super) fn connect_eaddrnotavail(&self) -> Result<BTreeMap<u32, u64>, LoadError> {
         maps::per_cpu_counts(&self.ebpf, CONNECT_EADDRNOTAVAIL_MAP)
     }
 }

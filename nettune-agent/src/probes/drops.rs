@@ -10,33 +10,39 @@ use std::collections::BTreeMap;
 use aya::Ebpf;
 use nettune_common::{DropKey, drops::DROPS_MAP};
 
-use super::{
-    LoadError, Probes, SignalStatus, Skipped, Variant,
-    chain::{Attempt, Env, attach_chain, attach_tp_btf, attach_tracepoint},
-    maps,
-};
-use crate::layout::Need;
+use crate::model::probes::{SignalStatus, Skipped, Variant};
 
-/// Signal names in reports and metrics.
+use super::{
+    LoadError, Probes,
+    chain::{AttachContext, Attempt, attach_chain, attach_tp_btf, attach_tracepoint},
+    maps,
+    offsets::OffsetGroup,
+};
+
+/// Signal name in reports and metrics.
 pub const SIGNAL: &str = "drops";
+/// The conntrack signal's name.
 pub const CONNTRACK_SIGNAL: &str = "conntrack";
 
 const CHAIN: [(Variant, Attempt); 2] = [
-    (Variant::TpBtf, |ebpf, env| {
-        env.layout
-            .require(&[Need::SkbLocation, Need::SockNetns, Need::TpBtfArgs])?;
-        attach_tp_btf(ebpf, env, "kfree_skb_btf", "kfree_skb")
+    (Variant::TpBtf, |ebpf, context| {
+        context.offsets.require(&[
+            OffsetGroup::SkbLocation,
+            OffsetGroup::SockNetns,
+            OffsetGroup::TpBtfArgs,
+        ])?;
+        attach_tp_btf(ebpf, context, "kfree_skb_btf", "kfree_skb")
     }),
     // Without BTF the struct offsets are unknown: the program still counts drops
     // per reason, under namespace 0 and ifindex 0 (see the load warnings).
-    (Variant::Tracepoint, |ebpf, env| {
-        env.layout.require(&[Need::TpKfreeSkb])?;
-        attach_tracepoint(ebpf, env, "kfree_skb_tp", "skb", "kfree_skb")
+    (Variant::Tracepoint, |ebpf, context| {
+        context.offsets.require(&[OffsetGroup::TpKfreeSkb])?;
+        attach_tracepoint(ebpf, context, "kfree_skb_tp", "skb", "kfree_skb")
     }),
 ];
 
-pub(super) fn attach(ebpf: &mut Ebpf, env: &Env) -> SignalStatus {
-    attach_chain(ebpf, env, SIGNAL, &CHAIN)
+pub(super) fn attach(ebpf: &mut Ebpf, context: &AttachContext) -> SignalStatus {
+    attach_chain(ebpf, context, SIGNAL, &CHAIN)
 }
 
 /// Conntrack is read from each namespace's `/proc/net/stat/nf_conntrack`; it is
@@ -60,7 +66,7 @@ pub(super) fn conntrack_status() -> SignalStatus {
 
 impl Probes {
     /// Drops per (netns, ifindex, reason), summed over CPUs.
-    pub fn drops(&self) -> Result<BTreeMap<DropKey, u64>, LoadError> {
+    pub(super) fn drops(&self) -> Result<BTreeMap<DropKey, u64>, LoadError> {
         maps::per_cpu_counts(&self.ebpf, DROPS_MAP)
     }
 }

@@ -13,6 +13,7 @@ use nettune_common::{
 };
 
 use super::{LoadError, Probes, maps};
+use crate::model::sample::LostEvents;
 
 /// The ring buffer, taken out of the object so it can be read with `&mut`.
 pub(super) struct EventReader {
@@ -27,13 +28,6 @@ impl EventReader {
         let ring = RingBuf::try_from(map).map_err(|e| e.to_string())?;
         Ok(Self { ring })
     }
-}
-
-/// Events lost so far: (ring buffer full, suppressed by the rate limit).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LostEvents {
-    pub ring_full: u64,
-    pub rate_limited: u64,
 }
 
 impl Probes {
@@ -60,7 +54,7 @@ impl Probes {
     }
 
     /// Events the kernel side could not send.
-    pub fn lost_events(&self) -> Result<LostEvents, LoadError> {
+    pub(super) fn lost_events(&self) -> Result<LostEvents, LoadError> {
         let slots = maps::per_cpu_array_sums(&self.ebpf, EVENTS_LOST_MAP)?;
         Ok(LostEvents {
             ring_full: slots.first().copied().unwrap_or(0),

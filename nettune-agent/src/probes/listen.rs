@@ -13,12 +13,14 @@ use aya::{
 };
 use nettune_common::{ListenKey, ListenOverflow, listen::LISTEN_OVERFLOWS_MAP};
 
+use crate::model::probes::{SignalStatus, Variant};
+
 use super::{
-    LoadError, Probes, SignalStatus, Variant,
-    chain::{Attempt, Env, attach_chain, error_chain, program},
+    LoadError, Probes,
+    chain::{AttachContext, Attempt, attach_chain, error_chain, program},
     maps,
+    offsets::OffsetGroup,
 };
-use crate::layout::Need;
 
 /// Signal name in reports and metrics.
 pub const SIGNAL: &str = "listen_overflow";
@@ -42,13 +44,15 @@ const CHAIN: [(Variant, Attempt); 3] = [
     (Variant::Procfs, |_, _| Ok(())),
 ];
 
-pub(super) fn attach(ebpf: &mut Ebpf, env: &Env) -> SignalStatus {
-    attach_chain(ebpf, env, SIGNAL, &CHAIN)
+pub(super) fn attach(ebpf: &mut Ebpf, context: &AttachContext) -> SignalStatus {
+    attach_chain(ebpf, context, SIGNAL, &CHAIN)
 }
 
-fn attach_fentry(ebpf: &mut Ebpf, env: &Env) -> Result<(), String> {
-    env.layout.require(&[Need::Listener, Need::SockNetns])?;
-    let btf = env.aya_btf.as_ref().map_err(Clone::clone)?;
+fn attach_fentry(ebpf: &mut Ebpf, context: &AttachContext) -> Result<(), String> {
+    context
+        .offsets
+        .require(&[OffsetGroup::Listener, OffsetGroup::SockNetns])?;
+    let btf = context.aya_btf.as_ref().map_err(Clone::clone)?;
     let result = FENTRY_PROGRAMS
         .iter()
         .try_for_each(|&(name, function, required)| {
@@ -77,8 +81,10 @@ fn attach_fentry(ebpf: &mut Ebpf, env: &Env) -> Result<(), String> {
     result
 }
 
-fn attach_kprobes(ebpf: &mut Ebpf, env: &Env) -> Result<(), String> {
-    env.layout.require(&[Need::Listener, Need::SockNetns])?;
+fn attach_kprobes(ebpf: &mut Ebpf, context: &AttachContext) -> Result<(), String> {
+    context
+        .offsets
+        .require(&[OffsetGroup::Listener, OffsetGroup::SockNetns])?;
     let result = KPROBE_TARGETS
         .iter()
         .try_for_each(|&(name, function, required)| {
@@ -122,7 +128,9 @@ impl Probes {
     /// Overflows per listening socket (fentry/kprobe variants only; empty under
     /// the procfs variant). Per-CPU values are merged: counts summed, the queue
     /// length and limit of the busiest CPU kept.
-    pub fn listen_overflows(&self) -> Result<BTreeMap<ListenKey, ListenOverflow>, LoadError> {
+    pub(super) fn listen_overflows(
+        &self,
+    ) -> Result<BTreeMap<ListenKey, ListenOverflow>, LoadError> {
         maps::per_cpu_hash(&self.ebpf, LISTEN_OVERFLOWS_MAP, |a: ListenOverflow, b| {
             ListenOverflow {
                 overflows: a.overflows.saturating_add(b.overflows),

@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 
 use aya::{
     Ebpf, Pod,
-    maps::{MapData, MapError, PerCpuArray, PerCpuHashMap},
+    maps::{Map, MapData, MapError, PerCpuArray, PerCpuHashMap},
 };
 
 use super::LoadError;
 
+/// `error` on map `name`, as a [`LoadError`].
 fn map_error(name: &'static str) -> impl Fn(MapError) -> LoadError {
     move |e| LoadError::Map {
         name,
@@ -16,12 +17,24 @@ fn map_error(name: &'static str) -> impl Fn(MapError) -> LoadError {
     }
 }
 
-fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a aya::maps::Map, LoadError> {
-    ebpf.map(name).ok_or_else(|| {
-        map_error(name)(MapError::InvalidName {
-            name: name.to_owned(),
-        })
+fn missing(name: &'static str) -> LoadError {
+    map_error(name)(MapError::InvalidName {
+        name: name.to_owned(),
     })
+}
+
+/// The map `name` of the object.
+fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a Map, LoadError> {
+    ebpf.map(name).ok_or_else(|| missing(name))
+}
+
+/// The per-CPU hash `name`, writable (to insert or remove keys).
+pub(crate) fn per_cpu_hash_mut<'a, K: Pod, V: Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<PerCpuHashMap<&'a mut MapData, K, V>, LoadError> {
+    let map = ebpf.map_mut(name).ok_or_else(|| missing(name))?;
+    PerCpuHashMap::try_from(map).map_err(map_error(name))
 }
 
 /// Every entry of a per-CPU hash (plain or LRU), each value folded over CPUs with
@@ -72,13 +85,7 @@ pub(crate) fn remove_keys<K: Pod, V: Pod>(
     name: &'static str,
     stale: impl Fn(&K) -> bool,
 ) -> Result<usize, LoadError> {
-    let map = ebpf.map_mut(name).ok_or_else(|| {
-        map_error(name)(MapError::InvalidName {
-            name: name.to_owned(),
-        })
-    })?;
-    let mut hash: PerCpuHashMap<&mut MapData, K, V> =
-        PerCpuHashMap::try_from(map).map_err(map_error(name))?;
+    let mut hash = per_cpu_hash_mut::<K, V>(ebpf, name)?;
     let doomed: Vec<K> = hash
         .keys()
         .filter_map(Result::ok)

@@ -1,32 +1,52 @@
 //! Loading nettune's eBPF object and attaching, for each signal, the best variant
-//! this kernel supports.
+//! this kernel supports; reading the programs' maps.
 //!
 //! Kernel differences stop here. Each signal has an ordered chain of variants
 //! (e.g. `tp_btf` before the classic tracepoint, fentry before kprobe before a
 //! procfs counter); [`Probes::load`] tries them in order, keeps the first that
-//! loads and attaches, and records why each other one did not. Everything
-//! downstream reads the same maps whatever variant is attached, and
-//! `nettune probes` prints the record.
+//! loads and attaches, and records why each other one did not in a
+//! [`Report`]. Everything downstream reads the same [`ProbeReadings`] whatever
+//! variant is attached, through the [`ProbeSource`] trait that
+//! [`fake::FakeProbes`] also implements for tests.
+//!
+//! - [`offsets`]: kernel struct and tracepoint offsets, resolved from BTF and
+//!   tracefs, handed to the programs before load;
+//! - [`chain`]: trying a signal's variants in order;
+//! - one module per signal: [`retransmit`], [`drops`], [`listen`], [`connect`],
+//!   [`traffic`] (tc on host-side veths), plus [`events`] (the urgent-event ring
+//!   buffer) and [`maps`] (reading per-CPU maps).
 
 mod chain;
 pub mod connect;
 pub mod drops;
 pub mod events;
+pub mod fake;
 pub mod listen;
 mod maps;
+pub mod offsets;
 pub mod retransmit;
 pub mod traffic;
 
-use std::fmt;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aya::{Ebpf, EbpfLoader};
-use serde::Serialize;
+use nettune_common::{
+    DropKey, IfaceTraffic, ListenKey, ListenOverflow, ProbeError, RetransmitCounters,
+};
 
-use chain::Env;
-pub use chain::{LoadOptions, SignalStatus, Skipped, Variant};
+use chain::AttachContext;
+pub use chain::LoadOptions;
 pub use traffic::InterfaceChanges;
 
-use crate::{btf::Btf, drop_reasons::DropReasons, layout::Layout, tracefs::Tracefs};
+use crate::{
+    model::{
+        drop_reasons::{DropReasons, NameSource},
+        probes::Report,
+        sample::LostEvents,
+    },
+    sys::{Link, btf::Btf, tracefs::Tracefs},
+};
+use offsets::ResolvedOffsets;
 
 /// The eBPF object, built by build.rs with the pinned nightly and embedded here.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nettune"));
@@ -35,58 +55,59 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ne
 /// failing, which is recorded and falls back), or from reading a map.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The object itself did not load (e.g. a map could not be created).
     #[error("cannot load nettune's eBPF object: {0}")]
     Object(#[source] Box<aya::EbpfError>),
+    /// A map could not be read.
     #[error("eBPF map `{name}`: {source}")]
     Map {
+        /// The map's name.
         name: &'static str,
+        /// aya's error.
         #[source]
         source: Box<aya::maps::MapError>,
     },
 }
 
-/// The outcome of loading: one entry per signal, plus start-up warnings.
-#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
-pub struct Report {
-    pub signals: Vec<SignalStatus>,
-    /// Degradations that are not tied to one signal (memlock, tracefs, BTF).
-    pub warnings: Vec<String>,
+/// Everything the programs' maps hold, read once per tick.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProbeReadings {
+    /// Retransmit counters per netns inode.
+    pub retransmits: BTreeMap<u32, RetransmitCounters>,
+    /// Drops per (netns, ifindex, reason).
+    pub drops: BTreeMap<DropKey, u64>,
+    /// Overflows per listening socket (fentry/kprobe variants only).
+    pub listeners: BTreeMap<ListenKey, ListenOverflow>,
+    /// connect() calls that failed with `EADDRNOTAVAIL`, per netns inode.
+    pub connect_eaddrnotavail: BTreeMap<u32, u64>,
+    /// Traffic per watched host-side interface: ifindex → (name, counters).
+    pub interfaces: BTreeMap<u32, (String, IfaceTraffic)>,
+    /// The programs' own errors.
+    pub probe_errors: Vec<(ProbeError, u64)>,
+    /// Urgent events the kernel side could not send.
+    pub lost_events: LostEvents,
 }
 
-impl Report {
-    /// Whether every signal has an attached variant.
-    pub fn all_attached(&self) -> bool {
-        self.signals.iter().all(|s| s.attached.is_some())
-    }
+/// What collection needs from the probes: the real [`Probes`], or a fake.
+pub trait ProbeSource {
+    /// What attached, what was skipped and why.
+    fn report(&self) -> &Report;
 
-    /// The status of `signal`.
-    pub fn signal(&self, signal: &str) -> Option<&SignalStatus> {
-        self.signals.iter().find(|s| s.signal == signal)
-    }
-}
+    /// This kernel's drop reason names.
+    fn drop_reasons(&self) -> &DropReasons;
 
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:<22} {:<11} SKIPPED VARIANTS", "SIGNAL", "ATTACHED")?;
-        for s in &self.signals {
-            let attached = s
-                .attached
-                .map_or_else(|| "NONE".to_owned(), |v| v.to_string());
-            let mut skipped = s.skipped.iter();
-            let first = skipped.next().map_or_else(
-                || "-".to_owned(),
-                |k| format!("{}: {}", k.variant, k.reason),
-            );
-            writeln!(f, "{:<22} {attached:<11} {first}", s.signal)?;
-            for k in skipped {
-                writeln!(f, "{:<22} {:<11} {}: {}", "", "", k.variant, k.reason)?;
-            }
-        }
-        for w in &self.warnings {
-            writeln!(f, "warning: {w}")?;
-        }
-        Ok(())
-    }
+    /// Reads every map once.
+    fn read(&self) -> Result<ProbeReadings, LoadError>;
+
+    /// Removes every map entry of namespaces not in `alive`, so a departed pod's
+    /// figures disappear (and its inode, if the kernel reuses it, starts from
+    /// zero). Returns how many entries were removed. Namespace 0 (drops nothing
+    /// could attribute) is kept.
+    fn forget_namespaces(&mut self, alive: &BTreeSet<u32>) -> Result<usize, LoadError>;
+
+    /// Attaches the tc programs to host-side veths in `veths` not yet watched, and
+    /// forgets watched ones that are no longer there.
+    fn watch_interfaces(&mut self, veths: &[&Link]) -> InterfaceChanges;
 }
 
 /// The loaded object with every signal's chosen variant attached. Dropping it
@@ -129,40 +150,47 @@ impl Probes {
                  that read kernel structs fall back to procfs counters where they have one"
             ));
         }
-        let layout = Layout::resolve(btf.as_ref(), tracefs.as_ref());
+        let offsets = ResolvedOffsets::resolve(btf.as_ref(), tracefs.as_ref());
         // Our parsed BTF held all of vmlinux's types: drop it before loading.
         drop(btf);
-        if layout.drop_reasons.source == crate::drop_reasons::Source::None {
+        if offsets.drop_reasons.source == NameSource::None {
             warnings.push(
                 "drop reason names unavailable (no BTF enum skb_drop_reason, no tracefs \
                  format): reasons are shown as numbers"
                     .to_owned(),
             );
         }
-        let env = Env {
-            options: options.clone(),
-            aya_btf: match &options.btf_path {
-                Some(path) => aya::Btf::parse_file(path, aya::Endianness::default()),
-                None => aya::Btf::from_sys_fs(),
-            }
-            .map_err(|e| format!("no kernel BTF: {e}")),
-            tracefs: tracefs.map_err(|e| e.to_string()),
-            layout,
-        };
-        let mut ebpf = EbpfLoader::new()
+        // aya needs its own parse of the kernel's BTF to find tp_btf/fentry
+        // targets: parse it once, for the loader and every program.
+        let aya_btf = match &options.btf_path {
+            Some(path) => aya::Btf::parse_file(path, aya::Endianness::default()),
+            None => aya::Btf::from_sys_fs(),
+        }
+        .map_err(|e| format!("no kernel BTF: {e}"));
+        let mut loader = EbpfLoader::new();
+        if let Ok(btf) = &aya_btf {
+            loader.btf(btf);
+        }
+        let mut ebpf = loader
             .override_global(
                 nettune_common::offsets::OFFSETS_GLOBAL,
-                &env.layout.offsets,
+                &offsets.offsets,
                 true,
             )
             .load(OBJECT)
             .map_err(|e| LoadError::Object(Box::new(e)))?;
+        let context = AttachContext {
+            options: options.clone(),
+            aya_btf,
+            tracefs: tracefs.map_err(|e| e.to_string()),
+            offsets,
+        };
         let signals = vec![
-            retransmit::attach(&mut ebpf, &env),
-            drops::attach(&mut ebpf, &env),
-            listen::attach(&mut ebpf, &env),
-            connect::attach(&mut ebpf, &env),
-            traffic::attach(&mut ebpf, &env),
+            retransmit::attach(&mut ebpf, &context),
+            drops::attach(&mut ebpf, &context),
+            listen::attach(&mut ebpf, &context),
+            connect::attach(&mut ebpf, &context),
+            traffic::attach(&mut ebpf, &context),
             drops::conntrack_status(),
         ];
         let events = match events::EventReader::new(&mut ebpf) {
@@ -175,41 +203,50 @@ impl Probes {
         Ok(Self {
             ebpf,
             report: Report { signals, warnings },
-            drop_reasons: env.layout.drop_reasons,
+            drop_reasons: context.offsets.drop_reasons,
             events,
             traffic: traffic::Watcher::default(),
         })
     }
 
-    /// What attached, what was skipped and why.
-    pub fn report(&self) -> &Report {
+    /// Sum over CPUs of the programs' own error counters, by error kind.
+    fn probe_errors(&self) -> Result<Vec<(ProbeError, u64)>, LoadError> {
+        let slots = maps::per_cpu_array_sums(&self.ebpf, "PROBE_ERRORS")?;
+        Ok(ProbeError::ALL
+            .iter()
+            .map(|&e| (e, slots.get(e as usize).copied().unwrap_or(0)))
+            .collect())
+    }
+}
+
+impl ProbeSource for Probes {
+    fn report(&self) -> &Report {
         &self.report
     }
 
-    /// Names of this kernel's drop reasons.
-    pub fn drop_reasons(&self) -> &DropReasons {
+    fn drop_reasons(&self) -> &DropReasons {
         &self.drop_reasons
     }
 
-    /// Removes every map entry of namespaces not in `alive`, so a departed pod's
-    /// figures disappear (and its inode, if the kernel reuses it, starts from zero).
-    /// Returns how many entries were removed. Namespace 0 (drops nothing could
-    /// attribute) is kept.
-    pub fn forget_namespaces(
-        &mut self,
-        alive: &std::collections::BTreeSet<u32>,
-    ) -> Result<usize, LoadError> {
-        use nettune_common::{DropKey, FlowKey, ListenKey, ListenOverflow, RetransmitCounters};
+    fn read(&self) -> Result<ProbeReadings, LoadError> {
+        Ok(ProbeReadings {
+            retransmits: self.retransmits()?,
+            drops: self.drops()?,
+            listeners: self.listen_overflows()?,
+            connect_eaddrnotavail: self.connect_eaddrnotavail()?,
+            interfaces: self.interface_traffic()?,
+            probe_errors: self.probe_errors()?,
+            lost_events: self.lost_events()?,
+        })
+    }
+
+    fn forget_namespaces(&mut self, alive: &BTreeSet<u32>) -> Result<usize, LoadError> {
         let gone = |netns: u32| netns != 0 && !alive.contains(&netns);
         let ebpf = &mut self.ebpf;
         Ok(maps::remove_keys::<u32, RetransmitCounters>(
             ebpf,
             nettune_common::retransmit::RETRANSMITS_MAP,
             |k| gone(*k),
-        )? + maps::remove_keys::<FlowKey, u64>(
-            ebpf,
-            nettune_common::retransmit::RETRANSMIT_FLOWS_MAP,
-            |k| gone(k.netns),
         )? + maps::remove_keys::<DropKey, u64>(ebpf, nettune_common::drops::DROPS_MAP, |k| {
             gone(k.netns)
         })? + maps::remove_keys::<ListenKey, ListenOverflow>(
@@ -223,13 +260,8 @@ impl Probes {
         )?)
     }
 
-    /// Sum over CPUs of the programs' own error counters, by error kind.
-    pub fn probe_errors(&self) -> Result<Vec<(nettune_common::ProbeError, u64)>, LoadError> {
-        let slots = maps::per_cpu_array_sums(&self.ebpf, "PROBE_ERRORS")?;
-        Ok(nettune_common::ProbeError::ALL
-            .iter()
-            .map(|&e| (e, slots.get(e as usize).copied().unwrap_or(0)))
-            .collect())
+    fn watch_interfaces(&mut self, veths: &[&Link]) -> InterfaceChanges {
+        self.refresh_interfaces(veths)
     }
 }
 

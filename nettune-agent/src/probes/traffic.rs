@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuHashMap, PerCpuValues},
+    maps::PerCpuValues,
     programs::{
         LinkOrder, SchedClassifier, TcAttachType,
         tc::{self, NlOptions, SchedClassifierLinkId, TcAttach},
@@ -19,12 +19,16 @@ use aya::{
 use nettune_common::{IfaceTraffic, traffic::IFACE_TRAFFIC_MAP};
 use serde::Serialize;
 
+use crate::{
+    model::probes::{SignalStatus, Variant},
+    sys::Link,
+};
+
 use super::{
-    LoadError, Probes, SignalStatus, Variant,
-    chain::{Attempt, Env, attach_chain, error_chain, program},
+    LoadError, Probes,
+    chain::{AttachContext, Attempt, attach_chain, error_chain, program},
     maps,
 };
-use crate::netlink;
 
 /// Signal name in reports and metrics.
 pub const SIGNAL: &str = "pod_traffic";
@@ -43,8 +47,8 @@ const CHAIN: [(Variant, Attempt); 2] = [
     (Variant::Clsact, |ebpf, _| load_programs(ebpf)),
 ];
 
-pub(super) fn attach(ebpf: &mut Ebpf, env: &Env) -> SignalStatus {
-    attach_chain(ebpf, env, SIGNAL, &CHAIN)
+pub(super) fn attach(ebpf: &mut Ebpf, context: &AttachContext) -> SignalStatus {
+    attach_chain(ebpf, context, SIGNAL, &CHAIN)
 }
 
 /// Loads both classifiers; they are attached per interface by [`Watcher`].
@@ -72,11 +76,13 @@ pub(super) struct Watcher {
 }
 
 /// What one refresh changed.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct InterfaceChanges {
+    /// Interfaces attached: (ifindex, name).
     pub added: Vec<(u32, String)>,
+    /// Interfaces gone and forgotten: (ifindex, name).
     pub removed: Vec<(u32, String)>,
-    /// Interfaces that could not be attached, with the reason.
+    /// Interfaces that could not be attached: (name, reason).
     pub failed: Vec<(String, String)>,
 }
 
@@ -141,40 +147,21 @@ fn detach_one(ebpf: &mut Ebpf, links: [SchedClassifierLinkId; 2]) {
     }
 }
 
-fn traffic_map(
-    ebpf: &mut Ebpf,
-) -> Result<PerCpuHashMap<&mut MapData, u32, IfaceTraffic>, LoadError> {
-    let map_err = |e| LoadError::Map {
-        name: IFACE_TRAFFIC_MAP,
-        source: Box::new(e),
-    };
-    let map = ebpf.map_mut(IFACE_TRAFFIC_MAP).ok_or_else(|| {
-        map_err(aya::maps::MapError::InvalidName {
-            name: IFACE_TRAFFIC_MAP.into(),
-        })
-    })?;
-    PerCpuHashMap::try_from(map).map_err(map_err)
-}
-
 impl Probes {
-    /// Attaches to veth interfaces of the agent's namespace that appeared since the
-    /// last call and forgets those that went. Does nothing when no tc variant
-    /// attached.
-    pub fn refresh_interfaces(&mut self) -> std::io::Result<InterfaceChanges> {
+    /// Attaches to veths in `veths` (the agent's namespace) not watched yet and
+    /// forgets watched ones that went. Does nothing when no tc variant attached.
+    pub(super) fn refresh_interfaces(&mut self, veths: &[&Link]) -> InterfaceChanges {
         let mut changes = InterfaceChanges::default();
         let Some(mode) = self.report.signal(SIGNAL).and_then(|s| s.attached) else {
-            return Ok(changes);
+            return changes;
         };
-        let present: BTreeMap<u32, String> = netlink::links()?
-            .into_iter()
-            .filter(|l| l.kind.as_deref() == Some("veth"))
-            .map(|l| (l.ifindex, l.name))
-            .collect();
+        let present: BTreeMap<u32, &str> =
+            veths.iter().map(|l| (l.ifindex, l.name.as_str())).collect();
         let gone: Vec<u32> = self
             .traffic
             .attached
             .iter()
-            .filter(|(i, a)| present.get(i) != Some(&a.name))
+            .filter(|(i, a)| present.get(i) != Some(&a.name.as_str()))
             .map(|(i, _)| *i)
             .collect();
         for ifindex in gone {
@@ -182,46 +169,62 @@ impl Probes {
                 continue;
             };
             detach_one(&mut self.ebpf, old.links);
-            if let Ok(mut map) = traffic_map(&mut self.ebpf) {
-                let _ = map.remove(&ifindex);
-            }
+            self.forget_traffic(ifindex);
             changes.removed.push((ifindex, old.name));
         }
-        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
         for (ifindex, name) in present {
             if self.traffic.attached.contains_key(&ifindex) {
                 continue;
             }
             // The entry must exist before packets flow: the programs never insert.
-            let zero =
-                PerCpuValues::try_from(vec![IfaceTraffic::default(); nr_cpus.get() as usize])?;
-            if let Err(e) = traffic_map(&mut self.ebpf)
-                .map_err(|e| e.to_string())
-                .and_then(|mut m| m.insert(&ifindex, zero, 0).map_err(|e| e.to_string()))
-            {
-                changes.failed.push((name, e));
+            if let Err(e) = self.zero_traffic(ifindex) {
+                changes.failed.push((name.to_owned(), e));
                 continue;
             }
             match attach_one(&mut self.ebpf, mode, ifindex) {
                 Ok(links) => {
-                    changes.added.push((ifindex, name.clone()));
-                    self.traffic
-                        .attached
-                        .insert(ifindex, Attached { name, links });
+                    changes.added.push((ifindex, name.to_owned()));
+                    self.traffic.attached.insert(
+                        ifindex,
+                        Attached {
+                            name: name.to_owned(),
+                            links,
+                        },
+                    );
                 }
                 Err(e) => {
-                    if let Ok(mut map) = traffic_map(&mut self.ebpf) {
-                        let _ = map.remove(&ifindex);
-                    }
-                    changes.failed.push((name, e));
+                    self.forget_traffic(ifindex);
+                    changes.failed.push((name.to_owned(), e));
                 }
             }
         }
-        Ok(changes)
+        changes
+    }
+
+    /// Creates `ifindex`'s traffic entry, zeroed on every CPU.
+    fn zero_traffic(&mut self, ifindex: u32) -> Result<(), String> {
+        let nr_cpus = aya::util::nr_cpus().map_err(|(_, e)| e.to_string())?;
+        let zero = PerCpuValues::try_from(vec![IfaceTraffic::default(); nr_cpus.get() as usize])
+            .map_err(|e| e.to_string())?;
+        maps::per_cpu_hash_mut::<u32, IfaceTraffic>(&mut self.ebpf, IFACE_TRAFFIC_MAP)
+            .map_err(|e| e.to_string())?
+            .insert(&ifindex, zero, 0)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Removes `ifindex`'s traffic entry (already gone is fine).
+    fn forget_traffic(&mut self, ifindex: u32) {
+        if let Ok(mut map) =
+            maps::per_cpu_hash_mut::<u32, IfaceTraffic>(&mut self.ebpf, IFACE_TRAFFIC_MAP)
+        {
+            let _ = map.remove(&ifindex);
+        }
     }
 
     /// Traffic per watched interface: ifindex → (name, counters summed over CPUs).
-    pub fn interface_traffic(&self) -> Result<BTreeMap<u32, (String, IfaceTraffic)>, LoadError> {
+    pub(super) fn interface_traffic(
+        &self,
+    ) -> Result<BTreeMap<u32, (String, IfaceTraffic)>, LoadError> {
         let counts =
             maps::per_cpu_hash(&self.ebpf, IFACE_TRAFFIC_MAP, IfaceTraffic::saturating_add)?;
         Ok(counts

@@ -6,16 +6,25 @@ use std::collections::{BTreeMap, VecDeque};
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::snapshot::{Snapshot, WorkloadFigures};
+use crate::model::{
+    snapshot::{Published, Snapshot, WorkloadFigures},
+    tuning::TuningState,
+};
 
 /// Columns the workload table can be sorted by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SortColumn {
+    /// By pod name.
     Pod,
+    /// By bytes received per second.
     Rx,
+    /// By bytes sent per second.
     Tx,
+    /// By drops per second.
     Drops,
+    /// By retransmitted segments per second.
     Retransmits,
+    /// By listen overflows per second.
     Overflows,
 }
 
@@ -52,14 +61,18 @@ impl SortColumn {
 /// Which pane the arrow keys move in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pane {
+    /// The workload table.
     Workloads,
+    /// The tuner's decisions.
     Tuning,
 }
 
 /// Per-workload history for sparklines (one point per refresh, a minute or so).
 #[derive(Clone, Debug, Default)]
 pub struct History {
+    /// Drops per second, in hundredths.
     pub drops: VecDeque<u64>,
+    /// Retransmitted segments per second, in hundredths.
     pub retransmits: VecDeque<u64>,
 }
 
@@ -67,16 +80,29 @@ const HISTORY: usize = 60;
 
 /// Everything the UI shows and the user chose.
 pub struct App {
+    /// The latest Snapshot.
     pub snapshot: Option<Snapshot>,
+    /// The tuner's state beside it (absent without a tuner).
+    pub tuning: Option<TuningState>,
+    /// A minute of rates per namespace inode, for the sparklines.
     pub history: BTreeMap<u32, History>,
+    /// The column rows are sorted by.
     pub sort: SortColumn,
+    /// Largest first.
     pub descending: bool,
+    /// Rows must contain this text (pod, namespace or process).
     pub filter: String,
+    /// The filter is being typed.
     pub editing_filter: bool,
+    /// Index of the selected row.
     pub selected: usize,
+    /// New Snapshots are ignored.
     pub paused: bool,
+    /// The pane the arrow keys move in.
     pub pane: Pane,
+    /// Lines scrolled in the tuning pane.
     pub tuning_scroll: usize,
+    /// The help popup is open.
     pub show_help: bool,
     /// Where the figures come from (embedded agent or a URL).
     pub source: String,
@@ -87,14 +113,18 @@ pub struct App {
 /// What a key asks the caller to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// Carry on.
     None,
+    /// Leave `top`.
     Quit,
 }
 
 impl App {
+    /// A view of `source` with nothing received yet.
     pub fn new(source: String) -> Self {
         Self {
             snapshot: None,
+            tuning: None,
             history: BTreeMap::new(),
             sort: SortColumn::Drops,
             descending: true,
@@ -110,11 +140,14 @@ impl App {
         }
     }
 
-    /// Takes a new Snapshot (ignored while paused) and extends the history.
-    pub fn update(&mut self, snapshot: Snapshot) {
+    /// Takes a newly published tick (ignored while paused) and extends the
+    /// history.
+    pub fn update(&mut self, published: Published) {
         if self.paused {
             return;
         }
+        let Published { snapshot, tuning } = published;
+        self.tuning = tuning;
         for w in &snapshot.workloads {
             let h = self.history.entry(w.netns).or_default();
             // Sparklines take integers: keep hundredths of a unit per second.
@@ -255,36 +288,40 @@ fn push(q: &mut VecDeque<u64>, v: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        identity::{Kind, Workload},
-        snapshot::{Figure, WorkloadFigures, for_tests},
+    use crate::model::{
+        counter::CounterRate,
+        snapshot::{WorkloadFigures, for_tests},
+        workload::{Workload, WorkloadKind},
     };
 
-    fn snapshot() -> Snapshot {
+    fn snapshot() -> Published {
         let w = |pod: &str, netns, drops: f64, retx: f64| {
             let mut w = WorkloadFigures::new(
                 netns,
                 Workload {
-                    kind: Kind::Pod,
+                    kind: WorkloadKind::Pod,
                     namespace: "default".into(),
                     pod: pod.into(),
                 },
             );
-            w.drops = Figure {
+            w.drops = CounterRate {
                 total: 1,
                 per_second: drops,
             };
-            w.retransmit_segments = Figure {
+            w.retransmit_segments = CounterRate {
                 total: 1,
                 per_second: retx,
             };
             w
         };
-        for_tests(vec![
-            w("alpha", 1, 5.0, 1.0),
-            w("bravo", 2, 1.0, 9.0),
-            w("charlie", 3, 3.0, 0.0),
-        ])
+        Published {
+            snapshot: for_tests(vec![
+                w("alpha", 1, 5.0, 1.0),
+                w("bravo", 2, 1.0, 9.0),
+                w("charlie", 3, 3.0, 0.0),
+            ]),
+            tuning: None,
+        }
     }
 
     fn key(c: KeyCode) -> KeyEvent {
@@ -328,7 +365,7 @@ mod tests {
         assert_eq!(app.selected_row().unwrap().workload.pod, "bravo");
         app.handle(key(KeyCode::Char('p')));
         let mut next = snapshot();
-        next.workloads.clear();
+        next.snapshot.workloads.clear();
         app.update(next);
         assert_eq!(pods(&app).len(), 3, "paused: the old figures stay");
         assert_eq!(app.history[&1].drops.back(), Some(&500));

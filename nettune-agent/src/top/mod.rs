@@ -33,9 +33,9 @@ use ratatui::{
 use crate::{
     config::Config,
     daemon::Engine,
-    http_client,
+    model::snapshot::Published,
     probes::{LoadOptions, Probes},
-    snapshot::Snapshot,
+    serve::client,
 };
 use app::{Action, App};
 
@@ -43,6 +43,7 @@ use app::{Action, App};
 pub struct TopOptions {
     /// `http://host:port` of a running agent; `None`: detect one, else embed.
     pub agent: Option<String>,
+    /// Time between refreshes.
     pub interval: Duration,
     /// Stop after this many refreshes.
     pub iterations: Option<u64>,
@@ -51,15 +52,17 @@ pub struct TopOptions {
 }
 
 /// Where Snapshots come from.
-enum Source {
+enum SnapshotSource {
+    /// A running agent's `/api/v1/snapshot`.
     Remote(SocketAddr),
+    /// An agent on a thread of this process.
     Embedded {
-        rx: mpsc::Receiver<Result<Snapshot, String>>,
+        rx: mpsc::Receiver<Result<Published, String>>,
         stop: Arc<AtomicBool>,
     },
 }
 
-impl Drop for Source {
+impl Drop for SnapshotSource {
     fn drop(&mut self) {
         if let Self::Embedded { stop, .. } = self {
             stop.store(true, Ordering::Relaxed);
@@ -69,7 +72,7 @@ impl Drop for Source {
 
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(3);
 
-impl Source {
+impl SnapshotSource {
     /// The agent at `agent`, else one answering on this node's configured address,
     /// else an agent embedded in this process (needs root).
     fn open(
@@ -78,11 +81,13 @@ impl Source {
         load: &LoadOptions,
     ) -> anyhow::Result<(Self, String)> {
         if let Some(url) = &opts.agent {
-            let addr = http_client::parse_base(url)?;
+            let addr = client::parse_base(url)?;
             return Ok((Self::Remote(addr), url.clone()));
         }
         let local = config.agent.listen;
-        if let Ok((200, _)) = http_client::get_raw(local, "/readyz", Duration::from_millis(300)) {
+        if let Ok((200, _)) =
+            client::get_raw_blocking(local, "/readyz", Duration::from_millis(300), 1024)
+        {
             return Ok((Self::Remote(local), format!("http://{local}")));
         }
         let probes = Probes::load(load).context(
@@ -98,13 +103,13 @@ impl Source {
     }
 
     /// The next Snapshot, waiting at most `timeout`; `None` if none is ready yet.
-    fn next(&mut self, timeout: Duration) -> Option<Result<Snapshot, String>> {
+    fn next(&mut self, timeout: Duration) -> Option<Result<Published, String>> {
         match self {
             Self::Remote(addr) => Some(
-                http_client::get(*addr, "/api/v1/snapshot", REMOTE_TIMEOUT)
+                client::get(*addr, "/api/v1/snapshot", REMOTE_TIMEOUT)
                     .map_err(|e| e.to_string())
                     .and_then(|body| {
-                        serde_json::from_str(&body).map_err(|e| format!("bad snapshot: {e}"))
+                        serde_json::from_slice(&body).map_err(|e| format!("bad snapshot: {e}"))
                     }),
             ),
             Self::Embedded { rx, .. } => match rx.recv_timeout(timeout) {
@@ -122,11 +127,11 @@ fn run_embedded(
     mut engine: Engine,
     interval: Duration,
     stop: &AtomicBool,
-    tx: &mpsc::Sender<Result<Snapshot, String>>,
+    tx: &mpsc::Sender<Result<Published, String>>,
 ) {
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        let result = engine.step().map(|t| t.snapshot).map_err(|e| e.to_string());
+        let result = engine.step().map(|(_, p)| p).map_err(|e| e.to_string());
         if tx.send(result).is_err() {
             return;
         }
@@ -146,7 +151,7 @@ impl Drop for TerminalGuard {
 
 /// Runs `nettune top`.
 pub fn run(opts: &TopOptions, config: &Config, load: &LoadOptions) -> anyhow::Result<()> {
-    let (mut source, label) = Source::open(opts, config, load)?;
+    let (mut source, label) = SnapshotSource::open(opts, config, load)?;
     let mut app = App::new(label);
     if opts.batch || !std::io::stdout().is_terminal() {
         return batch(&mut source, &mut app, opts);
@@ -182,7 +187,7 @@ pub fn run(opts: &TopOptions, config: &Config, load: &LoadOptions) -> anyhow::Re
 }
 
 /// Prints `-n` frames (default 1) as plain text, one per refresh.
-fn batch(source: &mut Source, app: &mut App, opts: &TopOptions) -> anyhow::Result<()> {
+fn batch(source: &mut SnapshotSource, app: &mut App, opts: &TopOptions) -> anyhow::Result<()> {
     let width = std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.parse().ok())

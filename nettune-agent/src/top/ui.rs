@@ -16,7 +16,7 @@ use super::{
     app::{App, Pane, SortColumn},
     format::{bytes_rate, duration, rate},
 };
-use crate::snapshot::{Snapshot, WorkloadFigures};
+use crate::model::snapshot::{Snapshot, WorkloadFigures};
 
 const KEYS: &str =
     "q quit  s/S sort  o order  / filter  p pause  tab pane  ↑↓ PgUp/PgDn  r reset  ? help";
@@ -294,7 +294,7 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
 
 fn draw_tuning(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let mut lines: Vec<Line<'static>> = Vec::new();
-    match app.snapshot.as_ref().and_then(|s| s.tuning.as_ref()) {
+    match app.tuning.as_ref() {
         None => lines.push(Line::from("tuner off (mode observe, or no journal)")),
         Some(t) => {
             for m in &t.managed {

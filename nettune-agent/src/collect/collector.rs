@@ -1,0 +1,188 @@
+//! One collection: follow the node's host-side veths and namespaces, read a
+//! Sample, turn it into a Snapshot against the previous one.
+//!
+//! Everything about a namespace that is gone is released here, on the tick after
+//! it goes: its map entries (`forget_namespaces`), its interface's tc links
+//! (`watch_interfaces`), and — since metrics are rendered from the latest
+//! Snapshot only — its metric series.
+//!
+//! A pod's traffic is joined to its namespace through the host-side veth: the veth
+//! names its peer's namespace by id (`IFLA_LINK_NETNSID`), and each namespace's id
+//! as the host sees it comes from `RTM_GETNSID` (cached per namespace). An ifindex
+//! alone cannot do this: ifindex values repeat across namespaces.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Instant,
+};
+
+use super::{identity, sample};
+use crate::{
+    config::Config,
+    model::{
+        sample::Sample,
+        snapshot::{Context, Snapshot},
+        tuning::Mode,
+        workload::Workload,
+    },
+    probes::{InterfaceChanges, LoadError, ProbeSource, Probes},
+    sys::{Kernel, Link, Namespace, System},
+};
+
+/// Collection state carried from tick to tick.
+pub struct Collector<P: ProbeSource = Probes, S: System = Kernel> {
+    /// The probes whose maps are read.
+    pub probes: P,
+    system: S,
+    node: String,
+    kernel: String,
+    mode: Mode,
+    started: Instant,
+    previous: Option<(Sample, Instant)>,
+    /// Namespace inode → the id the host namespace gave it (`None`: none yet).
+    netns_ids: BTreeMap<u32, Option<i32>>,
+}
+
+/// What one tick produced.
+pub struct Tick {
+    /// The new Snapshot.
+    pub snapshot: Snapshot,
+    /// Host-side interfaces attached, forgotten or refused this tick.
+    pub interfaces: InterfaceChanges,
+    /// Map entries of departed namespaces released this tick.
+    pub forgotten_entries: usize,
+}
+
+/// The node's name: the configured one, `$NODE_NAME` (the Downward API), or the
+/// hostname.
+pub fn node_name(config: &Config, system: &impl System) -> String {
+    config
+        .agent
+        .node_name
+        .clone()
+        .or_else(|| std::env::var("NODE_NAME").ok())
+        .or_else(|| {
+            system
+                .read_proc("sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl<P: ProbeSource, S: System> Collector<P, S> {
+    /// A collector reading `probes` and `system`.
+    pub fn new(probes: P, system: S, config: &Config) -> Self {
+        Self {
+            node: node_name(config, &system),
+            kernel: system
+                .read_proc("sys/kernel/osrelease")
+                .map_or_else(|_| "unknown".into(), |r| r.trim().to_owned()),
+            mode: config.tuning.mode,
+            probes,
+            system,
+            started: Instant::now(),
+            previous: None,
+            netns_ids: BTreeMap::new(),
+        }
+    }
+
+    /// The system layer this collector reads.
+    pub fn system(&self) -> &S {
+        &self.system
+    }
+
+    /// Reads the node once and returns the Snapshot.
+    pub fn tick(&mut self) -> Result<Tick, LoadError> {
+        let started = Instant::now();
+        let host_links = match self.system.host_links() {
+            Ok(links) => Some(links),
+            Err(e) => {
+                log::warn!("cannot list interfaces: {e}");
+                None
+            }
+        };
+        let veths: Vec<&Link> = host_links
+            .iter()
+            .flatten()
+            .filter(|l| l.is_veth())
+            .collect();
+        // Without a listing, keep watching what we watch rather than detach it all.
+        let interfaces = if host_links.is_some() {
+            self.probes.watch_interfaces(&veths)
+        } else {
+            InterfaceChanges::default()
+        };
+        let namespaces = self.system.namespaces();
+        let alive: BTreeSet<u32> = namespaces.keys().copied().collect();
+        let forgotten_entries = self.probes.forget_namespaces(&alive)?;
+        self.netns_ids.retain(|inode, _| alive.contains(inode));
+        if !interfaces.added.is_empty() {
+            // A new veth: its peer's namespace may just have been given an id.
+            self.netns_ids.retain(|_, id| id.is_some());
+        }
+        let peers = self.peers(&namespaces, &veths);
+        let owners: Vec<(&Namespace, Workload)> = namespaces
+            .values()
+            .map(|ns| (ns, identity::identify(&self.system, ns)))
+            .collect();
+        let readings = self.probes.read()?;
+        let sample = sample::read(
+            &self.system,
+            &owners,
+            readings,
+            &peers,
+            self.probes.drop_reasons(),
+        );
+        let now = Instant::now();
+        let (before, elapsed) = match &self.previous {
+            Some((s, at)) => (Some(s), now.duration_since(*at).as_secs_f64()),
+            None => (None, 0.0),
+        };
+        let context = Context {
+            node: &self.node,
+            kernel: &self.kernel,
+            mode: self.mode,
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            collection_seconds: started.elapsed().as_secs_f64(),
+            report: self.probes.report(),
+            reasons: self.probes.drop_reasons(),
+        };
+        let snapshot = Snapshot::build(&sample, before, elapsed, &context);
+        self.previous = Some((sample, now));
+        Ok(Tick {
+            snapshot,
+            interfaces,
+            forgotten_entries,
+        })
+    }
+
+    /// Host-side veth ifindex → the namespace of its peer, for peers outside the
+    /// host namespace.
+    fn peers(
+        &mut self,
+        namespaces: &BTreeMap<u32, Namespace>,
+        veths: &[&Link],
+    ) -> BTreeMap<u32, u32> {
+        if veths.iter().all(|l| l.peer_netnsid.is_none()) {
+            return BTreeMap::new();
+        }
+        let mut by_id = BTreeMap::new();
+        for (inode, ns) in namespaces.iter().filter(|(_, ns)| !ns.is_host) {
+            let id = *self
+                .netns_ids
+                .entry(*inode)
+                .or_insert_with(|| self.system.netns_id(ns).ok().flatten());
+            if let Some(id) = id {
+                by_id.insert(id, *inode);
+            }
+        }
+        veths
+            .iter()
+            .filter_map(|l| Some((l.ifindex, *by_id.get(&l.peer_netnsid?)?)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

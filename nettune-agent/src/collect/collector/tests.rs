@@ -1,0 +1,233 @@
+//! The collector against a fake node: namespaces appear and go, a veth's peer
+//! lives in another namespace than the one its ifindex suggests, a procfs file
+//! vanishes between discovery and read.
+
+use nettune_common::{DropKey, IfaceTraffic, RetransmitCounters};
+
+use super::*;
+use crate::{
+    model::{drop_reasons::DropReasons, workload::WorkloadKind},
+    probes::fake::FakeProbes,
+    sys::fake::FakeSystem,
+};
+
+const SNMP: &str = "Tcp: RetransSegs OutSegs\nTcp: 7 700\n";
+const NETSTAT: &str = "TcpExt: ListenOverflows ListenDrops TCPReqQFullDrop\nTcpExt: 3 4 1\n";
+
+fn veth(ifindex: u32, name: &str, peer_netnsid: Option<i32>) -> Link {
+    Link {
+        ifindex,
+        name: name.into(),
+        kind: Some("veth".into()),
+        peer_ifindex: Some(2),
+        peer_netnsid,
+    }
+}
+
+/// A node with the host (inode 1) and a pod namespace `pod` (inode 10, id 5)
+/// joined to the host by `veth10` (ifindex 7).
+fn node() -> FakeSystem {
+    let system = FakeSystem::new();
+    system.add_namespace(1, None, true);
+    system.add_namespace(10, Some("pod"), false);
+    system.set_netns_id(10, Some(5));
+    for inode in [1, 10] {
+        system.set_net_file(inode, "snmp", Some(SNMP));
+        system.set_net_file(inode, "netstat", Some(NETSTAT));
+    }
+    system.set_host_links(vec![veth(7, "veth10", Some(5))]);
+    system.set_proc(sample::CONNTRACK_MAX, "262144\n");
+    system
+}
+
+fn probes() -> FakeProbes {
+    let mut p = FakeProbes {
+        reasons: DropReasons::from_enum(&[("SKB_DROP_REASON_TC_INGRESS".into(), 73)]),
+        ..FakeProbes::default()
+    };
+    p.readings.retransmits.insert(
+        10,
+        RetransmitCounters {
+            retransmits: 2,
+            segments: 5,
+            failed: 0,
+        },
+    );
+    p.readings.interfaces.insert(
+        7,
+        (
+            "veth10".into(),
+            IfaceTraffic {
+                egress_bytes: 1000,
+                ..IfaceTraffic::default()
+            },
+        ),
+    );
+    p
+}
+
+fn collector(system: FakeSystem) -> Collector<FakeProbes, FakeSystem> {
+    Collector::new(probes(), system, &Config::default())
+}
+
+#[test]
+fn a_tick_joins_maps_procfs_and_interfaces_per_namespace() {
+    let mut c = collector(node());
+    let tick = c.tick().unwrap();
+    assert_eq!(tick.interfaces.added, [(7, "veth10".to_owned())]);
+    let s = &tick.snapshot;
+    assert_eq!(s.conntrack_max, Some(262_144));
+    let pod = s.workload(10).unwrap();
+    assert_eq!(
+        (pod.workload.kind, pod.workload.pod.as_str()),
+        (WorkloadKind::NamedNetns, "netns:pod")
+    );
+    assert_eq!(pod.retransmit_segments.total, 5);
+    assert_eq!(pod.out_segments.total, 700);
+    assert_eq!(pod.listen_overflows.total, 3);
+    assert_eq!(pod.interface.as_ref().unwrap().rx_bytes.total, 1000);
+    assert!(s.workload(1).unwrap().interface.is_none());
+}
+
+#[test]
+fn namespaces_that_go_are_forgotten_and_new_ones_appear() {
+    let mut c = collector(node());
+    c.tick().unwrap();
+    c.system().add_namespace(11, Some("late"), false);
+    c.system().remove_namespace(10);
+    c.system().set_host_links(Vec::new());
+    let tick = c.tick().unwrap();
+    assert_eq!(tick.interfaces.removed, [(7, "veth10".to_owned())]);
+    assert_eq!(c.probes.alive_sets.last().unwrap(), &[1, 11].into());
+    assert!(
+        tick.snapshot.workload(10).is_none(),
+        "departed pod still shown"
+    );
+    assert_eq!(
+        tick.snapshot.workload(11).unwrap().workload.pod,
+        "netns:late"
+    );
+}
+
+#[test]
+fn a_veth_is_joined_to_the_namespace_its_peer_id_names_not_its_ifindex() {
+    let system = node();
+    // A second pod, id 6; the host-side veth 7 names id 6, not the first pod's 5.
+    system.add_namespace(20, Some("other"), false);
+    system.set_netns_id(20, Some(6));
+    system.set_host_links(vec![
+        veth(7, "veth20", Some(6)),
+        // Both ends in the host namespace: no pod behind it.
+        veth(8, "vethlocal", None),
+    ]);
+    let mut c = collector(system);
+    c.probes
+        .readings
+        .interfaces
+        .insert(8, ("vethlocal".into(), IfaceTraffic::default()));
+    let tick = c.tick().unwrap();
+    let s = &tick.snapshot;
+    assert!(s.workload(10).unwrap().interface.is_none());
+    assert_eq!(
+        s.workload(20).unwrap().interface.as_ref().unwrap().name,
+        "veth20"
+    );
+    assert!(
+        s.workloads
+            .iter()
+            .all(|w| w.interface.as_ref().is_none_or(|i| i.name != "vethlocal"))
+    );
+}
+
+#[test]
+fn a_namespace_id_assigned_later_is_picked_up_when_its_veth_appears() {
+    let system = node();
+    system.set_netns_id(10, None);
+    system.set_host_links(Vec::new());
+    let mut c = collector(system);
+    c.tick().unwrap();
+    // The CNI creates the veth: the kernel gives the pod's namespace an id.
+    c.system().set_netns_id(10, Some(5));
+    c.system().set_host_links(vec![veth(7, "veth10", Some(5))]);
+    let tick = c.tick().unwrap();
+    assert!(tick.snapshot.workload(10).unwrap().interface.is_some());
+}
+
+#[test]
+fn a_file_that_vanishes_mid_read_leaves_only_its_part_empty() {
+    let mut c = collector(node());
+    c.tick().unwrap();
+    c.system().set_net_file(10, "snmp", None);
+    let tick = c.tick().unwrap();
+    let pod = tick.snapshot.workload(10).unwrap();
+    assert_eq!(pod.out_segments.total, 0);
+    assert_eq!(pod.listen_overflows.total, 3, "netstat was still read");
+}
+
+#[test]
+fn a_failed_interface_listing_detaches_nothing() {
+    struct NoLinks(FakeSystem);
+    impl System for NoLinks {
+        fn namespaces(&self) -> BTreeMap<u32, Namespace> {
+            self.0.namespaces()
+        }
+        fn read_net_files(&self, ns: &Namespace, files: &[&str]) -> Vec<std::io::Result<String>> {
+            self.0.read_net_files(ns, files)
+        }
+        fn host_links(&self) -> std::io::Result<Vec<Link>> {
+            Err(std::io::Error::other("netlink down"))
+        }
+        fn netns_id(&self, ns: &Namespace) -> std::io::Result<Option<i32>> {
+            self.0.netns_id(ns)
+        }
+        fn read_proc(&self, path: &str) -> std::io::Result<String> {
+            self.0.read_proc(path)
+        }
+        fn read_sysctl(
+            &self,
+            t: &crate::model::tuning::Target,
+            n: &str,
+        ) -> std::io::Result<String> {
+            self.0.read_sysctl(t, n)
+        }
+        fn write_sysctl(
+            &self,
+            t: &crate::model::tuning::Target,
+            n: &str,
+            v: &str,
+        ) -> std::io::Result<()> {
+            self.0.write_sysctl(t, n, v)
+        }
+    }
+    let mut probes = probes();
+    probes.watched.insert(7, "veth10".into());
+    let mut c = Collector::new(probes, NoLinks(node()), &Config::default());
+    let tick = c.tick().unwrap();
+    assert!(tick.interfaces.removed.is_empty());
+    assert!(c.probes.watched.contains_key(&7));
+}
+
+#[test]
+fn rates_come_from_two_ticks_and_tc_drops_from_the_host_namespace() {
+    let mut c = collector(node());
+    c.tick().unwrap();
+    c.probes.readings.drops.insert(
+        DropKey {
+            netns: 1,
+            ifindex: 7,
+            reason: 73,
+            _pad: 0,
+        },
+        4,
+    );
+    let tick = c.tick().unwrap();
+    let iface = tick
+        .snapshot
+        .workload(10)
+        .unwrap()
+        .interface
+        .clone()
+        .unwrap();
+    assert_eq!(iface.tc_drops.total, 4);
+    assert!(iface.tc_drops.per_second > 0.0);
+}

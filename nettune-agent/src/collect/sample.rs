@@ -1,0 +1,113 @@
+//! Turning the probes' readings and each namespace's procfs files into one
+//! [`Sample`].
+//!
+//! This is where the kernel maps and the per-namespace counter files meet, so that
+//! everything downstream reads one structure whatever variant attached. A file
+//! that cannot be read (the namespace went away mid-tick, conntrack is not
+//! loaded) leaves its part of the Sample empty; it never fails the tick.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    model::{
+        drop_reasons::DropReasons,
+        sample::{InterfaceSample, NetnsSample, Sample},
+        workload::Workload,
+    },
+    probes::ProbeReadings,
+    sys::{Namespace, System, procfs},
+};
+
+/// The per-namespace files every tick reads, in the order [`read_netns_files`]
+/// expects them.
+const NET_FILES: [&str; 4] = ["netstat", "snmp", "stat/nf_conntrack", "sockstat"];
+
+/// `nf_conntrack_max` under `/proc`.
+pub const CONNTRACK_MAX: &str = "sys/net/netfilter/nf_conntrack_max";
+
+/// Reads `ns`'s counter files into `into`.
+pub fn read_netns_files(system: &impl System, ns: &Namespace, into: &mut NetnsSample) {
+    let mut files = system.read_net_files(ns, &NET_FILES).into_iter();
+    let mut next = || files.next().and_then(Result::ok);
+    let (netstat, snmp, conntrack, sockstat) = (next(), next(), next(), next());
+    into.listen = netstat.map(|t| procfs::listen_counters(&procfs::Mib::parse("netstat", &t)));
+    if let Some(text) = snmp {
+        let mib = procfs::Mib::parse("snmp", &text);
+        into.retrans_segs = mib.count("Tcp", "RetransSegs");
+        into.out_segs = mib.count("Tcp", "OutSegs");
+    }
+    into.conntrack = conntrack.as_deref().and_then(procfs::conntrack);
+    into.tcp_sockets = sockstat.as_deref().and_then(procfs::tcp_sockets);
+}
+
+/// One tick's Sample: the probes' `readings`, the procfs files of each of
+/// `namespaces` (with its owner), and `peers` (host-side ifindex → the namespace
+/// of the veth's other end).
+pub fn read(
+    system: &impl System,
+    namespaces: &[(&Namespace, Workload)],
+    readings: ProbeReadings,
+    peers: &BTreeMap<u32, u32>,
+    reasons: &DropReasons,
+) -> Sample {
+    let mut sample = Sample {
+        interfaces: readings
+            .interfaces
+            .into_iter()
+            .map(|(ifindex, (name, traffic))| {
+                let iface = InterfaceSample {
+                    name,
+                    traffic,
+                    tc_drops: 0,
+                    peer_netns: peers.get(&ifindex).copied(),
+                };
+                (ifindex, iface)
+            })
+            .collect(),
+        listeners: readings.listeners,
+        conntrack_max: system
+            .read_proc(CONNTRACK_MAX)
+            .ok()
+            .and_then(|t| procfs::number(&t)),
+        probe_errors: readings
+            .probe_errors
+            .into_iter()
+            .map(|(e, n)| (e.name().to_owned(), n))
+            .collect(),
+        lost_events: readings.lost_events,
+        ..Sample::default()
+    };
+    for (ns, workload) in namespaces {
+        let entry = sample.netns.entry(ns.inode).or_default();
+        entry.workload = Some(workload.clone());
+        entry.process.clone_from(&ns.process);
+        read_netns_files(system, ns, entry);
+    }
+    for (netns, counters) in readings.retransmits {
+        sample.netns.entry(netns).or_default().retransmits = counters;
+    }
+    let tc_reasons = ["TC_INGRESS", "TC_EGRESS"].map(|r| reasons.value(r));
+    let host = namespaces
+        .iter()
+        .find(|(ns, _)| ns.is_host)
+        .map(|(ns, _)| ns.inode);
+    for (key, count) in readings.drops {
+        if Some(key.netns) == host
+            && tc_reasons.contains(&Some(key.reason))
+            && let Some(iface) = sample.interfaces.get_mut(&key.ifindex)
+        {
+            iface.tc_drops += count;
+        }
+        *sample
+            .netns
+            .entry(key.netns)
+            .or_default()
+            .drops
+            .entry((key.ifindex, key.reason))
+            .or_default() += count;
+    }
+    for (netns, count) in readings.connect_eaddrnotavail {
+        sample.netns.entry(netns).or_default().connect_eaddrnotavail = count;
+    }
+    sample
+}

@@ -1,0 +1,39 @@
+//! `nettune rollback`: every journaled original, restored.
+
+use std::process::ExitCode;
+
+use nettune::{
+    config::Config,
+    sys::Kernel,
+    tune::{actuator::Actuator, journal::Journal, tuner},
+};
+
+use super::{exit_code, print_json};
+
+/// Restores every journaled value; exit code 1 if one could not be restored.
+pub fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let mut journal = Journal::open(&config.tuning.state_dir)?;
+    let report = tuner::rollback(&Actuator::new(Kernel), &mut journal)?;
+    if json {
+        print_json(&report)?;
+    } else if report.restored.is_empty() && report.gone.is_empty() && report.failed.is_empty() {
+        println!(
+            "nothing to roll back (journal {} is empty)",
+            journal.path().display()
+        );
+    } else {
+        for (sysctl, target, value) in &report.restored {
+            println!(
+                "restored {sysctl} = {} on {target}",
+                value.replace('\t', " ")
+            );
+        }
+        for (sysctl, target) in &report.gone {
+            println!("skipped {sysctl} on {target}: the namespace is gone");
+        }
+        for (sysctl, target, e) in &report.failed {
+            println!("FAILED to restore {sysctl} on {target}: {e} (kept in the journal)");
+        }
+    }
+    Ok(exit_code(report.failed.is_empty()))
+}

@@ -1,0 +1,113 @@
+//! A [`Sample`]: every raw counter nettune read in one tick, per network
+//! namespace, per host-side interface and per listener.
+//!
+//! Counters are cumulative, as the kernel keeps them; rates come from two Samples
+//! ([`crate::model::snapshot`]). [`crate::collect`] fills a Sample from the probes'
+//! maps and each namespace's procfs files, so everything downstream reads one
+//! structure whatever variant attached.
+
+use std::collections::BTreeMap;
+
+use nettune_common::{IfaceTraffic, ListenKey, ListenOverflow, RetransmitCounters};
+use serde::{Deserialize, Serialize};
+
+use super::workload::Workload;
+
+/// The listen-queue counters of one namespace's `/proc/net/netstat`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenCounters {
+    /// `ListenOverflows`: the accept queue was full.
+    pub overflows: u64,
+    /// `ListenDrops`: every SYN or handshake completion a listener dropped.
+    pub drops: u64,
+    /// `TCPReqQFullDrop`: the SYN queue was full (and syncookies were off).
+    pub syn_queue_full: u64,
+}
+
+/// One namespace's `/proc/net/stat/nf_conntrack`: the table size and the event
+/// counters nettune uses, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConntrackCounters {
+    /// Connections tracked in the namespace's table.
+    pub entries: u64,
+    /// Insertions that failed.
+    pub insert_failed: u64,
+    /// Packets dropped because the table was full.
+    pub drop: u64,
+    /// Entries evicted early to make room.
+    pub early_drop: u64,
+}
+
+/// The TCP line of one namespace's `/proc/net/sockstat`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpSockets {
+    /// TCP sockets in use.
+    pub in_use: u64,
+    /// TCP sockets in TIME_WAIT.
+    pub time_wait: u64,
+}
+
+/// Urgent events the kernel side could not deliver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostEvents {
+    /// Lost because the ring buffer was full.
+    pub ring_full: u64,
+    /// Suppressed by the in-kernel rate limit.
+    pub rate_limited: u64,
+}
+
+/// Everything about one network namespace in one tick.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NetnsSample {
+    /// Who owns the namespace; `None` when the kernel's maps name a namespace
+    /// that is no longer on the node.
+    pub workload: Option<Workload>,
+    /// The command of the lowest pid inside, if any.
+    pub process: Option<String>,
+    /// Retransmit counters from the probes.
+    pub retransmits: RetransmitCounters,
+    /// Dropped packets by (ifindex in this namespace, drop reason).
+    pub drops: BTreeMap<(u32, u32), u64>,
+    /// Listen-queue counters (`/proc/net/netstat`).
+    pub listen: Option<ListenCounters>,
+    /// Conntrack table (`/proc/net/stat/nf_conntrack`).
+    pub conntrack: Option<ConntrackCounters>,
+    /// TCP sockets (`/proc/net/sockstat`).
+    pub tcp_sockets: Option<TcpSockets>,
+    /// `RetransSegs` of `/proc/net/snmp`.
+    pub retrans_segs: Option<u64>,
+    /// `OutSegs` of `/proc/net/snmp`: the denominator of the retransmission rate.
+    pub out_segs: Option<u64>,
+    /// connect() failures with `EADDRNOTAVAIL`.
+    pub connect_eaddrnotavail: u64,
+}
+
+/// A watched host-side interface (a pod's veth, seen from the node).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InterfaceSample {
+    /// The host-side interface name.
+    pub name: String,
+    /// Packets and bytes each way, as the tc programs counted them.
+    pub traffic: IfaceTraffic,
+    /// Packets dropped by tc on this interface (`TC_INGRESS` + `TC_EGRESS`).
+    pub tc_drops: u64,
+    /// The namespace of the veth's other end (the pod), when known.
+    pub peer_netns: Option<u32>,
+}
+
+/// One tick's raw counters.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sample {
+    /// By namespace inode. Namespace 0 holds drops nothing could attribute.
+    pub netns: BTreeMap<u32, NetnsSample>,
+    /// Watched host-side interfaces by host ifindex.
+    pub interfaces: BTreeMap<u32, InterfaceSample>,
+    /// Accept-queue overflows per listening socket (fentry/kprobe variants).
+    pub listeners: BTreeMap<ListenKey, ListenOverflow>,
+    /// `net.netfilter.nf_conntrack_max` (one limit for all namespaces).
+    pub conntrack_max: Option<u64>,
+    /// The programs' own errors, by kind.
+    pub probe_errors: BTreeMap<String, u64>,
+    /// Urgent events lost so far.
+    pub lost_events: LostEvents,
+}

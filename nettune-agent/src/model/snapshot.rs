@@ -1,0 +1,455 @@
+//! A [`Snapshot`]: two Samples turned into what people read — cumulative totals
+//! and per-second rates per workload, with drop reasons named — as plain data that
+//! the exporter, the JSON API, the UI and the tuner share.
+//!
+//! [`Snapshot::build`] is a pure function of two Samples and a [`Context`]: no I/O,
+//! so every rate and total is unit-tested from hand-built Samples.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    counter::CounterRate,
+    drop_reasons::DropReasons,
+    probes::Report,
+    sample::{ConntrackCounters, InterfaceSample, LostEvents, NetnsSample, Sample},
+    tuning::{Mode, TuningState},
+    workload::{Workload, WorkloadKind},
+};
+
+/// Version of the JSON served at `/api/v1/snapshot`; bumped on breaking changes.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// Conntrack in one namespace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConntrackFigures {
+    /// Connections tracked now.
+    pub entries: u64,
+    /// Insertions that failed.
+    pub insert_failed: CounterRate,
+    /// Packets dropped because the table was full.
+    pub drop: CounterRate,
+    /// Entries evicted early to make room.
+    pub early_drop: CounterRate,
+}
+
+/// Traffic of a pod's interface, from the pod's point of view.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InterfaceFigures {
+    /// Host-side interface name.
+    pub name: String,
+    /// Bytes the pod received.
+    pub rx_bytes: CounterRate,
+    /// Bytes the pod sent.
+    pub tx_bytes: CounterRate,
+    /// Packets the pod received.
+    pub rx_packets: CounterRate,
+    /// Packets the pod sent.
+    pub tx_packets: CounterRate,
+    /// Packets dropped by tc on the host side.
+    pub tc_drops: CounterRate,
+}
+
+/// Everything about one workload (network namespace).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadFigures {
+    /// The namespace inode.
+    pub netns: u32,
+    /// Who owns the namespace.
+    #[serde(flatten)]
+    pub workload: Workload,
+    /// The command of the lowest pid inside, if any.
+    pub process: Option<String>,
+    /// TCP segments retransmitted (`RetransSegs`).
+    pub retransmit_segments: CounterRate,
+    /// Retransmitted TCP skbs.
+    pub retransmits: CounterRate,
+    /// Retransmit attempts the kernel reported as failed.
+    pub retransmit_failures: CounterRate,
+    /// TCP segments sent (`OutSegs`), for the retransmission rate.
+    pub out_segments: CounterRate,
+    /// Packets dropped, every reason.
+    pub drops: CounterRate,
+    /// Packets dropped, by reason name.
+    pub drops_by_reason: BTreeMap<String, CounterRate>,
+    /// Accept-queue overflows (`ListenOverflows`).
+    pub listen_overflows: CounterRate,
+    /// SYNs and handshakes listeners dropped (`ListenDrops`).
+    pub listen_drops: CounterRate,
+    /// SYNs dropped on a full SYN queue (`TCPReqQFullDrop`).
+    pub syn_queue_full_drops: CounterRate,
+    /// connect() calls that failed with `EADDRNOTAVAIL`.
+    pub connect_eaddrnotavail: CounterRate,
+    /// The namespace's conntrack table, where conntrack is loaded.
+    pub conntrack: Option<ConntrackFigures>,
+    /// TCP sockets in TIME_WAIT.
+    pub tcp_time_wait: Option<u64>,
+    /// TCP sockets in use.
+    pub tcp_in_use: Option<u64>,
+    /// The pod's veth, as seen from the host, when nettune watches it.
+    pub interface: Option<InterfaceFigures>,
+}
+
+impl WorkloadFigures {
+    /// `workload` in `netns` with every figure at zero.
+    pub fn new(netns: u32, workload: Workload) -> Self {
+        Self {
+            netns,
+            workload,
+            process: None,
+            retransmit_segments: CounterRate::default(),
+            retransmits: CounterRate::default(),
+            retransmit_failures: CounterRate::default(),
+            out_segments: CounterRate::default(),
+            drops: CounterRate::default(),
+            drops_by_reason: BTreeMap::new(),
+            listen_overflows: CounterRate::default(),
+            listen_drops: CounterRate::default(),
+            syn_queue_full_drops: CounterRate::default(),
+            connect_eaddrnotavail: CounterRate::default(),
+            conntrack: None,
+            tcp_time_wait: None,
+            tcp_in_use: None,
+            interface: None,
+        }
+    }
+
+    /// The drop reason with the highest rate (then total), if any drop was seen.
+    pub fn top_drop_reason(&self) -> Option<(&str, &CounterRate)> {
+        self.drops_by_reason
+            .iter()
+            .max_by(|a, b| {
+                a.1.per_second
+                    .total_cmp(&b.1.per_second)
+                    .then(a.1.total.cmp(&b.1.total))
+            })
+            .map(|(name, f)| (name.as_str(), f))
+    }
+}
+
+/// A listening socket whose accept queue overflowed (fentry/kprobe variants).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Listener {
+    /// The listener's namespace inode.
+    pub netns: u32,
+    /// Local port.
+    pub port: u16,
+    /// Times a connection found its accept queue full.
+    pub overflows: CounterRate,
+    /// Accept-queue length at the last overflow.
+    pub backlog: u32,
+    /// The queue's limit at the last overflow.
+    pub max_backlog: u32,
+}
+
+/// Node-wide rates, for the header of the UI and for the tuner.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Retransmitted segments per second, every namespace.
+    pub retransmit_segments_per_second: f64,
+    /// Drops per second, every namespace and the unattributed.
+    pub drops_per_second: f64,
+    /// Accept-queue overflows per second.
+    pub listen_overflows_per_second: f64,
+    /// SYNs dropped on full SYN queues per second.
+    pub syn_queue_full_drops_per_second: f64,
+    /// `CPU_BACKLOG` drops: the per-CPU input queue (netdev_max_backlog) was full.
+    pub backlog_drops_per_second: f64,
+    /// `SOCKET_RCVBUFF` drops: a socket's receive buffer was full.
+    pub receive_buffer_drops_per_second: f64,
+    /// connect() calls failing with `EADDRNOTAVAIL` per second.
+    pub connect_eaddrnotavail_per_second: f64,
+    /// The node's (host namespace's) conntrack table.
+    pub conntrack_entries: Option<u64>,
+}
+
+/// One tick, ready to show.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// [`SNAPSHOT_VERSION`].
+    pub version: u32,
+    /// The agent's version.
+    pub agent_version: String,
+    /// The node's name.
+    pub node: String,
+    /// The running kernel's release.
+    pub kernel: String,
+    /// The tuner's mode.
+    pub mode: Mode,
+    /// When the Sample was taken, in Unix seconds.
+    pub taken_at_unix_seconds: f64,
+    /// Seconds since the agent started.
+    pub uptime_seconds: f64,
+    /// Seconds between the two samples the rates come from.
+    pub elapsed_seconds: f64,
+    /// How long reading the kernel took.
+    pub collection_seconds: f64,
+    /// `net.netfilter.nf_conntrack_max`.
+    pub conntrack_max: Option<u64>,
+    /// Node-wide rates.
+    pub totals: Totals,
+    /// One entry per namespace, the node first, then by kind and name.
+    pub workloads: Vec<WorkloadFigures>,
+    /// Listeners whose accept queue overflowed (fentry/kprobe variants).
+    pub listeners: Vec<Listener>,
+    /// Drops the kernel side could not attribute to a namespace, by reason.
+    pub unattributed_drops: BTreeMap<String, CounterRate>,
+    /// What the probes attached.
+    pub probes: Report,
+    /// The programs' own errors, by kind.
+    pub probe_errors: BTreeMap<String, u64>,
+    /// Urgent events lost so far.
+    pub lost_events: LostEvents,
+}
+
+/// What the agent publishes each tick: the Snapshot and, beside it, the tuner's
+/// state (the model does not depend on the tuner; the daemon puts them together).
+/// Served as one JSON object at `/api/v1/snapshot`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Published {
+    /// The tick's figures.
+    #[serde(flatten)]
+    pub snapshot: Snapshot,
+    /// The tuner's decisions and managed values (absent without a tuner).
+    pub tuning: Option<TuningState>,
+}
+
+/// What the Snapshot needs besides the Samples.
+pub struct Context<'a> {
+    /// The node's name.
+    pub node: &'a str,
+    /// The kernel release.
+    pub kernel: &'a str,
+    /// The tuner's mode.
+    pub mode: Mode,
+    /// Seconds since the agent started.
+    pub uptime_seconds: f64,
+    /// How long reading the kernel took.
+    pub collection_seconds: f64,
+    /// What the probes attached.
+    pub report: &'a Report,
+    /// This kernel's drop reason names.
+    pub reasons: &'a DropReasons,
+}
+
+/// Drops of a namespace: the total and by reason name.
+fn drop_figures(
+    now: &NetnsSample,
+    before: Option<&NetnsSample>,
+    elapsed: f64,
+    reasons: &DropReasons,
+) -> (CounterRate, BTreeMap<String, CounterRate>) {
+    let by_reason = |s: &NetnsSample| {
+        let mut out: BTreeMap<u32, u64> = BTreeMap::new();
+        for ((_, reason), n) in &s.drops {
+            *out.entry(*reason).or_default() += n;
+        }
+        out
+    };
+    let now_by = by_reason(now);
+    let before_by = before.map(by_reason);
+    let named = now_by
+        .iter()
+        .map(|(r, n)| {
+            let prev = before_by.as_ref().map(|b| b.get(r).copied().unwrap_or(0));
+            (reasons.name(*r), CounterRate::new(*n, prev, elapsed))
+        })
+        .collect();
+    let total = now_by.values().sum();
+    let prev_total = before_by.map(|b| b.values().sum());
+    (CounterRate::new(total, prev_total, elapsed), named)
+}
+
+/// The pod's view of its host-side interface.
+fn interface_figures(
+    now: &InterfaceSample,
+    before: Option<&InterfaceSample>,
+    elapsed: f64,
+) -> InterfaceFigures {
+    let rate = |g: fn(&InterfaceSample) -> u64| CounterRate::new(g(now), before.map(g), elapsed);
+    // The host side's egress is what the pod receives.
+    InterfaceFigures {
+        name: now.name.clone(),
+        rx_bytes: rate(|i| i.traffic.egress_bytes),
+        tx_bytes: rate(|i| i.traffic.ingress_bytes),
+        rx_packets: rate(|i| i.traffic.egress_packets),
+        tx_packets: rate(|i| i.traffic.ingress_packets),
+        tc_drops: rate(|i| i.tc_drops),
+    }
+}
+
+/// One namespace's figures against its previous Sample.
+fn workload_figures(
+    inode: u32,
+    ns: &NetnsSample,
+    prev: Option<&NetnsSample>,
+    interface: Option<InterfaceFigures>,
+    elapsed: f64,
+    reasons: &DropReasons,
+) -> WorkloadFigures {
+    let (drops, drops_by_reason) = drop_figures(ns, prev, elapsed, reasons);
+    let rate = |f: fn(&NetnsSample) -> u64| CounterRate::new(f(ns), prev.map(f), elapsed);
+    let conntrack = ns.conntrack.map(|c| {
+        let p = prev.and_then(|p| p.conntrack);
+        let rate =
+            |g: fn(&ConntrackCounters) -> u64| CounterRate::new(g(&c), p.as_ref().map(g), elapsed);
+        ConntrackFigures {
+            entries: c.entries,
+            insert_failed: rate(|s| s.insert_failed),
+            drop: rate(|s| s.drop),
+            early_drop: rate(|s| s.early_drop),
+        }
+    });
+    WorkloadFigures {
+        netns: inode,
+        workload: ns
+            .workload
+            .clone()
+            .unwrap_or_else(|| Workload::departed(inode)),
+        process: ns.process.clone(),
+        retransmit_segments: rate(|s| s.retransmits.segments),
+        retransmits: rate(|s| s.retransmits.retransmits),
+        retransmit_failures: rate(|s| s.retransmits.failed),
+        out_segments: rate(|s| s.out_segs.unwrap_or(0)),
+        drops,
+        drops_by_reason,
+        listen_overflows: rate(|s| s.listen.map_or(0, |l| l.overflows)),
+        listen_drops: rate(|s| s.listen.map_or(0, |l| l.drops)),
+        syn_queue_full_drops: rate(|s| s.listen.map_or(0, |l| l.syn_queue_full)),
+        connect_eaddrnotavail: rate(|s| s.connect_eaddrnotavail),
+        conntrack,
+        tcp_time_wait: ns.tcp_sockets.map(|t| t.time_wait),
+        tcp_in_use: ns.tcp_sockets.map(|t| t.in_use),
+        interface,
+    }
+}
+
+impl Snapshot {
+    /// Builds the Snapshot of `now`, with rates against `before` over `elapsed`
+    /// seconds (no rates without `before`).
+    pub fn build(now: &Sample, before: Option<&Sample>, elapsed: f64, ctx: &Context<'_>) -> Self {
+        let mut workloads = Vec::new();
+        let mut unattributed = BTreeMap::new();
+        let interface_of: BTreeMap<u32, (u32, &InterfaceSample)> = now
+            .interfaces
+            .iter()
+            .filter_map(|(ifindex, i)| Some((i.peer_netns?, (*ifindex, i))))
+            .collect();
+        for (inode, ns) in &now.netns {
+            let prev = before.and_then(|b| b.netns.get(inode));
+            if *inode == 0 {
+                unattributed = drop_figures(ns, prev, elapsed, ctx.reasons).1;
+                continue;
+            }
+            let interface = interface_of.get(inode).map(|(ifindex, iface)| {
+                let prev_iface = before.and_then(|b| b.interfaces.get(ifindex));
+                interface_figures(iface, prev_iface, elapsed)
+            });
+            workloads.push(workload_figures(
+                *inode,
+                ns,
+                prev,
+                interface,
+                elapsed,
+                ctx.reasons,
+            ));
+        }
+        workloads.sort_by(|a, b| a.workload.cmp(&b.workload).then(a.netns.cmp(&b.netns)));
+        let listeners = now
+            .listeners
+            .iter()
+            .map(|(k, v)| Listener {
+                netns: k.netns,
+                port: k.port,
+                overflows: CounterRate::new(
+                    v.overflows,
+                    before.and_then(|b| b.listeners.get(k)).map(|p| p.overflows),
+                    elapsed,
+                ),
+                backlog: v.backlog,
+                max_backlog: v.max_backlog,
+            })
+            .collect();
+        Self {
+            version: SNAPSHOT_VERSION,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            node: ctx.node.to_owned(),
+            kernel: ctx.kernel.to_owned(),
+            mode: ctx.mode,
+            taken_at_unix_seconds: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            uptime_seconds: ctx.uptime_seconds,
+            elapsed_seconds: elapsed,
+            collection_seconds: ctx.collection_seconds,
+            conntrack_max: now.conntrack_max,
+            totals: totals(&workloads, &unattributed),
+            workloads,
+            listeners,
+            unattributed_drops: unattributed,
+            probes: ctx.report.clone(),
+            probe_errors: now.probe_errors.clone(),
+            lost_events: now.lost_events,
+        }
+    }
+
+    /// The workload in namespace `netns`, if any.
+    pub fn workload(&self, netns: u32) -> Option<&WorkloadFigures> {
+        self.workloads.iter().find(|w| w.netns == netns)
+    }
+}
+
+fn totals(workloads: &[WorkloadFigures], unattributed: &BTreeMap<String, CounterRate>) -> Totals {
+    // `0.0 +`: an empty f64 sum is -0.0, which would print as "-0".
+    let sum = |f: fn(&WorkloadFigures) -> f64| 0.0 + workloads.iter().map(f).sum::<f64>();
+    let reason = |name: &str| {
+        workloads
+            .iter()
+            .filter_map(|w| w.drops_by_reason.get(name))
+            .chain(unattributed.get(name))
+            .map(|f| f.per_second)
+            .fold(0.0, |a, b| a + b)
+    };
+    Totals {
+        retransmit_segments_per_second: sum(|w| w.retransmit_segments.per_second),
+        drops_per_second: sum(|w| w.drops.per_second)
+            + unattributed.values().map(|f| f.per_second).sum::<f64>(),
+        listen_overflows_per_second: sum(|w| w.listen_overflows.per_second),
+        syn_queue_full_drops_per_second: sum(|w| w.syn_queue_full_drops.per_second),
+        backlog_drops_per_second: reason("CPU_BACKLOG"),
+        receive_buffer_drops_per_second: reason("SOCKET_RCVBUFF"),
+        connect_eaddrnotavail_per_second: sum(|w| w.connect_eaddrnotavail.per_second),
+        conntrack_entries: workloads
+            .iter()
+            .find(|w| w.workload.kind == WorkloadKind::Node)
+            .and_then(|w| w.conntrack.as_ref().map(|c| c.entries)),
+    }
+}
+
+/// A Snapshot of `workloads` with everything else empty, for other modules' tests.
+#[cfg(test)]
+pub(crate) fn for_tests(workloads: Vec<WorkloadFigures>) -> Snapshot {
+    Snapshot {
+        version: SNAPSHOT_VERSION,
+        agent_version: "test".into(),
+        node: "n".into(),
+        kernel: "k".into(),
+        mode: Mode::Enforce,
+        taken_at_unix_seconds: 0.0,
+        uptime_seconds: 0.0,
+        elapsed_seconds: 1.0,
+        collection_seconds: 0.0,
+        conntrack_max: None,
+        totals: Totals::default(),
+        workloads,
+        listeners: Vec::new(),
+        unattributed_drops: BTreeMap::new(),
+        probes: Report::default(),
+        probe_errors: BTreeMap::new(),
+        lost_events: LostEvents::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,185 @@
+//! The tuner's vocabulary: its mode, the places it changes sysctls, its decisions
+//! and the values it manages. [`crate::tune`] produces these; the metrics, the
+//! JSON API and the TUI show them.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What the tuner may do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Watch only: no tuning decisions.
+    #[default]
+    Observe,
+    /// Decide and explain, write nothing.
+    Advise,
+    /// Decide and write, within the limits.
+    Enforce,
+}
+
+impl Mode {
+    /// Every mode, for the `nettune_tuning_mode` metric.
+    pub const ALL: [Self; 3] = [Self::Observe, Self::Advise, Self::Enforce];
+
+    /// The config value and metric label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Observe => "observe",
+            Self::Advise => "advise",
+            Self::Enforce => "enforce",
+        }
+    }
+}
+
+/// Where a sysctl is read or written.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// The host's (the agent's own) network namespace: node-wide values and the
+    /// node's per-namespace values.
+    Node,
+    /// A pod's network namespace, by inode, with the workload's label for people.
+    Netns {
+        /// The namespace inode.
+        inode: u32,
+        /// The workload's `pod` label.
+        label: String,
+    },
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Node => f.write_str("node"),
+            Self::Netns { label, inode } => write!(f, "{label} (netns {inode})"),
+        }
+    }
+}
+
+/// How a decision ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Written (enforce mode).
+    Applied,
+    /// Would have been written (advise mode, or `apply --dry-run`).
+    Advised,
+    /// A guardrail said no.
+    Refused,
+    /// Someone else changed the value after nettune did; nettune stops managing it.
+    StoodDown,
+    /// Reading or writing failed.
+    Failed,
+}
+
+impl Outcome {
+    /// Label value in `nettune_tuning_decisions_total{result}`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Advised => "advised",
+            Self::Refused => "refused",
+            Self::StoodDown => "stood_down",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One decision, with everything needed to explain it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The rule (scenario) that fired, e.g. `listen_overflows`, or `profile`.
+    pub rule: String,
+    /// The sysctl's dotted name.
+    pub sysctl: String,
+    /// Where it would be changed; `None` when the workload's own namespace is not
+    /// opted in to tuning.
+    pub target: Option<Target>,
+    /// Who it is for, for people (`node`, a pod).
+    pub workload: String,
+    /// `raise`, `reserve` (port lists) or `set` (profiles).
+    pub action: String,
+    /// How it ended.
+    pub result: Outcome,
+    /// The value found.
+    pub from: Option<String>,
+    /// The value written (or that would be).
+    pub to: Option<String>,
+    /// The figures that triggered the rule.
+    pub evidence: String,
+    /// Why a guardrail refused, or what failed.
+    pub reason: Option<String>,
+    /// When, in Unix seconds.
+    pub at_unix: u64,
+}
+
+impl fmt::Display for Decision {
+    /// `rule: sysctl old → new on target [result], because evidence — reason`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let change = match (&self.from, &self.to) {
+            (Some(a), Some(b)) => format!("{a} → {b}"),
+            (Some(a), None) => format!("stays {a}"),
+            _ => String::new(),
+        };
+        let place = self.target.as_ref().map_or_else(
+            || format!("{} (namespace not opted in)", self.workload),
+            ToString::to_string,
+        );
+        write!(
+            f,
+            "{}: {} {} on {place} [{}], because {}",
+            self.rule,
+            self.sysctl,
+            change.replace('\t', " "),
+            self.result.label(),
+            self.evidence
+        )?;
+        if let Some(r) = &self.reason {
+            write!(f, " — {}", r.replace('\t', " "))?;
+        }
+        Ok(())
+    }
+}
+
+/// A managed sysctl's values, for the UI and metrics.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Managed {
+    /// The sysctl's dotted name.
+    pub sysctl: String,
+    /// Where.
+    pub target: Target,
+    /// The value now (`None` if it cannot be read).
+    pub current: Option<String>,
+    /// The value found before nettune's first write: what rollback restores.
+    pub original: String,
+    /// The most nettune will raise it to (on its strength scale).
+    pub ceiling: u64,
+    /// Someone else changed it after nettune did: hands off.
+    pub stood_down: bool,
+}
+
+/// How many decisions of one kind were taken so far.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionCount {
+    /// The sysctl's dotted name.
+    pub sysctl: String,
+    /// `raise`, `reserve` or `set`.
+    pub action: String,
+    /// An [`Outcome`] label.
+    pub result: String,
+    /// Decisions so far.
+    pub count: u64,
+}
+
+/// What the tuner shows: recent decisions, managed values, decision counts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TuningState {
+    /// The last decisions, oldest first.
+    pub recent: Vec<Decision>,
+    /// Every value in the journal, with its current value.
+    pub managed: Vec<Managed>,
+    /// Decision counts by (sysctl, action, result).
+    pub counts: Vec<DecisionCount>,
+}

@@ -1,0 +1,82 @@
+//! A [`ProbeSource`] made of data, for unit tests of collection: a test sets the
+//! readings the "kernel" returns and sees which interfaces collection asked to
+//! watch and which namespaces it told the probes to forget.
+
+use std::collections::BTreeSet;
+
+use super::{InterfaceChanges, LoadError, ProbeReadings, ProbeSource};
+use crate::{
+    model::{drop_reasons::DropReasons, probes::Report},
+    sys::Link,
+};
+
+/// Probes that return what the test put in.
+#[derive(Debug, Default)]
+pub struct FakeProbes {
+    /// What [`ProbeSource::read`] returns (interfaces: only watched ones, named as
+    /// watched).
+    pub readings: ProbeReadings,
+    /// The report.
+    pub report: Report,
+    /// Drop reason names.
+    pub reasons: DropReasons,
+    /// Interfaces being watched: ifindex → name.
+    pub watched: std::collections::BTreeMap<u32, String>,
+    /// Every namespace set passed to `forget_namespaces`, most recent last.
+    pub alive_sets: Vec<BTreeSet<u32>>,
+}
+
+impl ProbeSource for FakeProbes {
+    fn report(&self) -> &Report {
+        &self.report
+    }
+
+    fn drop_reasons(&self) -> &DropReasons {
+        &self.reasons
+    }
+
+    fn read(&self) -> Result<ProbeReadings, LoadError> {
+        let mut readings = self.readings.clone();
+        // Like the real probes: counters of watched interfaces, under their names.
+        readings.interfaces = readings
+            .interfaces
+            .into_iter()
+            .filter_map(|(ifindex, (_, traffic))| {
+                Some((ifindex, (self.watched.get(&ifindex)?.clone(), traffic)))
+            })
+            .collect();
+        Ok(readings)
+    }
+
+    fn forget_namespaces(&mut self, alive: &BTreeSet<u32>) -> Result<usize, LoadError> {
+        let before = self.readings.retransmits.len() + self.readings.drops.len();
+        self.readings
+            .retransmits
+            .retain(|netns, _| *netns == 0 || alive.contains(netns));
+        self.readings
+            .drops
+            .retain(|k, _| k.netns == 0 || alive.contains(&k.netns));
+        self.alive_sets.push(alive.clone());
+        Ok(before - self.readings.retransmits.len() - self.readings.drops.len())
+    }
+
+    fn watch_interfaces(&mut self, veths: &[&Link]) -> InterfaceChanges {
+        let mut changes = InterfaceChanges::default();
+        let present: std::collections::BTreeMap<u32, String> =
+            veths.iter().map(|l| (l.ifindex, l.name.clone())).collect();
+        self.watched.retain(|ifindex, name| {
+            let keep = present.get(ifindex) == Some(name);
+            if !keep {
+                changes.removed.push((*ifindex, name.clone()));
+            }
+            keep
+        });
+        for (ifindex, name) in present {
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.watched.entry(ifindex) {
+                changes.added.push((ifindex, name.clone()));
+                slot.insert(name);
+            }
+        }
+        changes
+    }
+}

@@ -1,0 +1,123 @@
+//! A bounded HTTP GET (hyper's HTTP/1 client), for `nettune top --agent` and the
+//! tests that read an agent's endpoints: one request per connection, a deadline on
+//! the whole exchange, and a cap on the body size — a remote agent cannot make
+//! the viewer wait forever or read an unbounded body.
+
+use std::{
+    net::{SocketAddr, ToSocketAddrs as _},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty, Limited};
+use hyper::{Request, header};
+use hyper_util::rt::TokioIo;
+
+/// The largest body [`get`] reads by default: a Snapshot of thousands of pods.
+pub const DEFAULT_MAX_BODY: usize = 32 << 20;
+
+/// Errors fetching a URL.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// Not an `http://host:port` URL.
+    #[error("`{0}` is not an http://host:port URL")]
+    BadUrl(String),
+    /// Connecting, sending or receiving failed, or took too long.
+    #[error("{url}: {reason}")]
+    Transfer {
+        /// What was fetched.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server answered with a status other than 200.
+    #[error("{url} answered {status}: {body}")]
+    Status {
+        /// What was fetched.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The body, trimmed.
+        body: String,
+    },
+}
+
+/// Splits `http://host:port[/...]` into the address.
+pub fn parse_base(url: &str) -> Result<SocketAddr, HttpError> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| HttpError::BadUrl(url.into()))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| HttpError::BadUrl(url.into()))
+}
+
+/// `GET path` on `addr`: the status and at most `max_body` bytes of body, within
+/// `timeout` for the whole exchange.
+pub async fn get_raw(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<(u16, Bytes), String> {
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        let connection = tokio::spawn(connection);
+        let request = Request::get(path)
+            .header(header::HOST, addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), max_body)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the body: {e}"))?
+            .to_bytes();
+        connection.abort();
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {timeout:?}"))?
+}
+
+/// [`get_raw`] from synchronous code (a runtime of its own for the call).
+pub fn get_raw_blocking(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<(u16, Bytes), String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(get_raw(addr, path, timeout, max_body))
+}
+
+/// `GET path` on `addr`, failing unless the status is 200; at most
+/// [`DEFAULT_MAX_BODY`] bytes.
+pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Bytes, HttpError> {
+    let url = format!("http://{addr}{path}");
+    match get_raw_blocking(addr, path, timeout, DEFAULT_MAX_BODY) {
+        Ok((200, body)) => Ok(body),
+        Ok((status, body)) => Err(HttpError::Status {
+            url,
+            status,
+            body: String::from_utf8_lossy(&body).trim().to_owned(),
+        }),
+        Err(reason) => Err(HttpError::Transfer { url, reason }),
+    }
+}

@@ -1,0 +1,177 @@
+use super::*;
+use crate::model::{
+    counter::CounterRate,
+    drop_reasons::DropReasons,
+    probes::Report,
+    sample::{NetnsSample, Sample},
+    snapshot::Context,
+    workload::Workload,
+};
+
+/// The node and `pods` named namespaces, each with 2 NO_SOCKET drops and 10 sent
+/// segments.
+fn published(pods: u32) -> Arc<Published> {
+    let mut sample = Sample::default();
+    for i in 0..=pods {
+        let workload = if i == 0 {
+            Workload::node()
+        } else {
+            Workload::new(WorkloadKind::NamedNetns, format!("netns:p{i:03}"))
+        };
+        sample.netns.insert(
+            i + 1,
+            NetnsSample {
+                workload: Some(workload),
+                drops: [((1, 3), 2)].into_iter().collect(),
+                out_segs: Some(10),
+                ..NetnsSample::default()
+            },
+        );
+    }
+    let (report, reasons) = (
+        Report::default(),
+        DropReasons::from_enum(&[("SKB_DROP_REASON_NO_SOCKET".into(), 3)]),
+    );
+    let ctx = Context {
+        node: "n",
+        kernel: "6.18",
+        mode: Mode::Observe,
+        uptime_seconds: 1.0,
+        collection_seconds: 0.5,
+        report: &report,
+        reasons: &reasons,
+    };
+    Arc::new(Published {
+        snapshot: Snapshot::build(&sample, None, 1.0, &ctx),
+        tuning: None,
+    })
+}
+
+fn render(pods: u32, cap: usize) -> String {
+    let bytes = Exporter::new(cap).render(published(pods));
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[test]
+fn every_rendered_metric_is_declared() {
+    let text = render(3, 100);
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        assert!(
+            METRICS.iter().any(|m| m.name == name),
+            "undeclared metric {name}"
+        );
+    }
+    assert!(
+        text.contains(
+            "nettune_drops_total{namespace=\"\",pod=\"netns:p001\",reason=\"NO_SOCKET\"} 2"
+        )
+    );
+    assert!(text.contains("# TYPE nettune_drops_total counter"));
+    assert!(
+        text.contains("nettune_drops_total{namespace=\"\",pod=\"node\",reason=\"NO_SOCKET\"} 2")
+    );
+}
+
+#[test]
+fn every_series_table_names_a_declared_metric_with_its_labels() {
+    let labels = |name: &str| {
+        METRICS
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("{name} not declared"))
+            .labels
+    };
+    for (name, _) in WORKLOAD_SERIES {
+        assert_eq!(labels(name), ["namespace", "pod"], "{name}");
+    }
+    for (name, _) in INTERFACE_SERIES {
+        assert_eq!(labels(name), ["namespace", "pod", "interface"], "{name}");
+    }
+}
+
+#[test]
+fn declared_metrics_follow_naming_rules() {
+    for m in METRICS {
+        assert!(m.name.starts_with("nettune_"), "{}", m.name);
+        assert_eq!(
+            m.kind == MetricType::COUNTER,
+            m.name.ends_with("_total"),
+            "{}: counters end in _total",
+            m.name
+        );
+        assert!(!m.help.is_empty(), "{} has no help", m.name);
+    }
+    // Desc::new accepts every name and label.
+    Exporter::new(1);
+}
+
+#[test]
+fn pods_beyond_the_cap_are_folded_into_other() {
+    let text = render(5, 2);
+    let pods: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("nettune_drops_total{"))
+        .filter_map(|l| l.split("pod=\"").nth(1)?.split('"').next())
+        .collect();
+    assert_eq!(
+        pods.into_iter().collect::<Vec<_>>(),
+        ["_other", "netns:p001", "netns:p002", "node"]
+    );
+    assert!(
+        text.contains("nettune_drops_total{namespace=\"\",pod=\"_other\",reason=\"NO_SOCKET\"} 6")
+    );
+    assert!(text.contains("nettune_workloads_folded 3"));
+}
+
+#[test]
+fn other_carries_every_series_the_pods_have() {
+    // The hand-synced fold lost OutSegs: `_other`'s retransmission ratio was wrong.
+    let text = render(5, 2);
+    assert!(
+        text.contains("nettune_tcp_out_segments_total{namespace=\"\",pod=\"_other\"} 30"),
+        "{text}"
+    );
+    let per_pod: Vec<&str> = WORKLOAD_SERIES.iter().map(|(n, _)| *n).collect();
+    for name in per_pod
+        .iter()
+        .filter(|n| text.contains(&format!("{n}{{namespace=\"\",pod=\"netns:p001\"}}")))
+    {
+        assert!(
+            text.contains(&format!("{name}{{namespace=\"\",pod=\"_other\"}}")),
+            "_other lacks {name}"
+        );
+    }
+}
+
+#[test]
+fn the_readme_lists_every_metric() {
+    let readme = include_str!("../../../../README.md");
+    for m in METRICS {
+        let kind = if m.kind == MetricType::COUNTER {
+            "counter"
+        } else {
+            "gauge"
+        };
+        assert!(
+            readme.contains(&format!("| `{}` | {kind} |", m.name)),
+            "README.md does not list {} ({kind})",
+            m.name
+        );
+    }
+}
+
+#[test]
+fn a_counter_rate_is_exported_as_its_total() {
+    let mut p = (*published(1)).clone();
+    p.snapshot.workloads[1].retransmit_segments = CounterRate {
+        total: 42,
+        per_second: 3.0,
+    };
+    let text = String::from_utf8(Exporter::new(10).render(Arc::new(p)).to_vec()).unwrap();
+    assert!(
+        text.contains(
+            "nettune_tcp_retransmit_segments_total{namespace=\"\",pod=\"netns:p001\"} 42"
+        )
+    );
+}

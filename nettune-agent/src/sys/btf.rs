@@ -1,0 +1,428 @@
+//! A focused reader for the kernel's BTF (`/sys/kernel/btf/vmlinux`).
+//!
+//! nettune needs three things from BTF, all at start-up: byte offsets of fields
+//! (possibly nested inside anonymous structs and unions), the values of an enum
+//! (`enum skb_drop_reason` names drop reasons), and how many arguments a BTF
+//! tracepoint takes. aya-obj parses BTF but keeps members and enum variants private;
+//! btf-rs is LGPL. The format is small (a header, a type section, a string section;
+//! see <https://docs.kernel.org/bpf/btf.html>), so this module reads just that.
+//!
+//! Parsing all of vmlinux costs a few MB while held; callers resolve what they need
+//! and drop the [`Btf`].
+
+use std::{collections::HashMap, path::Path};
+
+/// Where the running kernel exposes its own BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+const MAGIC: u16 = 0xeb9f;
+
+/// Errors reading or querying BTF.
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    /// The file cannot be read.
+    #[error("cannot read BTF from {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes are not valid BTF.
+    #[error("malformed BTF: {0}")]
+    Malformed(&'static str),
+    /// No type of that kind and name.
+    #[error("BTF has no {kind} named `{name}`")]
+    NoSuchType {
+        /// `struct`, `enum`, ….
+        kind: &'static str,
+        /// The name looked for.
+        name: String,
+    },
+    /// The type has no such member (renamed or absent on this kernel).
+    #[error("BTF type `{ty}` has no member `{member}`")]
+    NoSuchMember {
+        /// The type searched.
+        ty: String,
+        /// The member looked for.
+        member: String,
+    },
+    /// The member is a bitfield: the programs read whole bytes.
+    #[error("BTF member `{member}` of `{ty}` is a bitfield, not byte-addressable")]
+    Bitfield {
+        /// The type.
+        ty: String,
+        /// The member path.
+        member: String,
+    },
+}
+
+/// BTF type kinds (`BTF_KIND_*`) that this reader distinguishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BtfKind {
+    Int,
+    Ptr,
+    Array,
+    Struct,
+    Union,
+    Enum,
+    Fwd,
+    Typedef,
+    Volatile,
+    Const,
+    Restrict,
+    Func,
+    FuncProto,
+    Var,
+    Datasec,
+    Float,
+    DeclTag,
+    TypeTag,
+    Enum64,
+}
+
+impl BtfKind {
+    fn from_raw(raw: u32) -> Option<Self> {
+        Some(match raw {
+            1 => Self::Int,
+            2 => Self::Ptr,
+            3 => Self::Array,
+            4 => Self::Struct,
+            5 => Self::Union,
+            6 => Self::Enum,
+            7 => Self::Fwd,
+            8 => Self::Typedef,
+            9 => Self::Volatile,
+            10 => Self::Const,
+            11 => Self::Restrict,
+            12 => Self::Func,
+            13 => Self::FuncProto,
+            14 => Self::Var,
+            15 => Self::Datasec,
+            16 => Self::Float,
+            17 => Self::DeclTag,
+            18 => Self::TypeTag,
+            19 => Self::Enum64,
+            _ => return None,
+        })
+    }
+
+    /// Whether a type of this kind only qualifies or names another type.
+    fn is_alias(self) -> bool {
+        matches!(
+            self,
+            Self::Typedef | Self::Volatile | Self::Const | Self::Restrict | Self::TypeTag
+        )
+    }
+}
+
+/// A struct or union member.
+#[derive(Clone, Debug)]
+struct Member {
+    name: String,
+    type_id: u32,
+    bit_offset: u32,
+    bitfield_size: u32,
+}
+
+/// One parsed type. Only the parts nettune queries are kept.
+#[derive(Clone, Debug)]
+struct Type {
+    kind: BtfKind,
+    name: String,
+    /// The referenced type for aliases, pointers, funcs and typedefs.
+    type_id: u32,
+    members: Vec<Member>,
+    /// Enum variants (ENUM and ENUM64) or FUNC_PROTO parameter names.
+    variants: Vec<(String, i64)>,
+}
+
+/// Parsed BTF: types by id (id 0 is `void`) and an index by (kind, name).
+pub struct Btf {
+    types: Vec<Type>,
+    by_name: HashMap<(&'static str, String), u32>,
+}
+
+fn u16_at(b: &[u8], at: usize) -> Result<u16, BtfError> {
+    b.get(at..at + 2)
+        .map(|s| u16::from_le_bytes([s[0], s[1]]))
+        .ok_or(BtfError::Malformed("truncated"))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Result<u32, BtfError> {
+    b.get(at..at + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        .ok_or(BtfError::Malformed("truncated"))
+}
+
+fn str_at(strings: &[u8], off: u32) -> Result<String, BtfError> {
+    let tail = strings
+        .get(off as usize..)
+        .ok_or(BtfError::Malformed("string offset out of range"))?;
+    let end = tail.iter().position(|&c| c == 0).unwrap_or(tail.len());
+    Ok(String::from_utf8_lossy(&tail[..end]).into_owned())
+}
+
+fn kind_label(kind: BtfKind) -> &'static str {
+    match kind {
+        BtfKind::Struct => "struct",
+        BtfKind::Union => "union",
+        BtfKind::Enum | BtfKind::Enum64 => "enum",
+        BtfKind::Typedef => "typedef",
+        BtfKind::Func => "func",
+        _ => "type",
+    }
+}
+
+impl Btf {
+    /// Reads the running kernel's BTF.
+    pub fn from_sys_fs() -> Result<Self, BtfError> {
+        Self::from_file(Path::new(VMLINUX_BTF))
+    }
+
+    /// Reads BTF from a file (raw BTF, as in `/sys/kernel/btf/vmlinux`).
+    pub fn from_file(path: &Path) -> Result<Self, BtfError> {
+        let bytes = std::fs::read(path).map_err(|source| BtfError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&bytes)
+    }
+
+    /// Parses raw little-endian BTF.
+    pub fn parse(bytes: &[u8]) -> Result<Self, BtfError> {
+        if u16_at(bytes, 0)? != MAGIC {
+            return Err(BtfError::Malformed("bad magic (not little-endian BTF?)"));
+        }
+        let hdr_len = u32_at(bytes, 4)? as usize;
+        let type_off = u32_at(bytes, 8)? as usize;
+        let type_len = u32_at(bytes, 12)? as usize;
+        let str_off = u32_at(bytes, 16)? as usize;
+        let str_len = u32_at(bytes, 20)? as usize;
+        let types_bytes = bytes
+            .get(hdr_len + type_off..hdr_len + type_off + type_len)
+            .ok_or(BtfError::Malformed("type section out of range"))?;
+        let strings = bytes
+            .get(hdr_len + str_off..hdr_len + str_off + str_len)
+            .ok_or(BtfError::Malformed("string section out of range"))?;
+
+        let void = Type {
+            kind: BtfKind::Int,
+            name: "void".into(),
+            type_id: 0,
+            members: Vec::new(),
+            variants: Vec::new(),
+        };
+        let mut types = vec![void];
+        let mut at = 0;
+        while at < types_bytes.len() {
+            let (ty, len) = Self::parse_type(types_bytes, at, strings)?;
+            types.push(ty);
+            at += len;
+        }
+        let mut by_name = HashMap::new();
+        for (id, ty) in types.iter().enumerate().skip(1) {
+            if !ty.name.is_empty() {
+                let id = u32::try_from(id).map_err(|_| BtfError::Malformed("too many types"))?;
+                by_name
+                    .entry((kind_label(ty.kind), ty.name.clone()))
+                    .or_insert(id);
+            }
+        }
+        Ok(Self { types, by_name })
+    }
+
+    /// Parses the type at `at`; returns it and its length in bytes.
+    fn parse_type(b: &[u8], at: usize, strings: &[u8]) -> Result<(Type, usize), BtfError> {
+        let name = str_at(strings, u32_at(b, at)?)?;
+        let info = u32_at(b, at + 4)?;
+        let size_or_type = u32_at(b, at + 8)?;
+        let vlen = (info & 0xffff) as usize;
+        let kind =
+            BtfKind::from_raw((info >> 24) & 0x1f).ok_or(BtfError::Malformed("unknown kind"))?;
+        let kind_flag = info >> 31 == 1;
+        let body = at + 12;
+        let mut ty = Type {
+            kind,
+            name,
+            type_id: size_or_type,
+            members: Vec::new(),
+            variants: Vec::new(),
+        };
+        let extra = match kind {
+            BtfKind::Int | BtfKind::Var | BtfKind::DeclTag => 4,
+            BtfKind::Array => 12,
+            BtfKind::Struct | BtfKind::Union => {
+                for i in 0..vlen {
+                    let m = body + i * 12;
+                    let raw_offset = u32_at(b, m + 8)?;
+                    let (bit_offset, bitfield_size) = if kind_flag {
+                        (raw_offset & 0x00ff_ffff, raw_offset >> 24)
+                    } else {
+                        (raw_offset, 0)
+                    };
+                    ty.members.push(Member {
+                        name: str_at(strings, u32_at(b, m)?)?,
+                        type_id: u32_at(b, m + 4)?,
+                        bit_offset,
+                        bitfield_size,
+                    });
+                }
+                vlen * 12
+            }
+            BtfKind::Enum => {
+                for i in 0..vlen {
+                    let v = body + i * 8;
+                    let raw = u32_at(b, v + 4)?;
+                    // kind_flag marks a signed enum; otherwise values are unsigned.
+                    let value = if kind_flag {
+                        i64::from(raw.cast_signed())
+                    } else {
+                        i64::from(raw)
+                    };
+                    ty.variants.push((str_at(strings, u32_at(b, v)?)?, value));
+                }
+                vlen * 8
+            }
+            BtfKind::Enum64 => {
+                for i in 0..vlen {
+                    let v = body + i * 12;
+                    let value = u64::from(u32_at(b, v + 4)?) | (u64::from(u32_at(b, v + 8)?) << 32);
+                    ty.variants
+                        .push((str_at(strings, u32_at(b, v)?)?, value.cast_signed()));
+                }
+                vlen * 12
+            }
+            BtfKind::FuncProto => {
+                for i in 0..vlen {
+                    let p = body + i * 8;
+                    ty.variants.push((
+                        str_at(strings, u32_at(b, p)?)?,
+                        i64::from(u32_at(b, p + 4)?),
+                    ));
+                }
+                vlen * 8
+            }
+            BtfKind::Datasec => vlen * 12,
+            BtfKind::Ptr
+            | BtfKind::Fwd
+            | BtfKind::Typedef
+            | BtfKind::Volatile
+            | BtfKind::Const
+            | BtfKind::Restrict
+            | BtfKind::Func
+            | BtfKind::Float
+            | BtfKind::TypeTag => 0,
+        };
+        Ok((ty, 12 + extra))
+    }
+
+    fn get(&self, id: u32) -> Result<&Type, BtfError> {
+        self.types
+            .get(id as usize)
+            .ok_or(BtfError::Malformed("type id out of range"))
+    }
+
+    /// Follows typedefs and qualifiers to the underlying type.
+    fn resolve(&self, mut id: u32) -> Result<&Type, BtfError> {
+        // BTF may not contain cycles through aliases, but a malformed file could:
+        // a fixed bound keeps this loop finite.
+        for _ in 0..32 {
+            let ty = self.get(id)?;
+            if !ty.kind.is_alias() {
+                return Ok(ty);
+            }
+            id = ty.type_id;
+        }
+        Err(BtfError::Malformed("alias chain too long"))
+    }
+
+    fn named(&self, kind: &'static str, name: &str) -> Result<&Type, BtfError> {
+        let id =
+            self.by_name
+                .get(&(kind, name.to_owned()))
+                .ok_or_else(|| BtfError::NoSuchType {
+                    kind,
+                    name: name.to_owned(),
+                })?;
+        self.get(*id)
+    }
+
+    /// Byte offset of `path` (member names, outermost first) inside `struct strukt`.
+    ///
+    /// Members of anonymous structs and unions are found as if they were direct
+    /// members, as in C: `["__sk_common", "skc_net", "net"]` in `sock` works even
+    /// though `skc_net` sits in an anonymous union on some kernels.
+    pub fn member_offset(&self, strukt: &str, path: &[&str]) -> Result<u32, BtfError> {
+        let mut ty = self
+            .named("struct", strukt)
+            .or_else(|_| self.named("union", strukt))?;
+        let mut offset_bits = 0;
+        let mut ty_name = strukt.to_owned();
+        for member in path {
+            let (bits, member_ty) =
+                self.find_member(ty, member)?
+                    .ok_or_else(|| BtfError::NoSuchMember {
+                        ty: ty_name.clone(),
+                        member: (*member).to_owned(),
+                    })?;
+            offset_bits += bits;
+            ty = self.resolve(member_ty)?;
+            ty_name.clone_from(&(*member).to_owned());
+        }
+        if offset_bits % 8 != 0 {
+            return Err(BtfError::Bitfield {
+                ty: strukt.to_owned(),
+                member: path.join("."),
+            });
+        }
+        Ok(offset_bits / 8)
+    }
+
+    /// Finds `name` among `ty`'s members, descending into anonymous members.
+    /// Returns the member's bit offset relative to `ty` and its type id.
+    fn find_member(&self, ty: &Type, name: &str) -> Result<Option<(u32, u32)>, BtfError> {
+        for m in &ty.members {
+            if m.name == name {
+                if m.bitfield_size != 0 {
+                    return Err(BtfError::Bitfield {
+                        ty: ty.name.clone(),
+                        member: name.to_owned(),
+                    });
+                }
+                return Ok(Some((m.bit_offset, m.type_id)));
+            }
+            if m.name.is_empty() {
+                let inner = self.resolve(m.type_id)?;
+                if matches!(inner.kind, BtfKind::Struct | BtfKind::Union)
+                    && let Some((bits, id)) = self.find_member(inner, name)?
+                {
+                    return Ok(Some((m.bit_offset + bits, id)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The variants of `enum name` (or `enum64`), in declaration order.
+    pub fn enum_variants(&self, name: &str) -> Result<Vec<(String, i64)>, BtfError> {
+        Ok(self.named("enum", name)?.variants.clone())
+    }
+
+    /// Number of arguments a BTF tracepoint passes to a `tp_btf` program: the
+    /// parameters of `btf_trace_<event>`'s prototype minus its leading `void *`.
+    pub fn tracepoint_arg_count(&self, event: &str) -> Result<u32, BtfError> {
+        let typedef = self.named("typedef", &format!("btf_trace_{event}"))?;
+        let ptr = self.get(typedef.type_id)?;
+        let proto = self.get(ptr.type_id)?;
+        if proto.kind != BtfKind::FuncProto {
+            return Err(BtfError::Malformed("btf_trace_* is not a function pointer"));
+        }
+        let params = u32::try_from(proto.variants.len()).unwrap_or(u32::MAX);
+        Ok(params.saturating_sub(1))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,233 @@
+//! An in-memory [`System`]: namespaces, their `/proc/net` files, host interfaces
+//! and sysctls, all set by a test.
+//!
+//! It behaves like the kernel where tests depend on it: a sysctl that does not
+//! exist cannot be written, a namespace that is gone cannot be entered, and a
+//! write of nothing (0 bytes, as `fs::write(path, "")` issues) leaves a sysctl's
+//! value as it was — exactly what `/proc/sys` does.
+
+use std::{
+    collections::BTreeMap,
+    io,
+    sync::{Mutex, MutexGuard},
+};
+
+use super::{Link, Namespace, NamespaceAccess, System};
+use crate::model::tuning::Target;
+
+/// One fake namespace.
+#[derive(Clone, Debug)]
+struct FakeNamespace {
+    namespace: Namespace,
+    /// `/proc/net/<file>` contents by file name (`snmp`, `stat/nf_conntrack`, …).
+    net_files: BTreeMap<String, String>,
+    /// Sysctl values by dotted name, as the kernel prints them (no newline).
+    sysctls: BTreeMap<String, String>,
+    /// The id the host namespace gave it.
+    netns_id: Option<i32>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    namespaces: BTreeMap<u32, FakeNamespace>,
+    host_links: Vec<Link>,
+    proc: BTreeMap<String, String>,
+    node_sysctls: BTreeMap<String, String>,
+}
+
+/// A node made of data. Every method takes `&self` (the trait's reads and writes
+/// do too), so a test can change the node while a collector or tuner holds it.
+#[derive(Debug, Default)]
+pub struct FakeSystem {
+    state: Mutex<State>,
+}
+
+fn not_found(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, what)
+}
+
+impl FakeSystem {
+    /// An empty node: no namespaces, no interfaces, no files.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A test that panicked while holding the lock already failed.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a namespace; `name` makes it a named one (`/run/netns/<name>`), else it
+    /// is reached through pid `inode` and its process is `proc<inode>`.
+    pub fn add_namespace(&self, inode: u32, name: Option<&str>, is_host: bool) {
+        let namespace = Namespace {
+            inode,
+            access: match name {
+                Some(n) => NamespaceAccess::Path(format!("/run/netns/{n}").into()),
+                None => NamespaceAccess::Pid(inode),
+            },
+            name: name.map(str::to_owned),
+            process: name.is_none().then(|| format!("proc{inode}")),
+            is_host,
+        };
+        self.state().namespaces.insert(
+            inode,
+            FakeNamespace {
+                namespace,
+                net_files: BTreeMap::new(),
+                sysctls: BTreeMap::new(),
+                netns_id: None,
+            },
+        );
+    }
+
+    /// Removes a namespace (the pod went away).
+    pub fn remove_namespace(&self, inode: u32) {
+        self.state().namespaces.remove(&inode);
+    }
+
+    /// Sets `/proc/net/<file>` in namespace `inode` (`None`: the file vanishes).
+    pub fn set_net_file(&self, inode: u32, file: &str, text: Option<&str>) {
+        if let Some(ns) = self.state().namespaces.get_mut(&inode) {
+            match text {
+                Some(t) => ns.net_files.insert(file.to_owned(), t.to_owned()),
+                None => ns.net_files.remove(file),
+            };
+        }
+    }
+
+    /// Sets the id the host namespace gave namespace `inode`.
+    pub fn set_netns_id(&self, inode: u32, id: Option<i32>) {
+        if let Some(ns) = self.state().namespaces.get_mut(&inode) {
+            ns.netns_id = id;
+        }
+    }
+
+    /// Sets the host namespace's interfaces.
+    pub fn set_host_links(&self, links: Vec<Link>) {
+        self.state().host_links = links;
+    }
+
+    /// Sets `/proc/<path>`.
+    pub fn set_proc(&self, path: &str, text: &str) {
+        self.state().proc.insert(path.to_owned(), text.to_owned());
+    }
+
+    /// Makes sysctl `name` exist at `target` with `value`.
+    pub fn set_sysctl(&self, target: &Target, name: &str, value: &str) {
+        let mut state = self.state();
+        let map = match target {
+            Target::Node => Some(&mut state.node_sysctls),
+            Target::Netns { inode, .. } => state.namespaces.get_mut(inode).map(|n| &mut n.sysctls),
+        };
+        if let Some(map) = map {
+            map.insert(name.to_owned(), value.to_owned());
+        }
+    }
+
+    /// Removes sysctl `name` at `target` (e.g. a module that is not loaded).
+    pub fn remove_sysctl(&self, target: &Target, name: &str) {
+        let mut state = self.state();
+        match target {
+            Target::Node => {
+                state.node_sysctls.remove(name);
+            }
+            Target::Netns { inode, .. } => {
+                if let Some(ns) = state.namespaces.get_mut(inode) {
+                    ns.sysctls.remove(name);
+                }
+            }
+        }
+    }
+
+    /// The value of sysctl `name` at `target`, if it exists.
+    pub fn sysctl(&self, target: &Target, name: &str) -> Option<String> {
+        self.read_sysctl(target, name)
+            .ok()
+            .map(|v| v.trim_end_matches('\n').to_owned())
+    }
+
+    fn with_sysctls<R>(
+        &self,
+        target: &Target,
+        f: impl FnOnce(&mut BTreeMap<String, String>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let mut state = self.state();
+        match target {
+            Target::Node => f(&mut state.node_sysctls),
+            Target::Netns { inode, .. } => match state.namespaces.get_mut(inode) {
+                Some(ns) => f(&mut ns.sysctls),
+                None => Err(not_found(format!("network namespace {inode} is gone"))),
+            },
+        }
+    }
+}
+
+impl System for FakeSystem {
+    fn namespaces(&self) -> BTreeMap<u32, Namespace> {
+        self.state()
+            .namespaces
+            .iter()
+            .map(|(inode, ns)| (*inode, ns.namespace.clone()))
+            .collect()
+    }
+
+    fn read_net_files(&self, ns: &Namespace, files: &[&str]) -> Vec<io::Result<String>> {
+        let state = self.state();
+        let found = state.namespaces.get(&ns.inode);
+        files
+            .iter()
+            .map(|f| match found {
+                None => Err(not_found(format!("network namespace {} is gone", ns.inode))),
+                Some(n) => n
+                    .net_files
+                    .get(*f)
+                    .cloned()
+                    .ok_or_else(|| not_found(format!("/proc/net/{f}"))),
+            })
+            .collect()
+    }
+
+    fn host_links(&self) -> io::Result<Vec<Link>> {
+        Ok(self.state().host_links.clone())
+    }
+
+    fn netns_id(&self, ns: &Namespace) -> io::Result<Option<i32>> {
+        self.state()
+            .namespaces
+            .get(&ns.inode)
+            .map(|n| n.netns_id)
+            .ok_or_else(|| not_found(format!("network namespace {} is gone", ns.inode)))
+    }
+
+    fn read_proc(&self, path: &str) -> io::Result<String> {
+        self.state()
+            .proc
+            .get(path)
+            .cloned()
+            .ok_or_else(|| not_found(format!("/proc/{path}")))
+    }
+
+    fn read_sysctl(&self, target: &Target, name: &str) -> io::Result<String> {
+        self.with_sysctls(target, |map| {
+            map.get(name)
+                .map(|v| format!("{v}\n"))
+                .ok_or_else(|| not_found(format!("sysctl {name}")))
+        })
+    }
+
+    fn write_sysctl(&self, target: &Target, name: &str, value: &str) -> io::Result<()> {
+        self.with_sysctls(target, |map| {
+            let slot = map
+                .get_mut(name)
+                .ok_or_else(|| not_found(format!("sysctl {name}")))?;
+            // An empty write issues no write(2): the kernel keeps the value.
+            if !value.is_empty() {
+                *slot = value.trim_end_matches('\n').to_owned();
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,147 @@
+//! The system layer: everything nettune reads from or writes to the node outside
+//! its own eBPF maps, behind one trait.
+//!
+//! Like aya routes every syscall through one function that its tests swap for a
+//! fake, nettune routes every read of `/proc`, `/run/netns`, rtnetlink and
+//! `/proc/sys` through [`System`]: [`Kernel`] is the real node, [`fake::FakeSystem`]
+//! an in-memory one, so collection and tuning are unit-tested without root.
+//!
+//! The submodules hold the formats: [`btf`] and [`tracefs`] (read once at start-up
+//! by [`crate::probes`]), [`procfs`] (counter files), [`netlink`] (interfaces and
+//! namespace ids), [`netns`] (finding namespaces and entering one), [`sysctl`]
+//! (names to paths, `net.*` only).
+
+pub mod btf;
+pub mod fake;
+pub mod netlink;
+pub mod netns;
+pub mod procfs;
+pub mod sysctl;
+pub mod tracefs;
+
+use std::{collections::BTreeMap, fs, io, path::Path};
+
+use crate::model::tuning::Target;
+pub use netlink::Link;
+pub use netns::{Namespace, NamespaceAccess};
+
+/// What nettune needs from the node, besides its eBPF maps.
+pub trait System: Send + Sync {
+    /// Every network namespace on the node, by inode.
+    fn namespaces(&self) -> BTreeMap<u32, Namespace>;
+
+    /// `/proc/net/<file>` as seen inside `ns`, for each of `files` (in order).
+    fn read_net_files(&self, ns: &Namespace, files: &[&str]) -> Vec<io::Result<String>>;
+
+    /// The interfaces of the agent's own (the host's) namespace.
+    fn host_links(&self) -> io::Result<Vec<Link>>;
+
+    /// The id the host namespace has given `ns` (`RTM_GETNSID`): what a host-side
+    /// veth names as `IFLA_LINK_NETNSID` when its peer lives in `ns`. `None` when
+    /// no id is assigned.
+    fn netns_id(&self, ns: &Namespace) -> io::Result<Option<i32>>;
+
+    /// A file under `/proc`, by its path relative to `/proc` (e.g.
+    /// `sys/net/netfilter/nf_conntrack_max`, `1234/cgroup`).
+    fn read_proc(&self, path: &str) -> io::Result<String>;
+
+    /// Reads sysctl `name` (dotted, `net.*` only) at `target`.
+    fn read_sysctl(&self, target: &Target, name: &str) -> io::Result<String>;
+
+    /// Writes `value` to sysctl `name` (dotted, `net.*` only) at `target`.
+    fn write_sysctl(&self, target: &Target, name: &str, value: &str) -> io::Result<()>;
+}
+
+/// A borrowed system is a system (tests keep the fake while a tuner uses it).
+impl<T: System + ?Sized> System for &T {
+    fn namespaces(&self) -> BTreeMap<u32, Namespace> {
+        (**self).namespaces()
+    }
+
+    fn read_net_files(&self, ns: &Namespace, files: &[&str]) -> Vec<io::Result<String>> {
+        (**self).read_net_files(ns, files)
+    }
+
+    fn host_links(&self) -> io::Result<Vec<Link>> {
+        (**self).host_links()
+    }
+
+    fn netns_id(&self, ns: &Namespace) -> io::Result<Option<i32>> {
+        (**self).netns_id(ns)
+    }
+
+    fn read_proc(&self, path: &str) -> io::Result<String> {
+        (**self).read_proc(path)
+    }
+
+    fn read_sysctl(&self, target: &Target, name: &str) -> io::Result<String> {
+        (**self).read_sysctl(target, name)
+    }
+
+    fn write_sysctl(&self, target: &Target, name: &str, value: &str) -> io::Result<()> {
+        (**self).write_sysctl(target, name, value)
+    }
+}
+
+/// The real node: procfs, rtnetlink, setns.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Kernel;
+
+impl Kernel {
+    /// The file of `name`, or an error naming why the name is refused.
+    fn sysctl_path(name: &str) -> io::Result<std::path::PathBuf> {
+        sysctl::path_under(Path::new(sysctl::PROC_SYS), name)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    }
+
+    /// Runs `f` in the namespace of `target`.
+    fn in_target<R: Send>(target: &Target, f: impl FnOnce() -> R + Send) -> io::Result<R> {
+        match target {
+            Target::Node => Ok(f()),
+            Target::Netns { inode, .. } => {
+                let ns = netns::discover().remove(inode).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("network namespace {inode} is gone"),
+                    )
+                })?;
+                // A net sysctl file resolves to the namespace of the thread that
+                // opens it.
+                netns::inside(&ns.handle_path(), f)
+            }
+        }
+    }
+}
+
+impl System for Kernel {
+    fn namespaces(&self) -> BTreeMap<u32, Namespace> {
+        netns::discover()
+    }
+
+    fn read_net_files(&self, ns: &Namespace, files: &[&str]) -> Vec<io::Result<String>> {
+        netns::read_net_files(ns, files)
+    }
+
+    fn host_links(&self) -> io::Result<Vec<Link>> {
+        netlink::links()
+    }
+
+    fn netns_id(&self, ns: &Namespace) -> io::Result<Option<i32>> {
+        let file = fs::File::open(ns.handle_path())?;
+        netlink::netns_id(&file)
+    }
+
+    fn read_proc(&self, path: &str) -> io::Result<String> {
+        fs::read_to_string(Path::new("/proc").join(path))
+    }
+
+    fn read_sysctl(&self, target: &Target, name: &str) -> io::Result<String> {
+        let path = Self::sysctl_path(name)?;
+        Self::in_target(target, || fs::read_to_string(&path))?
+    }
+
+    fn write_sysctl(&self, target: &Target, name: &str, value: &str) -> io::Result<()> {
+        let path = Self::sysctl_path(name)?;
+        Self::in_target(target, || fs::write(&path, value))?
+    }
+}

@@ -1,0 +1,347 @@
+//! rtnetlink: the host's interfaces (and their kind and veth peer) and the ids
+//! the host namespace gives other namespaces.
+//!
+//! The agent watches pods' host-side interfaces, which most CNIs make as veth
+//! pairs. sysfs does not say an interface is a veth; rtnetlink does
+//! (`IFLA_LINKINFO` → `IFLA_INFO_KIND`). A host-side veth also names where its
+//! peer lives: `IFLA_LINK` is the peer's ifindex *in the peer's namespace* and
+//! `IFLA_LINK_NETNSID` the id the host gave that namespace, which `RTM_GETNSID`
+//! maps back to a namespace file. Both are needed: ifindex values repeat across
+//! namespaces, so an ifindex alone can point at the wrong pod.
+//!
+//! Messages are encoded and decoded by `netlink-packet-route`; this module owns
+//! the exchange: one request, a sequence number checked on every reply, a receive
+//! timeout, and a 0-byte read treated as an error rather than as "try again".
+
+use std::{
+    fs::File,
+    io,
+    os::fd::{AsRawFd, RawFd},
+    time::Duration,
+};
+
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::{
+    RouteNetlinkMessage,
+    link::{LinkAttribute, LinkInfo, LinkMessage},
+    nsid::{NsidAttribute, NsidMessage},
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+/// An interface of the agent's namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// Its ifindex (unique within its namespace only).
+    pub ifindex: u32,
+    /// Its name.
+    pub name: String,
+    /// `IFLA_INFO_KIND`, e.g. `veth`; `None` for physical devices and loopback.
+    pub kind: Option<String>,
+    /// `IFLA_LINK`: for a veth, its peer's ifindex (in the peer's namespace).
+    pub peer_ifindex: Option<u32>,
+    /// `IFLA_LINK_NETNSID`: the id of the peer's namespace, when it is not this
+    /// one.
+    pub peer_netnsid: Option<i32>,
+}
+
+impl Link {
+    /// Whether this is one end of a veth pair.
+    pub fn is_veth(&self) -> bool {
+        self.kind.as_deref() == Some("veth")
+    }
+}
+
+/// How long a reply may take before the request fails.
+const RECEIVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Receive buffer: a dump datagram is at most a page or two.
+const BUFFER_BYTES: usize = 64 * 1024;
+
+/// Every interface of the calling thread's namespace (`RTM_GETLINK` dump).
+pub fn links() -> io::Result<Vec<Link>> {
+    let replies = request(
+        RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        NLM_F_REQUEST | NLM_F_DUMP,
+    )?;
+    Ok(replies
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(link) => Some(link_of(&link)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The id the calling thread's namespace gives the namespace behind `ns_file`
+/// (`RTM_GETNSID`); `None` when none is assigned.
+pub fn netns_id(ns_file: &File) -> io::Result<Option<i32>> {
+    let fd = u32::try_from(ns_file.as_raw_fd()).map_err(io::Error::other)?;
+    let mut message = NsidMessage::default();
+    message.attributes.push(NsidAttribute::Fd(fd));
+    let replies = request(RouteNetlinkMessage::GetNsId(message), NLM_F_REQUEST)?;
+    let id = replies.into_iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewNsId(reply) => reply.attributes.into_iter().find_map(|a| match a {
+            NsidAttribute::Id(id) => Some(id),
+            _ => None,
+        }),
+        _ => None,
+    });
+    // -1: the namespace has no id here.
+    Ok(id.filter(|id| *id >= 0))
+}
+
+/// The parts of a `RTM_NEWLINK` nettune uses.
+fn link_of(message: &LinkMessage) -> Link {
+    let mut link = Link {
+        ifindex: message.header.index,
+        name: String::new(),
+        kind: None,
+        peer_ifindex: None,
+        peer_netnsid: None,
+    };
+    for attribute in &message.attributes {
+        match attribute {
+            LinkAttribute::IfName(name) => link.name.clone_from(name),
+            LinkAttribute::Link(peer) => link.peer_ifindex = Some(*peer),
+            LinkAttribute::LinkNetNsId(id) => link.peer_netnsid = Some(*id),
+            LinkAttribute::LinkInfo(infos) => {
+                link.kind = infos.iter().find_map(|i| match i {
+                    LinkInfo::Kind(kind) => Some(kind.to_string()),
+                    _ => None,
+                });
+            }
+            _ => {}
+        }
+    }
+    link
+}
+
+/// Sends one request on a new socket and collects its replies.
+fn request(message: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    set_receive_timeout(socket.as_raw_fd(), RECEIVE_TIMEOUT)?;
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    // One request per socket: any fixed number identifies our replies.
+    header.sequence_number = 1;
+    let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
+    packet.finalize();
+    let mut bytes = vec![0; packet.buffer_len()];
+    packet.serialize(&mut bytes);
+    socket.send(&bytes, 0)?;
+    let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+    receive_replies(
+        |buf| {
+            buf.clear();
+            socket.recv(buf, 0)
+        },
+        header.sequence_number,
+        dump,
+    )
+}
+
+fn set_receive_timeout(fd: RawFd, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros().min(999_999) as i32),
+    };
+    // SAFETY: `tv` is a valid timeval for the duration of the call; the fd is
+    // our open socket.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const tv).cast(),
+            libc::socklen_t::try_from(size_of::<libc::timeval>()).unwrap_or(16),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Reads datagrams with `recv` until the reply to request `sequence` is complete:
+/// `NLMSG_DONE` for a dump, the first message otherwise. Replies to other
+/// sequence numbers are skipped; an error reply, a 0-byte read or a receive
+/// timeout ends the exchange with an error.
+fn receive_replies(
+    mut recv: impl FnMut(&mut Vec<u8>) -> io::Result<usize>,
+    sequence: u32,
+    dump: bool,
+) -> io::Result<Vec<RouteNetlinkMessage>> {
+    let mut buf = Vec::with_capacity(BUFFER_BYTES);
+    let mut replies = Vec::new();
+    loop {
+        let n = recv(&mut buf).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no netlink reply within {RECEIVE_TIMEOUT:?}"),
+            ),
+            _ => e,
+        })?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "netlink socket returned 0 bytes",
+            ));
+        }
+        let mut datagram = &buf[..n.min(buf.len())];
+        while !datagram.is_empty() {
+            let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(datagram)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let length = usize::try_from(message.header.length).unwrap_or(usize::MAX);
+            if length < 16 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "netlink message shorter than its header",
+                ));
+            }
+            datagram = datagram
+                .get(length.next_multiple_of(4)..)
+                .unwrap_or_default();
+            if message.header.sequence_number != sequence {
+                continue;
+            }
+            match message.payload {
+                NetlinkPayload::Done(_) => return Ok(replies),
+                NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
+                // An acknowledgement.
+                NetlinkPayload::Error(_) => return Ok(replies),
+                NetlinkPayload::InnerMessage(inner) => {
+                    replies.push(inner);
+                    if !dump {
+                        return Ok(replies);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_core::DoneMessage;
+    use netlink_packet_route::link::InfoKind;
+
+    fn datagram(sequence: u32, payload: NetlinkPayload<RouteNetlinkMessage>) -> Vec<u8> {
+        let mut header = NetlinkHeader::default();
+        header.sequence_number = sequence;
+        let mut m = NetlinkMessage::new(header, payload);
+        m.finalize();
+        let mut bytes = vec![0; m.buffer_len()];
+        m.serialize(&mut bytes);
+        bytes
+    }
+
+    fn veth(index: u32, name: &str, peer: u32, peer_netnsid: Option<i32>) -> Vec<u8> {
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        link.attributes.push(LinkAttribute::IfName(name.into()));
+        link.attributes.push(LinkAttribute::Link(peer));
+        if let Some(id) = peer_netnsid {
+            link.attributes.push(LinkAttribute::LinkNetNsId(id));
+        }
+        link.attributes
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Veth,
+            )]));
+        datagram(
+            7,
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)),
+        )
+    }
+
+    /// Feeds `datagrams` one per read, then reads of 0 bytes.
+    fn feed(datagrams: Vec<Vec<u8>>) -> impl FnMut(&mut Vec<u8>) -> io::Result<usize> {
+        let mut queue = datagrams.into_iter();
+        move |buf| {
+            buf.clear();
+            let d = queue.next().unwrap_or_default();
+            buf.extend_from_slice(&d);
+            Ok(d.len())
+        }
+    }
+
+    fn links_of(replies: Vec<RouteNetlinkMessage>) -> Vec<Link> {
+        replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(link_of(&l)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_dump_keeps_names_kinds_peers_and_peer_namespaces_until_done() {
+        let mut two = veth(3, "veth-a", 2, Some(5));
+        two.extend(veth(4, "veth-b", 2, None));
+        let done = datagram(7, NetlinkPayload::Done(DoneMessage::default()));
+        let links = links_of(receive_replies(feed(vec![two, done]), 7, true).unwrap());
+        assert_eq!(
+            links,
+            [
+                Link {
+                    ifindex: 3,
+                    name: "veth-a".into(),
+                    kind: Some("veth".into()),
+                    peer_ifindex: Some(2),
+                    peer_netnsid: Some(5),
+                },
+                Link {
+                    ifindex: 4,
+                    name: "veth-b".into(),
+                    kind: Some("veth".into()),
+                    peer_ifindex: Some(2),
+                    peer_netnsid: None,
+                },
+            ]
+        );
+        assert!(links[0].is_veth());
+    }
+
+    #[test]
+    fn replies_to_other_requests_are_skipped() {
+        let stale = veth(9, "stale", 1, None);
+        let mut stale_seq = stale.clone();
+        // Sequence number lives at bytes 8..12 of the header.
+        stale_seq[8..12].copy_from_slice(&99u32.to_ne_bytes());
+        let done = datagram(7, NetlinkPayload::Done(DoneMessage::default()));
+        let replies = receive_replies(
+            feed(vec![stale_seq, veth(1, "ours", 2, None), done]),
+            7,
+            true,
+        )
+        .unwrap();
+        let names: Vec<String> = links_of(replies).into_iter().map(|l| l.name).collect();
+        assert_eq!(names, ["ours"]);
+    }
+
+    #[test]
+    fn a_zero_byte_read_a_timeout_and_an_error_reply_end_the_exchange() {
+        let err = receive_replies(feed(vec![veth(1, "x", 2, None)]), 7, true).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+        let err = receive_replies(|_| Err(io::Error::from(io::ErrorKind::WouldBlock)), 7, true)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let mut nack = netlink_packet_core::ErrorMessage::default();
+        nack.code = std::num::NonZeroI32::new(-1);
+        let err = receive_replies(
+            feed(vec![datagram(7, NetlinkPayload::Error(nack))]),
+            7,
+            true,
+        )
+        .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(1));
+        let err = receive_replies(feed(vec![vec![1, 2, 3]]), 7, true).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    }
+}

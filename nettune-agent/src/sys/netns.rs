@@ -1,0 +1,160 @@
+//! Finding the node's network namespaces, and running code inside one.
+//!
+//! A namespace is found through a process inside it (`/proc/<pid>/ns/net`) or a
+//! bind mount (`/run/netns/<name>`, as `ip netns add` and some CNIs make). Its key
+//! is the namespace inode, the same number the eBPF programs record. Files under
+//! `/proc/<pid>/net/` show the counters of that pid's namespace; a namespace with
+//! no process is read from a thread that joins it with `setns(2)` for the read
+//! only ([`inside`]).
+
+use std::{
+    collections::BTreeMap,
+    fs::{self, File},
+    io,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
+};
+
+/// How to reach a namespace's files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamespaceAccess {
+    /// Through a process inside it: `/proc/<pid>/net/...`.
+    Pid(u32),
+    /// Through a bind mount, joined with setns for each read.
+    Path(PathBuf),
+}
+
+/// One network namespace on the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace {
+    /// The namespace inode (`ls -L -i /proc/<pid>/ns/net`).
+    pub inode: u32,
+    /// How to reach its files.
+    pub access: NamespaceAccess,
+    /// Its name under `/run/netns`, if it has one.
+    pub name: Option<String>,
+    /// The command of the lowest pid inside it, if any.
+    pub process: Option<String>,
+    /// Whether this is the agent's own (the host's) namespace.
+    pub is_host: bool,
+}
+
+impl Namespace {
+    /// The file that stands for the namespace (`/proc/<pid>/ns/net` or the bind
+    /// mount), to open for `setns` or `RTM_GETNSID`.
+    pub fn handle_path(&self) -> PathBuf {
+        match &self.access {
+            NamespaceAccess::Pid(pid) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+            NamespaceAccess::Path(path) => path.clone(),
+        }
+    }
+
+    /// The pid the namespace is read through, if a process lives in it.
+    pub fn pid(&self) -> Option<u32> {
+        match self.access {
+            NamespaceAccess::Pid(pid) => Some(pid),
+            NamespaceAccess::Path(_) => None,
+        }
+    }
+}
+
+/// Where `ip netns` keeps named namespaces.
+pub const RUN_NETNS: &str = "/run/netns";
+
+/// The inode of the namespace a `/proc/<pid>/ns/net`-like path refers to.
+pub fn inode_of(path: &Path) -> io::Result<u32> {
+    let ino = fs::metadata(path)?.ino();
+    u32::try_from(ino).map_err(|_| io::Error::other("namespace inode above u32"))
+}
+
+/// The agent's own network namespace.
+pub fn own_inode() -> io::Result<u32> {
+    inode_of(Path::new("/proc/self/ns/net"))
+}
+
+/// Every network namespace reachable through `/proc` and `/run/netns`.
+pub fn discover() -> BTreeMap<u32, Namespace> {
+    let host = own_inode().unwrap_or(0);
+    let mut found = BTreeMap::new();
+    if let Ok(dir) = fs::read_dir(RUN_NETNS) {
+        for entry in dir.flatten() {
+            let path = entry.path();
+            let Ok(inode) = inode_of(&path) else { continue };
+            found.entry(inode).or_insert_with(|| Namespace {
+                inode,
+                access: NamespaceAccess::Path(path.clone()),
+                name: Some(entry.file_name().to_string_lossy().into_owned()),
+                process: None,
+                is_host: inode == host,
+            });
+        }
+    }
+    let mut pids: Vec<u32> = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    for pid in pids {
+        let Ok(inode) = inode_of(Path::new(&format!("/proc/{pid}/ns/net"))) else {
+            continue;
+        };
+        let ns = found.entry(inode).or_insert_with(|| Namespace {
+            inode,
+            access: NamespaceAccess::Pid(pid),
+            name: None,
+            process: None,
+            is_host: inode == host,
+        });
+        // Prefer reading through a pid: no setns needed.
+        if ns.process.is_none() {
+            ns.access = NamespaceAccess::Pid(pid);
+            ns.process = fs::read_to_string(format!("/proc/{pid}/comm"))
+                .ok()
+                .map(|c| c.trim().to_owned());
+        }
+    }
+    found
+}
+
+/// Reads `/proc/net/<file>` as seen inside `ns`, for each of `files`.
+pub fn read_net_files(ns: &Namespace, files: &[&str]) -> Vec<io::Result<String>> {
+    match &ns.access {
+        NamespaceAccess::Pid(pid) => files
+            .iter()
+            .map(|f| fs::read_to_string(format!("/proc/{pid}/net/{f}")))
+            .collect(),
+        NamespaceAccess::Path(path) => {
+            let read_all = || {
+                files
+                    .iter()
+                    .map(|f| fs::read_to_string(format!("/proc/thread-self/net/{f}")))
+                    .collect()
+            };
+            inside(path, read_all).unwrap_or_else(|e| {
+                files
+                    .iter()
+                    .map(|_| Err(io::Error::new(e.kind(), e.to_string())))
+                    .collect()
+            })
+        }
+    }
+}
+
+/// Runs `f` on a short-lived thread that joined the namespace at `ns_path`.
+pub fn inside<R: Send>(ns_path: &Path, f: impl FnOnce() -> R + Send) -> io::Result<R> {
+    let ns = File::open(ns_path)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on a namespace fd we own changes only this thread, which
+            // ends right after `f`.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| io::Error::other("namespace thread panicked"))?
+    })
+}

@@ -1,0 +1,51 @@
+//! The actuator: the only code in nettune that writes a sysctl.
+//!
+//! It reads and writes through [`System`], so the tuner, `apply` and `rollback`
+//! run unchanged against the node ([`crate::sys::Kernel`]) or a fake. Names reach
+//! it only as table entries ([`Tunable`]), and the system layer refuses any name
+//! outside `net.*` again, so no path outside `/proc/sys/net` can be formed.
+
+use std::io;
+
+use super::{tunables::Tunable, value::Value};
+use crate::{model::tuning::Target, sys::System};
+
+/// Reads and writes sysctls at targets.
+#[derive(Debug)]
+pub struct Actuator<S: System> {
+    system: S,
+}
+
+impl<S: System> Actuator<S> {
+    /// An actuator over `system`.
+    pub fn new(system: S) -> Self {
+        Self { system }
+    }
+
+    /// The system it acts on.
+    pub fn system(&self) -> &S {
+        &self.system
+    }
+
+    /// The raw text of `spec` at `target`, trimmed.
+    pub fn read_text(&self, target: &Target, spec: &Tunable) -> io::Result<String> {
+        Ok(self
+            .system
+            .read_sysctl(target, spec.name)?
+            .trim()
+            .to_owned())
+    }
+
+    /// The parsed value of `spec` at `target`.
+    pub fn read(&self, target: &Target, spec: &Tunable) -> Result<Value, String> {
+        let text = self
+            .read_text(target, spec)
+            .map_err(|e| format!("reading {}: {e}", spec.name))?;
+        Value::parse(spec, &text).map_err(|e| e.to_string())
+    }
+
+    /// Writes `value` (as the kernel prints it) to `spec` at `target`.
+    pub fn write(&self, target: &Target, spec: &Tunable, value: &str) -> io::Result<()> {
+        self.system.write_sysctl(target, spec.name, value)
+    }
+}

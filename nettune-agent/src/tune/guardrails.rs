@@ -1,0 +1,192 @@
+//! Every check a change passes, in one place.
+//!
+//! In order: the allow-list (a [`Tunable`] exists only for names in the table), the
+//! exclusion list, the namespace opt-in, stand-down (someone else changed a value
+//! nettune manages), the cooldown, the hourly budget, then the new value itself:
+//! towards more room only (never below what was found), by at most `max_step`,
+//! never past the ceiling (the config's, else the guide's, and for conntrack also
+//! a share of RAM), never below the floor.
+
+use super::{
+    TuningConfig,
+    journal::Entry,
+    tunables::{Direction, Tunable},
+    value::{self, Value},
+};
+use crate::model::tuning::{Outcome, Target};
+
+/// Everything the checks need besides the proposal.
+pub struct Limits<'a> {
+    /// The tuner's settings.
+    pub config: &'a TuningConfig,
+    /// Bytes of RAM (for tables whose ceiling is also a share of RAM).
+    pub mem_total: u64,
+}
+
+impl Limits<'_> {
+    /// The ceiling on `spec`'s strength scale: the config's, else the table's;
+    /// tables that cost memory are also capped at `conntrack_memory_percent` of RAM.
+    pub fn ceiling(&self, spec: &Tunable, target: &Target) -> u64 {
+        let in_pod = matches!(target, Target::Netns { .. });
+        let configured = self
+            .config
+            .limits
+            .get(spec.name)
+            .and_then(|l| l.ceiling)
+            .or_else(|| spec.default_ceiling(in_pod))
+            .unwrap_or(0);
+        match spec.bytes_per_unit {
+            Some(bytes) if self.mem_total > 0 => {
+                let budget =
+                    (self.mem_total as f64 * self.config.conntrack_memory_percent / 100.0) as u64;
+                configured.min(budget / bytes)
+            }
+            _ => configured,
+        }
+    }
+}
+
+/// A refusal: the outcome and why.
+pub type Refusal = (Outcome, String);
+
+/// Checks raising `spec` at `target` from `current`; returns the value to write.
+pub fn check_raise(
+    spec: &Tunable,
+    target: Option<&Target>,
+    current: &Value,
+    entry: Option<&Entry>,
+    limits: &Limits<'_>,
+    now: u64,
+) -> Result<Value, Refusal> {
+    let target = check_place(spec, target, current, entry, limits, now)?;
+    let ceiling = limits.ceiling(spec, target);
+    let floor = limits.config.limits.get(spec.name).and_then(|l| l.floor);
+    let Some(mut next) = value::raise(spec, current, limits.config.max_step, ceiling) else {
+        return Err((
+            Outcome::Refused,
+            format!(
+                "ceiling reached: {current} is at or above the ceiling {ceiling}; this needs a human"
+            ),
+        ));
+    };
+    if let (Some(floor), Value::Int(v)) = (floor, &next)
+        && *v < floor
+    {
+        next = Value::Int(floor.min(ceiling));
+    }
+    Ok(next)
+}
+
+/// Checks setting `spec` at `target` to exactly `wanted` (static profiles): never
+/// lowering a room sysctl, never past its ceiling.
+pub fn check_set(
+    spec: &Tunable,
+    target: &Target,
+    current: &Value,
+    wanted: &Value,
+    entry: Option<&Entry>,
+    limits: &Limits<'_>,
+) -> Result<Value, Refusal> {
+    check_not_excluded(spec, limits)?;
+    check_not_stood_down(spec, current, entry)?;
+    if current == wanted {
+        return Err((Outcome::Refused, format!("already {current}")));
+    }
+    if spec.direction == Direction::MoreRoom {
+        let (have, want) = (
+            value::strength(spec, current),
+            value::strength(spec, wanted),
+        );
+        if have > want {
+            return Err((
+                Outcome::Refused,
+                format!("kept {current}: it gives more room than the profile's {wanted}"),
+            ));
+        }
+        let ceiling = limits.ceiling(spec, target);
+        if want > ceiling {
+            return Err((
+                Outcome::Refused,
+                format!("{wanted} is above the ceiling {ceiling}"),
+            ));
+        }
+    }
+    Ok(wanted.clone())
+}
+
+fn check_not_excluded(spec: &Tunable, limits: &Limits<'_>) -> Result<(), Refusal> {
+    if limits.config.exclude.iter().any(|e| e == spec.name) {
+        return Err((Outcome::Refused, "excluded by tuning.exclude".into()));
+    }
+    Ok(())
+}
+
+fn check_not_stood_down(
+    spec: &Tunable,
+    current: &Value,
+    entry: Option<&Entry>,
+) -> Result<(), Refusal> {
+    let Some(entry) = entry else { return Ok(()) };
+    if entry.stood_down {
+        return Err((
+            Outcome::Refused,
+            "stood down earlier: someone else manages this value (rollback to take it back)".into(),
+        ));
+    }
+    if let Some(ours) = &entry.last_written
+        && Value::parse(spec, ours).ok().as_ref() != Some(current)
+    {
+        return Err((
+            Outcome::StoodDown,
+            format!("changed from {ours} (nettune's) to {current} by someone else: standing down"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_place<'a>(
+    spec: &Tunable,
+    target: Option<&'a Target>,
+    current: &Value,
+    entry: Option<&Entry>,
+    limits: &Limits<'_>,
+    now: u64,
+) -> Result<&'a Target, Refusal> {
+    check_not_excluded(spec, limits)?;
+    let Some(target) = target else {
+        return Err((
+            Outcome::Refused,
+            "the workload's namespace is not opted in (tuning.pod_netns)".into(),
+        ));
+    };
+    check_not_stood_down(spec, current, entry)?;
+    if let Some(entry) = entry {
+        if let Some(last) = entry.writes.last()
+            && now.saturating_sub(*last) < limits.config.cooldown_seconds
+        {
+            return Err((
+                Outcome::Refused,
+                format!(
+                    "cooldown: changed {} s ago (tuning.cooldown_seconds = {})",
+                    now.saturating_sub(*last),
+                    limits.config.cooldown_seconds
+                ),
+            ));
+        }
+        let recent = entry
+            .writes
+            .iter()
+            .filter(|t| now.saturating_sub(**t) < 3600)
+            .count();
+        if recent >= limits.config.max_changes_per_hour as usize {
+            return Err((
+                Outcome::Refused,
+                format!("hourly budget spent: {recent} changes in the last hour"),
+            ));
+        }
+    }
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,82 @@
+//! The tuner: from Snapshots to sysctl changes, bounded, journaled, reversible and
+//! explained.
+//!
+//! - [`tunables`]: the one table of every sysctl nettune knows;
+//! - [`policy`]: pure rules, Snapshot → proposals (which sysctl, where, why);
+//! - [`guardrails`]: the one place every proposal is checked (allow-list,
+//!   exclusions, ceiling, never below the original, step, cooldown, hourly budget,
+//!   stand down on outside changes);
+//! - [`journal`]: original values, durably recorded before the first write;
+//! - [`actuator`]: the only code that writes sysctls, through
+//!   [`crate::sys::System`];
+//! - [`tuner`]: runs one round (mode, decisions, counters), `apply` and `rollback`;
+//! - [`profile`]: static profiles (`audit`, `apply`), the guide's `production`;
+//! - [`value`]: parsing values and ranking them by how much room they give.
+
+pub mod actuator;
+pub mod guardrails;
+pub mod journal;
+pub mod policy;
+pub mod profile;
+pub mod tunables;
+pub mod tuner;
+pub mod value;
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use serde::Serialize;
+
+use crate::model::tuning::Mode;
+
+/// The tuner's settings (`[tuning]` in the config file).
+#[derive(Clone, Debug, Serialize)]
+pub struct TuningConfig {
+    /// What the tuner may do.
+    pub mode: Mode,
+    /// Where the journal of original values lives.
+    pub state_dir: PathBuf,
+    /// Per-sysctl bounds, by dotted name; names must be in the table.
+    pub limits: BTreeMap<String, Limit>,
+    /// Sysctls nettune must leave alone (owned by the CNI or the admin).
+    pub exclude: Vec<String>,
+    /// Workloads (their `pod` label, e.g. a pod UID or `netns:<name>`) whose own
+    /// namespace nettune may tune; others only get advice.
+    pub pod_netns: Vec<String>,
+    /// Seconds between two changes of one sysctl in one place.
+    pub cooldown_seconds: u64,
+    /// Most changes of one sysctl in one place per hour.
+    pub max_changes_per_hour: u32,
+    /// Largest factor one change may grow a value by (1.1 to 4).
+    pub max_step: f64,
+    /// Conntrack usage (entries / limit) that triggers raising the limit.
+    pub conntrack_threshold: f64,
+    /// Share of RAM the conntrack table may take at most.
+    pub conntrack_memory_percent: f64,
+}
+
+impl Default for TuningConfig {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Observe,
+            state_dir: PathBuf::from("/var/lib/nettune"),
+            limits: BTreeMap::new(),
+            exclude: Vec::new(),
+            pod_netns: Vec::new(),
+            cooldown_seconds: 300,
+            max_changes_per_hour: 4,
+            max_step: 2.0,
+            conntrack_threshold: 0.8,
+            conntrack_memory_percent: 5.0,
+        }
+    }
+}
+
+/// Bounds for one sysctl, on its strength scale (for multi-value sysctls they
+/// apply to the value the tuner raises, e.g. the max of `tcp_rmem`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Limit {
+    /// The least nettune raises it to.
+    pub floor: Option<u64>,
+    /// The most nettune raises it to.
+    pub ceiling: Option<u64>,
+}

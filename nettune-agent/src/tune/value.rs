@@ -1,0 +1,221 @@
+//! Sysctl values: parsing, printing, and the one ordering the guardrails use.
+//!
+//! Every tunable moves in one direction, "more room": a larger queue, a wider port
+//! range, a larger buffer maximum, `tcp_tw_reuse` from off (0) through loopback
+//! only (2) to on (1). [`strength`] maps a value onto that direction (the tunable's
+//! [`Scale`]) so that "never below what was found at start" and "never above the
+//! ceiling" are one comparison for every shape.
+
+use std::fmt;
+
+use super::tunables::{Scale, Shape, Tunable};
+
+/// A parsed sysctl value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// One integer.
+    Int(u64),
+    /// A pair, `low high`.
+    Pair(u64, u64),
+    /// A triple, `min default max`.
+    Triple(u64, u64, u64),
+    /// Kept as text (port lists).
+    Text(String),
+}
+
+/// A value that does not fit its sysctl's shape.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not a valid value for {name}")]
+pub struct ValueError {
+    /// The sysctl.
+    pub name: &'static str,
+    /// The text that did not parse.
+    pub text: String,
+}
+
+impl Value {
+    /// Parses what `/proc/sys` shows (whitespace-separated numbers).
+    pub fn parse(spec: &Tunable, text: &str) -> Result<Self, ValueError> {
+        let err = || ValueError {
+            name: spec.name,
+            text: text.trim().to_owned(),
+        };
+        if spec.shape == Shape::PortList {
+            return Ok(Self::Text(text.trim().to_owned()));
+        }
+        let numbers: Vec<u64> = text
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|_| err())?;
+        match (spec.shape, numbers.as_slice()) {
+            (Shape::Int, [v]) => Ok(Self::Int(*v)),
+            (Shape::Pair, [a, b]) if a <= b => Ok(Self::Pair(*a, *b)),
+            (Shape::Triple, [a, b, c]) => Ok(Self::Triple(*a, *b, *c)),
+            _ => Err(err()),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    /// As written to `/proc/sys` (tab-separated like the kernel prints it).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Int(v) => write!(f, "{v}"),
+            Self::Pair(a, b) => write!(f, "{a}\t{b}"),
+            Self::Triple(a, b, c) => write!(f, "{a}\t{b}\t{c}"),
+            Self::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// How much room a value gives, on one scale per sysctl (bigger = more room).
+pub fn strength(spec: &Tunable, value: &Value) -> u64 {
+    match (value, spec.scale) {
+        (Value::Int(v), Scale::Ranked(order)) => {
+            order.iter().position(|o| o == v).unwrap_or(0) as u64
+        }
+        (Value::Int(v), Scale::Magnitude) => *v,
+        (Value::Pair(low, high), _) => high.saturating_sub(*low),
+        (Value::Triple(_, _, max), _) => *max,
+        (Value::Text(_), _) => 0,
+    }
+}
+
+/// Ephemeral ports never go below this: lower ports are privileged.
+pub const LOWEST_EPHEMERAL_PORT: u64 = 1024;
+
+/// `current` moved towards more room by at most `step` (a factor ≥ 1), stopping at
+/// `ceiling` (on the [`strength`] scale). `None` when it cannot move.
+pub fn raise(spec: &Tunable, current: &Value, step: f64, ceiling: u64) -> Option<Value> {
+    let grow = |v: u64| -> u64 {
+        let target = (v.max(1) as f64 * step).min(u64::MAX as f64) as u64;
+        target.max(v.saturating_add(1)).min(ceiling)
+    };
+    let next = match current {
+        // A ranked setting (a switch) goes to the highest rank the ceiling allows.
+        Value::Int(v) => match spec.scale {
+            Scale::Ranked(order) => {
+                let top = usize::try_from(ceiling)
+                    .unwrap_or(usize::MAX)
+                    .min(order.len().saturating_sub(1));
+                Value::Int(*order.get(top)?)
+            }
+            Scale::Magnitude => Value::Int(grow(*v)),
+        },
+        // Widen the range downwards: the top is usually the kernel's 60999 or 65535.
+        Value::Pair(low, high) => {
+            let width = grow(high.saturating_sub(*low));
+            Value::Pair(high.saturating_sub(width).max(LOWEST_EPHEMERAL_PORT), *high)
+        }
+        Value::Triple(min, default, max) => Value::Triple(*min, *default, grow(*max)),
+        Value::Text(_) => return None,
+    };
+    (strength(spec, &next) > strength(spec, current) && strength(spec, &next) <= ceiling)
+        .then_some(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tune::tunables::lookup;
+
+    fn spec(name: &str) -> &'static Tunable {
+        lookup(name).unwrap()
+    }
+
+    #[test]
+    fn parse_and_print_every_shape() {
+        let somaxconn = spec("net.core.somaxconn");
+        assert_eq!(Value::parse(somaxconn, "4096\n"), Ok(Value::Int(4096)));
+        let range = spec("net.ipv4.ip_local_port_range");
+        assert_eq!(
+            Value::parse(range, "32768\t60999\n"),
+            Ok(Value::Pair(32768, 60999))
+        );
+        assert!(Value::parse(range, "60999 32768").is_err());
+        let rmem = spec("net.ipv4.tcp_rmem");
+        let v = Value::parse(rmem, "4096\t131072\t6291456").unwrap();
+        assert_eq!(v.to_string(), "4096\t131072\t6291456");
+        assert!(Value::parse(somaxconn, "4096 1").is_err());
+        assert!(Value::parse(somaxconn, "-1").is_err());
+        assert_eq!(
+            Value::parse(somaxconn, "lots").unwrap_err().to_string(),
+            "`lots` is not a valid value for net.core.somaxconn"
+        );
+    }
+
+    #[test]
+    fn raise_is_bounded_by_step_and_ceiling() {
+        let s = spec("net.core.somaxconn");
+        assert_eq!(
+            raise(s, &Value::Int(4096), 2.0, 32768),
+            Some(Value::Int(8192))
+        );
+        assert_eq!(
+            raise(s, &Value::Int(20000), 2.0, 32768),
+            Some(Value::Int(32768))
+        );
+        assert_eq!(raise(s, &Value::Int(32768), 2.0, 32768), None);
+        assert_eq!(raise(s, &Value::Int(40000), 2.0, 32768), None);
+        assert_eq!(raise(s, &Value::Int(0), 2.0, 10), Some(Value::Int(2)));
+    }
+
+    #[test]
+    fn integer_edges_do_not_overflow() {
+        let s = spec("net.netfilter.nf_conntrack_max");
+        assert_eq!(
+            raise(s, &Value::Int(u64::MAX - 1), 2.0, u64::MAX),
+            Some(Value::Int(u64::MAX))
+        );
+        assert_eq!(raise(s, &Value::Int(u64::MAX), 2.0, u64::MAX), None);
+        let i32_max = u64::from(i32::MAX.unsigned_abs());
+        assert_eq!(raise(s, &Value::Int(i32_max), 2.0, i32_max), None);
+        assert_eq!(
+            raise(s, &Value::Int(i32_max - 1), 1.25, i32_max),
+            Some(Value::Int(i32_max))
+        );
+        let u32_max = u64::from(u32::MAX);
+        assert_eq!(
+            raise(s, &Value::Int(u32_max / 2 + 1), 2.0, u32_max),
+            Some(Value::Int(u32_max))
+        );
+    }
+
+    #[test]
+    fn multi_value_sysctls_move_the_right_part() {
+        let range = spec("net.ipv4.ip_local_port_range");
+        // Width 28231 doubled would pass 1024: stop at the ceiling width 64511.
+        assert_eq!(
+            raise(range, &Value::Pair(32768, 60999), 2.0, 65535 - 1024),
+            Some(Value::Pair(4537, 60999))
+        );
+        // Never into the privileged ports: the low end stops at 1024.
+        assert_eq!(
+            raise(range, &Value::Pair(4537, 60999), 2.0, 65535 - 1024),
+            Some(Value::Pair(1024, 60999))
+        );
+        assert_eq!(
+            raise(range, &Value::Pair(1024, 60999), 2.0, 65535 - 1024),
+            None
+        );
+        let rmem = spec("net.ipv4.tcp_rmem");
+        assert_eq!(
+            raise(rmem, &Value::Triple(4096, 131072, 6291456), 2.0, 16777216),
+            Some(Value::Triple(4096, 131072, 12582912))
+        );
+        assert_eq!(
+            raise(rmem, &Value::Triple(4096, 131072, 16777216), 2.0, 16777216),
+            None
+        );
+    }
+
+    #[test]
+    fn tw_reuse_goes_from_off_or_loopback_to_on() {
+        let s = spec("net.ipv4.tcp_tw_reuse");
+        assert_eq!(raise(s, &Value::Int(2), 2.0, 2), Some(Value::Int(1)));
+        assert_eq!(raise(s, &Value::Int(0), 2.0, 2), Some(Value::Int(1)));
+        assert_eq!(raise(s, &Value::Int(1), 2.0, 2), None);
+        assert!(strength(s, &Value::Int(1)) > strength(s, &Value::Int(2)));
+    }
+}
