@@ -154,7 +154,12 @@ pub struct Managed {
     pub current: Option<String>,
     /// The value found before nettune's first write: what rollback restores.
     pub original: String,
-    /// The most nettune will raise it to (on its strength scale).
+    /// `current` on the sysctl's room scale (a range's width, a buffer's maximum,
+    /// a switch's rank), for metrics.
+    pub current_room: Option<u64>,
+    /// `original` on the same scale.
+    pub original_room: Option<u64>,
+    /// The most nettune will raise it to, on the same scale.
     pub ceiling: u64,
     /// Someone else changed it after nettune did: hands off.
     pub stood_down: bool,

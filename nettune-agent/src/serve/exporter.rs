@@ -496,23 +496,16 @@ fn tuning_metrics(f: &mut Families, mode: Mode, tuning: &TuningState) {
         );
     }
     for m in &tuning.managed {
-        let Ok(spec) = crate::tune::tunables::lookup(&m.sysctl) else {
-            continue;
-        };
         let target = match &m.target {
             Target::Node => "node",
             Target::Netns { label, .. } => label.as_str(),
         };
         let labels = [m.sysctl.as_str(), target];
-        let strength = |text: &str| {
-            crate::tune::value::Value::parse(spec, text)
-                .map(|v| crate::tune::value::strength(spec, &v) as f64)
-        };
-        if let Some(Ok(v)) = m.current.as_deref().map(strength) {
-            f.add("nettune_sysctl_value", &labels, v);
+        if let Some(v) = m.current_room {
+            f.add("nettune_sysctl_value", &labels, v as f64);
         }
-        if let Ok(v) = strength(&m.original) {
-            f.add("nettune_sysctl_original_value", &labels, v);
+        if let Some(v) = m.original_room {
+            f.add("nettune_sysctl_original_value", &labels, v as f64);
         }
         f.add("nettune_sysctl_ceiling", &labels, m.ceiling as f64);
         f.add(

@@ -17,6 +17,10 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 const MAGIC: u16 = 0xeb9f;
 
+/// Deepest nesting of anonymous structs and unions searched for a member; real
+/// kernels nest a handful deep.
+const MAX_ANONYMOUS_DEPTH: usize = 16;
+
 /// Errors reading or querying BTF.
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -362,7 +366,7 @@ impl Btf {
         let mut ty_name = strukt.to_owned();
         for member in path {
             let (bits, member_ty) =
-                self.find_member(ty, member)?
+                self.find_member(ty, member, 0)?
                     .ok_or_else(|| BtfError::NoSuchMember {
                         ty: ty_name.clone(),
                         member: (*member).to_owned(),
@@ -380,9 +384,18 @@ impl Btf {
         Ok(offset_bits / 8)
     }
 
-    /// Finds `name` among `ty`'s members, descending into anonymous members.
-    /// Returns the member's bit offset relative to `ty` and its type id.
-    fn find_member(&self, ty: &Type, name: &str) -> Result<Option<(u32, u32)>, BtfError> {
+    /// Finds `name` among `ty`'s members, descending into anonymous members (at
+    /// most [`MAX_ANONYMOUS_DEPTH`] deep: a malformed file may nest a type in
+    /// itself). Returns the member's bit offset relative to `ty` and its type id.
+    fn find_member(
+        &self,
+        ty: &Type,
+        name: &str,
+        depth: usize,
+    ) -> Result<Option<(u32, u32)>, BtfError> {
+        if depth > MAX_ANONYMOUS_DEPTH {
+            return Err(BtfError::Malformed("anonymous members nested too deep"));
+        }
         for m in &ty.members {
             if m.name == name {
                 if m.bitfield_size != 0 {
@@ -396,7 +409,7 @@ impl Btf {
             if m.name.is_empty() {
                 let inner = self.resolve(m.type_id)?;
                 if matches!(inner.kind, BtfKind::Struct | BtfKind::Union)
-                    && let Some((bits, id)) = self.find_member(inner, name)?
+                    && let Some((bits, id)) = self.find_member(inner, name, depth + 1)?
                 {
                     return Ok(Some((m.bit_offset + bits, id)));
                 }

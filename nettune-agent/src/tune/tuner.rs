@@ -13,7 +13,7 @@ use super::{
     journal::{Journal, JournalError},
     policy::{self, NODEPORT_RANGE, Proposal},
     tunables::{self, Tunable},
-    value::Value,
+    value::{self, Value},
 };
 use crate::{
     model::{
@@ -92,10 +92,18 @@ impl<S: System> Tuner<S> {
             .iter()
             .filter_map(|e| {
                 let spec = tunables::lookup(&e.sysctl).ok()?;
+                let current = self.actuator.read_text(&e.target, spec).ok();
+                let room = |text: &str| {
+                    Value::parse(spec, text)
+                        .ok()
+                        .map(|v| value::strength(spec, &v))
+                };
                 Some(Managed {
                     sysctl: e.sysctl.clone(),
                     target: e.target.clone(),
-                    current: self.actuator.read_text(&e.target, spec).ok(),
+                    current_room: current.as_deref().and_then(room),
+                    original_room: room(&e.original),
+                    current,
                     original: e.original.clone(),
                     ceiling: limits.ceiling(spec, &e.target),
                     stood_down: e.stood_down,

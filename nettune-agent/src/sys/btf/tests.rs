@@ -1,4 +1,4 @@
-//! BTF reader tests on hand-built BTF blobs (and on the running kernel's when present).
+//! BTF reader tests on hand-built BTF blobs, and on the running kernel's.
 
 use super::*;
 
@@ -186,4 +186,40 @@ fn missing_file_names_the_path() {
         err.to_string()
             .starts_with("cannot read BTF from /nonexistent/vmlinux")
     );
+}
+
+#[test]
+fn a_struct_that_contains_itself_anonymously_is_malformed_not_a_stack_overflow() {
+    // A malformed `--btf` file: struct loop { <anonymous member of type loop>; }.
+    let mut b = Builder::new();
+    let own_id = b.next_id;
+    b.composite(4, "loop", 8, &[("", own_id, 0)]);
+    let btf = Btf::parse(&b.build()).unwrap();
+    assert!(matches!(
+        btf.member_offset("loop", &["missing"]),
+        Err(BtfError::Malformed(_))
+    ));
+}
+
+#[test]
+fn the_running_kernels_btf_resolves_what_the_probes_need() {
+    // Every kernel nettune runs on has BTF here (CI too); elsewhere this reads the
+    // file only when the kernel provides it.
+    let Ok(btf) = Btf::from_sys_fs() else {
+        assert!(
+            !Path::new(VMLINUX_BTF).exists(),
+            "{VMLINUX_BTF} exists but does not parse"
+        );
+        return;
+    };
+    let net = btf.member_offset("sock", &["__sk_common", "skc_net", "net"]);
+    assert!(net.is_ok(), "{net:?}");
+    assert!(btf.member_offset("net", &["ns", "inum"]).is_ok());
+    assert!(
+        btf.enum_variants("skb_drop_reason")
+            .unwrap()
+            .iter()
+            .any(|(n, _)| n == "SKB_DROP_REASON_NO_SOCKET")
+    );
+    assert!(btf.tracepoint_arg_count("kfree_skb").unwrap() >= 3);
 }
