@@ -74,6 +74,7 @@ impl Engine {
     /// One collection, then a tuning round on its Snapshot; returns the tick and
     /// what to publish.
     pub fn step(&mut self) -> Result<(Tick, Published), LoadError> {
+        self.collector.probes.flush_kernel_log();
         let tick = self.collector.tick()?;
         let tuning = self.tuner.as_mut().map(|t| {
             t.round(&tick.snapshot, tuner::now_unix());

@@ -21,7 +21,7 @@ const EADDRNOTAVAIL: i64 = 99;
 
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
-    errors::check(try_sys_exit_connect(&ctx));
+    errors::check(&ctx, try_sys_exit_connect(&ctx));
     0
 }
 

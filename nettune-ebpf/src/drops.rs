@@ -38,13 +38,13 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
     } else {
         core::ptr::null()
     };
-    errors::check(record(skb, reason as u32, rx_sk, &off));
+    errors::check(&ctx, record(skb, reason as u32, rx_sk, &off));
     0
 }
 
 #[tracepoint(category = "skb", name = "kfree_skb")]
 pub fn kfree_skb_tp(ctx: TracePointContext) -> u32 {
-    errors::check(try_tracepoint(&ctx));
+    errors::check(&ctx, try_tracepoint(&ctx));
     0
 }
 

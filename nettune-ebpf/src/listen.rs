@@ -24,27 +24,27 @@ static LISTEN_OVERFLOWS: LruPerCpuHashMap<ListenKey, ListenOverflow> =
 // tcp_conn_request(rsk_ops, af_ops, sk, skb): the listener is argument 2.
 #[fentry(function = "tcp_conn_request")]
 pub fn tcp_conn_request_fentry(ctx: FEntryContext) -> i32 {
-    errors::check(check_listener(ctx.arg(2)));
+    errors::check(&ctx, check_listener(ctx.arg(2)));
     0
 }
 
 // tcp_v4_syn_recv_sock(sk, skb, req, dst, req_unhash, own_req): listener is argument 0.
 #[fentry(function = "tcp_v4_syn_recv_sock")]
 pub fn tcp_v4_syn_recv_sock_fentry(ctx: FEntryContext) -> i32 {
-    errors::check(check_listener(ctx.arg(0)));
+    errors::check(&ctx, check_listener(ctx.arg(0)));
     0
 }
 
 #[fentry(function = "tcp_v6_syn_recv_sock")]
 pub fn tcp_v6_syn_recv_sock_fentry(ctx: FEntryContext) -> i32 {
-    errors::check(check_listener(ctx.arg(0)));
+    errors::check(&ctx, check_listener(ctx.arg(0)));
     0
 }
 
 #[kprobe]
 pub fn tcp_conn_request_kprobe(ctx: ProbeContext) -> u32 {
     if let Some(sk) = ctx.arg::<*const u8>(2) {
-        errors::check(check_listener(sk));
+        errors::check(&ctx, check_listener(sk));
     }
     0
 }
@@ -52,7 +52,7 @@ pub fn tcp_conn_request_kprobe(ctx: ProbeContext) -> u32 {
 #[kprobe]
 pub fn tcp_syn_recv_sock_kprobe(ctx: ProbeContext) -> u32 {
     if let Some(sk) = ctx.arg::<*const u8>(0) {
-        errors::check(check_listener(sk));
+        errors::check(&ctx, check_listener(sk));
     }
     0
 }

@@ -33,13 +33,13 @@ pub fn tcp_retransmit_skb_btf(ctx: BtfTracePointContext) -> i32 {
     } else {
         0
     };
-    errors::check(record(sk, skb, err, &off));
+    errors::check(&ctx, record(sk, skb, err, &off));
     0
 }
 
 #[tracepoint(category = "tcp", name = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb_tp(ctx: TracePointContext) -> u32 {
-    errors::check(try_tracepoint(&ctx));
+    errors::check(&ctx, try_tracepoint(&ctx));
     0
 }
 

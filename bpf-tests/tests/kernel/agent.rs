@@ -23,6 +23,10 @@ pub const TESTS: &[Test] = &[
         run: || run_detaches_everything_on(libc::SIGTERM),
     },
     Test {
+        name: "agent::a_failed_kernel_read_is_counted_and_logged_rarely_through_aya_log",
+        run: a_failed_kernel_read_is_counted_and_logged_rarely_through_aya_log,
+    },
+    Test {
         name: "agent::without_root_nettune_fails_with_a_clear_message",
         run: without_root_nettune_fails_with_a_clear_message,
     },
@@ -219,4 +223,128 @@ fn wait_with_timeout(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// BTF whose every struct member sits at offset 0: `sock`'s network namespace
+/// pointer then reads the socket's address pair, which is not a kernel address,
+/// so every retransmit's namespace lookup fails inside the program.
+fn btf_with_offsets_that_point_nowhere() -> Vec<u8> {
+    let mut w = nettune::sys::btf::BtfWriter::new();
+    let u16_t = w.int("u16", 2);
+    let u32_t = w.int("u32", 4);
+    let ns_common = w.composite(4, "ns_common", 4, &[("inum", u32_t, 0)]);
+    let net = w.composite(4, "net", 4, &[("ns", ns_common, 0)]);
+    let net_ptr = w.pointer(net);
+    let possible = w.composite(4, "possible_net_t", 8, &[("net", net_ptr, 0)]);
+    let common = w.composite(
+        4,
+        "sock_common",
+        8,
+        &[("skc_net", possible, 0), ("skc_num", u16_t, 0)],
+    );
+    w.composite(
+        4,
+        "sock",
+        8,
+        &[
+            ("__sk_common", common, 0),
+            ("sk_ack_backlog", u32_t, 0),
+            ("sk_max_ack_backlog", u32_t, 0),
+        ],
+    );
+    w.composite(4, "sk_buff", 8, &[("cb", u32_t, 0)]);
+    w.composite(4, "tcp_skb_cb", 8, &[("tcp_gso_segs", u16_t, 0)]);
+    w.build()
+}
+
+fn a_failed_kernel_read_is_counted_and_logged_rarely_through_aya_log() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let btf = std::env::temp_dir().join(format!("nettune-bad-btf-{}", std::process::id()));
+    std::fs::write(&btf, btf_with_offsets_that_point_nowhere())?;
+    let port = bpf_tests::agent_process::free_port()?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut agent = Command::new(nettune_bin()?)
+        .args([
+            "run",
+            "--interval",
+            "0.2",
+            "--listen",
+            &addr.to_string(),
+            "--btf",
+        ])
+        .arg(&btf)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting nettune run")?;
+    let stderr = agent.stderr.take().context("no stderr")?;
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let result = (|| -> anyhow::Result<(f64, usize)> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !matches!(
+            bpf_tests::agent_process::http_get(addr, "/readyz"),
+            Ok((200, _))
+        ) {
+            ensure!(Instant::now() < deadline, "the agent was not ready in 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let pair = bpf_tests::scenarios::Pair::new(41, None)?;
+        pair.lossy_transfer(2 << 20, 500)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, metrics) = bpf_tests::agent_process::http_get(addr, "/metrics")?;
+            let errors = metrics
+                .lines()
+                .find(|l| l.starts_with("nettune_probe_errors_total{error=\"kernel_read\"}"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if errors > 0.0 {
+                // Let the agent forward the kernel's log (it flushes every tick).
+                std::thread::sleep(Duration::from_millis(600));
+                return Ok((
+                    errors,
+                    pair.sender.mib("snmp", "Tcp", "RetransSegs")? as usize,
+                ));
+            }
+            ensure!(Instant::now() < deadline, "no kernel_read errors counted");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })();
+    // SAFETY: signals our own child, which we reap right after.
+    unsafe { libc::kill(i32::try_from(agent.id())?, libc::SIGTERM) };
+    agent.wait()?;
+    let _ = std::fs::remove_file(&btf);
+    let log = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader panicked"))?;
+    let (errors, retransmits) = result?;
+    let logged = log
+        .iter()
+        .filter(|l| l.contains("reading a kernel struct failed"))
+        .count();
+    let cpus = std::thread::available_parallelism()?.get();
+    println!(
+        "    {errors} kernel_read errors counted over {retransmits} retransmits; {logged} log lines ({cpus} CPUs)"
+    );
+    ensure!(
+        logged >= 1,
+        "the program's warning never reached the log:\n{}",
+        log.join("\n")
+    );
+    ensure!(
+        logged <= cpus,
+        "{logged} log lines for {errors} errors: the kernel-side rate limit did not hold"
+    );
+    ensure!(
+        errors > logged as f64,
+        "too few errors to show the rate limit"
+    );
+    Ok(Outcome::Passed)
 }

@@ -118,6 +118,8 @@ pub struct Probes {
     drop_reasons: DropReasons,
     events: Option<events::EventReader>,
     traffic: traffic::Watcher,
+    /// The programs' own rare diagnostics (aya-log), forwarded to our log.
+    kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 impl Probes {
@@ -200,13 +202,29 @@ impl Probes {
                 None
             }
         };
+        let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(logger) => Some(logger),
+            Err(e) => {
+                warnings.push(format!("the programs' diagnostics are not forwarded: {e}"));
+                None
+            }
+        };
         Ok(Self {
             ebpf,
             report: Report { signals, warnings },
             drop_reasons: context.offsets.drop_reasons,
             events,
             traffic: traffic::Watcher::default(),
+            kernel_log,
         })
+    }
+
+    /// Forwards the programs' pending diagnostics (rare, rate-limited in the
+    /// kernel) to this process's log.
+    pub fn flush_kernel_log(&mut self) {
+        if let Some(logger) = self.kernel_log.as_mut() {
+            logger.flush();
+        }
     }
 
     /// Sum over CPUs of the programs' own error counters, by error kind.

@@ -437,5 +437,8 @@ impl Btf {
     }
 }
 
+mod writer;
+pub use writer::BtfWriter;
+
 #[cfg(test)]
 mod tests;
