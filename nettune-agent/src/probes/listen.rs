@@ -25,14 +25,12 @@ use super::{
 /// Signal name in reports and metrics.
 pub const SIGNAL: &str = "listen_overflow";
 
-/// (program, kernel function, required): the IPv6 function is absent when IPv6 is
-/// a module that is not loaded, which does not make the variant useless.
-const FENTRY_PROGRAMS: [(&str, &str, bool); 3] = [
+const FENTRY_PROGRAMS: [Target; 3] = [
     ("tcp_conn_request_fentry", "tcp_conn_request", true),
     ("tcp_v4_syn_recv_sock_fentry", "tcp_v4_syn_recv_sock", true),
     ("tcp_v6_syn_recv_sock_fentry", "tcp_v6_syn_recv_sock", false),
 ];
-const KPROBE_TARGETS: [(&str, &str, bool); 3] = [
+const KPROBE_TARGETS: [Target; 3] = [
     ("tcp_conn_request_kprobe", "tcp_conn_request", true),
     ("tcp_syn_recv_sock_kprobe", "tcp_v4_syn_recv_sock", true),
     ("tcp_syn_recv_sock_kprobe", "tcp_v6_syn_recv_sock", false),
@@ -48,67 +46,80 @@ pub(super) fn attach(ebpf: &mut Ebpf, context: &AttachContext) -> SignalStatus {
     attach_chain(ebpf, context, SIGNAL, &CHAIN)
 }
 
+/// A program attached to a kernel function: (program, function, required). The
+/// IPv6 function is absent when IPv6 is a module that is not loaded, which does
+/// not make the variant useless.
+type Target = (&'static str, &'static str, bool);
+
+/// Attaches every target with `attach_one`; if a required one fails, unloads all
+/// of them with `unload` (never leave half a variant attached behind a fallback)
+/// and returns the error.
+fn all_or_none(
+    ebpf: &mut Ebpf,
+    targets: &[Target],
+    attach_one: impl Fn(&mut Ebpf, &str, &str) -> Result<(), String>,
+    unload: impl Fn(&mut Ebpf, &str),
+) -> Result<(), String> {
+    let result = targets.iter().try_for_each(|&(name, function, required)| {
+        match attach_one(ebpf, name, function) {
+            Err(e) if required => Err(e),
+            _ => Ok(()),
+        }
+    });
+    if result.is_err() {
+        for (name, _, _) in targets {
+            unload(ebpf, name);
+        }
+    }
+    result
+}
+
 fn attach_fentry(ebpf: &mut Ebpf, context: &AttachContext) -> Result<(), String> {
     context
         .offsets
         .require(&[OffsetGroup::Listener, OffsetGroup::SockNetns])?;
     let btf = context.aya_btf.as_ref().map_err(Clone::clone)?;
-    let result = FENTRY_PROGRAMS
-        .iter()
-        .try_for_each(|&(name, function, required)| {
+    all_or_none(
+        ebpf,
+        &FENTRY_PROGRAMS,
+        |ebpf, name, function| {
             let p: &mut FEntry = program(ebpf, name)?;
-            let attached = p
-                .load(function, btf)
-                .map_err(|e| format!("load {function}: {}{}", error_chain(&e), hint(&e)))
-                .and_then(|()| {
-                    p.attach()
-                        .map(drop)
-                        .map_err(|e| format!("attach {function}: {}", error_chain(&e)))
-                });
-            match attached {
-                Err(e) if required => Err(e),
-                _ => Ok(()),
-            }
-        });
-    if result.is_err() {
-        // Never leave half a variant attached behind a fallback.
-        for (name, _, _) in FENTRY_PROGRAMS {
+            p.load(function, btf)
+                .map_err(|e| format!("load {function}: {}{}", error_chain(&e), hint(&e)))?;
+            p.attach()
+                .map(drop)
+                .map_err(|e| format!("attach {function}: {}", error_chain(&e)))
+        },
+        |ebpf, name| {
             if let Ok(p) = program::<FEntry>(ebpf, name) {
                 let _ = p.unload();
             }
-        }
-    }
-    result
+        },
+    )
 }
 
 fn attach_kprobes(ebpf: &mut Ebpf, context: &AttachContext) -> Result<(), String> {
     context
         .offsets
         .require(&[OffsetGroup::Listener, OffsetGroup::SockNetns])?;
-    let result = KPROBE_TARGETS
-        .iter()
-        .try_for_each(|&(name, function, required)| {
+    all_or_none(
+        ebpf,
+        &KPROBE_TARGETS,
+        |ebpf, name, function| {
             let p: &mut KProbe = program(ebpf, name)?;
             if p.fd().is_err() {
                 p.load().map_err(|e| format!("load: {}", error_chain(&e)))?;
             }
-            match p.attach(function, 0) {
-                Err(e) if required => Err(format!(
-                    "attach {function}: {}{}",
-                    error_chain(&e),
-                    hint(&e)
-                )),
-                _ => Ok(()),
-            }
-        });
-    if result.is_err() {
-        for (name, _, _) in KPROBE_TARGETS {
+            p.attach(function, 0)
+                .map(drop)
+                .map_err(|e| format!("attach {function}: {}{}", error_chain(&e), hint(&e)))
+        },
+        |ebpf, name| {
             if let Ok(p) = program::<KProbe>(ebpf, name) {
                 let _ = p.unload();
             }
-        }
-    }
-    result
+        },
+    )
 }
 
 /// What a kernel's refusal usually means, for the report.

@@ -11,10 +11,10 @@
 //!
 //! - [`offsets`]: kernel struct and tracepoint offsets, resolved from BTF and
 //!   tracefs, handed to the programs before load;
-//! - [`chain`]: trying a signal's variants in order;
+//! - `chain`: trying a signal's variants in order;
 //! - one module per signal: [`retransmit`], [`drops`], [`listen`], [`connect`],
 //!   [`traffic`] (tc on host-side veths), plus [`events`] (the urgent-event ring
-//!   buffer) and [`maps`] (reading per-CPU maps).
+//!   buffer) and `maps` (reading per-CPU maps).
 
 mod chain;
 pub mod connect;

@@ -2,8 +2,8 @@
 //! running in this process or from a running agent's `/api/v1/snapshot`.
 //!
 //! - [`app`]: state and key handling (no drawing, no I/O; unit-tested);
-//! - [`ui`]: drawing with ratatui;
-//! - [`format`]: numbers for humans;
+//! - `ui`: drawing with ratatui;
+//! - `format`: numbers for humans;
 //! - this module: where Snapshots come from, the event loop, the terminal guard,
 //!   and batch mode — without a terminal (piped, CI, scripts) `top` prints the
 //!   same frame as plain text for `-n` refreshes, like `top -b`.
