@@ -17,7 +17,7 @@ use toml::Spanned;
 
 use crate::{
     model::{probes::Variant, tuning::Mode},
-    tune::{Limit, TuningConfig, tunables},
+    tune::{Limit, TuningConfig, tunables, value::PortList},
 };
 
 /// Where the agent looks when neither `--config` nor the variable names a file.
@@ -142,6 +142,8 @@ struct RawTuning {
     max_step: Option<Spanned<f64>>,
     conntrack_threshold: Option<Spanned<f64>>,
     conntrack_memory_percent: Option<Spanned<f64>>,
+    lowest_ephemeral_port: Option<Spanned<i64>>,
+    reserved_ports: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -364,6 +366,33 @@ impl Config {
         )? {
             t.max_changes_per_hour = u32::try_from(v).unwrap_or(u32::MAX);
         }
+        if let Some(v) = raw.tuning.lowest_ephemeral_port {
+            let port = *v.get_ref();
+            if !(1024..=65535).contains(&port) {
+                return Err(error(
+                    Some(v.span()),
+                    "tuning.lowest_ephemeral_port".into(),
+                    format!("{port} is out of range: must be between 1024 and 65535"),
+                ));
+            }
+            t.lowest_ephemeral_port = u64::try_from(port).unwrap_or(1024);
+        }
+        if let Some(items) = raw.tuning.reserved_ports {
+            t.reserved_ports.clear();
+            for item in items {
+                if PortList::parse(item.get_ref()).is_none_or(|p| p.to_string().is_empty()) {
+                    return Err(error(
+                        Some(item.span()),
+                        "tuning.reserved_ports".into(),
+                        format!(
+                            "`{}` is not a port or a port range like 30000-32767",
+                            item.get_ref()
+                        ),
+                    ));
+                }
+                t.reserved_ports.push(item.into_inner());
+            }
+        }
 
         for (name, raw_limit) in raw.tuning.limits {
             let key = format!("tuning.limits.\"{}\"", name.get_ref());
@@ -402,6 +431,16 @@ impl Config {
             );
         }
         Ok(config)
+    }
+
+    /// The tuner's settings with the agent's own HTTP port added to the ports
+    /// reserved before the ephemeral range is widened.
+    pub fn tuning_with_own_ports(&self) -> TuningConfig {
+        let mut tuning = self.tuning.clone();
+        tuning
+            .reserved_ports
+            .push(self.agent.listen.port().to_string());
+        tuning
     }
 
     /// The effective config as TOML (for `nettune run --print-config`).

@@ -56,7 +56,11 @@ impl Engine {
     /// A collector over `probes` and, unless the journal is unusable in observe
     /// mode, a tuner.
     pub fn new(probes: Probes, config: Config) -> Result<Self, DaemonError> {
-        let tuner = match Tuner::new(Kernel, config.tuning.clone(), tuner::mem_total(&Kernel)) {
+        let tuner = match Tuner::new(
+            Kernel,
+            config.tuning_with_own_ports(),
+            tuner::mem_total(&Kernel),
+        ) {
             Ok(t) => Some(t),
             // Observing needs no journal; advising and enforcing do.
             Err(e) if config.tuning.mode == Mode::Observe => {

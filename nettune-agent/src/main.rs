@@ -149,6 +149,10 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Also restore values nettune stood down from because someone else
+        /// changed them (by default they are left to their new owner).
+        #[arg(long)]
+        force: bool,
     },
     /// Check this node for the guide's common network problems (conntrack table,
     /// listen overflows, backlog drops, retransmissions, ephemeral ports) and print
@@ -265,6 +269,6 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             dry_run,
             json,
         } => Ok(commands::apply::run(&config()?, &profile, dry_run, json)?),
-        Command::Rollback { json } => Ok(commands::rollback::run(&config()?, json)?),
+        Command::Rollback { json, force } => Ok(commands::rollback::run(&config()?, json, force)?),
     }
 }

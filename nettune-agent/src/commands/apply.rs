@@ -18,7 +18,11 @@ use super::{exit_code, print_json};
 /// failed.
 pub fn run(config: &Config, profile: &str, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
     let profile = profile::named(profile)?;
-    let mut tuner = Tuner::new(Kernel, config.tuning.clone(), tuner::mem_total(&Kernel))?;
+    let mut tuner = Tuner::new(
+        Kernel,
+        config.tuning_with_own_ports(),
+        tuner::mem_total(&Kernel),
+    )?;
     let decisions = tuner.apply(&profile.name, &profile.sysctls, dry_run, tuner::now_unix());
     if json {
         print_json(&decisions)?;

@@ -138,3 +138,19 @@ fn printed_config_parses_back() {
     assert_eq!(again.tuning.limits, c.tuning.limits);
     assert_eq!(again.agent.listen, c.agent.listen);
 }
+
+#[test]
+fn port_settings_are_checked() {
+    assert_eq!(
+        err("[tuning]\nlowest_ephemeral_port = 80\n"),
+        "/etc/nettune/nettune.toml:2: tuning.lowest_ephemeral_port: 80 is out of range: must be \
+         between 1024 and 65535"
+    );
+    assert_eq!(
+        err("[tuning]\nreserved_ports = [\"9100\", \"32767-30000\"]\n"),
+        "/etc/nettune/nettune.toml:2: tuning.reserved_ports: `32767-30000` is not a port or a \
+         port range like 30000-32767"
+    );
+    let c = Config::parse("x", "[tuning]\nreserved_ports = [\"8080\"]\n").unwrap();
+    assert_eq!(c.tuning.reserved_ports, ["8080"]);
+}

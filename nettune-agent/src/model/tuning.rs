@@ -58,6 +58,26 @@ impl fmt::Display for Target {
     }
 }
 
+/// What tells a network namespace from a later one that got the same inode
+/// number (the kernel reuses them): recorded when nettune first changes a value
+/// in a pod's namespace, checked before it writes there again or restores.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NamespaceIdentity {
+    /// The namespace cookie (`SO_NETNS_COOKIE`, Linux 5.14+): never reused while
+    /// the node runs.
+    Cookie(u64),
+    /// Where there is no cookie: a process inside it, by pid and start time.
+    Process {
+        /// The process.
+        pid: u32,
+        /// Its start time in clock ticks since boot (`/proc/<pid>/stat`).
+        start_time: u64,
+    },
+    /// Where there is neither: its name under `/run/netns`.
+    Named(String),
+}
+
 /// How a decision ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

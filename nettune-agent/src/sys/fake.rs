@@ -2,9 +2,10 @@
 //! and sysctls, all set by a test.
 //!
 //! It behaves like the kernel where tests depend on it: a sysctl that does not
-//! exist cannot be written, a namespace that is gone cannot be entered, and a
-//! write of nothing (0 bytes, as `fs::write(path, "")` issues) leaves a sysctl's
-//! value as it was — exactly what `/proc/sys` does.
+//! exist cannot be written, a namespace that is gone cannot be entered, a write
+//! of nothing (0 bytes, as `fs::write(path, "")` issues) leaves a sysctl's value
+//! as it was — exactly what `/proc/sys` does — and a namespace added again with
+//! the same inode gets a new cookie, as a new kernel namespace would.
 
 use std::{
     collections::BTreeMap,
@@ -13,7 +14,7 @@ use std::{
 };
 
 use super::{Link, Namespace, NamespaceAccess, System};
-use crate::model::tuning::Target;
+use crate::model::tuning::{NamespaceIdentity, Target};
 
 /// One fake namespace.
 #[derive(Clone, Debug)]
@@ -25,14 +26,31 @@ struct FakeNamespace {
     sysctls: BTreeMap<String, String>,
     /// The id the host namespace gave it.
     netns_id: Option<i32>,
+    /// Its cookie: unique per namespace ever added.
+    cookie: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     namespaces: BTreeMap<u32, FakeNamespace>,
-    host_links: Vec<Link>,
+    host_links: Result<Vec<Link>, String>,
     proc: BTreeMap<String, String>,
     node_sysctls: BTreeMap<String, String>,
+    cookies_given: u64,
+    ignored_writes: std::collections::BTreeSet<(Target, String)>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            namespaces: BTreeMap::new(),
+            host_links: Ok(Vec::new()),
+            proc: BTreeMap::new(),
+            node_sysctls: BTreeMap::new(),
+            cookies_given: 0,
+            ignored_writes: std::collections::BTreeSet::new(),
+        }
+    }
 }
 
 /// A node made of data. Every method takes `&self` (the trait's reads and writes
@@ -72,13 +90,17 @@ impl FakeSystem {
             process: name.is_none().then(|| format!("proc{inode}")),
             is_host,
         };
-        self.state().namespaces.insert(
+        let mut state = self.state();
+        state.cookies_given += 1;
+        let cookie = state.cookies_given;
+        state.namespaces.insert(
             inode,
             FakeNamespace {
                 namespace,
                 net_files: BTreeMap::new(),
                 sysctls: BTreeMap::new(),
                 netns_id: None,
+                cookie,
             },
         );
     }
@@ -107,7 +129,12 @@ impl FakeSystem {
 
     /// Sets the host namespace's interfaces.
     pub fn set_host_links(&self, links: Vec<Link>) {
-        self.state().host_links = links;
+        self.state().host_links = Ok(links);
+    }
+
+    /// Makes listing the host's interfaces fail with `reason`.
+    pub fn fail_host_links(&self, reason: &str) {
+        self.state().host_links = Err(reason.to_owned());
     }
 
     /// Sets `/proc/<path>`.
@@ -140,6 +167,14 @@ impl FakeSystem {
                 }
             }
         }
+    }
+
+    /// Makes writes to sysctl `name` at `target` succeed without changing it (a
+    /// value the kernel silently keeps).
+    pub fn ignore_writes(&self, target: &Target, name: &str) {
+        self.state()
+            .ignored_writes
+            .insert((target.clone(), name.to_owned()));
     }
 
     /// The value of sysctl `name` at `target`, if it exists.
@@ -191,7 +226,7 @@ impl System for FakeSystem {
     }
 
     fn host_links(&self) -> io::Result<Vec<Link>> {
-        Ok(self.state().host_links.clone())
+        self.state().host_links.clone().map_err(io::Error::other)
     }
 
     fn netns_id(&self, ns: &Namespace) -> io::Result<Option<i32>> {
@@ -200,6 +235,14 @@ impl System for FakeSystem {
             .get(&ns.inode)
             .map(|n| n.netns_id)
             .ok_or_else(|| not_found(format!("network namespace {} is gone", ns.inode)))
+    }
+
+    fn netns_identity(&self, inode: u32) -> io::Result<NamespaceIdentity> {
+        self.state()
+            .namespaces
+            .get(&inode)
+            .map(|n| NamespaceIdentity::Cookie(n.cookie))
+            .ok_or_else(|| not_found(format!("network namespace {inode} is gone")))
     }
 
     fn read_proc(&self, path: &str) -> io::Result<String> {
@@ -219,6 +262,13 @@ impl System for FakeSystem {
     }
 
     fn write_sysctl(&self, target: &Target, name: &str, value: &str) -> io::Result<()> {
+        if self
+            .state()
+            .ignored_writes
+            .contains(&(target.clone(), name.to_owned()))
+        {
+            return Ok(());
+        }
         self.with_sysctls(target, |map| {
             let slot = map
                 .get_mut(name)

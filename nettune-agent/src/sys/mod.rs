@@ -21,7 +21,7 @@ pub mod tracefs;
 
 use std::{collections::BTreeMap, fs, io, path::Path};
 
-use crate::model::tuning::Target;
+use crate::model::tuning::{NamespaceIdentity, Target};
 pub use netlink::Link;
 pub use netns::{Namespace, NamespaceAccess};
 
@@ -40,6 +40,9 @@ pub trait System: Send + Sync {
     /// veth names as `IFLA_LINK_NETNSID` when its peer lives in `ns`. `None` when
     /// no id is assigned.
     fn netns_id(&self, ns: &Namespace) -> io::Result<Option<i32>>;
+
+    /// What tells the namespace with `inode` from a later one with the same inode.
+    fn netns_identity(&self, inode: u32) -> io::Result<NamespaceIdentity>;
 
     /// A file under `/proc`, by its path relative to `/proc` (e.g.
     /// `sys/net/netfilter/nf_conntrack_max`, `1234/cgroup`).
@@ -70,6 +73,10 @@ impl<T: System + ?Sized> System for &T {
         (**self).netns_id(ns)
     }
 
+    fn netns_identity(&self, inode: u32) -> io::Result<NamespaceIdentity> {
+        (**self).netns_identity(inode)
+    }
+
     fn read_proc(&self, path: &str) -> io::Result<String> {
         (**self).read_proc(path)
     }
@@ -94,21 +101,22 @@ impl Kernel {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
     }
 
+    /// The namespace with `inode`, if it is still on the node.
+    fn find(inode: u32) -> io::Result<Namespace> {
+        netns::discover().remove(&inode).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("network namespace {inode} is gone"),
+            )
+        })
+    }
+
     /// Runs `f` in the namespace of `target`.
     fn in_target<R: Send>(target: &Target, f: impl FnOnce() -> R + Send) -> io::Result<R> {
         match target {
             Target::Node => Ok(f()),
-            Target::Netns { inode, .. } => {
-                let ns = netns::discover().remove(inode).ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::NotFound,
-                        format!("network namespace {inode} is gone"),
-                    )
-                })?;
-                // A net sysctl file resolves to the namespace of the thread that
-                // opens it.
-                netns::inside(&ns.handle_path(), f)
-            }
+            // A net sysctl file resolves to the namespace of the thread that opens it.
+            Target::Netns { inode, .. } => netns::inside(&Self::find(*inode)?.handle_path(), f),
         }
     }
 }
@@ -129,6 +137,21 @@ impl System for Kernel {
     fn netns_id(&self, ns: &Namespace) -> io::Result<Option<i32>> {
         let file = fs::File::open(ns.handle_path())?;
         netlink::netns_id(&file)
+    }
+
+    fn netns_identity(&self, inode: u32) -> io::Result<NamespaceIdentity> {
+        let ns = Self::find(inode)?;
+        if let Some(cookie) = netns::inside(&ns.handle_path(), netns::cookie_of_this_thread)?? {
+            return Ok(NamespaceIdentity::Cookie(cookie));
+        }
+        if let Some(pid) = ns.pid() {
+            let stat = self.read_proc(&format!("{pid}/stat"))?;
+            let start_time = procfs::start_time(&stat).ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("/proc/{pid}/stat"))
+            })?;
+            return Ok(NamespaceIdentity::Process { pid, start_time });
+        }
+        Ok(NamespaceIdentity::Named(ns.name.unwrap_or_default()))
     }
 
     fn read_proc(&self, path: &str) -> io::Result<String> {

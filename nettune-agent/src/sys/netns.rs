@@ -158,3 +158,37 @@ pub fn inside<R: Send>(ns_path: &Path, f: impl FnOnce() -> R + Send) -> io::Resu
         .map_err(|_| io::Error::other("namespace thread panicked"))?
     })
 }
+
+/// The calling thread's network namespace cookie (`SO_NETNS_COOKIE`), `None` on
+/// kernels without it (before 5.14).
+pub fn cookie_of_this_thread() -> io::Result<Option<u64>> {
+    // SAFETY: plain socket creation; closed below.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the fd was just created and is owned here alone.
+    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let mut cookie = 0u64;
+    let mut len = libc::socklen_t::try_from(size_of::<u64>()).unwrap_or(8);
+    // SO_NETNS_COOKIE (include/uapi/asm-generic/socket.h).
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`, which we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(Some(cookie))
+    } else {
+        match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(None),
+            e => Err(e),
+        }
+    }
+}

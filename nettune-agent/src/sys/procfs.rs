@@ -145,6 +145,15 @@ pub fn softnet_dropped(text: &str) -> u64 {
         .fold(0, u64::saturating_add)
 }
 
+/// The start time (field 22, clock ticks since boot) in a `/proc/<pid>/stat`
+/// line. The command (field 2) may hold spaces and parentheses: fields are
+/// counted after its last `)`.
+pub fn start_time(stat: &str) -> Option<u64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    // Field 3 is the first after the command; field 22 is the 20th.
+    after_comm.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// Parses a single-number file such as `sys/net/netfilter/nf_conntrack_max`.
 pub fn number(text: &str) -> Option<u64> {
     text.trim().parse().ok()
@@ -212,6 +221,14 @@ Tcp: 1 200 120000 -1 7 42
         let mib = Mib::parse("x", "Tcp: A B\nUdp: 1 2\nTcp: C\nTcp: 5\n");
         assert!(mib.get("Tcp", "A").is_err());
         assert_eq!(mib.get("Tcp", "C").unwrap(), 5);
+    }
+
+    #[test]
+    fn start_time_counts_fields_after_the_command() {
+        let stat =
+            "42 (a (weird) name) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 50";
+        assert_eq!(start_time(stat), Some(98765));
+        assert_eq!(start_time("42 (x) S 1"), None);
     }
 
     #[test]

@@ -7,7 +7,10 @@
 
 use std::io;
 
-use super::{tunables::Tunable, value::Value};
+use super::{
+    tunables::Tunable,
+    value::{Value, same_value},
+};
 use crate::{model::tuning::Target, sys::System};
 
 /// Reads and writes sysctls at targets.
@@ -44,8 +47,22 @@ impl<S: System> Actuator<S> {
         Value::parse(spec, &text).map_err(|e| e.to_string())
     }
 
-    /// Writes `value` (as the kernel prints it) to `spec` at `target`.
+    /// Writes `value` (as the kernel prints it) to `spec` at `target`, then reads
+    /// it back: a write the kernel did not take is an error, never a success.
     pub fn write(&self, target: &Target, spec: &Tunable, value: &str) -> io::Result<()> {
-        self.system.write_sysctl(target, spec.name, value)
+        // An empty value must still reach the kernel: `write(2)` of 0 bytes (what
+        // writing "" amounts to) leaves a sysctl as it was; a newline clears it.
+        let text = if value.trim().is_empty() { "\n" } else { value };
+        self.system.write_sysctl(target, spec.name, text)?;
+        let now = self.read_text(target, spec)?;
+        if same_value(spec, &now, value) {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "wrote {:?} but it reads {:?}",
+                value.replace('\t', " "),
+                now.replace('\t', " ")
+            )))
+        }
     }
 }

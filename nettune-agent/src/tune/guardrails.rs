@@ -11,7 +11,7 @@ use super::{
     TuningConfig,
     journal::Entry,
     tunables::{Direction, Tunable},
-    value::{self, Value},
+    value::{self, PortList, Value},
 };
 use crate::model::tuning::{Outcome, Target};
 
@@ -61,7 +61,13 @@ pub fn check_raise(
     let target = check_place(spec, target, current, entry, limits, now)?;
     let ceiling = limits.ceiling(spec, target);
     let floor = limits.config.limits.get(spec.name).and_then(|l| l.floor);
-    let Some(mut next) = value::raise(spec, current, limits.config.max_step, ceiling) else {
+    let Some(mut next) = value::raise(
+        spec,
+        current,
+        limits.config.max_step,
+        ceiling,
+        limits.config.lowest_ephemeral_port,
+    ) else {
         return Err((
             Outcome::Refused,
             format!(
@@ -77,6 +83,29 @@ pub fn check_raise(
     Ok(next)
 }
 
+/// Checks reserving `wanted` ports in the port list `spec` at `target`, merged
+/// with what is there: the same place checks as a raise (exclusions, opt-in,
+/// stand-down, cooldown, hourly budget); returns the list to write.
+pub fn check_reserve(
+    spec: &Tunable,
+    target: Option<&Target>,
+    current: &Value,
+    wanted: &PortList,
+    entry: Option<&Entry>,
+    limits: &Limits<'_>,
+    now: u64,
+) -> Result<Value, Refusal> {
+    check_place(spec, target, current, entry, limits, now)?;
+    let have = PortList::parse(&current.to_string()).ok_or((
+        Outcome::Failed,
+        format!("cannot read the port list `{current}`"),
+    ))?;
+    if have.covers(wanted) {
+        return Err((Outcome::Refused, format!("{wanted} already reserved")));
+    }
+    Ok(Value::Text(have.union(wanted).to_string()))
+}
+
 /// Checks setting `spec` at `target` to exactly `wanted` (static profiles): never
 /// lowering a room sysctl, never past its ceiling.
 pub fn check_set(
@@ -89,6 +118,17 @@ pub fn check_set(
 ) -> Result<Value, Refusal> {
     check_not_excluded(spec, limits)?;
     check_not_stood_down(spec, current, entry)?;
+    if let (true, Value::Pair(low, _)) = (spec.exposes_ports, wanted)
+        && *low < limits.config.lowest_ephemeral_port
+    {
+        return Err((
+            Outcome::Refused,
+            format!(
+                "{wanted} starts below tuning.lowest_ephemeral_port ({})",
+                limits.config.lowest_ephemeral_port
+            ),
+        ));
+    }
     if current == wanted {
         return Err((Outcome::Refused, format!("already {current}")));
     }

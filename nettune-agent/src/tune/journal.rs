@@ -7,18 +7,27 @@
 //! write the sysctl, then journal the value written — so after a crash at any point
 //! `nettune rollback` knows every original. A journal that cannot be parsed is an
 //! error, never silently replaced: it may hold the only record of an original.
+//!
+//! Several processes share the file: the daemon, and `nettune rollback` or `apply`
+//! run next to it (`kubectl exec … nettune rollback`). Every change therefore takes
+//! an exclusive `flock` on `<state_dir>/journal.lock`, re-reads the file, applies
+//! the one change and writes it back, so no process writes back entries another
+//! one removed. The daemon also re-reads the file before each tuning round
+//! ([`Journal::reload`]).
 
 use std::{
     fs::{self, File},
     io::Write as _,
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
 };
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::tuning::Target;
+use crate::model::tuning::{NamespaceIdentity, Target};
 
 const FILE: &str = "journal.json";
+const LOCK_FILE: &str = "journal.lock";
 const VERSION: u32 = 1;
 
 /// Errors reading or writing the journal.
@@ -60,12 +69,17 @@ pub struct Entry {
     pub writes: Vec<u64>,
     /// Someone else changed the value after nettune did: hands off.
     pub stood_down: bool,
+    /// For a pod's namespace: which namespace it was, so nettune never writes
+    /// (or restores) into a later one that got the same inode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<NamespaceIdentity>,
 }
 
-/// The journal file and its entries.
+/// The journal file and the entries last read from it.
 #[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
+    lock_path: PathBuf,
     entries: Vec<Entry>,
 }
 
@@ -75,34 +89,95 @@ struct OnDisk {
     entries: Vec<Entry>,
 }
 
+/// An `flock` held until dropped.
+struct Lock(File);
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // SAFETY: unlocks a descriptor this guard owns; closing it would too.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
 impl Journal {
     /// Opens `<dir>/journal.json` (creating `dir`); a missing file is an empty journal.
     pub fn open(dir: &Path) -> Result<Self, JournalError> {
-        let path = dir.join(FILE);
-        let io_err = |source| JournalError::Io {
-            path: path.clone(),
-            source,
+        let mut journal = Self {
+            path: dir.join(FILE),
+            lock_path: dir.join(LOCK_FILE),
+            entries: Vec::new(),
         };
-        fs::create_dir_all(dir).map_err(io_err)?;
-        let entries = match fs::read_to_string(&path) {
+        fs::create_dir_all(dir).map_err(|e| journal.io_error(e))?;
+        journal.reload()?;
+        Ok(journal)
+    }
+
+    fn io_error(&self, source: std::io::Error) -> JournalError {
+        JournalError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Takes the journal's lock (shared to read, exclusive to change it).
+    fn lock(&self, exclusive: bool) -> Result<Lock, JournalError> {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock_path)
+            .map_err(|e| self.io_error(e))?;
+        let how = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        // SAFETY: flock on a descriptor we own; it blocks until the lock is ours.
+        if unsafe { libc::flock(file.as_raw_fd(), how) } != 0 {
+            return Err(self.io_error(std::io::Error::last_os_error()));
+        }
+        Ok(Lock(file))
+    }
+
+    /// The entries on disk now (the caller holds the lock).
+    fn read_disk(&self) -> Result<Vec<Entry>, JournalError> {
+        match fs::read_to_string(&self.path) {
             Ok(text) => {
                 let disk: OnDisk =
                     serde_json::from_str(&text).map_err(|e| JournalError::Corrupt {
-                        path: path.clone(),
+                        path: self.path.clone(),
                         reason: e.to_string(),
                     })?;
                 if disk.version != VERSION {
                     return Err(JournalError::Corrupt {
-                        path,
+                        path: self.path.clone(),
                         reason: format!("version {} (this nettune reads {VERSION})", disk.version),
                     });
                 }
-                disk.entries
+                Ok(disk.entries)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io_err(e)),
-        };
-        Ok(Self { path, entries })
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(self.io_error(e)),
+        }
+    }
+
+    /// Re-reads the file: what other processes changed becomes visible.
+    pub fn reload(&mut self) -> Result<(), JournalError> {
+        let _lock = self.lock(false)?;
+        self.entries = self.read_disk()?;
+        Ok(())
+    }
+
+    /// Under the exclusive lock: re-reads the file, applies `change`, writes it
+    /// back (if `change` says it changed anything).
+    fn modify(&mut self, change: impl FnOnce(&mut Vec<Entry>) -> bool) -> Result<(), JournalError> {
+        let _lock = self.lock(true)?;
+        let mut entries = self.read_disk()?;
+        if change(&mut entries) {
+            self.persist(&entries)?;
+        }
+        self.entries = entries;
+        Ok(())
     }
 
     /// The journal file.
@@ -110,7 +185,7 @@ impl Journal {
         &self.path
     }
 
-    /// Every managed value.
+    /// Every managed value, as last read.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
@@ -122,32 +197,54 @@ impl Journal {
             .find(|e| e.sysctl == sysctl && &e.target == target)
     }
 
-    fn entry_mut(&mut self, sysctl: &str, target: &Target) -> Option<&mut Entry> {
-        self.entries
-            .iter_mut()
-            .find(|e| e.sysctl == sysctl && &e.target == target)
-    }
-
-    /// Records `original` for (sysctl, target) unless already recorded; durable on
-    /// return.
+    /// Records `original` for (sysctl, target), in the namespace `identity` names,
+    /// unless already recorded; durable on return.
     pub fn record_original(
         &mut self,
         sysctl: &str,
         target: &Target,
         original: &str,
+        identity: Option<NamespaceIdentity>,
     ) -> Result<(), JournalError> {
-        if self.entry(sysctl, target).is_some() {
-            return Ok(());
-        }
-        self.entries.push(Entry {
-            sysctl: sysctl.to_owned(),
-            target: target.clone(),
-            original: original.to_owned(),
-            last_written: None,
-            writes: Vec::new(),
-            stood_down: false,
-        });
-        self.persist()
+        self.modify(|entries| {
+            if entries
+                .iter()
+                .any(|e| e.sysctl == sysctl && &e.target == target)
+            {
+                return false;
+            }
+            entries.push(Entry {
+                sysctl: sysctl.to_owned(),
+                target: target.clone(),
+                original: original.to_owned(),
+                last_written: None,
+                writes: Vec::new(),
+                stood_down: false,
+                identity,
+            });
+            true
+        })
+    }
+
+    /// Applies `change` to the entry of (sysctl, target), if there is one.
+    fn modify_entry(
+        &mut self,
+        sysctl: &str,
+        target: &Target,
+        change: impl FnOnce(&mut Entry),
+    ) -> Result<(), JournalError> {
+        self.modify(|entries| {
+            match entries
+                .iter_mut()
+                .find(|e| e.sysctl == sysctl && &e.target == target)
+            {
+                Some(e) => {
+                    change(e);
+                    true
+                }
+                None => false,
+            }
+        })
     }
 
     /// Records a completed write at unix time `now`, keeping an hour of history.
@@ -158,48 +255,48 @@ impl Journal {
         value: &str,
         now: u64,
     ) -> Result<(), JournalError> {
-        if let Some(e) = self.entry_mut(sysctl, target) {
+        self.modify_entry(sysctl, target, |e| {
             e.last_written = Some(value.to_owned());
             e.writes.retain(|t| now.saturating_sub(*t) < 3600);
             e.writes.push(now);
-        }
-        self.persist()
+        })
     }
 
     /// Marks (sysctl, target) as managed by someone else from now on.
     pub fn stand_down(&mut self, sysctl: &str, target: &Target) -> Result<(), JournalError> {
-        if let Some(e) = self.entry_mut(sysctl, target) {
-            e.stood_down = true;
-        }
-        self.persist()
+        self.modify_entry(sysctl, target, |e| e.stood_down = true)
     }
 
     /// Forgets (sysctl, target), after a rollback restored it.
     pub fn remove(&mut self, sysctl: &str, target: &Target) -> Result<(), JournalError> {
-        self.entries
-            .retain(|e| !(e.sysctl == sysctl && &e.target == target));
-        self.persist()
+        self.modify(|entries| {
+            let before = entries.len();
+            entries.retain(|e| !(e.sysctl == sysctl && &e.target == target));
+            entries.len() != before
+        })
     }
 
-    /// Writes the journal atomically and durably.
-    fn persist(&self) -> Result<(), JournalError> {
-        let io_err = |source| JournalError::Io {
-            path: self.path.clone(),
-            source,
-        };
+    /// Writes `entries` atomically and durably (the caller holds the lock).
+    fn persist(&self, entries: &[Entry]) -> Result<(), JournalError> {
         let disk = OnDisk {
             version: VERSION,
-            entries: self.entries.clone(),
+            entries: entries.to_vec(),
         };
-        let text =
-            serde_json::to_string_pretty(&disk).map_err(|e| io_err(std::io::Error::other(e)))?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut file = File::create(&tmp).map_err(io_err)?;
-        file.write_all(text.as_bytes()).map_err(io_err)?;
-        file.sync_all().map_err(io_err)?;
-        fs::rename(&tmp, &self.path).map_err(io_err)?;
+        let text = serde_json::to_string_pretty(&disk)
+            .map_err(|e| self.io_error(std::io::Error::other(e)))?;
+        // Unique per process, so no other writer can clobber it.
+        let tmp = self
+            .path
+            .with_extension(format!("json.tmp.{}", std::process::id()));
+        let mut file = File::create(&tmp).map_err(|e| self.io_error(e))?;
+        file.write_all(text.as_bytes())
+            .map_err(|e| self.io_error(e))?;
+        file.sync_all().map_err(|e| self.io_error(e))?;
+        fs::rename(&tmp, &self.path).map_err(|e| self.io_error(e))?;
         if let Some(dir) = self.path.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| self.io_error(e))?;
         }
         Ok(())
     }
@@ -219,12 +316,12 @@ mod tests {
     fn originals_survive_a_reopen_and_are_recorded_once() {
         let d = dir("reopen");
         let mut j = Journal::open(&d).unwrap();
-        j.record_original("net.core.somaxconn", &Target::Node, "4096")
+        j.record_original("net.core.somaxconn", &Target::Node, "4096", None)
             .unwrap();
         j.record_write("net.core.somaxconn", &Target::Node, "8192", 1000)
             .unwrap();
         // A second "original" (e.g. after our own write) must not replace the first.
-        j.record_original("net.core.somaxconn", &Target::Node, "8192")
+        j.record_original("net.core.somaxconn", &Target::Node, "8192", None)
             .unwrap();
         let j = Journal::open(&d).unwrap();
         let e = j.entry("net.core.somaxconn", &Target::Node).unwrap();
@@ -238,7 +335,7 @@ mod tests {
     fn write_history_keeps_one_hour() {
         let d = dir("history");
         let mut j = Journal::open(&d).unwrap();
-        j.record_original("net.core.somaxconn", &Target::Node, "1")
+        j.record_original("net.core.somaxconn", &Target::Node, "1", None)
             .unwrap();
         for t in [0, 1000, 3000, 4000] {
             j.record_write("net.core.somaxconn", &Target::Node, "2", t)
@@ -259,6 +356,32 @@ mod tests {
         let err = Journal::open(&d).unwrap_err().to_string();
         assert!(err.contains("is corrupt"), "{err}");
         assert_eq!(fs::read_to_string(d.join(FILE)).unwrap(), "{not json");
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn two_writers_never_undo_each_others_changes() {
+        // The daemon and `nettune rollback` hold the same journal.
+        let d = dir("two-writers");
+        let mut daemon = Journal::open(&d).unwrap();
+        daemon
+            .record_original("net.core.somaxconn", &Target::Node, "4096", None)
+            .unwrap();
+        let mut rollback = Journal::open(&d).unwrap();
+        rollback
+            .remove("net.core.somaxconn", &Target::Node)
+            .unwrap();
+        // The daemon journals something else: the removed entry must stay removed.
+        daemon
+            .record_original("net.ipv4.tcp_max_syn_backlog", &Target::Node, "1024", None)
+            .unwrap();
+        let names: Vec<String> = Journal::open(&d)
+            .unwrap()
+            .entries()
+            .iter()
+            .map(|e| e.sysctl.clone())
+            .collect();
+        assert_eq!(names, ["net.ipv4.tcp_max_syn_backlog"]);
         fs::remove_dir_all(d).unwrap();
     }
 }

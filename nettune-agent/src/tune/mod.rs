@@ -52,6 +52,29 @@ pub struct TuningConfig {
     pub conntrack_threshold: f64,
     /// Share of RAM the conntrack table may take at most.
     pub conntrack_memory_percent: f64,
+    /// The lowest port `ip_local_port_range` may start at.
+    pub lowest_ephemeral_port: u64,
+    /// Ports reserved (`ip_local_reserved_ports`) before nettune widens the
+    /// ephemeral range, so outgoing connections cannot take them: the kubelet,
+    /// kube-proxy, node-exporter, the NodePort range, and (added by the agent)
+    /// its own ports. Items like `9100` or `30000-32767`.
+    pub reserved_ports: Vec<String>,
+}
+
+/// Ports a node's services listen on that outgoing connections must not take:
+/// node-exporter 9100, the kubelet 10250, kube-proxy's health 10256, the NodePort
+/// range.
+pub const NODE_PORTS: [&str; 4] = ["9100", "10250", "10256", "30000-32767"];
+
+impl TuningConfig {
+    /// [`Self::reserved_ports`] as one list (items that do not parse are left out;
+    /// the config loader refuses them).
+    pub fn protected_ports(&self) -> value::PortList {
+        self.reserved_ports
+            .iter()
+            .filter_map(|p| value::PortList::parse(p))
+            .fold(value::PortList::default(), |a, b| a.union(&b))
+    }
 }
 
 impl Default for TuningConfig {
@@ -67,6 +90,8 @@ impl Default for TuningConfig {
             max_step: 2.0,
             conntrack_threshold: 0.8,
             conntrack_memory_percent: 5.0,
+            lowest_ephemeral_port: 1024,
+            reserved_ports: NODE_PORTS.iter().map(|p| (*p).to_owned()).collect(),
         }
     }
 }

@@ -33,9 +33,6 @@ pub struct Proposal {
     pub evidence: String,
 }
 
-/// The NodePort range, kept out of the ephemeral ports before widening them.
-pub const NODEPORT_RANGE: &str = "30000-32767";
-
 /// Where a per-namespace sysctl of `w` is tuned: the node's own, or an opted-in pod's.
 fn target_of(w: &WorkloadFigures, config: &TuningConfig) -> Option<Target> {
     if w.workload.kind == WorkloadKind::Node {

@@ -89,6 +89,9 @@ pub struct Tunable {
     /// Bytes of kernel memory one unit takes, for tables whose ceiling is also a
     /// share of RAM (`tuning.conntrack_memory_percent`).
     pub bytes_per_unit: Option<u64>,
+    /// Raising it hands out more ephemeral ports: the ports nettune protects
+    /// (`tuning.reserved_ports`) must be reserved first.
+    pub exposes_ports: bool,
     /// What it governs, for `audit` and explanations.
     pub impact: &'static str,
 }
@@ -129,6 +132,7 @@ const fn room(
         guide,
         ceiling,
         bytes_per_unit: None,
+        exposes_ports: false,
         impact,
     }
 }
@@ -148,6 +152,7 @@ const fn setting(
         guide,
         ceiling: None,
         bytes_per_unit: None,
+        exposes_ports: false,
         impact,
     }
 }
@@ -196,15 +201,18 @@ pub const TCP_TW_REUSE: Tunable = Tunable {
     )
 };
 /// Ephemeral ports for outgoing connections.
-pub const IP_LOCAL_PORT_RANGE: Tunable = room(
-    "net.ipv4.ip_local_port_range",
-    Scope::Netns,
-    Shape::Pair,
-    Some("1024 65535"),
-    // The width of 1024-65535.
-    both(65_535 - 1_024),
-    "ephemeral ports for outgoing connections",
-);
+pub const IP_LOCAL_PORT_RANGE: Tunable = Tunable {
+    exposes_ports: true,
+    ..room(
+        "net.ipv4.ip_local_port_range",
+        Scope::Netns,
+        Shape::Pair,
+        Some("1024 65535"),
+        // The width of 1024-65535.
+        both(65_535 - 1_024),
+        "ephemeral ports for outgoing connections",
+    )
+};
 /// Ports never handed out as ephemeral ports.
 pub const IP_LOCAL_RESERVED_PORTS: Tunable = Tunable {
     scope: Scope::Netns,

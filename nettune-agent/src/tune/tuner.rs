@@ -10,10 +10,10 @@ use super::{
     TuningConfig,
     actuator::Actuator,
     guardrails::{self, Limits},
-    journal::{Journal, JournalError},
-    policy::{self, NODEPORT_RANGE, Proposal},
-    tunables::{self, Tunable},
-    value::{self, Value},
+    journal::{Entry, Journal, JournalError},
+    policy::{self, Proposal},
+    tunables::{self, IP_LOCAL_RESERVED_PORTS, Shape, Tunable},
+    value::{self, PortList, Value},
 };
 use crate::{
     model::{
@@ -131,10 +131,17 @@ impl<S: System> Tuner<S> {
         if self.config.mode == Mode::Observe {
             return Vec::new();
         }
+        // `nettune rollback` may have changed the journal since the last round.
+        if let Err(e) = self.journal.reload() {
+            log::warn!("cannot re-read the journal: {e}");
+        }
         let proposals = policy::propose(snapshot, &self.config);
-        let decisions: Vec<Decision> = proposals.iter().map(|p| self.decide(p, now)).collect();
-        for d in &decisions {
-            self.record(d);
+        let mut decisions: Vec<Decision> = Vec::with_capacity(proposals.len());
+        for p in &proposals {
+            let d = self.decide(p, &decisions, now);
+            Self::log(&d);
+            self.count(&d);
+            decisions.push(d);
         }
         decisions
     }
@@ -155,30 +162,37 @@ impl<S: System> Tuner<S> {
         }
     }
 
-    fn decide(&mut self, p: &Proposal, now: u64) -> Decision {
+    /// Decides `p`, knowing the decisions taken before it this round.
+    fn decide(&mut self, p: &Proposal, earlier: &[Decision], now: u64) -> Decision {
         let spec = p.sysctl;
-        let action = spec.action();
-        let mut d = Self::decision(p, action, now);
+        let mut d = Self::decision(p, spec.action(), now);
         let current = match p.target.as_ref().map(|t| self.actuator.read(t, spec)) {
             Some(Ok(v)) => v,
             Some(Err(e)) => return fail(d, e),
             None => Value::Int(0),
         };
         d.from = p.target.as_ref().map(|_| current.to_string());
-        let entry = p
-            .target
-            .as_ref()
-            .and_then(|t| self.journal.entry(spec.name, t))
-            .cloned();
+        let entry = p.target.as_ref().and_then(|t| self.current_entry(spec, t));
         let limits = Limits {
             config: &self.config,
             mem_total: self.mem_total,
         };
-        let next = if action == "reserve" {
-            reserve_nodeports(&current).ok_or((
-                Outcome::Refused,
-                format!("{NODEPORT_RANGE} already reserved"),
-            ))
+        let protected = self.config.protected_ports();
+        let next = if spec.shape == Shape::PortList {
+            guardrails::check_reserve(
+                spec,
+                p.target.as_ref(),
+                &current,
+                &protected,
+                entry.as_ref(),
+                &limits,
+                now,
+            )
+        } else if spec.exposes_ports
+            && let Some(target) = &p.target
+            && let Err(reason) = self.ports_protected(target, &protected, earlier)
+        {
+            Err((Outcome::Refused, reason))
         } else {
             guardrails::check_raise(
                 spec,
@@ -209,6 +223,60 @@ impl<S: System> Tuner<S> {
         }
     }
 
+    /// The journal's entry for `spec` at `target`, unless it belongs to an earlier
+    /// namespace that had the same inode: that one is gone with its values, and
+    /// its entry is dropped.
+    fn current_entry(&mut self, spec: &Tunable, target: &Target) -> Option<Entry> {
+        let entry = self.journal.entry(spec.name, target)?.clone();
+        if let (Target::Netns { inode, .. }, Some(journaled)) = (target, &entry.identity)
+            && self
+                .actuator
+                .system()
+                .netns_identity(*inode)
+                .is_ok_and(|now| &now != journaled)
+        {
+            if let Err(e) = self.journal.remove(spec.name, target) {
+                log::warn!("cannot drop the journal entry of a departed namespace: {e}");
+            }
+            return None;
+        }
+        Some(entry)
+    }
+
+    /// `Ok` when the ports nettune protects are reserved at `target` — already, or
+    /// by a reservation applied (or, in advise mode, advised) earlier this round.
+    /// Only the node's services listen in the node's namespace: a pod's own
+    /// namespace has nothing to protect.
+    fn ports_protected(
+        &self,
+        target: &Target,
+        protected: &PortList,
+        earlier: &[Decision],
+    ) -> Result<(), String> {
+        if target != &Target::Node {
+            return Ok(());
+        }
+        let reserved_now = earlier.iter().any(|d| {
+            d.sysctl == IP_LOCAL_RESERVED_PORTS.name
+                && d.target.as_ref() == Some(target)
+                && matches!(d.result, Outcome::Applied | Outcome::Advised)
+        });
+        let have = self
+            .actuator
+            .read_text(target, &IP_LOCAL_RESERVED_PORTS)
+            .ok()
+            .and_then(|t| PortList::parse(&t));
+        if reserved_now || have.as_ref().is_some_and(|h| h.covers(protected)) {
+            return Ok(());
+        }
+        Err(format!(
+            "not widened: the ports nettune protects ({protected}) are not reserved in {} \
+             (ip_local_reserved_ports = {:?}): outgoing connections could take them",
+            IP_LOCAL_RESERVED_PORTS.name,
+            have.map(|h| h.to_string()).unwrap_or_default()
+        ))
+    }
+
     /// Journal the original, write, journal the write (enforce); or just advise.
     fn write(
         &mut self,
@@ -223,9 +291,22 @@ impl<S: System> Tuner<S> {
             d.result = Outcome::Advised;
             return d;
         }
-        if let Err(e) = self
-            .journal
-            .record_original(spec.name, target, &current.to_string())
+        let identity = match target {
+            Target::Node => None,
+            Target::Netns { inode, .. } => match self.actuator.system().netns_identity(*inode) {
+                Ok(id) => Some(id),
+                // Unidentified, a later rollback could not tell it from a successor.
+                Err(e) => {
+                    return fail(
+                        d,
+                        format!("not written: cannot identify netns {inode}: {e}"),
+                    );
+                }
+            },
+        };
+        if let Err(e) =
+            self.journal
+                .record_original(spec.name, target, &current.to_string(), identity)
         {
             // No journal entry, no write: the original would be lost.
             return fail(d, format!("not written: {e}"));
@@ -252,11 +333,16 @@ impl<S: System> Tuner<S> {
         d
     }
 
-    fn record(&mut self, d: &Decision) {
+    /// Logs a round's decision (the daemon's record of what it did and why).
+    fn log(d: &Decision) {
         match d.result {
             Outcome::Applied | Outcome::StoodDown | Outcome::Failed => log::warn!("tuning: {d}"),
             Outcome::Advised | Outcome::Refused => log::info!("tuning: {d}"),
         }
+    }
+
+    /// Counts a decision and keeps it among the recent ones.
+    fn count(&mut self, d: &Decision) {
         *self
             .counts
             .entry((
@@ -279,7 +365,28 @@ impl<S: System> Tuner<S> {
         dry_run: bool,
         now: u64,
     ) -> Vec<Decision> {
+        // A profile is an explicit, one-off action: it writes unless this is a dry run.
+        let mode = if dry_run { Mode::Advise } else { Mode::Enforce };
+        let mode = std::mem::replace(&mut self.config.mode, mode);
         let mut out = Vec::new();
+        let widens_ports = values
+            .keys()
+            .any(|n| tunables::lookup(n).is_ok_and(|t| t.exposes_ports));
+        if widens_ports {
+            let p = Proposal {
+                rule: "profile",
+                sysctl: &IP_LOCAL_RESERVED_PORTS,
+                target: Some(Target::Node),
+                workload: "node".into(),
+                evidence: format!(
+                    "profile {profile} widens the ephemeral port range: the ports nettune \
+                     protects are reserved first"
+                ),
+            };
+            let d = self.decide(&p, &out, now);
+            self.count(&d);
+            out.push(d);
+        }
         for (name, wanted) in values {
             let Ok(spec) = tunables::lookup(name) else {
                 continue;
@@ -291,21 +398,35 @@ impl<S: System> Tuner<S> {
                 workload: "node".into(),
                 evidence: format!("profile {profile} sets {name} = {wanted}"),
             };
-            let mut d = Self::decision(&p, "set", now);
-            let current = match self.actuator.read(&Target::Node, spec) {
-                Ok(v) => v,
-                Err(e) => {
-                    out.push(fail(d, e));
-                    continue;
-                }
-            };
-            d.from = Some(current.to_string());
-            let limits = Limits {
-                config: &self.config,
-                mem_total: self.mem_total,
-            };
-            let entry = self.journal.entry(name, &Target::Node).cloned();
-            let decided = Value::parse(spec, wanted)
+            let d = self.set(&p, wanted, &out, now);
+            self.count(&d);
+            out.push(d);
+        }
+        self.config.mode = mode;
+        out
+    }
+
+    /// Decides setting `p` to exactly `wanted` (a profile's value).
+    fn set(&mut self, p: &Proposal, wanted: &str, earlier: &[Decision], now: u64) -> Decision {
+        let spec = p.sysctl;
+        let mut d = Self::decision(p, "set", now);
+        let current = match self.actuator.read(&Target::Node, spec) {
+            Ok(v) => v,
+            Err(e) => return fail(d, e),
+        };
+        d.from = Some(current.to_string());
+        let limits = Limits {
+            config: &self.config,
+            mem_total: self.mem_total,
+        };
+        let entry = self.journal.entry(spec.name, &Target::Node).cloned();
+        let protected = self.config.protected_ports();
+        let decided = if spec.exposes_ports
+            && let Err(reason) = self.ports_protected(&Target::Node, &protected, earlier)
+        {
+            Err((Outcome::Refused, reason))
+        } else {
+            Value::parse(spec, wanted)
                 .map_err(|e| (Outcome::Failed, e.to_string()))
                 .and_then(|w| {
                     guardrails::check_set(
@@ -316,30 +437,19 @@ impl<S: System> Tuner<S> {
                         entry.as_ref(),
                         &limits,
                     )
-                });
-            let d = match decided {
-                Err((outcome, reason)) => {
-                    d.result = outcome;
-                    d.reason = Some(reason);
-                    d
-                }
-                Ok(next) => {
-                    d.to = Some(next.to_string());
-                    if dry_run {
-                        d.result = Outcome::Advised;
-                        d
-                    } else {
-                        let mode = std::mem::replace(&mut self.config.mode, Mode::Enforce);
-                        let d = self.write(d, &Target::Node, spec, &current, &next, now);
-                        self.config.mode = mode;
-                        d
-                    }
-                }
-            };
-            self.record(&d);
-            out.push(d);
+                })
+        };
+        match decided {
+            Err((outcome, reason)) => {
+                d.result = outcome;
+                d.reason = Some(reason);
+                d
+            }
+            Ok(next) => {
+                d.to = Some(next.to_string());
+                self.write(d, &Target::Node, spec, &current, &next, now)
+            }
         }
-        out
     }
 }
 
@@ -349,45 +459,61 @@ fn fail(mut d: Decision, reason: String) -> Decision {
     d
 }
 
-/// `current` with the NodePort range added, or None if it is already there.
-fn reserve_nodeports(current: &Value) -> Option<Value> {
-    let Value::Text(list) = current else {
-        return None;
-    };
-    let list = list.trim();
-    if list.split(',').any(|r| r.trim() == NODEPORT_RANGE) {
-        return None;
-    }
-    Some(Value::Text(if list.is_empty() {
-        NODEPORT_RANGE.to_owned()
-    } else {
-        format!("{list},{NODEPORT_RANGE}")
-    }))
-}
-
 /// What a rollback did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RollbackReport {
     /// (sysctl, target, restored value).
     pub restored: Vec<(String, Target, String)>,
-    /// Entries whose namespace no longer exists (its values went with it).
+    /// Entries whose namespace is gone, or was replaced by another with the same
+    /// inode (its values went with it): forgotten, nothing written.
     pub gone: Vec<(String, Target)>,
+    /// Entries nettune stood down from (someone else owns the value now): left
+    /// as they are, and kept in the journal, unless forced.
+    pub stood_down: Vec<(String, Target)>,
     /// (sysctl, target, error): kept in the journal for another try.
     pub failed: Vec<(String, Target, String)>,
 }
 
-/// Restores every journaled original and forgets each entry once restored. Safe to
-/// run twice (the second finds nothing) and after a crash (the journal is on disk).
+/// Restores every journaled original and forgets each entry once restored (each
+/// restore read back to be sure it took). Values nettune stood down from are left
+/// to their new owner unless `force`. Never writes into a namespace other than
+/// the one journaled. Safe to run twice (the second finds nothing) and after a
+/// crash (the journal is on disk).
 pub fn rollback<S: System>(
     actuator: &Actuator<S>,
     journal: &mut Journal,
+    force: bool,
 ) -> Result<RollbackReport, JournalError> {
     let mut report = RollbackReport::default();
+    journal.reload()?;
     for entry in journal.entries().to_vec() {
         let Ok(spec) = tunables::lookup(&entry.sysctl) else {
             journal.remove(&entry.sysctl, &entry.target)?;
             continue;
         };
+        if entry.stood_down && !force {
+            report.stood_down.push((entry.sysctl, entry.target));
+            continue;
+        }
+        if let (Target::Netns { inode, .. }, Some(journaled)) = (&entry.target, &entry.identity) {
+            match actuator.system().netns_identity(*inode) {
+                Ok(now) if &now == journaled => {}
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    report.failed.push((
+                        entry.sysctl,
+                        entry.target,
+                        format!("cannot identify the namespace: {e}"),
+                    ));
+                    continue;
+                }
+                // Gone, or another namespace now has the inode.
+                _ => {
+                    journal.remove(&entry.sysctl, &entry.target)?;
+                    report.gone.push((entry.sysctl, entry.target));
+                    continue;
+                }
+            }
+        }
         match actuator.write(&entry.target, spec, &entry.original) {
             Ok(()) => {
                 journal.remove(&entry.sysctl, &entry.target)?;

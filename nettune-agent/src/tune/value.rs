@@ -82,12 +82,16 @@ pub fn strength(spec: &Tunable, value: &Value) -> u64 {
     }
 }
 
-/// Ephemeral ports never go below this: lower ports are privileged.
-pub const LOWEST_EPHEMERAL_PORT: u64 = 1024;
-
 /// `current` moved towards more room by at most `step` (a factor ≥ 1), stopping at
-/// `ceiling` (on the [`strength`] scale). `None` when it cannot move.
-pub fn raise(spec: &Tunable, current: &Value, step: f64, ceiling: u64) -> Option<Value> {
+/// `ceiling` (on the [`strength`] scale); a port range never starts below
+/// `lowest_port`. `None` when it cannot move.
+pub fn raise(
+    spec: &Tunable,
+    current: &Value,
+    step: f64,
+    ceiling: u64,
+    lowest_port: u64,
+) -> Option<Value> {
     let grow = |v: u64| -> u64 {
         let target = (v.max(1) as f64 * step).min(u64::MAX as f64) as u64;
         target.max(v.saturating_add(1)).min(ceiling)
@@ -106,13 +110,95 @@ pub fn raise(spec: &Tunable, current: &Value, step: f64, ceiling: u64) -> Option
         // Widen the range downwards: the top is usually the kernel's 60999 or 65535.
         Value::Pair(low, high) => {
             let width = grow(high.saturating_sub(*low));
-            Value::Pair(high.saturating_sub(width).max(LOWEST_EPHEMERAL_PORT), *high)
+            Value::Pair(high.saturating_sub(width).max(lowest_port), *high)
         }
         Value::Triple(min, default, max) => Value::Triple(*min, *default, grow(*max)),
         Value::Text(_) => return None,
     };
     (strength(spec, &next) > strength(spec, current) && strength(spec, &next) <= ceiling)
         .then_some(next)
+}
+
+/// A list of ports and port ranges (`ip_local_reserved_ports`), as sorted,
+/// merged inclusive ranges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortList(Vec<(u16, u16)>);
+
+impl PortList {
+    /// Parses `8080,30000-32767` (the kernel's format; spaces and an empty list
+    /// allowed).
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut ranges = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (low, high) = item.split_once('-').unwrap_or((item, item));
+            let (low, high): (u16, u16) = (low.trim().parse().ok()?, high.trim().parse().ok()?);
+            if low > high {
+                return None;
+            }
+            ranges.push((low, high));
+        }
+        let mut list = Self(ranges);
+        list.normalize();
+        Some(list)
+    }
+
+    fn normalize(&mut self) {
+        self.0.sort_unstable();
+        let mut merged: Vec<(u16, u16)> = Vec::with_capacity(self.0.len());
+        for (low, high) in self.0.drain(..) {
+            match merged.last_mut() {
+                Some(last) if u32::from(low) <= u32::from(last.1) + 1 => last.1 = last.1.max(high),
+                _ => merged.push((low, high)),
+            }
+        }
+        self.0 = merged;
+    }
+
+    /// Both lists together.
+    #[must_use]
+    pub fn union(&self, other: &Self) -> Self {
+        let mut list = Self([self.0.as_slice(), other.0.as_slice()].concat());
+        list.normalize();
+        list
+    }
+
+    /// Whether every port of `other` is in this list.
+    pub fn covers(&self, other: &Self) -> bool {
+        other
+            .0
+            .iter()
+            .all(|(l, h)| self.0.iter().any(|(a, b)| a <= l && h <= b))
+    }
+}
+
+impl fmt::Display for PortList {
+    /// As the kernel prints it: `8080,30000-32767`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let items: Vec<String> = self
+            .0
+            .iter()
+            .map(|(l, h)| {
+                if l == h {
+                    l.to_string()
+                } else {
+                    format!("{l}-{h}")
+                }
+            })
+            .collect();
+        f.write_str(&items.join(","))
+    }
+}
+
+/// Whether `a` and `b` are the same value of `spec` as the kernel means it (tabs
+/// or spaces, and the order of a port list, do not matter).
+pub fn same_value(spec: &Tunable, a: &str, b: &str) -> bool {
+    if spec.shape == Shape::PortList {
+        return PortList::parse(a).is_some_and(|x| PortList::parse(b) == Some(x));
+    }
+    match (Value::parse(spec, a), Value::parse(spec, b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a.split_whitespace().eq(b.split_whitespace()),
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +208,27 @@ mod tests {
 
     fn spec(name: &str) -> &'static Tunable {
         lookup(name).unwrap()
+    }
+
+    fn raise1(spec: &Tunable, current: &Value, step: f64, ceiling: u64) -> Option<Value> {
+        raise(spec, current, step, ceiling, 1024)
+    }
+
+    #[test]
+    fn port_lists_merge_sort_and_cover() {
+        let list = PortList::parse("30000-32767, 8080,8081,10250").unwrap();
+        assert_eq!(list.to_string(), "8080-8081,10250,30000-32767");
+        assert_eq!(PortList::parse("").unwrap().to_string(), "");
+        assert!(PortList::parse("9-2").is_none());
+        assert!(PortList::parse("70000").is_none());
+        let more = list.union(&PortList::parse("9100,30010").unwrap());
+        assert_eq!(more.to_string(), "8080-8081,9100,10250,30000-32767");
+        assert!(more.covers(&list));
+        assert!(!list.covers(&more));
+        let reserved = spec("net.ipv4.ip_local_reserved_ports");
+        assert!(same_value(reserved, "8080,30000-32767", "30000-32767,8080"));
+        assert!(same_value(spec("net.ipv4.tcp_rmem"), "1\t2\t3", "1 2 3"));
+        assert!(!same_value(spec("net.core.somaxconn"), "1", "2"));
     }
 
     #[test]
@@ -149,35 +256,35 @@ mod tests {
     fn raise_is_bounded_by_step_and_ceiling() {
         let s = spec("net.core.somaxconn");
         assert_eq!(
-            raise(s, &Value::Int(4096), 2.0, 32768),
+            raise1(s, &Value::Int(4096), 2.0, 32768),
             Some(Value::Int(8192))
         );
         assert_eq!(
-            raise(s, &Value::Int(20000), 2.0, 32768),
+            raise1(s, &Value::Int(20000), 2.0, 32768),
             Some(Value::Int(32768))
         );
-        assert_eq!(raise(s, &Value::Int(32768), 2.0, 32768), None);
-        assert_eq!(raise(s, &Value::Int(40000), 2.0, 32768), None);
-        assert_eq!(raise(s, &Value::Int(0), 2.0, 10), Some(Value::Int(2)));
+        assert_eq!(raise1(s, &Value::Int(32768), 2.0, 32768), None);
+        assert_eq!(raise1(s, &Value::Int(40000), 2.0, 32768), None);
+        assert_eq!(raise1(s, &Value::Int(0), 2.0, 10), Some(Value::Int(2)));
     }
 
     #[test]
     fn integer_edges_do_not_overflow() {
         let s = spec("net.netfilter.nf_conntrack_max");
         assert_eq!(
-            raise(s, &Value::Int(u64::MAX - 1), 2.0, u64::MAX),
+            raise1(s, &Value::Int(u64::MAX - 1), 2.0, u64::MAX),
             Some(Value::Int(u64::MAX))
         );
-        assert_eq!(raise(s, &Value::Int(u64::MAX), 2.0, u64::MAX), None);
+        assert_eq!(raise1(s, &Value::Int(u64::MAX), 2.0, u64::MAX), None);
         let i32_max = u64::from(i32::MAX.unsigned_abs());
-        assert_eq!(raise(s, &Value::Int(i32_max), 2.0, i32_max), None);
+        assert_eq!(raise1(s, &Value::Int(i32_max), 2.0, i32_max), None);
         assert_eq!(
-            raise(s, &Value::Int(i32_max - 1), 1.25, i32_max),
+            raise1(s, &Value::Int(i32_max - 1), 1.25, i32_max),
             Some(Value::Int(i32_max))
         );
         let u32_max = u64::from(u32::MAX);
         assert_eq!(
-            raise(s, &Value::Int(u32_max / 2 + 1), 2.0, u32_max),
+            raise1(s, &Value::Int(u32_max / 2 + 1), 2.0, u32_max),
             Some(Value::Int(u32_max))
         );
     }
@@ -187,25 +294,25 @@ mod tests {
         let range = spec("net.ipv4.ip_local_port_range");
         // Width 28231 doubled would pass 1024: stop at the ceiling width 64511.
         assert_eq!(
-            raise(range, &Value::Pair(32768, 60999), 2.0, 65535 - 1024),
+            raise1(range, &Value::Pair(32768, 60999), 2.0, 65535 - 1024),
             Some(Value::Pair(4537, 60999))
         );
         // Never into the privileged ports: the low end stops at 1024.
         assert_eq!(
-            raise(range, &Value::Pair(4537, 60999), 2.0, 65535 - 1024),
+            raise1(range, &Value::Pair(4537, 60999), 2.0, 65535 - 1024),
             Some(Value::Pair(1024, 60999))
         );
         assert_eq!(
-            raise(range, &Value::Pair(1024, 60999), 2.0, 65535 - 1024),
+            raise1(range, &Value::Pair(1024, 60999), 2.0, 65535 - 1024),
             None
         );
         let rmem = spec("net.ipv4.tcp_rmem");
         assert_eq!(
-            raise(rmem, &Value::Triple(4096, 131072, 6291456), 2.0, 16777216),
+            raise1(rmem, &Value::Triple(4096, 131072, 6291456), 2.0, 16777216),
             Some(Value::Triple(4096, 131072, 12582912))
         );
         assert_eq!(
-            raise(rmem, &Value::Triple(4096, 131072, 16777216), 2.0, 16777216),
+            raise1(rmem, &Value::Triple(4096, 131072, 16777216), 2.0, 16777216),
             None
         );
     }
@@ -213,9 +320,9 @@ mod tests {
     #[test]
     fn tw_reuse_goes_from_off_or_loopback_to_on() {
         let s = spec("net.ipv4.tcp_tw_reuse");
-        assert_eq!(raise(s, &Value::Int(2), 2.0, 2), Some(Value::Int(1)));
-        assert_eq!(raise(s, &Value::Int(0), 2.0, 2), Some(Value::Int(1)));
-        assert_eq!(raise(s, &Value::Int(1), 2.0, 2), None);
+        assert_eq!(raise1(s, &Value::Int(2), 2.0, 2), Some(Value::Int(1)));
+        assert_eq!(raise1(s, &Value::Int(0), 2.0, 2), Some(Value::Int(1)));
+        assert_eq!(raise1(s, &Value::Int(1), 2.0, 2), None);
         assert!(strength(s, &Value::Int(1)) > strength(s, &Value::Int(2)));
     }
 }

@@ -166,42 +166,11 @@ fn a_file_that_vanishes_mid_read_leaves_only_its_part_empty() {
 
 #[test]
 fn a_failed_interface_listing_detaches_nothing() {
-    struct NoLinks(FakeSystem);
-    impl System for NoLinks {
-        fn namespaces(&self) -> BTreeMap<u32, Namespace> {
-            self.0.namespaces()
-        }
-        fn read_net_files(&self, ns: &Namespace, files: &[&str]) -> Vec<std::io::Result<String>> {
-            self.0.read_net_files(ns, files)
-        }
-        fn host_links(&self) -> std::io::Result<Vec<Link>> {
-            Err(std::io::Error::other("netlink down"))
-        }
-        fn netns_id(&self, ns: &Namespace) -> std::io::Result<Option<i32>> {
-            self.0.netns_id(ns)
-        }
-        fn read_proc(&self, path: &str) -> std::io::Result<String> {
-            self.0.read_proc(path)
-        }
-        fn read_sysctl(
-            &self,
-            t: &crate::model::tuning::Target,
-            n: &str,
-        ) -> std::io::Result<String> {
-            self.0.read_sysctl(t, n)
-        }
-        fn write_sysctl(
-            &self,
-            t: &crate::model::tuning::Target,
-            n: &str,
-            v: &str,
-        ) -> std::io::Result<()> {
-            self.0.write_sysctl(t, n, v)
-        }
-    }
+    let system = node();
+    system.fail_host_links("netlink down");
     let mut probes = probes();
     probes.watched.insert(7, "veth10".into());
-    let mut c = Collector::new(probes, NoLinks(node()), &Config::default());
+    let mut c = Collector::new(probes, system, &Config::default());
     let tick = c.tick().unwrap();
     assert!(tick.interfaces.removed.is_empty());
     assert!(c.probes.watched.contains_key(&7));

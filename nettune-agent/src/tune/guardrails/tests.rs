@@ -24,6 +24,7 @@ fn entry(last_written: Option<&str>, writes: Vec<u64>, stood_down: bool) -> Entr
         last_written: last_written.map(str::to_owned),
         writes,
         stood_down,
+        identity: None,
     }
 }
 
