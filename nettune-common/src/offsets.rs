@@ -71,6 +71,11 @@ pub struct KernelOffsets {
     // Kernel constants
     /// `SKB_DROP_REASON_NETFILTER_DROP` on this kernel, or [`ABSENT`].
     pub reason_netfilter_drop: u32,
+    /// `SKB_NOT_DROPPED_YET` on this kernel, or [`ABSENT`]: not a drop.
+    pub reason_not_dropped_yet: u32,
+    /// `SKB_CONSUMED` on this kernel (6.2+), or [`ABSENT`]: not a drop. Before
+    /// 6.2 the value 1 is `NOT_SPECIFIED`, a real drop: never hard-code it.
+    pub reason_consumed: u32,
 }
 
 impl KernelOffsets {
@@ -98,6 +103,8 @@ impl KernelOffsets {
         tp_btf_retransmit_args: ABSENT,
         tp_btf_kfree_skb_args: ABSENT,
         reason_netfilter_drop: ABSENT,
+        reason_not_dropped_yet: ABSENT,
+        reason_consumed: ABSENT,
     };
 }
 

@@ -19,9 +19,6 @@ use crate::{counters, errors, events, kernel};
 #[map]
 static DROPS: LruPerCpuHashMap<DropKey, u64> = LruPerCpuHashMap::with_max_entries(MAX_DROP_KEYS, 0);
 
-/// `SKB_NOT_DROPPED_YET` and `SKB_CONSUMED`: not drops, on any kernel so far.
-const NOT_A_DROP: u32 = 1;
-
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
     let off = kernel::offsets();
@@ -79,8 +76,10 @@ fn record(
     rx_sk: *const u8,
     off: &KernelOffsets,
 ) -> Result<(), ProbeError> {
-    // Kernels before drop reasons (5.17) report 0 for everything: still a drop.
-    if reason != 0 && reason <= NOT_A_DROP {
+    // `SKB_CONSUMED` (6.2+) and `SKB_NOT_DROPPED_YET` are not drops; their values
+    // come from this kernel's BTF. Before drop reasons (5.17) every reason reads 0
+    // and the agent leaves both ABSENT: everything counts.
+    if reason == off.reason_consumed || reason == off.reason_not_dropped_yet {
         return Ok(());
     }
     let (netns, ifindex) = kernel::locate_skb(skb, rx_sk, off);

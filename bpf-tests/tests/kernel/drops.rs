@@ -68,6 +68,27 @@ pub fn probes_with_drops() -> anyhow::Result<Probes> {
     load_requiring(SIGNAL)
 }
 
+/// Waits (at most 5 s) until `namespaces` saw no drop for half a second: a new
+/// veth's first packets (IPv6 neighbour discovery, …) are dropped as it comes up,
+/// and one landing between bpftrace's start and nettune's first read would count
+/// for one side only.
+fn wait_until_quiet(probes: &Probes, namespaces: &[u32]) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut last = by_reason(probes, namespaces)?;
+    let mut quiet_since = std::time::Instant::now();
+    while quiet_since.elapsed() < std::time::Duration::from_millis(500)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let now = by_reason(probes, namespaces)?;
+        if now != last {
+            quiet_since = std::time::Instant::now();
+            last = now;
+        }
+    }
+    Ok(())
+}
+
 /// Runs `scenario` while bpftrace counts kfree_skb per (netns, reason) for
 /// `namespaces`; asserts nettune counted the same; returns nettune's counts.
 pub fn drops_equal_bpftrace(
@@ -79,13 +100,14 @@ pub fn drops_equal_bpftrace(
         .iter()
         .map(|n| n.inode())
         .collect::<Result<_, _>>()?;
+    wait_until_quiet(probes, &inodes)?;
     let filter = inodes
         .iter()
         .map(|i| format!("$ns == {i}"))
         .collect::<Vec<_>>()
         .join(" || ");
     let bpftrace = Bpftrace::start(&format!(
-        "tracepoint:skb:kfree_skb /args->reason != 1/ {{
+        "tracepoint:skb:kfree_skb {{
             $skb = (struct sk_buff *)args->skbaddr;
             $ns = (uint32)0;
             if ($skb->dev != 0) {{

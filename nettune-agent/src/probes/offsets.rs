@@ -75,10 +75,9 @@ impl ResolvedOffsets {
         let mut problems = BTreeMap::new();
         resolve_group(btf, o, &mut problems, &BTF_GROUPS);
         resolve_group(tracefs, o, &mut problems, &TRACEFS_GROUPS);
-        o.reason_netfilter_drop = layout
-            .drop_reasons
-            .value("NETFILTER_DROP")
-            .unwrap_or(ABSENT);
+        let reasons = &layout.drop_reasons;
+        o.reason_netfilter_drop = reasons.value("NETFILTER_DROP").unwrap_or(ABSENT);
+        (o.reason_not_dropped_yet, o.reason_consumed) = not_drops(reasons);
         layout.problems = problems;
         layout
     }
@@ -112,6 +111,14 @@ const TRACEFS_GROUPS: [(OffsetGroup, Resolver<Tracefs, TracefsError>); 3] = [
     (OffsetGroup::TpKfreeSkb, tp_kfree_skb),
     (OffsetGroup::TpConnect, tp_connect),
 ];
+
+/// The values of `SKB_NOT_DROPPED_YET` and `SKB_CONSUMED` (both "not a drop"), or
+/// [`ABSENT`] where this kernel has no such name. On kernels without drop reasons
+/// (before 5.17) both stay ABSENT, so every freed skb counts.
+fn not_drops(reasons: &DropReasons) -> (u32, u32) {
+    let value = |name| reasons.value(name).unwrap_or(ABSENT);
+    (value("SKB_NOT_DROPPED_YET"), value("SKB_CONSUMED"))
+}
 
 /// Runs each group's resolver on `source`; a missing source is every group's problem.
 fn resolve_group<S, E: std::fmt::Display, F: std::fmt::Display>(
@@ -225,5 +232,32 @@ mod tests {
         assert_eq!(layout.offsets.tp_retransmit_err, ABSENT);
         assert_eq!(layout.offsets.reason_netfilter_drop, ABSENT);
         assert!(layout.require(&[]).is_ok());
+    }
+
+    #[test]
+    fn not_a_drop_follows_each_kernels_enum() {
+        let enum_of = |names: &[(&str, i64)]| {
+            DropReasons::from_enum(
+                &names
+                    .iter()
+                    .map(|(n, v)| ((*n).to_owned(), *v))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        // 5.18 – 6.1: value 1 is NOT_SPECIFIED, a real drop.
+        let v6_1 = enum_of(&[
+            ("SKB_NOT_DROPPED_YET", 0),
+            ("SKB_DROP_REASON_NOT_SPECIFIED", 1),
+        ]);
+        assert_eq!(not_drops(&v6_1), (0, ABSENT));
+        // 6.2+: value 1 is SKB_CONSUMED.
+        let v6_2 = enum_of(&[
+            ("SKB_NOT_DROPPED_YET", 0),
+            ("SKB_CONSUMED", 1),
+            ("SKB_DROP_REASON_NOT_SPECIFIED", 2),
+        ]);
+        assert_eq!(not_drops(&v6_2), (0, 1));
+        // No drop reasons (5.10): nothing is excluded.
+        assert_eq!(not_drops(&DropReasons::default()), (ABSENT, ABSENT));
     }
 }
