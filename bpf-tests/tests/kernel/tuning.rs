@@ -30,6 +30,14 @@ pub const TESTS: &[Test] = &[
         name: "tuning::after_sigkill_rollback_restores_every_value",
         run: after_sigkill_rollback_restores_every_value,
     },
+    Test {
+        name: "tuning::apply_reserves_node_ports_before_widening_and_rollback_empties_the_list_again",
+        run: apply_reserves_node_ports_before_widening_and_rollback_empties_the_list_again,
+    },
+    Test {
+        name: "tuning::a_rollback_next_to_the_running_daemon_is_never_undone_by_it",
+        run: a_rollback_next_to_the_running_daemon_is_never_undone_by_it,
+    },
 ];
 
 const CEILING: u64 = 8192;
@@ -102,8 +110,21 @@ impl Drop for TestConfig {
 
 /// Storms a listen(1) server in `pair`'s receiver until its somaxconn rises (or 20 s).
 fn storm_until_raised(pair: &Pair, port: u16, original: u64) -> anyhow::Result<u64> {
+    storm_with_backlog_until_raised(pair, port, 1, original)
+}
+
+/// Storms a server that asked for `backlog` in `pair`'s receiver until the
+/// namespace's somaxconn rises (or 20 s).
+fn storm_with_backlog_until_raised(
+    pair: &Pair,
+    port: u16,
+    backlog: i32,
+    original: u64,
+) -> anyhow::Result<u64> {
     let addr = SocketAddrV4::new(pair.veth.b_addr, port);
-    let _listener = pair.receiver.run(|| listener_with_backlog(addr, 1))??;
+    let _listener = pair
+        .receiver
+        .run(|| listener_with_backlog(addr, backlog))??;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let clients = pair.sender.run(|| {
@@ -205,6 +226,157 @@ fn after_sigkill_rollback_restores_every_value() -> TestResult {
     ensure!(
         somaxconn(None)? == host_before,
         "the host's somaxconn changed"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// `kubectl exec … nettune rollback` next to the running daemon: the daemon must
+/// not write the removed entries back when it journals its next change.
+fn a_rollback_next_to_the_running_daemon_is_never_undone_by_it() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let (first, second) = (Pair::new(14, None)?, Pair::new(15, None)?);
+    // Applications asking for more than somaxconn: raising it is the fix.
+    for pair in [&first, &second] {
+        pair.receiver.write_sysctl("net/core/somaxconn", "8")?;
+    }
+    let config = TestConfig::new("two-writers", &[&first.receiver, &second.receiver])?;
+    let agent = config.start_agent()?;
+    storm_with_backlog_until_raised(&first, 5803, 4096, 8)?;
+    let (code, out) = config.nettune(&["rollback"])?;
+    ensure!(code == Some(0), "rollback exit {code:?}: {out}");
+    ensure!(
+        somaxconn(Some(&first.receiver))? == 8,
+        "rollback did not restore the first namespace"
+    );
+    // The daemon journals a change elsewhere.
+    storm_with_backlog_until_raised(&second, 5804, 4096, 8)?;
+    let journal = std::fs::read_to_string(config.state.join("journal.json"))?;
+    let first_label = format!("netns:{}", first.receiver.name());
+    let second_label = format!("netns:{}", second.receiver.name());
+    println!(
+        "    journal after rollback + a new change: first {} second {}",
+        journal.contains(&first_label),
+        journal.contains(&second_label)
+    );
+    ensure!(
+        journal.contains(&second_label),
+        "the daemon's new entry is missing: {journal}"
+    );
+    ensure!(
+        !journal.contains(&first_label),
+        "the daemon wrote back the entry rollback removed: {journal}"
+    );
+    drop(agent);
+    let (code, out) = config.nettune(&["rollback"])?;
+    ensure!(code == Some(0), "final rollback exit {code:?}: {out}");
+    ensure!(
+        somaxconn(Some(&second.receiver))? == 8,
+        "second not restored"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// `nettune apply --profile production` run inside a test namespace (its "node"):
+/// the ports nettune protects are reserved before the ephemeral range widens, and
+/// rollback brings `ip_local_reserved_ports` back to its empty original — read
+/// back from the kernel, not taken from nettune's word. Every decision is printed
+/// once (no second copy as a log line).
+fn apply_reserves_node_ports_before_widening_and_rollback_empties_the_list_again() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let ns = Netns::new("apply")?;
+    let read = |key: &str| -> anyhow::Result<String> {
+        let path = PathBuf::from("/proc/sys").join(key);
+        Ok(ns
+            .run(|| nettune::sys::sysctl::read_file(&path))??
+            .trim()
+            .replace('\t', " "))
+    };
+    let reserved_before = read("net/ipv4/ip_local_reserved_ports")?;
+    let range_before = read("net/ipv4/ip_local_port_range")?;
+    ensure!(
+        reserved_before.is_empty(),
+        "a new namespace reserves {reserved_before:?}"
+    );
+    // Node-wide sysctls would change the host: leave them out.
+    let node_wide: Vec<String> = nettune::tune::tunables::ALL
+        .iter()
+        .filter(|t| t.scope == nettune::tune::tunables::Scope::Node)
+        .map(|t| format!("\"{}\"", t.name))
+        .collect();
+    let base = std::env::temp_dir().join(format!("nettune-apply-{}", std::process::id()));
+    std::fs::create_dir_all(&base)?;
+    let config = base.join("nettune.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tuning]\nstate_dir = \"{}\"\nexclude = [{}]\n",
+            base.join("state").display(),
+            node_wide.join(", ")
+        ),
+    )?;
+    let nettune = |args: &[&str]| -> anyhow::Result<std::process::Output> {
+        let mut all = vec!["--config", config.to_str().context("path")?];
+        all.extend_from_slice(args);
+        Ok(Command::new("ip")
+            .args(["netns", "exec", ns.name()])
+            .arg(nettune_bin()?)
+            .args(&all)
+            .output()?)
+    };
+    let applied = nettune(&["apply", "--profile", "production"])?;
+    let stdout = String::from_utf8_lossy(&applied.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&applied.stderr).into_owned();
+    let reserved = read("net/ipv4/ip_local_reserved_ports")?;
+    let range = read("net/ipv4/ip_local_port_range")?;
+    println!("    applied: reserved {reserved:?}, range {range:?}");
+    let result = (|| -> anyhow::Result<()> {
+        ensure!(applied.status.success(), "apply failed:\n{stdout}{stderr}");
+        for port in ["9100", "9977", "10250", "10256", "30000-32767"] {
+            ensure!(
+                reserved.split(',').any(|r| r == port),
+                "{port} is not reserved: {reserved:?}"
+            );
+        }
+        ensure!(
+            range == "1024 65535",
+            "the range was not widened: {range:?}"
+        );
+        let reserve_line = stdout.find("ip_local_reserved_ports");
+        let range_line = stdout.find("ip_local_port_range");
+        ensure!(
+            reserve_line.is_some() && reserve_line < range_line,
+            "the reservation was not decided before the widening:\n{stdout}"
+        );
+        ensure!(
+            !stderr.contains("tuning:"),
+            "decisions were printed twice (stdout and the log):\n{stderr}"
+        );
+        Ok(())
+    })();
+    let rolled = nettune(&["rollback"])?;
+    let _ = std::fs::remove_dir_all(&base);
+    result?;
+    ensure!(
+        rolled.status.success(),
+        "rollback failed: {}",
+        String::from_utf8_lossy(&rolled.stdout)
+    );
+    let (reserved_after, range_after) = (
+        read("net/ipv4/ip_local_reserved_ports")?,
+        read("net/ipv4/ip_local_port_range")?,
+    );
+    println!("    rolled back: reserved {reserved_after:?}, range {range_after:?}");
+    ensure!(
+        reserved_after.is_empty(),
+        "the reserved ports were not emptied again: {reserved_after:?}"
+    );
+    ensure!(
+        range_after == range_before,
+        "range {range_after:?} != {range_before:?}"
     );
     Ok(Outcome::Passed)
 }

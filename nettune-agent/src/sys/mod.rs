@@ -160,7 +160,7 @@ impl System for Kernel {
 
     fn read_sysctl(&self, target: &Target, name: &str) -> io::Result<String> {
         let path = Self::sysctl_path(name)?;
-        Self::in_target(target, || fs::read_to_string(&path))?
+        Self::in_target(target, || sysctl::read_file(&path))?
     }
 
     fn write_sysctl(&self, target: &Target, name: &str, value: &str) -> io::Result<()> {

@@ -166,6 +166,12 @@ impl<S: System> Tuner<S> {
     fn decide(&mut self, p: &Proposal, earlier: &[Decision], now: u64) -> Decision {
         let spec = p.sysctl;
         let mut d = Self::decision(p, spec.action(), now);
+        if let Err((outcome, reason)) = guardrails::check_not_excluded(spec, &self.config) {
+            // Excluded: not even read.
+            d.result = outcome;
+            d.reason = Some(reason);
+            return d;
+        }
         let current = match p.target.as_ref().map(|t| self.actuator.read(t, spec)) {
             Some(Ok(v)) => v,
             Some(Err(e)) => return fail(d, e),
@@ -410,6 +416,12 @@ impl<S: System> Tuner<S> {
     fn set(&mut self, p: &Proposal, wanted: &str, earlier: &[Decision], now: u64) -> Decision {
         let spec = p.sysctl;
         let mut d = Self::decision(p, "set", now);
+        if let Err((outcome, reason)) = guardrails::check_not_excluded(spec, &self.config) {
+            // Excluded: not even read (it may not exist where nettune runs).
+            d.result = outcome;
+            d.reason = Some(reason);
+            return d;
+        }
         let current = match self.actuator.read(&Target::Node, spec) {
             Ok(v) => v,
             Err(e) => return fail(d, e),
