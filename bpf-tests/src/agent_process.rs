@@ -34,12 +34,13 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    /// Starts `binary run --listen 127.0.0.1:<free port> ARGS` and waits until
-    /// `/readyz` answers 200.
+    /// Starts `binary run --listen 127.0.0.1:<free port> ARGS` (the JSON API on
+    /// the same address) and waits until `/readyz` answers 200.
     pub fn start(binary: &Path, args: &[&str]) -> anyhow::Result<Self> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let child = Command::new(binary)
             .args(["run", "--listen", &addr.to_string()])
+            .args(["--api-listen", &addr.to_string()])
             .args(args)
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())

@@ -65,8 +65,16 @@ pub struct Config {
 pub struct AgentConfig {
     /// Seconds between two collections (0.05 to 3600).
     pub interval_seconds: f64,
-    /// Address of the HTTP server (/metrics, /api/v1/snapshot, /healthz, /readyz).
+    /// Address of `/metrics`, `/healthz` and `/readyz` (the only endpoints served
+    /// there: a DaemonSet binds it on every interface for Prometheus).
     pub listen: SocketAddr,
+    /// Address of the JSON API (`/api/v1/snapshot`, which names pods, processes
+    /// and ports): loopback unless configured otherwise. When equal to `listen`,
+    /// one server serves everything.
+    pub api_listen: SocketAddr,
+    /// Least time between two collections triggered by urgent kernel events (a
+    /// flood of events must not keep collections running back to back).
+    pub min_event_interval_seconds: f64,
     /// Most pods with their own metric series; the rest are summed under `_other`.
     pub max_pod_series: u32,
     /// Node name for labels and the UI (default: `$NODE_NAME`, else the hostname).
@@ -92,6 +100,8 @@ impl Default for Config {
             agent: AgentConfig {
                 interval_seconds: 1.0,
                 listen: SocketAddr::from(([127, 0, 0, 1], 9977)),
+                api_listen: SocketAddr::from(([127, 0, 0, 1], 9978)),
+                min_event_interval_seconds: 0.1,
                 max_pod_series: 1000,
                 node_name: None,
                 wake_on_events: true,
@@ -116,6 +126,8 @@ struct RawConfig {
 struct RawAgent {
     interval_seconds: Option<Spanned<f64>>,
     listen: Option<Spanned<String>>,
+    api_listen: Option<Spanned<String>>,
+    min_event_interval_seconds: Option<Spanned<f64>>,
     max_pod_series: Option<Spanned<i64>>,
     node_name: Option<String>,
     wake_on_events: Option<bool>,
@@ -269,14 +281,33 @@ impl Config {
             config.agent.interval_seconds = check_interval(*v.get_ref())
                 .map_err(|reason| error(Some(v.span()), "agent.interval_seconds".into(), reason))?;
         }
-        if let Some(v) = raw.agent.listen {
-            config.agent.listen = v.get_ref().parse().map_err(|e| {
-                error(
+        let address =
+            |v: Option<Spanned<String>>, key: &str| -> Result<Option<SocketAddr>, ConfigError> {
+                let Some(v) = v else { return Ok(None) };
+                v.get_ref().parse().map(Some).map_err(|e| {
+                    error(
+                        Some(v.span()),
+                        format!("agent.{key}"),
+                        format!("`{}` is not an address:port ({e})", v.get_ref()),
+                    )
+                })
+            };
+        if let Some(a) = address(raw.agent.listen, "listen")? {
+            config.agent.listen = a;
+        }
+        if let Some(a) = address(raw.agent.api_listen, "api_listen")? {
+            config.agent.api_listen = a;
+        }
+        if let Some(v) = raw.agent.min_event_interval_seconds {
+            let x = *v.get_ref();
+            if !(x.is_finite() && (0.0..=60.0).contains(&x)) {
+                return Err(error(
                     Some(v.span()),
-                    "agent.listen".into(),
-                    format!("`{}` is not an address:port ({e})", v.get_ref()),
-                )
-            })?;
+                    "agent.min_event_interval_seconds".into(),
+                    format!("{x} is out of range: must be between 0 and 60 seconds"),
+                ));
+            }
+            config.agent.min_event_interval_seconds = x;
         }
         if let Some(v) = raw.agent.max_pod_series {
             let value = *v.get_ref();

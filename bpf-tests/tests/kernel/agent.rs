@@ -27,6 +27,10 @@ pub const TESTS: &[Test] = &[
         run: a_failed_kernel_read_is_counted_and_logged_rarely_through_aya_log,
     },
     Test {
+        name: "agent::a_fifo_planted_in_run_netns_stalls_neither_collection_nor_the_endpoints",
+        run: a_fifo_planted_in_run_netns_stalls_neither_collection_nor_the_endpoints,
+    },
+    Test {
         name: "agent::without_root_nettune_fails_with_a_clear_message",
         run: without_root_nettune_fails_with_a_clear_message,
     },
@@ -346,5 +350,44 @@ fn a_failed_kernel_read_is_counted_and_logged_rarely_through_aya_log() -> TestRe
         errors > logged as f64,
         "too few errors to show the rate limit"
     );
+    Ok(Outcome::Passed)
+}
+
+/// Hostile input: a FIFO in `/run/netns` (anyone who can write there can plant
+/// one). Opening it to enter "the namespace" would block forever; the agent must
+/// keep collecting and answering.
+fn a_fifo_planted_in_run_netns_stalls_neither_collection_nor_the_endpoints() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    std::fs::create_dir_all("/run/netns")?;
+    let fifo = std::path::PathBuf::from(format!("/run/netns/nettune-fifo-{}", std::process::id()));
+    let c_path = std::ffi::CString::new(fifo.to_str().context("path")?)?;
+    // SAFETY: mkfifo reads a NUL-terminated path we own.
+    ensure!(
+        unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } == 0,
+        "mkfifo: {}",
+        std::io::Error::last_os_error()
+    );
+    let result = (|| -> anyhow::Result<(f64, f64)> {
+        let agent =
+            bpf_tests::agent_process::AgentProcess::start(&nettune_bin()?, &["--interval", "0.2"])?;
+        let uptime = || -> anyhow::Result<f64> {
+            let (status, body) =
+                bpf_tests::agent_process::http_get(agent.addr, "/api/v1/snapshot")?;
+            ensure!(status == 200, "/api/v1/snapshot answered {status}");
+            let json: serde_json::Value = serde_json::from_str(&body)?;
+            json["uptime_seconds"].as_f64().context("no uptime")
+        };
+        let first = uptime()?;
+        std::thread::sleep(Duration::from_millis(800));
+        Ok((first, uptime()?))
+    })();
+    let _ = std::fs::remove_file(&fifo);
+    let (first, second) = result?;
+    println!(
+        "    with a FIFO in /run/netns: snapshots at {first:.1} s and {second:.1} s of uptime"
+    );
+    ensure!(second > first, "collections stopped: {first} then {second}");
     Ok(Outcome::Passed)
 }

@@ -35,6 +35,10 @@ pub const TESTS: &[Test] = &[
         run: apply_reserves_node_ports_before_widening_and_rollback_empties_the_list_again,
     },
     Test {
+        name: "tuning::a_viewer_with_an_enforce_config_never_writes",
+        run: a_viewer_with_an_enforce_config_never_writes,
+    },
+    Test {
         name: "tuning::a_rollback_next_to_the_running_daemon_is_never_undone_by_it",
         run: a_rollback_next_to_the_running_daemon_is_never_undone_by_it,
     },
@@ -378,5 +382,63 @@ fn apply_reserves_node_ports_before_widening_and_rollback_empties_the_list_again
         range_after == range_before,
         "range {range_after:?} != {range_before:?}"
     );
+    Ok(Outcome::Passed)
+}
+
+/// `nettune top` with no agent running embeds one; with `mode = "enforce"` in the
+/// config it must still only advise: a person looking at a screen never changes
+/// a sysctl.
+fn a_viewer_with_an_enforce_config_never_writes() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let pair = Pair::new(16, None)?;
+    pair.receiver.write_sysctl("net/core/somaxconn", "8")?;
+    let config = TestConfig::new("viewer", &[&pair.receiver])?;
+    // An API address nothing answers on, so `top` embeds its own agent.
+    let api = format!("127.0.0.1:{}", bpf_tests::agent_process::free_port()?);
+    let path = config.path.to_str().context("path")?;
+    std::fs::write(
+        &config.path,
+        format!(
+            "{}[agent]\napi_listen = \"{api}\"\n",
+            std::fs::read_to_string(&config.path)?
+        ),
+    )?;
+    let top = Command::new(nettune_bin()?)
+        .args([
+            "--config",
+            path,
+            "top",
+            "-b",
+            "-n",
+            "8",
+            "--interval",
+            "0.3",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let addr = SocketAddrV4::new(pair.veth.b_addr, 5805);
+    let _listener = pair.receiver.run(|| listener_with_backlog(addr, 4096))??;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        let clients = pair.sender.run(|| {
+            (0..50)
+                .map(|_| connect_nonblocking(addr))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })??;
+        std::thread::sleep(Duration::from_millis(300));
+        drop(clients);
+    }
+    let out = top.wait_with_output()?;
+    let frames = String::from_utf8_lossy(&out.stdout);
+    let after = somaxconn(Some(&pair.receiver))?;
+    println!("    somaxconn after 4 s of overflows under `top` in enforce mode: {after}");
+    ensure!(out.status.success(), "top failed: {frames}");
+    ensure!(
+        frames.contains("[advised]"),
+        "the embedded agent did not even advise:\n{frames}"
+    );
+    ensure!(after == 8, "the viewer wrote somaxconn: 8 → {after}");
     Ok(Outcome::Passed)
 }

@@ -60,7 +60,8 @@ fn unknown_key() {
     assert_eq!(
         err("[agent]\nintervall = 1.0\n"),
         "/etc/nettune/nettune.toml:2: agent.intervall: unknown key (expected one of: \
-         interval_seconds, listen, max_pod_series, node_name, wake_on_events)"
+         interval_seconds, listen, api_listen, min_event_interval_seconds, max_pod_series, \
+         node_name, wake_on_events)"
     );
 }
 

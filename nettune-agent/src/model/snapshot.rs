@@ -191,6 +191,10 @@ pub struct Snapshot {
     pub totals: Totals,
     /// One entry per namespace, the node first, then by kind and name.
     pub workloads: Vec<WorkloadFigures>,
+    /// Workloads left out of `workloads` by [`Snapshot::capped`] (the JSON API
+    /// lists at most `agent.max_pod_series` pods).
+    #[serde(default)]
+    pub workloads_folded: usize,
     /// Listeners whose accept queue overflowed (fentry/kprobe variants).
     pub listeners: Vec<Listener>,
     /// Drops the kernel side could not attribute to a namespace, by reason.
@@ -213,6 +217,33 @@ pub struct Published {
     pub snapshot: Snapshot,
     /// The tuner's decisions and managed values (absent without a tuner).
     pub tuning: Option<TuningState>,
+    /// Event-triggered collections skipped because they came too close to the
+    /// previous one (`agent.min_event_interval_seconds`), so far.
+    #[serde(default)]
+    pub event_collections_suppressed: u64,
+}
+
+impl Snapshot {
+    /// This Snapshot with at most `max_pods` pods' own entries (the node always
+    /// stays; the same pods as keep their own metric series): the rest are
+    /// dropped from the list and counted in [`Self::workloads_folded`]. Totals
+    /// still count every workload.
+    #[must_use]
+    pub fn capped(mut self, max_pods: usize) -> Self {
+        let mut pods = 0;
+        let before = self.workloads.len();
+        self.workloads.retain(|w| {
+            let is_node = w.workload.kind == WorkloadKind::Node;
+            let keep = is_node || pods < max_pods;
+            pods += usize::from(keep && !is_node);
+            keep
+        });
+        self.workloads_folded += before - self.workloads.len();
+        let kept: std::collections::BTreeSet<u32> =
+            self.workloads.iter().map(|w| w.netns).collect();
+        self.listeners.retain(|l| kept.contains(&l.netns));
+        self
+    }
 }
 
 /// What the Snapshot needs besides the Samples.
@@ -386,6 +417,7 @@ impl Snapshot {
             conntrack_max: now.conntrack_max,
             totals: totals(&workloads, &unattributed),
             workloads,
+            workloads_folded: 0,
             listeners,
             unattributed_drops: unattributed,
             probes: ctx.report.clone(),
@@ -443,6 +475,7 @@ pub(crate) fn for_tests(workloads: Vec<WorkloadFigures>) -> Snapshot {
         conntrack_max: None,
         totals: Totals::default(),
         workloads,
+        workloads_folded: 0,
         listeners: Vec::new(),
         unattributed_drops: BTreeMap::new(),
         probes: Report::default(),

@@ -17,7 +17,7 @@ use crate::model::sample::LostEvents;
 
 /// The ring buffer, taken out of the object so it can be read with `&mut`.
 pub(super) struct EventReader {
-    ring: RingBuf<MapData>,
+    pub(super) ring: RingBuf<MapData>,
 }
 
 impl EventReader {
@@ -30,14 +30,11 @@ impl EventReader {
     }
 }
 
-impl Probes {
+impl EventReader {
     /// Takes every event waiting in the ring buffer.
-    pub fn drain_events(&mut self) -> Vec<Event> {
+    pub(super) fn drain(&mut self) -> Vec<Event> {
         let mut out = Vec::new();
-        let Some(reader) = self.events.as_mut() else {
-            return out;
-        };
-        while let Some(item) = reader.ring.next() {
+        while let Some(item) = self.ring.next() {
             if item.len() >= size_of::<Event>() {
                 // SAFETY: the kernel side writes whole `Event`s (repr(C), plain
                 // integers); read_unaligned copes with the ring's 8-byte alignment.
@@ -46,13 +43,9 @@ impl Probes {
         }
         out
     }
+}
 
-    /// The ring buffer's fd, to wait for events with epoll/tokio.
-    pub fn events_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        use std::os::fd::AsFd as _;
-        self.events.as_ref().map(|r| r.ring.as_fd())
-    }
-
+impl Probes {
     /// Events the kernel side could not send.
     pub(super) fn lost_events(&self) -> Result<LostEvents, LoadError> {
         let slots = maps::per_cpu_array_sums(&self.ebpf, EVENTS_LOST_MAP)?;

@@ -108,6 +108,19 @@ pub trait ProbeSource {
     /// Attaches the tc programs to host-side veths in `veths` not yet watched, and
     /// forgets watched ones that are no longer there.
     fn watch_interfaces(&mut self, veths: &[&Link]) -> InterfaceChanges;
+
+    /// The urgent-event ring buffer's fd, to wait on (none by default).
+    fn events_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
+
+    /// Takes every urgent event waiting (none by default).
+    fn drain_events(&mut self) -> Vec<nettune_common::Event> {
+        Vec::new()
+    }
+
+    /// Forwards the programs' pending diagnostics to this process's log.
+    fn flush_kernel_log(&mut self) {}
 }
 
 /// The loaded object with every signal's chosen variant attached. Dropping it
@@ -219,14 +232,6 @@ impl Probes {
         })
     }
 
-    /// Forwards the programs' pending diagnostics (rare, rate-limited in the
-    /// kernel) to this process's log.
-    pub fn flush_kernel_log(&mut self) {
-        if let Some(logger) = self.kernel_log.as_mut() {
-            logger.flush();
-        }
-    }
-
     /// Sum over CPUs of the programs' own error counters, by error kind.
     fn probe_errors(&self) -> Result<Vec<(ProbeError, u64)>, LoadError> {
         let slots = maps::per_cpu_array_sums(&self.ebpf, "PROBE_ERRORS")?;
@@ -280,6 +285,24 @@ impl ProbeSource for Probes {
 
     fn watch_interfaces(&mut self, veths: &[&Link]) -> InterfaceChanges {
         self.refresh_interfaces(veths)
+    }
+
+    fn events_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd as _;
+        self.events.as_ref().map(|r| r.ring.as_fd())
+    }
+
+    fn drain_events(&mut self) -> Vec<nettune_common::Event> {
+        self.events
+            .as_mut()
+            .map(events::EventReader::drain)
+            .unwrap_or_default()
+    }
+
+    fn flush_kernel_log(&mut self) {
+        if let Some(logger) = self.kernel_log.as_mut() {
+            logger.flush();
+        }
     }
 }
 

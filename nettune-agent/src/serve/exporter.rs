@@ -19,7 +19,7 @@
 //! series the others have.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex},
 };
 
@@ -75,6 +75,12 @@ pub const METRICS: &[MetricDef] = &[
         kind: MetricType::COUNTER,
         labels: &["cause"],
         help: "Urgent events not delivered: ring buffer full, or rate-limited in the kernel.",
+    },
+    MetricDef {
+        name: "nettune_event_collections_suppressed_total",
+        kind: MetricType::COUNTER,
+        labels: &[],
+        help: "Urgent-event wake-ups that did not collect: too close to the previous collection (agent.min_event_interval_seconds).",
     },
     MetricDef {
         name: "nettune_collection_duration_seconds",
@@ -463,14 +469,17 @@ fn workload_metrics(f: &mut Families, w: &WorkloadFigures) {
 }
 
 /// The workloads' series: the node and the first `cap` pods by name keep their
-/// own, the rest are summed under `pod="_other"`.
-fn workloads_metrics(f: &mut Families, snapshot: &Snapshot, cap: usize) {
+/// own, the rest are summed under `pod="_other"`. Returns the namespaces that
+/// kept their own series.
+fn workloads_metrics(f: &mut Families, snapshot: &Snapshot, cap: usize) -> BTreeSet<u32> {
     let mut folded = Folded::default();
+    let mut kept = BTreeSet::new();
     let mut pods = 0;
     for w in &snapshot.workloads {
         let is_node = w.workload.kind == WorkloadKind::Node;
         if is_node || pods < cap {
             pods += usize::from(!is_node);
+            kept.insert(w.netns);
             workload_metrics(f, w);
         } else {
             folded.add(w);
@@ -478,6 +487,34 @@ fn workloads_metrics(f: &mut Families, snapshot: &Snapshot, cap: usize) {
     }
     folded.emit(f);
     f.add("nettune_workloads_folded", &[], folded.workloads as f64);
+    kept
+}
+
+/// Per-listener series, for the listeners of workloads in `kept`; the others are
+/// summed into one `_other` series.
+fn listener_metrics(f: &mut Families, snapshot: &Snapshot, kept: &BTreeSet<u32>) {
+    let mut other = None;
+    for l in &snapshot.listeners {
+        let Some(w) = snapshot
+            .workload(l.netns)
+            .filter(|_| kept.contains(&l.netns))
+        else {
+            *other.get_or_insert(0.0) += l.overflows.total as f64;
+            continue;
+        };
+        f.add(
+            "nettune_listen_socket_overflows_total",
+            &[&w.workload.namespace, &w.workload.pod, &l.port.to_string()],
+            l.overflows.total as f64,
+        );
+    }
+    if let Some(total) = other {
+        f.add(
+            "nettune_listen_socket_overflows_total",
+            &["", OTHER, OTHER],
+            total,
+        );
+    }
 }
 
 fn tuning_metrics(f: &mut Families, mode: Mode, tuning: &TuningState) {
@@ -568,17 +605,13 @@ fn families(published: &Published, max_pod_series: usize) -> Vec<MetricFamily> {
             fig.total as f64,
         );
     }
-    workloads_metrics(&mut f, snapshot, max_pod_series);
-    for l in &snapshot.listeners {
-        let (ns, pod) = snapshot.workload(l.netns).map_or(("", "unknown"), |w| {
-            (w.workload.namespace.as_str(), w.workload.pod.as_str())
-        });
-        f.add(
-            "nettune_listen_socket_overflows_total",
-            &[ns, pod, &l.port.to_string()],
-            l.overflows.total as f64,
-        );
-    }
+    let kept = workloads_metrics(&mut f, snapshot, max_pod_series);
+    listener_metrics(&mut f, snapshot, &kept);
+    f.add(
+        "nettune_event_collections_suppressed_total",
+        &[],
+        published.event_collections_suppressed as f64,
+    );
     if let Some(tuning) = &published.tuning {
         tuning_metrics(&mut f, snapshot.mode, tuning);
     }

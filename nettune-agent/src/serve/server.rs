@@ -4,7 +4,14 @@
 //!
 //! Each published Snapshot is rendered once, into [`Bytes`] for `/metrics` and
 //! for the JSON API, which every request then shares: serving never renders,
-//! serializes or clones a Snapshot.
+//! serializes or clones a Snapshot, and never waits for a collection.
+//!
+//! The agent runs on every node, on the host network: [`serve`] bounds what a
+//! client can hold — at most [`MAX_CONNECTIONS`] connections (more are closed at
+//! once), [`HEADER_TIMEOUT`] to send a request, [`CONNECTION_TIMEOUT`] for the
+//! whole exchange, one request per connection — and [`Endpoints::Metrics`]
+//! keeps the JSON API (pod names, processes, ports, tuning decisions) off the
+//! public address.
 
 use std::{
     sync::{Arc, Mutex, RwLock},
@@ -19,6 +26,10 @@ use axum::{
     routing::get,
 };
 use bytes::Bytes;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
 
 use super::exporter::Exporter;
 use crate::model::snapshot::Published;
@@ -36,6 +47,7 @@ pub struct ServerState {
     rendered: RwLock<Option<Arc<Rendered>>>,
     last_tick: Mutex<Option<Instant>>,
     exporter: Exporter,
+    max_pod_series: usize,
     /// `/healthz` fails when no collection happened for this long.
     stale_after: Duration,
 }
@@ -48,6 +60,7 @@ impl ServerState {
             rendered: RwLock::new(None),
             last_tick: Mutex::new(None),
             exporter: Exporter::new(max_pod_series),
+            max_pod_series,
             stale_after: interval * 3 + Duration::from_secs(5),
         }
     }
@@ -55,7 +68,13 @@ impl ServerState {
     /// Renders `published` for every endpoint and makes it the one they serve.
     pub fn publish(&self, published: Published) {
         let published = Arc::new(published);
-        let json = serde_json::to_vec(published.as_ref())
+        // The JSON API is bounded like /metrics: at most max_pod_series pods.
+        let served = Published {
+            snapshot: published.snapshot.clone().capped(self.max_pod_series),
+            tuning: published.tuning.clone(),
+            event_collections_suppressed: published.event_collections_suppressed,
+        };
+        let json = serde_json::to_vec(&served)
             .map(Bytes::from)
             .unwrap_or_else(|e| Bytes::from(format!("{{\"error\":\"{e}\"}}")));
         let rendered = Arc::new(Rendered {
@@ -81,14 +100,72 @@ impl ServerState {
     }
 }
 
+/// Which endpoints a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoints {
+    /// `/metrics`, `/healthz`, `/readyz`: what Prometheus and the kubelet need,
+    /// safe on a public address.
+    Metrics,
+    /// Those and the JSON API.
+    All,
+}
+
 /// The router for `state`.
-pub fn router(state: Arc<ServerState>) -> Router {
-    Router::new()
+pub fn router(state: Arc<ServerState>, endpoints: Endpoints) -> Router {
+    let router = Router::new()
         .route("/metrics", get(metrics))
-        .route("/api/v1/snapshot", get(snapshot))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(state)
+        .route("/readyz", get(readyz));
+    match endpoints {
+        Endpoints::Metrics => router,
+        Endpoints::All => router.route("/api/v1/snapshot", get(snapshot)),
+    }
+    .with_state(state)
+}
+
+/// Most connections served at once; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send its request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time one connection (one request) may take in all.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Serves `router` on `listener` until `stop` changes: one request per
+/// connection, bounded in number and time.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors, say: back off instead of spinning.
+                    log::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Beyond the limit the connection is closed before anything is read.
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            continue;
+        };
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+            drop(permit);
+        });
+    }
 }
 
 fn not_yet() -> Response {
@@ -134,5 +211,95 @@ async fn readyz(State(state): State<Arc<ServerState>>) -> Response {
     match state.rendered_latest() {
         Some(_) => (StatusCode::OK, "ready\n").into_response(),
         None => not_yet(),
+    }
+}
+
+/// Helpers for tests that need a live server.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::serve::client;
+
+    /// Serves `state` on a loopback port from a runtime on its own thread.
+    pub(crate) fn serving(
+        state: Arc<ServerState>,
+        endpoints: Endpoints,
+    ) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                    serve(listener, router(state, endpoints), stop_rx).await;
+                });
+        });
+        (addr, stop)
+    }
+
+    pub(crate) fn get(addr: SocketAddr, path: &str) -> u16 {
+        client::get_raw_blocking(addr, path, Duration::from_secs(5), 1 << 20)
+            .map_or(0, |(status, _)| status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Read as _, net::TcpStream};
+
+    use super::{
+        testing::{get, serving},
+        *,
+    };
+
+    #[test]
+    fn the_json_api_is_not_served_with_the_metrics_only() {
+        let state = Arc::new(ServerState::new(100, Duration::from_secs(1)));
+        state.publish(Published {
+            snapshot: crate::model::snapshot::for_tests(Vec::new()),
+            tuning: None,
+            event_collections_suppressed: 0,
+        });
+        let (addr, stop) = serving(state, Endpoints::Metrics);
+        assert_eq!(get(addr, "/metrics"), 200);
+        assert_eq!(get(addr, "/api/v1/snapshot"), 404);
+        let _ = stop.send(true);
+    }
+
+    #[test]
+    fn a_client_that_sends_nothing_is_cut_off_and_extra_connections_are_closed() {
+        let state = Arc::new(ServerState::new(100, Duration::from_secs(1)));
+        let (addr, stop) = serving(state, Endpoints::All);
+        let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS + 8)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let closed_at_once = idle
+            .iter()
+            .filter(|s| {
+                s.set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                matches!((&**s).read(&mut [0; 16]), Ok(0))
+            })
+            .count();
+        assert!(
+            closed_at_once >= 8,
+            "only {closed_at_once} of the extra connections were refused"
+        );
+        // The ones admitted are cut off once the header timeout passes.
+        let first = &idle[0];
+        first.set_read_timeout(Some(HEADER_TIMEOUT * 3)).unwrap();
+        let n = (&*first).read(&mut [0; 512]);
+        assert!(
+            n.is_ok(),
+            "an idle client kept its connection past the header timeout: {n:?}"
+        );
+        let _ = stop.send(true);
     }
 }

@@ -58,6 +58,8 @@ impl Default for State {
 #[derive(Debug, Default)]
 pub struct FakeSystem {
     state: Mutex<State>,
+    /// When set, the next namespace listing waits for a message (or a hang-up).
+    gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 fn not_found(what: String) -> io::Error {
@@ -103,6 +105,18 @@ impl FakeSystem {
                 cookie,
             },
         );
+    }
+
+    /// Makes the next namespace listing wait until the returned sender sends or
+    /// is dropped: a collection stuck in the kernel, for tests of what must not
+    /// wait for one.
+    pub fn hold_next_listing(&self) -> std::sync::mpsc::Sender<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        *self
+            .gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rx);
+        tx
     }
 
     /// Removes a namespace (the pod went away).
@@ -202,6 +216,14 @@ impl FakeSystem {
 
 impl System for FakeSystem {
     fn namespaces(&self) -> BTreeMap<u32, Namespace> {
+        let gate = self
+            .gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(gate) = gate {
+            let _ = gate.recv();
+        }
         self.state()
             .namespaces
             .iter()

@@ -55,8 +55,13 @@ pub trait System: Send + Sync {
     fn write_sysctl(&self, target: &Target, name: &str, value: &str) -> io::Result<()>;
 }
 
-/// A borrowed system is a system (tests keep the fake while a tuner uses it).
-impl<T: System + ?Sized> System for &T {
+/// A shared or borrowed system is a system (`&FakeSystem` while a test keeps the
+/// fake, `Arc<FakeSystem>` across the collection thread).
+impl<D> System for D
+where
+    D: std::ops::Deref + Send + Sync,
+    D::Target: System,
+{
     fn namespaces(&self) -> BTreeMap<u32, Namespace> {
         (**self).namespaces()
     }

@@ -72,6 +72,24 @@ pub fn own_inode() -> io::Result<u32> {
     inode_of(Path::new("/proc/self/ns/net"))
 }
 
+/// `statfs` magic of nsfs, the file system of namespace files.
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// Whether `path` is a namespace file (a bind mount of one under `/run/netns`),
+/// asked without opening it: an entry there may be an empty file (a mount that
+/// did not propagate into a container) or a FIFO someone planted, which `open`
+/// would wait on forever.
+pub fn is_namespace_file(path: &Path) -> bool {
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into a zeroed struct we own; the path is NUL-terminated.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &raw mut stat) };
+    rc == 0 && i64::from(stat.f_type) == NSFS_MAGIC
+}
+
 /// Every network namespace reachable through `/proc` and `/run/netns`.
 pub fn discover() -> BTreeMap<u32, Namespace> {
     let host = own_inode().unwrap_or(0);
@@ -79,6 +97,9 @@ pub fn discover() -> BTreeMap<u32, Namespace> {
     if let Ok(dir) = fs::read_dir(RUN_NETNS) {
         for entry in dir.flatten() {
             let path = entry.path();
+            if !is_namespace_file(&path) {
+                continue;
+            }
             let Ok(inode) = inode_of(&path) else { continue };
             found.entry(inode).or_insert_with(|| Namespace {
                 inode,
@@ -190,5 +211,22 @@ pub fn cookie_of_this_thread() -> io::Result<Option<u64>> {
             e if e.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(None),
             e => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_namespace_files_count_as_namespaces() {
+        assert!(is_namespace_file(Path::new("/proc/self/ns/net")));
+        let dir = std::env::temp_dir().join(format!("nettune-nsfs-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let plain = dir.join("not-a-namespace");
+        fs::write(&plain, "").unwrap();
+        assert!(!is_namespace_file(&plain));
+        assert!(!is_namespace_file(&dir.join("missing")));
+        fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -146,7 +146,9 @@ impl App {
         if self.paused {
             return;
         }
-        let Published { snapshot, tuning } = published;
+        let Published {
+            snapshot, tuning, ..
+        } = published;
         self.tuning = tuning;
         for w in &snapshot.workloads {
             let h = self.history.entry(w.netns).or_default();
@@ -321,6 +323,7 @@ mod tests {
                 w("charlie", 3, 3.0, 0.0),
             ]),
             tuning: None,
+            event_collections_suppressed: 0,
         }
     }
 

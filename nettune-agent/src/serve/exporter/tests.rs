@@ -44,6 +44,7 @@ fn published(pods: u32) -> Arc<Published> {
     Arc::new(Published {
         snapshot: Snapshot::build(&sample, None, 1.0, &ctx),
         tuning: None,
+        event_collections_suppressed: 0,
     })
 }
 
@@ -109,7 +110,7 @@ fn declared_metrics_follow_naming_rules() {
 #[test]
 fn pods_beyond_the_cap_are_folded_into_other() {
     let text = render(5, 2);
-    let pods: std::collections::BTreeSet<&str> = text
+    let pods: BTreeSet<&str> = text
         .lines()
         .filter(|l| l.starts_with("nettune_drops_total{"))
         .filter_map(|l| l.split("pod=\"").nth(1)?.split('"').next())
@@ -173,5 +174,34 @@ fn a_counter_rate_is_exported_as_its_total() {
         text.contains(
             "nettune_tcp_retransmit_segments_total{namespace=\"\",pod=\"netns:p001\"} 42"
         )
+    );
+}
+
+#[test]
+fn listeners_of_folded_pods_are_summed_not_listed() {
+    let mut p = (*published(5)).clone();
+    for (netns, port) in [(2, 80), (6, 81), (6, 82)] {
+        p.snapshot.listeners.push(crate::model::snapshot::Listener {
+            netns,
+            port,
+            overflows: CounterRate {
+                total: 10,
+                per_second: 0.0,
+            },
+            backlog: 1,
+            max_backlog: 1,
+        });
+    }
+    let text = String::from_utf8(Exporter::new(2).render(Arc::new(p)).to_vec()).unwrap();
+    let listeners: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("nettune_listen_socket_overflows_total{"))
+        .collect();
+    assert_eq!(
+        listeners,
+        [
+            "nettune_listen_socket_overflows_total{namespace=\"\",pod=\"_other\",port=\"_other\"} 20",
+            "nettune_listen_socket_overflows_total{namespace=\"\",pod=\"netns:p001\",port=\"80\"} 10",
+        ]
     );
 }
