@@ -87,7 +87,7 @@ pub fn is_namespace_file(path: &Path) -> bool {
     let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let rc = unsafe { libc::statfs(c_path.as_ptr(), &raw mut stat) };
-    rc == 0 && i64::from(stat.f_type) == NSFS_MAGIC
+    rc == 0 && stat.f_type == NSFS_MAGIC
 }
 
 /// Every network namespace reachable through `/proc` and `/run/netns`.
