@@ -361,7 +361,7 @@ fn a_fifo_planted_in_run_netns_stalls_neither_collection_nor_the_endpoints() -> 
         return skip;
     }
     std::fs::create_dir_all("/run/netns")?;
-    let fifo = std::path::PathBuf::from(format!("/run/netns/nettune-fifo-{}", std::process::id()));
+    let fifo = PathBuf::from(format!("/run/netns/nettune-fifo-{}", std::process::id()));
     let c_path = std::ffi::CString::new(fifo.to_str().context("path")?)?;
     // SAFETY: mkfifo reads a NUL-terminated path we own.
     ensure!(
