@@ -364,11 +364,8 @@ fn a_fifo_planted_in_run_netns_stalls_neither_collection_nor_the_endpoints() -> 
     let fifo = PathBuf::from(format!("/run/netns/nettune-fifo-{}", std::process::id()));
     let c_path = std::ffi::CString::new(fifo.to_str().context("path")?)?;
     // SAFETY: mkfifo reads a NUL-terminated path we own.
-    ensure!(
-        unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } == 0,
-        "mkfifo: {}",
-        std::io::Error::last_os_error()
-    );
+    let made = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
+    ensure!(made == 0, "mkfifo: {}", std::io::Error::last_os_error());
     let result = (|| -> anyhow::Result<(f64, f64)> {
         let agent =
             bpf_tests::agent_process::AgentProcess::start(&nettune_bin()?, &["--interval", "0.2"])?;
