@@ -31,6 +31,10 @@ pub const TESTS: &[Test] = &[
         run: a_fifo_planted_in_run_netns_stalls_neither_collection_nor_the_endpoints,
     },
     Test {
+        name: "agent::after_sigkill_a_restart_leaves_one_clsact_filter_per_direction",
+        run: after_sigkill_a_restart_leaves_one_clsact_filter_per_direction,
+    },
+    Test {
         name: "agent::without_root_nettune_fails_with_a_clear_message",
         run: without_root_nettune_fails_with_a_clear_message,
     },
@@ -168,7 +172,8 @@ fn run_detaches_everything_on(signal: libc::c_int) -> TestResult {
     let our_links: Vec<_> = links_running.difference(&links_before).collect();
     // SAFETY: kill sends a signal to a child process we own and have not reaped.
     unsafe { libc::kill(i32::try_from(agent.id())?, signal) };
-    let status = wait_with_timeout(&mut agent, Duration::from_secs(15))?;
+    // The kubelet's grace period is longer; nettune promises 5 s.
+    let status = wait_with_timeout(&mut agent, Duration::from_secs(5))?;
     let log = reader
         .join()
         .map_err(|_| anyhow::anyhow!("log reader panicked"))?;
@@ -386,5 +391,63 @@ fn a_fifo_planted_in_run_netns_stalls_neither_collection_nor_the_endpoints() -> 
         "    with a FIFO in /run/netns: snapshots at {first:.1} s and {second:.1} s of uptime"
     );
     ensure!(second > first, "collections stopped: {first} then {second}");
+    Ok(Outcome::Passed)
+}
+
+/// Our filters on `dev`'s clsact `direction` (`ingress`/`egress`), from `tc`.
+fn our_filters(dev: &str, direction: &str) -> anyhow::Result<usize> {
+    let out = Command::new("tc")
+        .args(["filter", "show", "dev", dev, direction])
+        .output()
+        .context("running tc")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter(|l| l.contains("pod_ingress") || l.contains("pod_egress"))
+        .count())
+}
+
+/// clsact filters outlive a process killed with SIGKILL (TCX links do not): a
+/// restarted agent must replace its stale filters, not add a second copy.
+fn after_sigkill_a_restart_leaves_one_clsact_filter_per_direction() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let pod = bpf_tests::netns::Netns::new("kill")?;
+    let veth = bpf_tests::netns::Veth::to_host(&pod, 35)?;
+    let dev = veth.veth.a_name.clone();
+    let start = || {
+        bpf_tests::agent_process::AgentProcess::start(
+            &nettune_bin()?,
+            &["--interval", "0.2", "--disable-variant", "tcx"],
+        )
+    };
+    let wait_attached = |agent: &bpf_tests::agent_process::AgentProcess| -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !agent.metrics()?.contains(&format!("interface=\"{dev}\"")) {
+            ensure!(Instant::now() < deadline, "{dev} was never watched");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    };
+    let agent = start()?;
+    wait_attached(&agent)?;
+    agent.kill_hard()?;
+    let stale = (our_filters(&dev, "ingress")?, our_filters(&dev, "egress")?);
+    let agent = start()?;
+    wait_attached(&agent)?;
+    let after = (our_filters(&dev, "ingress")?, our_filters(&dev, "egress")?);
+    println!(
+        "    clsact filters of ours on {dev}: after SIGKILL {stale:?}, after the restart {after:?}"
+    );
+    ensure!(
+        stale == (1, 1),
+        "SIGKILL left {stale:?} filters (expected one each)"
+    );
+    ensure!(
+        after == (1, 1),
+        "the restart left {after:?} filters: stale ones piled up"
+    );
+    drop(agent);
     Ok(Outcome::Passed)
 }
