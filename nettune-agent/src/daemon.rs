@@ -74,6 +74,15 @@ impl<P: ProbeSource, S: System + Clone> Engine<P, S> {
     /// mode, a tuner.
     pub fn new(probes: P, system: S, config: &Config) -> Result<Self, DaemonError> {
         let mem_total = tuner::mem_total(&system);
+        let mut config = config.clone();
+        if config.tuning.mode == Mode::Enforce && system.sysctls_read_only() {
+            log::warn!(
+                "/proc/sys is read-only here (a container without the privileged /proc \
+                 overlay?): tuning switches from enforce to advise; observing continues"
+            );
+            config.tuning.mode = Mode::Advise;
+        }
+        let config = &config;
         let tuner = match Tuner::new(system.clone(), config.tuning_with_own_ports(), mem_total) {
             Ok(t) => Some(t),
             // Observing needs no journal; advising and enforcing do.
@@ -398,5 +407,47 @@ mod tests {
         assert_eq!(w.suppressed, 7);
         let mut w = EventWakeups::new(Duration::ZERO);
         assert!((0..5).all(|_| w.on_events(t0)));
+    }
+}
+
+#[cfg(test)]
+mod read_only_tests {
+    use super::*;
+    use crate::{model::tuning::Target, probes::fake::FakeProbes, sys::fake::FakeSystem};
+
+    #[test]
+    fn a_read_only_proc_sys_turns_enforce_into_advise_and_observing_goes_on() {
+        let system = std::sync::Arc::new(FakeSystem::new());
+        system.add_namespace(1, None, true);
+        system.set_sysctl(&Target::Node, "net.core.somaxconn", "4096");
+        system.set_net_file(
+            1,
+            "netstat",
+            Some("TcpExt: ListenOverflows ListenDrops TCPReqQFullDrop\nTcpExt: 0 0 0\n"),
+        );
+        system.make_sysctls_read_only();
+        let state = std::env::temp_dir().join(format!("nettune-ro-{}", std::process::id()));
+        let mut config = Config::default();
+        config.tuning.mode = Mode::Enforce;
+        config.tuning.state_dir.clone_from(&state);
+        let mut engine = Engine::new(FakeProbes::default(), system.clone(), &config).unwrap();
+        engine.step().unwrap();
+        system.set_net_file(
+            1,
+            "netstat",
+            Some("TcpExt: ListenOverflows ListenDrops TCPReqQFullDrop\nTcpExt: 50 50 0\n"),
+        );
+        let (tick, published) = engine.step().unwrap();
+        assert!(tick.snapshot.workloads[0].listen_overflows.per_second > 0.0);
+        let decisions = published.tuning.unwrap().recent;
+        assert_eq!(decisions.len(), 1, "{decisions:?}");
+        assert_eq!(decisions[0].result, crate::model::tuning::Outcome::Advised);
+        assert_eq!(
+            system
+                .sysctl(&Target::Node, "net.core.somaxconn")
+                .as_deref(),
+            Some("4096")
+        );
+        let _ = std::fs::remove_dir_all(state);
     }
 }

@@ -35,6 +35,10 @@ pub const TESTS: &[Test] = &[
         run: after_sigkill_a_restart_leaves_one_clsact_filter_per_direction,
     },
     Test {
+        name: "agent::with_proc_sys_read_only_enforce_becomes_advise_with_one_warning",
+        run: with_proc_sys_read_only_enforce_becomes_advise_with_one_warning,
+    },
+    Test {
         name: "agent::without_root_nettune_fails_with_a_clear_message",
         run: without_root_nettune_fails_with_a_clear_message,
     },
@@ -449,5 +453,82 @@ fn after_sigkill_a_restart_leaves_one_clsact_filter_per_direction() -> TestResul
         "the restart left {after:?} filters: stale ones piled up"
     );
     drop(agent);
+    Ok(Outcome::Passed)
+}
+
+/// A container without the privileged `/proc` overlay sees `/proc/sys` read-only:
+/// the agent in enforce mode must say so once, advise instead, and keep observing.
+fn with_proc_sys_read_only_enforce_becomes_advise_with_one_warning() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let base = std::env::temp_dir().join(format!("nettune-ro-{}", std::process::id()));
+    std::fs::create_dir_all(&base)?;
+    let config = base.join("nettune.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tuning]\nmode = \"enforce\"\nstate_dir = \"{}\"\n",
+            base.join("state").display()
+        ),
+    )?;
+    let port = bpf_tests::agent_process::free_port()?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let script = format!(
+        "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && \
+         exec {} --config {} run --interval 0.2 --listen {addr} --api-listen {addr}",
+        nettune_bin()?.display(),
+        config.display()
+    );
+    let mut agent = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running unshare")?;
+    let stderr = agent.stderr.take().context("no stderr")?;
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let result = (|| -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((200, metrics)) = bpf_tests::agent_process::http_get(addr, "/metrics") {
+                // A few more collections: the warning must not repeat.
+                std::thread::sleep(Duration::from_millis(600));
+                return Ok(metrics);
+            }
+            ensure!(Instant::now() < deadline, "the agent was not ready in 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })();
+    // SAFETY: signals our own child (the agent, exec'd by sh), reaped right after.
+    unsafe { libc::kill(i32::try_from(agent.id())?, libc::SIGTERM) };
+    agent.wait()?;
+    let _ = std::fs::remove_dir_all(&base);
+    let log = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader panicked"))?;
+    let metrics = result?;
+    let warnings = log.iter().filter(|l| l.contains("read-only")).count();
+    println!(
+        "    {warnings} read-only warning(s); mode line: {:?}",
+        metrics
+            .lines()
+            .find(|l| l.starts_with("nettune_tuning_mode{mode=\"advise\"}"))
+    );
+    ensure!(
+        warnings == 1,
+        "expected one warning, got:\n{}",
+        log.join("\n")
+    );
+    ensure!(
+        metrics.contains("nettune_tuning_mode{mode=\"advise\"} 1"),
+        "the tuner is not advising"
+    );
+    ensure!(metrics.contains("nettune_workloads "), "observing stopped");
     Ok(Outcome::Passed)
 }

@@ -37,6 +37,7 @@ struct State {
     proc: BTreeMap<String, String>,
     node_sysctls: BTreeMap<String, String>,
     cookies_given: u64,
+    read_only: bool,
     ignored_writes: std::collections::BTreeSet<(Target, String)>,
 }
 
@@ -48,6 +49,7 @@ impl Default for State {
             proc: BTreeMap::new(),
             node_sysctls: BTreeMap::new(),
             cookies_given: 0,
+            read_only: false,
             ignored_writes: std::collections::BTreeSet::new(),
         }
     }
@@ -183,6 +185,11 @@ impl FakeSystem {
         }
     }
 
+    /// Mounts `/proc/sys` read-only: every sysctl write fails with EROFS.
+    pub fn make_sysctls_read_only(&self) {
+        self.state().read_only = true;
+    }
+
     /// Makes writes to sysctl `name` at `target` succeed without changing it (a
     /// value the kernel silently keeps).
     pub fn ignore_writes(&self, target: &Target, name: &str) {
@@ -283,7 +290,14 @@ impl System for FakeSystem {
         })
     }
 
+    fn sysctls_read_only(&self) -> bool {
+        self.state().read_only
+    }
+
     fn write_sysctl(&self, target: &Target, name: &str, value: &str) -> io::Result<()> {
+        if self.state().read_only {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
         if self
             .state()
             .ignored_writes

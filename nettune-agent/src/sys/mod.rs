@@ -48,6 +48,10 @@ pub trait System: Send + Sync {
     /// `sys/net/netfilter/nf_conntrack_max`, `1234/cgroup`).
     fn read_proc(&self, path: &str) -> io::Result<String>;
 
+    /// Whether `/proc/sys` is mounted read-only here (a container without the
+    /// privileged `/proc` overlay): sysctls can be read but not written.
+    fn sysctls_read_only(&self) -> bool;
+
     /// Reads sysctl `name` (dotted, `net.*` only) at `target`.
     fn read_sysctl(&self, target: &Target, name: &str) -> io::Result<String>;
 
@@ -84,6 +88,10 @@ where
 
     fn read_proc(&self, path: &str) -> io::Result<String> {
         (**self).read_proc(path)
+    }
+
+    fn sysctls_read_only(&self) -> bool {
+        (**self).sysctls_read_only()
     }
 
     fn read_sysctl(&self, target: &Target, name: &str) -> io::Result<String> {
@@ -161,6 +169,18 @@ impl System for Kernel {
 
     fn read_proc(&self, path: &str) -> io::Result<String> {
         fs::read_to_string(Path::new("/proc").join(path))
+    }
+
+    fn sysctls_read_only(&self) -> bool {
+        let Ok(path) = std::ffi::CString::new("/proc/sys/net") else {
+            return false;
+        };
+        // SAFETY: statvfs writes into a zeroed struct we own; the path is
+        // NUL-terminated.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), &raw mut stat) };
+        rc == 0 && stat.f_flag & libc::ST_RDONLY != 0
     }
 
     fn read_sysctl(&self, target: &Target, name: &str) -> io::Result<String> {
