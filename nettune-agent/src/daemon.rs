@@ -417,7 +417,7 @@ mod read_only_tests {
 
     #[test]
     fn a_read_only_proc_sys_turns_enforce_into_advise_and_observing_goes_on() {
-        let system = std::sync::Arc::new(FakeSystem::new());
+        let system = Arc::new(FakeSystem::new());
         system.add_namespace(1, None, true);
         system.set_sysctl(&Target::Node, "net.core.somaxconn", "4096");
         system.set_net_file(
