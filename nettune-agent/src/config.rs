@@ -427,19 +427,33 @@ impl Config {
 
         for (name, raw_limit) in raw.tuning.limits {
             let key = format!("tuning.limits.\"{}\"", name.get_ref());
-            tunables::lookup(name.get_ref())
+            let spec = tunables::lookup(name.get_ref())
                 .map_err(|e| error(Some(name.span()), key.clone(), e.to_string()))?;
+            let most = spec.most_room().ok_or_else(|| {
+                error(
+                    Some(name.span()),
+                    key.clone(),
+                    "is a setting, not room: nettune never raises it, so it takes no limits".into(),
+                )
+            })?;
             let bound = |v: Option<Spanned<i64>>,
                          which: &str|
              -> Result<Option<(u64, Spanned<i64>)>, ConfigError> {
                 let Some(v) = v else { return Ok(None) };
-                let n = u64::try_from(*v.get_ref()).map_err(|_| {
-                    error(
-                        Some(v.span()),
-                        format!("{key}.{which}"),
-                        format!("{} is out of range: must not be negative", v.get_ref()),
-                    )
-                })?;
+                let n = u64::try_from(*v.get_ref())
+                    .ok()
+                    .filter(|n| *n <= most)
+                    .ok_or_else(|| {
+                        error(
+                            Some(v.span()),
+                            format!("{key}.{which}"),
+                            format!(
+                                "{} is out of range: must be between 0 and {most}, the most the \
+                                 kernel accepts",
+                                v.get_ref()
+                            ),
+                        )
+                    })?;
                 Ok(Some((n, v)))
             };
             let floor = bound(raw_limit.floor, "floor")?;

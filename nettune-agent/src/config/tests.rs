@@ -155,3 +155,45 @@ fn port_settings_are_checked() {
     let c = Config::parse("x", "[tuning]\nreserved_ports = [\"8080\"]\n").unwrap();
     assert_eq!(c.tuning.reserved_ports, ["8080"]);
 }
+
+#[test]
+fn sysctl_names_that_escape_or_look_alike_are_refused() {
+    for (name, reason) in [
+        ("net/../kernel/core_pattern", "is not a sysctl name"),
+        ("net.core.somaxconn/../../x", "is not a sysctl name"),
+        // A Cyrillic "с" in somaxconn.
+        ("net.core.somax\u{0441}onn", "is not a sysctl name"),
+        ("kernel.core_pattern", "is outside net.*"),
+        ("net.ipv4.ip_forward", "is not a sysctl nettune manages"),
+    ] {
+        let text = format!("[tuning]\nexclude = [\"{name}\"]\n");
+        let e = err(&text);
+        assert!(
+            e.contains("tuning.exclude") && e.contains(reason),
+            "{name}: {e}"
+        );
+        let text = format!("[tuning.limits.\"{name}\"]\nceiling = 1\n");
+        let e = err(&text);
+        assert!(
+            e.contains(":1: tuning.limits") && e.contains(reason),
+            "{name}: {e}"
+        );
+    }
+}
+
+#[test]
+fn absurd_limits_are_refused_with_what_the_kernel_accepts() {
+    assert_eq!(
+        err("[tuning.limits.\"net.core.somaxconn\"]\nceiling = 9999999999\n"),
+        "/etc/nettune/nettune.toml:2: tuning.limits.\"net.core.somaxconn\".ceiling: 9999999999 \
+         is out of range: must be between 0 and 2147483647, the most the kernel accepts"
+    );
+    assert!(
+        err("[tuning.limits.\"net.ipv4.ip_local_port_range\"]\nceiling = 70000\n")
+            .contains("must be between 0 and 65535")
+    );
+    assert!(
+        err("[tuning.limits.\"net.ipv4.tcp_fin_timeout\"]\nceiling = 10\n")
+            .contains("is a setting, not room")
+    );
+}
