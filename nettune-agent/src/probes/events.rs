@@ -30,16 +30,21 @@ impl EventReader {
     }
 }
 
+/// An event from a ring-buffer record; `None` when the record is too short.
+pub fn decode(record: &[u8]) -> Option<Event> {
+    (record.len() >= size_of::<Event>())
+        // SAFETY: `Event` is repr(C) and made of plain integers, so any bytes are a
+        // valid value, and the record holds at least that many; read_unaligned
+        // copes with the ring's 8-byte alignment.
+        .then(|| unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<Event>()) })
+}
+
 impl EventReader {
     /// Takes every event waiting in the ring buffer.
     pub(super) fn drain(&mut self) -> Vec<Event> {
         let mut out = Vec::new();
         while let Some(item) = self.ring.next() {
-            if item.len() >= size_of::<Event>() {
-                // SAFETY: the kernel side writes whole `Event`s (repr(C), plain
-                // integers); read_unaligned copes with the ring's 8-byte alignment.
-                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
-            }
+            out.extend(decode(&item));
         }
         out
     }

@@ -166,6 +166,48 @@ fn set_receive_timeout(fd: RawFd, timeout: Duration) -> io::Result<()> {
     }
 }
 
+/// What one datagram said about request `sequence`.
+#[derive(Debug, Default)]
+pub struct Replies {
+    /// The replies to our request in it.
+    pub messages: Vec<RouteNetlinkMessage>,
+    /// The exchange is complete (`NLMSG_DONE`, an acknowledgement, or the one
+    /// reply a non-dump request gets).
+    pub complete: bool,
+}
+
+/// Parses one datagram of replies to request `sequence` (a dump when `dump`);
+/// replies to other sequence numbers are skipped, an error reply is an error.
+pub fn parse_datagram(mut datagram: &[u8], sequence: u32, dump: bool) -> io::Result<Replies> {
+    let mut replies = Replies::default();
+    while !datagram.is_empty() && !replies.complete {
+        let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(datagram)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let length = usize::try_from(message.header.length).unwrap_or(usize::MAX);
+        if length < 16 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "netlink message shorter than its header",
+            ));
+        }
+        datagram = datagram.get(length.next_multiple_of(4)..).unwrap_or_default();
+        if message.header.sequence_number != sequence {
+            continue;
+        }
+        match message.payload {
+            NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
+            // NLMSG_DONE, or an acknowledgement.
+            NetlinkPayload::Done(_) | NetlinkPayload::Error(_) => replies.complete = true,
+            NetlinkPayload::InnerMessage(inner) => {
+                replies.messages.push(inner);
+                replies.complete = !dump;
+            }
+            _ => {}
+        }
+    }
+    Ok(replies)
+}
+
 /// Reads datagrams with `recv` until the reply to request `sequence` is complete:
 /// `NLMSG_DONE` for a dump, the first message otherwise. Replies to other
 /// sequence numbers are skipped; an error reply, a 0-byte read or a receive
@@ -176,7 +218,7 @@ fn receive_replies(
     dump: bool,
 ) -> io::Result<Vec<RouteNetlinkMessage>> {
     let mut buf = Vec::with_capacity(BUFFER_BYTES);
-    let mut replies = Vec::new();
+    let mut messages = Vec::new();
     loop {
         let n = recv(&mut buf).map_err(|e| match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
@@ -191,36 +233,10 @@ fn receive_replies(
                 "netlink socket returned 0 bytes",
             ));
         }
-        let mut datagram = &buf[..n.min(buf.len())];
-        while !datagram.is_empty() {
-            let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(datagram)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            let length = usize::try_from(message.header.length).unwrap_or(usize::MAX);
-            if length < 16 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "netlink message shorter than its header",
-                ));
-            }
-            datagram = datagram
-                .get(length.next_multiple_of(4)..)
-                .unwrap_or_default();
-            if message.header.sequence_number != sequence {
-                continue;
-            }
-            match message.payload {
-                NetlinkPayload::Done(_) => return Ok(replies),
-                NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
-                // An acknowledgement.
-                NetlinkPayload::Error(_) => return Ok(replies),
-                NetlinkPayload::InnerMessage(inner) => {
-                    replies.push(inner);
-                    if !dump {
-                        return Ok(replies);
-                    }
-                }
-                _ => {}
-            }
+        let replies = parse_datagram(&buf[..n.min(buf.len())], sequence, dump)?;
+        messages.extend(replies.messages);
+        if replies.complete {
+            return Ok(messages);
         }
     }
 }
