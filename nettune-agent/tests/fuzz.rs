@@ -40,7 +40,13 @@ fn counter_text() -> impl Strategy<Value = String> {
 /// BTF whose types are generated: valid headers, so the parser gets past them.
 fn btf_blob() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(
-        (0u32..24, 0u32..6, any::<bool>(), 0u32..64, prop::collection::vec(any::<u32>(), 0..12)),
+        (
+            0u32..24,
+            0u32..6,
+            any::<bool>(),
+            0u32..64,
+            prop::collection::vec(any::<u32>(), 0..12),
+        ),
         0..24,
     )
     .prop_map(|types| {

@@ -190,7 +190,9 @@ pub fn parse_datagram(mut datagram: &[u8], sequence: u32, dump: bool) -> io::Res
                 "netlink message shorter than its header",
             ));
         }
-        datagram = datagram.get(length.next_multiple_of(4)..).unwrap_or_default();
+        datagram = datagram
+            .get(length.next_multiple_of(4)..)
+            .unwrap_or_default();
         if message.header.sequence_number != sequence {
             continue;
         }
