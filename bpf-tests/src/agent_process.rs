@@ -70,6 +70,35 @@ impl AgentProcess {
         }
     }
 
+    /// The current `/api/v1/snapshot` (the Snapshot and the tuner's state).
+    pub fn snapshot(&self) -> anyhow::Result<serde_json::Value> {
+        match http_get(self.addr, "/api/v1/snapshot")? {
+            (200, body) => Ok(serde_json::from_str(&body)?),
+            (status, body) => bail!("/api/v1/snapshot answered {status}: {body}"),
+        }
+    }
+
+    /// Polls the snapshot every 200 ms until `found` returns something, for at
+    /// most `timeout`; the error names `what` and shows the last snapshot.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut found: impl FnMut(&serde_json::Value) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let snapshot = self.snapshot()?;
+            if let Some(t) = found(&snapshot) {
+                return Ok(t);
+            }
+            if Instant::now() > deadline {
+                bail!("{what}: not seen within {timeout:?}; last snapshot: {snapshot}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// The process id (to find the maps it owns).
     pub fn pid(&self) -> u32 {
         self.child.id()

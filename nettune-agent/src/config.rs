@@ -150,6 +150,7 @@ struct RawTuning {
     exclude: Vec<Spanned<String>>,
     pod_netns: Vec<String>,
     cooldown_seconds: Option<Spanned<i64>>,
+    verdict_seconds: Option<Spanned<i64>>,
     max_changes_per_hour: Option<Spanned<i64>>,
     max_step: Option<Spanned<f64>>,
     conntrack_threshold: Option<Spanned<f64>>,
@@ -389,6 +390,17 @@ impl Config {
             };
         if let Some(v) = whole(raw.tuning.cooldown_seconds, "cooldown_seconds", 86_400)? {
             t.cooldown_seconds = v;
+        }
+        let verdict_span = raw.tuning.verdict_seconds.as_ref().map(Spanned::span);
+        if let Some(v) = whole(raw.tuning.verdict_seconds, "verdict_seconds", 86_400)? {
+            if v < 2 {
+                return Err(error(
+                    verdict_span,
+                    "tuning.verdict_seconds".into(),
+                    format!("{v} is out of range: must be between 2 and 86400"),
+                ));
+            }
+            t.verdict_seconds = v;
         }
         if let Some(v) = whole(
             raw.tuning.max_changes_per_hour,

@@ -413,7 +413,11 @@ mod tests {
 #[cfg(test)]
 mod read_only_tests {
     use super::*;
-    use crate::{model::tuning::Target, probes::fake::FakeProbes, sys::fake::FakeSystem};
+    use crate::{
+        model::{sample::ListenSysctls, tuning::Target},
+        probes::fake::FakeProbes,
+        sys::{ListenerScan, ListeningSocket, fake::FakeSystem},
+    };
 
     #[test]
     fn a_read_only_proc_sys_turns_enforce_into_advise_and_observing_goes_on() {
@@ -424,6 +428,23 @@ mod read_only_tests {
             1,
             "netstat",
             Some("TcpExt: ListenOverflows ListenDrops TCPReqQFullDrop\nTcpExt: 0 0 0\n"),
+        );
+        // A listener that asked for more than somaxconn, full: the rule would raise.
+        system.set_listeners(
+            1,
+            ListenerScan {
+                sockets: vec![ListeningSocket {
+                    address: std::net::Ipv4Addr::UNSPECIFIED.into(),
+                    port: 80,
+                    inode: 5,
+                    queue: 4097,
+                    limit: 4096,
+                }],
+                sysctls: ListenSysctls {
+                    somaxconn: Some(4096),
+                    ..ListenSysctls::default()
+                },
+            },
         );
         system.make_sysctls_read_only();
         let state = std::env::temp_dir().join(format!("nettune-ro-{}", std::process::id()));

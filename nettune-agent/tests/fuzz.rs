@@ -107,7 +107,8 @@ proptest! {
 
     #[test]
     fn netlink_datagrams(bytes in prop::collection::vec(any::<u8>(), 0..256), dump in any::<bool>()) {
-        let _ = netlink::parse_datagram(&bytes, 1, dump);
+        let _ = netlink::parse_datagram::<netlink_packet_route::RouteNetlinkMessage>(&bytes, 1, dump);
+        let _ = netlink::parse_datagram::<netlink_packet_sock_diag::SockDiagMessage>(&bytes, 1, dump);
     }
 
     #[test]

@@ -125,6 +125,7 @@ fn missing_btf_and_tracefs_are_named_with_the_fallback_taken() -> TestResult {
     }
     for (name, fallback) in [
         ("listen_overflow", "procfs"),
+        ("listen_backlog", "tracepoint"),
         ("connect_eaddrnotavail", "procfs"),
         ("conntrack", "procfs"),
         ("pod_traffic", "tcx"),

@@ -16,16 +16,21 @@ use std::{
     time::Instant,
 };
 
-use super::{identity, sample};
+use super::{
+    identity,
+    listeners::{ListenReadings, ListenerTracker},
+    sample,
+};
 use crate::{
     config::Config,
+    model::probes::Variant,
     model::{
         sample::Sample,
         snapshot::{Context, Snapshot},
         tuning::Mode,
         workload::Workload,
     },
-    probes::{InterfaceChanges, LoadError, ProbeSource, Probes},
+    probes::{InterfaceChanges, LoadError, ProbeSource, Probes, listen},
     sys::{Kernel, Link, Namespace, System},
 };
 
@@ -41,6 +46,7 @@ pub struct Collector<P: ProbeSource = Probes, S: System = Kernel> {
     previous: Option<(Sample, Instant)>,
     /// Namespace inode → the id the host namespace gave it (`None`: none yet).
     netns_ids: BTreeMap<u32, Option<i32>>,
+    listeners: ListenerTracker,
 }
 
 /// What one tick produced.
@@ -84,6 +90,7 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             started: Instant::now(),
             previous: None,
             netns_ids: BTreeMap::new(),
+            listeners: ListenerTracker::default(),
         }
     }
 
@@ -126,14 +133,26 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             .values()
             .map(|ns| (ns, identity::identify(&self.system, ns)))
             .collect();
-        let readings = self.probes.read()?;
-        let sample = sample::read(
+        let mut readings = self.probes.read()?;
+        let listen = ListenReadings {
+            calls: std::mem::take(&mut readings.listen_calls),
+            exact: self
+                .counts_overflows_per_socket()
+                .then(|| std::mem::take(&mut readings.listeners)),
+        };
+        let mut sample = sample::read(
             &self.system,
             &owners,
             readings,
             &peers,
             self.probes.drop_reasons(),
         );
+        let handled = self
+            .listeners
+            .update(&self.system, &namespaces, &mut sample, listen);
+        if !handled.is_empty() {
+            self.probes.forget_listen_calls(&handled)?;
+        }
         let now = Instant::now();
         let (before, elapsed) = match &self.previous {
             Some((s, at)) => (Some(s), now.duration_since(*at).as_secs_f64()),
@@ -155,6 +174,16 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             interfaces,
             forgotten_entries,
         })
+    }
+
+    /// Whether the kernel side counts overflows per listening socket (fentry or
+    /// kprobe), rather than per namespace only.
+    fn counts_overflows_per_socket(&self) -> bool {
+        self.probes
+            .report()
+            .signal(listen::SIGNAL)
+            .and_then(|s| s.attached)
+            .is_some_and(|v| matches!(v, Variant::Fentry | Variant::Kprobe))
     }
 
     /// Host-side veth ifindex → the namespace of its peer, for peers outside the

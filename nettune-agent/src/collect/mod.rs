@@ -5,7 +5,9 @@
 //!   ones), discover namespaces, release the departed, read, build the Snapshot;
 //! - [`sample`]: turning the probes' readings and each namespace's procfs files
 //!   into a Sample;
-//! - [`identity`]: who owns each namespace (pod, named netns, process, node).
+//! - [`identity`]: who owns each namespace (pod, named netns, process, node);
+//! - [`listeners`]: the listening sockets of the namespaces worth a look, with
+//!   what their applications asked `listen()` for and their overflows.
 //!
 //! All I/O goes through [`crate::sys::System`] and
 //! [`crate::probes::ProbeSource`], so a tick is unit-tested against
@@ -13,6 +15,7 @@
 
 pub mod collector;
 pub mod identity;
+pub mod listeners;
 pub mod sample;
 
 pub use collector::{Collector, Tick};

@@ -64,7 +64,6 @@ pub fn read(
                 (ifindex, iface)
             })
             .collect(),
-        listeners: readings.listeners,
         conntrack_max: system
             .read_proc(CONNTRACK_MAX)
             .ok()

@@ -13,7 +13,10 @@ use super::{
     counter::CounterRate,
     drop_reasons::DropReasons,
     probes::Report,
-    sample::{ConntrackCounters, InterfaceSample, LostEvents, NetnsSample, Sample},
+    sample::{
+        Attribution, ConntrackCounters, InterfaceSample, ListenSysctls, ListenerSample, LostEvents,
+        NetnsSample, Sample,
+    },
     tuning::{Mode, TuningState},
     workload::{Workload, WorkloadKind},
 };
@@ -89,6 +92,8 @@ pub struct WorkloadFigures {
     pub tcp_in_use: Option<u64>,
     /// The pod's veth, as seen from the host, when nettune watches it.
     pub interface: Option<InterfaceFigures>,
+    /// The sysctls bounding its listen queues, when its listeners were looked at.
+    pub listen_sysctls: Option<ListenSysctls>,
 }
 
 impl WorkloadFigures {
@@ -112,6 +117,7 @@ impl WorkloadFigures {
             tcp_time_wait: None,
             tcp_in_use: None,
             interface: None,
+            listen_sysctls: None,
         }
     }
 
@@ -128,19 +134,31 @@ impl WorkloadFigures {
     }
 }
 
-/// A listening socket whose accept queue overflowed (fentry/kprobe variants).
+/// A listening TCP socket: what the application asked `listen()` for, the
+/// limit it got, how full its accept queue is, and its overflows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Listener {
     /// The listener's namespace inode.
     pub netns: u32,
+    /// Local address.
+    pub address: std::net::IpAddr,
     /// Local port.
     pub port: u16,
-    /// Times a connection found its accept queue full.
+    /// The socket's inode.
+    pub inode: u32,
+    /// The process that called `listen()`, when seen.
+    pub process: Option<String>,
+    /// The backlog the application asked for; `None`: it listened before
+    /// nettune started.
+    pub requested_backlog: Option<u32>,
+    /// The accept queue's limit (`min(requested, somaxconn)` at `listen()` time).
+    pub limit: u32,
+    /// Connections waiting to be accepted when last looked at.
+    pub queue: u32,
+    /// Times a connection found the accept queue full.
     pub overflows: CounterRate,
-    /// Accept-queue length at the last overflow.
-    pub backlog: u32,
-    /// The queue's limit at the last overflow.
-    pub max_backlog: u32,
+    /// How `overflows` was counted.
+    pub attribution: Attribution,
 }
 
 /// Node-wide rates, for the header of the UI and for the tuner.
@@ -195,7 +213,7 @@ pub struct Snapshot {
     /// lists at most `agent.max_pod_series` pods).
     #[serde(default)]
     pub workloads_folded: usize,
-    /// Listeners whose accept queue overflowed (fentry/kprobe variants).
+    /// Listening sockets of the namespaces looked at (see `collect::listeners`).
     pub listeners: Vec<Listener>,
     /// Drops the kernel side could not attribute to a namespace, by reason.
     pub unattributed_drops: BTreeMap<String, CounterRate>,
@@ -353,6 +371,7 @@ fn workload_figures(
         tcp_time_wait: ns.tcp_sockets.map(|t| t.time_wait),
         tcp_in_use: ns.tcp_sockets.map(|t| t.in_use),
         interface,
+        listen_sysctls: ns.listen_sysctls,
     }
 }
 
@@ -390,16 +409,23 @@ impl Snapshot {
         let listeners = now
             .listeners
             .iter()
-            .map(|(k, v)| Listener {
-                netns: k.netns,
-                port: k.port,
-                overflows: CounterRate::new(
-                    v.overflows,
-                    before.and_then(|b| b.listeners.get(k)).map(|p| p.overflows),
-                    elapsed,
-                ),
-                backlog: v.backlog,
-                max_backlog: v.max_backlog,
+            .map(|l| {
+                let same = |p: &&ListenerSample| p.netns == l.netns && p.inode == l.inode;
+                let before = before
+                    .and_then(|b| b.listeners.iter().find(same))
+                    .map(|p| p.overflows);
+                Listener {
+                    netns: l.netns,
+                    address: l.address,
+                    port: l.port,
+                    inode: l.inode,
+                    process: l.process.clone(),
+                    requested_backlog: l.requested,
+                    limit: l.limit,
+                    queue: l.queue,
+                    overflows: CounterRate::new(l.overflows, before, elapsed),
+                    attribution: l.attribution,
+                }
             })
             .collect();
         Self {

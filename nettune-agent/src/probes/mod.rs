@@ -31,7 +31,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aya::{Ebpf, EbpfLoader};
 use nettune_common::{
-    DropKey, IfaceTraffic, ListenKey, ListenOverflow, ProbeError, RetransmitCounters,
+    DropKey, IfaceTraffic, ListenCall, ListenKey, ListenOverflow, ListenRequest, ProbeError,
+    RetransmitCounters,
 };
 
 use chain::AttachContext;
@@ -78,6 +79,8 @@ pub struct ProbeReadings {
     pub drops: BTreeMap<DropKey, u64>,
     /// Overflows per listening socket (fentry/kprobe variants only).
     pub listeners: BTreeMap<ListenKey, ListenOverflow>,
+    /// What recent `listen()` calls asked for, by (process, descriptor).
+    pub listen_calls: BTreeMap<ListenCall, ListenRequest>,
     /// connect() calls that failed with `EADDRNOTAVAIL`, per netns inode.
     pub connect_eaddrnotavail: BTreeMap<u32, u64>,
     /// Traffic per watched host-side interface: ifindex → (name, counters).
@@ -104,6 +107,10 @@ pub trait ProbeSource {
     /// zero). Returns how many entries were removed. Namespace 0 (drops nothing
     /// could attribute) is kept.
     fn forget_namespaces(&mut self, alive: &BTreeSet<u32>) -> Result<usize, LoadError>;
+
+    /// Forgets `listen()` calls already resolved (or no longer resolvable), so
+    /// the next read returns only new ones.
+    fn forget_listen_calls(&mut self, calls: &[ListenCall]) -> Result<(), LoadError>;
 
     /// Attaches the tc programs to host-side veths in `veths` not yet watched, and
     /// forgets watched ones that are no longer there.
@@ -204,6 +211,7 @@ impl Probes {
             retransmit::attach(&mut ebpf, &context),
             drops::attach(&mut ebpf, &context),
             listen::attach(&mut ebpf, &context),
+            listen::attach_backlogs(&mut ebpf, &context),
             connect::attach(&mut ebpf, &context),
             traffic::attach(&mut ebpf, &context),
             drops::conntrack_status(),
@@ -256,6 +264,7 @@ impl ProbeSource for Probes {
             retransmits: self.retransmits()?,
             drops: self.drops()?,
             listeners: self.listen_overflows()?,
+            listen_calls: self.listen_calls()?,
             connect_eaddrnotavail: self.connect_eaddrnotavail()?,
             interfaces: self.interface_traffic()?,
             probe_errors: self.probe_errors()?,
@@ -281,6 +290,14 @@ impl ProbeSource for Probes {
             nettune_common::netns_counters::CONNECT_EADDRNOTAVAIL_MAP,
             |k| gone(*k),
         )?)
+    }
+
+    fn forget_listen_calls(&mut self, calls: &[ListenCall]) -> Result<(), LoadError> {
+        maps::remove_entries::<ListenCall, ListenRequest>(
+            &mut self.ebpf,
+            nettune_common::listen::LISTEN_CALLS_MAP,
+            calls,
+        )
     }
 
     fn watch_interfaces(&mut self, veths: &[&Link]) -> InterfaceChanges {

@@ -31,7 +31,7 @@ use prometheus::{
 };
 
 use crate::model::{
-    snapshot::{InterfaceFigures, Published, Snapshot, WorkloadFigures},
+    snapshot::{InterfaceFigures, Listener, Published, Snapshot, WorkloadFigures},
     tuning::{Mode, Target, TuningState},
     workload::WorkloadKind,
 };
@@ -48,6 +48,14 @@ pub struct MetricDef {
     /// What it means.
     pub help: &'static str,
 }
+
+/// Labels of the per-listener series. Sockets sharing all of them (a
+/// `SO_REUSEPORT` group) are summed into one series.
+const LISTENER_LABELS: [&str; 5] = ["namespace", "pod", "address", "port", "process"];
+
+/// Listener series a workload keeps (its busiest sockets'); the rest are summed
+/// under `port="_other"`.
+pub const LISTENERS_PER_WORKLOAD: usize = 16;
 
 /// Every metric nettune exports. The README's metric table is this list (a test
 /// keeps the two in step).
@@ -227,10 +235,28 @@ pub const METRICS: &[MetricDef] = &[
         help: "Packets dropped by tc on the pod's host-side interface.",
     },
     MetricDef {
+        name: "nettune_listen_backlog_requested",
+        kind: MetricType::GAUGE,
+        labels: &LISTENER_LABELS,
+        help: "The backlog the application passed to listen() (absent when it listened before nettune started).",
+    },
+    MetricDef {
+        name: "nettune_listen_backlog_limit",
+        kind: MetricType::GAUGE,
+        labels: &LISTENER_LABELS,
+        help: "The accept queue's limit: min(listen() backlog, somaxconn when it listened).",
+    },
+    MetricDef {
+        name: "nettune_listen_queue_length",
+        kind: MetricType::GAUGE,
+        labels: &LISTENER_LABELS,
+        help: "Connections waiting to be accepted, when the listener was last looked at.",
+    },
+    MetricDef {
         name: "nettune_listen_socket_overflows_total",
         kind: MetricType::COUNTER,
-        labels: &["namespace", "pod", "port"],
-        help: "Accept-queue overflows per listening socket (fentry/kprobe variants only).",
+        labels: &LISTENER_LABELS,
+        help: "Accept-queue overflows per listening socket (exact under fentry/kprobe, else the namespace's count split among listeners at their limit).",
     },
     MetricDef {
         name: "nettune_tuning_mode",
@@ -242,7 +268,13 @@ pub const METRICS: &[MetricDef] = &[
         name: "nettune_tuning_decisions_total",
         kind: MetricType::COUNTER,
         labels: &["sysctl", "action", "result"],
-        help: "Tuning decisions by outcome: applied, advised, refused (a guardrail), stood_down, failed.",
+        help: "Tuning decisions by outcome: applied, advised, refused (a guardrail), futile (raising would not help), stood_down, failed.",
+    },
+    MetricDef {
+        name: "nettune_tuning_effect_total",
+        kind: MetricType::COUNTER,
+        labels: &["sysctl", "verdict"],
+        help: "Applied changes by verdict on their evidence: no_effect_yet, effective, ineffective.",
     },
     MetricDef {
         name: "nettune_sysctl_value",
@@ -490,29 +522,89 @@ fn workloads_metrics(f: &mut Families, snapshot: &Snapshot, cap: usize) -> BTree
     kept
 }
 
-/// Per-listener series, for the listeners of workloads in `kept`; the others are
-/// summed into one `_other` series.
+/// One listener series: sums over the sockets that share its labels.
+#[derive(Default)]
+struct ListenerSums {
+    requested: Option<u32>,
+    limit: f64,
+    queue: f64,
+    overflows: f64,
+}
+
+/// Per-listener series. Listeners of workloads not in `kept` are summed under
+/// `pod="_other"`, and a workload's listeners beyond its busiest
+/// [`LISTENERS_PER_WORKLOAD`] under `port="_other"`.
 fn listener_metrics(f: &mut Families, snapshot: &Snapshot, kept: &BTreeSet<u32>) {
-    let mut other = None;
+    let mut by_workload: BTreeMap<u32, Vec<&Listener>> = BTreeMap::new();
     for l in &snapshot.listeners {
-        let Some(w) = snapshot
-            .workload(l.netns)
-            .filter(|_| kept.contains(&l.netns))
-        else {
-            *other.get_or_insert(0.0) += l.overflows.total as f64;
-            continue;
-        };
-        f.add(
-            "nettune_listen_socket_overflows_total",
-            &[&w.workload.namespace, &w.workload.pod, &l.port.to_string()],
-            l.overflows.total as f64,
-        );
+        by_workload.entry(l.netns).or_default().push(l);
     }
-    if let Some(total) = other {
+    let mut series: BTreeMap<[String; 5], ListenerSums> = BTreeMap::new();
+    for (netns, mut listeners) in by_workload {
+        let owner = snapshot
+            .workload(netns)
+            .filter(|_| kept.contains(&netns))
+            .map(|w| (w.workload.namespace.clone(), w.workload.pod.clone()));
+        listeners.sort_by(|a, b| {
+            b.overflows
+                .total
+                .cmp(&a.overflows.total)
+                .then(b.queue.cmp(&a.queue))
+                .then(a.port.cmp(&b.port))
+        });
+        let mut own: BTreeSet<[String; 5]> = BTreeSet::new();
+        for l in listeners {
+            let key = match &owner {
+                Some((ns, pod)) => {
+                    let key = [
+                        ns.clone(),
+                        pod.clone(),
+                        l.address.to_string(),
+                        l.port.to_string(),
+                        l.process.clone().unwrap_or_default(),
+                    ];
+                    if own.contains(&key) || own.len() < LISTENERS_PER_WORKLOAD {
+                        own.insert(key.clone());
+                        key
+                    } else {
+                        [
+                            ns.clone(),
+                            pod.clone(),
+                            String::new(),
+                            OTHER.into(),
+                            String::new(),
+                        ]
+                    }
+                }
+                None => [
+                    String::new(),
+                    OTHER.into(),
+                    String::new(),
+                    OTHER.into(),
+                    String::new(),
+                ],
+            };
+            let folded = key[3] == OTHER;
+            let sums = series.entry(key).or_default();
+            sums.limit += f64::from(l.limit);
+            sums.queue += f64::from(l.queue);
+            sums.overflows += l.overflows.total as f64;
+            if !folded {
+                sums.requested = sums.requested.max(l.requested_backlog);
+            }
+        }
+    }
+    for (labels, sums) in &series {
+        let labels = labels.each_ref().map(String::as_str);
+        if let Some(r) = sums.requested {
+            f.add("nettune_listen_backlog_requested", &labels, f64::from(r));
+        }
+        f.add("nettune_listen_backlog_limit", &labels, sums.limit);
+        f.add("nettune_listen_queue_length", &labels, sums.queue);
         f.add(
             "nettune_listen_socket_overflows_total",
-            &["", OTHER, OTHER],
-            total,
+            &labels,
+            sums.overflows,
         );
     }
 }
@@ -529,6 +621,13 @@ fn tuning_metrics(f: &mut Families, mode: Mode, tuning: &TuningState) {
         f.add(
             "nettune_tuning_decisions_total",
             &[&c.sysctl, &c.action, &c.result],
+            c.count as f64,
+        );
+    }
+    for c in &tuning.effect_counts {
+        f.add(
+            "nettune_tuning_effect_total",
+            &[&c.sysctl, &c.verdict],
             c.count as f64,
         );
     }

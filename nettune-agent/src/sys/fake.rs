@@ -13,7 +13,7 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
-use super::{Link, Namespace, NamespaceAccess, System};
+use super::{Link, ListenerScan, Namespace, NamespaceAccess, System};
 use crate::model::tuning::{NamespaceIdentity, Target};
 
 /// One fake namespace.
@@ -28,6 +28,8 @@ struct FakeNamespace {
     netns_id: Option<i32>,
     /// Its cookie: unique per namespace ever added.
     cookie: u64,
+    /// Its listeners and their sysctls.
+    listeners: ListenerScan,
 }
 
 #[derive(Debug)]
@@ -36,7 +38,9 @@ struct State {
     host_links: Result<Vec<Link>, String>,
     proc: BTreeMap<String, String>,
     node_sysctls: BTreeMap<String, String>,
+    proc_links: BTreeMap<String, String>,
     cookies_given: u64,
+    listener_scans: u64,
     read_only: bool,
     ignored_writes: std::collections::BTreeSet<(Target, String)>,
 }
@@ -48,7 +52,9 @@ impl Default for State {
             host_links: Ok(Vec::new()),
             proc: BTreeMap::new(),
             node_sysctls: BTreeMap::new(),
+            proc_links: BTreeMap::new(),
             cookies_given: 0,
+            listener_scans: 0,
             read_only: false,
             ignored_writes: std::collections::BTreeSet::new(),
         }
@@ -105,6 +111,7 @@ impl FakeSystem {
                 sysctls: BTreeMap::new(),
                 netns_id: None,
                 cookie,
+                listeners: ListenerScan::default(),
             },
         );
     }
@@ -134,6 +141,28 @@ impl FakeSystem {
                 None => ns.net_files.remove(file),
             };
         }
+    }
+
+    /// Sets what a scan of namespace `inode`'s listeners finds.
+    pub fn set_listeners(&self, inode: u32, scan: ListenerScan) {
+        if let Some(ns) = self.state().namespaces.get_mut(&inode) {
+            ns.listeners = scan;
+        }
+    }
+
+    /// Makes the link `/proc/<path>` point at `target` (e.g. `12/fd/3` →
+    /// `socket:[42]`); `None` removes it.
+    pub fn set_proc_link(&self, path: &str, target: Option<&str>) {
+        let links = &mut self.state().proc_links;
+        match target {
+            Some(t) => links.insert(path.to_owned(), t.to_owned()),
+            None => links.remove(path),
+        };
+    }
+
+    /// How many times namespace listeners were scanned, so far.
+    pub fn listener_scans(&self) -> u64 {
+        self.state().listener_scans
     }
 
     /// Sets the id the host namespace gave namespace `inode`.
@@ -272,6 +301,24 @@ impl System for FakeSystem {
             .get(&inode)
             .map(|n| NamespaceIdentity::Cookie(n.cookie))
             .ok_or_else(|| not_found(format!("network namespace {inode} is gone")))
+    }
+
+    fn scan_listeners(&self, ns: &Namespace) -> io::Result<ListenerScan> {
+        let mut state = self.state();
+        state.listener_scans += 1;
+        state
+            .namespaces
+            .get(&ns.inode)
+            .map(|n| n.listeners.clone())
+            .ok_or_else(|| not_found(format!("network namespace {} is gone", ns.inode)))
+    }
+
+    fn read_proc_link(&self, path: &str) -> io::Result<String> {
+        self.state()
+            .proc_links
+            .get(path)
+            .cloned()
+            .ok_or_else(|| not_found(format!("/proc/{path}")))
     }
 
     fn read_proc(&self, path: &str) -> io::Result<String> {

@@ -21,9 +21,21 @@ pub mod tracefs;
 
 use std::{collections::BTreeMap, fs, io, path::Path};
 
-use crate::model::tuning::{NamespaceIdentity, Target};
-pub use netlink::Link;
+use crate::model::{
+    sample::ListenSysctls,
+    tuning::{NamespaceIdentity, Target},
+};
+pub use netlink::{Link, ListeningSocket};
 pub use netns::{Namespace, NamespaceAccess};
+
+/// One look at a namespace's listeners.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListenerScan {
+    /// Its listening TCP sockets.
+    pub sockets: Vec<ListeningSocket>,
+    /// The sysctls that bound their queues, as set in that namespace.
+    pub sysctls: ListenSysctls,
+}
 
 /// What nettune needs from the node, besides its eBPF maps.
 pub trait System: Send + Sync {
@@ -43,6 +55,14 @@ pub trait System: Send + Sync {
 
     /// What tells the namespace with `inode` from a later one with the same inode.
     fn netns_identity(&self, inode: u32) -> io::Result<NamespaceIdentity>;
+
+    /// The listening TCP sockets of `ns` with their accept queues (`sock_diag`),
+    /// and the sysctls that limit those queues there.
+    fn scan_listeners(&self, ns: &Namespace) -> io::Result<ListenerScan>;
+
+    /// Where a link under `/proc` points, by its path relative to `/proc`
+    /// (`1234/fd/3` → `socket:[56]`, `1234/ns/net` → `net:[4026531840]`).
+    fn read_proc_link(&self, path: &str) -> io::Result<String>;
 
     /// A file under `/proc`, by its path relative to `/proc` (e.g.
     /// `sys/net/netfilter/nf_conntrack_max`, `1234/cgroup`).
@@ -84,6 +104,14 @@ where
 
     fn netns_identity(&self, inode: u32) -> io::Result<NamespaceIdentity> {
         (**self).netns_identity(inode)
+    }
+
+    fn scan_listeners(&self, ns: &Namespace) -> io::Result<ListenerScan> {
+        (**self).scan_listeners(ns)
+    }
+
+    fn read_proc_link(&self, path: &str) -> io::Result<String> {
+        (**self).read_proc_link(path)
     }
 
     fn read_proc(&self, path: &str) -> io::Result<String> {
@@ -165,6 +193,37 @@ impl System for Kernel {
             return Ok(NamespaceIdentity::Process { pid, start_time });
         }
         Ok(NamespaceIdentity::Named(ns.name.unwrap_or_default()))
+    }
+
+    fn scan_listeners(&self, ns: &Namespace) -> io::Result<ListenerScan> {
+        // Both sock_diag and /proc/sys/net answer for the calling thread's namespace.
+        let scan = || -> io::Result<ListenerScan> {
+            let read = |name: &str| {
+                Self::sysctl_path(name)
+                    .and_then(|p| sysctl::read_file(&p))
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok())
+            };
+            Ok(ListenerScan {
+                sockets: netlink::listeners()?,
+                sysctls: ListenSysctls {
+                    somaxconn: read("net.core.somaxconn"),
+                    max_syn_backlog: read("net.ipv4.tcp_max_syn_backlog"),
+                    syncookies: read("net.ipv4.tcp_syncookies"),
+                },
+            })
+        };
+        if ns.is_host {
+            scan()
+        } else {
+            netns::inside(&ns.handle_path(), scan)?
+        }
+    }
+
+    fn read_proc_link(&self, path: &str) -> io::Result<String> {
+        Ok(fs::read_link(Path::new("/proc").join(path))?
+            .to_string_lossy()
+            .into_owned())
     }
 
     fn read_proc(&self, path: &str) -> io::Result<String> {

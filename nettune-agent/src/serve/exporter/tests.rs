@@ -3,7 +3,7 @@ use crate::model::{
     counter::CounterRate,
     drop_reasons::DropReasons,
     probes::Report,
-    sample::{NetnsSample, Sample},
+    sample::{Attribution, NetnsSample, Sample},
     snapshot::Context,
     workload::Workload,
 };
@@ -177,31 +177,85 @@ fn a_counter_rate_is_exported_as_its_total() {
     );
 }
 
+/// A listener of `netns` on `port` with 10 overflows.
+fn listener(netns: u32, port: u16, inode: u32) -> Listener {
+    Listener {
+        netns,
+        address: std::net::Ipv4Addr::UNSPECIFIED.into(),
+        port,
+        inode,
+        process: Some("server".into()),
+        requested_backlog: Some(511),
+        limit: 128,
+        queue: 3,
+        overflows: CounterRate {
+            total: 10,
+            per_second: 0.0,
+        },
+        attribution: Attribution::AtLimit,
+    }
+}
+
+fn series<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .collect()
+}
+
 #[test]
 fn listeners_of_folded_pods_are_summed_not_listed() {
     let mut p = (*published(5)).clone();
     for (netns, port) in [(2, 80), (6, 81), (6, 82)] {
-        p.snapshot.listeners.push(crate::model::snapshot::Listener {
-            netns,
-            port,
-            overflows: CounterRate {
-                total: 10,
-                per_second: 0.0,
-            },
-            backlog: 1,
-            max_backlog: 1,
-        });
+        p.snapshot
+            .listeners
+            .push(listener(netns, port, u32::from(port)));
     }
     let text = String::from_utf8(Exporter::new(2).render(Arc::new(p)).to_vec()).unwrap();
-    let listeners: Vec<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("nettune_listen_socket_overflows_total{"))
-        .collect();
+    let own = r#"namespace="",pod="netns:p001",address="0.0.0.0",port="80",process="server""#;
+    let other = r#"namespace="",pod="_other",address="",port="_other",process="""#;
     assert_eq!(
-        listeners,
+        series(&text, "nettune_listen_socket_overflows_total"),
         [
-            "nettune_listen_socket_overflows_total{namespace=\"\",pod=\"_other\",port=\"_other\"} 20",
-            "nettune_listen_socket_overflows_total{namespace=\"\",pod=\"netns:p001\",port=\"80\"} 10",
+            format!("nettune_listen_socket_overflows_total{{{other}}} 20"),
+            format!("nettune_listen_socket_overflows_total{{{own}}} 10"),
         ]
+    );
+    assert_eq!(
+        series(&text, "nettune_listen_backlog_requested"),
+        [format!("nettune_listen_backlog_requested{{{own}}} 511")],
+        "a folded series has no single requested backlog"
+    );
+    assert_eq!(
+        series(&text, "nettune_listen_backlog_limit"),
+        [
+            format!("nettune_listen_backlog_limit{{{other}}} 256"),
+            format!("nettune_listen_backlog_limit{{{own}}} 128"),
+        ]
+    );
+}
+
+#[test]
+fn a_pods_listeners_beyond_its_share_fold_into_one_port_and_reuseport_groups_sum() {
+    let mut p = (*published(1)).clone();
+    for port in 0..(LISTENERS_PER_WORKLOAD as u16 + 3) {
+        p.snapshot
+            .listeners
+            .push(listener(2, 1000 + port, u32::from(port)));
+    }
+    // Two sockets of one SO_REUSEPORT group: one series, their sums.
+    p.snapshot.listeners.push(listener(2, 1000, 999));
+    let text = String::from_utf8(Exporter::new(10).render(Arc::new(p)).to_vec()).unwrap();
+    let queues = series(&text, "nettune_listen_queue_length");
+    assert_eq!(queues.len(), LISTENERS_PER_WORKLOAD + 1, "{queues:#?}");
+    assert!(
+        queues.contains(
+            &r#"nettune_listen_queue_length{namespace="",pod="netns:p001",address="0.0.0.0",port="1000",process="server"} 6"#
+        ),
+        "{queues:#?}"
+    );
+    assert!(
+        queues
+            .iter()
+            .any(|l| l.contains(r#"port="_other""#) && l.ends_with(" 9"))
     );
 }
