@@ -12,7 +12,7 @@ use std::{
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
-    collect::{Collector, Tick},
+    collect::{Collector, Tick, cri::RuntimeWatcher},
     config::Config,
     model::{snapshot::Published, tuning::Mode},
     probes::{LoadError, Probes},
@@ -50,10 +50,13 @@ pub struct Engine {
     /// Reads the node every tick.
     pub collector: Collector,
     tuner: Option<Tuner<Kernel>>,
+    /// Polls the container runtime for pod names (stopped with the engine).
+    _runtime: Option<RuntimeWatcher>,
 }
 
 impl Engine {
-    /// A collector over `probes` and, unless the journal is unusable in observe
+    /// A collector over `probes`, pod names from the container runtime (polled
+    /// on a thread of its own) and, unless the journal is unusable in observe
     /// mode, a tuner.
     pub fn new(probes: Probes, config: Config) -> Result<Self, DaemonError> {
         let tuner = match Tuner::new(
@@ -69,9 +72,15 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         };
+        let runtime = RuntimeWatcher::start(&config.identity);
+        let mut collector = Collector::new(probes, Kernel, &config);
+        if let Some(watcher) = &runtime {
+            collector = collector.with_runtime(watcher.board());
+        }
         Ok(Self {
-            collector: Collector::new(probes, Kernel, &config),
+            collector,
             tuner,
+            _runtime: runtime,
         })
     }
 

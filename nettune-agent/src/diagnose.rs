@@ -104,7 +104,7 @@ impl Readings {
             if let Some(stats) = counts.conntrack
                 && (stats.entries > 0 || stats.drop > 0 || ns.is_host)
             {
-                conntrack.insert(identity::identify(system, ns).display_name(), stats);
+                conntrack.insert(identity::identify(system, ns, None).display_name(), stats);
             }
         }
         let delta = |f: fn(&NetnsSample) -> Option<u64>| {
