@@ -4,7 +4,8 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
-/// Runs `cmd` and returns its stdout; fails naming the command and its stderr.
+/// Runs `cmd` and returns its stdout; fails naming the command and what it
+/// printed (stdout, then stderr: some tools report on stdout).
 pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let described = std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
@@ -16,8 +17,9 @@ pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
         .with_context(|| format!("cannot run `{described}`"))?;
     if !out.status.success() {
         bail!(
-            "`{described}` failed ({}): {}",
+            "`{described}` failed ({}): {}{}",
             out.status,
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }

@@ -274,18 +274,7 @@ impl Containerd {
         };
         containerd.write_config(&pause_name)?;
         containerd.spawn()?;
-        let out = Command::new("ctr")
-            .arg("-a")
-            .arg(&containerd.socket)
-            .args(["-n", "k8s.io", "images", "import"])
-            .arg(&pause)
-            .output()
-            .context("running ctr")?;
-        ensure!(
-            out.status.success(),
-            "importing the pause image: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        containerd.import(&pause)?;
         Ok(containerd)
     }
 
@@ -374,6 +363,38 @@ oom_score = 0
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Its private directory: the socket is `containerd.sock` in it, as the
+    /// node's is in `/run/containerd`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Imports an image archive into the `k8s.io` namespace (the kubelet's).
+    pub fn import(&self, archive: &Path) -> anyhow::Result<()> {
+        crate::command::output(
+            Command::new("ctr")
+                .arg("-a")
+                .arg(&self.socket)
+                .args(["-n", "k8s.io", "images", "import"])
+                .arg(archive),
+        )
+        .map(drop)
+    }
+
+    /// `ctr run --rm` of `image` with `args` (host network, under the test's
+    /// cgroup); returns its output.
+    pub fn ctr_run(&self, image: &str, args: &[&str]) -> anyhow::Result<String> {
+        crate::command::output(
+            Command::new("ctr")
+                .arg("-a")
+                .arg(&self.socket)
+                .args(["-n", "k8s.io", "run", "--rm", "--net-host", "--cgroup"])
+                .arg(format!("{}/ctr-run", self.cgroup_parent))
+                .args([image, "nettune-ctr-run"])
+                .args(args),
+        )
     }
 
     /// The end of containerd's log, for failure messages.

@@ -9,6 +9,39 @@ use std::{
 
 use anyhow::bail;
 
+/// A scratch directory, removed on drop (after unmounting anything mounted
+/// under it), also when the test failed.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `<tmp>/nettune-<tag>-<pid>`, empty.
+    pub fn new(tag: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("nettune-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// `name` in the directory.
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        for mount in mounts_under(&self.0) {
+            unmount(&mount);
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Mount points under `dir`, deepest first.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let prefix = format!("{}/", dir.display());

@@ -18,6 +18,7 @@ pub mod agent_process;
 pub mod bpftrace;
 pub mod command;
 pub mod containerd;
+pub mod daemonset;
 pub mod harness;
 pub mod host;
 pub mod loss;

@@ -10,7 +10,7 @@
 
 use std::{
     net::{SocketAddr, SocketAddrV4},
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
@@ -20,6 +20,7 @@ use bpf_tests::{
     agent_process::{AgentProcess, http_get, metric, series},
     containerd::{Containerd, Pod, PodSpec, require_containers},
     harness::{Outcome, Test, TestResult, require_root},
+    host::TempDir,
     netns::{Netns, Veth},
     scenarios::{check_retransmitted_segments, lossy_transfer, somaxconn, storm_until_raised},
 };
@@ -48,15 +49,14 @@ pub const TESTS: &[Test] = &[
 /// The Kubernetes namespace of the tests' pods.
 const NAMESPACE: &str = "nt-cri";
 
-/// A scratch directory with a config file; removed on drop.
+/// A scratch directory with a config file (`{state}` in it: a state directory).
 struct Scratch {
-    dir: PathBuf,
+    dir: TempDir,
 }
 
 impl Scratch {
     fn new(tag: &str, config: &str) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("nettune-pods-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = TempDir::new(&format!("pods-{tag}"))?;
         std::fs::create_dir_all(dir.join("state"))?;
         let config = config.replace("{state}", &dir.join("state").display().to_string());
         std::fs::write(dir.join("nettune.toml"), config)?;
@@ -65,12 +65,6 @@ impl Scratch {
 
     fn config(&self) -> String {
         self.dir.join("nettune.toml").display().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -515,7 +509,7 @@ fn no_socket_or_permission_denied_is_one_warning_and_other_names_stay() -> TestR
         println!("    {}", said.first().map_or("", String::as_str));
         ensure!(said.len() == 1, "warned {} times: {said:?}", said.len());
         ensure!(
-            said[0].contains(reason) && said[0].contains(&scratch.dir.display().to_string()),
+            said[0].contains(reason) && said[0].contains(&scratch.dir.path().display().to_string()),
             "the warning does not say {reason:?} and name the socket: {}",
             said[0]
         );
