@@ -18,6 +18,7 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use bpf_tests::{
     agent_process::{AgentProcess, http_get, metric, series},
+    command::output as run,
     containerd::{Containerd, Pod, PodSpec, require_containers},
     harness::{Outcome, Test, TestResult, require_root},
     host::TempDir,
@@ -252,6 +253,31 @@ fn runtime_pods_are_named_with_their_traffic_drops_and_retransmits() -> TestResu
             .all(|w| w["interface"]["name"] != hidden.host_veth.as_deref().unwrap_or_default()),
         "the ignored pod's veth is watched"
     );
+    // The live view shows the pods as namespace/name.
+    let frame = run(Command::new(nettune_bin()?)
+        .args(["top", "-b", "-n", "1", "--agent"])
+        .arg(format!("http://{}", agent.addr))
+        .env("COLUMNS", "120")
+        .env("LINES", "20"))?;
+    let rows: Vec<&str> = frame
+        .lines()
+        .filter(|l| l.contains(&format!("{NAMESPACE}/")))
+        .collect();
+    println!("    nettune top -b:\n{}", rows.join("\n"));
+    ensure!(
+        ["client", "server"]
+            .iter()
+            .all(|p| rows.iter().any(|r| r.contains(&format!("{NAMESPACE}/{p} ")))),
+        "nettune top does not show the pods as namespace/name:\n{frame}"
+    );
+    for line in text.lines().filter(|l| {
+        l.contains(&format!("namespace=\"{NAMESPACE}\""))
+            && (l.starts_with("nettune_drops_total")
+                || l.starts_with("nettune_pod_receive_bytes_total")
+                || l.starts_with("nettune_tcp_retransmit_segments_total"))
+    }) {
+        println!("    {line}");
+    }
     let by_name = |name: &str| workloads.iter().find(|w| w["pod"] == name);
     ensure!(
         by_name("server")
