@@ -86,22 +86,23 @@ pub fn require_containers(nettune_image: bool) -> Option<crate::harness::TestRes
     )
 }
 
+/// The image archive `cargo xtask test` names in `var`.
+fn image_archive(var: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os(var)
+        .map(PathBuf::from)
+        .with_context(|| format!("{var} is not set (cargo xtask test builds the image)"))?;
+    ensure!(path.exists(), "{var}: {} does not exist", path.display());
+    Ok(path)
+}
+
 /// The archive of nettune's image (`NETTUNE_IMAGE`).
 pub fn nettune_image() -> anyhow::Result<PathBuf> {
-    let path = std::env::var_os("NETTUNE_IMAGE")
-        .map(PathBuf::from)
-        .context("NETTUNE_IMAGE is not set (cargo xtask test builds nettune's image)")?;
-    ensure!(path.exists(), "{} does not exist", path.display());
-    Ok(path)
+    image_archive("NETTUNE_IMAGE")
 }
 
 /// The archive of the pause image (`NETTUNE_PAUSE_IMAGE`).
 pub fn pause_image() -> anyhow::Result<PathBuf> {
-    let path = std::env::var_os("NETTUNE_PAUSE_IMAGE")
-        .map(PathBuf::from)
-        .context("NETTUNE_PAUSE_IMAGE is not set (cargo xtask test builds the pause image)")?;
-    ensure!(path.exists(), "{} does not exist", path.display());
-    Ok(path)
+    image_archive("NETTUNE_PAUSE_IMAGE")
 }
 
 /// A pod to create.

@@ -108,10 +108,13 @@ pub struct RunSpec {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// The items of a JSON array (none when `v` is not one).
+fn items(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
+
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
+    items(v)
         .filter_map(|s| s.as_str().map(str::to_owned))
         .collect()
 }
@@ -131,10 +134,7 @@ impl RunSpec {
             containers.len()
         );
         let c = &containers[0];
-        let ports: BTreeMap<String, u16> = c["ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let ports: BTreeMap<String, u16> = items(&c["ports"])
             .filter_map(|p| {
                 Some((
                     p["name"].as_str()?.to_owned(),
@@ -155,10 +155,7 @@ impl RunSpec {
                 port,
             })
         };
-        let env = c["env"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let env = items(&c["env"])
             .map(|e| {
                 let name = e["name"].as_str().unwrap_or_default().to_owned();
                 let value = match (&e["value"], &e["valueFrom"]["fieldRef"]["fieldPath"]) {
@@ -169,16 +166,10 @@ impl RunSpec {
                 Ok((name, value))
             })
             .collect::<anyhow::Result<_>>()?;
-        let volumes: BTreeMap<&str, &Value> = pod["volumes"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let volumes: BTreeMap<&str, &Value> = items(&pod["volumes"])
             .filter_map(|v| Some((v["name"].as_str()?, v)))
             .collect();
-        let mounts = c["volumeMounts"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let mounts = items(&c["volumeMounts"])
             .map(|m| {
                 let name = m["name"].as_str().unwrap_or_default().to_owned();
                 let volume = volumes

@@ -98,6 +98,25 @@ pub fn somaxconn(ns: Option<&Netns>) -> anyhow::Result<u64> {
     Ok(text.trim().parse()?)
 }
 
+/// Checks a namespace's somaxconn went from `original` to `raised` within
+/// `ceiling`, and that the node's is still `node_before`.
+pub fn check_raised_there_only(
+    original: u64,
+    raised: u64,
+    ceiling: u64,
+    node_before: u64,
+) -> anyhow::Result<()> {
+    ensure!(
+        raised > original && raised <= ceiling,
+        "raised to {raised}, outside ({original}, {ceiling}]"
+    );
+    ensure!(
+        somaxconn(None)? == node_before,
+        "the node's somaxconn changed"
+    );
+    Ok(())
+}
+
 /// Storms a server listening with `backlog` on `addr` in `server` with
 /// connects from `client` until the server namespace's somaxconn moves from
 /// `original` (or 20 s pass); returns the new value.

@@ -375,10 +375,24 @@ fn the_image_is_the_dockerfiles_and_runs_under_podman_and_containerd() -> TestRe
     Ok(Outcome::Passed)
 }
 
-/// Every network namespace on the node, by inode: through processes and the
-/// namespace mounts under /run/netns.
-fn namespaces_on_the_node() -> BTreeSet<u32> {
-    nettune::sys::netns::discover().into_keys().collect()
+/// Fails if a workload's namespace is none of the node's (found through
+/// processes and the namespace mounts under /run/netns): e.g. the disk inode of
+/// an empty file taken for a namespace.
+fn no_phantoms(workloads: &[serde_json::Value]) -> anyhow::Result<()> {
+    let real: BTreeSet<u32> = nettune::sys::netns::discover().into_keys().collect();
+    let phantoms: Vec<&serde_json::Value> = workloads
+        .iter()
+        .filter(|w| {
+            w["netns"]
+                .as_u64()
+                .is_none_or(|i| u32::try_from(i).is_ok_and(|i| !real.contains(&i)))
+        })
+        .collect();
+    ensure!(
+        phantoms.is_empty(),
+        "workloads of no namespace on the node: {phantoms:?}"
+    );
+    Ok(())
 }
 
 /// The workloads of `/api/v1/snapshot` at `addr`.
@@ -611,19 +625,7 @@ fn the_daemonsets_pod_runs_under_podman_with_the_manifests_settings() -> TestRes
                 .is_some_and(|b| b > 0.0)
         },
     )?;
-    let real = namespaces_on_the_node();
-    let phantoms: Vec<serde_json::Value> = workloads(pod.addr)?
-        .into_iter()
-        .filter(|w| {
-            w["netns"]
-                .as_u64()
-                .is_none_or(|i| !real.contains(&(i as u32)))
-        })
-        .collect();
-    ensure!(
-        phantoms.is_empty(),
-        "workloads of no namespace: {phantoms:?}"
-    );
+    no_phantoms(&workloads(pod.addr)?)?;
 
     // The runtime restarts (a new socket in the mounted directory): names return.
     containerd.stop()?;
@@ -751,19 +753,7 @@ fn without_mount_propagation_a_later_namespace_is_not_taken_for_its_empty_file()
         );
         std::thread::sleep(Duration::from_millis(200));
     };
-    let real = namespaces_on_the_node();
-    let phantoms: Vec<&serde_json::Value> = workloads
-        .iter()
-        .filter(|w| {
-            w["netns"]
-                .as_u64()
-                .is_none_or(|i| !real.contains(&(i as u32)))
-        })
-        .collect();
-    ensure!(
-        phantoms.is_empty(),
-        "workloads of no namespace (the empty file's inode): {phantoms:?}"
-    );
+    no_phantoms(&workloads)?;
     let log = pod.podman.logs(&pod.name);
     ensure!(
         log.matches("entries that are not namespace mounts").count() == 1,

@@ -23,7 +23,10 @@ use bpf_tests::{
     harness::{Outcome, Test, TestResult, require_root},
     host::TempDir,
     netns::{Netns, Veth},
-    scenarios::{check_retransmitted_segments, lossy_transfer, somaxconn, storm_until_raised},
+    scenarios::{
+        check_raised_there_only, check_retransmitted_segments, lossy_transfer, somaxconn,
+        storm_until_raised,
+    },
 };
 
 use crate::agent::nettune_bin;
@@ -83,6 +86,18 @@ fn agent(scratch: &Scratch) -> anyhow::Result<AgentProcess> {
         &nettune_bin()?,
         &["--config", &scratch.config(), "--interval", "0.3"],
     )
+}
+
+/// A containerd, and `nettune run` naming pods from it (config: `config`, then
+/// its `[identity]`). Dropped in reverse: the agent, its files, containerd.
+fn runtime_and_agent(
+    tag: &str,
+    config: &str,
+) -> anyhow::Result<(Containerd, Scratch, AgentProcess)> {
+    let containerd = Containerd::start()?;
+    let scratch = Scratch::new(tag, &format!("{config}{}", identity(&containerd.socket)))?;
+    let agent = agent(&scratch)?;
+    Ok((containerd, scratch, agent))
 }
 
 /// Polls `/metrics` until `done` returns `Some` (or `seconds` pass, then fails
@@ -148,9 +163,7 @@ fn runtime_pods_are_named_with_their_traffic_drops_and_retransmits() -> TestResu
     if let Some(skip) = require_containers(false) {
         return skip;
     }
-    let mut containerd = Containerd::start()?;
-    let scratch = Scratch::new("named", &identity(&containerd.socket))?;
-    let agent = agent(&scratch)?;
+    let (mut containerd, _scratch, agent) = runtime_and_agent("named", "")?;
     let client = containerd.run_pod(&spec("client", &[]))?;
     let server = containerd.run_pod(&spec("server", &[]))?;
     let hidden = containerd.run_pod(&spec("hidden", &[("nettune.io/ignore", "true")]))?;
@@ -265,9 +278,9 @@ fn runtime_pods_are_named_with_their_traffic_drops_and_retransmits() -> TestResu
         .collect();
     println!("    nettune top -b:\n{}", rows.join("\n"));
     ensure!(
-        ["client", "server"]
+        ["client", "server"].iter().all(|p| rows
             .iter()
-            .all(|p| rows.iter().any(|r| r.contains(&format!("{NAMESPACE}/{p} ")))),
+            .any(|r| r.contains(&format!("{NAMESPACE}/{p} ")))),
         "nettune top does not show the pods as namespace/name:\n{frame}"
     );
     for line in text.lines().filter(|l| {
@@ -305,16 +318,13 @@ fn an_annotated_pod_is_tuned_in_its_own_namespace() -> TestResult {
         return skip;
     }
     const CEILING: u64 = 8192;
-    let mut containerd = Containerd::start()?;
-    let scratch = Scratch::new(
+    let (mut containerd, scratch, agent) = runtime_and_agent(
         "tune",
         &format!(
             "[tuning]\nmode = \"enforce\"\nstate_dir = \"{{state}}\"\n\
-             [tuning.limits.\"net.core.somaxconn\"]\nceiling = {CEILING}\n{}",
-            identity(&containerd.socket)
+             [tuning.limits.\"net.core.somaxconn\"]\nceiling = {CEILING}\n"
         ),
     )?;
-    let agent = agent(&scratch)?;
     let opted = containerd.run_pod(&spec("busy", &[("nettune.io/tune-netns", "true")]))?;
     let caller = containerd.run_pod(&spec("caller", &[]))?;
     until(&agent, 10, "the annotated pod named", |text| {
@@ -325,14 +335,7 @@ fn an_annotated_pod_is_tuned_in_its_own_namespace() -> TestResult {
     let addr = SocketAddrV4::new(opted.ip.context("no IP")?, 5810);
     let raised = storm_until_raised(opted.netns()?, caller.netns()?, addr, 1, original)?;
     println!("    somaxconn in {NAMESPACE}/busy: {original} → {raised}; the node's {host_before}");
-    ensure!(
-        raised > original && raised <= CEILING,
-        "raised to {raised}, outside ({original}, {CEILING}]"
-    );
-    ensure!(
-        somaxconn(None)? == host_before,
-        "the node's somaxconn changed"
-    );
+    check_raised_there_only(original, raised, CEILING, host_before)?;
     ensure!(
         agent
             .log()
@@ -371,9 +374,7 @@ fn a_runtime_stopped_or_frozen_mid_run_leaves_collection_going_and_names_return(
     if let Some(skip) = require_containers(false) {
         return skip;
     }
-    let mut containerd = Containerd::start()?;
-    let scratch = Scratch::new("restart", &identity(&containerd.socket))?;
-    let agent = agent(&scratch)?;
+    let (mut containerd, _scratch, agent) = runtime_and_agent("restart", "")?;
     let before = containerd.run_pod(&spec("before", &[]))?;
     until(&agent, 10, "the first pod named", |text| {
         Ok(of(text, "nettune_tcp_out_segments_total", &before, &[]).map(drop))

@@ -10,7 +10,7 @@ use bpf_tests::{
     agent_process::AgentProcess,
     harness::{Outcome, Test, TestResult, require_root},
     netns::Netns,
-    scenarios::{Pair, somaxconn, storm_until_raised},
+    scenarios::{Pair, check_raised_there_only, somaxconn, storm_until_raised},
 };
 
 use crate::agent::nettune_bin;
@@ -123,14 +123,7 @@ fn enforce_raises_somaxconn_in_the_storming_namespace_and_rollback_restores() ->
     println!(
         "    somaxconn in the test namespace: {original} → {raised} (ceiling {CEILING}); host {host_before}"
     );
-    ensure!(
-        raised > original && raised <= CEILING,
-        "raised to {raised}, outside ({original}, {CEILING}]"
-    );
-    ensure!(
-        somaxconn(None)? == host_before,
-        "the host's somaxconn changed"
-    );
+    check_raised_there_only(original, raised, CEILING, host_before)?;
     let metrics = agent.metrics()?;
     ensure!(
         metrics.contains("nettune_tuning_decisions_total{sysctl=\"net.core.somaxconn\",action=\"raise\",result=\"applied\"}"),

@@ -445,20 +445,15 @@ mod tests {
 
     #[test]
     fn a_watcher_stops_when_dropped_even_against_a_silent_runtime() {
-        let dir = std::env::temp_dir().join(format!("nettune-watch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("silent.sock");
-        let _ = std::fs::remove_file(&socket);
-        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let runtime = cri::SilentRuntime::new("watch");
         let watcher = RuntimeWatcher::start(&IdentityConfig {
-            cri_socket: Some(socket),
+            cri_socket: Some(runtime.socket.clone()),
             cri_poll_seconds: 0.1,
             cri_timeout_seconds: 0.2,
         })
         .unwrap();
         watcher.board().poll_soon();
         drop(watcher);
-        std::fs::remove_dir_all(&dir).unwrap();
         assert!(
             RuntimeWatcher::start(&IdentityConfig {
                 cri_socket: Some(PathBuf::new()),

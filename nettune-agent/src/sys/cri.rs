@@ -290,6 +290,39 @@ impl SandboxInfo {
     }
 }
 
+/// A runtime for tests that accepts connections (the kernel's backlog does)
+/// and never answers; its directory is removed on drop.
+#[cfg(test)]
+pub(crate) struct SilentRuntime {
+    dir: PathBuf,
+    /// Its socket.
+    pub socket: PathBuf,
+    _listener: std::os::unix::net::UnixListener,
+}
+
+#[cfg(test)]
+impl SilentRuntime {
+    pub(crate) fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("nettune-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("silent.sock");
+        let _ = std::fs::remove_file(&socket);
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        Self {
+            dir,
+            socket,
+            _listener: listener,
+        }
+    }
+}
+
+#[cfg(test)]
+impl Drop for SilentRuntime {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,15 +427,9 @@ mod tests {
 
     #[test]
     fn a_server_that_never_answers_times_out_instead_of_blocking() {
-        let dir = std::env::temp_dir().join(format!("nettune-cri-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("silent.sock");
-        let _ = std::fs::remove_file(&socket);
-        // Accepts connections (the kernel's backlog does) and never speaks.
-        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let runtime = SilentRuntime::new("cri-unit");
         let timeout = Duration::from_millis(300);
-        let result = CriClient::connect(&socket, timeout).and_then(|mut c| c.version());
-        std::fs::remove_dir_all(&dir).unwrap();
+        let result = CriClient::connect(&runtime.socket, timeout).and_then(|mut c| c.version());
         match result {
             Err(CriError::Timeout { method, .. }) => assert!(
                 method == "Version" || method == "connect",
