@@ -16,10 +16,15 @@
 
 pub mod agent_process;
 pub mod bpftrace;
-
+pub mod command;
+pub mod containerd;
+pub mod daemonset;
 pub mod harness;
+pub mod host;
 pub mod loss;
 pub mod netns;
+pub mod oci;
+pub mod podman;
 pub mod probes;
 pub mod scenarios;
 pub mod sockets;
