@@ -170,7 +170,13 @@ impl AgentProcess {
                 return Ok(t);
             }
             if Instant::now() > deadline {
-                bail!("{what}: not seen within {timeout:?}; last snapshot: {snapshot}");
+                let mut text = snapshot.to_string();
+                if text.len() > 2000 {
+                    let cut = (0..=2000).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+                    text.truncate(cut);
+                    text.push_str("…");
+                }
+                bail!("{what}: not seen within {timeout:?}; last snapshot: {text}");
             }
             std::thread::sleep(Duration::from_millis(200));
         }

@@ -81,10 +81,22 @@ impl TestConfig {
             .map(|p| format!("\"netns:{}\"", p.name()))
             .collect();
         let path = base.join("nettune.toml");
+        // Node-wide sysctls stay out of reach unless the test is about them:
+        // pressure from other tests or other work on the machine must not move them.
+        let exclude = if tuning.contains("exclude") {
+            String::new()
+        } else {
+            let node_wide: Vec<String> = nettune::tune::tunables::ALL
+                .iter()
+                .filter(|t| t.scope == nettune::tune::tunables::Scope::Node)
+                .map(|t| format!("\"{}\"", t.name))
+                .collect();
+            format!("exclude = [{}]\n", node_wide.join(", "))
+        };
         std::fs::write(
             &path,
             format!(
-                "[tuning]\nmode = \"enforce\"\nstate_dir = \"{}\"\npod_netns = [{}]\n{tuning}\
+                "[tuning]\nmode = \"enforce\"\nstate_dir = \"{}\"\npod_netns = [{}]\n{tuning}{exclude}\
                  [tuning.limits.\"net.core.somaxconn\"]\nceiling = {CEILING}\n",
                 state.display(),
                 pods.join(", ")
