@@ -75,7 +75,8 @@ impl Netns {
     pub fn mib(&self, file: &str, group: &str, name: &str) -> anyhow::Result<i64> {
         let path = PathBuf::from("/proc/thread-self/net").join(file);
         let text = self.run(|| std::fs::read_to_string(&path))??;
-        let mib = nettune::sys::procfs::Mib::parse(&path.display().to_string(), &text);
+        let path = path.display().to_string();
+        let mib = nettune::sys::procfs::Mib::parse(&path, &text);
         Ok(mib.get(group, name)?)
     }
 

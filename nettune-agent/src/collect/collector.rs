@@ -1,10 +1,11 @@
 //! One collection: follow the node's host-side veths and namespaces, read a
 //! Sample, turn it into a Snapshot against the previous one.
 //!
-//! Everything about a namespace that is gone is released here, on the tick after
-//! it goes: its map entries (`forget_namespaces`), its interface's tc links
-//! (`watch_interfaces`), and — since metrics are rendered from the latest
-//! Snapshot only — its metric series.
+//! Everything about a namespace that is gone is released here, on the tick its
+//! departure is listed (at once when its veth goes, else within
+//! [`TOPOLOGY_REFRESH_TICKS`]): its map entries (`forget_namespaces`), its
+//! interface's tc links (`watch_interfaces`), and — since metrics are rendered
+//! from the latest Snapshot only — its metric series.
 //!
 //! Pods are named from the container runtime's latest answer
 //! ([`super::cri::RuntimeBoard`], filled by its own thread: a tick never waits
@@ -26,6 +27,7 @@ use super::{
     cri::{RuntimeBoard, RuntimePods},
     identity::{self, PodRecord},
     listeners::{ListenReadings, ListenerTracker},
+    netfiles::NetFilesReader,
     sample,
 };
 use crate::{
@@ -61,6 +63,24 @@ pub struct Collector<P: ProbeSource = Probes, S: System = Kernel> {
     asked: BTreeSet<u32>,
     /// Listening sockets and what their applications asked for.
     listeners: ListenerTracker,
+    /// The last listing of the host's links and the node's namespaces.
+    topology: Option<Topology>,
+    ticks_since_listing: u32,
+    /// The maps counted something in a namespace the listing did not have.
+    unknown_activity: bool,
+    /// Each namespace's `/proc/net` files, read where something happened.
+    netfiles: NetFilesReader,
+}
+
+/// Ticks between two listings of links and namespaces when nothing says one
+/// changed (a namespace with no veth on the host is found within this many).
+pub const TOPOLOGY_REFRESH_TICKS: u32 = 10;
+
+/// The host's links and the node's namespaces, as last listed.
+#[derive(Clone, Debug)]
+struct Topology {
+    host_links: Option<Vec<Link>>,
+    namespaces: BTreeMap<u32, Namespace>,
 }
 
 /// What one tick produced.
@@ -108,6 +128,10 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             runtime: None,
             asked: BTreeSet::new(),
             listeners: ListenerTracker::default(),
+            netfiles: NetFilesReader::default(),
+            topology: None,
+            ticks_since_listing: 0,
+            unknown_activity: false,
         }
     }
 
@@ -123,24 +147,63 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
         &self.system
     }
 
+    /// The host's interfaces and the node's namespaces: listed again when the
+    /// host's links changed, when the kernel side counted something in a
+    /// namespace not known yet (`unknown_activity`), and every
+    /// [`TOPOLOGY_REFRESH_TICKS`] ticks; otherwise as last listed. Listing
+    /// every link and every process's namespace each tick was most of an idle
+    /// agent's kernel time on a node with hundreds of pods.
+    /// Returns it and whether it was listed just now.
+    fn topology(&mut self, unknown_activity: bool) -> (Topology, bool) {
+        self.ticks_since_listing += 1;
+        let stale = self.ticks_since_listing >= TOPOLOGY_REFRESH_TICKS;
+        // Asked every tick, so that the subscription's queue is drained.
+        let links_changed = self.system.host_links_changed();
+        match &self.topology {
+            Some(t) if !stale && !links_changed && !unknown_activity => (t.clone(), false),
+            _ => {
+                let host_links = match self.system.host_links() {
+                    Ok(links) => Some(links),
+                    Err(e) => {
+                        log::warn!("cannot list interfaces: {e}");
+                        None
+                    }
+                };
+                let t = Topology {
+                    host_links,
+                    namespaces: self.system.namespaces(),
+                };
+                self.ticks_since_listing = 0;
+                self.topology = Some(t.clone());
+                (t, true)
+            }
+        }
+    }
+
     /// Reads the node once and returns the Snapshot.
     pub fn tick(&mut self) -> Result<Tick, LoadError> {
         let started = Instant::now();
-        let host_links = match self.system.host_links() {
-            Ok(links) => Some(links),
-            Err(e) => {
-                log::warn!("cannot list interfaces: {e}");
-                None
-            }
-        };
+        let unknown = std::mem::take(&mut self.unknown_activity);
+        let (
+            Topology {
+                host_links,
+                namespaces,
+            },
+            fresh,
+        ) = self.topology(unknown);
         let veths: Vec<&Link> = host_links
             .iter()
             .flatten()
             .filter(|l| l.is_veth())
             .collect();
-        let namespaces = self.system.namespaces();
         let alive: BTreeSet<u32> = namespaces.keys().copied().collect();
-        let forgotten_entries = self.probes.forget_namespaces(&alive)?;
+        // Only a fresh listing says a namespace is gone: a cached one may miss a
+        // new namespace whose entries must survive until it is listed.
+        let forgotten_entries = if fresh {
+            self.probes.forget_namespaces(&alive)?
+        } else {
+            0
+        };
         self.netns_ids.retain(|inode, _| alive.contains(inode));
         let listed: BTreeSet<u32> = veths.iter().map(|l| l.ifindex).collect();
         if !listed.is_subset(&self.known_veths) {
@@ -187,6 +250,10 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             .collect();
         let mut readings = self.probes.read()?;
         sample::leave_out(&mut readings, &ignored);
+        // A namespace the maps know and the listing does not: list again next tick.
+        self.unknown_activity = readings
+            .namespaces_seen()
+            .any(|n| n != 0 && !namespaces.contains_key(&n));
         let listen = ListenReadings {
             calls: std::mem::take(&mut readings.listen_calls),
             exact: self
@@ -200,6 +267,9 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             &peers,
             self.probes.drop_reasons(),
         );
+        let read: Vec<&Namespace> = owners.iter().map(|(ns, _)| *ns).collect();
+        self.netfiles
+            .fill(&self.system, &read, &mut sample, Instant::now());
         let handled =
             self.listeners
                 .update(&self.system, &namespaces, &ignored, &mut sample, listen);

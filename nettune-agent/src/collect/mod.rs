@@ -3,8 +3,9 @@
 //!
 //! - [`collector`]: the tick — follow host-side veths (the probes attach to new
 //!   ones), discover namespaces, release the departed, read, build the Snapshot;
-//! - [`sample`]: turning the probes' readings and each namespace's procfs files
-//!   into a Sample;
+//! - [`sample`]: turning the probes' readings into a Sample;
+//! - [`netfiles`]: each namespace's `/proc/net` counter files, read where
+//!   something happened (and the rest in turn);
 //! - [`identity`]: who owns each namespace (a pod the container runtime names,
 //!   a pod UID from a cgroup path, a named netns, a process, the node);
 //! - [`cri`]: the container runtime's pods, polled on a thread of its own and
@@ -21,6 +22,7 @@ pub mod collector;
 pub mod cri;
 pub mod identity;
 pub mod listeners;
+pub mod netfiles;
 pub mod sample;
 
 pub use collector::{Collector, Tick};

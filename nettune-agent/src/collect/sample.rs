@@ -56,9 +56,9 @@ pub fn leave_out(readings: &mut ProbeReadings, left_out: &BTreeSet<u32>) {
         .retain(|ns, _| !left_out.contains(ns));
 }
 
-/// One tick's Sample: the probes' `readings`, the procfs files of each of
-/// `namespaces` (with its owner), and `peers` (host-side ifindex → the namespace
-/// of the veth's other end).
+/// One tick's Sample: the probes' `readings`, each of `namespaces` with its
+/// owner, and `peers` (host-side ifindex → the namespace of the veth's other
+/// end). The namespaces' `/proc/net` files are [`super::netfiles`]' business.
 pub fn read(
     system: &impl System,
     namespaces: &[(&Namespace, Workload)],
@@ -96,7 +96,6 @@ pub fn read(
         let entry = sample.netns.entry(ns.inode).or_default();
         entry.workload = Some(workload.clone());
         entry.process.clone_from(&ns.process);
-        read_netns_files(system, ns, entry);
     }
     for (netns, counters) in readings.retransmits {
         sample.netns.entry(netns).or_default().retransmits = counters;

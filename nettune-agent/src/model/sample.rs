@@ -82,6 +82,48 @@ pub struct NetnsSample {
     pub connect_eaddrnotavail: u64,
     /// The listen sysctls, from the last look at the namespace's listeners.
     pub listen_sysctls: Option<ListenSysctls>,
+    /// The `/proc/net` figures of the read before the latest one, and the
+    /// seconds between the two reads (quiet namespaces are not read every tick,
+    /// see `collect::netfiles`). When set, the Snapshot's rates of those figures
+    /// come from it; otherwise from the previous Sample.
+    pub files_before: Option<(NetFiles, f64)>,
+}
+
+/// A namespace's figures from its `/proc/net` files, as one read gave them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetFiles {
+    /// `/proc/net/netstat`'s listen-queue counters.
+    pub listen: Option<ListenCounters>,
+    /// `/proc/net/stat/nf_conntrack`.
+    pub conntrack: Option<ConntrackCounters>,
+    /// `/proc/net/sockstat`'s TCP line.
+    pub tcp_sockets: Option<TcpSockets>,
+    /// `RetransSegs` of `/proc/net/snmp`.
+    pub retrans_segs: Option<u64>,
+    /// `OutSegs` of `/proc/net/snmp`.
+    pub out_segs: Option<u64>,
+}
+
+impl NetnsSample {
+    /// Its `/proc/net` figures.
+    pub fn files(&self) -> NetFiles {
+        NetFiles {
+            listen: self.listen,
+            conntrack: self.conntrack,
+            tcp_sockets: self.tcp_sockets,
+            retrans_segs: self.retrans_segs,
+            out_segs: self.out_segs,
+        }
+    }
+
+    /// Sets its `/proc/net` figures.
+    pub fn set_files(&mut self, files: NetFiles) {
+        self.listen = files.listen;
+        self.conntrack = files.conntrack;
+        self.tcp_sockets = files.tcp_sockets;
+        self.retrans_segs = files.retrans_segs;
+        self.out_segs = files.out_segs;
+    }
 }
 
 /// A watched host-side interface (a pod's veth, seen from the node).

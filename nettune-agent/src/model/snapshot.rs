@@ -15,7 +15,7 @@ use super::{
     probes::Report,
     sample::{
         Attribution, ConntrackCounters, InterfaceSample, ListenSysctls, ListenerSample, LostEvents,
-        NetnsSample, Sample,
+        NetFiles, NetnsSample, Sample,
     },
     tuning::{Mode, TuningState},
     workload::{IdentitySource, Workload, WorkloadKind},
@@ -344,10 +344,21 @@ fn workload_figures(
 ) -> WorkloadFigures {
     let (drops, drops_by_reason) = drop_figures(ns, prev, elapsed, reasons);
     let rate = |f: fn(&NetnsSample) -> u64| CounterRate::new(f(ns), prev.map(f), elapsed);
+    // The `/proc/net` figures move between two reads of the files, which need
+    // not be the last two ticks.
+    let (files_before, files_elapsed) = match &ns.files_before {
+        Some((files, seconds)) => (Some(*files), *seconds),
+        None => (prev.map(NetnsSample::files), elapsed),
+    };
+    let files = ns.files();
+    let file_rate = |f: fn(&NetFiles) -> u64| {
+        CounterRate::new(f(&files), files_before.as_ref().map(f), files_elapsed)
+    };
     let conntrack = ns.conntrack.map(|c| {
-        let p = prev.and_then(|p| p.conntrack);
-        let rate =
-            |g: fn(&ConntrackCounters) -> u64| CounterRate::new(g(&c), p.as_ref().map(g), elapsed);
+        let p = files_before.and_then(|f| f.conntrack);
+        let rate = |g: fn(&ConntrackCounters) -> u64| {
+            CounterRate::new(g(&c), p.as_ref().map(g), files_elapsed)
+        };
         ConntrackFigures {
             entries: c.entries,
             insert_failed: rate(|s| s.insert_failed),
@@ -365,12 +376,12 @@ fn workload_figures(
         retransmit_segments: rate(|s| s.retransmits.segments),
         retransmits: rate(|s| s.retransmits.retransmits),
         retransmit_failures: rate(|s| s.retransmits.failed),
-        out_segments: rate(|s| s.out_segs.unwrap_or(0)),
+        out_segments: file_rate(|s| s.out_segs.unwrap_or(0)),
         drops,
         drops_by_reason,
-        listen_overflows: rate(|s| s.listen.map_or(0, |l| l.overflows)),
-        listen_drops: rate(|s| s.listen.map_or(0, |l| l.drops)),
-        syn_queue_full_drops: rate(|s| s.listen.map_or(0, |l| l.syn_queue_full)),
+        listen_overflows: file_rate(|s| s.listen.map_or(0, |l| l.overflows)),
+        listen_drops: file_rate(|s| s.listen.map_or(0, |l| l.drops)),
+        syn_queue_full_drops: file_rate(|s| s.listen.map_or(0, |l| l.syn_queue_full)),
         connect_eaddrnotavail: rate(|s| s.connect_eaddrnotavail),
         conntrack,
         tcp_time_wait: ns.tcp_sockets.map(|t| t.time_wait),

@@ -91,6 +91,18 @@ pub struct ProbeReadings {
     pub lost_events: LostEvents,
 }
 
+impl ProbeReadings {
+    /// Every namespace the maps counted something in.
+    pub fn namespaces_seen(&self) -> impl Iterator<Item = u32> + '_ {
+        self.retransmits
+            .keys()
+            .copied()
+            .chain(self.drops.keys().map(|k| k.netns))
+            .chain(self.connect_eaddrnotavail.keys().copied())
+            .chain(self.listen_calls.values().map(|r| r.netns))
+    }
+}
+
 /// What collection needs from the probes: the real [`Probes`], or a fake.
 pub trait ProbeSource {
     /// What attached, what was skipped and why.
@@ -230,10 +242,17 @@ impl Probes {
                 None
             }
         };
+        let AttachContext {
+            aya_btf, offsets, ..
+        } = context;
+        // aya's parse of the kernel's BTF is not needed any more.
+        drop(aya_btf);
+        let drop_reasons = offsets.drop_reasons;
+        crate::sys::release_free_memory();
         Ok(Self {
             ebpf,
             report: Report { signals, warnings },
-            drop_reasons: context.offsets.drop_reasons,
+            drop_reasons,
             events,
             traffic: traffic::Watcher::default(),
             kernel_log,

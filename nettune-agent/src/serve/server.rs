@@ -2,9 +2,11 @@
 //! (the latest Snapshot and tuner state as versioned JSON), `/healthz` (the
 //! collection loop is alive) and `/readyz` (a first Snapshot has been published).
 //!
-//! Each published Snapshot is rendered once, into [`Bytes`] for `/metrics` and
-//! for the JSON API, which every request then shares: serving never renders,
-//! serializes or clones a Snapshot, and never waits for a collection.
+//! Each published Snapshot is rendered at most once per endpoint, into [`Bytes`]
+//! that every later request shares, and only when first asked for: ticks come
+//! every second, scrapes every 15 or 30 s, so rendering every tick cost more
+//! than all the scrapes (the profile at 200 namespaces). A request never waits
+//! for a collection, and a render runs off the async workers.
 //!
 //! The agent runs on every node, on the host network: [`serve`] bounds what a
 //! client can hold — at most [`MAX_CONNECTIONS`] connections (more are closed at
@@ -34,11 +36,11 @@ use hyper_util::{
 use super::exporter::Exporter;
 use crate::model::snapshot::Published;
 
-/// One published tick, rendered for every endpoint.
+/// One published tick, and its renderings once asked for.
 struct Rendered {
     published: Arc<Published>,
-    metrics: Bytes,
-    json: Bytes,
+    metrics: std::sync::OnceLock<Bytes>,
+    json: std::sync::OnceLock<Bytes>,
 }
 
 /// What the endpoints serve, shared between the collection loop (which
@@ -50,6 +52,8 @@ pub struct ServerState {
     max_pod_series: usize,
     /// `/healthz` fails when no collection happened for this long.
     stale_after: Duration,
+    /// Renderings done so far (both endpoints).
+    renders: std::sync::atomic::AtomicU64,
 }
 
 impl ServerState {
@@ -62,25 +66,17 @@ impl ServerState {
             exporter: Exporter::new(max_pod_series),
             max_pod_series,
             stale_after: interval * 3 + Duration::from_secs(5),
+            renders: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    /// Renders `published` for every endpoint and makes it the one they serve.
+    /// Makes `published` the tick every endpoint serves (rendered when first
+    /// asked for).
     pub fn publish(&self, published: Published) {
-        let published = Arc::new(published);
-        // The JSON API is bounded like /metrics: at most max_pod_series pods.
-        let served = Published {
-            snapshot: published.snapshot.clone().capped(self.max_pod_series),
-            tuning: published.tuning.clone(),
-            event_collections_suppressed: published.event_collections_suppressed,
-        };
-        let json = serde_json::to_vec(&served)
-            .map(Bytes::from)
-            .unwrap_or_else(|e| Bytes::from(format!("{{\"error\":\"{e}\"}}")));
         let rendered = Arc::new(Rendered {
-            metrics: self.exporter.render(published.clone()),
-            json,
-            published,
+            published: Arc::new(published),
+            metrics: std::sync::OnceLock::new(),
+            json: std::sync::OnceLock::new(),
         });
         if let Ok(mut r) = self.rendered.write() {
             *r = Some(rendered);
@@ -97,6 +93,51 @@ impl ServerState {
 
     fn rendered_latest(&self) -> Option<Arc<Rendered>> {
         self.rendered.read().ok().and_then(|r| r.clone())
+    }
+
+    fn count_render(&self) {
+        self.renders
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Renderings done so far, of either endpoint.
+    pub fn renders(&self) -> u64 {
+        self.renders.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The latest tick's `/metrics` text, rendered if no one asked before.
+    pub fn metrics_text(&self) -> Option<Bytes> {
+        let r = self.rendered_latest()?;
+        Some(
+            r.metrics
+                .get_or_init(|| {
+                    self.count_render();
+                    self.exporter.render(r.published.clone())
+                })
+                .clone(),
+        )
+    }
+
+    /// The latest tick's JSON, serialized if no one asked before: at most
+    /// `max_pod_series` pods, like `/metrics`.
+    pub fn snapshot_json(&self) -> Option<Bytes> {
+        let r = self.rendered_latest()?;
+        Some(
+            r.json
+                .get_or_init(|| {
+                    self.count_render();
+                    let p = &r.published;
+                    let served = Published {
+                        snapshot: p.snapshot.clone().capped(self.max_pod_series),
+                        tuning: p.tuning.clone(),
+                        event_collections_suppressed: p.event_collections_suppressed,
+                    };
+                    serde_json::to_vec(&served)
+                        .map(Bytes::from)
+                        .unwrap_or_else(|e| Bytes::from(format!("{{\"error\":\"{e}\"}}")))
+                })
+                .clone(),
+        )
     }
 }
 
@@ -172,25 +213,31 @@ fn not_yet() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, "no collection yet\n").into_response()
 }
 
-async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
-    match state.rendered_latest() {
-        Some(r) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            r.metrics.clone(),
-        )
-            .into_response(),
-        None => not_yet(),
+/// `render` on a blocking thread (a large node's render takes milliseconds),
+/// served with `content_type`.
+async fn rendered(
+    state: Arc<ServerState>,
+    content_type: &'static str,
+    render: fn(&ServerState) -> Option<Bytes>,
+) -> Response {
+    match tokio::task::spawn_blocking(move || render(&state)).await {
+        Ok(Some(body)) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Ok(None) => not_yet(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
 
+async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
+    rendered(
+        state,
+        "text/plain; version=0.0.4; charset=utf-8",
+        ServerState::metrics_text,
+    )
+    .await
+}
+
 async fn snapshot(State(state): State<Arc<ServerState>>) -> Response {
-    match state.rendered_latest() {
-        Some(r) => ([(header::CONTENT_TYPE, "application/json")], r.json.clone()).into_response(),
-        None => not_yet(),
-    }
+    rendered(state, "application/json", ServerState::snapshot_json).await
 }
 
 async fn healthz(State(state): State<Arc<ServerState>>) -> Response {
@@ -258,6 +305,37 @@ mod tests {
         testing::{get, serving},
         *,
     };
+
+    fn published() -> Published {
+        Published {
+            snapshot: crate::model::snapshot::for_tests(Vec::new()),
+            tuning: None,
+            event_collections_suppressed: 0,
+        }
+    }
+
+    #[test]
+    fn a_tick_is_rendered_only_when_asked_for_and_only_once() {
+        let state = Arc::new(ServerState::new(100, Duration::from_secs(1)));
+        for _ in 0..10 {
+            state.publish(published());
+        }
+        assert_eq!(state.renders(), 0, "ticks nobody asked for were rendered");
+        let (addr, stop) = serving(state.clone(), Endpoints::All);
+        for _ in 0..3 {
+            assert_eq!(get(addr, "/metrics"), 200);
+            assert_eq!(get(addr, "/api/v1/snapshot"), 200);
+        }
+        assert_eq!(
+            state.renders(),
+            2,
+            "one render per endpoint for the one tick"
+        );
+        state.publish(published());
+        assert_eq!(get(addr, "/metrics"), 200);
+        assert_eq!(state.renders(), 3);
+        stop.send(true).unwrap();
+    }
 
     #[test]
     fn the_json_api_is_not_served_with_the_metrics_only() {

@@ -41,6 +41,8 @@ struct State {
     proc_links: BTreeMap<String, String>,
     cookies_given: u64,
     listener_scans: u64,
+    links_changed: bool,
+    listings: u64,
     read_only: bool,
     ignored_writes: std::collections::BTreeSet<(Target, String)>,
     net_file_reads: usize,
@@ -56,6 +58,8 @@ impl Default for State {
             proc_links: BTreeMap::new(),
             cookies_given: 0,
             listener_scans: 0,
+            links_changed: true,
+            listings: 0,
             read_only: false,
             ignored_writes: std::collections::BTreeSet::new(),
             net_file_reads: 0,
@@ -162,6 +166,11 @@ impl FakeSystem {
         };
     }
 
+    /// How many times the namespaces were listed, so far.
+    pub fn listings(&self) -> u64 {
+        self.state().listings
+    }
+
     /// How many times namespace listeners were scanned, so far.
     pub fn listener_scans(&self) -> u64 {
         self.state().listener_scans
@@ -176,12 +185,16 @@ impl FakeSystem {
 
     /// Sets the host namespace's interfaces.
     pub fn set_host_links(&self, links: Vec<Link>) {
-        self.state().host_links = Ok(links);
+        let mut state = self.state();
+        state.host_links = Ok(links);
+        state.links_changed = true;
     }
 
     /// Makes listing the host's interfaces fail with `reason`.
     pub fn fail_host_links(&self, reason: &str) {
-        self.state().host_links = Err(reason.to_owned());
+        let mut state = self.state();
+        state.host_links = Err(reason.to_owned());
+        state.links_changed = true;
     }
 
     /// Sets `/proc/<path>`.
@@ -259,6 +272,7 @@ impl FakeSystem {
 
 impl System for FakeSystem {
     fn namespaces(&self) -> BTreeMap<u32, Namespace> {
+        self.state().listings += 1;
         let gate = self
             .gate
             .lock()
@@ -289,6 +303,10 @@ impl System for FakeSystem {
                     .ok_or_else(|| not_found(format!("/proc/net/{f}"))),
             })
             .collect()
+    }
+
+    fn host_links_changed(&self) -> bool {
+        std::mem::replace(&mut self.state().links_changed, false)
     }
 
     fn host_links(&self) -> io::Result<Vec<Link>> {

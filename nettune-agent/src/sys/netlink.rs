@@ -138,6 +138,41 @@ pub fn links() -> io::Result<Vec<Link>> {
         .collect())
 }
 
+/// A subscription to the calling thread's namespace's link changes
+/// (`RTNLGRP_LINK`): interfaces added, removed or changed.
+#[derive(Debug)]
+pub struct LinkEvents {
+    socket: Socket,
+}
+
+impl LinkEvents {
+    /// Subscribes.
+    pub fn open() -> io::Result<Self> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.add_membership(libc::RTNLGRP_LINK)?;
+        socket.set_non_blocking(true)?;
+        Ok(Self { socket })
+    }
+
+    /// Whether anything changed since the last call: drains what arrived. A
+    /// lost message (the socket's buffer overflowed) counts as a change.
+    pub fn changed(&mut self) -> bool {
+        let mut changed = false;
+        let mut buf = Vec::with_capacity(BUFFER_BYTES);
+        loop {
+            buf.clear();
+            match self.socket.recv(&mut buf, 0) {
+                Ok(0) => return changed,
+                Ok(_) => changed = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return changed,
+                // ENOBUFS: events were lost; anything may have changed.
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
 /// The id the calling thread's namespace gives the namespace behind `ns_file`
 /// (`RTM_GETNSID`); `None` when none is assigned.
 pub fn netns_id(ns_file: &File) -> io::Result<Option<i32>> {

@@ -114,6 +114,45 @@ fn namespaces_that_go_are_forgotten_and_new_ones_appear() {
 }
 
 #[test]
+fn links_and_namespaces_are_listed_again_only_when_something_says_so() {
+    let mut c = collector(node());
+    c.tick().unwrap();
+    let listed = |c: &Collector<FakeProbes, FakeSystem>| c.system().listings();
+    assert_eq!(listed(&c), 1);
+    c.tick().unwrap();
+    assert_eq!(listed(&c), 1, "nothing changed: the last listing serves");
+    // A veth comes or goes.
+    c.system().set_host_links(Vec::new());
+    c.tick().unwrap();
+    assert_eq!(listed(&c), 2);
+    // A namespace with no veth on the host shows up in the maps first: its
+    // entries survive until the next tick lists it.
+    c.system().add_namespace(30, Some("quiet"), false);
+    c.probes.readings.retransmits.insert(
+        30,
+        RetransmitCounters {
+            retransmits: 1,
+            segments: 1,
+            failed: 0,
+        },
+    );
+    c.tick().unwrap();
+    assert_eq!(listed(&c), 2);
+    assert!(
+        c.probes.readings.retransmits.contains_key(&30),
+        "forgotten before listed"
+    );
+    let tick = c.tick().unwrap();
+    assert_eq!(listed(&c), 3);
+    assert_eq!(tick.snapshot.workload(30).unwrap().retransmits.total, 1);
+    // Nothing at all: listed again after TOPOLOGY_REFRESH_TICKS anyway.
+    for _ in 0..TOPOLOGY_REFRESH_TICKS {
+        c.tick().unwrap();
+    }
+    assert_eq!(listed(&c), 4);
+}
+
+#[test]
 fn a_veth_is_joined_to_the_namespace_its_peer_id_names_not_its_ifindex() {
     let system = node();
     // A second pod, id 6; the host-side veth 7 names id 6, not the first pod's 5.
@@ -280,7 +319,10 @@ fn an_unnamed_namespace_asks_the_runtime_for_an_early_poll_once_while_it_answers
     assert_eq!(requests.try_iter().count(), 1, "namespace 10 is not named");
     c.tick().unwrap();
     assert_eq!(requests.try_iter().count(), 0, "asked once per namespace");
+    // A new pod: its namespace and its veth.
     c.system().add_namespace(11, Some("late"), false);
+    c.system()
+        .set_host_links(vec![veth(7, "veth10", Some(5)), veth(8, "veth11", None)]);
     board.publish(runtime(Vec::new(), false));
     c.tick().unwrap();
     assert_eq!(
