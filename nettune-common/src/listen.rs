@@ -33,7 +33,7 @@ pub struct ListenRequest {
     pub netns: u32,
 }
 
-/// [`ListenKey`] → [`ListenOverflow`], LRU per-CPU hash.
+/// [`ListenKey`] → [`ListenOverflow`], per-CPU hash.
 pub const LISTEN_OVERFLOWS_MAP: &str = "LISTEN_OVERFLOWS";
 /// Bound of [`LISTEN_OVERFLOWS_MAP`].
 pub const MAX_LISTENERS: u32 = 4096;

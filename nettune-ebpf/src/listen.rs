@@ -17,7 +17,7 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{fentry, kprobe, map, tracepoint},
-    maps::{LruHashMap, LruPerCpuHashMap},
+    maps::{LruHashMap, PerCpuHashMap},
     programs::{FEntryContext, ProbeContext, TracePointContext},
 };
 use nettune_common::{
@@ -29,8 +29,8 @@ use nettune_common::{
 use crate::{counters, errors, events, kernel};
 
 #[map]
-static LISTEN_OVERFLOWS: LruPerCpuHashMap<ListenKey, ListenOverflow> =
-    LruPerCpuHashMap::with_max_entries(MAX_LISTENERS, 0);
+static LISTEN_OVERFLOWS: PerCpuHashMap<ListenKey, ListenOverflow> =
+    PerCpuHashMap::with_max_entries(MAX_LISTENERS, 0);
 
 #[map]
 static LISTEN_CALLS: LruHashMap<ListenCall, ListenRequest> =
@@ -69,7 +69,7 @@ fn record_listen_call(ctx: &TracePointContext) -> Result<(), ProbeError> {
         netns: if off.task_nsproxy == ABSENT {
             0
         } else {
-            kernel::netns_of_current_task(&off).unwrap_or(0)
+            kernel::netns_of_current_task(off).unwrap_or(0)
         },
     };
     LISTEN_CALLS
@@ -122,7 +122,7 @@ fn check_listener(sk: *const u8) -> Result<(), ProbeError> {
     if backlog <= max_backlog {
         return Ok(());
     }
-    let netns = kernel::netns_of_sock(sk, &off)?;
+    let netns = kernel::netns_of_sock(sk, off)?;
     let port: u16 = kernel::read(sk, off.sock_num)?;
     let key = ListenKey {
         netns,
