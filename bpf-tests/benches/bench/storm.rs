@@ -1,0 +1,200 @@
+//! Section `storm`: the agent when the node is in trouble.
+//!
+//! Two pods routed through the host. *Drop storm*: datagrams paced to 100k/s into
+//! a pod whose nftables input chain drops them with a counter (NETFILTER_DROP: the
+//! urgent-event path); nettune's count, bpftrace's (same attribution, per netns)
+//! and the rule's own counter must agree exactly. *SYN flood*: connects paced to
+//! 20k/s against a `listen(4)` socket that never accepts; nettune's listen
+//! overflows must equal the namespace's `ListenOverflows`. The agent's CPU is
+//! read every second of each storm.
+
+use std::{
+    net::{SocketAddr, SocketAddrV4},
+    time::{Duration, Instant},
+};
+
+use bpf_tests::{
+    bench::{
+        agent::{Agent, metric_sum},
+        load::{syn_flood, udp_flood},
+        nft,
+        pods::{Pod, Pods},
+        process::CpuMeter,
+        report::{Row, Section, Target},
+        stats::Summary,
+    },
+    bpftrace::{Bpftrace, drops_by_netns, drops_by_netns_script},
+};
+
+use crate::Mode;
+
+const METHOD: &str = "Two pod namespaces routed through the host, `nettune run` (release, 1 s \
+tick, urgent events on). *Drop storm*: 1-byte datagrams paced to 100k/s for the window into a \
+pod whose nftables input rule `udp dport 7777 counter drop` drops them (NETFILTER_DROP, which \
+nettune also sends as urgent events through its rate-limited ring buffer). Totals compared \
+over the window: nettune's `nettune_drops_total` for that pod, bpftrace counting \
+`skb:kfree_skb` per (netns, reason) with nettune's attribution, and the rule's own counter. \
+*SYN flood*: non-blocking connects (closed at once) paced to 20k/s against a `listen(4)` \
+socket that never accepts; nettune's `nettune_listen_overflows_total` for the pod against the \
+namespace's `TcpExt ListenOverflows`. Agent CPU from `/proc/<pid>/stat`, one lap a second.";
+
+const DROP_RATE: u64 = 100_000;
+const SYN_RATE: u64 = 20_000;
+
+/// Runs `storm` on a thread while the agent's CPU is sampled every second.
+fn with_cpu<T: Send>(
+    pid: u32,
+    storm: impl FnOnce() -> anyhow::Result<T> + Send,
+) -> anyhow::Result<(T, Vec<f64>)> {
+    let mut meter = CpuMeter::start(pid)?;
+    let mut cpu = Vec::new();
+    let out = std::thread::scope(|s| {
+        let h = s.spawn(storm);
+        while !h.is_finished() {
+            std::thread::sleep(Duration::from_secs(1));
+            cpu.push(meter.lap()? * 100.0);
+        }
+        h.join().map_err(|_| anyhow::anyhow!("storm panicked"))?
+    })?;
+    Ok((out, cpu))
+}
+
+/// The agent's `/metrics` after its next collections (2.5 ticks from now).
+fn settled_metrics(agent: &Agent) -> anyhow::Result<String> {
+    std::thread::sleep(Duration::from_millis(2500));
+    agent.process.metrics()
+}
+
+pub fn run(mode: Mode) -> anyhow::Result<Section> {
+    let window = Duration::from_secs(mode.pick(5, 30));
+    let pods = Pods::new(2, "st")?;
+    let (a, b) = (&pods.pods[0], &pods.pods[1]);
+    nft::add_input_rule(&b.ns, "udp dport 7777 counter drop")?;
+    let agent = Agent::start("")?;
+    agent.wait_for_interfaces(&pods.host_ifaces(), Duration::from_secs(30))?;
+    let mut section = Section::new("storm", "5. Storm", METHOD, mode.quick);
+    drop_storm(&mut section, &agent, a, b, window)?;
+    syn_storm(&mut section, &agent, a, b, window)?;
+    Ok(section)
+}
+
+fn drop_storm(
+    section: &mut Section,
+    agent: &Agent,
+    a: &Pod,
+    b: &Pod,
+    window: Duration,
+) -> anyhow::Result<()> {
+    let pod = b.label();
+    let inode = b.ns.inode()?;
+    let drops = |m: &str| metric_sum(m, "nettune_drops_total", &[("pod", &pod)]);
+    let lost = |m: &str, cause: &str| metric_sum(m, "nettune_events_lost_total", &[("cause", cause)]);
+    let suppressed = |m: &str| metric_sum(m, "nettune_event_collections_suppressed_total", &[]);
+
+    let bpftrace = Bpftrace::start(&drops_by_netns_script(&[inode]))?;
+    let before = settled_metrics(agent)?;
+    let nft_before = nft::counted_packets(&b.ns)?;
+    let t = Instant::now();
+    let (sent, cpu) = with_cpu(agent.pid(), || {
+        udp_flood(
+            &a.ns,
+            SocketAddr::from((b.addr(), 7777)),
+            DROP_RATE * window.as_secs(),
+            Some(DROP_RATE),
+            window,
+        )
+    })?;
+    let elapsed = t.elapsed().as_secs_f64();
+    let after = settled_metrics(agent)?;
+    let peer: u64 = drops_by_netns(&bpftrace.stop()?)
+        .iter()
+        .filter(|((ns, _), _)| *ns == inode)
+        .map(|(_, n)| n)
+        .sum();
+    let counted = (nft::counted_packets(&b.ns)? - nft_before) as f64;
+    let ours = drops(&after) - drops(&before);
+
+    section.rows.push(
+        Row::new("drop storm: drops/s achieved", "/s", Summary::one(counted / elapsed))
+            .against("paced to", Summary::one(DROP_RATE as f64)),
+    );
+    section.rows.push(
+        Row::new("drop storm: agent CPU", "% of a core", Summary::of(&cpu))
+            .target(Target::below(5.0, "< 5 % of a core")),
+    );
+    section.rows.push(
+        Row::new("drop storm: drops nettune counted", "", Summary::one(ours))
+            .against("nft rule counter", Summary::one(counted))
+            .target(Target::exact("no count lost")),
+    );
+    section.rows.push(
+        Row::new("drop storm: drops bpftrace counted", "", Summary::one(peer as f64))
+            .against("nft rule counter", Summary::one(counted))
+            .target(Target::exact("equal (the reference itself)")),
+    );
+    let ring_full = lost(&after, "ring_full") - lost(&before, "ring_full");
+    let rate_limited = lost(&after, "rate_limited") - lost(&before, "rate_limited");
+    section.rows.push(Row::new(
+        "drop storm: urgent events lost, ring full (counted)",
+        "",
+        Summary::one(ring_full),
+    ));
+    section.rows.push(Row::new(
+        "drop storm: urgent events lost, rate-limited in the kernel (counted)",
+        "",
+        Summary::one(rate_limited),
+    ));
+    section.rows.push(Row::new(
+        "drop storm: event wake-ups that did not collect",
+        "",
+        Summary::one(suppressed(&after) - suppressed(&before)),
+    ));
+    section.facts.push(format!(
+        "drop storm: {sent} datagrams sent in {elapsed:.1} s; urgent events delivered ≈ \
+         NETFILTER_DROP drops − lost = {:.0} (no metric counts deliveries).",
+        ours - ring_full - rate_limited
+    ));
+    Ok(())
+}
+
+fn syn_storm(
+    section: &mut Section,
+    agent: &Agent,
+    a: &Pod,
+    b: &Pod,
+    window: Duration,
+) -> anyhow::Result<()> {
+    let pod = b.label();
+    let overflows = |m: &str| metric_sum(m, "nettune_listen_overflows_total", &[("pod", &pod)]);
+    let addr = SocketAddrV4::new(b.addr(), 7100);
+    let before = settled_metrics(agent)?;
+    let kernel_before = b.ns.mib("netstat", "TcpExt", "ListenOverflows")?;
+    let t = Instant::now();
+    let (started, cpu) = with_cpu(agent.pid(), || {
+        syn_flood(
+            &a.ns,
+            &b.ns,
+            addr,
+            4,
+            (SYN_RATE * window.as_secs(), SYN_RATE, window),
+        )
+    })?;
+    let elapsed = t.elapsed().as_secs_f64();
+    let after = settled_metrics(agent)?;
+    let kernel = (b.ns.mib("netstat", "TcpExt", "ListenOverflows")? - kernel_before) as f64;
+    let ours = overflows(&after) - overflows(&before);
+    section.rows.push(
+        Row::new("SYN flood: connects/s achieved", "/s", Summary::one(started as f64 / elapsed))
+            .against("paced to", Summary::one(SYN_RATE as f64)),
+    );
+    section.rows.push(
+        Row::new("SYN flood: agent CPU", "% of a core", Summary::of(&cpu))
+            .target(Target::below(5.0, "< 5 % of a core")),
+    );
+    section.rows.push(
+        Row::new("SYN flood: listen overflows nettune counted", "", Summary::one(ours))
+            .against("namespace ListenOverflows", Summary::one(kernel))
+            .target(Target::exact("no count lost")),
+    );
+    Ok(())
+}
