@@ -5,6 +5,8 @@
 #![no_std]
 #![no_main]
 
+mod runtime;
+
 use aya_ebpf::{macros::classifier, programs::TcContext};
 
 /// `TC_ACT_UNSPEC` / `TCX_NEXT`: the next program sees the packet, as with nettune's.
@@ -14,14 +16,3 @@ const NEXT: i32 = -1;
 fn empty(_ctx: TcContext) -> i32 {
     NEXT
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // SAFETY: no panic path survives optimisation; the verifier rejects one that did.
-    unsafe { core::hint::unreachable_unchecked() }
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
