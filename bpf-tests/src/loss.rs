@@ -26,8 +26,7 @@ impl<'a> Loss<'a> {
         per_10k: u32,
         after_clsact: bool,
     ) -> anyhow::Result<Self> {
-        let mut classifier =
-            Classifier::load(OBJECT, "loss", &[("LOSS_PER_10K", per_10k)], netns)?;
+        let mut classifier = Classifier::load(OBJECT, "loss", &[("LOSS_PER_10K", per_10k)], netns)?;
         classifier.attach(iface, TcAttachType::Ingress, after_clsact)?;
         Ok(Self { classifier })
     }

@@ -183,7 +183,16 @@ impl Veth {
         prefix: u8,
     ) -> anyhow::Result<HostVeth> {
         ip(&[
-            "link", "add", "name", host, "type", "veth", "peer", "name", pod, "netns",
+            "link",
+            "add",
+            "name",
+            host,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            pod,
+            "netns",
             ns.name(),
         ])?;
         let guard = HostVeth {

@@ -66,11 +66,10 @@ pub fn run(mode: Mode) -> anyhow::Result<Section> {
     let pods = Pods::new(2, "dp")?;
     let (a, b) = (&pods.pods[0], &pods.pods[1]);
     // [without, with] × [throughput, rr, crr]
-    let mut samples = [[Vec::new(), Vec::new(), Vec::new()], [
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    ]];
+    let mut samples = [
+        [Vec::new(), Vec::new(), Vec::new()],
+        [Vec::new(), Vec::new(), Vec::new()],
+    ];
     let mut per_pair: [Vec<f64>; 3] = Default::default();
     for pair in 0..pairs {
         let order = if pair % 2 == 0 {
@@ -102,7 +101,12 @@ pub fn run(mode: Mode) -> anyhow::Result<Section> {
         }
         println!("  pair {pair} done");
     }
-    let mut section = Section::new("datapath", "2. Datapath: pod to pod through the host", METHOD, mode.quick);
+    let mut section = Section::new(
+        "datapath",
+        "2. Datapath: pod to pod through the host",
+        METHOD,
+        mode.quick,
+    );
     let figures = [
         ("iperf3 throughput, one CPU", "Gbit/s"),
         ("1-byte request/response", "/s"),
@@ -110,9 +114,13 @@ pub fn run(mode: Mode) -> anyhow::Result<Section> {
     ];
     for (i, (figure, unit)) in figures.iter().enumerate() {
         section.rows.push(
-            Row::new(format!("{figure}, with agent"), unit, Summary::of(&samples[1][i]))
-                .against("no agent", Summary::of(&samples[0][i]))
-                .target(Target::ratio_at_least(0.98, "≥ 0.98 of no agent")),
+            Row::new(
+                format!("{figure}, with agent"),
+                unit,
+                Summary::of(&samples[1][i]),
+            )
+            .against("no agent", Summary::of(&samples[0][i]))
+            .target(Target::ratio_at_least(0.98, "≥ 0.98 of no agent")),
         );
     }
     for (i, (figure, _)) in figures.iter().enumerate() {

@@ -60,8 +60,8 @@ fn observe(pid: u32, window: Duration, lap: Duration) -> anyhow::Result<Window> 
 }
 
 pub fn run(mode: Mode) -> anyhow::Result<Section> {
-    let window = Duration::from_secs(mode.pick(12, 60));
-    let lap = Duration::from_secs(mode.pick(3, 5));
+    let window = Duration::from_secs(mode.pick(8, 40));
+    let lap = Duration::from_secs(mode.pick(2, 5));
     let pods = Pods::new(4, "fp")?;
     let [a, b, c, d] = &pods.pods[..] else {
         unreachable!("four pods")
@@ -100,9 +100,12 @@ pub fn run(mode: Mode) -> anyhow::Result<Section> {
         });
         let w = observe(pid, window, lap);
         stop.store(true, Ordering::Relaxed);
-        flood.join().map_err(|_| anyhow::anyhow!("flood panicked"))??;
+        flood
+            .join()
+            .map_err(|_| anyhow::anyhow!("flood panicked"))??;
         rr.join().map_err(|_| anyhow::anyhow!("rr panicked"))??;
-        bulk.join().map_err(|_| anyhow::anyhow!("bulk panicked"))??;
+        bulk.join()
+            .map_err(|_| anyhow::anyhow!("bulk panicked"))??;
         w
     })?;
     let peak = memory(pid)?.peak_mib;
@@ -127,8 +130,12 @@ pub fn run(mode: Mode) -> anyhow::Result<Section> {
             .target(Target::below(30.0, "< 30 MiB steady")),
     );
     section.rows.push(
-        Row::new("peak RSS (VmHWM), start-up included", "MiB", Summary::one(peak))
-            .target(Target::below(40.0, "< 40 MiB peak")),
+        Row::new(
+            "peak RSS (VmHWM), start-up included",
+            "MiB",
+            Summary::one(peak),
+        )
+        .target(Target::below(40.0, "< 40 MiB peak")),
     );
     section.facts.push(format!(
         "windows of {} s, CPU laps of {} s.",

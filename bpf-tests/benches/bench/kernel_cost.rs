@@ -11,11 +11,7 @@
 //! - netfilter loss: a TCP transfer into the other pod, whose nftables input chain
 //!   drops 3 % of TCP packets at random (NETFILTER_DROP, and retransmits).
 
-use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use aya::programs::TcAttachType;
 use bpf_tests::{
@@ -52,14 +48,26 @@ const MIN_RUNS: u64 = 100;
 
 /// (label, tracepoint family, script) of each bpftrace peer.
 const PEERS: &[(&str, Family, &str)] = &[
-    ("bpftrace empty", Family::KfreeSkb, "tracepoint:skb:kfree_skb {}"),
-    ("bpftrace count()", Family::KfreeSkb, "tracepoint:skb:kfree_skb { @ = count(); }"),
+    (
+        "bpftrace empty",
+        Family::KfreeSkb,
+        "tracepoint:skb:kfree_skb {}",
+    ),
+    (
+        "bpftrace count()",
+        Family::KfreeSkb,
+        "tracepoint:skb:kfree_skb { @ = count(); }",
+    ),
     (
         "bpftrace keyed count",
         Family::KfreeSkb,
         "tracepoint:skb:kfree_skb { @[args->reason] = count(); }",
     ),
-    ("bpftrace empty", Family::Retransmit, "tracepoint:tcp:tcp_retransmit_skb {}"),
+    (
+        "bpftrace empty",
+        Family::Retransmit,
+        "tracepoint:tcp:tcp_retransmit_skb {}",
+    ),
     (
         "bpftrace count()",
         Family::Retransmit,
@@ -181,7 +189,10 @@ pub fn run(mode: Mode) -> anyhow::Result<Section> {
             // Let the last packets and ICMP errors through.
             std::thread::sleep(Duration::from_millis(100));
             let runs = Snapshot::take(&pids)?.since(&before);
-            println!("  rep {rep} {name}: {} programs ran", runs.iter().filter(|r| r.run_cnt > 0).count());
+            println!(
+                "  rep {rep} {name}: {} programs ran",
+                runs.iter().filter(|r| r.run_cnt > 0).count()
+            );
             attribute(&mut costs, phase, &runs, agent.pid(), empty_id, &peers);
         }
     }
@@ -239,10 +250,13 @@ fn rows_for_phase(section: &mut Section, costs: &Costs, phase: usize, name: &str
         };
         let prog = label.trim_start_matches("nettune ");
         let family = Family::of_nettune(prog);
-        let figure = format!("{name}: nettune `{prog}`, per {}", match family {
-            Family::Tc => "packet",
-            _ => "event",
-        });
+        let figure = format!(
+            "{name}: nettune `{prog}`, per {}",
+            match family {
+                Family::Tc => "packet",
+                _ => "event",
+            }
+        );
         let against = |peer: &str| {
             costs
                 .get(phase, &peer_label(peer, family))

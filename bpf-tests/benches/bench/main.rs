@@ -92,10 +92,8 @@ fn main() -> anyhow::Result<()> {
                             r.figure,
                             report::value(r.value.median, &r.unit),
                             match (r.ratio(), r.met()) {
-                                (Some(x), Some(m)) => format!(
-                                    "  ratio {x:.2}  {}",
-                                    if m { "met" } else { "MISSED" }
-                                ),
+                                (Some(x), Some(m)) =>
+                                    format!("  ratio {x:.2}  {}", if m { "met" } else { "MISSED" }),
                                 (Some(x), None) => format!("  ratio {x:.2}"),
                                 (None, Some(m)) => (if m { "  met" } else { "  MISSED" }).into(),
                                 (None, None) => String::new(),
@@ -113,12 +111,18 @@ fn main() -> anyhow::Result<()> {
                     );
                 }
                 Err(e) => {
-                    eprintln!("==> section {name} FAILED after {:.0} s: {e:#}", t.elapsed().as_secs_f64());
+                    eprintln!(
+                        "==> section {name} FAILED after {:.0} s: {e:#}",
+                        t.elapsed().as_secs_f64()
+                    );
                     failed.push(*name);
                 }
             }
         }
-        println!("\nbenchmarks: {:.0} s in all", started.elapsed().as_secs_f64());
+        println!(
+            "\nbenchmarks: {:.0} s in all",
+            started.elapsed().as_secs_f64()
+        );
     }
     let sections: Vec<Section> = SECTIONS
         .iter()

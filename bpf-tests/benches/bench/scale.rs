@@ -79,7 +79,7 @@ fn node_exporter() -> anyhow::Result<(Spawned, SocketAddr)> {
 
 pub fn run(mode: Mode) -> anyhow::Result<Section> {
     let counts: &[usize] = mode.pick(&[100], &[100, 500]);
-    let window = Duration::from_secs(mode.pick(10, 30));
+    let window = Duration::from_secs(mode.pick(6, 30));
     let mut section = Section::new("scale", "4. Scale", METHOD, mode.quick);
     for &n in counts {
         one_count(&mut section, n, window)?;
@@ -124,7 +124,7 @@ fn one_count(section: &mut Section, n: usize, window: Duration) -> anyhow::Resul
     while started.elapsed() < window {
         let body = ours.scrape(agent.process.addr)?;
         collection_ms.push(metric_sum(&body, "nettune_collection_duration_seconds", &[]) * 1000.0);
-        if tick % 4 == 0 {
+        if tick.is_multiple_of(4) {
             send_all();
             theirs.scrape(exporter_addr)?;
         }
@@ -142,7 +142,11 @@ fn one_count(section: &mut Section, n: usize, window: Duration) -> anyhow::Resul
         });
     };
     push(
-        Row::new(format!("{n} pods: time to ready"), "s", Summary::one(ready.as_secs_f64())),
+        Row::new(
+            format!("{n} pods: time to ready"),
+            "s",
+            Summary::one(ready.as_secs_f64()),
+        ),
         None,
     );
     push(
@@ -154,7 +158,11 @@ fn one_count(section: &mut Section, n: usize, window: Duration) -> anyhow::Resul
         None,
     );
     push(
-        Row::new(format!("{n} pods: idle agent CPU"), "% of a core", Summary::one(cpu)),
+        Row::new(
+            format!("{n} pods: idle agent CPU"),
+            "% of a core",
+            Summary::one(cpu),
+        ),
         target(Target::below(1.0, "< 1 % of a core at 500")),
     );
     push(
@@ -171,23 +179,39 @@ fn one_count(section: &mut Section, n: usize, window: Duration) -> anyhow::Resul
         bpf_tests::bench::stats::quantile(&s, q)
     };
     push(
-        Row::new(format!("{n} pods: /metrics scrape p50"), "ms", Summary::one(p(&ours.ms, 0.5)))
-            .against("node_exporter p50", Summary::one(p(&theirs.ms, 0.5))),
+        Row::new(
+            format!("{n} pods: /metrics scrape p50"),
+            "ms",
+            Summary::one(p(&ours.ms, 0.5)),
+        )
+        .against("node_exporter p50", Summary::one(p(&theirs.ms, 0.5))),
         None,
     );
     push(
-        Row::new(format!("{n} pods: /metrics scrape p100"), "ms", Summary::one(p(&ours.ms, 1.0)))
-            .against("node_exporter p100", Summary::one(p(&theirs.ms, 1.0))),
+        Row::new(
+            format!("{n} pods: /metrics scrape p100"),
+            "ms",
+            Summary::one(p(&ours.ms, 1.0)),
+        )
+        .against("node_exporter p100", Summary::one(p(&theirs.ms, 1.0))),
         target(Target::below(50.0, "< 50 ms at 500")),
     );
     push(
-        Row::new(format!("{n} pods: /metrics body"), "KiB", Summary::of(&ours.kib))
-            .against("node_exporter", Summary::of(&theirs.kib)),
+        Row::new(
+            format!("{n} pods: /metrics body"),
+            "KiB",
+            Summary::of(&ours.kib),
+        )
+        .against("node_exporter", Summary::of(&theirs.kib)),
         None,
     );
     push(
-        Row::new(format!("{n} pods: /metrics series"), "", Summary::of(&ours.series))
-            .against("node_exporter", Summary::of(&theirs.series)),
+        Row::new(
+            format!("{n} pods: /metrics series"),
+            "",
+            Summary::of(&ours.series),
+        )
+        .against("node_exporter", Summary::of(&theirs.series)),
         None,
     );
     section.facts.push(format!(

@@ -71,7 +71,10 @@ impl Agent {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("{missing} of {} interfaces not in /metrics after {timeout:?}", ifaces.len());
+                bail!(
+                    "{missing} of {} interfaces not in /metrics after {timeout:?}",
+                    ifaces.len()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -120,7 +123,10 @@ mod tests {
                     nettune_drops_total{pod=\"a\",reason=\"NETFILTER_DROP\"} 4\n\
                     nettune_drops_total{pod=\"b\",reason=\"NO_SOCKET\"} 5\n\
                     nettune_drops_total_x 9\nnettune_workloads 2\n";
-        assert_eq!(metric_sum(body, "nettune_drops_total", &[("pod", "a")]), 7.0);
+        assert_eq!(
+            metric_sum(body, "nettune_drops_total", &[("pod", "a")]),
+            7.0
+        );
         assert_eq!(metric_sum(body, "nettune_workloads", &[]), 2.0);
         assert_eq!(series_count(body), 5);
     }

@@ -163,38 +163,50 @@ pub fn iperf3(
     let mut server_process = Spawned::start(
         "ip",
         &[
-            "netns", "exec", server.name(), "iperf3", "-s", "-1", "-B", &addr, "-p", "5211",
+            "netns",
+            "exec",
+            server.name(),
+            "iperf3",
+            "-s",
+            "-1",
+            "-B",
+            &addr,
+            "-p",
+            "5211",
         ],
     )?;
     let deadline = Instant::now() + SETUP_TIMEOUT;
-    // The server needs a moment to listen; iperf3 says so as "unable to connect".
-    let report = loop {
-        match client.exec(
-            "iperf3",
-            &[
-                "-c",
-                &addr,
-                "-p",
-                "5211",
-                "-t",
-                &seconds.to_string(),
-                "-A",
-                &format!("{cpu},{cpu}"),
-                "-J",
-            ],
-        ) {
-            Ok(out) => break out,
-            Err(e) if Instant::now() < deadline => {
-                server_process.check_running().context(e)?;
-                std::thread::sleep(Duration::from_millis(50));
+    let args = [
+        "-c",
+        &addr,
+        "-p",
+        "5211",
+        "-t",
+        &seconds.to_string(),
+        "-A",
+        &format!("{cpu},{cpu}"),
+        "-J",
+    ];
+    // The server needs a moment to listen; until then iperf3 reports "unable to
+    // connect" (in its JSON, with or without a failing exit status).
+    loop {
+        let error = match client.exec("iperf3", &args) {
+            Ok(out) => {
+                let json: serde_json::Value =
+                    serde_json::from_str(&out).context("iperf3 -J output")?;
+                if let Some(bits) = json["end"]["sum_received"]["bits_per_second"].as_f64() {
+                    return Ok(bits);
+                }
+                anyhow::anyhow!("iperf3 reported no throughput: {}", json["error"])
             }
-            Err(e) => return Err(e),
+            Err(e) => e,
+        };
+        if Instant::now() > deadline {
+            return Err(error);
         }
-    };
-    let json: serde_json::Value = serde_json::from_str(&report).context("iperf3 -J output")?;
-    json["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .context("iperf3: no end.sum_received.bits_per_second")
+        server_process.check_running().context(error)?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Opens connections from `client` to a listener in `server` with `listen(backlog)`

@@ -138,7 +138,10 @@ pub fn pin_thread_to(cpu: usize) -> anyhow::Result<()> {
     unsafe { libc::CPU_SET(cpu, &mut set) };
     // SAFETY: pid 0 is this thread; `set` is a valid cpu_set_t of the size given.
     if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set) } != 0 {
-        bail!("sched_setaffinity({cpu}): {}", std::io::Error::last_os_error());
+        bail!(
+            "sched_setaffinity({cpu}): {}",
+            std::io::Error::last_os_error()
+        );
     }
     Ok(())
 }

@@ -367,7 +367,13 @@ fn reference(r: &Row) -> String {
 }
 
 fn ratio(r: &Row) -> String {
-    r.ratio().map_or_else(String::new, |x| format!("{x:.2}"))
+    r.ratio().map_or_else(String::new, |x| {
+        if x != 0.0 && x.abs() < 0.1 {
+            format!("{x:.3}")
+        } else {
+            format!("{x:.2}")
+        }
+    })
 }
 
 fn met(r: &Row) -> &'static str {
