@@ -275,7 +275,7 @@ fn rows_for_phase(section: &mut Section, costs: &Costs, phase: usize, name: &str
                     section.rows.push(
                         Row::new(format!("{figure} (aim)"), "ns", value.clone())
                             .against(peer, s)
-                            .target(Target::ratio_at_most(1.0, "aim: ≤ bpftrace count()")),
+                            .target(Target::ratio_at_most(1.0, "aim: ≤ bpftrace count()").as_aim()),
                     );
                 }
             }

@@ -36,7 +36,8 @@ over the window: nettune's `nettune_drops_total` for that pod, bpftrace counting
 `skb:kfree_skb` per (netns, reason) with nettune's attribution, and the rule's own counter. \
 *SYN flood*: non-blocking connects (closed at once) paced to 20k/s against a `listen(4)` \
 socket that never accepts; nettune's `nettune_listen_overflows_total` for the pod against the \
-namespace's `TcpExt ListenOverflows`. Agent CPU from `/proc/<pid>/stat`, one lap a second.";
+namespace's `TcpExt ListenOverflows`. Agent CPU from `/proc/<pid>/stat`, one lap a second, next to the same agent's idle CPU \
+just before the storms.";
 
 const DROP_RATE: u64 = 100_000;
 const SYN_RATE: u64 = 20_000;
@@ -72,18 +73,24 @@ pub fn run(mode: Mode) -> anyhow::Result<Section> {
     nft::add_input_rule(&b.ns, "udp dport 7777 counter drop")?;
     let agent = Agent::start("")?;
     agent.wait_for_interfaces(&pods.host_ifaces(), Duration::from_secs(30))?;
+    // The same agent's CPU with nothing happening: what the storms add to.
+    let ((), idle) = with_cpu(agent.pid(), || {
+        std::thread::sleep(Duration::from_secs(mode.pick(3, 10)));
+        Ok(())
+    })?;
+    let idle = Summary::of(&idle);
     let mut section = Section::new("storm", "5. Storm", METHOD, mode.quick);
-    drop_storm(&mut section, &agent, a, b, window)?;
-    syn_storm(&mut section, &agent, a, b, window)?;
+    drop_storm(&mut section, &agent, (a, b), window, &idle)?;
+    syn_storm(&mut section, &agent, (a, b), window, &idle)?;
     Ok(section)
 }
 
 fn drop_storm(
     section: &mut Section,
     agent: &Agent,
-    a: &Pod,
-    b: &Pod,
+    (a, b): (&Pod, &Pod),
     window: Duration,
+    idle: &Summary,
 ) -> anyhow::Result<()> {
     let pod = b.label();
     let inode = b.ns.inode()?;
@@ -122,6 +129,7 @@ fn drop_storm(
             achieved: counted / elapsed,
             paced: DROP_RATE,
             cpu: &cpu,
+            idle,
         },
         ("drops nettune counted", ours),
         ("nft rule counter", counted),
@@ -163,9 +171,9 @@ fn drop_storm(
 fn syn_storm(
     section: &mut Section,
     agent: &Agent,
-    a: &Pod,
-    b: &Pod,
+    (a, b): (&Pod, &Pod),
     window: Duration,
+    idle: &Summary,
 ) -> anyhow::Result<()> {
     let pod = b.label();
     let overflows = |m: &str| metric_sum(m, "nettune_listen_overflows_total", &[("pod", &pod)]);
@@ -193,6 +201,7 @@ fn syn_storm(
             achieved: started as f64 / elapsed,
             paced: SYN_RATE,
             cpu: &cpu,
+            idle,
         },
         ("listen overflows nettune counted", ours),
         ("namespace ListenOverflows", kernel),
@@ -209,6 +218,8 @@ struct Storm<'a> {
     paced: u64,
     /// Agent CPU, % of a core, one sample a second.
     cpu: &'a [f64],
+    /// The same, idle, just before the storms.
+    idle: &'a Summary,
 }
 
 /// The rows every storm has: the rate achieved, the agent's CPU, and nettune's

@@ -157,6 +157,9 @@ pub struct Target {
     pub bound: f64,
     /// As the issue states it, e.g. `≤ bpftrace's keyed count`.
     pub text: String,
+    /// Something to aim at rather than a target: shown as reached or not, not missed.
+    #[serde(default)]
+    pub aim: bool,
 }
 
 /// What a [`Target`] bounds.
@@ -191,6 +194,13 @@ impl Target {
         Self::new(Of::Value, Cmp::Below, bound, text)
     }
 
+    /// This bound as an aim rather than a target.
+    #[must_use]
+    pub fn as_aim(mut self) -> Self {
+        self.aim = true;
+        self
+    }
+
     /// Every measurement equals the reference's (exact counts).
     pub fn exact(text: &str) -> Self {
         Self::new(Of::Ratio, Cmp::Equal, 1.0, text)
@@ -202,6 +212,7 @@ impl Target {
             cmp,
             bound,
             text: text.into(),
+            aim: false,
         }
     }
 }
@@ -377,10 +388,13 @@ fn ratio(r: &Row) -> String {
 }
 
 fn met(r: &Row) -> &'static str {
-    match r.met() {
-        Some(true) => "met",
-        Some(false) => "**missed**",
-        None => "",
+    let aim = r.target.as_ref().is_some_and(|t| t.aim);
+    match (r.met(), aim) {
+        (Some(true), false) => "met",
+        (Some(false), false) => "**missed**",
+        (Some(true), true) => "aim reached",
+        (Some(false), true) => "aim not reached",
+        (None, _) => "",
     }
 }
 
