@@ -24,6 +24,9 @@ pub enum Feature {
     Tracepoint,
     /// tc programs (TCX or clsact).
     Tc,
+    /// Real container runtimes: containerd with runc and the CNI plugins,
+    /// podman, and the images `cargo xtask test` builds for them.
+    Containers,
 }
 
 impl Feature {
@@ -35,6 +38,7 @@ impl Feature {
             Self::TpBtf => "tp_btf",
             Self::Tracepoint => "tracepoint",
             Self::Tc => "tc",
+            Self::Containers => "containers",
         }
     }
 }

@@ -19,23 +19,14 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
 /// Runs `ip` with `args`, failing with its stderr.
 pub fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running `ip` (package iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    crate::command::run("ip", args, "iproute2").map(drop)
 }
 
-/// A named network namespace (`/run/netns/<name>`), deleted on drop.
+/// A named network namespace (`/run/netns/<name>`), deleted on drop when the
+/// test created it.
 pub struct Netns {
     name: String,
+    owned: bool,
 }
 
 impl Netns {
@@ -44,9 +35,18 @@ impl Netns {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = format!("nt{}-{tag}{id}", std::process::id());
         ip(&["netns", "add", &name])?;
-        let ns = Self { name };
+        let ns = Self { name, owned: true };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// The namespace someone else mounted at `/run/netns/<name>` (e.g. a pod
+    /// sandbox's), left alone on drop.
+    pub fn existing(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            owned: false,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -140,6 +140,9 @@ fn enter(file: &File) -> anyhow::Result<()> {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         if let Err(e) = ip(&["netns", "del", &self.name]) {
             eprintln!("warning: could not delete test namespace: {e}");
         }

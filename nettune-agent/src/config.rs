@@ -58,6 +58,40 @@ pub struct Config {
     pub probes: ProbesConfig,
     /// `[tuning]`: the tuner.
     pub tuning: TuningConfig,
+    /// `[identity]`: where pod names come from.
+    pub identity: IdentityConfig,
+}
+
+/// `[identity]`: the container runtime as the source of pod names.
+#[derive(Clone, Debug, Serialize)]
+pub struct IdentityConfig {
+    /// The runtime's CRI socket; `None`: the first of containerd's and CRI-O's
+    /// usual sockets that exists; an empty path: no runtime source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cri_socket: Option<PathBuf>,
+    /// Seconds between two polls of the runtime (0.1 to 300).
+    pub cri_poll_seconds: f64,
+    /// Seconds one call to the runtime may take (0.05 to 60).
+    pub cri_timeout_seconds: f64,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            cri_socket: None,
+            cri_poll_seconds: 1.0,
+            cri_timeout_seconds: 2.0,
+        }
+    }
+}
+
+impl IdentityConfig {
+    /// Whether the runtime source is turned off (`cri_socket = ""`).
+    pub fn cri_disabled(&self) -> bool {
+        self.cri_socket
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+    }
 }
 
 /// `[agent]`.
@@ -108,6 +142,7 @@ impl Default for Config {
             },
             probes: ProbesConfig::default(),
             tuning: TuningConfig::default(),
+            identity: IdentityConfig::default(),
         }
     }
 }
@@ -119,6 +154,15 @@ struct RawConfig {
     agent: RawAgent,
     probes: RawProbes,
     tuning: RawTuning,
+    identity: RawIdentity,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawIdentity {
+    cri_socket: Option<PathBuf>,
+    cri_poll_seconds: Option<Spanned<f64>>,
+    cri_timeout_seconds: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -172,13 +216,18 @@ pub const INTERVAL_RANGE: std::ops::RangeInclusive<f64> = 0.05..=3600.0;
 /// `seconds` if it is a usable interval, else why not (the config file and the
 /// command line share this check).
 pub fn check_interval(seconds: f64) -> Result<f64, String> {
-    if seconds.is_finite() && INTERVAL_RANGE.contains(&seconds) {
+    check_seconds(seconds, &INTERVAL_RANGE)
+}
+
+/// `seconds` if it lies in `range`, else why not.
+fn check_seconds(seconds: f64, range: &std::ops::RangeInclusive<f64>) -> Result<f64, String> {
+    if seconds.is_finite() && range.contains(&seconds) {
         Ok(seconds)
     } else {
         Err(format!(
             "{seconds} is out of range: must be between {} and {} seconds",
-            INTERVAL_RANGE.start(),
-            INTERVAL_RANGE.end()
+            range.start(),
+            range.end()
         ))
     }
 }
@@ -234,6 +283,14 @@ fn reason(message: &str) -> String {
 }
 
 impl Config {
+    /// The defaults, with pod names from the container runtime turned off (for
+    /// engines over a fake node, which must not ask the machine's runtime).
+    pub fn without_runtime() -> Self {
+        let mut config = Self::default();
+        config.identity.cri_socket = Some(PathBuf::new());
+        config
+    }
+
     /// The file to read: `explicit`, else `$NETTUNE_CONFIG`, else the default.
     pub fn locate(explicit: Option<&Path>) -> (PathBuf, bool) {
         if let Some(p) = explicit {
@@ -327,6 +384,30 @@ impl Config {
         if let Some(wake) = raw.agent.wake_on_events {
             config.agent.wake_on_events = wake;
         }
+
+        let seconds = |v: Option<Spanned<f64>>,
+                       key: &str,
+                       range: std::ops::RangeInclusive<f64>,
+                       into: &mut f64| {
+            if let Some(v) = v {
+                *into = check_seconds(*v.get_ref(), &range)
+                    .map_err(|reason| error(Some(v.span()), key.to_owned(), reason))?;
+            }
+            Ok(())
+        };
+        seconds(
+            raw.identity.cri_poll_seconds,
+            "identity.cri_poll_seconds",
+            0.1..=300.0,
+            &mut config.identity.cri_poll_seconds,
+        )?;
+        seconds(
+            raw.identity.cri_timeout_seconds,
+            "identity.cri_timeout_seconds",
+            0.05..=60.0,
+            &mut config.identity.cri_timeout_seconds,
+        )?;
+        config.identity.cri_socket = raw.identity.cri_socket;
 
         config.probes = ProbesConfig {
             disable_variants: raw.probes.disable_variants,

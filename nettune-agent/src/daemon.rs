@@ -22,7 +22,7 @@ use std::{
 use tokio::signal::unix::SignalKind;
 
 use crate::{
-    collect::{Collector, Tick},
+    collect::{Collector, Tick, cri::RuntimeWatcher},
     config::Config,
     model::{
         snapshot::{Published, Snapshot},
@@ -67,11 +67,14 @@ pub struct Engine<P: ProbeSource = Probes, S: System + Clone = Kernel> {
     tuner: Option<Tuner<S>>,
     /// Event-triggered collections skipped by the minimum gap, so far.
     pub suppressed_event_collections: u64,
+    /// Polls the container runtime for pod names (stopped with the engine).
+    _runtime: Option<RuntimeWatcher>,
 }
 
 impl<P: ProbeSource, S: System + Clone> Engine<P, S> {
-    /// A collector over `probes` and, unless the journal is unusable in observe
-    /// mode, a tuner.
+    /// A collector over `probes`, pod names from the container runtime (polled
+    /// on a thread of its own; `identity.cri_socket = ""` turns it off) and,
+    /// unless the journal is unusable in observe mode, a tuner.
     pub fn new(probes: P, system: S, config: &Config) -> Result<Self, DaemonError> {
         let mem_total = tuner::mem_total(&system);
         let mut config = config.clone();
@@ -92,10 +95,16 @@ impl<P: ProbeSource, S: System + Clone> Engine<P, S> {
             }
             Err(e) => return Err(e.into()),
         };
+        let runtime = RuntimeWatcher::start(&config.identity);
+        let mut collector = Collector::new(probes, system, config);
+        if let Some(watcher) = &runtime {
+            collector = collector.with_runtime(watcher.board());
+        }
         Ok(Self {
-            collector: Collector::new(probes, system, config),
+            collector,
             tuner,
             suppressed_event_collections: 0,
+            _runtime: runtime,
         })
     }
 
@@ -367,8 +376,12 @@ mod tests {
         let system = Arc::new(FakeSystem::new());
         system.add_namespace(1, None, true);
         let state = Arc::new(ServerState::new(100, Duration::from_millis(50)));
-        let engine =
-            Engine::new(FakeProbes::default(), system.clone(), &Config::default()).unwrap();
+        let engine = Engine::new(
+            FakeProbes::default(),
+            system.clone(),
+            &Config::without_runtime(),
+        )
+        .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let collecting = std::thread::spawn({
             let (state, stop) = (state.clone(), stop.clone());
@@ -448,7 +461,7 @@ mod read_only_tests {
         );
         system.make_sysctls_read_only();
         let state = std::env::temp_dir().join(format!("nettune-ro-{}", std::process::id()));
-        let mut config = Config::default();
+        let mut config = Config::without_runtime();
         config.tuning.mode = Mode::Enforce;
         config.tuning.state_dir.clone_from(&state);
         let mut engine = Engine::new(FakeProbes::default(), system.clone(), &config).unwrap();

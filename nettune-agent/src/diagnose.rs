@@ -172,7 +172,7 @@ impl Readings {
             let Some(counts) = after.netns.get(&ns.inode) else {
                 continue;
             };
-            let who = identity::identify(system, ns).display_name();
+            let who = identity::identify(system, ns, None).display_name();
             if let Some(stats) = counts.conntrack
                 && (stats.entries > 0 || stats.drop > 0 || ns.is_host)
             {

@@ -2,11 +2,13 @@
 //!
 //! - `setup`  install the pinned toolchains, bpf-linker and the test tools (idempotent)
 //! - `build`  build the eBPF object and the `nettune` binary
+//! - `image`  the container image (static binary, `FROM scratch`, buildah) as an OCI archive
 //! - `run`    build and run `nettune` as root (default arguments: `top`)
 //! - `test`   formatting, lints, unit tests, then the kernel tests as root
 //! - `fmt`    format every crate, the eBPF crates included
 //! - `bench`  benchmarks, as root, each against a baseline measured in the same run
 
+mod image;
 mod process;
 mod run;
 mod setup;
@@ -36,6 +38,16 @@ enum Command {
         /// container image's binary.
         #[arg(long = "static")]
         static_musl: bool,
+    },
+    /// Build the container image without Docker: the static binary in an image
+    /// FROM scratch (buildah), written to target/image/<name>.oci.tar.
+    Image {
+        /// Image name and tag (default: localhost/nettune:<version>).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Also load it into podman or containerd (k8s.io namespace); repeatable.
+        #[arg(long, value_enum)]
+        load: Vec<image::LoadInto>,
     },
     /// Build and run `nettune` as root (via sudo when not root); default: `nettune top`.
     Run {
@@ -81,6 +93,7 @@ fn main() -> ExitCode {
         } => setup::setup(setup::Scope::Build)
             .and_then(|()| run::build_with(release, static_musl).map(drop)),
 
+        Command::Image { tag, load } => image::image(tag.as_deref(), &load).map(drop),
         Command::Run { release, args } => run::run(release, args),
         Command::Test { kernel_filter } => test::test(kernel_filter.as_deref()),
         Command::Fmt => test::format(false),

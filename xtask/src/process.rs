@@ -51,6 +51,22 @@ pub fn output(cmd: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// Runs `cmd` and returns its stdout (trimmed); fails with its stderr.
+pub fn captured(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start `{}`", describe(cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            describe(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 /// Runs `cmd`, echoing its stdout line by line while keeping it; returns
 /// whether it succeeded and what it printed.
 pub fn tee(cmd: &mut Command) -> anyhow::Result<(bool, String)> {

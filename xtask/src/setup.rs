@@ -35,7 +35,10 @@ const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// Debian packages needed to compile bpf-linker against LLVM 22.
 const LINKER_BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
 /// Debian packages the test suite runs: `ip` (namespaces, veth), `mount`, and the
-/// peers kernel tests compare against: bpftrace, nftables (`nft`), `conntrack`.
+/// peers kernel tests compare against: bpftrace, nftables (`nft`), `conntrack`;
+/// the real container stack the pod tests drive: containerd (with `ctr`), runc,
+/// the CNI plugins, buildah (images without Docker), podman (the DaemonSet's
+/// container), and a C compiler with static libc for the test pause image.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "mount",
@@ -44,6 +47,13 @@ const TEST_PACKAGES: &[&str] = &[
     "conntrack",
     "prometheus",
     "tmux",
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "buildah",
+    "podman",
+    "gcc",
+    "libc6-dev",
 ];
 
 /// Debian packages `cargo xtask bench` drives: namespaces (`ip`), nftables loss
@@ -259,7 +269,7 @@ fn package_installed(name: &str) -> bool {
         .is_some_and(|s| s == "installed")
 }
 
-fn ensure_packages(what: &str, packages: &[&str]) -> anyhow::Result<()> {
+pub fn ensure_packages(what: &str, packages: &[&str]) -> anyhow::Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .copied()

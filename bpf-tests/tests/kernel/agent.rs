@@ -162,7 +162,7 @@ pub fn nettune_bin() -> anyhow::Result<PathBuf> {
 }
 
 /// Ids of loaded programs and links, to tell ours apart from what was there before.
-fn loaded_ids() -> anyhow::Result<(HashSet<u32>, HashSet<u32>)> {
+pub fn loaded_ids() -> anyhow::Result<(HashSet<u32>, HashSet<u32>)> {
     let programs = aya::programs::loaded_programs()
         .map(|p| p.map(|p| p.id()))
         .collect::<Result<_, _>>()?;
@@ -224,33 +224,35 @@ fn run_detaches_everything_on(signal: libc::c_int) -> TestResult {
         "nettune exited with {status}; log:\n{}",
         log.join("\n")
     );
-    // The kernel frees a program after an RCU grace period once its last fd closes,
-    // so its id can outlive the process by a moment: poll, with a deadline.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (programs_after, links_after) = loaded_ids()?;
-        let programs_left: Vec<_> = ours
-            .iter()
-            .filter(|id| programs_after.contains(id))
-            .collect();
-        let links_left: Vec<_> = our_links
-            .iter()
-            .filter(|id| links_after.contains(id))
-            .collect();
-        if programs_left.is_empty() && links_left.is_empty() {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("5s after exit, programs {programs_left:?} and links {links_left:?} remain");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    all_unloaded(&ours, &our_links)?;
     ensure!(
         log.iter().any(|l| l.contains("tcp_retransmit: attached")),
         "the log does not say what attached:\n{}",
         log.join("\n")
     );
     Ok(Outcome::Passed)
+}
+
+/// Waits until none of `programs` and `links` is loaded any more. The kernel
+/// frees a program after an RCU grace period once its last fd closes, so its id
+/// can outlive the process by a moment: poll, with a 5 s deadline.
+pub fn all_unloaded(programs: &[&u32], links: &[&u32]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (programs_after, links_after) = loaded_ids()?;
+        let programs_left: Vec<_> = programs
+            .iter()
+            .filter(|id| programs_after.contains(id))
+            .collect();
+        let links_left: Vec<_> = links.iter().filter(|id| links_after.contains(id)).collect();
+        if programs_left.is_empty() && links_left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("5s after exit, programs {programs_left:?} and links {links_left:?} remain");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn wait_with_timeout(

@@ -19,7 +19,7 @@ use bpf_tests::{
     harness::{Feature, Outcome, Test, TestResult, require_root},
     netns::Netns,
     probes::{load, load_requiring, read, require_variant},
-    scenarios::Pair,
+    scenarios::{Pair, check_retransmitted_segments},
 };
 use nettune::{
     model::probes::Variant,
@@ -45,8 +45,6 @@ pub const TESTS: &[Test] = &[
 const ALL_VARIANTS: [Variant; 2] = [Variant::TpBtf, Variant::Tracepoint];
 const TRANSFER_BYTES: usize = 8 << 20;
 const LOSS_PER_10K: u32 = 500;
-/// Most segments one skb can carry with GSO on a veth (see the module doc).
-const MAX_SEGMENTS_PER_SKB: u64 = 64;
 
 fn map_counters(probes: &Probes, netns: &Netns) -> anyhow::Result<RetransmitCounters> {
     Ok(read(probes)?
@@ -81,12 +79,7 @@ fn count_equals_retranssegs(variant: Variant, feature: Feature) -> TestResult {
         map.segments > 0,
         "no retransmits counted despite {dropped} drops"
     );
-    let tolerance = map.failed * MAX_SEGMENTS_PER_SKB;
-    ensure!(
-        map.segments <= mib && mib <= map.segments + tolerance,
-        "map counted {} segments, RetransSegs rose by {mib} (tolerance {tolerance})",
-        map.segments
-    );
+    check_retransmitted_segments(map.segments, map.failed, mib)?;
     Ok(Outcome::Passed)
 }
 

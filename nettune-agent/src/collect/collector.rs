@@ -6,6 +6,12 @@
 //! (`watch_interfaces`), and — since metrics are rendered from the latest
 //! Snapshot only — its metric series.
 //!
+//! Pods are named from the container runtime's latest answer
+//! ([`super::cri::RuntimeBoard`], filled by its own thread: a tick never waits
+//! for the runtime) and the other identity sources ([`super::identity`]); a pod
+//! annotated `nettune.io/ignore: "true"` is left out: no series, no tc
+//! programs on its veth, its map figures dropped.
+//!
 //! A pod's traffic is joined to its namespace through the host-side veth: the veth
 //! names its peer's namespace by id (`IFLA_LINK_NETNSID`), and each namespace's id
 //! as the host sees it comes from `RTM_GETNSID` (cached per namespace). An ifindex
@@ -17,7 +23,8 @@ use std::{
 };
 
 use super::{
-    identity,
+    cri::{RuntimeBoard, RuntimePods},
+    identity::{self, PodRecord},
     listeners::{ListenReadings, ListenerTracker},
     sample,
 };
@@ -46,6 +53,13 @@ pub struct Collector<P: ProbeSource = Probes, S: System = Kernel> {
     previous: Option<(Sample, Instant)>,
     /// Namespace inode → the id the host namespace gave it (`None`: none yet).
     netns_ids: BTreeMap<u32, Option<i32>>,
+    /// The host-side veths of the last listing, by ifindex.
+    known_veths: BTreeSet<u32>,
+    /// Pods from the container runtime, if it is a source.
+    runtime: Option<RuntimeBoard>,
+    /// Namespaces the runtime was asked about early (once each).
+    asked: BTreeSet<u32>,
+    /// Listening sockets and what their applications asked for.
     listeners: ListenerTracker,
 }
 
@@ -90,8 +104,18 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             started: Instant::now(),
             previous: None,
             netns_ids: BTreeMap::new(),
+            known_veths: BTreeSet::new(),
+            runtime: None,
+            asked: BTreeSet::new(),
             listeners: ListenerTracker::default(),
         }
+    }
+
+    /// Names pods with what the container runtime says, as published on `board`.
+    #[must_use]
+    pub fn with_runtime(mut self, board: RuntimeBoard) -> Self {
+        self.runtime = Some(board);
+        self
     }
 
     /// The system layer this collector reads.
@@ -114,26 +138,55 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             .flatten()
             .filter(|l| l.is_veth())
             .collect();
-        // Without a listing, keep watching what we watch rather than detach it all.
-        let interfaces = if host_links.is_some() {
-            self.probes.watch_interfaces(&veths)
-        } else {
-            InterfaceChanges::default()
-        };
         let namespaces = self.system.namespaces();
         let alive: BTreeSet<u32> = namespaces.keys().copied().collect();
         let forgotten_entries = self.probes.forget_namespaces(&alive)?;
         self.netns_ids.retain(|inode, _| alive.contains(inode));
-        if !interfaces.added.is_empty() {
+        let listed: BTreeSet<u32> = veths.iter().map(|l| l.ifindex).collect();
+        if !listed.is_subset(&self.known_veths) {
             // A new veth: its peer's namespace may just have been given an id.
             self.netns_ids.retain(|_, id| id.is_some());
         }
         let peers = self.peers(&namespaces, &veths);
+        let runtime = self
+            .runtime
+            .as_ref()
+            .map(RuntimeBoard::latest)
+            .unwrap_or_default();
+        let node = identity::Node {
+            namespaces: &namespaces,
+            veths: &veths,
+            peers: &peers,
+        };
+        let pods = identity::match_pods(&self.system, &runtime.pods, &node);
+        self.ask_runtime_about_new_namespaces(&namespaces, &pods, &runtime);
+        let ignored: BTreeSet<u32> = pods
+            .iter()
+            .filter(|(_, pod)| pod.ignored())
+            .map(|(inode, _)| *inode)
+            .collect();
+        // Without a listing, keep watching what we watch rather than detach it all.
+        let interfaces = if host_links.is_some() {
+            self.known_veths = listed;
+            let watched: Vec<&Link> = veths
+                .iter()
+                .copied()
+                .filter(|l| peers.get(&l.ifindex).is_none_or(|ns| !ignored.contains(ns)))
+                .collect();
+            self.probes.watch_interfaces(&watched)
+        } else {
+            InterfaceChanges::default()
+        };
         let owners: Vec<(&Namespace, Workload)> = namespaces
             .values()
-            .map(|ns| (ns, identity::identify(&self.system, ns)))
+            .filter(|ns| !ignored.contains(&ns.inode))
+            .map(|ns| {
+                let pod = pods.get(&ns.inode).copied();
+                (ns, identity::identify(&self.system, ns, pod))
+            })
             .collect();
         let mut readings = self.probes.read()?;
+        sample::leave_out(&mut readings, &ignored);
         let listen = ListenReadings {
             calls: std::mem::take(&mut readings.listen_calls),
             exact: self
@@ -147,9 +200,9 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             &peers,
             self.probes.drop_reasons(),
         );
-        let handled = self
-            .listeners
-            .update(&self.system, &namespaces, &mut sample, listen);
+        let handled =
+            self.listeners
+                .update(&self.system, &namespaces, &ignored, &mut sample, listen);
         if !handled.is_empty() {
             self.probes.forget_listen_calls(&handled)?;
         }
@@ -166,6 +219,7 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             collection_seconds: started.elapsed().as_secs_f64(),
             report: self.probes.report(),
             reasons: self.probes.drop_reasons(),
+            identity_sources: runtime.source.as_slice(),
         };
         let snapshot = Snapshot::build(&sample, before, elapsed, &context);
         self.previous = Some((sample, now));
@@ -184,6 +238,32 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             .signal(listen::SIGNAL)
             .and_then(|s| s.attached)
             .is_some_and(|v| matches!(v, Variant::Fentry | Variant::Kprobe))
+    }
+
+    /// A namespace the runtime's pods do not name may be a pod created since
+    /// its last poll: ask for an early poll, once per namespace, while the
+    /// runtime answers.
+    fn ask_runtime_about_new_namespaces(
+        &mut self,
+        namespaces: &BTreeMap<u32, Namespace>,
+        pods: &BTreeMap<u32, &PodRecord>,
+        runtime: &RuntimePods,
+    ) {
+        let Some(board) = &self.runtime else { return };
+        self.asked.retain(|inode| namespaces.contains_key(inode));
+        if !runtime.source.as_ref().is_some_and(|s| s.up) {
+            return;
+        }
+        let unnamed: Vec<u32> = namespaces
+            .values()
+            .filter(|ns| !ns.is_host && !pods.contains_key(&ns.inode))
+            .map(|ns| ns.inode)
+            .filter(|inode| !self.asked.contains(inode))
+            .collect();
+        if !unnamed.is_empty() {
+            board.poll_soon();
+            self.asked.extend(unnamed);
+        }
     }
 
     /// Host-side veth ifindex → the namespace of its peer, for peers outside the

@@ -92,16 +92,29 @@ pub struct ListenReadings {
 
 impl ListenerTracker {
     /// Updates the tracker from one tick and fills `sample.listeners` and each
-    /// namespace's `listen_sysctls`. Returns the `listen()` calls handled, for
-    /// the probes to forget.
+    /// namespace's `listen_sysctls`; namespaces in `ignored` (pods annotated
+    /// `nettune.io/ignore`) are treated as absent. Returns the `listen()` calls
+    /// handled, for the probes to forget.
     pub fn update(
         &mut self,
         system: &impl System,
         namespaces: &BTreeMap<u32, Namespace>,
+        ignored: &BTreeSet<u32>,
         sample: &mut Sample,
         readings: ListenReadings,
     ) -> Vec<ListenCall> {
         self.tick += 1;
+        let kept;
+        let namespaces = if ignored.is_empty() {
+            namespaces
+        } else {
+            kept = namespaces
+                .iter()
+                .filter(|(inode, _)| !ignored.contains(inode))
+                .map(|(inode, ns)| (*inode, ns.clone()))
+                .collect();
+            &kept
+        };
         self.forget_departed(namespaces);
         let handled: Vec<ListenCall> = readings.calls.keys().copied().collect();
         let listened_in = self.resolve(system, &readings.calls);

@@ -6,7 +6,7 @@
 //! that cannot be read (the namespace went away mid-tick, conntrack is not
 //! loaded) leaves its part of the Sample empty; it never fails the tick.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     model::{
@@ -38,6 +38,22 @@ pub fn read_netns_files(system: &impl System, ns: &Namespace, into: &mut NetnsSa
     }
     into.conntrack = conntrack.as_deref().and_then(procfs::conntrack);
     into.tcp_sockets = sockstat.as_deref().and_then(procfs::tcp_sockets);
+}
+
+/// Drops from `readings` everything about the namespaces in `left_out` (pods
+/// annotated `nettune.io/ignore`).
+pub fn leave_out(readings: &mut ProbeReadings, left_out: &BTreeSet<u32>) {
+    if left_out.is_empty() {
+        return;
+    }
+    readings.retransmits.retain(|ns, _| !left_out.contains(ns));
+    readings.drops.retain(|k, _| !left_out.contains(&k.netns));
+    readings
+        .listeners
+        .retain(|k, _| !left_out.contains(&k.netns));
+    readings
+        .connect_eaddrnotavail
+        .retain(|ns, _| !left_out.contains(ns));
 }
 
 /// One tick's Sample: the probes' `readings`, the procfs files of each of

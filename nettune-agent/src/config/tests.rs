@@ -69,7 +69,8 @@ fn unknown_key() {
 fn unknown_table() {
     assert_eq!(
         err("[agnet]\ninterval_seconds = 1.0\n"),
-        "/etc/nettune/nettune.toml:1: agnet: unknown key (expected one of: agent, probes, tuning)"
+        "/etc/nettune/nettune.toml:1: agnet: unknown key (expected one of: agent, probes, tuning, \
+         identity)"
     );
 }
 
@@ -195,5 +196,53 @@ fn absurd_limits_are_refused_with_what_the_kernel_accepts() {
     assert!(
         err("[tuning.limits.\"net.ipv4.tcp_fin_timeout\"]\nceiling = 10\n")
             .contains("is a setting, not room")
+    );
+}
+
+#[test]
+fn the_runtime_source_is_found_set_or_turned_off() {
+    let c = Config::parse("x", "").unwrap();
+    assert_eq!(c.identity.cri_socket, None, "found among the usual sockets");
+    assert!(!c.identity.cri_disabled());
+    let c = Config::parse(
+        "x",
+        "[identity]\ncri_socket = \"/run/k3s/containerd/containerd.sock\"\n\
+         cri_poll_seconds = 0.5\ncri_timeout_seconds = 1.5\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.identity.cri_socket.as_deref(),
+        Some(Path::new("/run/k3s/containerd/containerd.sock"))
+    );
+    assert_eq!(
+        (c.identity.cri_poll_seconds, c.identity.cri_timeout_seconds),
+        (0.5, 1.5)
+    );
+    let again = Config::parse("printed", &c.to_toml()).unwrap();
+    assert_eq!(again.identity.cri_socket, c.identity.cri_socket);
+    assert!(
+        Config::parse("x", "[identity]\ncri_socket = \"\"\n")
+            .unwrap()
+            .identity
+            .cri_disabled()
+    );
+}
+
+#[test]
+fn runtime_poll_and_timeout_are_checked() {
+    assert_eq!(
+        err("[identity]\ncri_poll_seconds = 0\n"),
+        "/etc/nettune/nettune.toml:2: identity.cri_poll_seconds: 0 is out of range: must be \
+         between 0.1 and 300 seconds"
+    );
+    assert_eq!(
+        err("[identity]\n\ncri_timeout_seconds = 120.0\n"),
+        "/etc/nettune/nettune.toml:3: identity.cri_timeout_seconds: 120 is out of range: must \
+         be between 0.05 and 60 seconds"
+    );
+    assert_eq!(
+        err("[identity]\ncri_sock = \"/x\"\n"),
+        "/etc/nettune/nettune.toml:2: identity.cri_sock: unknown key (expected one of: \
+         cri_socket, cri_poll_seconds, cri_timeout_seconds)"
     );
 }

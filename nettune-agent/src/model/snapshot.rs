@@ -18,7 +18,7 @@ use super::{
         NetnsSample, Sample,
     },
     tuning::{Mode, TuningState},
-    workload::{Workload, WorkloadKind},
+    workload::{IdentitySource, Workload, WorkloadKind},
 };
 
 /// Version of the JSON served at `/api/v1/snapshot`; bumped on breaking changes.
@@ -223,6 +223,9 @@ pub struct Snapshot {
     pub probe_errors: BTreeMap<String, u64>,
     /// Urgent events lost so far.
     pub lost_events: LostEvents,
+    /// Whether the sources of pod names answer (the container runtime).
+    #[serde(default)]
+    pub identity_sources: Vec<IdentitySource>,
 }
 
 /// What the agent publishes each tick: the Snapshot and, beside it, the tuner's
@@ -280,6 +283,8 @@ pub struct Context<'a> {
     pub report: &'a Report,
     /// This kernel's drop reason names.
     pub reasons: &'a DropReasons,
+    /// Whether the sources of pod names answer.
+    pub identity_sources: &'a [IdentitySource],
 }
 
 /// Drops of a namespace: the total and by reason name.
@@ -449,6 +454,7 @@ impl Snapshot {
             probes: ctx.report.clone(),
             probe_errors: now.probe_errors.clone(),
             lost_events: now.lost_events,
+            identity_sources: ctx.identity_sources.to_vec(),
         }
     }
 
@@ -507,6 +513,7 @@ pub(crate) fn for_tests(workloads: Vec<WorkloadFigures>) -> Snapshot {
         probes: Report::default(),
         probe_errors: BTreeMap::new(),
         lost_events: LostEvents::default(),
+        identity_sources: Vec::new(),
     }
 }
 

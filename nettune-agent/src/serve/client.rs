@@ -124,7 +124,7 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Bytes, Htt
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write as _;
+    use std::io::{Read as _, Write as _};
 
     use super::*;
 
@@ -135,6 +135,13 @@ mod tests {
         // A hostile or broken agent: an endless body.
         std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
+            // Answer only once the request is in: a reply before it makes hyper
+            // cancel the exchange, which is not what is tested here.
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read_exact(&mut byte).is_ok() {
+                request.push(byte[0]);
+            }
             let _ = stream.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
             );

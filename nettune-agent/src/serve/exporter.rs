@@ -109,6 +109,12 @@ pub const METRICS: &[MetricDef] = &[
         help: "Workloads beyond agent.max_pod_series, summed under pod=\"_other\".",
     },
     MetricDef {
+        name: "nettune_identity_source",
+        kind: MetricType::GAUGE,
+        labels: &["source"],
+        help: "1 while a source of pod names answers (cri: the container runtime), 0 while it does not.",
+    },
+    MetricDef {
         name: "nettune_conntrack_limit",
         kind: MetricType::GAUGE,
         labels: &[],
@@ -694,6 +700,13 @@ fn families(published: &Published, max_pod_series: usize) -> Vec<MetricFamily> {
         snapshot.collection_seconds,
     );
     f.add("nettune_workloads", &[], snapshot.workloads.len() as f64);
+    for source in &snapshot.identity_sources {
+        f.add(
+            "nettune_identity_source",
+            &[&source.source],
+            if source.up { 1.0 } else { 0.0 },
+        );
+    }
     if let Some(max) = snapshot.conntrack_max {
         f.add("nettune_conntrack_limit", &[], max as f64);
     }

@@ -43,6 +43,7 @@ struct State {
     listener_scans: u64,
     read_only: bool,
     ignored_writes: std::collections::BTreeSet<(Target, String)>,
+    net_file_reads: usize,
 }
 
 impl Default for State {
@@ -57,6 +58,7 @@ impl Default for State {
             listener_scans: 0,
             read_only: false,
             ignored_writes: std::collections::BTreeSet::new(),
+            net_file_reads: 0,
         }
     }
 }
@@ -227,6 +229,11 @@ impl FakeSystem {
             .insert((target.clone(), name.to_owned()));
     }
 
+    /// How many `/proc/net` files were read so far.
+    pub fn net_file_reads(&self) -> usize {
+        self.state().net_file_reads
+    }
+
     /// The value of sysctl `name` at `target`, if it exists.
     pub fn sysctl(&self, target: &Target, name: &str) -> Option<String> {
         self.read_sysctl(target, name)
@@ -268,7 +275,8 @@ impl System for FakeSystem {
     }
 
     fn read_net_files(&self, ns: &Namespace, files: &[&str]) -> Vec<io::Result<String>> {
-        let state = self.state();
+        let mut state = self.state();
+        state.net_file_reads += files.len();
         let found = state.namespaces.get(&ns.inode);
         files
             .iter()

@@ -9,9 +9,12 @@
 //! The submodules hold the formats: [`btf`] and [`tracefs`] (read once at start-up
 //! by [`crate::probes`]), [`procfs`] (counter files), [`netlink`] (interfaces and
 //! namespace ids), [`netns`] (finding namespaces and entering one), [`sysctl`]
-//! (names to paths, `net.*` only).
+//! (names to paths, `net.*` only), and [`cri`] (the container runtime's CRI API
+//! over its socket, polled from a thread of its own by
+//! [`crate::collect::cri`], never from a collection).
 
 pub mod btf;
+pub mod cri;
 pub mod fake;
 pub mod netlink;
 pub mod netns;

@@ -7,7 +7,10 @@
 //! the calling thread's. Reading is [`super::System`]'s job; this module only
 //! parses text, so it is fuzzed and unit-tested without a kernel.
 
-use std::collections::HashMap;
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
 use crate::model::sample::{ConntrackCounters, ListenCounters, TcpSockets};
 
@@ -154,6 +157,35 @@ pub fn start_time(stat: &str) -> Option<u64> {
     after_comm.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// The IPv4 addresses local to a namespace, from its `net/fib_trie`: each leaf
+/// (`|-- 10.244.77.2`) followed by a `/32 host LOCAL` entry.
+pub fn local_ipv4(fib_trie: &str) -> BTreeSet<Ipv4Addr> {
+    let mut leaf = None;
+    let mut found = BTreeSet::new();
+    for line in fib_trie.lines().map(str::trim) {
+        if let Some(address) = line.strip_prefix("|-- ") {
+            leaf = address.trim().parse().ok();
+        } else if line.starts_with("/32 host LOCAL")
+            && let Some(address) = leaf
+        {
+            found.insert(address);
+        }
+    }
+    found
+}
+
+/// The IPv6 addresses of a namespace, from its `net/if_inet6` (one per line, 32
+/// hex digits first).
+pub fn ipv6_addresses(if_inet6: &str) -> BTreeSet<Ipv6Addr> {
+    if_inet6
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|hex| hex.len() == 32)
+        .filter_map(|hex| u128::from_str_radix(hex, 16).ok())
+        .map(Ipv6Addr::from)
+        .collect()
+}
+
 /// Parses a single-number file such as `sys/net/netfilter/nf_conntrack_max`.
 pub fn number(text: &str) -> Option<u64> {
     text.trim().parse().ok()
@@ -229,6 +261,39 @@ Tcp: 1 200 120000 -1 7 42
             "42 (a (weird) name) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 50";
         assert_eq!(start_time(stat), Some(98765));
         assert_eq!(start_time("42 (x) S 1"), None);
+    }
+
+    #[test]
+    fn local_addresses_come_from_fib_trie_and_if_inet6() {
+        let fib_trie = "Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 10.244.77.0
+        /24 link UNICAST
+     |-- 10.244.77.2
+        /32 host LOCAL
+     |-- 10.244.77.255
+        /32 link BROADCAST
+Local:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 10.244.77.2
+        /32 host LOCAL
+     |-- 127.0.0.1
+        /32 host LOCAL
+";
+        let v4: Vec<String> = local_ipv4(fib_trie)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(v4, ["10.244.77.2", "127.0.0.1"]);
+        let if_inet6 = "00000000000000000000000000000001 01 80 10 80       lo
+fe800000000000000000000000000001 02 40 20 80     eth0
+";
+        let v6: Vec<String> = ipv6_addresses(if_inet6)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(v6, ["::1", "fe80::1"]);
+        assert!(local_ipv4("").is_empty() && ipv6_addresses("junk\n").is_empty());
     }
 
     #[test]

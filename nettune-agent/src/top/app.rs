@@ -198,8 +198,7 @@ impl App {
             .iter()
             .filter(|w| {
                 needle.is_empty()
-                    || w.workload.pod.to_lowercase().contains(&needle)
-                    || w.workload.namespace.to_lowercase().contains(&needle)
+                    || w.workload.display_name().to_lowercase().contains(&needle)
                     || w.process
                         .as_deref()
                         .is_some_and(|p| p.to_lowercase().contains(&needle))
@@ -207,7 +206,7 @@ impl App {
             .collect();
         rows.sort_by(|a, b| {
             let order = if self.sort == SortColumn::Pod {
-                a.workload.pod.cmp(&b.workload.pod)
+                a.workload.display_name().cmp(&b.workload.display_name())
             } else {
                 self.sort.key(a).total_cmp(&self.sort.key(b))
             };
@@ -216,7 +215,7 @@ impl App {
             } else {
                 order
             };
-            order.then_with(|| a.workload.pod.cmp(&b.workload.pod))
+            order.then_with(|| a.workload.display_name().cmp(&b.workload.display_name()))
         });
         rows
     }
@@ -375,19 +374,12 @@ mod tests {
     use crate::model::{
         counter::CounterRate,
         snapshot::{WorkloadFigures, for_tests},
-        workload::{Workload, WorkloadKind},
+        workload::Workload,
     };
 
     fn snapshot() -> Published {
         let w = |pod: &str, netns, drops: f64, retx: f64| {
-            let mut w = WorkloadFigures::new(
-                netns,
-                Workload {
-                    kind: WorkloadKind::Pod,
-                    namespace: "default".into(),
-                    pod: pod.into(),
-                },
-            );
+            let mut w = WorkloadFigures::new(netns, Workload::pod("default", pod, ""));
             w.drops = CounterRate {
                 total: 1,
                 per_second: drops,

@@ -150,10 +150,7 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let narrow = area.width < 90;
     let mut header = vec![];
     let mut widths = vec![];
-    if !narrow {
-        header.push(Cell::from("NAMESPACE"));
-        widths.push(Constraint::Length(12));
-    }
+    // Pods as `namespace/name`; other workloads by their own name.
     header.push(header_cell("POD", SortColumn::Pod, app));
     widths.push(Constraint::Min(14));
 
@@ -178,11 +175,7 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
     }
     let body = rows.iter().map(|w| {
         let iface = w.interface.as_ref();
-        let mut cells = vec![];
-        if !narrow {
-            cells.push(w.workload.namespace.clone());
-        }
-        cells.push(w.workload.pod.clone());
+        let mut cells = vec![w.workload.display_name()];
         cells.push(iface.map_or_else(|| "-".into(), |i| bytes_rate(i.rx_bytes.per_second)));
         cells.push(iface.map_or_else(|| "-".into(), |i| bytes_rate(i.tx_bytes.per_second)));
         cells.push(rate(w.drops.per_second));
@@ -347,9 +340,8 @@ fn pane_block(title: &str, focused: bool) -> Block<'_> {
 
 fn detail_lines(w: &WorkloadFigures) -> Vec<Line<'static>> {
     let mut lines = vec![Line::from(format!(
-        "{} {} (netns {}){}",
-        w.workload.namespace,
-        w.workload.pod,
+        "{} (netns {}){}",
+        w.workload.display_name(),
         w.netns,
         w.process
             .as_ref()

@@ -197,7 +197,9 @@ fn check_place<'a>(
     let Some(target) = target else {
         return Err((
             Outcome::Refused,
-            "the workload's namespace is not opted in (tuning.pod_netns)".into(),
+            "the workload's namespace is not opted in (tuning.pod_netns, or the pod annotation \
+             nettune.io/tune-netns: \"true\")"
+                .into(),
         ));
     };
     check_not_stood_down(spec, current, entry)?;

@@ -42,8 +42,10 @@ pub struct TuningConfig {
     pub limits: BTreeMap<String, Limit>,
     /// Sysctls nettune must leave alone (owned by the CNI or the admin).
     pub exclude: Vec<String>,
-    /// Workloads (their `pod` label, e.g. a pod UID or `netns:<name>`) whose own
-    /// namespace nettune may tune; others only get advice.
+    /// Workloads whose own namespace nettune may tune — by `pod` label,
+    /// `namespace/name` or pod UID (e.g. `shop/web-1`, `netns:<name>`); pods can
+    /// also opt in with the annotation `nettune.io/tune-netns: "true"`. Others
+    /// only get advice.
     pub pod_netns: Vec<String>,
     /// Seconds between two changes of one sysctl in one place.
     pub cooldown_seconds: u64,

@@ -193,14 +193,16 @@ pub struct Proposal {
     pub waiting: Vec<WaitingListener>,
 }
 
-/// Where a per-namespace sysctl of `w` is tuned: the node's own, or an opted-in pod's.
+/// Where a per-namespace sysctl of `w` is tuned: the node's own, or an opted-in
+/// pod's (listed in `tuning.pod_netns`, or annotated `nettune.io/tune-netns`).
 fn target_of(w: &WorkloadFigures, config: &TuningConfig) -> Option<Target> {
+    let opted_in = w.workload.tune_netns || config.pod_netns.iter().any(|n| w.workload.is_named(n));
     if w.workload.kind == WorkloadKind::Node {
         Some(Target::Node)
-    } else if config.pod_netns.contains(&w.workload.pod) {
+    } else if opted_in {
         Some(Target::Netns {
             inode: w.netns,
-            label: w.workload.pod.clone(),
+            label: w.workload.display_name(),
         })
     } else {
         None
@@ -235,7 +237,8 @@ pub fn propose(snapshot: &Snapshot, config: &TuningConfig) -> Vec<Proposal> {
         .find(|w| w.workload.kind == WorkloadKind::Node);
     for w in &snapshot.workloads {
         let target = target_of(w, config);
-        let who = w.workload.pod.as_str();
+        let who = w.workload.display_name();
+        let who = who.as_str();
         if w.listen_overflows.per_second > 0.0 {
             out.push(accept_queue::listen_overflows(snapshot, w, target.clone()));
         }

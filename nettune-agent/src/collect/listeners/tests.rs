@@ -1,5 +1,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use std::collections::BTreeSet;
+
 use super::*;
 use crate::{model::sample::NetnsSample, sys::ListenerScan, sys::fake::FakeSystem};
 
@@ -63,7 +65,7 @@ fn tick(
     s: &mut Sample,
     readings: ListenReadings,
 ) -> Vec<ListenCall> {
-    tracker.update(system, &system.namespaces(), s, readings)
+    tracker.update(system, &system.namespaces(), &BTreeSet::new(), s, readings)
 }
 
 #[test]

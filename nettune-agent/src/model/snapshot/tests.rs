@@ -50,6 +50,7 @@ fn ctx<'a>(report: &'a Report, reasons: &'a DropReasons) -> Context<'a> {
         collection_seconds: 0.001,
         report,
         reasons,
+        identity_sources: &[],
     }
 }
 

@@ -5,12 +5,16 @@ use crate::model::{
     probes::Report,
     sample::{Attribution, NetnsSample, Sample},
     snapshot::Context,
-    workload::Workload,
+    workload::{IdentitySource, Workload},
 };
 
 /// The node and `pods` named namespaces, each with 2 NO_SOCKET drops and 10 sent
-/// segments.
+/// segments; the container runtime answers.
 fn published(pods: u32) -> Arc<Published> {
+    published_with(pods, true)
+}
+
+fn published_with(pods: u32, runtime_up: bool) -> Arc<Published> {
     let mut sample = Sample::default();
     for i in 0..=pods {
         let workload = if i == 0 {
@@ -40,6 +44,11 @@ fn published(pods: u32) -> Arc<Published> {
         collection_seconds: 0.5,
         report: &report,
         reasons: &reasons,
+        identity_sources: &[IdentitySource {
+            source: "cri".into(),
+            up: runtime_up,
+            detail: "/run/containerd/containerd.sock".into(),
+        }],
     };
     Arc::new(Published {
         snapshot: Snapshot::build(&sample, None, 1.0, &ctx),
@@ -257,5 +266,35 @@ fn a_pods_listeners_beyond_its_share_fold_into_one_port_and_reuseport_groups_sum
         queues
             .iter()
             .any(|l| l.contains(r#"port="_other""#) && l.ends_with(" 9"))
+    );
+}
+
+#[test]
+fn a_runtime_named_pod_has_its_namespace_and_name_and_no_uid_label() {
+    let mut p = (*published(1)).clone();
+    p.snapshot.workloads[1].workload =
+        Workload::pod("shop", "web-1", "6f1f5c1e-7c6b-4c55-9d0a-1c5a7e0b1f2a");
+    let text = String::from_utf8(Exporter::new(10).render(Arc::new(p)).to_vec()).unwrap();
+    assert!(
+        text.contains(
+            "nettune_drops_total{namespace=\"shop\",pod=\"web-1\",reason=\"NO_SOCKET\"} 2"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("6f1f5c1e"), "the UID is not a label: {text}");
+}
+
+#[test]
+fn the_identity_source_gauge_follows_the_runtime() {
+    let up = String::from_utf8(Exporter::new(10).render(published_with(1, true)).to_vec()).unwrap();
+    assert!(
+        up.contains("nettune_identity_source{source=\"cri\"} 1"),
+        "{up}"
+    );
+    let down =
+        String::from_utf8(Exporter::new(10).render(published_with(1, false)).to_vec()).unwrap();
+    assert!(
+        down.contains("nettune_identity_source{source=\"cri\"} 0"),
+        "{down}"
     );
 }

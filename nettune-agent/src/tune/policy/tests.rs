@@ -14,14 +14,7 @@ fn fig(per_second: f64) -> CounterRate {
 }
 
 fn workload(kind: Kind, pod: &str, netns: u32) -> WorkloadFigures {
-    let mut w = WorkloadFigures::new(
-        netns,
-        Workload {
-            kind,
-            namespace: String::new(),
-            pod: pod.into(),
-        },
-    );
+    let mut w = WorkloadFigures::new(netns, Workload::new(kind, pod));
     w.process = Some("nginx".into());
     w
 }
@@ -213,6 +206,44 @@ fn each_rule_names_its_evidence_and_the_namespace_it_comes_from() {
     );
     let p = propose(&s, &config);
     assert!(p.iter().all(|p| p.netns == 42), "{p:?}");
+}
+
+#[test]
+fn a_runtime_named_pod_opts_in_by_annotation_name_or_uid() {
+    let mut pod = WorkloadFigures::new(
+        42,
+        Workload::pod("shop", "web-1", "6f1f5c1e-7c6b-4c55-9d0a-1c5a7e0b1f2a"),
+    );
+    pod.syn_queue_full_drops = fig(3.0);
+    let target = Target::Netns {
+        inode: 42,
+        label: "shop/web-1".into(),
+    };
+    let targets = |pod: &WorkloadFigures, config: &TuningConfig| {
+        propose(&snapshot(vec![pod.clone()]), config)
+            .into_iter()
+            .map(|p| p.target)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(targets(&pod, &TuningConfig::default()), [None]);
+    for name in [
+        "shop/web-1",
+        "web-1",
+        "6f1f5c1e-7c6b-4c55-9d0a-1c5a7e0b1f2a",
+    ] {
+        let mut config = TuningConfig::default();
+        config.pod_netns.push(name.into());
+        assert_eq!(targets(&pod, &config), [Some(target.clone())], "{name}");
+    }
+    let mut config = TuningConfig::default();
+    config.pod_netns.push("other/web-1".into());
+    assert_eq!(targets(&pod, &config), [None]);
+    pod.workload.tune_netns = true;
+    assert_eq!(
+        targets(&pod, &TuningConfig::default()),
+        [Some(target)],
+        "the annotation opts in"
+    );
 }
 
 #[test]
