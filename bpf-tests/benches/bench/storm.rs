@@ -240,6 +240,7 @@ fn storm_rows(section: &mut Section, storm: Storm, ours: (&str, f64), truth: (&s
             "% of a core",
             Summary::of(storm.cpu),
         )
+        .against("same agent idle, before", storm.idle.clone())
         .target(Target::below(5.0, "< 5 % of a core")),
     );
     section.rows.push(
