@@ -172,9 +172,12 @@ impl AgentProcess {
             if Instant::now() > deadline {
                 let mut text = snapshot.to_string();
                 if text.len() > 2000 {
-                    let cut = (0..=2000).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+                    let cut = (0..=2000)
+                        .rev()
+                        .find(|i| text.is_char_boundary(*i))
+                        .unwrap_or(0);
                     text.truncate(cut);
-                    text.push_str("…");
+                    text.push('…');
                 }
                 bail!("{what}: not seen within {timeout:?}; last snapshot: {text}");
             }
