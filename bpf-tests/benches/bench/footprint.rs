@@ -60,7 +60,7 @@ fn observe(pid: u32, window: Duration, lap: Duration) -> anyhow::Result<Window> 
 }
 
 pub fn run(mode: Mode) -> anyhow::Result<Section> {
-    let window = Duration::from_secs(mode.pick(8, 40));
+    let window = Duration::from_secs(mode.pick(6, 40));
     let lap = Duration::from_secs(mode.pick(2, 5));
     let pods = Pods::new(4, "fp")?;
     let [a, b, c, d] = &pods.pods[..] else {

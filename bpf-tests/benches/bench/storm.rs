@@ -75,7 +75,7 @@ pub fn run(mode: Mode) -> anyhow::Result<Section> {
     agent.wait_for_interfaces(&pods.host_ifaces(), Duration::from_secs(30))?;
     // The same agent's CPU with nothing happening: what the storms add to.
     let ((), idle) = with_cpu(agent.pid(), || {
-        std::thread::sleep(Duration::from_secs(mode.pick(3, 10)));
+        std::thread::sleep(Duration::from_secs(mode.pick(2, 10)));
         Ok(())
     })?;
     let idle = Summary::of(&idle);
