@@ -80,18 +80,20 @@ pub fn run(mode: Mode) -> anyhow::Result<Section> {
     })?;
     let idle = Summary::of(&idle);
     let mut section = Section::new("storm", "5. Storm", METHOD, mode.quick);
-    drop_storm(&mut section, &agent, (a, b), window, &idle)?;
-    syn_storm(&mut section, &agent, (a, b), window, &idle)?;
+    let scene = Scene {
+        agent: &agent,
+        a,
+        b,
+        window,
+        idle: &idle,
+    };
+    drop_storm(&mut section, &scene)?;
+    syn_storm(&mut section, &scene)?;
     Ok(section)
 }
 
-fn drop_storm(
-    section: &mut Section,
-    agent: &Agent,
-    (a, b): (&Pod, &Pod),
-    window: Duration,
-    idle: &Summary,
-) -> anyhow::Result<()> {
+fn drop_storm(section: &mut Section, scene: &Scene) -> anyhow::Result<()> {
+    let (agent, a, b, window) = (scene.agent, scene.a, scene.b, scene.window);
     let pod = b.label();
     let inode = b.ns.inode()?;
     let drops = |m: &str| metric_sum(m, "nettune_drops_total", &[("pod", &pod)]);
@@ -129,7 +131,7 @@ fn drop_storm(
             achieved: counted / elapsed,
             paced: DROP_RATE,
             cpu: &cpu,
-            idle,
+            idle: scene.idle,
         },
         ("drops nettune counted", ours),
         ("nft rule counter", counted),
@@ -168,13 +170,8 @@ fn drop_storm(
     Ok(())
 }
 
-fn syn_storm(
-    section: &mut Section,
-    agent: &Agent,
-    (a, b): (&Pod, &Pod),
-    window: Duration,
-    idle: &Summary,
-) -> anyhow::Result<()> {
+fn syn_storm(section: &mut Section, scene: &Scene) -> anyhow::Result<()> {
+    let (agent, a, b, window) = (scene.agent, scene.a, scene.b, scene.window);
     let pod = b.label();
     let overflows = |m: &str| metric_sum(m, "nettune_listen_overflows_total", &[("pod", &pod)]);
     let addr = SocketAddrV4::new(b.addr(), 7100);
@@ -201,12 +198,23 @@ fn syn_storm(
             achieved: started as f64 / elapsed,
             paced: SYN_RATE,
             cpu: &cpu,
-            idle,
+            idle: scene.idle,
         },
         ("listen overflows nettune counted", ours),
         ("namespace ListenOverflows", kernel),
     );
     Ok(())
+}
+
+/// What both storms run in: the agent, the sending pod `a` and the receiving
+/// pod `b`, the storm's length, and the agent's idle CPU before.
+#[derive(Clone, Copy)]
+struct Scene<'a> {
+    agent: &'a Agent,
+    a: &'a Pod,
+    b: &'a Pod,
+    window: Duration,
+    idle: &'a Summary,
 }
 
 /// One storm's rate and the agent's CPU meanwhile.
