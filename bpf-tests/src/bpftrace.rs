@@ -62,6 +62,11 @@ impl Bpftrace {
         })
     }
 
+    /// bpftrace's process id (its BPF programs are among its file descriptors).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops bpftrace and returns its maps: each printed `@name[key]: value` line
     /// as `"@name[key]" → value`.
     pub fn stop(mut self) -> anyhow::Result<BTreeMap<String, i64>> {
@@ -83,6 +88,50 @@ impl Bpftrace {
         }
         Ok(parse_maps(&lines))
     }
+}
+
+/// A script counting `skb:kfree_skb` per (netns, reason) for the namespaces whose
+/// inodes are `namespaces`, attributing each drop as nettune's program does
+/// (device's netns, else the socket's, else `rx_sk`'s). Read its map with
+/// [`drops_by_netns`].
+pub fn drops_by_netns_script(namespaces: &[u32]) -> String {
+    let filter = namespaces
+        .iter()
+        .map(|i| format!("$ns == {i}"))
+        .collect::<Vec<_>>()
+        .join(" || ");
+    format!(
+        "tracepoint:skb:kfree_skb {{
+            $skb = (struct sk_buff *)args->skbaddr;
+            $ns = (uint32)0;
+            if ($skb->dev != 0) {{
+                $ns = $skb->dev->nd_net.net->ns.inum;
+            }} else {{
+                if ($skb->sk != 0) {{
+                    $ns = $skb->sk->__sk_common.skc_net.net->ns.inum;
+                }} else {{
+                    if (args->rx_sk != 0) {{
+                        $ns = ((struct sock *)args->rx_sk)->__sk_common.skc_net.net->ns.inum;
+                    }}
+                }}
+            }}
+            if ({filter}) {{ @drops[$ns, (uint32)args->reason] = count(); }}
+        }}"
+    )
+}
+
+/// The map of a [`drops_by_netns_script`] run: (netns inode, reason) → drops.
+pub fn drops_by_netns(maps: &BTreeMap<String, i64>) -> BTreeMap<(u32, u32), u64> {
+    maps.iter()
+        .filter_map(|(key, n)| {
+            let inner = key.strip_prefix("@drops[")?.strip_suffix(']')?;
+            let (ns, reason) = inner.split_once(", ")?;
+            Some((
+                (ns.parse().ok()?, reason.parse().ok()?),
+                u64::try_from(*n).ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// Parses `@[1, 2]: 3`, `@name[x]: 4` and `@: 5` lines.

@@ -15,7 +15,9 @@
 //! - Everything it creates is removed by a guard's `Drop`, even on panic.
 
 pub mod agent_process;
+pub mod bench;
 pub mod bpftrace;
+pub mod classifier;
 pub mod command;
 pub mod containerd;
 pub mod daemonset;

@@ -165,49 +165,54 @@ impl Veth {
     /// host side (`10.203.<subnet>.1`), `b_name` the side in `ns` (`.2`).
     /// IPv6 is off on both ends so that no neighbour discovery adds packets.
     pub fn to_host(ns: &Netns, subnet: u8) -> anyhow::Result<HostVeth> {
-        let (host, pod) = (
-            format!("nth{}x{subnet}", std::process::id() % 10000),
-            format!("vt{subnet}p"),
-        );
+        Self::to_host_named(
+            ns,
+            &format!("nth{}x{subnet}", std::process::id() % 10000),
+            &format!("vt{subnet}p"),
+            (
+                std::net::Ipv4Addr::new(10, 203, subnet, 1),
+                std::net::Ipv4Addr::new(10, 203, subnet, 2),
+            ),
+            24,
+        )
+    }
+
+    /// As [`Veth::to_host`], with the host side named `host`, the side in `ns`
+    /// named `pod`, and `(host address, pod address)/prefix` between them.
+    pub fn to_host_named(
+        ns: &Netns,
+        host: &str,
+        pod: &str,
+        (a_addr, b_addr): (std::net::Ipv4Addr, std::net::Ipv4Addr),
+        prefix: u8,
+    ) -> anyhow::Result<HostVeth> {
         ip(&[
             "link",
             "add",
             "name",
-            &host,
+            host,
             "type",
             "veth",
             "peer",
             "name",
-            &pod,
+            pod,
             "netns",
             ns.name(),
         ])?;
         let guard = HostVeth {
             veth: Self {
-                a_name: host.clone(),
-                b_name: pod.clone(),
-                a_addr: std::net::Ipv4Addr::new(10, 203, subnet, 1),
-                b_addr: std::net::Ipv4Addr::new(10, 203, subnet, 2),
+                a_name: host.to_owned(),
+                b_name: pod.to_owned(),
+                a_addr,
+                b_addr,
             },
         };
         std::fs::write(format!("/proc/sys/net/ipv6/conf/{host}/disable_ipv6"), "1")?;
         ns.write_sysctl(&format!("net/ipv6/conf/{pod}/disable_ipv6"), "1")?;
-        ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", guard.veth.a_addr),
-            "dev",
-            &host,
-        ])?;
-        ns.ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", guard.veth.b_addr),
-            "dev",
-            &pod,
-        ])?;
-        ip(&["link", "set", &host, "up"])?;
-        ns.ip(&["link", "set", &pod, "up"])?;
+        ip(&["addr", "add", &format!("{a_addr}/{prefix}"), "dev", host])?;
+        ns.ip(&["addr", "add", &format!("{b_addr}/{prefix}"), "dev", pod])?;
+        ip(&["link", "set", host, "up"])?;
+        ns.ip(&["link", "set", pod, "up"])?;
         Ok(guard)
     }
 

@@ -60,8 +60,21 @@ enum Command {
     },
     /// Format every crate, the eBPF crates included.
     Fmt,
-    /// Run the benchmarks (as root): each figure against a baseline from the same run.
-    Bench,
+    /// Run the benchmarks (as root): each figure against a reference from the same
+    /// run; writes target/nettune-bench/*.json and regenerates docs/benchmarks.md.
+    Bench {
+        /// Fewer repetitions and shorter windows (under 3 minutes; the full run
+        /// takes under 15).
+        #[arg(long)]
+        quick: bool,
+        /// Run only this section (repeatable): kernel_cost, datapath, footprint,
+        /// scale, storm, reaction. The document keeps the others' last results.
+        #[arg(long)]
+        section: Vec<String>,
+        /// Only regenerate docs/benchmarks.md from the results already there.
+        #[arg(long)]
+        render_only: bool,
+    },
     /// Run the whole test suite: fmt, clippy, unit tests, kernel tests.
     Test {
         /// Only run kernel tests whose names contain this text.
@@ -84,7 +97,11 @@ fn main() -> ExitCode {
         Command::Run { release, args } => run::run(release, args),
         Command::Test { kernel_filter } => test::test(kernel_filter.as_deref()),
         Command::Fmt => test::format(false),
-        Command::Bench => test::bench(),
+        Command::Bench {
+            quick,
+            section,
+            render_only,
+        } => test::bench(quick, &section, render_only),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,8 @@
 //!   named in `nettune-ebpf/rust-toolchain.toml`, with their components (rustup);
 //! - bpf-linker 0.13 built against Debian's LLVM 22 (cargo install; needs
 //!   `llvm-22-dev` and `libpolly-22-dev` from apt, installed only for this);
-//! - the tools the kernel tests drive (apt).
+//! - the tools the kernel tests drive (apt);
+//! - for `cargo xtask bench`, the peers the benchmarks compare against (apt).
 //!
 //! When something cannot be installed (no root and no sudo, no apt), it prints the
 //! exact command to run by hand and fails.
@@ -24,6 +25,8 @@ pub enum Scope {
     Build,
     /// Also the tools the test suite uses.
     Everything,
+    /// Build, plus the peers the benchmarks measure against.
+    Bench,
 }
 
 /// The bpf-linker release series known to work with aya 0.16 and LLVM 22.
@@ -51,6 +54,17 @@ const TEST_PACKAGES: &[&str] = &[
     "podman",
     "gcc",
     "libc6-dev",
+];
+
+/// Debian packages `cargo xtask bench` drives: namespaces (`ip`), nftables loss
+/// and counters, and the peers it measures nettune against — bpftrace on the same
+/// tracepoints, iperf3 for throughput, node_exporter for scrape cost.
+const BENCH_PACKAGES: &[&str] = &[
+    "iproute2",
+    "bpftrace",
+    "nftables",
+    "iperf3",
+    "prometheus-node-exporter",
 ];
 
 /// A toolchain as a rust-toolchain.toml file names it.
@@ -158,6 +172,9 @@ pub fn setup(scope: Scope) -> anyhow::Result<()> {
         ensure_packages("test tools", TEST_PACKAGES)?;
         ensure_kubernetes_validate()?;
         ensure_static_target()?;
+    }
+    if scope == Scope::Bench {
+        ensure_packages("benchmark peers", BENCH_PACKAGES)?;
     }
 
     Ok(())

@@ -287,17 +287,28 @@ fn as_root(binary: &str, env: &[&str]) -> anyhow::Result<Command> {
     }
 }
 
-/// `cargo xtask bench`: setup, build, run every benchmark as root.
-pub fn bench() -> anyhow::Result<()> {
+/// `cargo xtask bench`: setup, build the release agent (the measured binary is
+/// the one deployed) and the bench binary, run the sections as root; the bench
+/// binary regenerates docs/benchmarks.md.
+pub fn bench(quick: bool, sections: &[String], render_only: bool) -> anyhow::Result<()> {
     let t = step("setup");
-    setup::setup(setup::Scope::Everything)?;
+    setup::setup(setup::Scope::Bench)?;
     done("setup", t);
-    let nettune = crate::run::build(false)?;
-    let t = step("benchmark: reaction (urgent event → written sysctl)");
-    let binary = built_binary("bench", "reaction")?;
+    let nettune = crate::run::build(true)?;
+    let binary = built_binary("bench", "bench")?;
+    let t = step("benchmarks (as root)");
     let mut cmd = as_root(&binary, &["NETTUNE_BIN", "NETTUNE_BENCH_RUNS"])?;
+    if quick {
+        cmd.arg("--quick");
+    }
+    for s in sections {
+        cmd.args(["--section", s]);
+    }
+    if render_only {
+        cmd.arg("--render-only");
+    }
     process::run(cmd.env("NETTUNE_BIN", nettune))?;
-    done("benchmark", t);
+    done("benchmarks", t);
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::ensure;
 use bpf_tests::{
-    bpftrace::Bpftrace,
+    bpftrace::{Bpftrace, drops_by_netns, drops_by_netns_script},
     harness::{Outcome, Test, TestResult, require_root},
     loss::Loss,
     netns::Netns,
@@ -101,44 +101,11 @@ pub fn drops_equal_bpftrace(
         .map(|n| n.inode())
         .collect::<Result<_, _>>()?;
     wait_until_quiet(probes, &inodes)?;
-    let filter = inodes
-        .iter()
-        .map(|i| format!("$ns == {i}"))
-        .collect::<Vec<_>>()
-        .join(" || ");
-    let bpftrace = Bpftrace::start(&format!(
-        "tracepoint:skb:kfree_skb {{
-            $skb = (struct sk_buff *)args->skbaddr;
-            $ns = (uint32)0;
-            if ($skb->dev != 0) {{
-                $ns = $skb->dev->nd_net.net->ns.inum;
-            }} else {{
-                if ($skb->sk != 0) {{
-                    $ns = $skb->sk->__sk_common.skc_net.net->ns.inum;
-                }} else {{
-                    if (args->rx_sk != 0) {{
-                        $ns = ((struct sock *)args->rx_sk)->__sk_common.skc_net.net->ns.inum;
-                    }}
-                }}
-            }}
-            if ({filter}) {{ @drops[$ns, (uint32)args->reason] = count(); }}
-        }}"
-    ))?;
+    let bpftrace = Bpftrace::start(&drops_by_netns_script(&inodes))?;
     let before = by_reason(probes, &inodes)?;
     scenario()?;
     let ours = delta(&by_reason(probes, &inodes)?, &before);
-    let peer: ByReason = bpftrace
-        .stop()?
-        .into_iter()
-        .filter_map(|(key, n)| {
-            let inner = key.strip_prefix("@drops[")?.strip_suffix(']')?;
-            let (ns, reason) = inner.split_once(", ")?;
-            Some((
-                (ns.parse().ok()?, reason.parse().ok()?),
-                u64::try_from(n).ok()?,
-            ))
-        })
-        .collect();
+    let peer: ByReason = drops_by_netns(&bpftrace.stop()?);
     let names = |m: &ByReason| {
         m.iter()
             .map(|((ns, r), n)| format!("{ns}/{}={n}", probes.drop_reasons().name(*r)))
