@@ -3,7 +3,7 @@
 //! Per-CPU maps need no atomics: programs do not preempt each other on one CPU, so a
 //! plain read-modify-write through the map value pointer is exact.
 
-use aya_ebpf::maps::{PerCpuHashMap, PerCpuArray};
+use aya_ebpf::maps::{PerCpuArray, PerCpuHashMap};
 use nettune_common::ProbeError;
 
 /// BPF_NOEXIST: insert only if absent (another CPU may have just created the key).
