@@ -123,9 +123,20 @@ fn missing_btf_and_tracefs_are_named_with_the_fallback_taken() -> TestResult {
             "{variant}: reason does not name BTF: {reason}"
         );
     }
+    // Requested backlogs come only from a classic tracepoint: without tracefs,
+    // nothing, and the reason says so (listeners are then judged at their limit).
+    let backlog = signal(&report, "listen_backlog")?;
+    ensure!(
+        backlog["attached"].is_null(),
+        "listen_backlog attached without tracefs: {backlog}"
+    );
+    let reason = skipped_reason(backlog, "tracepoint").context("no reason")?;
+    ensure!(
+        reason.contains("/nonexistent/tracing"),
+        "listen_backlog: reason does not name tracefs: {reason}"
+    );
     for (name, fallback) in [
         ("listen_overflow", "procfs"),
-        ("listen_backlog", "tracepoint"),
         ("connect_eaddrnotavail", "procfs"),
         ("conntrack", "procfs"),
         ("pod_traffic", "tcx"),
