@@ -293,6 +293,9 @@ pub async fn run(config: Config, probes: Probes) -> Result<(), DaemonError> {
     let wakeups = agent
         .wake_on_events
         .then(|| EventWakeups::new(Duration::from_secs_f64(agent.min_event_interval_seconds)));
+    if wakeups.is_none() {
+        log::info!("urgent events off (agent.wake_on_events = false): collecting every tick only");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let collection = std::thread::Builder::new().name("collect".into()).spawn({
         let (state, stop) = (state.clone(), stop.clone());

@@ -9,6 +9,9 @@ pub const EVENTS_MAP: &str = "EVENTS";
 /// Per-CPU array: slot 0 counts events dropped because the ring buffer was full,
 /// slot 1 those suppressed by the rate limit.
 pub const EVENTS_LOST_MAP: &str = "EVENTS_LOST";
+/// A `u32` global: 0 turns urgent events off (the programs send none, so they
+/// pay no wake-ups; the agent then collects on its tick only).
+pub const URGENT_EVENTS_GLOBAL: &str = "URGENT_EVENTS";
 /// Ring buffer size in bytes (a power of two, a multiple of the page size).
 pub const EVENTS_RING_BYTES: u32 = 64 * 1024;
 /// Minimum spacing of events of one kind, node-wide (CPUs racing past the check at

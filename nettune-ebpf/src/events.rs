@@ -15,6 +15,11 @@ use crate::counters;
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
+/// 1 unless the agent turned urgent events off before load (`agent.wake_on_events
+/// = false`). Read-only and frozen: the verifier drops the event code when 0.
+#[unsafe(no_mangle)]
+static URGENT_EVENTS: u32 = 1;
+
 /// Slot 0: lost because the ring was full; slot 1: suppressed by the rate limit.
 #[map]
 static EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
@@ -29,6 +34,11 @@ static LAST_EVENT_NS: Array<u64> = Array::with_max_entries(4, 0);
 /// `EVENT_MIN_INTERVAL_NS` ago. Never blocks: a full ring counts as lost.
 #[inline(always)]
 pub fn emit(kind: EventKind, netns: u32, ifindex: u32, port: u32) {
+    // SAFETY: a static, valid for the program's life; read volatilely so that the
+    // compiler does not fold in the initialiser the loader replaces.
+    if unsafe { core::ptr::read_volatile(&raw const URGENT_EVENTS) } == 0 {
+        return;
+    }
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let Some(last) = LAST_EVENT_NS.get_ptr_mut(kind as u32) else {
