@@ -70,9 +70,7 @@ impl Bpftrace {
     /// Stops bpftrace and returns its maps: each printed `@name[key]: value` line
     /// as `"@name[key]" → value`.
     pub fn stop(mut self) -> anyhow::Result<BTreeMap<String, i64>> {
-        // SAFETY: kill sends a signal to our own child process, not yet reaped.
-        unsafe { libc::kill(i32::try_from(self.child.id())?, libc::SIGINT) };
-        let status = self.child.wait()?;
+        let status = self.interrupt_until_exit()?;
         let lines = self
             .output
             .take()
@@ -87,6 +85,29 @@ impl Bpftrace {
             bail!("bpftrace failed ({status}): {}", stderr.trim());
         }
         Ok(parse_maps(&lines))
+    }
+}
+
+impl Bpftrace {
+    /// Sends SIGINT until bpftrace exits. One is not always enough: bpftrace 0.17
+    /// sets a flag in its handler and, when the signal lands between two polls,
+    /// goes back to waiting without a timeout (seen: a test stuck 400 s). A later
+    /// SIGINT interrupts that wait. After 30 s it is killed and that is an error.
+    fn interrupt_until_exit(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = i32::try_from(self.child.id())?;
+        for _ in 0..60 {
+            // SAFETY: kill sends a signal to our own child process, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+            for _ in 0..10 {
+                if let Some(status) = self.child.try_wait()? {
+                    return Ok(status);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.child.kill().ok();
+        self.child.wait().ok();
+        bail!("bpftrace did not exit within 30 s of SIGINT")
     }
 }
 
