@@ -36,12 +36,9 @@ pub struct ProbeRead;
 impl Memory for ProbeRead {
     #[inline(always)]
     fn read<T>(base: *const u8, offset: u32) -> Result<T, ProbeError> {
-        if offset == ABSENT {
-            return Err(ProbeError::KernelRead);
-        }
         // SAFETY: bpf_probe_read_kernel never faults: a bad address makes it return
         // an error, which we report as a KernelRead error.
-        unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }
+        unsafe { bpf_probe_read_kernel(field::<T>(base, offset)?) }
             .map_err(|_| ProbeError::KernelRead)
     }
 }
@@ -57,13 +54,20 @@ pub struct BtfLoad;
 impl Memory for BtfLoad {
     #[inline(always)]
     fn read<T>(base: *const u8, offset: u32) -> Result<T, ProbeError> {
-        if offset == ABSENT {
-            return Err(ProbeError::KernelRead);
-        }
         // SAFETY: the verifier only accepts this load at an offset where the
         // kernel's BTF has a field of this size, and a faulting address reads 0.
-        Ok(unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize).cast::<T>()) })
+        Ok(unsafe { core::ptr::read_volatile(field::<T>(base, offset)?) })
     }
+}
+
+/// The address of the field at `offset` in `base`; an error for a field this
+/// kernel lacks (ABSENT), which is then never read.
+#[inline(always)]
+fn field<T>(base: *const u8, offset: u32) -> Result<*const T, ProbeError> {
+    if offset == ABSENT {
+        return Err(ProbeError::KernelRead);
+    }
+    Ok(base.wrapping_add(offset as usize).cast::<T>())
 }
 
 /// Reads a `T` at `base + offset` in kernel memory with `bpf_probe_read_kernel`.
