@@ -6,8 +6,9 @@ use aya::{
     maps::PerCpuArray,
     programs::{
         SchedClassifier, TcAttachType,
-        tc::{NlOptions, SchedClassifierLinkId, TcAttach},
+        tc::{self, NlOptions, SchedClassifierLinkId, TcAttach},
     },
+    util::KernelVersion,
 };
 
 use crate::netns::Netns;
@@ -45,6 +46,10 @@ impl<'a> Loss<'a> {
             .try_into()?;
         program.load()?;
         let iface = std::ffi::CString::new(iface)?;
+        // Before TCX (6.6) aya attaches through netlink, on a clsact qdisc that must
+        // exist first (nettune adds it on the interfaces it watches).
+        let netlink =
+            after_clsact || KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0));
         // Interface names resolve in the calling thread's namespace: attach from inside.
         let how = if after_clsact {
             // Automatic priorities go *before* existing filters: ask for a later one.
@@ -58,7 +63,12 @@ impl<'a> Loss<'a> {
         } else {
             TcAttach::Auto(TcAttachType::Ingress)
         };
-        let attach = || program.attach(iface.as_c_str(), how);
+        let attach = || -> anyhow::Result<SchedClassifierLinkId> {
+            if netlink {
+                add_clsact(&iface)?;
+            }
+            Ok(program.attach(iface.as_c_str(), how)?)
+        };
         let link = match netns {
             Some(ns) => ns.run(attach)??,
             None => attach()?,
@@ -79,6 +89,15 @@ impl<'a> Loss<'a> {
         )?;
         let sum = |i: u32| -> anyhow::Result<u64> { Ok(map.get(&i, 0)?.iter().sum()) };
         Ok((sum(0)?, sum(1)?))
+    }
+}
+
+/// Adds a clsact qdisc to `iface` (in the calling thread's namespace) unless one
+/// is there already.
+pub fn add_clsact(iface: &std::ffi::CStr) -> anyhow::Result<()> {
+    match tc::qdisc_add_clsact(iface).map_err(anyhow::Error::from) {
+        Err(e) if !format!("{e:#}").contains("exists") => Err(e.context("adding a clsact qdisc")),
+        _ => Ok(()),
     }
 }
 
