@@ -5,6 +5,11 @@
 //! Tolerance: the interface counters and the maps are read after the transfer has
 //! finished and IPv6 is off on the pair (no neighbour discovery), so no packet is in
 //! flight between the two reads and the figures must be equal.
+//!
+//! On kernels before 6.6 (no TCX) the programs are clsact filters, which outlive
+//! the process that added them unless removed one by one: `tc filter show` (the
+//! kernel's own list) must show none of nettune's once it stops watching an
+//! interface or goes away.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -35,6 +40,10 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "traffic::clsact_counts_equal_interface_counters_and_follow_the_interface",
         run: || counts_equal_interface_counters_and_follow_the_interface(Variant::Clsact),
+    },
+    Test {
+        name: "traffic::clsact_filters_are_removed_when_nettune_stops_watching_or_exits",
+        run: clsact_filters_are_removed_when_nettune_stops_watching_or_exits,
     },
     Test {
         name: "traffic::a_pods_veth_is_not_confused_with_a_veth_elsewhere_that_shares_its_ifindex",
@@ -104,7 +113,12 @@ fn counts_equal_interface_counters_and_follow_the_interface(variant: Variant) ->
         .filter(|v| *v != variant)
         .collect();
     let mut probes = load(&disabled)?;
-    if let Some(skip) = require_variant(&probes, SIGNAL, variant, Feature::Tc) {
+    let feature = if variant == Variant::Tcx {
+        Feature::Tcx
+    } else {
+        Feature::Clsact
+    };
+    if let Some(skip) = require_variant(&probes, SIGNAL, variant, feature) {
         return skip;
     }
     let attached = Some(variant);
@@ -192,6 +206,93 @@ fn counts_equal_interface_counters_and_follow_the_interface(variant: Variant) ->
             .interfaces
             .contains_key(&ifindex),
         "traffic for a removed interface is still reported"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// nettune's tc filters on `iface` (host namespace), by program name, in both
+/// directions, as `tc filter show` lists them.
+fn our_filters(iface: &str) -> anyhow::Result<Vec<String>> {
+    let mut found = Vec::new();
+    for hook in ["ingress", "egress"] {
+        let out = std::process::Command::new("tc")
+            .args(["filter", "show", "dev", iface, hook])
+            .output()
+            .context("running tc (package iproute2)")?;
+        ensure!(
+            out.status.success(),
+            "tc filter show dev {iface} {hook}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        found.extend(
+            ["pod_ingress", "pod_egress"]
+                .into_iter()
+                .filter(|name| text.contains(name))
+                .map(|name| format!("{hook}:{name}")),
+        );
+    }
+    Ok(found)
+}
+
+fn clsact_filters_are_removed_when_nettune_stops_watching_or_exits() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let mut probes = load(&[Variant::Tcx])?;
+    if let Some(skip) = require_variant(&probes, SIGNAL, Variant::Clsact, Feature::Clsact) {
+        return skip;
+    }
+    let mut pods = (0..4u8)
+        .map(|i| {
+            let ns = Netns::new("cls")?;
+            let veth = Veth::to_host(&ns, 36 + i)?;
+            Ok((ns, veth))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let names: Vec<String> = pods.iter().map(|(_, v)| v.veth.a_name.clone()).collect();
+    let filters = |names: &[String]| -> anyhow::Result<Vec<(String, Vec<String>)>> {
+        names
+            .iter()
+            .map(|n| Ok((n.clone(), our_filters(n)?)))
+            .collect()
+    };
+    let expect_all = |names: &[String], when: &str| -> anyhow::Result<()> {
+        for (name, ours) in filters(names)? {
+            ensure!(
+                ours.len() == 2,
+                "{when}: {name} has {ours:?}, not nettune's two filters"
+            );
+        }
+        Ok(())
+    };
+    let expect_none = |names: &[String], when: &str| -> anyhow::Result<()> {
+        for (name, ours) in filters(names)? {
+            ensure!(ours.is_empty(), "{when}: {name} still has {ours:?}");
+        }
+        Ok(())
+    };
+
+    watch_host_veths(&mut probes)?;
+    expect_all(&names, "attached")?;
+    // nettune stops watching while the interfaces stay.
+    let changes = probes.watch_interfaces(&[]);
+    ensure!(
+        changes.removed.len() >= names.len(),
+        "not released: {changes:?}"
+    );
+    expect_none(&names, "after nettune stopped watching")?;
+
+    // Watched again; one pod goes between two ticks, then nettune exits: the
+    // vanished interface's filters cannot be removed, the others' must be.
+    watch_host_veths(&mut probes)?;
+    expect_all(&names, "attached again")?;
+    drop(pods.remove(0));
+    drop(probes);
+    expect_none(&names[1..], "after nettune exited")?;
+    println!(
+        "    {} interfaces: two clsact filters each while watched, none after release or exit",
+        names.len()
     );
     Ok(Outcome::Passed)
 }
