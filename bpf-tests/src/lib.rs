@@ -16,6 +16,7 @@
 
 pub mod agent_process;
 pub mod bpftrace;
+pub mod command;
 
 pub mod harness;
 pub mod loss;

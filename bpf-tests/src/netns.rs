@@ -9,7 +9,6 @@ use std::{
     fs::File,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::PathBuf,
-    process::Command,
     sync::atomic::{AtomicU32, Ordering},
 };
 
@@ -19,18 +18,7 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
 /// Runs `ip` with `args`, failing with its stderr.
 pub fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running `ip` (package iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    crate::command::run("ip", args).map(drop)
 }
 
 /// A named network namespace (`/run/netns/<name>`), deleted on drop.
@@ -88,19 +76,8 @@ impl Netns {
 
     /// Runs a command inside this namespace (`ip netns exec`) and returns stdout.
     pub fn exec(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
-            .args(args)
-            .output()
-            .with_context(|| format!("running {program} in {}", self.name))?;
-        if !out.status.success() {
-            bail!(
-                "{program} {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let all = [&["netns", "exec", self.name.as_str(), program], args].concat();
+        crate::command::run("ip", &all)
     }
 
     /// Runs `f` on a thread inside this namespace and returns its result.

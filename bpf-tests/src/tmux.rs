@@ -1,12 +1,9 @@
 //! Driving a terminal program the way a person does: tmux runs it in a pane of a
 //! given size, `send-keys` types, `capture-pane` reads the screen.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
 /// A detached tmux session, killed on drop.
 pub struct Session {
@@ -14,18 +11,7 @@ pub struct Session {
 }
 
 fn tmux(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("tmux")
-        .args(args)
-        .output()
-        .context("running tmux (Debian package tmux)")?;
-    if !out.status.success() {
-        bail!(
-            "tmux {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::command::run("tmux", args)
 }
 
 impl Session {
