@@ -17,6 +17,16 @@ pub fn kfree_skb_has_reason() -> anyhow::Result<bool> {
     Ok(tracefs.format("skb", "kfree_skb")?.contains_key("reason"))
 }
 
+/// Skips (or fails, if `drop_reasons` is required) unless this kernel's drops
+/// carry a reason: without one, a tc or netfilter drop cannot be told from others.
+pub fn require_drop_reasons() -> anyhow::Result<Option<TestResult>> {
+    Ok(require(
+        Feature::DropReasons,
+        kfree_skb_has_reason()?,
+        "this kernel's kfree_skb has no reason (drop reasons came in 5.17)",
+    ))
+}
+
 /// Loads nettune's probes with `disabled` variants turned off.
 pub fn load(disabled: &[Variant]) -> anyhow::Result<Probes> {
     Ok(Probes::load(&LoadOptions {

@@ -297,7 +297,10 @@ fn a_failed_kernel_read_is_counted_and_logged_rarely_through_aya_log() -> TestRe
         }
         let pair = bpf_tests::scenarios::Pair::new(41, None)?;
         pair.lossy_transfer(2 << 20, 500)?;
+        // The transfer is over: wait until the agent's figure has caught up with
+        // it (two equal, non-zero readings a tick apart), not just its first tick.
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = 0.0;
         loop {
             let (_, metrics) = bpf_tests::agent_process::http_get(addr, "/metrics")?;
             let errors = metrics
@@ -305,7 +308,9 @@ fn a_failed_kernel_read_is_counted_and_logged_rarely_through_aya_log() -> TestRe
                 .find(|l| l.starts_with("nettune_probe_errors_total{error=\"kernel_read\"}"))
                 .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .unwrap_or(0.0);
-            if errors > 0.0 {
+            let settled = errors > 0.0 && errors == last;
+            last = errors;
+            if settled {
                 // Let the agent forward the kernel's log (it flushes every tick).
                 std::thread::sleep(Duration::from_millis(600));
                 return Ok((
@@ -313,8 +318,11 @@ fn a_failed_kernel_read_is_counted_and_logged_rarely_through_aya_log() -> TestRe
                     pair.sender.mib("snmp", "Tcp", "RetransSegs")? as usize,
                 ));
             }
-            ensure!(Instant::now() < deadline, "no kernel_read errors counted");
-            std::thread::sleep(Duration::from_millis(200));
+            ensure!(
+                Instant::now() < deadline,
+                "kernel_read errors did not settle within 10 s (last {errors})"
+            );
+            std::thread::sleep(Duration::from_millis(300));
         }
     })();
     // SAFETY: signals our own child, which we reap right after.

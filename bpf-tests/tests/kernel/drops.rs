@@ -16,9 +16,10 @@ use std::{
     net::{SocketAddr, UdpSocket},
 };
 
-use anyhow::{Context as _, ensure};
+use anyhow::ensure;
 use bpf_tests::{
     bpftrace::{Bpftrace, bpftrace_reads_kernel_structs, kfree_skb_netns, kfree_skb_reason},
+    command::run,
     harness::{Outcome, Test, TestResult, record, require_netem, require_root},
     loss::Loss,
     netns::Netns,
@@ -257,6 +258,17 @@ fn matches_kernel_count(counted: u64, expected: u64, what: &str) -> anyhow::Resu
     Ok(())
 }
 
+/// Sends `count` UDP datagrams carrying `payload` from a socket in `ns` to `to`.
+fn send_datagrams(ns: &Netns, to: SocketAddr, count: u64, payload: &[u8]) -> anyhow::Result<()> {
+    ns.run(|| -> anyhow::Result<()> {
+        let socket = UdpSocket::bind("0.0.0.0:0")?;
+        for _ in 0..count {
+            socket.send_to(payload, to)?;
+        }
+        Ok(())
+    })?
+}
+
 /// Drops nettune counted for `(netns, reason)` in `seen`.
 fn count_of(seen: &ByReason, ns: &Netns, reason: u32) -> anyhow::Result<u64> {
     Ok(seen.get(&(ns.inode()?, reason)).copied().unwrap_or(0))
@@ -265,16 +277,10 @@ fn count_of(seen: &ByReason, ns: &Netns, reason: u32) -> anyhow::Result<u64> {
 /// `enum <name>` from this kernel's BTF as bpftool prints it: (name, value) pairs,
 /// empty when the kernel has no such enum.
 fn bpftool_enum(name: &str) -> anyhow::Result<Vec<(String, u32)>> {
-    let out = std::process::Command::new("bpftool")
-        .args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux"])
-        .output()
-        .context("running bpftool (Debian package bpftool)")?;
-    ensure!(
-        out.status.success(),
-        "bpftool btf dump: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = run(
+        "bpftool",
+        &["btf", "dump", "file", "/sys/kernel/btf/vmlinux"],
+    )?;
     let header = format!("ENUM '{name}' ");
     Ok(text
         .lines()
@@ -371,13 +377,7 @@ fn no_socket_from_a_closed_port_equals_bpftrace() -> TestResult {
     let pair = Pair::new(3, None)?;
     let closed = SocketAddr::from((pair.veth.b_addr, 9));
     let ours = drops_equal_bpftrace(&probes, &[&pair.sender, &pair.receiver], || {
-        pair.sender.run(|| -> anyhow::Result<()> {
-            let socket = UdpSocket::bind("0.0.0.0:0")?;
-            for _ in 0..DATAGRAMS {
-                socket.send_to(b"nobody listens here", closed)?;
-            }
-            Ok(())
-        })??;
+        send_datagrams(&pair.sender, closed, DATAGRAMS, b"nobody listens here")?;
         // Let the last datagrams reach the receiver before counting.
         std::thread::sleep(std::time::Duration::from_millis(200));
         Ok(())
@@ -459,13 +459,12 @@ fn packet_socket_overruns_equal_tp_drops_and_every_kfree_skb_bpftrace_sees() -> 
     })??;
     let to = receiver.local_addr()?;
     let ours = drops_equal_bpftrace(&probes, &[&ns], || {
-        ns.run(|| -> anyhow::Result<()> {
-            let sender = UdpSocket::bind("127.0.0.1:0")?;
-            for _ in 0..DATAGRAMS {
-                sender.send_to(b"seen twice on lo: once leaving, once arriving", to)?;
-            }
-            Ok(())
-        })??;
+        send_datagrams(
+            &ns,
+            to,
+            DATAGRAMS,
+            b"seen twice on lo: leaving and arriving",
+        )?;
         // Read every datagram: left queued, they would be freed as drops later.
         let mut buf = [0u8; 64];
         let mut received = 0;
