@@ -51,6 +51,22 @@ pub fn output(cmd: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// Runs `cmd` quietly and returns its stdout; fails with its stderr.
+pub fn checked_output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start `{}`", describe(cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            describe(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Runs `cmd`, echoing its stdout line by line while keeping it; returns
 /// whether it succeeded and what it printed.
 pub fn tee(cmd: &mut Command) -> anyhow::Result<(bool, String)> {
@@ -81,6 +97,14 @@ pub struct Streamed {
 /// Lines of a command's output kept for [`Streamed::tail`].
 const TAIL_LINES: usize = 30;
 
+/// Set by SIGINT/SIGTERM while [`stream_with_deadline`] runs: its child is in a
+/// process group of its own, which a Ctrl-C on the terminal does not reach.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn note_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Runs `cmd` in a process group of its own, stdin from /dev/null, printing each
 /// line of its stdout and stderr with `prefix` as it comes. If it is still running
 /// after `timeout`, the whole group gets SIGTERM, then SIGKILL 5 s later (a VM's
@@ -101,6 +125,17 @@ pub fn stream_with_deadline(
         .spawn()
         .with_context(|| format!("cannot start `{}`", describe(cmd)))?;
     let group = i32::try_from(child.id())?;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            note_interrupt as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            note_interrupt as *const () as libc::sighandler_t,
+        );
+    }
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let readers: Vec<_> = [
         child
@@ -147,7 +182,13 @@ pub fn stream_with_deadline(
         if let Some(status) = child.try_wait()? {
             break Some(status);
         }
+        let interrupted = INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst);
         match killed_at {
+            None if interrupted => {
+                println!("{prefix}interrupted: stopping its process group");
+                signal_group(libc::SIGTERM);
+                killed_at = Some(Instant::now());
+            }
             None if Instant::now() > deadline => {
                 println!("{prefix}still running after {timeout:?}: stopping its process group");
                 signal_group(libc::SIGTERM);
@@ -168,6 +209,9 @@ pub fn stream_with_deadline(
     }
     for line in rx.try_iter() {
         show(&mut tail, prefix, line);
+    }
+    if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        bail!("interrupted");
     }
     let status = if killed_at.is_some() { None } else { status };
     Ok(Streamed {

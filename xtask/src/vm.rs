@@ -191,15 +191,24 @@ pub fn vm_test(kernel: &str, refresh: bool, filters: &[String]) -> anyhow::Resul
     };
     setup::setup(setup::Scope::Everything)?;
     ensure_vm_tools()?;
-    let kernels = series
+    let mut apt = LazyApt::default();
+    // A kernel that cannot be had (e.g. Debian 11's archive unreachable) is
+    // reported as not run, and the others still run.
+    let kernels: Vec<(&Series, anyhow::Result<KernelImage>)> = series
         .iter()
-        .map(|s| KernelImage::fetch(s, refresh))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|s| (*s, KernelImage::fetch(s, refresh, &mut apt)))
+        .collect();
     let binaries = Binaries::build()?;
     let selection = Selection::for_vms(filters);
     let mut runs = Vec::new();
-    for kernel in &kernels {
-        runs.push(boot(kernel, &binaries, &selection, FULL_SUITE_TIMEOUT)?);
+    for (series, kernel) in &kernels {
+        runs.push(match kernel {
+            Ok(kernel) => boot(kernel, &binaries, &selection, FULL_SUITE_TIMEOUT)?,
+            Err(e) => {
+                println!("vm {}: not run: {e:#}", series.name);
+                RunResult::not_run(series.name, format!("not run: {e:#}"))
+            }
+        });
     }
     let whole_matrix = kernel == "all" && filters.is_empty();
     if whole_matrix {
@@ -240,12 +249,12 @@ pub enum CiVm {
     CannotStart(String),
 }
 
-/// Boots [`CI_SERIES`] and runs [`CI_TESTS`] in it, with the kernel test binary
-/// and nettune already built by the caller.
+/// Boots [`CI_SERIES`] and runs [`CI_TESTS`] in it (setting up what it needs;
+/// the kernel test binary and nettune are built already, so building is a no-op).
 pub fn ci_vm() -> CiVm {
     let attempt = || -> anyhow::Result<RunResult> {
         ensure_vm_tools()?;
-        let kernel = KernelImage::fetch(find_series(CI_SERIES)?, false)?;
+        let kernel = KernelImage::fetch(find_series(CI_SERIES)?, false, &mut LazyApt::default())?;
         let binaries = Binaries::build()?;
         let selection = Selection {
             filters: CI_TESTS.iter().map(|t| (*t).to_owned()).collect(),
@@ -445,18 +454,14 @@ impl PrivateApt {
 
     /// Fetches the package lists of every suite into our own lists directory.
     fn update(&self) -> anyhow::Result<()> {
-        let out = self
-            .command("apt-get")
-            .args(["update", "-q"])
-            .output()
-            .context("running apt-get")?;
-        ensure!(
-            out.status.success(),
-            "apt-get update (private configuration {}) failed: {}",
-            self.config.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(())
+        process::checked_output(self.command("apt-get").args(["update", "-q"]))
+            .with_context(|| {
+                format!(
+                    "updating the private apt lists ({}) failed: is the Debian archive reachable?",
+                    self.config.display()
+                )
+            })
+            .map(drop)
     }
 
     /// The newest package named `<before><number><after>`, with its version.
@@ -489,17 +494,11 @@ impl PrivateApt {
     /// returns the .deb's path.
     fn download(&self, package: &str, dir: &Path) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
-        let out = self
-            .command("apt-get")
-            .args(["download", "-q", package])
-            .current_dir(dir)
-            .output()
-            .context("running apt-get")?;
-        ensure!(
-            out.status.success(),
-            "apt-get download {package} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        process::checked_output(
+            self.command("apt-get")
+                .args(["download", "-q", package])
+                .current_dir(dir),
+        )?;
         let prefix = format!("{package}_");
         std::fs::read_dir(dir)?
             .flatten()
@@ -515,6 +514,23 @@ impl PrivateApt {
                     dir.display()
                 )
             })
+    }
+}
+
+/// The private apt configuration, written and updated on first use only: a run
+/// whose kernels are all cached never contacts the archive.
+#[derive(Default)]
+struct LazyApt(Option<PrivateApt>);
+
+impl LazyApt {
+    fn get(&mut self) -> anyhow::Result<&PrivateApt> {
+        if self.0.is_none() {
+            let apt = PrivateApt::new()?;
+            println!("setup: kernel packages: updating the private apt lists (target/vm/apt)");
+            apt.update()?;
+            self.0 = Some(apt);
+        }
+        self.0.as_ref().context("private apt configuration")
     }
 }
 
@@ -534,7 +550,7 @@ const PACKAGE_FILE: &str = "package";
 impl KernelImage {
     /// The cached kernel of `series`, or the newest package downloaded and
     /// unpacked now (also when `refresh` finds a newer one).
-    fn fetch(series: &'static Series, refresh: bool) -> anyhow::Result<Self> {
+    fn fetch(series: &'static Series, refresh: bool, apt: &mut LazyApt) -> anyhow::Result<Self> {
         let dir = vm_dir().join("kernels").join(series.name);
         let label = format!("setup: kernel {} ({})", series.name, series.debian);
         let cached = Self::cached(series, &dir);
@@ -542,9 +558,7 @@ impl KernelImage {
             println!("{label}: {} (cached in target/vm/kernels)", kernel.package);
             return Ok(kernel);
         }
-        let apt = PrivateApt::new()?;
-        println!("{label}: looking for the newest package (private apt configuration)");
-        apt.update()?;
+        let apt = apt.get()?;
         let (package, version) = apt.newest(series.package)?;
         let wanted = format!("{package} {version}");
         if let Some(kernel) = cached.filter(|k| k.package == wanted) {
@@ -804,9 +818,9 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    /// Reads `<dir>/results.jsonl` (absent: a run that never started).
-    fn read(label: &str, dir: &Path) -> anyhow::Result<Self> {
-        let mut run = Self {
+    /// A run with no results yet.
+    fn empty(label: &str) -> Self {
+        Self {
             label: label.to_owned(),
             package: None,
             release: None,
@@ -815,7 +829,20 @@ impl RunResult {
             complete: false,
             problem: None,
             seconds: 0.0,
-        };
+        }
+    }
+
+    /// A run that could not happen, and why.
+    fn not_run(label: &str, problem: String) -> Self {
+        Self {
+            problem: Some(problem),
+            ..Self::empty(label)
+        }
+    }
+
+    /// Reads `<dir>/results.jsonl` (absent: a run that never started).
+    fn read(label: &str, dir: &Path) -> anyhow::Result<Self> {
+        let mut run = Self::empty(label);
         let path = dir.join("results.jsonl");
         let Ok(text) = std::fs::read_to_string(&path) else {
             return Ok(run);
@@ -1056,7 +1083,7 @@ pub fn kernel_support_doc(runs: &[RunResult]) -> String {
          From each kernel's BTF (`enum skb_drop_reason`, read with bpftool) and the\n\
          drops the tests caused; `–` where the kernel has no such reason.\n\n",
     );
-    let fact_rows: [(&str, &str, &str); 11] = [
+    let fact_rows: [(&str, &str, &str); 13] = [
         ("`kfree_skb` has a reason", "drop_reasons", "reason_field"),
         ("names in the enum", "drop_reasons", "enum"),
         (
@@ -1080,6 +1107,16 @@ pub fn kernel_support_doc(runs: &[RunResult]) -> String {
         ),
         ("netem's drops counted under", "netem_drops", "reason"),
         ("… their count (= netem's own)", "netem_drops", "counted"),
+        (
+            "pod tc drops counted (clsact)",
+            "pod_traffic_clsact",
+            "tc_drops_counted",
+        ),
+        (
+            "… of those the tc program dropped",
+            "pod_traffic_clsact",
+            "tc_program_dropped",
+        ),
     ];
     let rows: Vec<Vec<String>> = fact_rows
         .iter()
@@ -1096,7 +1133,9 @@ pub fn kernel_support_doc(runs: &[RunResult]) -> String {
     table(&mut out, &header(""), &rows);
     out.push_str(
         "Where `kfree_skb` has no reason (before 5.17), every drop is counted under\n\
-         reason 0, shown as `REASON_0`; reason names are then unavailable.\n\n",
+         reason 0, shown as `REASON_0`; reason names are then unavailable, and so are\n\
+         the figures that need one: tc drops on a pod's interface (reported as 0) and\n\
+         `NETFILTER_DROP` urgent events.\n\n",
     );
 
     out.push_str(
