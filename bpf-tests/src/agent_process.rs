@@ -2,9 +2,11 @@
 //! endpoints (tests talk to it the way Prometheus and kubelet probes do).
 
 use std::{
+    io::{BufRead as _, BufReader},
     net::{SocketAddr, TcpListener},
     path::Path,
     process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -27,29 +29,97 @@ pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+/// The value of the series of metric `name` whose labels include all of
+/// `labels`, in Prometheus text `text` (the first such series).
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    series(text, name)
+        .find(|(have, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
+        })
+        .map(|(_, value)| value)
+}
+
+/// Every series of metric `name` in `text`: its labels and value.
+pub fn series<'a>(
+    text: &'a str,
+    name: &'a str,
+) -> impl Iterator<Item = (Vec<(String, String)>, f64)> + 'a {
+    text.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(name)?;
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(rest) => rest.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        let labels = labels
+            .split("\",")
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| {
+                let (k, v) = l.split_once("=\"")?;
+                Some((k.to_owned(), v.trim_end_matches('"').to_owned()))
+            })
+            .collect();
+        Some((labels, value.trim().parse().ok()?))
+    })
+}
+
 /// `nettune run`, stopped with SIGTERM on drop.
 pub struct AgentProcess {
     child: Child,
     pub addr: SocketAddr,
+    log: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 impl AgentProcess {
-    /// Starts `binary run --listen 127.0.0.1:<free port> ARGS` and waits until
-    /// `/readyz` answers 200.
+    /// Starts `binary run --listen 127.0.0.1:<free port> ARGS` (the JSON API on
+    /// the same address) and waits until `/readyz` answers 200.
     pub fn start(binary: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn(Command::new(binary), args, false)
+    }
+
+    /// As [`AgentProcess::start`], logging at `info` into [`AgentProcess::log`].
+    pub fn start_logged(binary: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn(Command::new(binary), args, true)
+    }
+
+    /// As [`AgentProcess::start_logged`], for `command` (e.g. `setpriv … nettune`).
+    pub fn start_logged_with(command: Command, args: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn(command, args, true)
+    }
+
+    fn spawn(mut command: Command, args: &[&str], logged: bool) -> anyhow::Result<Self> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let child = Command::new(binary)
+        command
             .args(["run", "--listen", &addr.to_string()])
+            .args(["--api-listen", &addr.to_string()])
             .args(args)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting nettune run")?;
-        let mut agent = Self { child, addr };
+            .env("RUST_LOG", if logged { "info" } else { "error" })
+            .stdout(Stdio::null());
+        if logged {
+            command.stderr(Stdio::piped());
+        }
+        let mut child = command.spawn().context("starting nettune run")?;
+        let log = child.stderr.take().map(|stderr| {
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let sink = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Ok(mut log) = sink.lock() {
+                        log.push(line);
+                    }
+                }
+            });
+            lines
+        });
+        let mut agent = Self { child, addr, log };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = agent.child.try_wait()? {
-                bail!("nettune run exited early: {status}");
+                bail!(
+                    "nettune run exited early: {status}\n{}",
+                    agent.log().join("\n")
+                );
             }
             if matches!(http_get(addr, "/readyz"), Ok((200, _))) {
                 return Ok(agent);
@@ -61,11 +131,57 @@ impl AgentProcess {
         }
     }
 
+    /// What the agent logged so far (with [`AgentProcess::start_logged`]).
+    pub fn log(&self) -> Vec<String> {
+        self.log
+            .as_ref()
+            .and_then(|l| l.lock().ok().map(|l| l.clone()))
+            .unwrap_or_default()
+    }
+
+    /// The current `/api/v1/snapshot` document.
+    pub fn snapshot(&self) -> anyhow::Result<serde_json::Value> {
+        match http_get(self.addr, "/api/v1/snapshot")? {
+            (200, body) => Ok(serde_json::from_str(&body)?),
+            (status, body) => bail!("/api/v1/snapshot answered {status}: {body}"),
+        }
+    }
+
     /// The current `/metrics` text.
     pub fn metrics(&self) -> anyhow::Result<String> {
         match http_get(self.addr, "/metrics")? {
             (200, body) => Ok(body),
             (status, body) => bail!("/metrics answered {status}: {body}"),
+        }
+    }
+
+    /// Polls the snapshot every 200 ms until `found` returns something, for at
+    /// most `timeout`; the error names `what` and shows the last snapshot.
+    pub fn wait_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut found: impl FnMut(&serde_json::Value) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let snapshot = self.snapshot()?;
+            if let Some(t) = found(&snapshot) {
+                return Ok(t);
+            }
+            if Instant::now() > deadline {
+                let mut text = snapshot.to_string();
+                if text.len() > 2000 {
+                    let cut = (0..=2000)
+                        .rev()
+                        .find(|i| text.is_char_boundary(*i))
+                        .unwrap_or(0);
+                    text.truncate(cut);
+                    text.push('…');
+                }
+                bail!("{what}: not seen within {timeout:?}; last snapshot: {text}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 

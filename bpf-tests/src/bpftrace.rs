@@ -62,6 +62,11 @@ impl Bpftrace {
         })
     }
 
+    /// bpftrace's process id (its BPF programs are among its file descriptors).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops bpftrace and returns its maps: each printed `@name[key]: value` line
     /// as `"@name[key]" → value`.
     pub fn stop(mut self) -> anyhow::Result<BTreeMap<String, i64>> {
@@ -83,6 +88,49 @@ impl Bpftrace {
         }
         Ok(parse_maps(&lines))
     }
+}
+
+/// A script counting `skb:kfree_skb` per (netns, reason) for the namespaces whose
+/// inodes are `namespaces`, attributing each drop as nettune's program does
+/// ([`kfree_skb_netns`]), with this kernel's reason ([`kfree_skb_reason`]). Read
+/// its map with [`drops_by_netns`]. Needs [`bpftrace_reads_kernel_structs`].
+pub fn drops_by_netns_script(namespaces: &[u32]) -> anyhow::Result<String> {
+    let filter = namespaces
+        .iter()
+        .map(|i| format!("$ns == {i}"))
+        .collect::<Vec<_>>()
+        .join(" || ");
+    Ok(format!(
+        "tracepoint:skb:kfree_skb {{ {}
+            if ({filter}) {{ @drops[$ns, {}] = count(); }}
+        }}",
+        kfree_skb_netns()?,
+        kfree_skb_reason()?
+    ))
+}
+
+/// A script counting every `skb:kfree_skb` on the machine per reason, under
+/// namespace 0, for kernels where bpftrace cannot attribute a drop to a namespace
+/// (see [`bpftrace_reads_kernel_structs`]). Read its map with [`drops_by_netns`].
+pub fn drops_script() -> anyhow::Result<String> {
+    Ok(format!(
+        "tracepoint:skb:kfree_skb {{ @drops[0, {}] = count(); }}",
+        kfree_skb_reason()?
+    ))
+}
+
+/// The map of a [`drops_by_netns_script`] run: (netns inode, reason) → drops.
+pub fn drops_by_netns(maps: &BTreeMap<String, i64>) -> BTreeMap<(u32, u32), u64> {
+    maps.iter()
+        .filter_map(|(key, n)| {
+            let inner = key.strip_prefix("@drops[")?.strip_suffix(']')?;
+            let (ns, reason) = inner.split_once(", ")?;
+            Some((
+                (ns.parse().ok()?, reason.parse().ok()?),
+                u64::try_from(*n).ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// Parses `@[1, 2]: 3`, `@name[x]: 4` and `@: 5` lines.

@@ -50,11 +50,14 @@ pub enum Feature {
     Netem,
     /// Drop reasons: `kfree_skb` carries `enum skb_drop_reason` (Linux 5.17+).
     DropReasons,
+    /// Real container runtimes: containerd with runc and the CNI plugins,
+    /// podman, and the images `cargo xtask test` builds for them.
+    Containers,
 }
 
 impl Feature {
     /// Every feature, in the order docs/testing.md lists them.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Root,
         Self::Btf,
         Self::TpBtf,
@@ -66,6 +69,7 @@ impl Feature {
         Self::Kprobe,
         Self::Netem,
         Self::DropReasons,
+        Self::Containers,
     ];
 
     /// Name used in `NETTUNE_REQUIRE_FEATURES`.
@@ -82,6 +86,7 @@ impl Feature {
             Self::Kprobe => "kprobe",
             Self::Netem => "netem",
             Self::DropReasons => "drop_reasons",
+            Self::Containers => "containers",
         }
     }
 }

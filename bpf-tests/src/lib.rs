@@ -15,13 +15,19 @@
 //! - Everything it creates is removed by a guard's `Drop`, even on panic.
 
 pub mod agent_process;
+pub mod bench;
 pub mod bpftrace;
+pub mod classifier;
 pub mod command;
-
+pub mod containerd;
+pub mod daemonset;
 pub mod harness;
+pub mod host;
 pub mod loss;
 pub mod netem;
 pub mod netns;
+pub mod oci;
+pub mod podman;
 pub mod probes;
 pub mod scenarios;
 pub mod sockets;

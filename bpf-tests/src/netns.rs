@@ -18,12 +18,14 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
 /// Runs `ip` with `args`, failing with its stderr.
 pub fn ip(args: &[&str]) -> anyhow::Result<()> {
-    crate::command::run("ip", args).map(drop)
+    crate::command::run("ip", args, "iproute2").map(drop)
 }
 
-/// A named network namespace (`/run/netns/<name>`), deleted on drop.
+/// A named network namespace (`/run/netns/<name>`), deleted on drop when the
+/// test created it.
 pub struct Netns {
     name: String,
+    owned: bool,
 }
 
 impl Netns {
@@ -32,9 +34,18 @@ impl Netns {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = format!("nt{}-{tag}{id}", std::process::id());
         ip(&["netns", "add", &name])?;
-        let ns = Self { name };
+        let ns = Self { name, owned: true };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// The namespace someone else mounted at `/run/netns/<name>` (e.g. a pod
+    /// sandbox's), left alone on drop.
+    pub fn existing(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            owned: false,
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -63,7 +74,8 @@ impl Netns {
     pub fn mib(&self, file: &str, group: &str, name: &str) -> anyhow::Result<i64> {
         let path = PathBuf::from("/proc/thread-self/net").join(file);
         let text = self.run(|| std::fs::read_to_string(&path))??;
-        let mib = nettune::sys::procfs::Mib::parse(&path.display().to_string(), &text);
+        let path = path.display().to_string();
+        let mib = nettune::sys::procfs::Mib::parse(&path, &text);
         Ok(mib.get(group, name)?)
     }
 
@@ -77,7 +89,7 @@ impl Netns {
     /// Runs a command inside this namespace (`ip netns exec`) and returns stdout.
     pub fn exec(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
         let all = [&["netns", "exec", self.name.as_str(), program], args].concat();
-        crate::command::run("ip", &all)
+        crate::command::run("ip", &all, "iproute2")
     }
 
     /// Runs `f` on a thread inside this namespace and returns its result.
@@ -117,6 +129,9 @@ fn enter(file: &File) -> anyhow::Result<()> {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         if let Err(e) = ip(&["netns", "del", &self.name]) {
             eprintln!("warning: could not delete test namespace: {e}");
         }
@@ -138,49 +153,54 @@ impl Veth {
     /// host side (`10.203.<subnet>.1`), `b_name` the side in `ns` (`.2`).
     /// IPv6 is off on both ends so that no neighbour discovery adds packets.
     pub fn to_host(ns: &Netns, subnet: u8) -> anyhow::Result<HostVeth> {
-        let (host, pod) = (
-            format!("nth{}x{subnet}", std::process::id() % 10000),
-            format!("vt{subnet}p"),
-        );
+        Self::to_host_named(
+            ns,
+            &format!("nth{}x{subnet}", std::process::id() % 10000),
+            &format!("vt{subnet}p"),
+            (
+                std::net::Ipv4Addr::new(10, 203, subnet, 1),
+                std::net::Ipv4Addr::new(10, 203, subnet, 2),
+            ),
+            24,
+        )
+    }
+
+    /// As [`Veth::to_host`], with the host side named `host`, the side in `ns`
+    /// named `pod`, and `(host address, pod address)/prefix` between them.
+    pub fn to_host_named(
+        ns: &Netns,
+        host: &str,
+        pod: &str,
+        (a_addr, b_addr): (std::net::Ipv4Addr, std::net::Ipv4Addr),
+        prefix: u8,
+    ) -> anyhow::Result<HostVeth> {
         ip(&[
             "link",
             "add",
             "name",
-            &host,
+            host,
             "type",
             "veth",
             "peer",
             "name",
-            &pod,
+            pod,
             "netns",
             ns.name(),
         ])?;
         let guard = HostVeth {
             veth: Self {
-                a_name: host.clone(),
-                b_name: pod.clone(),
-                a_addr: std::net::Ipv4Addr::new(10, 203, subnet, 1),
-                b_addr: std::net::Ipv4Addr::new(10, 203, subnet, 2),
+                a_name: host.to_owned(),
+                b_name: pod.to_owned(),
+                a_addr,
+                b_addr,
             },
         };
         std::fs::write(format!("/proc/sys/net/ipv6/conf/{host}/disable_ipv6"), "1")?;
         ns.write_sysctl(&format!("net/ipv6/conf/{pod}/disable_ipv6"), "1")?;
-        ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", guard.veth.a_addr),
-            "dev",
-            &host,
-        ])?;
-        ns.ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", guard.veth.b_addr),
-            "dev",
-            &pod,
-        ])?;
-        ip(&["link", "set", &host, "up"])?;
-        ns.ip(&["link", "set", &pod, "up"])?;
+        ip(&["addr", "add", &format!("{a_addr}/{prefix}"), "dev", host])?;
+        ns.ip(&["addr", "add", &format!("{b_addr}/{prefix}"), "dev", pod])?;
+        ip(&["link", "set", host, "up"])?;
+        ns.ip(&["link", "set", pod, "up"])?;
         Ok(guard)
     }
 

@@ -76,7 +76,7 @@ pub fn sample(probes: &Probes) -> anyhow::Result<Sample> {
     let namespaces = Kernel.namespaces();
     let owners: Vec<_> = namespaces
         .values()
-        .map(|ns| (ns, identity::identify(&Kernel, ns)))
+        .map(|ns| (ns, identity::identify(&Kernel, ns, None)))
         .collect();
     Ok(sample::read(
         &Kernel,

@@ -1,6 +1,9 @@
 //! Test set-ups used by several signals' tests.
 
-use std::net::SocketAddr;
+use std::{
+    net::{SocketAddr, SocketAddrV4},
+    time::{Duration, Instant},
+};
 
 use anyhow::ensure;
 
@@ -8,6 +11,7 @@ use crate::{
     loss::Loss,
     netem::Netem,
     netns::{Netns, Veth},
+    sockets::{connect_nonblocking, listener_with_backlog},
     traffic::bulk_transfer,
 };
 
@@ -35,8 +39,14 @@ impl Pair {
     /// `loss_per_10k`/10000 of TCP packets on the receiver's ingress. Returns the
     /// packets the loss program dropped.
     pub fn lossy_transfer(&self, bytes: usize, loss_per_10k: u32) -> anyhow::Result<u64> {
-        let loss = Loss::attach(&self.receiver, &self.veth.b_name, loss_per_10k)?;
-        self.transfer_while(bytes, || Ok(loss.stats()?.1))
+        let to = SocketAddr::from((self.veth.b_addr, 5201));
+        lossy_transfer(
+            &self.sender,
+            (&self.receiver, &self.veth.b_name),
+            to,
+            bytes,
+            loss_per_10k,
+        )
     }
 
     /// Sends `bytes` over TCP from sender to receiver through a netem qdisc that
@@ -44,21 +54,118 @@ impl Pair {
     /// (see [`crate::netem`]). Returns the packets netem dropped, by its own count.
     pub fn netem_transfer(&self, bytes: usize, percent: f64) -> anyhow::Result<u64> {
         let netem = Netem::attach(&self.sender, &self.veth.a_name, percent)?;
-        self.transfer_while(bytes, || netem.dropped())
+        let to = SocketAddr::from((self.veth.b_addr, 5201));
+        transfer_while(&self.sender, &self.receiver, to, bytes, || netem.dropped())
     }
+}
 
-    /// Sends `bytes` from sender to receiver; `dropped` then says how many packets
-    /// the loss in place dropped, which must be some.
-    fn transfer_while(
-        &self,
-        bytes: usize,
-        dropped: impl FnOnce() -> anyhow::Result<u64>,
-    ) -> anyhow::Result<u64> {
-        let addr = SocketAddr::from((self.veth.b_addr, 5201));
-        let received = bulk_transfer(&self.sender, &self.receiver, addr, bytes)?;
-        let dropped = dropped()?;
-        ensure!(received == bytes, "received {received} of {bytes} bytes");
-        ensure!(dropped > 0, "the loss in place dropped nothing");
-        Ok(dropped)
+/// Sends `bytes` over TCP from `sender` to `to` in `receiver` while the loss
+/// program drops `loss_per_10k`/10000 of TCP packets arriving on the receiver's
+/// interface. Returns the packets the loss program dropped.
+pub fn lossy_transfer(
+    sender: &Netns,
+    (receiver, interface): (&Netns, &str),
+    to: SocketAddr,
+    bytes: usize,
+    loss_per_10k: u32,
+) -> anyhow::Result<u64> {
+    let loss = Loss::attach(receiver, interface, loss_per_10k)?;
+    transfer_while(sender, receiver, to, bytes, || Ok(loss.stats()?.1))
+}
+
+/// Sends `bytes` from `sender` to `to` in `receiver`; `dropped` then says how
+/// many packets the loss in place dropped, which must be some.
+fn transfer_while(
+    sender: &Netns,
+    receiver: &Netns,
+    to: SocketAddr,
+    bytes: usize,
+    dropped: impl FnOnce() -> anyhow::Result<u64>,
+) -> anyhow::Result<u64> {
+    let received = bulk_transfer(sender, receiver, to, bytes)?;
+    let dropped = dropped()?;
+    ensure!(received == bytes, "received {received} of {bytes} bytes");
+    ensure!(dropped > 0, "the loss in place dropped nothing");
+    Ok(dropped)
+}
+
+/// Most segments one skb can carry with GSO on a veth.
+pub const MAX_SEGMENTS_PER_SKB: u64 = 64;
+
+/// Checks a count of retransmitted segments against the namespace's own
+/// `RetransSegs`: equal while every retransmit succeeds; the kernel counts
+/// `RetransSegs` before the skb reaches the device, so each retransmit it
+/// reported as failed may account for up to one skb's segments of difference.
+pub fn check_retransmitted_segments(
+    segments: u64,
+    failed: u64,
+    retrans_segs: u64,
+) -> anyhow::Result<()> {
+    let tolerance = failed * MAX_SEGMENTS_PER_SKB;
+    ensure!(
+        segments <= retrans_segs && retrans_segs <= segments + tolerance,
+        "counted {segments} retransmitted segments, RetransSegs says {retrans_segs} \
+         (tolerance {tolerance} for {failed} failed)"
+    );
+    Ok(())
+}
+
+/// `net.core.somaxconn` in `ns` (the host's with `None`).
+pub fn somaxconn(ns: Option<&Netns>) -> anyhow::Result<u64> {
+    let read = || std::fs::read_to_string("/proc/sys/net/core/somaxconn");
+    let text = match ns {
+        Some(ns) => ns.run(read)??,
+        None => read()?,
+    };
+    Ok(text.trim().parse()?)
+}
+
+/// Checks a namespace's somaxconn went from `original` to `raised` within
+/// `ceiling`, and that the node's is still `node_before`.
+pub fn check_raised_there_only(
+    original: u64,
+    raised: u64,
+    ceiling: u64,
+    node_before: u64,
+) -> anyhow::Result<()> {
+    ensure!(
+        raised > original && raised <= ceiling,
+        "raised to {raised}, outside ({original}, {ceiling}]"
+    );
+    ensure!(
+        somaxconn(None)? == node_before,
+        "the node's somaxconn changed"
+    );
+    Ok(())
+}
+
+/// Storms a server listening with `backlog` on `addr` in `server` with
+/// connects from `client` until the server namespace's somaxconn moves from
+/// `original` (or 20 s pass); returns the new value.
+pub fn storm_until_raised(
+    server: &Netns,
+    client: &Netns,
+    addr: SocketAddrV4,
+    backlog: i32,
+    original: u64,
+) -> anyhow::Result<u64> {
+    let _listener = server.run(|| listener_with_backlog(addr, backlog))??;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let clients = client.run(|| {
+            (0..50)
+                .map(|_| connect_nonblocking(addr))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })??;
+        std::thread::sleep(Duration::from_millis(300));
+        drop(clients);
+        let now = somaxconn(Some(server))?;
+        if now != original {
+            return Ok(now);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "somaxconn stayed {original} for 20 s of overflows"
+        );
     }
 }

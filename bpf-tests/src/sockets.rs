@@ -186,3 +186,14 @@ pub fn drain_packet_socket(fd: &OwnedFd) -> anyhow::Result<(u64, u64)> {
         }
     }
 }
+
+/// Calls `listen(backlog)` again on a listening socket: the kernel gives it the
+/// new limit, `min(backlog, somaxconn)`, as an application restart would.
+pub fn relisten(fd: &OwnedFd, backlog: i32) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: listen on a socket we own.
+    if unsafe { libc::listen(fd.as_raw_fd(), backlog) } != 0 {
+        bail!("listen: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -11,13 +11,18 @@ pub struct Restore {
 impl Restore {
     /// Remembers `path`'s value, then writes `value` there.
     pub fn set(path: &str, value: &str) -> anyhow::Result<Self> {
-        let original = std::fs::read_to_string(path)?;
-        let guard = Self {
-            path: path.into(),
-            original,
-        };
+        let guard = Self::remember(path)?;
         std::fs::write(path, value)?;
         Ok(guard)
+    }
+
+    /// Remembers `path`'s value to put it back on drop, for something else
+    /// about to change it (e.g. the CNI bridge plugin and `ip_forward`).
+    pub fn remember(path: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            path: path.into(),
+            original: std::fs::read_to_string(path)?,
+        })
     }
 
     /// Writes `value` again (the guard still restores the first original).

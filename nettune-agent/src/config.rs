@@ -58,6 +58,40 @@ pub struct Config {
     pub probes: ProbesConfig,
     /// `[tuning]`: the tuner.
     pub tuning: TuningConfig,
+    /// `[identity]`: where pod names come from.
+    pub identity: IdentityConfig,
+}
+
+/// `[identity]`: the container runtime as the source of pod names.
+#[derive(Clone, Debug, Serialize)]
+pub struct IdentityConfig {
+    /// The runtime's CRI socket; `None`: the first of containerd's and CRI-O's
+    /// usual sockets that exists; an empty path: no runtime source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cri_socket: Option<PathBuf>,
+    /// Seconds between two polls of the runtime (0.1 to 300).
+    pub cri_poll_seconds: f64,
+    /// Seconds one call to the runtime may take (0.05 to 60).
+    pub cri_timeout_seconds: f64,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            cri_socket: None,
+            cri_poll_seconds: 1.0,
+            cri_timeout_seconds: 2.0,
+        }
+    }
+}
+
+impl IdentityConfig {
+    /// Whether the runtime source is turned off (`cri_socket = ""`).
+    pub fn cri_disabled(&self) -> bool {
+        self.cri_socket
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+    }
 }
 
 /// `[agent]`.
@@ -65,8 +99,16 @@ pub struct Config {
 pub struct AgentConfig {
     /// Seconds between two collections (0.05 to 3600).
     pub interval_seconds: f64,
-    /// Address of the HTTP server (/metrics, /api/v1/snapshot, /healthz, /readyz).
+    /// Address of `/metrics`, `/healthz` and `/readyz` (the only endpoints served
+    /// there: a DaemonSet binds it on every interface for Prometheus).
     pub listen: SocketAddr,
+    /// Address of the JSON API (`/api/v1/snapshot`, which names pods, processes
+    /// and ports): loopback unless configured otherwise. When equal to `listen`,
+    /// one server serves everything.
+    pub api_listen: SocketAddr,
+    /// Least time between two collections triggered by urgent kernel events (a
+    /// flood of events must not keep collections running back to back).
+    pub min_event_interval_seconds: f64,
     /// Most pods with their own metric series; the rest are summed under `_other`.
     pub max_pod_series: u32,
     /// Node name for labels and the UI (default: `$NODE_NAME`, else the hostname).
@@ -92,12 +134,15 @@ impl Default for Config {
             agent: AgentConfig {
                 interval_seconds: 1.0,
                 listen: SocketAddr::from(([127, 0, 0, 1], 9977)),
+                api_listen: SocketAddr::from(([127, 0, 0, 1], 9978)),
+                min_event_interval_seconds: 0.1,
                 max_pod_series: 1000,
                 node_name: None,
                 wake_on_events: true,
             },
             probes: ProbesConfig::default(),
             tuning: TuningConfig::default(),
+            identity: IdentityConfig::default(),
         }
     }
 }
@@ -109,6 +154,15 @@ struct RawConfig {
     agent: RawAgent,
     probes: RawProbes,
     tuning: RawTuning,
+    identity: RawIdentity,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawIdentity {
+    cri_socket: Option<PathBuf>,
+    cri_poll_seconds: Option<Spanned<f64>>,
+    cri_timeout_seconds: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -116,6 +170,8 @@ struct RawConfig {
 struct RawAgent {
     interval_seconds: Option<Spanned<f64>>,
     listen: Option<Spanned<String>>,
+    api_listen: Option<Spanned<String>>,
+    min_event_interval_seconds: Option<Spanned<f64>>,
     max_pod_series: Option<Spanned<i64>>,
     node_name: Option<String>,
     wake_on_events: Option<bool>,
@@ -138,6 +194,7 @@ struct RawTuning {
     exclude: Vec<Spanned<String>>,
     pod_netns: Vec<String>,
     cooldown_seconds: Option<Spanned<i64>>,
+    verdict_seconds: Option<Spanned<i64>>,
     max_changes_per_hour: Option<Spanned<i64>>,
     max_step: Option<Spanned<f64>>,
     conntrack_threshold: Option<Spanned<f64>>,
@@ -159,13 +216,18 @@ pub const INTERVAL_RANGE: std::ops::RangeInclusive<f64> = 0.05..=3600.0;
 /// `seconds` if it is a usable interval, else why not (the config file and the
 /// command line share this check).
 pub fn check_interval(seconds: f64) -> Result<f64, String> {
-    if seconds.is_finite() && INTERVAL_RANGE.contains(&seconds) {
+    check_seconds(seconds, &INTERVAL_RANGE)
+}
+
+/// `seconds` if it lies in `range`, else why not.
+fn check_seconds(seconds: f64, range: &std::ops::RangeInclusive<f64>) -> Result<f64, String> {
+    if seconds.is_finite() && range.contains(&seconds) {
         Ok(seconds)
     } else {
         Err(format!(
             "{seconds} is out of range: must be between {} and {} seconds",
-            INTERVAL_RANGE.start(),
-            INTERVAL_RANGE.end()
+            range.start(),
+            range.end()
         ))
     }
 }
@@ -221,6 +283,14 @@ fn reason(message: &str) -> String {
 }
 
 impl Config {
+    /// The defaults, with pod names from the container runtime turned off (for
+    /// engines over a fake node, which must not ask the machine's runtime).
+    pub fn without_runtime() -> Self {
+        let mut config = Self::default();
+        config.identity.cri_socket = Some(PathBuf::new());
+        config
+    }
+
     /// The file to read: `explicit`, else `$NETTUNE_CONFIG`, else the default.
     pub fn locate(explicit: Option<&Path>) -> (PathBuf, bool) {
         if let Some(p) = explicit {
@@ -269,14 +339,33 @@ impl Config {
             config.agent.interval_seconds = check_interval(*v.get_ref())
                 .map_err(|reason| error(Some(v.span()), "agent.interval_seconds".into(), reason))?;
         }
-        if let Some(v) = raw.agent.listen {
-            config.agent.listen = v.get_ref().parse().map_err(|e| {
-                error(
+        let address =
+            |v: Option<Spanned<String>>, key: &str| -> Result<Option<SocketAddr>, ConfigError> {
+                let Some(v) = v else { return Ok(None) };
+                v.get_ref().parse().map(Some).map_err(|e| {
+                    error(
+                        Some(v.span()),
+                        format!("agent.{key}"),
+                        format!("`{}` is not an address:port ({e})", v.get_ref()),
+                    )
+                })
+            };
+        if let Some(a) = address(raw.agent.listen, "listen")? {
+            config.agent.listen = a;
+        }
+        if let Some(a) = address(raw.agent.api_listen, "api_listen")? {
+            config.agent.api_listen = a;
+        }
+        if let Some(v) = raw.agent.min_event_interval_seconds {
+            let x = *v.get_ref();
+            if !(x.is_finite() && (0.0..=60.0).contains(&x)) {
+                return Err(error(
                     Some(v.span()),
-                    "agent.listen".into(),
-                    format!("`{}` is not an address:port ({e})", v.get_ref()),
-                )
-            })?;
+                    "agent.min_event_interval_seconds".into(),
+                    format!("{x} is out of range: must be between 0 and 60 seconds"),
+                ));
+            }
+            config.agent.min_event_interval_seconds = x;
         }
         if let Some(v) = raw.agent.max_pod_series {
             let value = *v.get_ref();
@@ -295,6 +384,30 @@ impl Config {
         if let Some(wake) = raw.agent.wake_on_events {
             config.agent.wake_on_events = wake;
         }
+
+        let seconds = |v: Option<Spanned<f64>>,
+                       key: &str,
+                       range: std::ops::RangeInclusive<f64>,
+                       into: &mut f64| {
+            if let Some(v) = v {
+                *into = check_seconds(*v.get_ref(), &range)
+                    .map_err(|reason| error(Some(v.span()), key.to_owned(), reason))?;
+            }
+            Ok(())
+        };
+        seconds(
+            raw.identity.cri_poll_seconds,
+            "identity.cri_poll_seconds",
+            0.1..=300.0,
+            &mut config.identity.cri_poll_seconds,
+        )?;
+        seconds(
+            raw.identity.cri_timeout_seconds,
+            "identity.cri_timeout_seconds",
+            0.05..=60.0,
+            &mut config.identity.cri_timeout_seconds,
+        )?;
+        config.identity.cri_socket = raw.identity.cri_socket;
 
         config.probes = ProbesConfig {
             disable_variants: raw.probes.disable_variants,
@@ -359,6 +472,17 @@ impl Config {
         if let Some(v) = whole(raw.tuning.cooldown_seconds, "cooldown_seconds", 86_400)? {
             t.cooldown_seconds = v;
         }
+        let verdict_span = raw.tuning.verdict_seconds.as_ref().map(Spanned::span);
+        if let Some(v) = whole(raw.tuning.verdict_seconds, "verdict_seconds", 86_400)? {
+            if v < 2 {
+                return Err(error(
+                    verdict_span,
+                    "tuning.verdict_seconds".into(),
+                    format!("{v} is out of range: must be between 2 and 86400"),
+                ));
+            }
+            t.verdict_seconds = v;
+        }
         if let Some(v) = whole(
             raw.tuning.max_changes_per_hour,
             "max_changes_per_hour",
@@ -396,19 +520,33 @@ impl Config {
 
         for (name, raw_limit) in raw.tuning.limits {
             let key = format!("tuning.limits.\"{}\"", name.get_ref());
-            tunables::lookup(name.get_ref())
+            let spec = tunables::lookup(name.get_ref())
                 .map_err(|e| error(Some(name.span()), key.clone(), e.to_string()))?;
+            let most = spec.most_room().ok_or_else(|| {
+                error(
+                    Some(name.span()),
+                    key.clone(),
+                    "is a setting, not room: nettune never raises it, so it takes no limits".into(),
+                )
+            })?;
             let bound = |v: Option<Spanned<i64>>,
                          which: &str|
              -> Result<Option<(u64, Spanned<i64>)>, ConfigError> {
                 let Some(v) = v else { return Ok(None) };
-                let n = u64::try_from(*v.get_ref()).map_err(|_| {
-                    error(
-                        Some(v.span()),
-                        format!("{key}.{which}"),
-                        format!("{} is out of range: must not be negative", v.get_ref()),
-                    )
-                })?;
+                let n = u64::try_from(*v.get_ref())
+                    .ok()
+                    .filter(|n| *n <= most)
+                    .ok_or_else(|| {
+                        error(
+                            Some(v.span()),
+                            format!("{key}.{which}"),
+                            format!(
+                                "{} is out of range: must be between 0 and {most}, the most the \
+                                 kernel accepts",
+                                v.get_ref()
+                            ),
+                        )
+                    })?;
                 Ok(Some((n, v)))
             };
             let floor = bound(raw_limit.floor, "floor")?;

@@ -1,8 +1,9 @@
 //! `nettune diagnose`: the guide's diagnostics, automated, mapped to its "common
 //! problems" table with the concrete fix for this node.
 //!
-//! It needs no eBPF: everything comes from procfs (the kernel's own counters), so
-//! it runs anywhere, as root or not, in about the time of one measurement interval.
+//! It needs no eBPF: everything comes from procfs (the kernel's own counters) and
+//! `sock_diag` (listening sockets), so it runs anywhere, as root or not (then it
+//! sees the host namespace only), in about the time of one measurement interval.
 //! [`Readings::gather`] does the I/O, through [`System`] and the same per-namespace
 //! reader the agent uses; [`findings`] is a pure function of the readings,
 //! unit-tested with hand-built ones.
@@ -14,7 +15,7 @@ use serde::Serialize;
 use crate::{
     collect::{identity, sample},
     model::sample::{ConntrackCounters, NetnsSample, TcpSockets},
-    sys::{System, procfs},
+    sys::{Namespace, System, procfs},
 };
 
 /// What diagnose measured.
@@ -34,16 +35,53 @@ pub struct Readings {
     pub retrans_segs: u64,
     /// Segments sent in the interval (host namespace).
     pub out_segs: u64,
-    /// Accept-queue overflows in the interval (host namespace).
-    pub listen_overflows: u64,
-    /// Accept-queue overflows since boot (host namespace).
-    pub listen_overflows_total: u64,
+    /// Accept-queue overflows in the interval, by namespace (where any).
+    pub listen_overflows: BTreeMap<String, u64>,
+    /// Listening sockets of the host namespace and of every namespace whose
+    /// accept queues overflowed in the interval.
+    pub listeners: Vec<ListenerReading>,
     /// Packets dropped in the interval because a CPU's input backlog was full
     /// (softnet_stat, all CPUs).
     pub softnet_dropped: u64,
     /// The same since boot.
     pub softnet_dropped_total: u64,
 }
+
+/// A listening socket as diagnose saw it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ListenerReading {
+    /// Its namespace, for people.
+    pub namespace: String,
+    /// Local address and port.
+    pub address: String,
+    /// Local port.
+    pub port: u16,
+    /// Connections waiting to be accepted.
+    pub queue: u32,
+    /// The queue's limit: min(listen() backlog, somaxconn when it listened).
+    pub limit: u32,
+    /// `net.core.somaxconn` in its namespace now.
+    pub somaxconn: Option<u32>,
+}
+
+impl ListenerReading {
+    /// Whether its own `listen()` backlog, not somaxconn, sets its limit.
+    fn self_limited(&self) -> bool {
+        self.somaxconn.is_some_and(|s| self.limit < s)
+    }
+
+    fn at_limit(&self) -> bool {
+        self.queue >= self.limit
+    }
+}
+
+/// The two facts about accept queues that make raising somaxconn futile so
+/// often, as `diagnose` prints them under the listeners.
+pub const LISTEN_FACTS: &str = "\
+A listener's accept queue holds min(the backlog its application passed to listen(), \
+net.core.somaxconn): raising somaxconn does nothing for a socket whose own backlog is \
+smaller (nginx asks for 511, Java for 50). And the limit is fixed when listen() is called: \
+a socket already listening keeps its limit until the application listens again (a restart).";
 
 /// How bad a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -72,39 +110,83 @@ pub struct Finding {
     pub fix: String,
 }
 
-/// The host namespace's counters at one moment.
+/// Every namespace's counters at one moment.
 struct Counters {
     host: NetnsSample,
+    netns: BTreeMap<u32, NetnsSample>,
     softnet: u64,
 }
 
-fn counters(system: &impl System) -> Counters {
+fn counters(system: &impl System, namespaces: &BTreeMap<u32, Namespace>) -> Counters {
+    let mut netns = BTreeMap::new();
     let mut host = NetnsSample::default();
-    if let Some(ns) = system.namespaces().values().find(|ns| ns.is_host) {
-        sample::read_netns_files(system, ns, &mut host);
+    for ns in namespaces.values() {
+        let mut counts = NetnsSample::default();
+        sample::read_netns_files(system, ns, &mut counts);
+        if ns.is_host {
+            host = counts.clone();
+        }
+        netns.insert(ns.inode, counts);
     }
     Counters {
         host,
+        netns,
         softnet: system
             .read_proc("net/softnet_stat")
             .map_or(0, |t| procfs::softnet_dropped(&t)),
     }
 }
 
+/// The listening sockets of `ns`, labelled `who`.
+fn listeners_of(system: &impl System, ns: &Namespace, who: &str) -> Vec<ListenerReading> {
+    let Ok(scan) = system.scan_listeners(ns) else {
+        return Vec::new();
+    };
+    let mut out: Vec<ListenerReading> = scan
+        .sockets
+        .iter()
+        .map(|s| ListenerReading {
+            namespace: who.to_owned(),
+            address: std::net::SocketAddr::new(s.address, s.port).to_string(),
+            port: s.port,
+            queue: s.queue,
+            limit: s.limit,
+            somaxconn: scan.sysctls.somaxconn,
+        })
+        .collect();
+    out.sort_by_key(|l| (l.port, l.address.clone()));
+    out
+}
+
 impl Readings {
     /// Measures this node over `interval`.
     pub fn gather(system: &impl System, interval: Duration) -> Self {
-        let before = counters(system);
+        let namespaces = system.namespaces();
+        let before = counters(system, &namespaces);
         std::thread::sleep(interval);
-        let after = counters(system);
+        let after = counters(system, &namespaces);
         let mut conntrack = BTreeMap::new();
-        for ns in system.namespaces().values() {
-            let mut counts = NetnsSample::default();
-            sample::read_netns_files(system, ns, &mut counts);
+        let mut listen_overflows = BTreeMap::new();
+        let mut listeners = Vec::new();
+        for ns in namespaces.values() {
+            let Some(counts) = after.netns.get(&ns.inode) else {
+                continue;
+            };
+            let who = identity::identify(system, ns, None).display_name();
             if let Some(stats) = counts.conntrack
                 && (stats.entries > 0 || stats.drop > 0 || ns.is_host)
             {
-                conntrack.insert(identity::identify(system, ns).display_name(), stats);
+                conntrack.insert(who.clone(), stats);
+            }
+            let overflows =
+                |c: Option<&NetnsSample>| c.and_then(|c| c.listen).map_or(0, |l| l.overflows);
+            let moved =
+                overflows(Some(counts)).saturating_sub(overflows(before.netns.get(&ns.inode)));
+            if moved > 0 {
+                listen_overflows.insert(who.clone(), moved);
+            }
+            if moved > 0 || ns.is_host {
+                listeners.extend(listeners_of(system, ns, &who));
             }
         }
         let delta = |f: fn(&NetnsSample) -> Option<u64>| {
@@ -112,7 +194,6 @@ impl Readings {
                 .unwrap_or(0)
                 .saturating_sub(f(&before.host).unwrap_or(0))
         };
-        let overflows = |s: &NetnsSample| s.listen.map(|l| l.overflows);
         Self {
             interval_seconds: interval.as_secs_f64(),
             conntrack_max: system
@@ -130,8 +211,8 @@ impl Readings {
                 }),
             retrans_segs: delta(|s| s.retrans_segs),
             out_segs: delta(|s| s.out_segs),
-            listen_overflows: delta(overflows),
-            listen_overflows_total: overflows(&after.host).unwrap_or(0),
+            listen_overflows,
+            listeners,
             softnet_dropped: after.softnet.saturating_sub(before.softnet),
             softnet_dropped_total: after.softnet,
         }
@@ -171,19 +252,19 @@ pub fn findings(r: &Readings) -> Vec<Finding> {
             }
         }
     }
-    if r.listen_overflows > 0 {
+    for (who, n) in &r.listen_overflows {
+        let theirs: Vec<&ListenerReading> =
+            r.listeners.iter().filter(|l| &l.namespace == who).collect();
         out.push(Finding {
             id: "listen_overflows",
             severity: Severity::Warning,
             problem: "connection timeouts: accept queues overflow",
             evidence: format!(
-                "{} listen overflows in {:.0} s ({} since boot)",
-                r.listen_overflows, r.interval_seconds, r.listen_overflows_total
+                "{who}: {n} listen overflows in {:.0} s{}",
+                r.interval_seconds,
+                full_queues(&theirs)
             ),
-            fix: "raise net.core.somaxconn (node 32768, pods 65535) and the application's own \
-                  listen() backlog — the queue is the smaller of the two; `ss -lnt` shows \
-                  Recv-Q/Send-Q per listener"
-                .into(),
+            fix: listen_fix(&theirs),
         });
     }
     if r.softnet_dropped > 0 {
@@ -239,6 +320,62 @@ pub fn findings(r: &Readings) -> Vec<Finding> {
     }
     out.sort_by_key(|f| std::cmp::Reverse(f.severity));
     out
+}
+
+/// `; full: port 8080 (queue 9 of 8)` for the listeners at their limit.
+fn full_queues(listeners: &[&ListenerReading]) -> String {
+    let full: Vec<String> = listeners
+        .iter()
+        .filter(|l| l.at_limit())
+        .map(|l| format!("{} (queue {} of {})", l.address, l.queue, l.limit))
+        .collect();
+    if full.is_empty() {
+        String::new()
+    } else {
+        format!("; full: {}", full.join(", "))
+    }
+}
+
+/// The fix for overflows in a namespace, from its listeners at their limit.
+fn listen_fix(listeners: &[&ListenerReading]) -> String {
+    let full: Vec<&&ListenerReading> = listeners.iter().filter(|l| l.at_limit()).collect();
+    let (own, capped): (Vec<&&ListenerReading>, Vec<&&ListenerReading>) =
+        full.iter().partition(|l| l.self_limited());
+    let somaxconn = full
+        .iter()
+        .find_map(|l| l.somaxconn)
+        .map_or_else(|| "?".to_owned(), |s| s.to_string());
+    let mut fix = Vec::new();
+    if !own.is_empty() {
+        let which: Vec<String> = own
+            .iter()
+            .map(|l| format!("{} has limit {}", l.address, l.limit))
+            .collect();
+        fix.push(format!(
+            "{} while somaxconn is {somaxconn}: the application's own listen() backlog is the \
+             cap, so raising somaxconn changes nothing — raise the backlog (nginx `listen … \
+             backlog=N`, Java `new ServerSocket(port, N)`) up to {somaxconn} and restart it",
+            which.join(", ")
+        ));
+    }
+    if !capped.is_empty() {
+        let which: Vec<String> = capped.iter().map(|l| l.address.clone()).collect();
+        fix.push(format!(
+            "{} sit at somaxconn ({somaxconn}): raise net.core.somaxconn (node 32768, pods 65535) \
+             and make sure the application asks for as much — and restart it: a socket keeps \
+             its limit until the application listens again",
+            which.join(", ")
+        ));
+    }
+    if fix.is_empty() {
+        fix.push(
+            "no listener was at its limit when looked at: watch `ss -lnt` (Recv-Q is the queue, \
+             Send-Q its limit) or run `nettune top` (l: listeners); the limit is min(listen() \
+             backlog, somaxconn) and is fixed until the application listens again"
+                .into(),
+        );
+    }
+    fix.join("; ")
 }
 
 #[cfg(test)]
@@ -308,7 +445,7 @@ mod tests {
             ip_local_port_range: Some((32768, 60999)),
             out_segs: 10_000,
             retrans_segs: 500,
-            listen_overflows: 3,
+            listen_overflows: [("node".to_owned(), 3)].into_iter().collect(),
             softnet_dropped: 9,
             ..Readings::default()
         };
@@ -322,5 +459,65 @@ mod tests {
                 "ephemeral_ports"
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::*;
+
+    fn listener(port: u16, queue: u32, limit: u32, somaxconn: u32) -> ListenerReading {
+        ListenerReading {
+            namespace: "netns:web".into(),
+            address: format!("0.0.0.0:{port}"),
+            port,
+            queue,
+            limit,
+            somaxconn: Some(somaxconn),
+        }
+    }
+
+    fn overflowing(listeners: Vec<ListenerReading>) -> Finding {
+        let r = Readings {
+            interval_seconds: 1.0,
+            listen_overflows: [("netns:web".to_owned(), 40)].into_iter().collect(),
+            listeners,
+            ..Readings::default()
+        };
+        findings(&r).remove(0)
+    }
+
+    #[test]
+    fn a_listener_whose_own_backlog_is_the_cap_is_told_to_raise_it_not_somaxconn() {
+        let f = overflowing(vec![listener(8080, 9, 8, 4096), listener(22, 0, 128, 4096)]);
+        assert_eq!(
+            f.evidence,
+            "netns:web: 40 listen overflows in 1 s; full: 0.0.0.0:8080 (queue 9 of 8)"
+        );
+        assert!(
+            f.fix
+                .contains("0.0.0.0:8080 has limit 8 while somaxconn is 4096")
+                && f.fix.contains("raising somaxconn changes nothing"),
+            "{}",
+            f.fix
+        );
+    }
+
+    #[test]
+    fn a_listener_at_somaxconn_is_told_to_raise_it_and_listen_again() {
+        let f = overflowing(vec![listener(80, 129, 128, 128)]);
+        assert!(
+            f.fix
+                .contains("sit at somaxconn (128): raise net.core.somaxconn")
+                && f.fix.contains("until the application listens again"),
+            "{}",
+            f.fix
+        );
+    }
+
+    #[test]
+    fn without_a_full_listener_the_fix_says_where_to_look() {
+        let f = overflowing(vec![listener(80, 0, 128, 4096)]);
+        assert!(f.fix.contains("no listener was at its limit"), "{}", f.fix);
     }
 }

@@ -78,9 +78,14 @@ enum Command {
         /// Seconds between collections (overrides agent.interval_seconds).
         #[arg(long, value_parser = parse_interval)]
         interval: Option<f64>,
-        /// Address to serve HTTP on (overrides agent.listen), e.g. 0.0.0.0:9977.
+        /// Address of /metrics, /healthz, /readyz (overrides agent.listen), e.g.
+        /// 0.0.0.0:9977.
         #[arg(long, value_name = "ADDR:PORT")]
         listen: Option<std::net::SocketAddr>,
+        /// Address of the JSON API (overrides agent.api_listen); the same as
+        /// --listen serves everything on one address.
+        #[arg(long, value_name = "ADDR:PORT")]
+        api_listen: Option<std::net::SocketAddr>,
         /// Print the effective configuration (file, defaults and flags) and exit.
         #[arg(long)]
         print_config: bool,
@@ -92,8 +97,8 @@ enum Command {
     /// one answering on agent.listen), else runs one in this process (root). Without
     /// a terminal it prints plain-text frames, like `top -b`.
     Top {
-        /// A running agent, e.g. http://127.0.0.1:9977 (inside a DaemonSet pod:
-        /// `kubectl exec … -- nettune top --agent http://127.0.0.1:9977`).
+        /// A running agent's JSON API, e.g. http://127.0.0.1:9978 (inside a DaemonSet pod:
+        /// `kubectl exec … -- nettune top --agent http://127.0.0.1:9978`).
         #[arg(long, value_name = "URL")]
         agent: Option<String>,
         /// Seconds between refreshes.
@@ -223,6 +228,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Run {
             interval,
             listen,
+            api_listen,
             print_config,
             probes,
         } => {
@@ -232,6 +238,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             }
             if let Some(l) = listen {
                 config.agent.listen = l;
+            }
+            if let Some(l) = api_listen {
+                config.agent.api_listen = l;
             }
             let options = probes.options(&config);
             config.probes.disable_variants.clone_from(&options.disabled);

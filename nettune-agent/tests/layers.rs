@@ -20,7 +20,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("tune", &["model", "sys"]),
     ("serve", &["model"]),
     ("diagnose", &["model", "sys", "collect"]),
-    ("top", &["model", "config", "daemon", "probes", "serve"]),
+    (
+        "top",
+        &["model", "config", "daemon", "probes", "serve", "sys"],
+    ),
     (
         "daemon",
         &[

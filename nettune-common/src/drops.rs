@@ -4,7 +4,7 @@
 //! `enum skb_drop_reason` value; its names differ between kernels, so the agent
 //! reads them from BTF and never from a table compiled in here.
 
-/// [`DropKey`] → dropped packets (`u64`), LRU per-CPU hash.
+/// [`DropKey`] → dropped packets (`u64`), per-CPU hash.
 pub const DROPS_MAP: &str = "DROPS";
 /// Bound of [`DROPS_MAP`].
 pub const MAX_DROP_KEYS: u32 = 16384;

@@ -19,7 +19,7 @@ pub mod traffic;
 pub use drops::DropKey;
 pub use errors::ProbeError;
 pub use events::{Event, EventKind};
-pub use listen::{ListenKey, ListenOverflow};
+pub use listen::{ListenCall, ListenKey, ListenOverflow, ListenRequest};
 pub use offsets::KernelOffsets;
 pub use retransmit::RetransmitCounters;
 pub use traffic::IfaceTraffic;
@@ -44,6 +44,8 @@ impl_pod!(
     KernelOffsets,
     RetransmitCounters,
     DropKey,
+    ListenCall,
+    ListenRequest,
     ListenKey,
     ListenOverflow,
     IfaceTraffic,

@@ -61,6 +61,10 @@ pub struct KernelOffsets {
     pub tp_kfree_skb_rx_sk: u32,
     /// `syscalls/sys_exit_connect`: `ret`.
     pub tp_connect_ret: u32,
+    /// `syscalls/sys_enter_listen`: `fd` (8 bytes).
+    pub tp_listen_fd: u32,
+    /// `syscalls/sys_enter_listen`: `backlog` (8 bytes).
+    pub tp_listen_backlog: u32,
 
     // BTF tracepoint argument counts (excluding the leading context pointer)
     /// `tcp_retransmit_skb`: 2, or 3 with `err`.
@@ -100,6 +104,8 @@ impl KernelOffsets {
         tp_kfree_skb_reason: ABSENT,
         tp_kfree_skb_rx_sk: ABSENT,
         tp_connect_ret: ABSENT,
+        tp_listen_fd: ABSENT,
+        tp_listen_backlog: ABSENT,
         tp_btf_retransmit_args: ABSENT,
         tp_btf_kfree_skb_args: ABSENT,
         reason_netfilter_drop: ABSENT,

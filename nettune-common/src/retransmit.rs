@@ -1,8 +1,10 @@
 //! TCP retransmits, per network namespace.
 //!
 //! Fed by the `tcp_retransmit_skb` tracepoint (BTF variant, classic fallback). The
-//! map is an LRU per-CPU hash: a busy netns never contends on a shared counter, and
-//! more namespaces than the bound evict the coldest instead of failing.
+//! map is a per-CPU hash: a busy netns never contends on a shared counter. More
+//! namespaces than the bound fail to insert, counted as `map_update` errors (an
+//! LRU map would evict a namespace's counts silently); the agent removes the
+//! entries of namespaces that are gone.
 
 /// Per-netns counters: `u32` netns inode → [`RetransmitCounters`].
 pub const RETRANSMITS_MAP: &str = "RETRANSMITS";

@@ -6,7 +6,7 @@
 
 use aya_ebpf::{
     macros::{map, tracepoint},
-    maps::LruPerCpuHashMap,
+    maps::PerCpuHashMap,
     programs::TracePointContext,
 };
 use nettune_common::{MAX_NETNS, ProbeError};
@@ -14,8 +14,8 @@ use nettune_common::{MAX_NETNS, ProbeError};
 use crate::{counters, errors, kernel};
 
 #[map]
-static CONNECT_EADDRNOTAVAIL: LruPerCpuHashMap<u32, u64> =
-    LruPerCpuHashMap::with_max_entries(MAX_NETNS, 0);
+static CONNECT_EADDRNOTAVAIL: PerCpuHashMap<u32, u64> =
+    PerCpuHashMap::with_max_entries(MAX_NETNS, 0);
 
 const EADDRNOTAVAIL: i64 = 99;
 
@@ -33,6 +33,6 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Result<(), ProbeError> {
     if ret != -EADDRNOTAVAIL {
         return Ok(());
     }
-    let netns = kernel::netns_of_current_task(&off)?;
+    let netns = kernel::netns_of_current_task(off)?;
     counters::add(&CONNECT_EADDRNOTAVAIL, &netns, 1)
 }

@@ -3,7 +3,7 @@
 //! Per-CPU maps need no atomics: programs do not preempt each other on one CPU, so a
 //! plain read-modify-write through the map value pointer is exact.
 
-use aya_ebpf::maps::{LruPerCpuHashMap, PerCpuArray};
+use aya_ebpf::maps::{PerCpuArray, PerCpuHashMap};
 use nettune_common::ProbeError;
 
 /// BPF_NOEXIST: insert only if absent (another CPU may have just created the key).
@@ -11,7 +11,7 @@ const NOEXIST: u64 = 1;
 
 /// This CPU's value for `key`, created zeroed (`init`) on first use.
 #[inline(always)]
-pub fn entry<K, V>(map: &LruPerCpuHashMap<K, V>, key: &K, init: &V) -> Result<*mut V, ProbeError> {
+pub fn entry<K, V>(map: &PerCpuHashMap<K, V>, key: &K, init: &V) -> Result<*mut V, ProbeError> {
     if let Some(ptr) = map.get_ptr_mut(key) {
         return Ok(ptr);
     }
@@ -21,7 +21,7 @@ pub fn entry<K, V>(map: &LruPerCpuHashMap<K, V>, key: &K, init: &V) -> Result<*m
 
 /// Adds `n` to this CPU's counter for `key`.
 #[inline(always)]
-pub fn add<K>(map: &LruPerCpuHashMap<K, u64>, key: &K, n: u64) -> Result<(), ProbeError> {
+pub fn add<K>(map: &PerCpuHashMap<K, u64>, key: &K, n: u64) -> Result<(), ProbeError> {
     let slot = entry(map, key, &0)?;
     // SAFETY: this CPU's value of a per-CPU map entry; no other writer runs here.
     unsafe { *slot = (*slot).wrapping_add(n) };

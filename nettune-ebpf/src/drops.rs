@@ -7,7 +7,7 @@
 
 use aya_ebpf::{
     macros::{btf_tracepoint, map, tracepoint},
-    maps::LruPerCpuHashMap,
+    maps::PerCpuHashMap,
     programs::{BtfTracePointContext, TracePointContext},
 };
 use nettune_common::{
@@ -17,7 +17,7 @@ use nettune_common::{
 use crate::{counters, errors, events, kernel};
 
 #[map]
-static DROPS: LruPerCpuHashMap<DropKey, u64> = LruPerCpuHashMap::with_max_entries(MAX_DROP_KEYS, 0);
+static DROPS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::with_max_entries(MAX_DROP_KEYS, 0);
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
@@ -35,7 +35,7 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
     } else {
         core::ptr::null()
     };
-    errors::check(&ctx, record(skb, reason as u32, rx_sk, &off));
+    errors::check(&ctx, record(skb, reason as u32, rx_sk, off));
     0
 }
 
@@ -65,7 +65,7 @@ fn try_tracepoint(ctx: &TracePointContext) -> Result<(), ProbeError> {
             ctx.read_at(off.tp_kfree_skb_rx_sk as usize)
                 .map_err(|_| ProbeError::TracepointRead)?
         };
-        record(skb, reason, rx_sk, &off)
+        record(skb, reason, rx_sk, off)
     }
 }
 

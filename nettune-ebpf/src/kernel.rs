@@ -11,11 +11,16 @@ use nettune_common::{KernelOffsets, ProbeError, offsets::ABSENT};
 static OFFSETS: KernelOffsets = KernelOffsets::UNKNOWN;
 
 /// The offsets the agent wrote for this kernel.
+///
+/// Only the pointer is read volatilely: that stops the compiler from folding in
+/// the initialiser (the loader replaces it before load), while each field is
+/// loaded where it is used. Copying the whole struct with one volatile read
+/// cost every event some forty loads and spills.
 #[inline(always)]
-pub fn offsets() -> KernelOffsets {
-    // SAFETY: OFFSETS is a plain static; the volatile read stops the compiler from
-    // folding in the initialiser, which the loader replaces before load.
-    unsafe { core::ptr::read_volatile(&raw const OFFSETS) }
+pub fn offsets() -> &'static KernelOffsets {
+    let ptr: *const KernelOffsets = &raw const OFFSETS;
+    // SAFETY: `ptr` points at the static OFFSETS, valid for the program's life.
+    unsafe { &*core::ptr::read_volatile(&raw const ptr) }
 }
 
 /// Reads a `T` at `base + offset` in kernel memory.

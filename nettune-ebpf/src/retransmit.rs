@@ -10,7 +10,7 @@
 
 use aya_ebpf::{
     macros::{btf_tracepoint, map, tracepoint},
-    maps::LruPerCpuHashMap,
+    maps::PerCpuHashMap,
     programs::{BtfTracePointContext, TracePointContext},
 };
 use nettune_common::{KernelOffsets, MAX_NETNS, ProbeError, RetransmitCounters, offsets::ABSENT};
@@ -18,8 +18,8 @@ use nettune_common::{KernelOffsets, MAX_NETNS, ProbeError, RetransmitCounters, o
 use crate::{counters, errors, kernel};
 
 #[map]
-static RETRANSMITS: LruPerCpuHashMap<u32, RetransmitCounters> =
-    LruPerCpuHashMap::with_max_entries(MAX_NETNS, 0);
+static RETRANSMITS: PerCpuHashMap<u32, RetransmitCounters> =
+    PerCpuHashMap::with_max_entries(MAX_NETNS, 0);
 
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb_btf(ctx: BtfTracePointContext) -> i32 {
@@ -33,7 +33,7 @@ pub fn tcp_retransmit_skb_btf(ctx: BtfTracePointContext) -> i32 {
     } else {
         0
     };
-    errors::check(&ctx, record(sk, skb, err, &off));
+    errors::check(&ctx, record(sk, skb, err, off));
     0
 }
 
@@ -62,7 +62,7 @@ fn try_tracepoint(ctx: &TracePointContext) -> Result<(), ProbeError> {
         unsafe { ctx.read_at::<i32>(off.tp_retransmit_err as usize) }
             .map_err(|_| ProbeError::TracepointRead)?
     };
-    record(sk, skb, err, &off)
+    record(sk, skb, err, off)
 }
 
 #[inline(always)]

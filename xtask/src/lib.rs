@@ -1,5 +1,7 @@
-//! Shared by the xtask binary and the build scripts of the crates that embed eBPF
-//! objects: where the pinned toolchains are named and how an eBPF crate is built.
+//! Shared by the xtask binary, the build scripts of the crates that embed eBPF
+//! objects and the kernel tests: where the pinned toolchains are named, how an
+//! eBPF crate is built, and [`Leftovers`] (what container tools leave on the
+//! host).
 
 use std::path::{Path, PathBuf};
 
@@ -63,4 +65,42 @@ pub fn build_ebpf_crate(name: &str, dir: &str) -> anyhow::Result<()> {
         }],
         aya_build::Toolchain::Custom(&toolchain),
     )
+}
+
+/// Paths that did not exist when this was made, removed on drop: what tools
+/// create outside their private directories (buildah and podman make a
+/// blob-info cache under `/var/lib/containers` and `/etc/cni/net.d/cni.lock`
+/// even with private storage; containerd makes `/run/containerd`, the CNI
+/// plugins `/var/lib/cni`).
+pub struct Leftovers(Vec<&'static str>);
+
+impl Leftovers {
+    /// Notes which of `paths` are absent now.
+    pub fn note(paths: &[&'static str]) -> Self {
+        Self(
+            paths
+                .iter()
+                .copied()
+                .filter(|p| !Path::new(p).exists())
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let path = Path::new(path);
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            };
+            if let Err(e) = removed
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                eprintln!("warning: could not remove {}: {e}", path.display());
+            }
+        }
+    }
 }

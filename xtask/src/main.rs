@@ -2,12 +2,14 @@
 //!
 //! - `setup`  install the pinned toolchains, bpf-linker and the test tools (idempotent)
 //! - `build`  build the eBPF object and the `nettune` binary
+//! - `image`  the container image (static binary, `FROM scratch`, buildah) as an OCI archive
 //! - `run`    build and run `nettune` as root (default arguments: `top`)
 //! - `test`   formatting, lints, unit tests, the kernel tests as root, and a 6.1 VM
 //! - `vm-test` the kernel tests in Debian's 5.10, 6.1 and 6.12 kernels under qemu
 //! - `fmt`    format every crate, the eBPF crates included
 //! - `bench`  benchmarks, as root, each against a baseline measured in the same run
 
+mod image;
 mod process;
 mod run;
 mod setup;
@@ -39,6 +41,16 @@ enum Command {
         #[arg(long = "static")]
         static_musl: bool,
     },
+    /// Build the container image without Docker: the static binary in an image
+    /// FROM scratch (buildah), written to target/image/<name>.oci.tar.
+    Image {
+        /// Image name and tag (default: localhost/nettune:<version>).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Also load it into podman or containerd (k8s.io namespace); repeatable.
+        #[arg(long, value_enum)]
+        load: Vec<image::LoadInto>,
+    },
     /// Build and run `nettune` as root (via sudo when not root); default: `nettune top`.
     Run {
         /// Build with optimisations.
@@ -50,8 +62,21 @@ enum Command {
     },
     /// Format every crate, the eBPF crates included.
     Fmt,
-    /// Run the benchmarks (as root): each figure against a baseline from the same run.
-    Bench,
+    /// Run the benchmarks (as root): each figure against a reference from the same
+    /// run; writes target/nettune-bench/*.json and regenerates docs/benchmarks.md.
+    Bench {
+        /// Fewer repetitions and shorter windows (under 3 minutes; the full run
+        /// takes under 15).
+        #[arg(long)]
+        quick: bool,
+        /// Run only this section (repeatable): kernel_cost, datapath, footprint,
+        /// scale, storm, reaction. The document keeps the others' last results.
+        #[arg(long)]
+        section: Vec<String>,
+        /// Only regenerate docs/benchmarks.md from the results already there.
+        #[arg(long)]
+        render_only: bool,
+    },
     /// Run the whole test suite: fmt, clippy, unit tests, kernel tests.
     Test {
         /// Only run kernel tests whose names contain this text.
@@ -84,6 +109,7 @@ fn main() -> ExitCode {
         } => setup::setup(setup::Scope::Build)
             .and_then(|()| run::build_with(release, static_musl).map(drop)),
 
+        Command::Image { tag, load } => image::image(tag.as_deref(), &load).map(drop),
         Command::Run { release, args } => run::run(release, args),
         Command::Test { kernel_filter } => test::test(kernel_filter.as_deref()),
         Command::VmTest {
@@ -92,7 +118,11 @@ fn main() -> ExitCode {
             filters,
         } => vm::vm_test(&kernel, refresh_kernels, &filters),
         Command::Fmt => test::format(false),
-        Command::Bench => test::bench(),
+        Command::Bench {
+            quick,
+            section,
+            render_only,
+        } => test::bench(quick, &section, render_only),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -51,8 +51,8 @@ pub fn output(cmd: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// Runs `cmd` quietly and returns its stdout; fails with its stderr.
-pub fn checked_output(cmd: &mut Command) -> anyhow::Result<String> {
+/// Runs `cmd` and returns its stdout (trimmed); fails with its stderr.
+pub fn captured(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd
         .output()
         .with_context(|| format!("cannot start `{}`", describe(cmd)))?;
@@ -64,7 +64,7 @@ pub fn checked_output(cmd: &mut Command) -> anyhow::Result<String> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// Runs `cmd`, echoing its stdout line by line while keeping it; returns

@@ -6,7 +6,8 @@
 //!   named in `nettune-ebpf/rust-toolchain.toml`, with their components (rustup);
 //! - bpf-linker 0.13 built against Debian's LLVM 22 (cargo install; needs
 //!   `llvm-22-dev` and `libpolly-22-dev` from apt, installed only for this);
-//! - the tools the kernel tests drive (apt).
+//! - the tools the kernel tests drive (apt);
+//! - for `cargo xtask bench`, the peers the benchmarks compare against (apt).
 //!
 //! When something cannot be installed (no root and no sudo, no apt), it prints the
 //! exact command to run by hand and fails.
@@ -24,6 +25,8 @@ pub enum Scope {
     Build,
     /// Also the tools the test suite uses.
     Everything,
+    /// Build, plus the peers the benchmarks measure against.
+    Bench,
 }
 
 /// The bpf-linker release series known to work with aya 0.16 and LLVM 22.
@@ -33,7 +36,10 @@ const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 const LINKER_BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
 /// Debian packages the test suite runs: `ip` (namespaces, veth), `mount`, and the
 /// peers kernel tests compare against: bpftrace, bpftool (the kernel's BTF),
-/// nftables (`nft`), `conntrack`.
+/// nftables (`nft`), `conntrack`; the real container stack the pod tests drive:
+/// containerd (with `ctr`), runc, the CNI plugins, buildah (images without
+/// Docker), podman (the DaemonSet's container), and a C compiler with static libc
+/// for the test pause image.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "mount",
@@ -43,6 +49,24 @@ const TEST_PACKAGES: &[&str] = &[
     "conntrack",
     "prometheus",
     "tmux",
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "buildah",
+    "podman",
+    "gcc",
+    "libc6-dev",
+];
+
+/// Debian packages `cargo xtask bench` drives: namespaces (`ip`), nftables loss
+/// and counters, and the peers it measures nettune against — bpftrace on the same
+/// tracepoints, iperf3 for throughput, node_exporter for scrape cost.
+const BENCH_PACKAGES: &[&str] = &[
+    "iproute2",
+    "bpftrace",
+    "nftables",
+    "iperf3",
+    "prometheus-node-exporter",
 ];
 
 /// A toolchain as a rust-toolchain.toml file names it.
@@ -188,6 +212,9 @@ pub fn setup(scope: Scope) -> anyhow::Result<()> {
         KUBERNETES_VALIDATE.ensure()?;
         ensure_static_target()?;
     }
+    if scope == Scope::Bench {
+        ensure_packages("benchmark peers", BENCH_PACKAGES)?;
+    }
 
     Ok(())
 }
@@ -281,7 +308,7 @@ fn package_installed(name: &str) -> bool {
         .is_some_and(|s| s == "installed")
 }
 
-fn ensure_packages(what: &str, packages: &[&str]) -> anyhow::Result<()> {
+pub fn ensure_packages(what: &str, packages: &[&str]) -> anyhow::Result<()> {
     ensure_packages_with(what, packages, &[])
 }
 

@@ -14,11 +14,16 @@
 //! On CI (`CI` set) kernel-test skips for features this machine kind has become
 //! failures: `NETTUNE_REQUIRE_FEATURES` defaults to [`CI_REQUIRED_FEATURES`].
 
-use std::{path::Path, process::Command, time::Instant};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
 
 use anyhow::{Context as _, bail};
 
 use crate::{
+    image,
     process::{self, can_sudo, is_root},
     setup, vm,
 };
@@ -26,7 +31,8 @@ use crate::{
 /// Features the CI machine kind (Debian 12, Linux 6.18, root) has; see
 /// docs/testing.md. fentry (refused with EPERM), kprobes (not configured) and
 /// netem (no module loading) are absent there and not listed.
-const CI_REQUIRED_FEATURES: &str = "root,btf,tp_btf,tracepoint,tc,tcx,clsact,drop_reasons";
+const CI_REQUIRED_FEATURES: &str =
+    "root,btf,tp_btf,tracepoint,tc,tcx,clsact,drop_reasons,containers";
 
 /// The eBPF crates, linted with the pinned nightly for the BPF target.
 const EBPF_CRATES: &[&str] = &["nettune-ebpf", "bpf-tests/ebpf"];
@@ -116,11 +122,15 @@ pub fn test(kernel_filter: Option<&str>) -> anyhow::Result<()> {
     done("unit tests", t);
 
     let t = step("static release build (the container image's binary)");
-    static_build()?;
+    let binary = static_build()?;
     done("static release build", t);
 
+    let t = step("container images (cargo xtask image, and the tests' pause image)");
+    let images = test_images(&binary)?;
+    done("container images", t);
+
     let t = step("kernel tests (bpf-tests, as root)");
-    let (kernel_ok, out) = kernel_tests(kernel_filter)?;
+    let (kernel_ok, out) = kernel_tests(kernel_filter, images.as_ref())?;
     tally.add_output(&out);
     done("kernel tests", t);
 
@@ -232,7 +242,7 @@ pub(crate) fn built_binary(kind: &str, target: &str) -> anyhow::Result<String> {
 }
 
 /// Builds the static binary the Dockerfile ships and checks it is static and runs.
-fn static_build() -> anyhow::Result<()> {
+fn static_build() -> anyhow::Result<PathBuf> {
     let binary = crate::run::build_with(true, true)?;
     let ldd = Command::new("ldd")
         .arg(&binary)
@@ -256,7 +266,61 @@ fn static_build() -> anyhow::Result<()> {
         "static build: {} ({version}, statically linked)",
         binary.display()
     );
-    Ok(())
+    Ok(binary)
+}
+
+/// The archives the container tests load: nettune's image and a pause image.
+struct Images {
+    nettune: PathBuf,
+    pause: PathBuf,
+}
+
+/// The pause program of the tests' pod sandboxes (no image can be pulled here).
+const PAUSE_SOURCE: &str = "bpf-tests/images/pause.c";
+
+/// Builds nettune's image as `cargo xtask image` does, and the pause image of
+/// the tests' pod sandboxes; `None` (the container tests then skip, saying
+/// why) when not root: buildah's private storage needs it.
+fn test_images(nettune: &Path) -> anyhow::Result<Option<Images>> {
+    if !is_root() {
+        println!("images: skipped: buildah needs root; the container tests will skip");
+        return Ok(None);
+    }
+    let dir = image::image_dir();
+    std::fs::create_dir_all(&dir)?;
+    let archive = dir.join("nettune-test.oci.tar");
+    image::build_scratch(&image::ScratchImage {
+        binary: nettune,
+        entrypoint: image::ENTRYPOINT,
+        cmd: &[image::CMD],
+        tag: &image::default_tag(),
+        archive: &archive,
+    })?;
+    let pause = dir.join("pause");
+    process::run(
+        Command::new("cc")
+            .args(["-static", "-Os", "-s", "-o"])
+            .arg(&pause)
+            .arg(xtask::workspace_root().join(PAUSE_SOURCE)),
+    )
+    .context("compiling the pause program (gcc and libc6-dev)")?;
+    let pause_archive = dir.join("nettune-pause.oci.tar");
+    image::build_scratch(&image::ScratchImage {
+        binary: &pause,
+        entrypoint: "/pause",
+        cmd: &[],
+        tag: "localhost/nettune-pause:test",
+        archive: &pause_archive,
+    })?;
+    println!(
+        "images: {} and {}",
+        archive.display(),
+        pause_archive.display()
+    );
+    Ok(Some(Images {
+        nettune: archive,
+        pause: pause_archive,
+    }))
 }
 
 /// A command that runs `binary` as root (directly, or through sudo keeping `env`).
@@ -273,17 +337,28 @@ pub(crate) fn as_root(binary: &str, env: &[&str]) -> anyhow::Result<Command> {
     }
 }
 
-/// `cargo xtask bench`: setup, build, run every benchmark as root.
-pub fn bench() -> anyhow::Result<()> {
+/// `cargo xtask bench`: setup, build the release agent (the measured binary is
+/// the one deployed) and the bench binary, run the sections as root; the bench
+/// binary regenerates docs/benchmarks.md.
+pub fn bench(quick: bool, sections: &[String], render_only: bool) -> anyhow::Result<()> {
     let t = step("setup");
-    setup::setup(setup::Scope::Everything)?;
+    setup::setup(setup::Scope::Bench)?;
     done("setup", t);
-    let nettune = crate::run::build(false)?;
-    let t = step("benchmark: reaction (urgent event → written sysctl)");
-    let binary = built_binary("bench", "reaction")?;
+    let nettune = crate::run::build(true)?;
+    let binary = built_binary("bench", "bench")?;
+    let t = step("benchmarks (as root)");
     let mut cmd = as_root(&binary, &["NETTUNE_BIN", "NETTUNE_BENCH_RUNS"])?;
+    if quick {
+        cmd.arg("--quick");
+    }
+    for s in sections {
+        cmd.args(["--section", s]);
+    }
+    if render_only {
+        cmd.arg("--render-only");
+    }
     process::run(cmd.env("NETTUNE_BIN", nettune))?;
-    done("benchmark", t);
+    done("benchmarks", t);
     Ok(())
 }
 
@@ -296,7 +371,7 @@ pub(crate) fn required_features() -> Option<String> {
 }
 
 /// Builds the kernel test binary, then runs it as root.
-fn kernel_tests(filter: Option<&str>) -> anyhow::Result<(bool, String)> {
+fn kernel_tests(filter: Option<&str>, images: Option<&Images>) -> anyhow::Result<(bool, String)> {
     // The end-to-end tests run the real binaries.
     let nettune = crate::run::build(false)?;
     let binary = built_binary("test", "kernel")?;
@@ -310,6 +385,8 @@ fn kernel_tests(filter: Option<&str>) -> anyhow::Result<(bool, String)> {
         "XTASK_BIN",
         "KUBERNETES_VALIDATE",
         "RUST_LOG",
+        "NETTUNE_IMAGE",
+        "NETTUNE_PAUSE_IMAGE",
     ];
     let mut cmd = as_root(&binary, &env).unwrap_or_else(|_| {
         println!("kernel tests: not root and no sudo: every kernel test will report a skip");
@@ -321,6 +398,10 @@ fn kernel_tests(filter: Option<&str>) -> anyhow::Result<(bool, String)> {
     cmd.env("NETTUNE_BIN", nettune);
     cmd.env("XTASK_BIN", std::env::current_exe()?);
     cmd.env("KUBERNETES_VALIDATE", setup::kubernetes_validate());
+    if let Some(images) = images {
+        cmd.env("NETTUNE_IMAGE", &images.nettune);
+        cmd.env("NETTUNE_PAUSE_IMAGE", &images.pause);
+    }
 
     if let Some(f) = filter {
         cmd.arg(f);

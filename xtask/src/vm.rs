@@ -454,7 +454,7 @@ impl PrivateApt {
 
     /// Fetches the package lists of every suite into our own lists directory.
     fn update(&self) -> anyhow::Result<()> {
-        process::checked_output(self.command("apt-get").args(["update", "-q"]))
+        process::captured(self.command("apt-get").args(["update", "-q"]))
             .with_context(|| {
                 format!(
                     "updating the private apt lists ({}) failed: is the Debian archive reachable?",
@@ -494,7 +494,7 @@ impl PrivateApt {
     /// returns the .deb's path.
     fn download(&self, package: &str, dir: &Path) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
-        process::checked_output(
+        process::captured(
             self.command("apt-get")
                 .args(["download", "-q", package])
                 .current_dir(dir),

@@ -6,6 +6,8 @@
 #![no_std]
 #![no_main]
 
+mod runtime;
+
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
     helpers::bpf_get_prandom_u32,
@@ -55,14 +57,3 @@ fn bump(slot: u32) {
         unsafe { *p += 1 };
     }
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    // SAFETY: no panic path survives optimisation; the verifier rejects one that did.
-    unsafe { core::hint::unreachable_unchecked() }
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

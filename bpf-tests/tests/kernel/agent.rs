@@ -27,6 +27,18 @@ pub const TESTS: &[Test] = &[
         run: a_failed_kernel_read_is_counted_and_logged_rarely_through_aya_log,
     },
     Test {
+        name: "agent::a_fifo_planted_in_run_netns_stalls_neither_collection_nor_the_endpoints",
+        run: a_fifo_planted_in_run_netns_stalls_neither_collection_nor_the_endpoints,
+    },
+    Test {
+        name: "agent::after_sigkill_a_restart_leaves_one_clsact_filter_per_direction",
+        run: after_sigkill_a_restart_leaves_one_clsact_filter_per_direction,
+    },
+    Test {
+        name: "agent::with_proc_sys_read_only_enforce_becomes_advise_with_one_warning",
+        run: with_proc_sys_read_only_enforce_becomes_advise_with_one_warning,
+    },
+    Test {
         name: "agent::without_root_nettune_fails_with_a_clear_message",
         run: without_root_nettune_fails_with_a_clear_message,
     },
@@ -40,18 +52,39 @@ pub const TESTS: &[Test] = &[
 const NOBODY: u32 = 65534;
 
 /// Runs `program args` as `nobody`; returns (exit code, stderr lines).
+///
+/// The checkout may sit in a directory `nobody` cannot enter (a clone under
+/// `/root`, mode 0700): the binary is copied to a directory of its own that
+/// anyone can enter, and run from there.
 fn run_as_nobody(
     program: &std::path::Path,
     args: &[&str],
 ) -> anyhow::Result<(Option<i32>, Vec<String>)> {
-    use std::os::unix::process::CommandExt as _;
-    let out = Command::new(program)
+    use std::os::unix::{fs::PermissionsExt as _, process::CommandExt as _};
+    let dir = std::env::temp_dir().join(format!(
+        "nettune-nobody-{}-{}",
+        std::process::id(),
+        program
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("bin")
+    ));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    let copy = dir.join(program.file_name().context("no file name")?);
+    std::fs::copy(program, &copy)
+        .with_context(|| format!("copying {} for nobody", program.display()))?;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))?;
+    let out = Command::new(&copy)
         .args(args)
+        .current_dir(&dir)
         .uid(NOBODY)
         .gid(NOBODY)
         .env_remove("RUST_LOG")
         .output()
-        .with_context(|| format!("running {} as nobody", program.display()))?;
+        .with_context(|| format!("running {} as nobody", copy.display()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     Ok((
         out.status.code(),
@@ -63,7 +96,18 @@ fn without_root_nettune_fails_with_a_clear_message() -> TestResult {
     if let Some(skip) = require_root() {
         return skip;
     }
-    let (code, stderr) = run_as_nobody(&nettune_bin()?, &["probes"])?;
+    // Wherever the checkout is, even in a directory only root can enter.
+    let private = std::env::temp_dir().join(format!("nettune-private-{}", std::process::id()));
+    std::fs::create_dir_all(&private)?;
+    std::fs::set_permissions(
+        &private,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700),
+    )?;
+    let inside = private.join("nettune");
+    std::fs::copy(nettune_bin()?, &inside)?;
+    let ran = run_as_nobody(&inside, &["probes"]);
+    let _ = std::fs::remove_dir_all(&private);
+    let (code, stderr) = ran?;
     let last = stderr.last().map_or("", String::as_str);
     ensure!(code == Some(1), "exit code {code:?}, stderr: {stderr:?}");
     ensure!(
@@ -118,7 +162,7 @@ pub fn nettune_bin() -> anyhow::Result<PathBuf> {
 }
 
 /// Ids of loaded programs and links, to tell ours apart from what was there before.
-fn loaded_ids() -> anyhow::Result<(HashSet<u32>, HashSet<u32>)> {
+pub fn loaded_ids() -> anyhow::Result<(HashSet<u32>, HashSet<u32>)> {
     let programs = aya::programs::loaded_programs()
         .map(|p| p.map(|p| p.id()))
         .collect::<Result<_, _>>()?;
@@ -164,7 +208,8 @@ fn run_detaches_everything_on(signal: libc::c_int) -> TestResult {
     let our_links: Vec<_> = links_running.difference(&links_before).collect();
     // SAFETY: kill sends a signal to a child process we own and have not reaped.
     unsafe { libc::kill(i32::try_from(agent.id())?, signal) };
-    let status = wait_with_timeout(&mut agent, Duration::from_secs(15))?;
+    // The kubelet's grace period is longer; nettune promises 5 s.
+    let status = wait_with_timeout(&mut agent, Duration::from_secs(5))?;
     let log = reader
         .join()
         .map_err(|_| anyhow::anyhow!("log reader panicked"))?;
@@ -179,33 +224,35 @@ fn run_detaches_everything_on(signal: libc::c_int) -> TestResult {
         "nettune exited with {status}; log:\n{}",
         log.join("\n")
     );
-    // The kernel frees a program after an RCU grace period once its last fd closes,
-    // so its id can outlive the process by a moment: poll, with a deadline.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (programs_after, links_after) = loaded_ids()?;
-        let programs_left: Vec<_> = ours
-            .iter()
-            .filter(|id| programs_after.contains(id))
-            .collect();
-        let links_left: Vec<_> = our_links
-            .iter()
-            .filter(|id| links_after.contains(id))
-            .collect();
-        if programs_left.is_empty() && links_left.is_empty() {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("5s after exit, programs {programs_left:?} and links {links_left:?} remain");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    all_unloaded(&ours, &our_links)?;
     ensure!(
         log.iter().any(|l| l.contains("tcp_retransmit: attached")),
         "the log does not say what attached:\n{}",
         log.join("\n")
     );
     Ok(Outcome::Passed)
+}
+
+/// Waits until none of `programs` and `links` is loaded any more. The kernel
+/// frees a program after an RCU grace period once its last fd closes, so its id
+/// can outlive the process by a moment: poll, with a 5 s deadline.
+pub fn all_unloaded(programs: &[&u32], links: &[&u32]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (programs_after, links_after) = loaded_ids()?;
+        let programs_left: Vec<_> = programs
+            .iter()
+            .filter(|id| programs_after.contains(id))
+            .collect();
+        let links_left: Vec<_> = links.iter().filter(|id| links_after.contains(id)).collect();
+        if programs_left.is_empty() && links_left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("5s after exit, programs {programs_left:?} and links {links_left:?} remain");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn wait_with_timeout(
@@ -314,6 +361,13 @@ fn a_failed_kernel_read_is_counted_and_logged_rarely_through_aya_log() -> TestRe
             let settled = errors > 0.0 && errors == last;
             last = errors;
             if settled {
+                // It runs with what it has, and says what is missing.
+                ensure!(
+                    metrics.contains(
+                        "nettune_probe_attached{signal=\"tcp_retransmit\",variant=\"tp_btf\"} 0"
+                    ),
+                    "the skipped tp_btf variant is not exported"
+                );
                 // Let the agent forward the kernel's log (it flushes every tick).
                 std::thread::sleep(Duration::from_millis(600));
                 return Ok((
@@ -360,5 +414,176 @@ fn a_failed_kernel_read_is_counted_and_logged_rarely_through_aya_log() -> TestRe
         errors > logged as f64,
         "too few errors to show the rate limit"
     );
+    Ok(Outcome::Passed)
+}
+
+/// Hostile input: a FIFO in `/run/netns` (anyone who can write there can plant
+/// one). Opening it to enter "the namespace" would block forever; the agent must
+/// keep collecting and answering.
+fn a_fifo_planted_in_run_netns_stalls_neither_collection_nor_the_endpoints() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    std::fs::create_dir_all("/run/netns")?;
+    let fifo = PathBuf::from(format!("/run/netns/nettune-fifo-{}", std::process::id()));
+    let c_path = std::ffi::CString::new(fifo.to_str().context("path")?)?;
+    // SAFETY: mkfifo reads a NUL-terminated path we own.
+    let made = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
+    ensure!(made == 0, "mkfifo: {}", std::io::Error::last_os_error());
+    let result = (|| -> anyhow::Result<(f64, f64)> {
+        let agent =
+            bpf_tests::agent_process::AgentProcess::start(&nettune_bin()?, &["--interval", "0.2"])?;
+        let uptime = || -> anyhow::Result<f64> {
+            let (status, body) =
+                bpf_tests::agent_process::http_get(agent.addr, "/api/v1/snapshot")?;
+            ensure!(status == 200, "/api/v1/snapshot answered {status}");
+            let json: serde_json::Value = serde_json::from_str(&body)?;
+            json["uptime_seconds"].as_f64().context("no uptime")
+        };
+        let first = uptime()?;
+        std::thread::sleep(Duration::from_millis(800));
+        Ok((first, uptime()?))
+    })();
+    let _ = std::fs::remove_file(&fifo);
+    let (first, second) = result?;
+    println!(
+        "    with a FIFO in /run/netns: snapshots at {first:.1} s and {second:.1} s of uptime"
+    );
+    ensure!(second > first, "collections stopped: {first} then {second}");
+    Ok(Outcome::Passed)
+}
+
+/// Our filters on `dev`'s clsact `direction` (`ingress`/`egress`), from `tc`.
+fn our_filters(dev: &str, direction: &str) -> anyhow::Result<usize> {
+    let out = Command::new("tc")
+        .args(["filter", "show", "dev", dev, direction])
+        .output()
+        .context("running tc")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter(|l| l.contains("pod_ingress") || l.contains("pod_egress"))
+        .count())
+}
+
+/// clsact filters outlive a process killed with SIGKILL (TCX links do not): a
+/// restarted agent must replace its stale filters, not add a second copy.
+fn after_sigkill_a_restart_leaves_one_clsact_filter_per_direction() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let pod = bpf_tests::netns::Netns::new("kill")?;
+    let veth = bpf_tests::netns::Veth::to_host(&pod, 35)?;
+    let dev = veth.veth.a_name.clone();
+    let start = || {
+        bpf_tests::agent_process::AgentProcess::start(
+            &nettune_bin()?,
+            &["--interval", "0.2", "--disable-variant", "tcx"],
+        )
+    };
+    let wait_attached = |agent: &bpf_tests::agent_process::AgentProcess| -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !agent.metrics()?.contains(&format!("interface=\"{dev}\"")) {
+            ensure!(Instant::now() < deadline, "{dev} was never watched");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    };
+    let agent = start()?;
+    wait_attached(&agent)?;
+    agent.kill_hard()?;
+    let stale = (our_filters(&dev, "ingress")?, our_filters(&dev, "egress")?);
+    let agent = start()?;
+    wait_attached(&agent)?;
+    let after = (our_filters(&dev, "ingress")?, our_filters(&dev, "egress")?);
+    println!(
+        "    clsact filters of ours on {dev}: after SIGKILL {stale:?}, after the restart {after:?}"
+    );
+    ensure!(
+        stale == (1, 1),
+        "SIGKILL left {stale:?} filters (expected one each)"
+    );
+    ensure!(
+        after == (1, 1),
+        "the restart left {after:?} filters: stale ones piled up"
+    );
+    drop(agent);
+    Ok(Outcome::Passed)
+}
+
+/// A container without the privileged `/proc` overlay sees `/proc/sys` read-only:
+/// the agent in enforce mode must say so once, advise instead, and keep observing.
+fn with_proc_sys_read_only_enforce_becomes_advise_with_one_warning() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let base = std::env::temp_dir().join(format!("nettune-ro-{}", std::process::id()));
+    std::fs::create_dir_all(&base)?;
+    let config = base.join("nettune.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tuning]\nmode = \"enforce\"\nstate_dir = \"{}\"\n",
+            base.join("state").display()
+        ),
+    )?;
+    let port = bpf_tests::agent_process::free_port()?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let script = format!(
+        "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && \
+         exec {} --config {} run --interval 0.2 --listen {addr} --api-listen {addr}",
+        nettune_bin()?.display(),
+        config.display()
+    );
+    let mut agent = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running unshare")?;
+    let stderr = agent.stderr.take().context("no stderr")?;
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let result = (|| -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((200, metrics)) = bpf_tests::agent_process::http_get(addr, "/metrics") {
+                // A few more collections: the warning must not repeat.
+                std::thread::sleep(Duration::from_millis(600));
+                return Ok(metrics);
+            }
+            ensure!(Instant::now() < deadline, "the agent was not ready in 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })();
+    // SAFETY: signals our own child (the agent, exec'd by sh), reaped right after.
+    unsafe { libc::kill(i32::try_from(agent.id())?, libc::SIGTERM) };
+    agent.wait()?;
+    let _ = std::fs::remove_dir_all(&base);
+    let log = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader panicked"))?;
+    let metrics = result?;
+    let warnings = log.iter().filter(|l| l.contains("read-only")).count();
+    println!(
+        "    {warnings} read-only warning(s); mode line: {:?}",
+        metrics
+            .lines()
+            .find(|l| l.starts_with("nettune_tuning_mode{mode=\"advise\"}"))
+    );
+    ensure!(
+        warnings == 1,
+        "expected one warning, got:\n{}",
+        log.join("\n")
+    );
+    ensure!(
+        metrics.contains("nettune_tuning_mode{mode=\"advise\"} 1"),
+        "the tuner is not advising"
+    );
+    ensure!(metrics.contains("nettune_workloads "), "observing stopped");
     Ok(Outcome::Passed)
 }

@@ -18,7 +18,10 @@ use std::{
 
 use anyhow::ensure;
 use bpf_tests::{
-    bpftrace::{Bpftrace, bpftrace_reads_kernel_structs, kfree_skb_netns, kfree_skb_reason},
+    bpftrace::{
+        Bpftrace, bpftrace_reads_kernel_structs, drops_by_netns, drops_by_netns_script,
+        drops_script,
+    },
     command::run,
     harness::{Outcome, Test, TestResult, record, require_netem, require_root},
     loss::Loss,
@@ -137,26 +140,11 @@ pub fn drops_equal_bpftrace(
         .iter()
         .map(|n| n.inode())
         .collect::<Result<_, _>>()?;
-    let reason = kfree_skb_reason()?;
     let (watched, script) = match bpftrace_reads_kernel_structs() {
-        Ok(()) => {
-            let filter = inodes
-                .iter()
-                .map(|i| format!("$ns == {i}"))
-                .collect::<Vec<_>>()
-                .join(" || ");
-            let script = format!(
-                "tracepoint:skb:kfree_skb {{ {}
-                    if ({filter}) {{ @drops[$ns, {reason}] = count(); }}
-                }}",
-                kfree_skb_netns()?
-            );
-            (Some(inodes.as_slice()), script)
-        }
+        Ok(()) => (Some(inodes.as_slice()), drops_by_netns_script(&inodes)?),
         Err(why) => {
             println!("    bpftrace: {why}; comparing every drop on the machine");
-            let script = format!("tracepoint:skb:kfree_skb {{ @drops[0, {reason}] = count(); }}");
-            (None, script)
+            (None, drops_script()?)
         }
     };
     wait_until_quiet(probes, watched)?;
@@ -164,18 +152,7 @@ pub fn drops_equal_bpftrace(
     let before = by_reason(probes, watched)?;
     scenario()?;
     let seen = delta(&by_reason(probes, watched)?, &before);
-    let peer: ByReason = bpftrace
-        .stop()?
-        .into_iter()
-        .filter_map(|(key, n)| {
-            let inner = key.strip_prefix("@drops[")?.strip_suffix(']')?;
-            let (ns, reason) = inner.split_once(", ")?;
-            Some((
-                (ns.parse().ok()?, reason.parse().ok()?),
-                u64::try_from(n).ok()?,
-            ))
-        })
-        .collect();
+    let peer: ByReason = drops_by_netns(&bpftrace.stop()?);
     let compared = if watched.is_some() {
         seen.clone()
     } else {
@@ -280,6 +257,7 @@ fn bpftool_enum(name: &str) -> anyhow::Result<Vec<(String, u32)>> {
     let text = run(
         "bpftool",
         &["btf", "dump", "file", "/sys/kernel/btf/vmlinux"],
+        "bpftool",
     )?;
     let header = format!("ENUM '{name}' ");
     Ok(text

@@ -33,6 +33,10 @@ pub const TESTS: &[Test] = &[
         run: fifty_namespaces_come_and_go_without_leftovers,
     },
     Test {
+        name: "exporter::hundreds_of_namespaces_and_thousands_of_ports_stay_within_the_caps",
+        run: hundreds_of_namespaces_and_thousands_of_ports_stay_within_the_caps,
+    },
+    Test {
         name: "exporter::diagnose_names_a_full_conntrack_table_and_the_fix",
         run: diagnose_names_a_full_conntrack_table_and_the_fix,
     },
@@ -326,5 +330,110 @@ fn diagnose_names_a_full_conntrack_table_and_the_fix() -> TestResult {
         finding["severity"] == "critical",
         "a full table is not critical: {finding}"
     );
+    Ok(Outcome::Passed)
+}
+
+/// Distinct `pod` label values in a scrape.
+fn pods_in(metrics: &str) -> BTreeSet<String> {
+    metrics
+        .lines()
+        .filter_map(|l| l.split("pod=\"").nth(1)?.split('"').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Cardinality: 300 namespaces with `agent.max_pod_series = 50`, then 20,000
+/// connections to distinct closed ports. The pods beyond the cap are folded and
+/// counted, in /metrics and in the JSON API; ports never become series or map
+/// entries.
+fn hundreds_of_namespaces_and_thousands_of_ports_stay_within_the_caps() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    const NAMESPACES: usize = 300;
+    const CAP: usize = 50;
+    const PORTS: u16 = 20_000;
+    let base = std::env::temp_dir().join(format!("nettune-cap-{}", std::process::id()));
+    std::fs::create_dir_all(&base)?;
+    let config = base.join("nettune.toml");
+    std::fs::write(&config, format!("[agent]\nmax_pod_series = {CAP}\n"))?;
+    let agent = AgentProcess::start(
+        &nettune_bin()?,
+        &[
+            "--config",
+            config.to_str().context("path")?,
+            "--interval",
+            "0.3",
+        ],
+    )?;
+    let namespaces: Vec<Netns> = (0..NAMESPACES)
+        .map(|_| Netns::new("cap"))
+        .collect::<anyhow::Result<_>>()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let text = agent.metrics()?;
+        let folded = text
+            .lines()
+            .find_map(|l| l.strip_prefix("nettune_workloads_folded "))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        if folded >= NAMESPACES - CAP {
+            break text;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "only {folded} workloads folded after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let pods = pods_in(&metrics);
+    let (status, body) = http_get(agent.addr, "/api/v1/snapshot")?;
+    ensure!(status == 200, "/api/v1/snapshot answered {status}");
+    let json: Value = serde_json::from_str(&body)?;
+    let listed = json["workloads"].as_array().map_or(0, Vec::len);
+    let json_folded = json["workloads_folded"].as_u64().unwrap_or(0);
+    println!(
+        "    {NAMESPACES} namespaces, cap {CAP}: {} pod label values in /metrics, {listed} workloads \
+         in the JSON ({json_folded} folded)",
+        pods.len()
+    );
+    ensure!(
+        pods.len() <= CAP + 2,
+        "{} pod series beyond the cap",
+        pods.len()
+    );
+    ensure!(pods.contains("_other"), "no _other series");
+    ensure!(
+        listed <= CAP + 1 && json_folded as usize >= NAMESPACES - CAP,
+        "JSON not capped"
+    );
+
+    // Thousands of ports: connection attempts to closed ports in one namespace.
+    let ns = &namespaces[0];
+    let series_before = metrics.lines().filter(|l| !l.starts_with('#')).count();
+    let entries_before = netns_in_drop_maps()?.len();
+    ns.run(|| -> anyhow::Result<()> {
+        for port in 1..=PORTS {
+            let _ = std::net::TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], port.saturating_add(20_000))),
+                Duration::from_millis(50),
+            );
+        }
+        Ok(())
+    })??;
+    std::thread::sleep(Duration::from_millis(700));
+    let after = agent.metrics()?;
+    let series_after = after.lines().filter(|l| !l.starts_with('#')).count();
+    let entries_after = netns_in_drop_maps()?.len();
+    println!(
+        "    {PORTS} ports: series {series_before} → {series_after}, drop-map namespaces \
+         {entries_before} → {entries_after}"
+    );
+    ensure!(
+        series_after <= series_before + 10,
+        "series grew with ports: {series_before} → {series_after}"
+    );
+    drop(namespaces);
+    let _ = std::fs::remove_dir_all(base);
     Ok(Outcome::Passed)
 }

@@ -10,11 +10,17 @@
 //!   limit, `min(listen() backlog, somaxconn)`, a queue length past that limit,
 //!   and overflow counts that add up to the namespace's `ListenOverflows` delta:
 //!   the kernel's own counter, which nettune does not read for these figures.
+//!
+//! Listeners, from the running agent: the backlog an application asked for (the
+//! `sys_enter_listen` tracepoint), its limit and queue (`sock_diag`, compared with
+//! `ss`), and its overflows (equal to the namespace's `ListenOverflows` delta);
+//! a listener older than the agent has an unknown request but exact figures.
 
 use std::{net::SocketAddrV4, time::Duration};
 
 use anyhow::{Context as _, ensure};
 use bpf_tests::{
+    agent_process::AgentProcess,
     harness::{Feature, Outcome, Test, TestResult, record, require_root},
     netns::Netns,
     probes::{load, read, require_variant},
@@ -25,9 +31,12 @@ use nettune::{
     model::probes::Variant,
     probes::{ProbeSource as _, Probes, listen::SIGNAL},
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::drops::{drops_equal_bpftrace, probes_with_drops};
+use crate::{
+    drops::{drops_equal_bpftrace, probes_with_drops},
+    tuning::TestConfig,
+};
 
 pub const TESTS: &[Test] = &[
     Test {
@@ -41,6 +50,14 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "listen::kprobe_per_socket_overflows_add_up_to_listenoverflows",
         run: || per_socket_overflows_add_up_to_listenoverflows(Variant::Kprobe, Feature::Kprobe),
+    },
+    Test {
+        name: "listen::a_backlog_of_8_is_reported_as_asked_with_its_overflows_and_somaxconn_stays",
+        run: a_backlog_of_8_is_reported_as_asked_with_its_overflows_and_somaxconn_stays,
+    },
+    Test {
+        name: "listen::a_listener_older_than_the_agent_has_an_unknown_request_and_exact_figures",
+        run: a_listener_older_than_the_agent_has_an_unknown_request_and_exact_figures,
     },
 ];
 
@@ -56,36 +73,6 @@ fn agent_overflows(probes: &Probes, ns: &Netns) -> anyhow::Result<u64> {
         .and_then(|n| n.listen)
         .map(|l| l.overflows)
         .ok_or_else(|| anyhow::anyhow!("the sample has no listen counters for netns {inode}"))
-}
-
-/// `CONNECTS` non-blocking connects from `pair`'s sender to each of `servers`, kept
-/// open long enough for the SYN retransmit at 1 s to hit the full queues again.
-fn storm(pair: &Pair, servers: &[SocketAddrV4]) -> anyhow::Result<()> {
-    let clients = pair.sender.run(|| {
-        servers
-            .iter()
-            .flat_map(|s| (0..CONNECTS).map(|_| connect_nonblocking(*s)))
-            .collect::<anyhow::Result<Vec<_>>>()
-    })??;
-    std::thread::sleep(Duration::from_millis(1500));
-    drop(clients);
-    std::thread::sleep(Duration::from_millis(200));
-    Ok(())
-}
-
-/// The namespace's `ListenOverflows`, once it has stopped moving (read every
-/// 300 ms, for at most 10 s): late handshakes of closed clients can still arrive.
-fn settled_listen_overflows(ns: &Netns) -> anyhow::Result<i64> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut last = ns.mib("netstat", "TcpExt", "ListenOverflows")?;
-    loop {
-        std::thread::sleep(Duration::from_millis(300));
-        let now = ns.mib("netstat", "TcpExt", "ListenOverflows")?;
-        if now == last || std::time::Instant::now() > deadline {
-            return Ok(now);
-        }
-        last = now;
-    }
 }
 
 fn overflows_equal_the_namespace_listenoverflows_delta() -> TestResult {
@@ -108,9 +95,10 @@ fn overflows_equal_the_namespace_listenoverflows_delta() -> TestResult {
     let agent_before = agent_overflows(&probes, &pair.receiver)?;
     let kernel_before = pair.receiver.mib("netstat", "TcpExt", "ListenOverflows")?;
     drops_equal_bpftrace(&probes, &[&pair.sender, &pair.receiver], || {
-        storm(&pair, &[server_addr])
+        flood_until_quiet(&pair, &[server_addr], CONNECTS)
     })?;
-    let kernel = u64::try_from(settled_listen_overflows(&pair.receiver)? - kernel_before)?;
+    let kernel =
+        u64::try_from(pair.receiver.mib("netstat", "TcpExt", "ListenOverflows")? - kernel_before)?;
     let agent = agent_overflows(&probes, &pair.receiver)? - agent_before;
     println!("    {variant:?}: nettune {agent} overflows, ListenOverflows rose by {kernel}");
     ensure!(
@@ -160,8 +148,9 @@ fn per_socket_overflows_add_up_to_listenoverflows(
             .collect::<anyhow::Result<Vec<_>>>()
     })??;
     let kernel_before = pair.receiver.mib("netstat", "TcpExt", "ListenOverflows")?;
-    storm(&pair, &servers)?;
-    let kernel = u64::try_from(settled_listen_overflows(&pair.receiver)? - kernel_before)?;
+    flood_until_quiet(&pair, &servers, CONNECTS)?;
+    let kernel =
+        u64::try_from(pair.receiver.mib("netstat", "TcpExt", "ListenOverflows")? - kernel_before)?;
 
     let inode = pair.receiver.inode()?;
     let entries = read(&probes)?.listeners;
@@ -212,5 +201,202 @@ fn per_socket_overflows_add_up_to_listenoverflows(
         &format!("listen_overflow_{variant}"),
         json!({ "listeners": seen, "listen_overflows": kernel }),
     );
+    Ok(Outcome::Passed)
+}
+/// The listener on `port` in `ns` in a `/api/v1/snapshot`, if there.
+pub fn listener_in(snapshot: &Value, ns: u32, port: u16) -> Option<Value> {
+    snapshot["listeners"]
+        .as_array()?
+        .iter()
+        .find(|l| l["netns"] == ns && l["port"] == port)
+        .cloned()
+}
+
+/// Opens `count` connections from `pair`'s sender to each of `servers` (never
+/// accepted), lets their SYNs come back once, closes them, and waits until the
+/// receiver's `ListenOverflows` has not moved for 1 s: late handshakes of closed
+/// clients can still arrive.
+fn flood_until_quiet(pair: &Pair, servers: &[SocketAddrV4], count: usize) -> anyhow::Result<()> {
+    let clients = pair.sender.run(|| {
+        servers
+            .iter()
+            .flat_map(|s| (0..count).map(|_| connect_nonblocking(*s)))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })??;
+    // The first SYN retransmit comes after 1 s.
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(clients);
+    let overflows = || pair.receiver.mib("netstat", "TcpExt", "ListenOverflows");
+    let mut last = overflows()?;
+    let mut quiet_since = std::time::Instant::now();
+    let deadline = quiet_since + Duration::from_secs(30);
+    while quiet_since.elapsed() < Duration::from_secs(1) {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "overflows never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let now = overflows()?;
+        if now != last {
+            (last, quiet_since) = (now, std::time::Instant::now());
+        }
+    }
+    Ok(())
+}
+
+/// A server that asks `listen()` for 8 in a namespace with somaxconn 4096,
+/// flooded and never accepting: nettune names the port with requested 8, limit
+/// 8, a full queue and the namespace's overflow count; the somaxconn rule, in
+/// enforce mode for that namespace, writes nothing and names the backlog.
+fn a_backlog_of_8_is_reported_as_asked_with_its_overflows_and_somaxconn_stays() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    const PORT: u16 = 5310;
+    let pair = Pair::new(20, None)?;
+    pair.receiver.write_sysctl("net/core/somaxconn", "4096")?;
+    let inode = pair.receiver.inode()?;
+    let config = TestConfig::with("backlog8", &[&pair.receiver], "cooldown_seconds = 1\n")?;
+    let agent = config.start_agent()?;
+    let addr = SocketAddrV4::new(pair.veth.b_addr, PORT);
+    let listener = pair.receiver.run(|| listener_with_backlog(addr, 8))??;
+    agent.wait_for(
+        "the listener with its backlog",
+        Duration::from_secs(10),
+        |s| listener_in(s, inode, PORT).filter(|l| l["requested_backlog"] == 8),
+    )?;
+    let agent_overflows =
+        |s: &Value| listener_in(s, inode, PORT).map(|l| l["overflows"]["total"].as_u64());
+    let before_agent = agent_overflows(&agent.snapshot()?).flatten().unwrap_or(0);
+    let before_kernel = pair.receiver.mib("netstat", "TcpExt", "ListenOverflows")?;
+    flood_until_quiet(&pair, &[addr], 60)?;
+    let kernel =
+        u64::try_from(pair.receiver.mib("netstat", "TcpExt", "ListenOverflows")? - before_kernel)?;
+    // Two ticks for the agent to take the last count in.
+    std::thread::sleep(Duration::from_millis(800));
+    let snapshot = agent.snapshot()?;
+    let l = listener_in(&snapshot, inode, PORT).context("the listener is gone")?;
+    let ours = l["overflows"]["total"].as_u64().unwrap_or(0) - before_agent;
+    println!(
+        "    port {PORT}: asked {}, limit {}, queue {}, process {}, overflows nettune {ours} \
+         ({}) / ListenOverflows {kernel}",
+        l["requested_backlog"], l["limit"], l["queue"], l["process"], l["attribution"]
+    );
+    ensure!(
+        kernel > 0,
+        "60 connects to a listen(8) server caused no overflow"
+    );
+    ensure!(
+        l["requested_backlog"] == 8 && l["limit"] == 8,
+        "asked/limit: {l}"
+    );
+    ensure!(
+        l["queue"].as_u64() >= Some(8),
+        "the queue is not at its limit: {l}"
+    );
+    ensure!(l["process"].is_string(), "no process named: {l}");
+    ensure!(
+        ours == kernel,
+        "nettune counts {ours} overflows, the namespace {kernel}"
+    );
+    let metrics = agent.metrics()?;
+    let series = |name: &str| {
+        metrics
+            .lines()
+            .find(|m| m.starts_with(name) && m.contains(&format!("port=\"{PORT}\"")))
+            .map(str::to_owned)
+    };
+    for (name, value) in [
+        ("nettune_listen_backlog_requested{", " 8"),
+        ("nettune_listen_backlog_limit{", " 8"),
+    ] {
+        let line = series(name).with_context(|| format!("no {name}… series for {PORT}"))?;
+        ensure!(line.ends_with(value), "{line}");
+    }
+    let decision = snapshot["tuning"]["recent"]
+        .as_array()
+        .and_then(|d| {
+            d.iter()
+                .rev()
+                .find(|d| d["sysctl"] == "net.core.somaxconn")
+                .cloned()
+        })
+        .context("no somaxconn decision")?;
+    println!(
+        "    decision: [{}] {}",
+        decision["result"], decision["reason"]
+    );
+    ensure!(decision["result"] == "futile", "{decision}");
+    let reason = decision["reason"].as_str().unwrap_or_default();
+    ensure!(
+        reason.contains("asked listen() for 8") && reason.contains("backlog to 4096"),
+        "the advice does not name the application's backlog: {reason}"
+    );
+    let now: String = pair
+        .receiver
+        .run(|| std::fs::read_to_string("/proc/sys/net/core/somaxconn"))??;
+    ensure!(now.trim() == "4096", "somaxconn changed to {now}");
+    drop((listener, agent));
+    let (code, out) = config.nettune(&["rollback"])?;
+    ensure!(
+        code == Some(0) && out.contains("nothing to roll back"),
+        "{code:?} {out}"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// `ss -ltn` in `ns` for `port`: (Recv-Q, Send-Q) — for a listener, its queue
+/// and limit.
+fn ss_queue(ns: &Netns, port: u16) -> anyhow::Result<(u64, u64)> {
+    let out = ns.exec("ss", &["-ltnH", &format!("sport = :{port}")])?;
+    let mut fields = out.split_whitespace().skip(1);
+    let mut next =
+        || -> anyhow::Result<u64> { Ok(fields.next().context("short ss line")?.parse()?) };
+    Ok((next()?, next()?))
+}
+
+/// A listener started before the agent: its request is unknown, its limit and
+/// queue equal what `ss` reads from the kernel.
+fn a_listener_older_than_the_agent_has_an_unknown_request_and_exact_figures() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    const PORT: u16 = 5311;
+    let pair = Pair::new(21, None)?;
+    let addr = SocketAddrV4::new(pair.veth.b_addr, PORT);
+    let listener = pair.receiver.run(|| listener_with_backlog(addr, 16))??;
+    let clients = pair.sender.run(|| {
+        (0..3)
+            .map(|_| connect_nonblocking(addr))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })??;
+    std::thread::sleep(Duration::from_millis(300));
+    let inode = pair.receiver.inode()?;
+    let agent = AgentProcess::start(&crate::agent::nettune_bin()?, &["--interval", "0.3"])?;
+    let l = agent.wait_for("the older listener", Duration::from_secs(20), |s| {
+        listener_in(s, inode, PORT)
+    })?;
+    let (queue, limit) = ss_queue(&pair.receiver, PORT)?;
+    println!(
+        "    nettune: asked {}, limit {}, queue {}; ss: queue {queue}, limit {limit}",
+        l["requested_backlog"], l["limit"], l["queue"]
+    );
+    ensure!(
+        l["requested_backlog"].is_null(),
+        "a request nettune cannot know: {l}"
+    );
+    ensure!(
+        l["limit"] == limit && l["queue"] == queue && limit == 16 && queue == 3,
+        "nettune {l} vs ss ({queue}, {limit})"
+    );
+    let metrics = agent.metrics()?;
+    ensure!(
+        !metrics
+            .lines()
+            .any(|m| m.starts_with("nettune_listen_backlog_requested{")
+                && m.contains(&format!("port=\"{PORT}\""))),
+        "a requested backlog was exported for a listener older than the agent"
+    );
+    drop((clients, listener));
     Ok(Outcome::Passed)
 }

@@ -11,6 +11,7 @@ mod deploy;
 mod drops;
 mod exporter;
 mod listen;
+mod pods;
 mod probes;
 mod retransmit;
 mod top;
@@ -26,6 +27,7 @@ fn main() {
         conntrack::TESTS,
         connect::TESTS,
         traffic::TESTS,
+        pods::TESTS,
         probes::TESTS,
         exporter::TESTS,
         tuning::TESTS,

@@ -139,6 +139,7 @@ fn missing_btf_and_tracefs_are_named_with_the_fallback_taken() -> TestResult {
     let tc = signal(&full, "pod_traffic")?["attached"].clone();
     for (name, fallback) in [
         ("listen_overflow", Value::from("procfs")),
+        ("listen_backlog", Value::from("tracepoint")),
         ("connect_eaddrnotavail", Value::from("procfs")),
         ("conntrack", Value::from("procfs")),
         ("pod_traffic", tc),

@@ -22,7 +22,7 @@ use bpf_tests::{
     bpftrace::{Bpftrace, bpftrace_reads_kernel_structs},
     harness::{Feature, Outcome, Test, TestResult, record, require_netem, require_root},
     probes::{load, load_requiring, read, require_variant},
-    scenarios::Pair,
+    scenarios::{Pair, check_retransmitted_segments},
 };
 use nettune::{
     model::probes::Variant,
@@ -53,8 +53,6 @@ pub const TESTS: &[Test] = &[
 const ALL_VARIANTS: [Variant; 2] = [Variant::TpBtf, Variant::Tracepoint];
 const TRANSFER_BYTES: usize = 8 << 20;
 const LOSS_PER_10K: u32 = 500;
-/// Most segments one skb can carry with GSO on a veth (see the module doc).
-const MAX_SEGMENTS_PER_SKB: u64 = 64;
 
 /// Where the loss comes from.
 #[derive(Clone, Copy)]
@@ -154,13 +152,7 @@ impl Measured {
             "no retransmits counted despite {} drops",
             self.dropped
         );
-        let tolerance = map.failed * MAX_SEGMENTS_PER_SKB;
-        ensure!(
-            map.segments <= mib && mib <= map.segments + tolerance,
-            "map counted {} segments, RetransSegs rose by {mib} (tolerance {tolerance})",
-            map.segments
-        );
-        Ok(())
+        check_retransmitted_segments(map.segments, map.failed, mib)
     }
 
     /// nettune's events (successful and failed) equal bpftrace's, exactly.

@@ -1,7 +1,8 @@
 //! `nettune top` in a real terminal (tmux), against a running agent with live
 //! traffic in test namespaces: the sender's row shows non-zero retransmits, `s`
 //! changes the sort, `/` filters, `q` exits with the terminal restored (cooked
-//! mode, main screen); and a 40×12 terminal renders without a panic.
+//! mode, main screen); a 40×12 terminal renders without a panic; `l` shows the
+//! listeners, a flooded `listen(8)` server first with its full queue.
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -28,6 +29,10 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "top::renders_at_40x12_without_panicking",
         run: renders_at_40x12_without_panicking,
+    },
+    Test {
+        name: "top::the_listeners_view_shows_what_a_listener_asked_for_and_its_full_queue",
+        run: the_listeners_view_shows_what_a_listener_asked_for_and_its_full_queue,
     },
 ];
 
@@ -209,5 +214,68 @@ fn renders_at_40x12_without_panicking() -> TestResult {
         "top did not exit 0 at 40x12:\n{screen}"
     );
     ensure!(!screen.contains("panicked"), "top panicked:\n{screen}");
+    Ok(Outcome::Passed)
+}
+
+/// `l` switches to the listeners view: a flooded server that asked for 8 is
+/// listed first, with its process, a full queue bar, what it asked for and the
+/// namespace's somaxconn; the detail pane says raising somaxconn cannot help.
+fn the_listeners_view_shows_what_a_listener_asked_for_and_its_full_queue() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    const PORT: u16 = 5320;
+    let agent = AgentProcess::start(&nettune_bin()?, &["--interval", "0.5"])?;
+    let pair = Pair::new(24, None)?;
+    pair.receiver.write_sysctl("net/core/somaxconn", "4096")?;
+    let addr = std::net::SocketAddrV4::new(pair.veth.b_addr, PORT);
+    let _listener = pair
+        .receiver
+        .run(|| bpf_tests::sockets::listener_with_backlog(addr, 8))??;
+    let _clients = pair.sender.run(|| {
+        (0..40)
+            .map(|_| bpf_tests::sockets::connect_nonblocking(addr))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })??;
+    let top = format!(
+        "{} top --agent http://{} --interval 0.5",
+        nettune_bin()?.display(),
+        agent.addr
+    );
+    let session = Session::start("top-listeners", 130, 30, &wrapped(&top))?;
+    session.wait_for(Duration::from_secs(20), "the table", |s| {
+        s.contains("workloads (")
+    })?;
+    session.send(&["l"])?;
+    let port = PORT.to_string();
+    let screen = session.wait_for(Duration::from_secs(20), "the flooded listener", |s| {
+        s.contains("listeners (") && row(s, &port).is_some()
+    })?;
+    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/nettune-top-listeners.txt");
+    let _ = std::fs::write(shot, &screen);
+    let rows = data_rows(&screen);
+    println!(
+        "    listeners view, first rows: {:?}",
+        &rows[..rows.len().min(3)]
+    );
+    // POD PORT PROCESS QUEUE/LIMIT(bar, n/m) ASKED SOMAXCONN OVFL/s
+    let first = rows.first().context("no listener rows")?;
+    ensure!(
+        first.get(1) == Some(&port.as_str()),
+        "the flooded listener is not first: {rows:?}"
+    );
+    ensure!(
+        first.contains(&"9/8") && first.contains(&"8") && first.contains(&"4096"),
+        "row lacks queue 9/8, asked 8 or somaxconn 4096: {first:?}"
+    );
+    ensure!(
+        screen.contains("asked listen() for 8") && screen.contains("raising it changes nothing"),
+        "the detail pane does not explain the limit:\n{screen}"
+    );
+    session.send(&["q"])?;
+    session.wait_for(Duration::from_secs(5), "top to exit", |s| {
+        s.contains("MODE=")
+    })?;
     Ok(Outcome::Passed)
 }

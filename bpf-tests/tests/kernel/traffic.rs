@@ -230,7 +230,7 @@ fn counts_equal_interface_counters_and_follow_the_interface(variant: Variant) ->
 fn our_filters(iface: &str) -> anyhow::Result<Vec<String>> {
     let mut found = Vec::new();
     for hook in ["ingress", "egress"] {
-        let text = run("tc", &["filter", "show", "dev", iface, hook])?;
+        let text = run("tc", &["filter", "show", "dev", iface, hook], "iproute2")?;
         found.extend(
             ["pod_ingress", "pod_egress"]
                 .into_iter()

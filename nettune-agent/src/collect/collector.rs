@@ -1,10 +1,17 @@
 //! One collection: follow the node's host-side veths and namespaces, read a
 //! Sample, turn it into a Snapshot against the previous one.
 //!
-//! Everything about a namespace that is gone is released here, on the tick after
-//! it goes: its map entries (`forget_namespaces`), its interface's tc links
-//! (`watch_interfaces`), and — since metrics are rendered from the latest
-//! Snapshot only — its metric series.
+//! Everything about a namespace that is gone is released here, on the tick its
+//! departure is listed (at once when its veth goes, else within
+//! [`TOPOLOGY_REFRESH_TICKS`]): its map entries (`forget_namespaces`), its
+//! interface's tc links (`watch_interfaces`), and — since metrics are rendered
+//! from the latest Snapshot only — its metric series.
+//!
+//! Pods are named from the container runtime's latest answer
+//! ([`super::cri::RuntimeBoard`], filled by its own thread: a tick never waits
+//! for the runtime) and the other identity sources ([`super::identity`]); a pod
+//! annotated `nettune.io/ignore: "true"` is left out: no series, no tc
+//! programs on its veth, its map figures dropped.
 //!
 //! A pod's traffic is joined to its namespace through the host-side veth: the veth
 //! names its peer's namespace by id (`IFLA_LINK_NETNSID`), and each namespace's id
@@ -16,16 +23,23 @@ use std::{
     time::Instant,
 };
 
-use super::{identity, sample};
+use super::{
+    cri::{RuntimeBoard, RuntimePods},
+    identity::{self, PodRecord},
+    listeners::{ListenReadings, ListenerTracker},
+    netfiles::NetFilesReader,
+    sample,
+};
 use crate::{
     config::Config,
+    model::probes::Variant,
     model::{
         sample::Sample,
         snapshot::{Context, Snapshot},
         tuning::Mode,
         workload::Workload,
     },
-    probes::{InterfaceChanges, LoadError, ProbeSource, Probes},
+    probes::{InterfaceChanges, LoadError, ProbeSource, Probes, listen},
     sys::{Kernel, Link, Namespace, System},
 };
 
@@ -41,6 +55,32 @@ pub struct Collector<P: ProbeSource = Probes, S: System = Kernel> {
     previous: Option<(Sample, Instant)>,
     /// Namespace inode → the id the host namespace gave it (`None`: none yet).
     netns_ids: BTreeMap<u32, Option<i32>>,
+    /// The host-side veths of the last listing, by ifindex.
+    known_veths: BTreeSet<u32>,
+    /// Pods from the container runtime, if it is a source.
+    runtime: Option<RuntimeBoard>,
+    /// Namespaces the runtime was asked about early (once each).
+    asked: BTreeSet<u32>,
+    /// Listening sockets and what their applications asked for.
+    listeners: ListenerTracker,
+    /// The last listing of the host's links and the node's namespaces.
+    topology: Option<Topology>,
+    ticks_since_listing: u32,
+    /// The maps counted something in a namespace the listing did not have.
+    unknown_activity: bool,
+    /// Each namespace's `/proc/net` files, read where something happened.
+    netfiles: NetFilesReader,
+}
+
+/// Ticks between two listings of links and namespaces when nothing says one
+/// changed (a namespace with no veth on the host is found within this many).
+pub const TOPOLOGY_REFRESH_TICKS: u32 = 10;
+
+/// The host's links and the node's namespaces, as last listed.
+#[derive(Clone, Debug)]
+struct Topology {
+    host_links: Option<Vec<Link>>,
+    namespaces: BTreeMap<u32, Namespace>,
 }
 
 /// What one tick produced.
@@ -84,7 +124,22 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             started: Instant::now(),
             previous: None,
             netns_ids: BTreeMap::new(),
+            known_veths: BTreeSet::new(),
+            runtime: None,
+            asked: BTreeSet::new(),
+            listeners: ListenerTracker::default(),
+            netfiles: NetFilesReader::default(),
+            topology: None,
+            ticks_since_listing: 0,
+            unknown_activity: false,
         }
+    }
+
+    /// Names pods with what the container runtime says, as published on `board`.
+    #[must_use]
+    pub fn with_runtime(mut self, board: RuntimeBoard) -> Self {
+        self.runtime = Some(board);
+        self
     }
 
     /// The system layer this collector reads.
@@ -92,48 +147,135 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
         &self.system
     }
 
+    /// The host's interfaces and the node's namespaces: listed again when the
+    /// host's links changed, when the kernel side counted something in a
+    /// namespace not known yet (`unknown_activity`), and every
+    /// [`TOPOLOGY_REFRESH_TICKS`] ticks; otherwise as last listed. Listing
+    /// every link and every process's namespace each tick was most of an idle
+    /// agent's kernel time on a node with hundreds of pods.
+    /// Returns it and whether it was listed just now.
+    fn topology(&mut self, unknown_activity: bool) -> (Topology, bool) {
+        self.ticks_since_listing += 1;
+        let stale = self.ticks_since_listing >= TOPOLOGY_REFRESH_TICKS;
+        // Asked every tick, so that the subscription's queue is drained.
+        let links_changed = self.system.host_links_changed();
+        match &self.topology {
+            Some(t) if !stale && !links_changed && !unknown_activity => (t.clone(), false),
+            _ => {
+                let host_links = match self.system.host_links() {
+                    Ok(links) => Some(links),
+                    Err(e) => {
+                        log::warn!("cannot list interfaces: {e}");
+                        None
+                    }
+                };
+                let t = Topology {
+                    host_links,
+                    namespaces: self.system.namespaces(),
+                };
+                self.ticks_since_listing = 0;
+                self.topology = Some(t.clone());
+                (t, true)
+            }
+        }
+    }
+
     /// Reads the node once and returns the Snapshot.
     pub fn tick(&mut self) -> Result<Tick, LoadError> {
         let started = Instant::now();
-        let host_links = match self.system.host_links() {
-            Ok(links) => Some(links),
-            Err(e) => {
-                log::warn!("cannot list interfaces: {e}");
-                None
-            }
-        };
+        let unknown = std::mem::take(&mut self.unknown_activity);
+        let (
+            Topology {
+                host_links,
+                namespaces,
+            },
+            fresh,
+        ) = self.topology(unknown);
         let veths: Vec<&Link> = host_links
             .iter()
             .flatten()
             .filter(|l| l.is_veth())
             .collect();
-        // Without a listing, keep watching what we watch rather than detach it all.
-        let interfaces = if host_links.is_some() {
-            self.probes.watch_interfaces(&veths)
-        } else {
-            InterfaceChanges::default()
-        };
-        let namespaces = self.system.namespaces();
         let alive: BTreeSet<u32> = namespaces.keys().copied().collect();
-        let forgotten_entries = self.probes.forget_namespaces(&alive)?;
+        // Only a fresh listing says a namespace is gone: a cached one may miss a
+        // new namespace whose entries must survive until it is listed.
+        let forgotten_entries = if fresh {
+            self.probes.forget_namespaces(&alive)?
+        } else {
+            0
+        };
         self.netns_ids.retain(|inode, _| alive.contains(inode));
-        if !interfaces.added.is_empty() {
+        let listed: BTreeSet<u32> = veths.iter().map(|l| l.ifindex).collect();
+        if !listed.is_subset(&self.known_veths) {
             // A new veth: its peer's namespace may just have been given an id.
             self.netns_ids.retain(|_, id| id.is_some());
         }
         let peers = self.peers(&namespaces, &veths);
+        let runtime = self
+            .runtime
+            .as_ref()
+            .map(RuntimeBoard::latest)
+            .unwrap_or_default();
+        let node = identity::Node {
+            namespaces: &namespaces,
+            veths: &veths,
+            peers: &peers,
+        };
+        let pods = identity::match_pods(&self.system, &runtime.pods, &node);
+        self.ask_runtime_about_new_namespaces(&namespaces, &pods, &runtime);
+        let ignored: BTreeSet<u32> = pods
+            .iter()
+            .filter(|(_, pod)| pod.ignored())
+            .map(|(inode, _)| *inode)
+            .collect();
+        // Without a listing, keep watching what we watch rather than detach it all.
+        let interfaces = if host_links.is_some() {
+            self.known_veths = listed;
+            let watched: Vec<&Link> = veths
+                .iter()
+                .copied()
+                .filter(|l| peers.get(&l.ifindex).is_none_or(|ns| !ignored.contains(ns)))
+                .collect();
+            self.probes.watch_interfaces(&watched)
+        } else {
+            InterfaceChanges::default()
+        };
         let owners: Vec<(&Namespace, Workload)> = namespaces
             .values()
-            .map(|ns| (ns, identity::identify(&self.system, ns)))
+            .filter(|ns| !ignored.contains(&ns.inode))
+            .map(|ns| {
+                let pod = pods.get(&ns.inode).copied();
+                (ns, identity::identify(&self.system, ns, pod))
+            })
             .collect();
-        let readings = self.probes.read()?;
-        let sample = sample::read(
+        let mut readings = self.probes.read()?;
+        sample::leave_out(&mut readings, &ignored);
+        // A namespace the maps know and the listing does not: list again next tick.
+        self.unknown_activity = readings
+            .namespaces_seen()
+            .any(|n| n != 0 && !namespaces.contains_key(&n));
+        let listen = ListenReadings {
+            calls: std::mem::take(&mut readings.listen_calls),
+            exact: self
+                .counts_overflows_per_socket()
+                .then(|| std::mem::take(&mut readings.listeners)),
+        };
+        let mut sample = sample::read(
             &self.system,
             &owners,
             readings,
             &peers,
             self.probes.drop_reasons(),
         );
+        let read: Vec<&Namespace> = owners.iter().map(|(ns, _)| *ns).collect();
+        self.netfiles
+            .fill(&self.system, &read, &mut sample, Instant::now());
+        let handled =
+            self.listeners
+                .update(&self.system, &namespaces, &ignored, &mut sample, listen);
+        if !handled.is_empty() {
+            self.probes.forget_listen_calls(&handled)?;
+        }
         let now = Instant::now();
         let (before, elapsed) = match &self.previous {
             Some((s, at)) => (Some(s), now.duration_since(*at).as_secs_f64()),
@@ -147,6 +289,7 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             collection_seconds: started.elapsed().as_secs_f64(),
             report: self.probes.report(),
             reasons: self.probes.drop_reasons(),
+            identity_sources: runtime.source.as_slice(),
         };
         let snapshot = Snapshot::build(&sample, before, elapsed, &context);
         self.previous = Some((sample, now));
@@ -155,6 +298,42 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             interfaces,
             forgotten_entries,
         })
+    }
+
+    /// Whether the kernel side counts overflows per listening socket (fentry or
+    /// kprobe), rather than per namespace only.
+    fn counts_overflows_per_socket(&self) -> bool {
+        self.probes
+            .report()
+            .signal(listen::SIGNAL)
+            .and_then(|s| s.attached)
+            .is_some_and(|v| matches!(v, Variant::Fentry | Variant::Kprobe))
+    }
+
+    /// A namespace the runtime's pods do not name may be a pod created since
+    /// its last poll: ask for an early poll, once per namespace, while the
+    /// runtime answers.
+    fn ask_runtime_about_new_namespaces(
+        &mut self,
+        namespaces: &BTreeMap<u32, Namespace>,
+        pods: &BTreeMap<u32, &PodRecord>,
+        runtime: &RuntimePods,
+    ) {
+        let Some(board) = &self.runtime else { return };
+        self.asked.retain(|inode| namespaces.contains_key(inode));
+        if !runtime.source.as_ref().is_some_and(|s| s.up) {
+            return;
+        }
+        let unnamed: Vec<u32> = namespaces
+            .values()
+            .filter(|ns| !ns.is_host && !pods.contains_key(&ns.inode))
+            .map(|ns| ns.inode)
+            .filter(|inode| !self.asked.contains(inode))
+            .collect();
+        if !unnamed.is_empty() {
+            board.poll_soon();
+            self.asked.extend(unnamed);
+        }
     }
 
     /// Host-side veth ifindex → the namespace of its peer, for peers outside the

@@ -3,16 +3,26 @@
 //!
 //! - [`collector`]: the tick — follow host-side veths (the probes attach to new
 //!   ones), discover namespaces, release the departed, read, build the Snapshot;
-//! - [`sample`]: turning the probes' readings and each namespace's procfs files
-//!   into a Sample;
-//! - [`identity`]: who owns each namespace (pod, named netns, process, node).
+//! - [`sample`]: turning the probes' readings into a Sample;
+//! - [`netfiles`]: each namespace's `/proc/net` counter files, read where
+//!   something happened (and the rest in turn);
+//! - [`identity`]: who owns each namespace (a pod the container runtime names,
+//!   a pod UID from a cgroup path, a named netns, a process, the node);
+//! - [`cri`]: the container runtime's pods, polled on a thread of its own and
+//!   read by a tick without waiting;
+//! - [`listeners`]: the listening sockets of the namespaces worth a look, with
+//!   what their applications asked `listen()` for and their overflows.
 //!
-//! All I/O goes through [`crate::sys::System`] and
-//! [`crate::probes::ProbeSource`], so a tick is unit-tested against
-//! [`crate::sys::fake::FakeSystem`] and [`crate::probes::fake::FakeProbes`].
+//! A tick's I/O goes through [`crate::sys::System`] and
+//! [`crate::probes::ProbeSource`], so it is unit-tested against
+//! [`crate::sys::fake::FakeSystem`] and [`crate::probes::fake::FakeProbes`]; the
+//! runtime's pods reach it as data on a [`cri::RuntimeBoard`].
 
 pub mod collector;
+pub mod cri;
 pub mod identity;
+pub mod listeners;
+pub mod netfiles;
 pub mod sample;
 
 pub use collector::{Collector, Tick};

@@ -6,7 +6,7 @@
 //! that cannot be read (the namespace went away mid-tick, conntrack is not
 //! loaded) leaves its part of the Sample empty; it never fails the tick.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     model::{
@@ -40,9 +40,25 @@ pub fn read_netns_files(system: &impl System, ns: &Namespace, into: &mut NetnsSa
     into.tcp_sockets = sockstat.as_deref().and_then(procfs::tcp_sockets);
 }
 
-/// One tick's Sample: the probes' `readings`, the procfs files of each of
-/// `namespaces` (with its owner), and `peers` (host-side ifindex → the namespace
-/// of the veth's other end).
+/// Drops from `readings` everything about the namespaces in `left_out` (pods
+/// annotated `nettune.io/ignore`).
+pub fn leave_out(readings: &mut ProbeReadings, left_out: &BTreeSet<u32>) {
+    if left_out.is_empty() {
+        return;
+    }
+    readings.retransmits.retain(|ns, _| !left_out.contains(ns));
+    readings.drops.retain(|k, _| !left_out.contains(&k.netns));
+    readings
+        .listeners
+        .retain(|k, _| !left_out.contains(&k.netns));
+    readings
+        .connect_eaddrnotavail
+        .retain(|ns, _| !left_out.contains(ns));
+}
+
+/// One tick's Sample: the probes' `readings`, each of `namespaces` with its
+/// owner, and `peers` (host-side ifindex → the namespace of the veth's other
+/// end). The namespaces' `/proc/net` files are [`super::netfiles`]' business.
 pub fn read(
     system: &impl System,
     namespaces: &[(&Namespace, Workload)],
@@ -64,7 +80,6 @@ pub fn read(
                 (ifindex, iface)
             })
             .collect(),
-        listeners: readings.listeners,
         conntrack_max: system
             .read_proc(CONNTRACK_MAX)
             .ok()
@@ -81,7 +96,6 @@ pub fn read(
         let entry = sample.netns.entry(ns.inode).or_default();
         entry.workload = Some(workload.clone());
         entry.process.clone_from(&ns.process);
-        read_netns_files(system, ns, entry);
     }
     for (netns, counters) in readings.retransmits {
         sample.netns.entry(netns).or_default().retransmits = counters;

@@ -60,7 +60,8 @@ fn unknown_key() {
     assert_eq!(
         err("[agent]\nintervall = 1.0\n"),
         "/etc/nettune/nettune.toml:2: agent.intervall: unknown key (expected one of: \
-         interval_seconds, listen, max_pod_series, node_name, wake_on_events)"
+         interval_seconds, listen, api_listen, min_event_interval_seconds, max_pod_series, \
+         node_name, wake_on_events)"
     );
 }
 
@@ -68,7 +69,8 @@ fn unknown_key() {
 fn unknown_table() {
     assert_eq!(
         err("[agnet]\ninterval_seconds = 1.0\n"),
-        "/etc/nettune/nettune.toml:1: agnet: unknown key (expected one of: agent, probes, tuning)"
+        "/etc/nettune/nettune.toml:1: agnet: unknown key (expected one of: agent, probes, tuning, \
+         identity)"
     );
 }
 
@@ -153,4 +155,94 @@ fn port_settings_are_checked() {
     );
     let c = Config::parse("x", "[tuning]\nreserved_ports = [\"8080\"]\n").unwrap();
     assert_eq!(c.tuning.reserved_ports, ["8080"]);
+}
+
+#[test]
+fn sysctl_names_that_escape_or_look_alike_are_refused() {
+    for (name, reason) in [
+        ("net/../kernel/core_pattern", "is not a sysctl name"),
+        ("net.core.somaxconn/../../x", "is not a sysctl name"),
+        // A Cyrillic "с" in somaxconn.
+        ("net.core.somax\u{0441}onn", "is not a sysctl name"),
+        ("kernel.core_pattern", "is outside net.*"),
+        ("net.ipv4.ip_forward", "is not a sysctl nettune manages"),
+    ] {
+        let text = format!("[tuning]\nexclude = [\"{name}\"]\n");
+        let e = err(&text);
+        assert!(
+            e.contains("tuning.exclude") && e.contains(reason),
+            "{name}: {e}"
+        );
+        let text = format!("[tuning.limits.\"{name}\"]\nceiling = 1\n");
+        let e = err(&text);
+        assert!(
+            e.contains(":1: tuning.limits") && e.contains(reason),
+            "{name}: {e}"
+        );
+    }
+}
+
+#[test]
+fn absurd_limits_are_refused_with_what_the_kernel_accepts() {
+    assert_eq!(
+        err("[tuning.limits.\"net.core.somaxconn\"]\nceiling = 9999999999\n"),
+        "/etc/nettune/nettune.toml:2: tuning.limits.\"net.core.somaxconn\".ceiling: 9999999999 \
+         is out of range: must be between 0 and 2147483647, the most the kernel accepts"
+    );
+    assert!(
+        err("[tuning.limits.\"net.ipv4.ip_local_port_range\"]\nceiling = 70000\n")
+            .contains("must be between 0 and 65535")
+    );
+    assert!(
+        err("[tuning.limits.\"net.ipv4.tcp_fin_timeout\"]\nceiling = 10\n")
+            .contains("is a setting, not room")
+    );
+}
+
+#[test]
+fn the_runtime_source_is_found_set_or_turned_off() {
+    let c = Config::parse("x", "").unwrap();
+    assert_eq!(c.identity.cri_socket, None, "found among the usual sockets");
+    assert!(!c.identity.cri_disabled());
+    let c = Config::parse(
+        "x",
+        "[identity]\ncri_socket = \"/run/k3s/containerd/containerd.sock\"\n\
+         cri_poll_seconds = 0.5\ncri_timeout_seconds = 1.5\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.identity.cri_socket.as_deref(),
+        Some(Path::new("/run/k3s/containerd/containerd.sock"))
+    );
+    assert_eq!(
+        (c.identity.cri_poll_seconds, c.identity.cri_timeout_seconds),
+        (0.5, 1.5)
+    );
+    let again = Config::parse("printed", &c.to_toml()).unwrap();
+    assert_eq!(again.identity.cri_socket, c.identity.cri_socket);
+    assert!(
+        Config::parse("x", "[identity]\ncri_socket = \"\"\n")
+            .unwrap()
+            .identity
+            .cri_disabled()
+    );
+}
+
+#[test]
+fn runtime_poll_and_timeout_are_checked() {
+    assert_eq!(
+        err("[identity]\ncri_poll_seconds = 0\n"),
+        "/etc/nettune/nettune.toml:2: identity.cri_poll_seconds: 0 is out of range: must be \
+         between 0.1 and 300 seconds"
+    );
+    assert_eq!(
+        err("[identity]\n\ncri_timeout_seconds = 120.0\n"),
+        "/etc/nettune/nettune.toml:3: identity.cri_timeout_seconds: 120 is out of range: must \
+         be between 0.05 and 60 seconds"
+    );
+    assert_eq!(
+        err("[identity]\ncri_sock = \"/x\"\n"),
+        "/etc/nettune/nettune.toml:2: identity.cri_sock: unknown key (expected one of: \
+         cri_socket, cri_poll_seconds, cri_timeout_seconds)"
+    );
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use nettune_common::{IfaceTraffic, ListenKey, ListenOverflow, RetransmitCounters};
+use nettune_common::{IfaceTraffic, RetransmitCounters};
 use serde::{Deserialize, Serialize};
 
 use super::workload::Workload;
@@ -80,6 +80,50 @@ pub struct NetnsSample {
     pub out_segs: Option<u64>,
     /// connect() failures with `EADDRNOTAVAIL`.
     pub connect_eaddrnotavail: u64,
+    /// The listen sysctls, from the last look at the namespace's listeners.
+    pub listen_sysctls: Option<ListenSysctls>,
+    /// The `/proc/net` figures of the read before the latest one, and the
+    /// seconds between the two reads (quiet namespaces are not read every tick,
+    /// see `collect::netfiles`). When set, the Snapshot's rates of those figures
+    /// come from it; otherwise from the previous Sample.
+    pub files_before: Option<(NetFiles, f64)>,
+}
+
+/// A namespace's figures from its `/proc/net` files, as one read gave them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetFiles {
+    /// `/proc/net/netstat`'s listen-queue counters.
+    pub listen: Option<ListenCounters>,
+    /// `/proc/net/stat/nf_conntrack`.
+    pub conntrack: Option<ConntrackCounters>,
+    /// `/proc/net/sockstat`'s TCP line.
+    pub tcp_sockets: Option<TcpSockets>,
+    /// `RetransSegs` of `/proc/net/snmp`.
+    pub retrans_segs: Option<u64>,
+    /// `OutSegs` of `/proc/net/snmp`.
+    pub out_segs: Option<u64>,
+}
+
+impl NetnsSample {
+    /// Its `/proc/net` figures.
+    pub fn files(&self) -> NetFiles {
+        NetFiles {
+            listen: self.listen,
+            conntrack: self.conntrack,
+            tcp_sockets: self.tcp_sockets,
+            retrans_segs: self.retrans_segs,
+            out_segs: self.out_segs,
+        }
+    }
+
+    /// Sets its `/proc/net` figures.
+    pub fn set_files(&mut self, files: NetFiles) {
+        self.listen = files.listen;
+        self.conntrack = files.conntrack;
+        self.tcp_sockets = files.tcp_sockets;
+        self.retrans_segs = files.retrans_segs;
+        self.out_segs = files.out_segs;
+    }
 }
 
 /// A watched host-side interface (a pod's veth, seen from the node).
@@ -95,6 +139,59 @@ pub struct InterfaceSample {
     pub peer_netns: Option<u32>,
 }
 
+/// The sysctls that bound a namespace's listen queues, as set there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenSysctls {
+    /// `net.core.somaxconn`: the most any `listen()` backlog is granted.
+    pub somaxconn: Option<u32>,
+    /// `net.ipv4.tcp_max_syn_backlog`: with syncookies off, SYNs from unproven
+    /// peers are dropped once a listener's SYN queue holds ¾ of it.
+    pub max_syn_backlog: Option<u32>,
+    /// `net.ipv4.tcp_syncookies`: 0 off, 1 when a SYN queue is full, 2 always.
+    pub syncookies: Option<u32>,
+}
+
+/// How a listener's overflows were counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attribution {
+    /// Per socket, in the kernel (fentry or kprobe on the accept-queue check).
+    Exact,
+    /// The namespace's `ListenOverflows` delta, split among the listeners found
+    /// at their limit when it moved (kernels without fentry and kprobes).
+    AtLimit,
+    /// None counted yet.
+    #[default]
+    None,
+}
+
+/// A listening TCP socket in one tick.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerSample {
+    /// Its namespace inode.
+    pub netns: u32,
+    /// Local address.
+    pub address: std::net::IpAddr,
+    /// Local port.
+    pub port: u16,
+    /// The socket's inode.
+    pub inode: u32,
+    /// Connections waiting to be accepted when last looked at.
+    pub queue: u32,
+    /// The accept queue's limit: `min(backlog asked for, somaxconn)` when the
+    /// application called `listen()`.
+    pub limit: u32,
+    /// The backlog the application passed to `listen()`; `None` when it listened
+    /// before nettune started.
+    pub requested: Option<u32>,
+    /// The process that called `listen()`, when seen.
+    pub process: Option<String>,
+    /// Overflows so far (cumulative), counted as `attribution` says.
+    pub overflows: u64,
+    /// How `overflows` was counted.
+    pub attribution: Attribution,
+}
+
 /// One tick's raw counters.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Sample {
@@ -102,8 +199,8 @@ pub struct Sample {
     pub netns: BTreeMap<u32, NetnsSample>,
     /// Watched host-side interfaces by host ifindex.
     pub interfaces: BTreeMap<u32, InterfaceSample>,
-    /// Accept-queue overflows per listening socket (fentry/kprobe variants).
-    pub listeners: BTreeMap<ListenKey, ListenOverflow>,
+    /// Listening sockets of the namespaces looked at (see `collect::listeners`).
+    pub listeners: Vec<ListenerSample>,
     /// `net.netfilter.nf_conntrack_max` (one limit for all namespaces).
     pub conntrack_max: Option<u64>,
     /// The programs' own errors, by kind.

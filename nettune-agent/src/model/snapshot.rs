@@ -13,9 +13,12 @@ use super::{
     counter::CounterRate,
     drop_reasons::DropReasons,
     probes::Report,
-    sample::{ConntrackCounters, InterfaceSample, LostEvents, NetnsSample, Sample},
+    sample::{
+        Attribution, ConntrackCounters, InterfaceSample, ListenSysctls, ListenerSample, LostEvents,
+        NetFiles, NetnsSample, Sample,
+    },
     tuning::{Mode, TuningState},
-    workload::{Workload, WorkloadKind},
+    workload::{IdentitySource, Workload, WorkloadKind},
 };
 
 /// Version of the JSON served at `/api/v1/snapshot`; bumped on breaking changes.
@@ -89,6 +92,8 @@ pub struct WorkloadFigures {
     pub tcp_in_use: Option<u64>,
     /// The pod's veth, as seen from the host, when nettune watches it.
     pub interface: Option<InterfaceFigures>,
+    /// The sysctls bounding its listen queues, when its listeners were looked at.
+    pub listen_sysctls: Option<ListenSysctls>,
 }
 
 impl WorkloadFigures {
@@ -112,6 +117,7 @@ impl WorkloadFigures {
             tcp_time_wait: None,
             tcp_in_use: None,
             interface: None,
+            listen_sysctls: None,
         }
     }
 
@@ -128,19 +134,31 @@ impl WorkloadFigures {
     }
 }
 
-/// A listening socket whose accept queue overflowed (fentry/kprobe variants).
+/// A listening TCP socket: what the application asked `listen()` for, the
+/// limit it got, how full its accept queue is, and its overflows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Listener {
     /// The listener's namespace inode.
     pub netns: u32,
+    /// Local address.
+    pub address: std::net::IpAddr,
     /// Local port.
     pub port: u16,
-    /// Times a connection found its accept queue full.
+    /// The socket's inode.
+    pub inode: u32,
+    /// The process that called `listen()`, when seen.
+    pub process: Option<String>,
+    /// The backlog the application asked for; `None`: it listened before
+    /// nettune started.
+    pub requested_backlog: Option<u32>,
+    /// The accept queue's limit (`min(requested, somaxconn)` at `listen()` time).
+    pub limit: u32,
+    /// Connections waiting to be accepted when last looked at.
+    pub queue: u32,
+    /// Times a connection found the accept queue full.
     pub overflows: CounterRate,
-    /// Accept-queue length at the last overflow.
-    pub backlog: u32,
-    /// The queue's limit at the last overflow.
-    pub max_backlog: u32,
+    /// How `overflows` was counted.
+    pub attribution: Attribution,
 }
 
 /// Node-wide rates, for the header of the UI and for the tuner.
@@ -191,7 +209,11 @@ pub struct Snapshot {
     pub totals: Totals,
     /// One entry per namespace, the node first, then by kind and name.
     pub workloads: Vec<WorkloadFigures>,
-    /// Listeners whose accept queue overflowed (fentry/kprobe variants).
+    /// Workloads left out of `workloads` by [`Snapshot::capped`] (the JSON API
+    /// lists at most `agent.max_pod_series` pods).
+    #[serde(default)]
+    pub workloads_folded: usize,
+    /// Listening sockets of the namespaces looked at (see `collect::listeners`).
     pub listeners: Vec<Listener>,
     /// Drops the kernel side could not attribute to a namespace, by reason.
     pub unattributed_drops: BTreeMap<String, CounterRate>,
@@ -201,6 +223,9 @@ pub struct Snapshot {
     pub probe_errors: BTreeMap<String, u64>,
     /// Urgent events lost so far.
     pub lost_events: LostEvents,
+    /// Whether the sources of pod names answer (the container runtime).
+    #[serde(default)]
+    pub identity_sources: Vec<IdentitySource>,
 }
 
 /// What the agent publishes each tick: the Snapshot and, beside it, the tuner's
@@ -213,6 +238,33 @@ pub struct Published {
     pub snapshot: Snapshot,
     /// The tuner's decisions and managed values (absent without a tuner).
     pub tuning: Option<TuningState>,
+    /// Event-triggered collections skipped because they came too close to the
+    /// previous one (`agent.min_event_interval_seconds`), so far.
+    #[serde(default)]
+    pub event_collections_suppressed: u64,
+}
+
+impl Snapshot {
+    /// This Snapshot with at most `max_pods` pods' own entries (the node always
+    /// stays; the same pods as keep their own metric series): the rest are
+    /// dropped from the list and counted in [`Self::workloads_folded`]. Totals
+    /// still count every workload.
+    #[must_use]
+    pub fn capped(mut self, max_pods: usize) -> Self {
+        let mut pods = 0;
+        let before = self.workloads.len();
+        self.workloads.retain(|w| {
+            let is_node = w.workload.kind == WorkloadKind::Node;
+            let keep = is_node || pods < max_pods;
+            pods += usize::from(keep && !is_node);
+            keep
+        });
+        self.workloads_folded += before - self.workloads.len();
+        let kept: std::collections::BTreeSet<u32> =
+            self.workloads.iter().map(|w| w.netns).collect();
+        self.listeners.retain(|l| kept.contains(&l.netns));
+        self
+    }
 }
 
 /// What the Snapshot needs besides the Samples.
@@ -231,6 +283,8 @@ pub struct Context<'a> {
     pub report: &'a Report,
     /// This kernel's drop reason names.
     pub reasons: &'a DropReasons,
+    /// Whether the sources of pod names answer.
+    pub identity_sources: &'a [IdentitySource],
 }
 
 /// Drops of a namespace: the total and by reason name.
@@ -290,10 +344,21 @@ fn workload_figures(
 ) -> WorkloadFigures {
     let (drops, drops_by_reason) = drop_figures(ns, prev, elapsed, reasons);
     let rate = |f: fn(&NetnsSample) -> u64| CounterRate::new(f(ns), prev.map(f), elapsed);
+    // The `/proc/net` figures move between two reads of the files, which need
+    // not be the last two ticks.
+    let (files_before, files_elapsed) = match &ns.files_before {
+        Some((files, seconds)) => (Some(*files), *seconds),
+        None => (prev.map(NetnsSample::files), elapsed),
+    };
+    let files = ns.files();
+    let file_rate = |f: fn(&NetFiles) -> u64| {
+        CounterRate::new(f(&files), files_before.as_ref().map(f), files_elapsed)
+    };
     let conntrack = ns.conntrack.map(|c| {
-        let p = prev.and_then(|p| p.conntrack);
-        let rate =
-            |g: fn(&ConntrackCounters) -> u64| CounterRate::new(g(&c), p.as_ref().map(g), elapsed);
+        let p = files_before.and_then(|f| f.conntrack);
+        let rate = |g: fn(&ConntrackCounters) -> u64| {
+            CounterRate::new(g(&c), p.as_ref().map(g), files_elapsed)
+        };
         ConntrackFigures {
             entries: c.entries,
             insert_failed: rate(|s| s.insert_failed),
@@ -311,17 +376,18 @@ fn workload_figures(
         retransmit_segments: rate(|s| s.retransmits.segments),
         retransmits: rate(|s| s.retransmits.retransmits),
         retransmit_failures: rate(|s| s.retransmits.failed),
-        out_segments: rate(|s| s.out_segs.unwrap_or(0)),
+        out_segments: file_rate(|s| s.out_segs.unwrap_or(0)),
         drops,
         drops_by_reason,
-        listen_overflows: rate(|s| s.listen.map_or(0, |l| l.overflows)),
-        listen_drops: rate(|s| s.listen.map_or(0, |l| l.drops)),
-        syn_queue_full_drops: rate(|s| s.listen.map_or(0, |l| l.syn_queue_full)),
+        listen_overflows: file_rate(|s| s.listen.map_or(0, |l| l.overflows)),
+        listen_drops: file_rate(|s| s.listen.map_or(0, |l| l.drops)),
+        syn_queue_full_drops: file_rate(|s| s.listen.map_or(0, |l| l.syn_queue_full)),
         connect_eaddrnotavail: rate(|s| s.connect_eaddrnotavail),
         conntrack,
         tcp_time_wait: ns.tcp_sockets.map(|t| t.time_wait),
         tcp_in_use: ns.tcp_sockets.map(|t| t.in_use),
         interface,
+        listen_sysctls: ns.listen_sysctls,
     }
 }
 
@@ -359,16 +425,23 @@ impl Snapshot {
         let listeners = now
             .listeners
             .iter()
-            .map(|(k, v)| Listener {
-                netns: k.netns,
-                port: k.port,
-                overflows: CounterRate::new(
-                    v.overflows,
-                    before.and_then(|b| b.listeners.get(k)).map(|p| p.overflows),
-                    elapsed,
-                ),
-                backlog: v.backlog,
-                max_backlog: v.max_backlog,
+            .map(|l| {
+                let same = |p: &&ListenerSample| p.netns == l.netns && p.inode == l.inode;
+                let before = before
+                    .and_then(|b| b.listeners.iter().find(same))
+                    .map(|p| p.overflows);
+                Listener {
+                    netns: l.netns,
+                    address: l.address,
+                    port: l.port,
+                    inode: l.inode,
+                    process: l.process.clone(),
+                    requested_backlog: l.requested,
+                    limit: l.limit,
+                    queue: l.queue,
+                    overflows: CounterRate::new(l.overflows, before, elapsed),
+                    attribution: l.attribution,
+                }
             })
             .collect();
         Self {
@@ -386,11 +459,13 @@ impl Snapshot {
             conntrack_max: now.conntrack_max,
             totals: totals(&workloads, &unattributed),
             workloads,
+            workloads_folded: 0,
             listeners,
             unattributed_drops: unattributed,
             probes: ctx.report.clone(),
             probe_errors: now.probe_errors.clone(),
             lost_events: now.lost_events,
+            identity_sources: ctx.identity_sources.to_vec(),
         }
     }
 
@@ -443,11 +518,13 @@ pub(crate) fn for_tests(workloads: Vec<WorkloadFigures>) -> Snapshot {
         conntrack_max: None,
         totals: Totals::default(),
         workloads,
+        workloads_folded: 0,
         listeners: Vec::new(),
         unattributed_drops: BTreeMap::new(),
         probes: Report::default(),
         probe_errors: BTreeMap::new(),
         lost_events: LostEvents::default(),
+        identity_sources: Vec::new(),
     }
 }
 

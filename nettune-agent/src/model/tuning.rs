@@ -92,6 +92,9 @@ pub enum Outcome {
     StoodDown,
     /// Reading or writing failed.
     Failed,
+    /// Raising it cannot help (the evidence points elsewhere, or an earlier
+    /// raise had no effect); the reason says what would.
+    Futile,
 }
 
 impl Outcome {
@@ -103,6 +106,7 @@ impl Outcome {
             Self::Refused => "refused",
             Self::StoodDown => "stood_down",
             Self::Failed => "failed",
+            Self::Futile => "futile",
         }
     }
 }
@@ -198,7 +202,89 @@ pub struct DecisionCount {
     pub count: u64,
 }
 
-/// What the tuner shows: recent decisions, managed values, decision counts.
+/// What became of an applied change, judged from the evidence that triggered it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Within its window: not judged yet.
+    Watching,
+    /// It cannot act yet (a listener keeps its old limit until it listens again).
+    NoEffectYet,
+    /// The evidence fell by 90 % or more (and the table is under its threshold).
+    Effective,
+    /// The evidence went on: the change is not repeated.
+    Ineffective,
+}
+
+impl Verdict {
+    /// Label value in `nettune_tuning_effect_total{verdict}`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Watching => "watching",
+            Self::NoEffectYet => "no_effect_yet",
+            Self::Effective => "effective",
+            Self::Ineffective => "ineffective",
+        }
+    }
+
+    /// Whether the change is judged for good.
+    pub const fn is_final(self) -> bool {
+        matches!(self, Self::Effective | Self::Ineffective)
+    }
+}
+
+/// An applied change and its verdict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Effect {
+    /// The rule that made it.
+    pub rule: String,
+    /// The sysctl's dotted name.
+    pub sysctl: String,
+    /// Where.
+    pub target: Target,
+    /// Who it was for.
+    pub workload: String,
+    /// The value before.
+    pub from: String,
+    /// The value written.
+    pub to: String,
+    /// When it was written, in Unix seconds.
+    pub applied_at_unix: u64,
+    /// The verdict so far.
+    pub verdict: Verdict,
+    /// Why: the evidence before and after, or what it waits for.
+    pub detail: String,
+}
+
+impl fmt::Display for Effect {
+    /// `sysctl old → new on target: verdict — detail`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} → {} on {}: {} — {}",
+            self.sysctl,
+            self.from.replace('\t', " "),
+            self.to.replace('\t', " "),
+            self.target,
+            self.verdict.label(),
+            self.detail
+        )
+    }
+}
+
+/// How many changes reached one verdict so far.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectCount {
+    /// The sysctl's dotted name.
+    pub sysctl: String,
+    /// A [`Verdict`] label.
+    pub verdict: String,
+    /// Changes so far.
+    pub count: u64,
+}
+
+/// What the tuner shows: recent decisions, managed values, decision counts, and
+/// the verdicts on its changes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TuningState {
     /// The last decisions, oldest first.
@@ -207,4 +293,10 @@ pub struct TuningState {
     pub managed: Vec<Managed>,
     /// Decision counts by (sysctl, action, result).
     pub counts: Vec<DecisionCount>,
+    /// The last applied changes and their verdicts, oldest first.
+    #[serde(default)]
+    pub effects: Vec<Effect>,
+    /// Verdicts reached, by (sysctl, verdict).
+    #[serde(default)]
+    pub effect_counts: Vec<EffectCount>,
 }

@@ -24,11 +24,20 @@ pub enum WorkloadKind {
 pub struct Workload {
     /// What kind of owner this is.
     pub kind: WorkloadKind,
-    /// Kubernetes namespace, when known; empty otherwise.
+    /// Kubernetes namespace, when known (from the container runtime); empty
+    /// otherwise.
     pub namespace: String,
-    /// Pod name (or UID when only the cgroup path names it); `node` for the host;
-    /// `netns:<name>`, `<comm>:<inode>` or `netns:<inode>` for the others.
+    /// Pod name (from the container runtime), or the pod UID when only the cgroup
+    /// path names it; `node` for the host; `netns:<name>`, `<comm>:<inode>` or
+    /// `netns:<inode>` for the others.
     pub pod: String,
+    /// The pod's UID, when known (in the JSON API, not a metric label).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    /// The pod asks for its own namespace to be tuned (annotation
+    /// `nettune.io/tune-netns: "true"`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tune_netns: bool,
 }
 
 impl Workload {
@@ -38,6 +47,21 @@ impl Workload {
             kind,
             namespace: String::new(),
             pod: pod.into(),
+            uid: String::new(),
+            tune_netns: false,
+        }
+    }
+
+    /// A Kubernetes pod the container runtime named.
+    pub fn pod(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        uid: impl Into<String>,
+    ) -> Self {
+        Self {
+            namespace: namespace.into(),
+            uid: uid.into(),
+            ..Self::new(WorkloadKind::Pod, name)
         }
     }
 
@@ -59,4 +83,24 @@ impl Workload {
             format!("{}/{}", self.namespace, self.pod)
         }
     }
+
+    /// Whether `name` (from `tuning.pod_netns`) names this workload: its `pod`
+    /// label, `namespace/pod`, or its UID.
+    pub fn is_named(&self, name: &str) -> bool {
+        name == self.pod
+            || name == self.display_name()
+            || (!self.uid.is_empty() && name == self.uid)
+    }
+}
+
+/// Whether one source of workload names answers, for the
+/// `nettune_identity_source` gauge and the JSON API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentitySource {
+    /// The source, e.g. `cri` (the container runtime).
+    pub source: String,
+    /// Whether its last attempt succeeded.
+    pub up: bool,
+    /// Where it is reached (e.g. the runtime's socket) or why it is not.
+    pub detail: String,
 }

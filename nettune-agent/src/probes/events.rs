@@ -17,7 +17,7 @@ use crate::model::sample::LostEvents;
 
 /// The ring buffer, taken out of the object so it can be read with `&mut`.
 pub(super) struct EventReader {
-    ring: RingBuf<MapData>,
+    pub(super) ring: RingBuf<MapData>,
 }
 
 impl EventReader {
@@ -30,29 +30,27 @@ impl EventReader {
     }
 }
 
-impl Probes {
+/// An event from a ring-buffer record; `None` when the record is too short.
+pub fn decode(record: &[u8]) -> Option<Event> {
+    (record.len() >= size_of::<Event>())
+        // SAFETY: `Event` is repr(C) and made of plain integers, so any bytes are a
+        // valid value, and the record holds at least that many; read_unaligned
+        // copes with the ring's 8-byte alignment.
+        .then(|| unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<Event>()) })
+}
+
+impl EventReader {
     /// Takes every event waiting in the ring buffer.
-    pub fn drain_events(&mut self) -> Vec<Event> {
+    pub(super) fn drain(&mut self) -> Vec<Event> {
         let mut out = Vec::new();
-        let Some(reader) = self.events.as_mut() else {
-            return out;
-        };
-        while let Some(item) = reader.ring.next() {
-            if item.len() >= size_of::<Event>() {
-                // SAFETY: the kernel side writes whole `Event`s (repr(C), plain
-                // integers); read_unaligned copes with the ring's 8-byte alignment.
-                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
-            }
+        while let Some(item) = self.ring.next() {
+            out.extend(decode(&item));
         }
         out
     }
+}
 
-    /// The ring buffer's fd, to wait for events with epoll/tokio.
-    pub fn events_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        use std::os::fd::AsFd as _;
-        self.events.as_ref().map(|r| r.ring.as_fd())
-    }
-
+impl Probes {
     /// Events the kernel side could not send.
     pub(super) fn lost_events(&self) -> Result<LostEvents, LoadError> {
         let slots = maps::per_cpu_array_sums(&self.ebpf, EVENTS_LOST_MAP)?;

@@ -60,6 +60,14 @@ impl ProbeSource for FakeProbes {
         Ok(before - self.readings.retransmits.len() - self.readings.drops.len())
     }
 
+    fn forget_listen_calls(
+        &mut self,
+        calls: &[nettune_common::ListenCall],
+    ) -> Result<(), LoadError> {
+        self.readings.listen_calls.retain(|c, _| !calls.contains(c));
+        Ok(())
+    }
+
     fn watch_interfaces(&mut self, veths: &[&Link]) -> InterfaceChanges {
         let mut changes = InterfaceChanges::default();
         let present: std::collections::BTreeMap<u32, String> =

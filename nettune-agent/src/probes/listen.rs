@@ -11,19 +11,37 @@ use aya::{
     Ebpf,
     programs::{FEntry, KProbe},
 };
-use nettune_common::{ListenKey, ListenOverflow, listen::LISTEN_OVERFLOWS_MAP};
+use nettune_common::{
+    ListenCall, ListenKey, ListenOverflow, ListenRequest,
+    listen::{LISTEN_CALLS_MAP, LISTEN_OVERFLOWS_MAP},
+};
 
 use crate::model::probes::{SignalStatus, Variant};
 
 use super::{
     LoadError, Probes,
-    chain::{AttachContext, Attempt, attach_chain, error_chain, program},
+    chain::{AttachContext, Attempt, attach_chain, attach_tracepoint, error_chain, program},
     maps,
     offsets::OffsetGroup,
 };
 
 /// Signal name in reports and metrics.
 pub const SIGNAL: &str = "listen_overflow";
+/// The signal of the backlogs applications ask `listen()` for.
+pub const BACKLOG_SIGNAL: &str = "listen_backlog";
+
+/// `syscalls/sys_enter_listen`: syscall tracepoints have no BTF variant.
+const BACKLOG_CHAIN: [(Variant, Attempt); 1] = [(Variant::Tracepoint, |ebpf, context| {
+    // Without the task offsets (no BTF) the agent finds the namespace in /proc.
+    context.offsets.require(&[OffsetGroup::TpListen])?;
+    attach_tracepoint(
+        ebpf,
+        context,
+        "sys_enter_listen",
+        "syscalls",
+        "sys_enter_listen",
+    )
+})];
 
 const FENTRY_PROGRAMS: [Target; 3] = [
     ("tcp_conn_request_fentry", "tcp_conn_request", true),
@@ -44,6 +62,10 @@ const CHAIN: [(Variant, Attempt); 3] = [
 
 pub(super) fn attach(ebpf: &mut Ebpf, context: &AttachContext) -> SignalStatus {
     attach_chain(ebpf, context, SIGNAL, &CHAIN)
+}
+
+pub(super) fn attach_backlogs(ebpf: &mut Ebpf, context: &AttachContext) -> SignalStatus {
+    attach_chain(ebpf, context, BACKLOG_SIGNAL, &BACKLOG_CHAIN)
 }
 
 /// A program attached to a kernel function: (program, function, required). The
@@ -152,5 +174,10 @@ impl Probes {
                 max_backlog: a.max_backlog.max(b.max_backlog),
             }
         })
+    }
+
+    /// What each recent `listen()` call asked for, by (process, descriptor).
+    pub(super) fn listen_calls(&self) -> Result<BTreeMap<ListenCall, ListenRequest>, LoadError> {
+        maps::hash_entries(&self.ebpf, LISTEN_CALLS_MAP)
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use aya::{
     Ebpf, Pod,
-    maps::{Map, MapData, MapError, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap},
 };
 
 use super::LoadError;
@@ -58,6 +58,17 @@ where
     Ok(out)
 }
 
+/// Every entry of a plain hash (or LRU hash). Entries evicted mid-iteration are
+/// skipped.
+pub(crate) fn hash_entries<K: Pod + Ord, V: Pod>(
+    ebpf: &Ebpf,
+    name: &'static str,
+) -> Result<BTreeMap<K, V>, LoadError> {
+    let hash: HashMap<&MapData, K, V> =
+        HashMap::try_from(map(ebpf, name)?).map_err(map_error(name))?;
+    Ok(hash.iter().filter_map(Result::ok).collect())
+}
+
 /// Per-CPU `u64` hash summed over CPUs.
 pub(crate) fn per_cpu_counts<K: Pod + Ord>(
     ebpf: &Ebpf,
@@ -96,4 +107,18 @@ pub(crate) fn remove_keys<K: Pod, V: Pod>(
         let _ = hash.remove(key);
     }
     Ok(doomed.len())
+}
+
+/// Removes `keys` from a plain hash (or LRU hash) map; keys already gone are fine.
+pub(crate) fn remove_entries<K: Pod, V: Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    keys: &[K],
+) -> Result<(), LoadError> {
+    let map = ebpf.map_mut(name).ok_or_else(|| missing(name))?;
+    let mut hash: HashMap<&mut MapData, K, V> = HashMap::try_from(map).map_err(map_error(name))?;
+    for key in keys {
+        let _ = hash.remove(key);
+    }
+    Ok(())
 }

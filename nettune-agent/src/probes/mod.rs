@@ -31,7 +31,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aya::{Ebpf, EbpfLoader};
 use nettune_common::{
-    DropKey, IfaceTraffic, ListenKey, ListenOverflow, ProbeError, RetransmitCounters,
+    DropKey, IfaceTraffic, ListenCall, ListenKey, ListenOverflow, ListenRequest, ProbeError,
+    RetransmitCounters,
 };
 
 use chain::AttachContext;
@@ -78,6 +79,8 @@ pub struct ProbeReadings {
     pub drops: BTreeMap<DropKey, u64>,
     /// Overflows per listening socket (fentry/kprobe variants only).
     pub listeners: BTreeMap<ListenKey, ListenOverflow>,
+    /// What recent `listen()` calls asked for, by (process, descriptor).
+    pub listen_calls: BTreeMap<ListenCall, ListenRequest>,
     /// connect() calls that failed with `EADDRNOTAVAIL`, per netns inode.
     pub connect_eaddrnotavail: BTreeMap<u32, u64>,
     /// Traffic per watched host-side interface: ifindex → (name, counters).
@@ -86,6 +89,18 @@ pub struct ProbeReadings {
     pub probe_errors: Vec<(ProbeError, u64)>,
     /// Urgent events the kernel side could not send.
     pub lost_events: LostEvents,
+}
+
+impl ProbeReadings {
+    /// Every namespace the maps counted something in.
+    pub fn namespaces_seen(&self) -> impl Iterator<Item = u32> + '_ {
+        self.retransmits
+            .keys()
+            .copied()
+            .chain(self.drops.keys().map(|k| k.netns))
+            .chain(self.connect_eaddrnotavail.keys().copied())
+            .chain(self.listen_calls.values().map(|r| r.netns))
+    }
 }
 
 /// What collection needs from the probes: the real [`Probes`], or a fake.
@@ -105,9 +120,26 @@ pub trait ProbeSource {
     /// could attribute) is kept.
     fn forget_namespaces(&mut self, alive: &BTreeSet<u32>) -> Result<usize, LoadError>;
 
+    /// Forgets `listen()` calls already resolved (or no longer resolvable), so
+    /// the next read returns only new ones.
+    fn forget_listen_calls(&mut self, calls: &[ListenCall]) -> Result<(), LoadError>;
+
     /// Attaches the tc programs to host-side veths in `veths` not yet watched, and
     /// forgets watched ones that are no longer there.
     fn watch_interfaces(&mut self, veths: &[&Link]) -> InterfaceChanges;
+
+    /// The urgent-event ring buffer's fd, to wait on (none by default).
+    fn events_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
+
+    /// Takes every urgent event waiting (none by default).
+    fn drain_events(&mut self) -> Vec<nettune_common::Event> {
+        Vec::new()
+    }
+
+    /// Forwards the programs' pending diagnostics to this process's log.
+    fn flush_kernel_log(&mut self) {}
 }
 
 /// The loaded object with every signal's chosen variant attached. Dropping it
@@ -191,6 +223,7 @@ impl Probes {
             retransmit::attach(&mut ebpf, &context),
             drops::attach(&mut ebpf, &context),
             listen::attach(&mut ebpf, &context),
+            listen::attach_backlogs(&mut ebpf, &context),
             connect::attach(&mut ebpf, &context),
             traffic::attach(&mut ebpf, &context),
             drops::conntrack_status(),
@@ -209,22 +242,21 @@ impl Probes {
                 None
             }
         };
+        let AttachContext {
+            aya_btf, offsets, ..
+        } = context;
+        // aya's parse of the kernel's BTF is not needed any more.
+        drop(aya_btf);
+        let drop_reasons = offsets.drop_reasons;
+        crate::sys::release_free_memory();
         Ok(Self {
             ebpf,
             report: Report { signals, warnings },
-            drop_reasons: context.offsets.drop_reasons,
+            drop_reasons,
             events,
             traffic: traffic::Watcher::default(),
             kernel_log,
         })
-    }
-
-    /// Forwards the programs' pending diagnostics (rare, rate-limited in the
-    /// kernel) to this process's log.
-    pub fn flush_kernel_log(&mut self) {
-        if let Some(logger) = self.kernel_log.as_mut() {
-            logger.flush();
-        }
     }
 
     /// Sum over CPUs of the programs' own error counters, by error kind.
@@ -251,6 +283,7 @@ impl ProbeSource for Probes {
             retransmits: self.retransmits()?,
             drops: self.drops()?,
             listeners: self.listen_overflows()?,
+            listen_calls: self.listen_calls()?,
             connect_eaddrnotavail: self.connect_eaddrnotavail()?,
             interfaces: self.interface_traffic()?,
             probe_errors: self.probe_errors()?,
@@ -278,8 +311,34 @@ impl ProbeSource for Probes {
         )?)
     }
 
+    fn forget_listen_calls(&mut self, calls: &[ListenCall]) -> Result<(), LoadError> {
+        maps::remove_entries::<ListenCall, ListenRequest>(
+            &mut self.ebpf,
+            nettune_common::listen::LISTEN_CALLS_MAP,
+            calls,
+        )
+    }
+
     fn watch_interfaces(&mut self, veths: &[&Link]) -> InterfaceChanges {
         self.refresh_interfaces(veths)
+    }
+
+    fn events_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd as _;
+        self.events.as_ref().map(|r| r.ring.as_fd())
+    }
+
+    fn drain_events(&mut self) -> Vec<nettune_common::Event> {
+        self.events
+            .as_mut()
+            .map(events::EventReader::drain)
+            .unwrap_or_default()
+    }
+
+    fn flush_kernel_log(&mut self) {
+        if let Some(logger) = self.kernel_log.as_mut() {
+            logger.flush();
+        }
     }
 }
 

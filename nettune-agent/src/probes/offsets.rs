@@ -38,6 +38,8 @@ pub enum OffsetGroup {
     TpKfreeSkb,
     /// `syscalls/sys_exit_connect` record layout.
     TpConnect,
+    /// `syscalls/sys_enter_listen` record layout.
+    TpListen,
     /// BTF tracepoint argument counts.
     TpBtfArgs,
 }
@@ -106,10 +108,11 @@ const BTF_GROUPS: [(OffsetGroup, Resolver<Btf, BtfError>); 6] = [
     (OffsetGroup::TpBtfArgs, tp_btf_args),
 ];
 
-const TRACEFS_GROUPS: [(OffsetGroup, Resolver<Tracefs, TracefsError>); 3] = [
+const TRACEFS_GROUPS: [(OffsetGroup, Resolver<Tracefs, TracefsError>); 4] = [
     (OffsetGroup::TpRetransmit, tp_retransmit),
     (OffsetGroup::TpKfreeSkb, tp_kfree_skb),
     (OffsetGroup::TpConnect, tp_connect),
+    (OffsetGroup::TpListen, tp_listen),
 ];
 
 /// The values of `SKB_NOT_DROPPED_YET` and `SKB_CONSUMED` (both "not a drop"), or
@@ -212,6 +215,12 @@ fn tp_kfree_skb(t: &Tracefs, o: &mut KernelOffsets) -> Result<(), TracefsError> 
 
 fn tp_connect(t: &Tracefs, o: &mut KernelOffsets) -> Result<(), TracefsError> {
     o.tp_connect_ret = field(t, "syscalls", "sys_exit_connect", "ret")?;
+    Ok(())
+}
+
+fn tp_listen(t: &Tracefs, o: &mut KernelOffsets) -> Result<(), TracefsError> {
+    o.tp_listen_fd = field(t, "syscalls", "sys_enter_listen", "fd")?;
+    o.tp_listen_backlog = field(t, "syscalls", "sys_enter_listen", "backlog")?;
     Ok(())
 }
 

@@ -100,6 +100,22 @@ fn attach_one(
                 return Err(format!("adding clsact: {text}"));
             }
         }
+        // Unlike TCX links, clsact filters outlive the process that attached them:
+        // an agent killed with SIGKILL leaves its filters behind. Replace ours
+        // rather than pile a second copy on top (NotFound: there were none).
+        for (name, hook) in [
+            (INGRESS, TcAttachType::Ingress),
+            (EGRESS, TcAttachType::Egress),
+        ] {
+            match tc::qdisc_detach_program(iface, hook.into(), name) {
+                Ok(()) => log::info!("replaced a stale {name} filter on ifindex {ifindex}"),
+                Err(tc::TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!(
+                    "removing a stale {name} filter from ifindex {ifindex}: {}",
+                    error_chain(&e)
+                ),
+            }
+        }
     }
     let mut links = Vec::with_capacity(2);
     for (name, hook) in [

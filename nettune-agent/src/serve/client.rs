@@ -121,3 +121,35 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Bytes, Htt
         Err(reason) => Err(HttpError::Transfer { url, reason }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use super::*;
+
+    #[test]
+    fn a_body_larger_than_the_cap_is_refused_not_read_to_the_end() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // A hostile or broken agent: an endless body.
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            // Answer only once the request is in: a reply before it makes hyper
+            // cancel the exchange, which is not what is tested here.
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read_exact(&mut byte).is_ok() {
+                request.push(byte[0]);
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+            );
+            let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+            while stream.write_all(chunk.as_bytes()).is_ok() {}
+        });
+        let err = get_raw_blocking(addr, "/api/v1/snapshot", Duration::from_secs(10), 1 << 20)
+            .unwrap_err();
+        assert!(err.contains("reading the body"), "{err}");
+    }
+}

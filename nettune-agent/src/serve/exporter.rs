@@ -19,7 +19,7 @@
 //! series the others have.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex},
 };
 
@@ -31,7 +31,7 @@ use prometheus::{
 };
 
 use crate::model::{
-    snapshot::{InterfaceFigures, Published, Snapshot, WorkloadFigures},
+    snapshot::{InterfaceFigures, Listener, Published, Snapshot, WorkloadFigures},
     tuning::{Mode, Target, TuningState},
     workload::WorkloadKind,
 };
@@ -48,6 +48,14 @@ pub struct MetricDef {
     /// What it means.
     pub help: &'static str,
 }
+
+/// Labels of the per-listener series. Sockets sharing all of them (a
+/// `SO_REUSEPORT` group) are summed into one series.
+const LISTENER_LABELS: [&str; 5] = ["namespace", "pod", "address", "port", "process"];
+
+/// Listener series a workload keeps (its busiest sockets'); the rest are summed
+/// under `port="_other"`.
+pub const LISTENERS_PER_WORKLOAD: usize = 16;
 
 /// Every metric nettune exports. The README's metric table is this list (a test
 /// keeps the two in step).
@@ -77,6 +85,12 @@ pub const METRICS: &[MetricDef] = &[
         help: "Urgent events not delivered: ring buffer full, or rate-limited in the kernel.",
     },
     MetricDef {
+        name: "nettune_event_collections_suppressed_total",
+        kind: MetricType::COUNTER,
+        labels: &[],
+        help: "Urgent-event wake-ups that did not collect: too close to the previous collection (agent.min_event_interval_seconds).",
+    },
+    MetricDef {
         name: "nettune_collection_duration_seconds",
         kind: MetricType::GAUGE,
         labels: &[],
@@ -93,6 +107,12 @@ pub const METRICS: &[MetricDef] = &[
         kind: MetricType::GAUGE,
         labels: &[],
         help: "Workloads beyond agent.max_pod_series, summed under pod=\"_other\".",
+    },
+    MetricDef {
+        name: "nettune_identity_source",
+        kind: MetricType::GAUGE,
+        labels: &["source"],
+        help: "1 while a source of pod names answers (cri: the container runtime), 0 while it does not.",
     },
     MetricDef {
         name: "nettune_conntrack_limit",
@@ -221,10 +241,28 @@ pub const METRICS: &[MetricDef] = &[
         help: "Packets dropped by tc on the pod's host-side interface.",
     },
     MetricDef {
+        name: "nettune_listen_backlog_requested",
+        kind: MetricType::GAUGE,
+        labels: &LISTENER_LABELS,
+        help: "The backlog the application passed to listen() (absent when it listened before nettune started).",
+    },
+    MetricDef {
+        name: "nettune_listen_backlog_limit",
+        kind: MetricType::GAUGE,
+        labels: &LISTENER_LABELS,
+        help: "The accept queue's limit: min(listen() backlog, somaxconn when it listened).",
+    },
+    MetricDef {
+        name: "nettune_listen_queue_length",
+        kind: MetricType::GAUGE,
+        labels: &LISTENER_LABELS,
+        help: "Connections waiting to be accepted, when the listener was last looked at.",
+    },
+    MetricDef {
         name: "nettune_listen_socket_overflows_total",
         kind: MetricType::COUNTER,
-        labels: &["namespace", "pod", "port"],
-        help: "Accept-queue overflows per listening socket (fentry/kprobe variants only).",
+        labels: &LISTENER_LABELS,
+        help: "Accept-queue overflows per listening socket (exact under fentry/kprobe, else the namespace's count split among listeners at their limit).",
     },
     MetricDef {
         name: "nettune_tuning_mode",
@@ -236,7 +274,13 @@ pub const METRICS: &[MetricDef] = &[
         name: "nettune_tuning_decisions_total",
         kind: MetricType::COUNTER,
         labels: &["sysctl", "action", "result"],
-        help: "Tuning decisions by outcome: applied, advised, refused (a guardrail), stood_down, failed.",
+        help: "Tuning decisions by outcome: applied, advised, refused (a guardrail), futile (raising would not help), stood_down, failed.",
+    },
+    MetricDef {
+        name: "nettune_tuning_effect_total",
+        kind: MetricType::COUNTER,
+        labels: &["sysctl", "verdict"],
+        help: "Applied changes by verdict on their evidence: no_effect_yet, effective, ineffective.",
     },
     MetricDef {
         name: "nettune_sysctl_value",
@@ -463,14 +507,17 @@ fn workload_metrics(f: &mut Families, w: &WorkloadFigures) {
 }
 
 /// The workloads' series: the node and the first `cap` pods by name keep their
-/// own, the rest are summed under `pod="_other"`.
-fn workloads_metrics(f: &mut Families, snapshot: &Snapshot, cap: usize) {
+/// own, the rest are summed under `pod="_other"`. Returns the namespaces that
+/// kept their own series.
+fn workloads_metrics(f: &mut Families, snapshot: &Snapshot, cap: usize) -> BTreeSet<u32> {
     let mut folded = Folded::default();
+    let mut kept = BTreeSet::new();
     let mut pods = 0;
     for w in &snapshot.workloads {
         let is_node = w.workload.kind == WorkloadKind::Node;
         if is_node || pods < cap {
             pods += usize::from(!is_node);
+            kept.insert(w.netns);
             workload_metrics(f, w);
         } else {
             folded.add(w);
@@ -478,6 +525,94 @@ fn workloads_metrics(f: &mut Families, snapshot: &Snapshot, cap: usize) {
     }
     folded.emit(f);
     f.add("nettune_workloads_folded", &[], folded.workloads as f64);
+    kept
+}
+
+/// One listener series: sums over the sockets that share its labels.
+#[derive(Default)]
+struct ListenerSums {
+    requested: Option<u32>,
+    limit: f64,
+    queue: f64,
+    overflows: f64,
+}
+
+/// Per-listener series. Listeners of workloads not in `kept` are summed under
+/// `pod="_other"`, and a workload's listeners beyond its busiest
+/// [`LISTENERS_PER_WORKLOAD`] under `port="_other"`.
+fn listener_metrics(f: &mut Families, snapshot: &Snapshot, kept: &BTreeSet<u32>) {
+    let mut by_workload: BTreeMap<u32, Vec<&Listener>> = BTreeMap::new();
+    for l in &snapshot.listeners {
+        by_workload.entry(l.netns).or_default().push(l);
+    }
+    let mut series: BTreeMap<[String; 5], ListenerSums> = BTreeMap::new();
+    for (netns, mut listeners) in by_workload {
+        let owner = snapshot
+            .workload(netns)
+            .filter(|_| kept.contains(&netns))
+            .map(|w| (w.workload.namespace.clone(), w.workload.pod.clone()));
+        listeners.sort_by(|a, b| {
+            b.overflows
+                .total
+                .cmp(&a.overflows.total)
+                .then(b.queue.cmp(&a.queue))
+                .then(a.port.cmp(&b.port))
+        });
+        let mut own: BTreeSet<[String; 5]> = BTreeSet::new();
+        for l in listeners {
+            let key = match &owner {
+                Some((ns, pod)) => {
+                    let key = [
+                        ns.clone(),
+                        pod.clone(),
+                        l.address.to_string(),
+                        l.port.to_string(),
+                        l.process.clone().unwrap_or_default(),
+                    ];
+                    if own.contains(&key) || own.len() < LISTENERS_PER_WORKLOAD {
+                        own.insert(key.clone());
+                        key
+                    } else {
+                        [
+                            ns.clone(),
+                            pod.clone(),
+                            String::new(),
+                            OTHER.into(),
+                            String::new(),
+                        ]
+                    }
+                }
+                None => [
+                    String::new(),
+                    OTHER.into(),
+                    String::new(),
+                    OTHER.into(),
+                    String::new(),
+                ],
+            };
+            let folded = key[3] == OTHER;
+            let sums = series.entry(key).or_default();
+            sums.limit += f64::from(l.limit);
+            sums.queue += f64::from(l.queue);
+            sums.overflows += l.overflows.total as f64;
+            if !folded {
+                sums.requested = sums.requested.max(l.requested_backlog);
+            }
+        }
+    }
+    for (labels, sums) in &series {
+        let labels = labels.each_ref().map(String::as_str);
+        if let Some(r) = sums.requested {
+            f.add("nettune_listen_backlog_requested", &labels, f64::from(r));
+        }
+        f.add("nettune_listen_backlog_limit", &labels, sums.limit);
+        f.add("nettune_listen_queue_length", &labels, sums.queue);
+        f.add(
+            "nettune_listen_socket_overflows_total",
+            &labels,
+            sums.overflows,
+        );
+    }
 }
 
 fn tuning_metrics(f: &mut Families, mode: Mode, tuning: &TuningState) {
@@ -492,6 +627,13 @@ fn tuning_metrics(f: &mut Families, mode: Mode, tuning: &TuningState) {
         f.add(
             "nettune_tuning_decisions_total",
             &[&c.sysctl, &c.action, &c.result],
+            c.count as f64,
+        );
+    }
+    for c in &tuning.effect_counts {
+        f.add(
+            "nettune_tuning_effect_total",
+            &[&c.sysctl, &c.verdict],
             c.count as f64,
         );
     }
@@ -558,6 +700,13 @@ fn families(published: &Published, max_pod_series: usize) -> Vec<MetricFamily> {
         snapshot.collection_seconds,
     );
     f.add("nettune_workloads", &[], snapshot.workloads.len() as f64);
+    for source in &snapshot.identity_sources {
+        f.add(
+            "nettune_identity_source",
+            &[&source.source],
+            if source.up { 1.0 } else { 0.0 },
+        );
+    }
     if let Some(max) = snapshot.conntrack_max {
         f.add("nettune_conntrack_limit", &[], max as f64);
     }
@@ -568,17 +717,13 @@ fn families(published: &Published, max_pod_series: usize) -> Vec<MetricFamily> {
             fig.total as f64,
         );
     }
-    workloads_metrics(&mut f, snapshot, max_pod_series);
-    for l in &snapshot.listeners {
-        let (ns, pod) = snapshot.workload(l.netns).map_or(("", "unknown"), |w| {
-            (w.workload.namespace.as_str(), w.workload.pod.as_str())
-        });
-        f.add(
-            "nettune_listen_socket_overflows_total",
-            &[ns, pod, &l.port.to_string()],
-            l.overflows.total as f64,
-        );
-    }
+    let kept = workloads_metrics(&mut f, snapshot, max_pod_series);
+    listener_metrics(&mut f, snapshot, &kept);
+    f.add(
+        "nettune_event_collections_suppressed_total",
+        &[],
+        published.event_collections_suppressed as f64,
+    );
     if let Some(tuning) = &published.tuning {
         tuning_metrics(&mut f, snapshot.mode, tuning);
     }

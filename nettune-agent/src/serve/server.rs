@@ -2,9 +2,18 @@
 //! (the latest Snapshot and tuner state as versioned JSON), `/healthz` (the
 //! collection loop is alive) and `/readyz` (a first Snapshot has been published).
 //!
-//! Each published Snapshot is rendered once, into [`Bytes`] for `/metrics` and
-//! for the JSON API, which every request then shares: serving never renders,
-//! serializes or clones a Snapshot.
+//! Each published Snapshot is rendered at most once per endpoint, into [`Bytes`]
+//! that every later request shares, and only when first asked for: ticks come
+//! every second, scrapes every 15 or 30 s, so rendering every tick cost more
+//! than all the scrapes (the profile at 200 namespaces). A request never waits
+//! for a collection, and a render runs off the async workers.
+//!
+//! The agent runs on every node, on the host network: [`serve`] bounds what a
+//! client can hold — at most [`MAX_CONNECTIONS`] connections (more are closed at
+//! once), [`HEADER_TIMEOUT`] to send a request, [`CONNECTION_TIMEOUT`] for the
+//! whole exchange, one request per connection — and [`Endpoints::Metrics`]
+//! keeps the JSON API (pod names, processes, ports, tuning decisions) off the
+//! public address.
 
 use std::{
     sync::{Arc, Mutex, RwLock},
@@ -19,15 +28,19 @@ use axum::{
     routing::get,
 };
 use bytes::Bytes;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
 
 use super::exporter::Exporter;
 use crate::model::snapshot::Published;
 
-/// One published tick, rendered for every endpoint.
+/// One published tick, and its renderings once asked for.
 struct Rendered {
     published: Arc<Published>,
-    metrics: Bytes,
-    json: Bytes,
+    metrics: std::sync::OnceLock<Bytes>,
+    json: std::sync::OnceLock<Bytes>,
 }
 
 /// What the endpoints serve, shared between the collection loop (which
@@ -36,8 +49,11 @@ pub struct ServerState {
     rendered: RwLock<Option<Arc<Rendered>>>,
     last_tick: Mutex<Option<Instant>>,
     exporter: Exporter,
+    max_pod_series: usize,
     /// `/healthz` fails when no collection happened for this long.
     stale_after: Duration,
+    /// Renderings done so far (both endpoints).
+    renders: std::sync::atomic::AtomicU64,
 }
 
 impl ServerState {
@@ -48,20 +64,19 @@ impl ServerState {
             rendered: RwLock::new(None),
             last_tick: Mutex::new(None),
             exporter: Exporter::new(max_pod_series),
+            max_pod_series,
             stale_after: interval * 3 + Duration::from_secs(5),
+            renders: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
-    /// Renders `published` for every endpoint and makes it the one they serve.
+    /// Makes `published` the tick every endpoint serves (rendered when first
+    /// asked for).
     pub fn publish(&self, published: Published) {
-        let published = Arc::new(published);
-        let json = serde_json::to_vec(published.as_ref())
-            .map(Bytes::from)
-            .unwrap_or_else(|e| Bytes::from(format!("{{\"error\":\"{e}\"}}")));
         let rendered = Arc::new(Rendered {
-            metrics: self.exporter.render(published.clone()),
-            json,
-            published,
+            published: Arc::new(published),
+            metrics: std::sync::OnceLock::new(),
+            json: std::sync::OnceLock::new(),
         });
         if let Ok(mut r) = self.rendered.write() {
             *r = Some(rendered);
@@ -79,41 +94,150 @@ impl ServerState {
     fn rendered_latest(&self) -> Option<Arc<Rendered>> {
         self.rendered.read().ok().and_then(|r| r.clone())
     }
+
+    fn count_render(&self) {
+        self.renders
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Renderings done so far, of either endpoint.
+    pub fn renders(&self) -> u64 {
+        self.renders.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The latest tick's `/metrics` text, rendered if no one asked before.
+    pub fn metrics_text(&self) -> Option<Bytes> {
+        let r = self.rendered_latest()?;
+        Some(
+            r.metrics
+                .get_or_init(|| {
+                    self.count_render();
+                    self.exporter.render(r.published.clone())
+                })
+                .clone(),
+        )
+    }
+
+    /// The latest tick's JSON, serialized if no one asked before: at most
+    /// `max_pod_series` pods, like `/metrics`.
+    pub fn snapshot_json(&self) -> Option<Bytes> {
+        let r = self.rendered_latest()?;
+        Some(
+            r.json
+                .get_or_init(|| {
+                    self.count_render();
+                    let p = &r.published;
+                    let served = Published {
+                        snapshot: p.snapshot.clone().capped(self.max_pod_series),
+                        tuning: p.tuning.clone(),
+                        event_collections_suppressed: p.event_collections_suppressed,
+                    };
+                    serde_json::to_vec(&served)
+                        .map(Bytes::from)
+                        .unwrap_or_else(|e| Bytes::from(format!("{{\"error\":\"{e}\"}}")))
+                })
+                .clone(),
+        )
+    }
+}
+
+/// Which endpoints a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoints {
+    /// `/metrics`, `/healthz`, `/readyz`: what Prometheus and the kubelet need,
+    /// safe on a public address.
+    Metrics,
+    /// Those and the JSON API.
+    All,
 }
 
 /// The router for `state`.
-pub fn router(state: Arc<ServerState>) -> Router {
-    Router::new()
+pub fn router(state: Arc<ServerState>, endpoints: Endpoints) -> Router {
+    let router = Router::new()
         .route("/metrics", get(metrics))
-        .route("/api/v1/snapshot", get(snapshot))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(state)
+        .route("/readyz", get(readyz));
+    match endpoints {
+        Endpoints::Metrics => router,
+        Endpoints::All => router.route("/api/v1/snapshot", get(snapshot)),
+    }
+    .with_state(state)
+}
+
+/// Most connections served at once; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send its request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time one connection (one request) may take in all.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Serves `router` on `listener` until `stop` changes: one request per
+/// connection, bounded in number and time.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors, say: back off instead of spinning.
+                    log::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Beyond the limit the connection is closed before anything is read.
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            continue;
+        };
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+            drop(permit);
+        });
+    }
 }
 
 fn not_yet() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, "no collection yet\n").into_response()
 }
 
-async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
-    match state.rendered_latest() {
-        Some(r) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            r.metrics.clone(),
-        )
-            .into_response(),
-        None => not_yet(),
+/// `render` on a blocking thread (a large node's render takes milliseconds),
+/// served with `content_type`.
+async fn rendered(
+    state: Arc<ServerState>,
+    content_type: &'static str,
+    render: fn(&ServerState) -> Option<Bytes>,
+) -> Response {
+    match tokio::task::spawn_blocking(move || render(&state)).await {
+        Ok(Some(body)) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Ok(None) => not_yet(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
 
+async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
+    rendered(
+        state,
+        "text/plain; version=0.0.4; charset=utf-8",
+        ServerState::metrics_text,
+    )
+    .await
+}
+
 async fn snapshot(State(state): State<Arc<ServerState>>) -> Response {
-    match state.rendered_latest() {
-        Some(r) => ([(header::CONTENT_TYPE, "application/json")], r.json.clone()).into_response(),
-        None => not_yet(),
-    }
+    rendered(state, "application/json", ServerState::snapshot_json).await
 }
 
 async fn healthz(State(state): State<Arc<ServerState>>) -> Response {
@@ -134,5 +258,126 @@ async fn readyz(State(state): State<Arc<ServerState>>) -> Response {
     match state.rendered_latest() {
         Some(_) => (StatusCode::OK, "ready\n").into_response(),
         None => not_yet(),
+    }
+}
+
+/// Helpers for tests that need a live server.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::serve::client;
+
+    /// Serves `state` on a loopback port from a runtime on its own thread.
+    pub(crate) fn serving(
+        state: Arc<ServerState>,
+        endpoints: Endpoints,
+    ) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                    serve(listener, router(state, endpoints), stop_rx).await;
+                });
+        });
+        (addr, stop)
+    }
+
+    pub(crate) fn get(addr: SocketAddr, path: &str) -> u16 {
+        client::get_raw_blocking(addr, path, Duration::from_secs(5), 1 << 20)
+            .map_or(0, |(status, _)| status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Read as _, net::TcpStream};
+
+    use super::{
+        testing::{get, serving},
+        *,
+    };
+
+    fn published() -> Published {
+        Published {
+            snapshot: crate::model::snapshot::for_tests(Vec::new()),
+            tuning: None,
+            event_collections_suppressed: 0,
+        }
+    }
+
+    #[test]
+    fn a_tick_is_rendered_only_when_asked_for_and_only_once() {
+        let state = Arc::new(ServerState::new(100, Duration::from_secs(1)));
+        for _ in 0..10 {
+            state.publish(published());
+        }
+        assert_eq!(state.renders(), 0, "ticks nobody asked for were rendered");
+        let (addr, stop) = serving(state.clone(), Endpoints::All);
+        for _ in 0..3 {
+            assert_eq!(get(addr, "/metrics"), 200);
+            assert_eq!(get(addr, "/api/v1/snapshot"), 200);
+        }
+        assert_eq!(
+            state.renders(),
+            2,
+            "one render per endpoint for the one tick"
+        );
+        state.publish(published());
+        assert_eq!(get(addr, "/metrics"), 200);
+        assert_eq!(state.renders(), 3);
+        stop.send(true).unwrap();
+    }
+
+    #[test]
+    fn the_json_api_is_not_served_with_the_metrics_only() {
+        let state = Arc::new(ServerState::new(100, Duration::from_secs(1)));
+        state.publish(Published {
+            snapshot: crate::model::snapshot::for_tests(Vec::new()),
+            tuning: None,
+            event_collections_suppressed: 0,
+        });
+        let (addr, stop) = serving(state, Endpoints::Metrics);
+        assert_eq!(get(addr, "/metrics"), 200);
+        assert_eq!(get(addr, "/api/v1/snapshot"), 404);
+        let _ = stop.send(true);
+    }
+
+    #[test]
+    fn a_client_that_sends_nothing_is_cut_off_and_extra_connections_are_closed() {
+        let state = Arc::new(ServerState::new(100, Duration::from_secs(1)));
+        let (addr, stop) = serving(state, Endpoints::All);
+        let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS + 8)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let closed_at_once = idle
+            .iter()
+            .filter(|s| {
+                s.set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                matches!((&**s).read(&mut [0; 16]), Ok(0))
+            })
+            .count();
+        assert!(
+            closed_at_once >= 8,
+            "only {closed_at_once} of the extra connections were refused"
+        );
+        // The ones admitted are cut off once the header timeout passes.
+        let first = &idle[0];
+        first.set_read_timeout(Some(HEADER_TIMEOUT * 3)).unwrap();
+        let n = (&*first).read(&mut [0; 512]);
+        assert!(
+            n.is_ok(),
+            "an idle client kept its connection past the header timeout: {n:?}"
+        );
+        let _ = stop.send(true);
     }
 }

@@ -7,10 +7,10 @@
 //! btf-rs is LGPL. The format is small (a header, a type section, a string section;
 //! see <https://docs.kernel.org/bpf/btf.html>), so this module reads just that.
 //!
-//! Parsing all of vmlinux costs a few MB while held; callers resolve what they need
-//! and drop the [`Btf`].
+//! Parsing all of vmlinux holds the file and a few words per type (about 8 MB);
+//! callers resolve what they need and drop the [`Btf`].
 
-use std::{collections::HashMap, path::Path};
+use std::path::Path;
 
 /// Where the running kernel exposes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -121,31 +121,44 @@ impl BtfKind {
     }
 }
 
+/// One type's record: where it starts in the type section and what its header
+/// says. Members, variants and parameters are decoded from the bytes when asked
+/// for, so a parse of all of vmlinux holds the file and one of these per type.
+#[derive(Clone, Copy, Debug)]
+struct Type {
+    kind: BtfKind,
+    name_off: u32,
+    /// The referenced type for aliases, pointers, funcs and typedefs (the size
+    /// for structs, unions and enums).
+    type_id: u32,
+    kind_flag: bool,
+    vlen: usize,
+    /// Offset of the record's body (after its 12-byte header) in the type section.
+    body: usize,
+}
+
 /// A struct or union member.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Member {
-    name: String,
+    name_off: u32,
     type_id: u32,
     bit_offset: u32,
     bitfield_size: u32,
 }
 
-/// One parsed type. Only the parts nettune queries are kept.
-#[derive(Clone, Debug)]
-struct Type {
-    kind: BtfKind,
-    name: String,
-    /// The referenced type for aliases, pointers, funcs and typedefs.
-    type_id: u32,
-    members: Vec<Member>,
-    /// Enum variants (ENUM and ENUM64) or FUNC_PROTO parameter names.
-    variants: Vec<(String, i64)>,
-}
-
-/// Parsed BTF: types by id (id 0 is `void`) and an index by (kind, name).
+/// Parsed BTF: the file, each type's record by id (id 0 is `void`), and the
+/// named types' ids sorted by a hash of (kind, name).
+///
+/// A first version kept every name as a `String`, every member and variant in
+/// its own vector, and a map by owned name: parsing vmlinux took about 40 MB,
+/// most of the agent's peak memory. This keeps about 8 MB (the file and a few
+/// words per type).
 pub struct Btf {
+    bytes: Vec<u8>,
+    types_at: std::ops::Range<usize>,
+    strings_at: std::ops::Range<usize>,
     types: Vec<Type>,
-    by_name: HashMap<(&'static str, String), u32>,
+    by_name: Vec<(u64, u32)>,
 }
 
 fn u16_at(b: &[u8], at: usize) -> Result<u16, BtfError> {
@@ -160,12 +173,13 @@ fn u32_at(b: &[u8], at: usize) -> Result<u32, BtfError> {
         .ok_or(BtfError::Malformed("truncated"))
 }
 
-fn str_at(strings: &[u8], off: u32) -> Result<String, BtfError> {
+/// The NUL-terminated bytes at `off` in the string section.
+fn str_bytes(strings: &[u8], off: u32) -> Result<&[u8], BtfError> {
     let tail = strings
         .get(off as usize..)
         .ok_or(BtfError::Malformed("string offset out of range"))?;
     let end = tail.iter().position(|&c| c == 0).unwrap_or(tail.len());
-    Ok(String::from_utf8_lossy(&tail[..end]).into_owned())
+    Ok(&tail[..end])
 }
 
 fn kind_label(kind: BtfKind) -> &'static str {
@@ -177,6 +191,15 @@ fn kind_label(kind: BtfKind) -> &'static str {
         BtfKind::Func => "func",
         _ => "type",
     }
+}
+
+/// The index key of a (kind label, name) pair.
+fn name_hash(kind: &str, name: &[u8]) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    kind.hash(&mut h);
+    name.hash(&mut h);
+    h.finish()
 }
 
 impl Btf {
@@ -191,124 +214,86 @@ impl Btf {
             path: path.display().to_string(),
             source,
         })?;
-        Self::parse(&bytes)
+        Self::from_bytes(bytes)
     }
 
     /// Parses raw little-endian BTF.
     pub fn parse(bytes: &[u8]) -> Result<Self, BtfError> {
-        if u16_at(bytes, 0)? != MAGIC {
-            return Err(BtfError::Malformed("bad magic (not little-endian BTF?)"));
-        }
-        let hdr_len = u32_at(bytes, 4)? as usize;
-        let type_off = u32_at(bytes, 8)? as usize;
-        let type_len = u32_at(bytes, 12)? as usize;
-        let str_off = u32_at(bytes, 16)? as usize;
-        let str_len = u32_at(bytes, 20)? as usize;
-        let types_bytes = bytes
-            .get(hdr_len + type_off..hdr_len + type_off + type_len)
-            .ok_or(BtfError::Malformed("type section out of range"))?;
-        let strings = bytes
-            .get(hdr_len + str_off..hdr_len + str_off + str_len)
-            .ok_or(BtfError::Malformed("string section out of range"))?;
-
-        let void = Type {
-            kind: BtfKind::Int,
-            name: "void".into(),
-            type_id: 0,
-            members: Vec::new(),
-            variants: Vec::new(),
-        };
-        let mut types = vec![void];
-        let mut at = 0;
-        while at < types_bytes.len() {
-            let (ty, len) = Self::parse_type(types_bytes, at, strings)?;
-            types.push(ty);
-            at += len;
-        }
-        let mut by_name = HashMap::new();
-        for (id, ty) in types.iter().enumerate().skip(1) {
-            if !ty.name.is_empty() {
-                let id = u32::try_from(id).map_err(|_| BtfError::Malformed("too many types"))?;
-                by_name
-                    .entry((kind_label(ty.kind), ty.name.clone()))
-                    .or_insert(id);
-            }
-        }
-        Ok(Self { types, by_name })
+        Self::from_bytes(bytes.to_vec())
     }
 
-    /// Parses the type at `at`; returns it and its length in bytes.
-    fn parse_type(b: &[u8], at: usize, strings: &[u8]) -> Result<(Type, usize), BtfError> {
-        let name = str_at(strings, u32_at(b, at)?)?;
+    /// Parses raw little-endian BTF, keeping the bytes.
+    fn from_bytes(bytes: Vec<u8>) -> Result<Self, BtfError> {
+        if u16_at(&bytes, 0)? != MAGIC {
+            return Err(BtfError::Malformed("bad magic (not little-endian BTF?)"));
+        }
+        let field = |at| u32_at(&bytes, at).map(|v| v as usize);
+        let (hdr_len, type_off, type_len) = (field(4)?, field(8)?, field(12)?);
+        let (str_off, str_len) = (field(16)?, field(20)?);
+        let section = |off: usize, len: usize, what| {
+            let start = hdr_len.checked_add(off).ok_or(BtfError::Malformed(what))?;
+            let end = start.checked_add(len).ok_or(BtfError::Malformed(what))?;
+            bytes
+                .get(start..end)
+                .map(|_| start..end)
+                .ok_or(BtfError::Malformed(what))
+        };
+        let types_at = section(type_off, type_len, "type section out of range")?;
+        let strings_at = section(str_off, str_len, "string section out of range")?;
+        let void = Type {
+            kind: BtfKind::Int,
+            name_off: 0,
+            type_id: 0,
+            kind_flag: false,
+            vlen: 0,
+            body: 0,
+        };
+        let mut types = vec![void];
+        {
+            let (b, strings) = (&bytes[types_at.clone()], &bytes[strings_at.clone()]);
+            let mut at = 0;
+            while at < b.len() {
+                let (ty, len) = Self::parse_type(b, at)?;
+                // Every name must be readable: checked once here, trusted after.
+                str_bytes(strings, ty.name_off)?;
+                types.push(ty);
+                at += len;
+            }
+        }
+        let strings = &bytes[strings_at.clone()];
+        let mut by_name = Vec::new();
+        for (id, ty) in types.iter().enumerate().skip(1) {
+            let name = str_bytes(strings, ty.name_off)?;
+            if !name.is_empty() {
+                let id = u32::try_from(id).map_err(|_| BtfError::Malformed("too many types"))?;
+                by_name.push((name_hash(kind_label(ty.kind), name), id));
+            }
+        }
+        // Stable: the first type of a name wins, as the kernel's lookups do.
+        by_name.sort_by_key(|(hash, _)| *hash);
+        Ok(Self {
+            bytes,
+            types_at,
+            strings_at,
+            types,
+            by_name,
+        })
+    }
+
+    /// Reads the type record at `at`; returns it and its length in bytes.
+    fn parse_type(b: &[u8], at: usize) -> Result<(Type, usize), BtfError> {
+        let name_off = u32_at(b, at)?;
         let info = u32_at(b, at + 4)?;
-        let size_or_type = u32_at(b, at + 8)?;
+        let type_id = u32_at(b, at + 8)?;
         let vlen = (info & 0xffff) as usize;
         let kind =
             BtfKind::from_raw((info >> 24) & 0x1f).ok_or(BtfError::Malformed("unknown kind"))?;
-        let kind_flag = info >> 31 == 1;
         let body = at + 12;
-        let mut ty = Type {
-            kind,
-            name,
-            type_id: size_or_type,
-            members: Vec::new(),
-            variants: Vec::new(),
-        };
         let extra = match kind {
             BtfKind::Int | BtfKind::Var | BtfKind::DeclTag => 4,
             BtfKind::Array => 12,
-            BtfKind::Struct | BtfKind::Union => {
-                for i in 0..vlen {
-                    let m = body + i * 12;
-                    let raw_offset = u32_at(b, m + 8)?;
-                    let (bit_offset, bitfield_size) = if kind_flag {
-                        (raw_offset & 0x00ff_ffff, raw_offset >> 24)
-                    } else {
-                        (raw_offset, 0)
-                    };
-                    ty.members.push(Member {
-                        name: str_at(strings, u32_at(b, m)?)?,
-                        type_id: u32_at(b, m + 4)?,
-                        bit_offset,
-                        bitfield_size,
-                    });
-                }
-                vlen * 12
-            }
-            BtfKind::Enum => {
-                for i in 0..vlen {
-                    let v = body + i * 8;
-                    let raw = u32_at(b, v + 4)?;
-                    // kind_flag marks a signed enum; otherwise values are unsigned.
-                    let value = if kind_flag {
-                        i64::from(raw.cast_signed())
-                    } else {
-                        i64::from(raw)
-                    };
-                    ty.variants.push((str_at(strings, u32_at(b, v)?)?, value));
-                }
-                vlen * 8
-            }
-            BtfKind::Enum64 => {
-                for i in 0..vlen {
-                    let v = body + i * 12;
-                    let value = u64::from(u32_at(b, v + 4)?) | (u64::from(u32_at(b, v + 8)?) << 32);
-                    ty.variants
-                        .push((str_at(strings, u32_at(b, v)?)?, value.cast_signed()));
-                }
-                vlen * 12
-            }
-            BtfKind::FuncProto => {
-                for i in 0..vlen {
-                    let p = body + i * 8;
-                    ty.variants.push((
-                        str_at(strings, u32_at(b, p)?)?,
-                        i64::from(u32_at(b, p + 4)?),
-                    ));
-                }
-                vlen * 8
-            }
-            BtfKind::Datasec => vlen * 12,
+            BtfKind::Struct | BtfKind::Union | BtfKind::Enum64 | BtfKind::Datasec => vlen * 12,
+            BtfKind::Enum | BtfKind::FuncProto => vlen * 8,
             BtfKind::Ptr
             | BtfKind::Fwd
             | BtfKind::Typedef
@@ -319,7 +304,35 @@ impl Btf {
             | BtfKind::Float
             | BtfKind::TypeTag => 0,
         };
+        if b.len() < body + extra {
+            return Err(BtfError::Malformed("truncated"));
+        }
+        let ty = Type {
+            kind,
+            name_off,
+            type_id,
+            kind_flag: info >> 31 == 1,
+            vlen,
+            body,
+        };
         Ok((ty, 12 + extra))
+    }
+
+    fn type_section(&self) -> &[u8] {
+        &self.bytes[self.types_at.clone()]
+    }
+
+    fn strings(&self) -> &[u8] {
+        &self.bytes[self.strings_at.clone()]
+    }
+
+    /// A name checked at parse time.
+    fn name(&self, off: u32) -> &[u8] {
+        str_bytes(self.strings(), off).unwrap_or_default()
+    }
+
+    fn name_string(&self, off: u32) -> String {
+        String::from_utf8_lossy(self.name(off)).into_owned()
     }
 
     fn get(&self, id: u32) -> Result<&Type, BtfError> {
@@ -343,14 +356,37 @@ impl Btf {
     }
 
     fn named(&self, kind: &'static str, name: &str) -> Result<&Type, BtfError> {
-        let id =
-            self.by_name
-                .get(&(kind, name.to_owned()))
-                .ok_or_else(|| BtfError::NoSuchType {
-                    kind,
-                    name: name.to_owned(),
-                })?;
-        self.get(*id)
+        let hash = name_hash(kind, name.as_bytes());
+        let first = self.by_name.partition_point(|(h, _)| *h < hash);
+        self.by_name[first..]
+            .iter()
+            .take_while(|(h, _)| *h == hash)
+            .filter_map(|(_, id)| self.get(*id).ok())
+            .find(|ty| kind_label(ty.kind) == kind && self.name(ty.name_off) == name.as_bytes())
+            .ok_or_else(|| BtfError::NoSuchType {
+                kind,
+                name: name.to_owned(),
+            })
+    }
+
+    /// The members of a struct or union.
+    fn members(&self, ty: &Type) -> impl Iterator<Item = Member> + '_ {
+        let (b, kind_flag, body) = (self.type_section(), ty.kind_flag, ty.body);
+        (0..ty.vlen).filter_map(move |i| {
+            let m = body + i * 12;
+            let raw_offset = u32_at(b, m + 8).ok()?;
+            let (bit_offset, bitfield_size) = if kind_flag {
+                (raw_offset & 0x00ff_ffff, raw_offset >> 24)
+            } else {
+                (raw_offset, 0)
+            };
+            Some(Member {
+                name_off: u32_at(b, m).ok()?,
+                type_id: u32_at(b, m + 4).ok()?,
+                bit_offset,
+                bitfield_size,
+            })
+        })
     }
 
     /// Byte offset of `path` (member names, outermost first) inside `struct strukt`.
@@ -396,17 +432,18 @@ impl Btf {
         if depth > MAX_ANONYMOUS_DEPTH {
             return Err(BtfError::Malformed("anonymous members nested too deep"));
         }
-        for m in &ty.members {
-            if m.name == name {
+        for m in self.members(ty) {
+            let member_name = self.name(m.name_off);
+            if member_name == name.as_bytes() {
                 if m.bitfield_size != 0 {
                     return Err(BtfError::Bitfield {
-                        ty: ty.name.clone(),
+                        ty: self.name_string(ty.name_off),
                         member: name.to_owned(),
                     });
                 }
                 return Ok(Some((m.bit_offset, m.type_id)));
             }
-            if m.name.is_empty() {
+            if member_name.is_empty() {
                 let inner = self.resolve(m.type_id)?;
                 if matches!(inner.kind, BtfKind::Struct | BtfKind::Union)
                     && let Some((bits, id)) = self.find_member(inner, name, depth + 1)?
@@ -420,7 +457,31 @@ impl Btf {
 
     /// The variants of `enum name` (or `enum64`), in declaration order.
     pub fn enum_variants(&self, name: &str) -> Result<Vec<(String, i64)>, BtfError> {
-        Ok(self.named("enum", name)?.variants.clone())
+        let ty = self.named("enum", name)?;
+        let b = self.type_section();
+        (0..ty.vlen)
+            .map(|i| {
+                let (name_off, value) = if ty.kind == BtfKind::Enum64 {
+                    let v = ty.body + i * 12;
+                    let value = u64::from(u32_at(b, v + 4)?) | (u64::from(u32_at(b, v + 8)?) << 32);
+                    (u32_at(b, v)?, value.cast_signed())
+                } else {
+                    let v = ty.body + i * 8;
+                    let raw = u32_at(b, v + 4)?;
+                    // kind_flag marks a signed enum; otherwise values are unsigned.
+                    let value = if ty.kind_flag {
+                        i64::from(raw.cast_signed())
+                    } else {
+                        i64::from(raw)
+                    };
+                    (u32_at(b, v)?, value)
+                };
+                Ok((
+                    String::from_utf8_lossy(str_bytes(self.strings(), name_off)?).into_owned(),
+                    value,
+                ))
+            })
+            .collect()
     }
 
     /// Number of arguments a BTF tracepoint passes to a `tp_btf` program: the
@@ -432,7 +493,7 @@ impl Btf {
         if proto.kind != BtfKind::FuncProto {
             return Err(BtfError::Malformed("btf_trace_* is not a function pointer"));
         }
-        let params = u32::try_from(proto.variants.len()).unwrap_or(u32::MAX);
+        let params = u32::try_from(proto.vlen).unwrap_or(u32::MAX);
         Ok(params.saturating_sub(1))
     }
 }

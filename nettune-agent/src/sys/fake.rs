@@ -13,7 +13,7 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
-use super::{Link, Namespace, NamespaceAccess, System};
+use super::{Link, ListenerScan, Namespace, NamespaceAccess, System};
 use crate::model::tuning::{NamespaceIdentity, Target};
 
 /// One fake namespace.
@@ -28,6 +28,8 @@ struct FakeNamespace {
     netns_id: Option<i32>,
     /// Its cookie: unique per namespace ever added.
     cookie: u64,
+    /// Its listeners and their sysctls.
+    listeners: ListenerScan,
 }
 
 #[derive(Debug)]
@@ -36,8 +38,14 @@ struct State {
     host_links: Result<Vec<Link>, String>,
     proc: BTreeMap<String, String>,
     node_sysctls: BTreeMap<String, String>,
+    proc_links: BTreeMap<String, String>,
     cookies_given: u64,
+    listener_scans: u64,
+    links_changed: bool,
+    listings: u64,
+    read_only: bool,
     ignored_writes: std::collections::BTreeSet<(Target, String)>,
+    net_file_reads: usize,
 }
 
 impl Default for State {
@@ -47,8 +55,14 @@ impl Default for State {
             host_links: Ok(Vec::new()),
             proc: BTreeMap::new(),
             node_sysctls: BTreeMap::new(),
+            proc_links: BTreeMap::new(),
             cookies_given: 0,
+            listener_scans: 0,
+            links_changed: true,
+            listings: 0,
+            read_only: false,
             ignored_writes: std::collections::BTreeSet::new(),
+            net_file_reads: 0,
         }
     }
 }
@@ -58,6 +72,8 @@ impl Default for State {
 #[derive(Debug, Default)]
 pub struct FakeSystem {
     state: Mutex<State>,
+    /// When set, the next namespace listing waits for a message (or a hang-up).
+    gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 fn not_found(what: String) -> io::Error {
@@ -101,8 +117,21 @@ impl FakeSystem {
                 sysctls: BTreeMap::new(),
                 netns_id: None,
                 cookie,
+                listeners: ListenerScan::default(),
             },
         );
+    }
+
+    /// Makes the next namespace listing wait until the returned sender sends or
+    /// is dropped: a collection stuck in the kernel, for tests of what must not
+    /// wait for one.
+    pub fn hold_next_listing(&self) -> std::sync::mpsc::Sender<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        *self
+            .gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(rx);
+        tx
     }
 
     /// Removes a namespace (the pod went away).
@@ -120,6 +149,33 @@ impl FakeSystem {
         }
     }
 
+    /// Sets what a scan of namespace `inode`'s listeners finds.
+    pub fn set_listeners(&self, inode: u32, scan: ListenerScan) {
+        if let Some(ns) = self.state().namespaces.get_mut(&inode) {
+            ns.listeners = scan;
+        }
+    }
+
+    /// Makes the link `/proc/<path>` point at `target` (e.g. `12/fd/3` →
+    /// `socket:[42]`); `None` removes it.
+    pub fn set_proc_link(&self, path: &str, target: Option<&str>) {
+        let links = &mut self.state().proc_links;
+        match target {
+            Some(t) => links.insert(path.to_owned(), t.to_owned()),
+            None => links.remove(path),
+        };
+    }
+
+    /// How many times the namespaces were listed, so far.
+    pub fn listings(&self) -> u64 {
+        self.state().listings
+    }
+
+    /// How many times namespace listeners were scanned, so far.
+    pub fn listener_scans(&self) -> u64 {
+        self.state().listener_scans
+    }
+
     /// Sets the id the host namespace gave namespace `inode`.
     pub fn set_netns_id(&self, inode: u32, id: Option<i32>) {
         if let Some(ns) = self.state().namespaces.get_mut(&inode) {
@@ -129,12 +185,16 @@ impl FakeSystem {
 
     /// Sets the host namespace's interfaces.
     pub fn set_host_links(&self, links: Vec<Link>) {
-        self.state().host_links = Ok(links);
+        let mut state = self.state();
+        state.host_links = Ok(links);
+        state.links_changed = true;
     }
 
     /// Makes listing the host's interfaces fail with `reason`.
     pub fn fail_host_links(&self, reason: &str) {
-        self.state().host_links = Err(reason.to_owned());
+        let mut state = self.state();
+        state.host_links = Err(reason.to_owned());
+        state.links_changed = true;
     }
 
     /// Sets `/proc/<path>`.
@@ -169,12 +229,22 @@ impl FakeSystem {
         }
     }
 
+    /// Mounts `/proc/sys` read-only: every sysctl write fails with EROFS.
+    pub fn make_sysctls_read_only(&self) {
+        self.state().read_only = true;
+    }
+
     /// Makes writes to sysctl `name` at `target` succeed without changing it (a
     /// value the kernel silently keeps).
     pub fn ignore_writes(&self, target: &Target, name: &str) {
         self.state()
             .ignored_writes
             .insert((target.clone(), name.to_owned()));
+    }
+
+    /// How many `/proc/net` files were read so far.
+    pub fn net_file_reads(&self) -> usize {
+        self.state().net_file_reads
     }
 
     /// The value of sysctl `name` at `target`, if it exists.
@@ -202,6 +272,15 @@ impl FakeSystem {
 
 impl System for FakeSystem {
     fn namespaces(&self) -> BTreeMap<u32, Namespace> {
+        self.state().listings += 1;
+        let gate = self
+            .gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(gate) = gate {
+            let _ = gate.recv();
+        }
         self.state()
             .namespaces
             .iter()
@@ -210,7 +289,8 @@ impl System for FakeSystem {
     }
 
     fn read_net_files(&self, ns: &Namespace, files: &[&str]) -> Vec<io::Result<String>> {
-        let state = self.state();
+        let mut state = self.state();
+        state.net_file_reads += files.len();
         let found = state.namespaces.get(&ns.inode);
         files
             .iter()
@@ -223,6 +303,10 @@ impl System for FakeSystem {
                     .ok_or_else(|| not_found(format!("/proc/net/{f}"))),
             })
             .collect()
+    }
+
+    fn host_links_changed(&self) -> bool {
+        std::mem::replace(&mut self.state().links_changed, false)
     }
 
     fn host_links(&self) -> io::Result<Vec<Link>> {
@@ -245,6 +329,24 @@ impl System for FakeSystem {
             .ok_or_else(|| not_found(format!("network namespace {inode} is gone")))
     }
 
+    fn scan_listeners(&self, ns: &Namespace) -> io::Result<ListenerScan> {
+        let mut state = self.state();
+        state.listener_scans += 1;
+        state
+            .namespaces
+            .get(&ns.inode)
+            .map(|n| n.listeners.clone())
+            .ok_or_else(|| not_found(format!("network namespace {} is gone", ns.inode)))
+    }
+
+    fn read_proc_link(&self, path: &str) -> io::Result<String> {
+        self.state()
+            .proc_links
+            .get(path)
+            .cloned()
+            .ok_or_else(|| not_found(format!("/proc/{path}")))
+    }
+
     fn read_proc(&self, path: &str) -> io::Result<String> {
         self.state()
             .proc
@@ -261,7 +363,14 @@ impl System for FakeSystem {
         })
     }
 
+    fn sysctls_read_only(&self) -> bool {
+        self.state().read_only
+    }
+
     fn write_sysctl(&self, target: &Target, name: &str, value: &str) -> io::Result<()> {
+        if self.state().read_only {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
         if self
             .state()
             .ignored_writes

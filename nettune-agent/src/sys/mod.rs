@@ -9,9 +9,12 @@
 //! The submodules hold the formats: [`btf`] and [`tracefs`] (read once at start-up
 //! by [`crate::probes`]), [`procfs`] (counter files), [`netlink`] (interfaces and
 //! namespace ids), [`netns`] (finding namespaces and entering one), [`sysctl`]
-//! (names to paths, `net.*` only).
+//! (names to paths, `net.*` only), and [`cri`] (the container runtime's CRI API
+//! over its socket, polled from a thread of its own by
+//! [`crate::collect::cri`], never from a collection).
 
 pub mod btf;
+pub mod cri;
 pub mod fake;
 pub mod netlink;
 pub mod netns;
@@ -21,9 +24,34 @@ pub mod tracefs;
 
 use std::{collections::BTreeMap, fs, io, path::Path};
 
-use crate::model::tuning::{NamespaceIdentity, Target};
-pub use netlink::Link;
+use crate::model::{
+    sample::ListenSysctls,
+    tuning::{NamespaceIdentity, Target},
+};
+pub use netlink::{Link, ListeningSocket};
 pub use netns::{Namespace, NamespaceAccess};
+
+/// Gives the heap memory freed so far back to the kernel. Start-up parses the
+/// kernel's BTF twice (for offsets, then aya's for BTF attach points) and frees
+/// both; glibc's allocator keeps such memory mapped, so without this the idle
+/// agent's resident size carried start-up's peak (about 40 of 44 MB measured).
+/// musl's allocator returns freed memory by itself.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// One look at a namespace's listeners.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListenerScan {
+    /// Its listening TCP sockets.
+    pub sockets: Vec<ListeningSocket>,
+    /// The sysctls that bound their queues, as set in that namespace.
+    pub sysctls: ListenSysctls,
+}
 
 /// What nettune needs from the node, besides its eBPF maps.
 pub trait System: Send + Sync {
@@ -36,6 +64,10 @@ pub trait System: Send + Sync {
     /// The interfaces of the agent's own (the host's) namespace.
     fn host_links(&self) -> io::Result<Vec<Link>>;
 
+    /// Whether the host's interfaces may have changed since the last call (a
+    /// pod's veth appears or goes): `true` when it cannot tell.
+    fn host_links_changed(&self) -> bool;
+
     /// The id the host namespace has given `ns` (`RTM_GETNSID`): what a host-side
     /// veth names as `IFLA_LINK_NETNSID` when its peer lives in `ns`. `None` when
     /// no id is assigned.
@@ -44,9 +76,21 @@ pub trait System: Send + Sync {
     /// What tells the namespace with `inode` from a later one with the same inode.
     fn netns_identity(&self, inode: u32) -> io::Result<NamespaceIdentity>;
 
+    /// The listening TCP sockets of `ns` with their accept queues (`sock_diag`),
+    /// and the sysctls that limit those queues there.
+    fn scan_listeners(&self, ns: &Namespace) -> io::Result<ListenerScan>;
+
+    /// Where a link under `/proc` points, by its path relative to `/proc`
+    /// (`1234/fd/3` → `socket:[56]`, `1234/ns/net` → `net:[4026531840]`).
+    fn read_proc_link(&self, path: &str) -> io::Result<String>;
+
     /// A file under `/proc`, by its path relative to `/proc` (e.g.
     /// `sys/net/netfilter/nf_conntrack_max`, `1234/cgroup`).
     fn read_proc(&self, path: &str) -> io::Result<String>;
+
+    /// Whether `/proc/sys` is mounted read-only here (a container without the
+    /// privileged `/proc` overlay): sysctls can be read but not written.
+    fn sysctls_read_only(&self) -> bool;
 
     /// Reads sysctl `name` (dotted, `net.*` only) at `target`.
     fn read_sysctl(&self, target: &Target, name: &str) -> io::Result<String>;
@@ -55,8 +99,13 @@ pub trait System: Send + Sync {
     fn write_sysctl(&self, target: &Target, name: &str, value: &str) -> io::Result<()>;
 }
 
-/// A borrowed system is a system (tests keep the fake while a tuner uses it).
-impl<T: System + ?Sized> System for &T {
+/// A shared or borrowed system is a system (`&FakeSystem` while a test keeps the
+/// fake, `Arc<FakeSystem>` across the collection thread).
+impl<D> System for D
+where
+    D: std::ops::Deref + Send + Sync,
+    D::Target: System,
+{
     fn namespaces(&self) -> BTreeMap<u32, Namespace> {
         (**self).namespaces()
     }
@@ -69,6 +118,10 @@ impl<T: System + ?Sized> System for &T {
         (**self).host_links()
     }
 
+    fn host_links_changed(&self) -> bool {
+        (**self).host_links_changed()
+    }
+
     fn netns_id(&self, ns: &Namespace) -> io::Result<Option<i32>> {
         (**self).netns_id(ns)
     }
@@ -77,8 +130,20 @@ impl<T: System + ?Sized> System for &T {
         (**self).netns_identity(inode)
     }
 
+    fn scan_listeners(&self, ns: &Namespace) -> io::Result<ListenerScan> {
+        (**self).scan_listeners(ns)
+    }
+
+    fn read_proc_link(&self, path: &str) -> io::Result<String> {
+        (**self).read_proc_link(path)
+    }
+
     fn read_proc(&self, path: &str) -> io::Result<String> {
         (**self).read_proc(path)
+    }
+
+    fn sysctls_read_only(&self) -> bool {
+        (**self).sysctls_read_only()
     }
 
     fn read_sysctl(&self, target: &Target, name: &str) -> io::Result<String> {
@@ -134,6 +199,23 @@ impl System for Kernel {
         netlink::links()
     }
 
+    fn host_links_changed(&self) -> bool {
+        // One subscription for the process (the host's namespace is one).
+        static EVENTS: std::sync::Mutex<Option<netlink::LinkEvents>> = std::sync::Mutex::new(None);
+        let Ok(mut events) = EVENTS.lock() else {
+            return true;
+        };
+        match events.as_mut() {
+            Some(e) => e.changed(),
+            None => {
+                *events = netlink::LinkEvents::open()
+                    .map_err(|e| log::warn!("cannot follow link changes ({e}): listing every tick"))
+                    .ok();
+                true
+            }
+        }
+    }
+
     fn netns_id(&self, ns: &Namespace) -> io::Result<Option<i32>> {
         let file = fs::File::open(ns.handle_path())?;
         netlink::netns_id(&file)
@@ -154,13 +236,56 @@ impl System for Kernel {
         Ok(NamespaceIdentity::Named(ns.name.unwrap_or_default()))
     }
 
+    fn scan_listeners(&self, ns: &Namespace) -> io::Result<ListenerScan> {
+        // Both sock_diag and /proc/sys/net answer for the calling thread's namespace.
+        let scan = || -> io::Result<ListenerScan> {
+            let read = |name: &str| {
+                Self::sysctl_path(name)
+                    .and_then(|p| sysctl::read_file(&p))
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok())
+            };
+            Ok(ListenerScan {
+                sockets: netlink::listeners()?,
+                sysctls: ListenSysctls {
+                    somaxconn: read("net.core.somaxconn"),
+                    max_syn_backlog: read("net.ipv4.tcp_max_syn_backlog"),
+                    syncookies: read("net.ipv4.tcp_syncookies"),
+                },
+            })
+        };
+        if ns.is_host {
+            scan()
+        } else {
+            netns::inside(&ns.handle_path(), scan)?
+        }
+    }
+
+    fn read_proc_link(&self, path: &str) -> io::Result<String> {
+        Ok(fs::read_link(Path::new("/proc").join(path))?
+            .to_string_lossy()
+            .into_owned())
+    }
+
     fn read_proc(&self, path: &str) -> io::Result<String> {
         fs::read_to_string(Path::new("/proc").join(path))
     }
 
+    fn sysctls_read_only(&self) -> bool {
+        let Ok(path) = std::ffi::CString::new("/proc/sys/net") else {
+            return false;
+        };
+        // SAFETY: statvfs writes into a zeroed struct we own; the path is
+        // NUL-terminated.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let rc = unsafe { libc::statvfs(path.as_ptr(), &raw mut stat) };
+        rc == 0 && stat.f_flag & libc::ST_RDONLY != 0
+    }
+
     fn read_sysctl(&self, target: &Target, name: &str) -> io::Result<String> {
         let path = Self::sysctl_path(name)?;
-        Self::in_target(target, || fs::read_to_string(&path))?
+        Self::in_target(target, || sysctl::read_file(&path))?
     }
 
     fn write_sysctl(&self, target: &Target, name: &str, value: &str) -> io::Result<()> {

@@ -1,5 +1,6 @@
-//! rtnetlink: the host's interfaces (and their kind and veth peer) and the ids
-//! the host namespace gives other namespaces.
+//! Netlink: the host's interfaces (and their kind and veth peer) and the ids the
+//! host namespace gives other namespaces (rtnetlink), and a namespace's listening
+//! TCP sockets with their accept queues (`sock_diag`).
 //!
 //! The agent watches pods' host-side interfaces, which most CNIs make as veth
 //! pairs. sysfs does not say an interface is a veth; rtnetlink does
@@ -9,9 +10,15 @@
 //! maps back to a namespace file. Both are needed: ifindex values repeat across
 //! namespaces, so an ifindex alone can point at the wrong pod.
 //!
-//! Messages are encoded and decoded by `netlink-packet-route`; this module owns
-//! the exchange: one request, a sequence number checked on every reply, a receive
-//! timeout, and a 0-byte read treated as an error rather than as "try again".
+//! `sock_diag` answers for the calling thread's namespace with, for each
+//! listener, its local address and port, its socket inode, the connections
+//! waiting in its accept queue (`rqueue`) and the queue's limit (`wqueue`,
+//! `sk_max_ack_backlog`: `min(listen() backlog, somaxconn)` when it listened).
+//!
+//! Messages are encoded and decoded by `netlink-packet-route` and
+//! `netlink-packet-sock-diag`; this module owns the exchange: one request, a
+//! sequence number checked on every reply, a receive timeout, and a 0-byte read
+//! treated as an error rather than as "try again".
 
 use std::{
     fs::File,
@@ -21,14 +28,23 @@ use std::{
 };
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkDeserializable, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload, NetlinkSerializable,
 };
 use netlink_packet_route::{
     RouteNetlinkMessage,
     link::{LinkAttribute, LinkInfo, LinkMessage},
     nsid::{NsidAttribute, NsidMessage},
 };
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use netlink_packet_sock_diag::{
+    SockDiagMessage,
+    constants::{AF_INET, AF_INET6, IPPROTO_TCP},
+    inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
+};
+use netlink_sys::{
+    Socket, SocketAddr,
+    protocols::{NETLINK_ROUTE, NETLINK_SOCK_DIAG},
+};
 
 /// An interface of the agent's namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +74,55 @@ const RECEIVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Receive buffer: a dump datagram is at most a page or two.
 const BUFFER_BYTES: usize = 64 * 1024;
 
+/// A listening TCP socket, as `sock_diag` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListeningSocket {
+    /// Local address (`0.0.0.0`, `::` for any).
+    pub address: std::net::IpAddr,
+    /// Local port.
+    pub port: u16,
+    /// The socket's inode (`/proc/<pid>/fd/* -> socket:[inode]`).
+    pub inode: u32,
+    /// Connections waiting to be accepted now.
+    pub queue: u32,
+    /// The accept queue's limit (`sk_max_ack_backlog`).
+    pub limit: u32,
+}
+
+/// Every listening TCP socket (IPv4 and IPv6) of the calling thread's namespace.
+pub fn listeners() -> io::Result<Vec<ListeningSocket>> {
+    let mut out = Vec::new();
+    for (family, socket_id) in [
+        (AF_INET, SocketId::new_v4()),
+        (AF_INET6, SocketId::new_v6()),
+    ] {
+        let request = SockDiagMessage::InetRequest(InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::LISTEN,
+            socket_id,
+        });
+        let replies = match request_on(NETLINK_SOCK_DIAG, request, NLM_F_REQUEST | NLM_F_DUMP) {
+            Ok(r) => r,
+            // No IPv6 in this kernel or namespace: the IPv4 listeners still count.
+            Err(e) if family == AF_INET6 && e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(e),
+        };
+        out.extend(replies.into_iter().filter_map(|m| match m {
+            SockDiagMessage::InetResponse(r) => Some(ListeningSocket {
+                address: r.header.socket_id.source_address,
+                port: r.header.socket_id.source_port,
+                inode: r.header.inode,
+                queue: r.header.recv_queue,
+                limit: r.header.send_queue,
+            }),
+            _ => None,
+        }));
+    }
+    Ok(out)
+}
+
 /// Every interface of the calling thread's namespace (`RTM_GETLINK` dump).
 pub fn links() -> io::Result<Vec<Link>> {
     let replies = request(
@@ -71,6 +136,41 @@ pub fn links() -> io::Result<Vec<Link>> {
             _ => None,
         })
         .collect())
+}
+
+/// A subscription to the calling thread's namespace's link changes
+/// (`RTNLGRP_LINK`): interfaces added, removed or changed.
+#[derive(Debug)]
+pub struct LinkEvents {
+    socket: Socket,
+}
+
+impl LinkEvents {
+    /// Subscribes.
+    pub fn open() -> io::Result<Self> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.add_membership(libc::RTNLGRP_LINK)?;
+        socket.set_non_blocking(true)?;
+        Ok(Self { socket })
+    }
+
+    /// Whether anything changed since the last call: drains what arrived. A
+    /// lost message (the socket's buffer overflowed) counts as a change.
+    pub fn changed(&mut self) -> bool {
+        let mut changed = false;
+        let mut buf = Vec::with_capacity(BUFFER_BYTES);
+        loop {
+            buf.clear();
+            match self.socket.recv(&mut buf, 0) {
+                Ok(0) => return changed,
+                Ok(_) => changed = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return changed,
+                // ENOBUFS: events were lost; anything may have changed.
+                Err(_) => return true,
+            }
+        }
+    }
 }
 
 /// The id the calling thread's namespace gives the namespace behind `ns_file`
@@ -117,9 +217,18 @@ fn link_of(message: &LinkMessage) -> Link {
     link
 }
 
-/// Sends one request on a new socket and collects its replies.
+/// Sends one rtnetlink request on a new socket and collects its replies.
 fn request(message: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    request_on(NETLINK_ROUTE, message, flags)
+}
+
+/// Sends one request of a netlink `protocol` on a new socket and collects its
+/// replies.
+fn request_on<M>(protocol: isize, message: M, flags: u16) -> io::Result<Vec<M>>
+where
+    M: NetlinkSerializable + NetlinkDeserializable + std::fmt::Debug,
+{
+    let mut socket = Socket::new(protocol)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
     set_receive_timeout(socket.as_raw_fd(), RECEIVE_TIMEOUT)?;
@@ -166,17 +275,68 @@ fn set_receive_timeout(fd: RawFd, timeout: Duration) -> io::Result<()> {
     }
 }
 
+/// What one datagram said about request `sequence`.
+#[derive(Debug)]
+pub struct Replies<M> {
+    /// The replies to our request in it.
+    pub messages: Vec<M>,
+    /// The exchange is complete (`NLMSG_DONE`, an acknowledgement, or the one
+    /// reply a non-dump request gets).
+    pub complete: bool,
+}
+
+/// Parses one datagram of replies to request `sequence` (a dump when `dump`);
+/// replies to other sequence numbers are skipped, an error reply is an error.
+pub fn parse_datagram<M: NetlinkDeserializable + std::fmt::Debug>(
+    mut datagram: &[u8],
+    sequence: u32,
+    dump: bool,
+) -> io::Result<Replies<M>> {
+    let mut replies = Replies {
+        messages: Vec::new(),
+        complete: false,
+    };
+    while !datagram.is_empty() && !replies.complete {
+        let message = NetlinkMessage::<M>::deserialize(datagram)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let length = usize::try_from(message.header.length).unwrap_or(usize::MAX);
+        if length < 16 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "netlink message shorter than its header",
+            ));
+        }
+        datagram = datagram
+            .get(length.next_multiple_of(4)..)
+            .unwrap_or_default();
+        if message.header.sequence_number != sequence {
+            continue;
+        }
+        match message.payload {
+            NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
+            // NLMSG_DONE, or an acknowledgement.
+            NetlinkPayload::Done(_) | NetlinkPayload::Error(_) => replies.complete = true,
+            NetlinkPayload::InnerMessage(inner) => {
+                replies.messages.push(inner);
+                replies.complete = !dump;
+            }
+            _ => {}
+        }
+    }
+    Ok(replies)
+}
+
 /// Reads datagrams with `recv` until the reply to request `sequence` is complete:
 /// `NLMSG_DONE` for a dump, the first message otherwise. Replies to other
 /// sequence numbers are skipped; an error reply, a 0-byte read or a receive
 /// timeout ends the exchange with an error.
-fn receive_replies(
+fn receive_replies<M: NetlinkDeserializable + std::fmt::Debug>(
     mut recv: impl FnMut(&mut Vec<u8>) -> io::Result<usize>,
     sequence: u32,
     dump: bool,
-) -> io::Result<Vec<RouteNetlinkMessage>> {
+) -> io::Result<Vec<M>> {
     let mut buf = Vec::with_capacity(BUFFER_BYTES);
-    let mut replies = Vec::new();
+    let mut messages = Vec::new();
     loop {
         let n = recv(&mut buf).map_err(|e| match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
@@ -191,36 +351,10 @@ fn receive_replies(
                 "netlink socket returned 0 bytes",
             ));
         }
-        let mut datagram = &buf[..n.min(buf.len())];
-        while !datagram.is_empty() {
-            let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(datagram)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-            let length = usize::try_from(message.header.length).unwrap_or(usize::MAX);
-            if length < 16 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "netlink message shorter than its header",
-                ));
-            }
-            datagram = datagram
-                .get(length.next_multiple_of(4)..)
-                .unwrap_or_default();
-            if message.header.sequence_number != sequence {
-                continue;
-            }
-            match message.payload {
-                NetlinkPayload::Done(_) => return Ok(replies),
-                NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
-                // An acknowledgement.
-                NetlinkPayload::Error(_) => return Ok(replies),
-                NetlinkPayload::InnerMessage(inner) => {
-                    replies.push(inner);
-                    if !dump {
-                        return Ok(replies);
-                    }
-                }
-                _ => {}
-            }
+        let replies = parse_datagram::<M>(&buf[..n.min(buf.len())], sequence, dump)?;
+        messages.extend(replies.messages);
+        if replies.complete {
+            return Ok(messages);
         }
     }
 }
@@ -327,21 +461,28 @@ mod tests {
 
     #[test]
     fn a_zero_byte_read_a_timeout_and_an_error_reply_end_the_exchange() {
-        let err = receive_replies(feed(vec![veth(1, "x", 2, None)]), 7, true).unwrap_err();
+        let err =
+            receive_replies::<RouteNetlinkMessage>(feed(vec![veth(1, "x", 2, None)]), 7, true)
+                .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
-        let err = receive_replies(|_| Err(io::Error::from(io::ErrorKind::WouldBlock)), 7, true)
-            .unwrap_err();
+        let err = receive_replies::<RouteNetlinkMessage>(
+            |_| Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            7,
+            true,
+        )
+        .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         let mut nack = netlink_packet_core::ErrorMessage::default();
         nack.code = std::num::NonZeroI32::new(-1);
-        let err = receive_replies(
+        let err = receive_replies::<RouteNetlinkMessage>(
             feed(vec![datagram(7, NetlinkPayload::Error(nack))]),
             7,
             true,
         )
         .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(1));
-        let err = receive_replies(feed(vec![vec![1, 2, 3]]), 7, true).unwrap_err();
+        let err =
+            receive_replies::<RouteNetlinkMessage>(feed(vec![vec![1, 2, 3]]), 7, true).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 }

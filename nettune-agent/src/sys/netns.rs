@@ -2,7 +2,13 @@
 //!
 //! A namespace is found through a process inside it (`/proc/<pid>/ns/net`) or a
 //! bind mount (`/run/netns/<name>`, as `ip netns add` and some CNIs make). Its key
-//! is the namespace inode, the same number the eBPF programs record. Files under
+//! is the namespace inode, the same number the eBPF programs record. An entry of
+//! `/run/netns` counts only if it is a namespace (an nsfs mount): in a container
+//! whose `/run/netns` mount does not receive the host's later mounts (no
+//! `mountPropagation: HostToContainer`, or a host directory that is not a shared
+//! mount), a namespace created after the container started shows up as the empty
+//! file `ip netns` mounts it on, whose inode is a disk inode that no program ever
+//! records. Files under
 //! `/proc/<pid>/net/` show the counters of that pid's namespace; a namespace with
 //! no process is read from a thread that joins it with `setns(2)` for the read
 //! only ([`inside`]).
@@ -67,6 +73,51 @@ pub fn inode_of(path: &Path) -> io::Result<u32> {
     u32::try_from(ino).map_err(|_| io::Error::other("namespace inode above u32"))
 }
 
+/// `NSFS_MAGIC` (`include/uapi/linux/magic.h`): the filesystem of namespace files.
+pub const NSFS_MAGIC: u64 = 0x6e73_6673;
+
+/// The filesystem magic number of the file system `path` lives on (`statfs(2)`).
+fn filesystem_magic(path: &Path) -> io::Result<u64> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: an all-zero statfs is a valid value for the kernel to overwrite.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is NUL-terminated and `stat` is ours to write.
+    if unsafe { libc::statfs(c_path.as_ptr(), &raw mut stat) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // `f_type` is signed on glibc and unsigned on musl.
+    Ok(u64::try_from(stat.f_type).unwrap_or(0))
+}
+
+/// The inode of the namespace bound at `path` (e.g. `/run/netns/<name>`), or an
+/// error when `path` is not a namespace file at all.
+pub fn nsfs_inode(path: &Path) -> io::Result<u32> {
+    let magic = filesystem_magic(path)?;
+    if magic != NSFS_MAGIC {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is not a namespace (filesystem magic {magic:#x}, not nsfs)",
+                path.display()
+            ),
+        ));
+    }
+    inode_of(path)
+}
+
+/// Says once per process that `/run/netns` shows files that are not namespaces.
+fn warn_not_a_namespace(error: &io::Error) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::warn!(
+            "skipping {RUN_NETNS} entries that are not namespace mounts ({error}): this \
+             {RUN_NETNS} does not receive the node's later mounts; mount it with \
+             mountPropagation: HostToContainer from a shared mount on the node"
+        );
+    });
+}
+
 /// The agent's own network namespace.
 pub fn own_inode() -> io::Result<u32> {
     inode_of(Path::new("/proc/self/ns/net"))
@@ -79,7 +130,15 @@ pub fn discover() -> BTreeMap<u32, Namespace> {
     if let Ok(dir) = fs::read_dir(RUN_NETNS) {
         for entry in dir.flatten() {
             let path = entry.path();
-            let Ok(inode) = inode_of(&path) else { continue };
+            let inode = match nsfs_inode(&path) {
+                Ok(inode) => inode,
+                Err(e) => {
+                    if e.kind() == io::ErrorKind::InvalidData {
+                        warn_not_a_namespace(&e);
+                    }
+                    continue;
+                }
+            };
             found.entry(inode).or_insert_with(|| Namespace {
                 inode,
                 access: NamespaceAccess::Path(path.clone()),
@@ -190,5 +249,25 @@ pub fn cookie_of_this_thread() -> io::Result<Option<u64>> {
             e if e.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(None),
             e => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_namespace_files_count_as_namespaces() {
+        assert!(nsfs_inode(Path::new("/proc/self/ns/net")).is_ok());
+        let dir = std::env::temp_dir().join(format!("nettune-nsfs-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let plain = dir.join("not-a-namespace");
+        fs::write(&plain, "").unwrap();
+        assert_eq!(
+            nsfs_inode(&plain).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        assert!(nsfs_inode(&dir.join("missing")).is_err());
+        fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -7,7 +7,10 @@
 //! `[a-z0-9_]`, so no name can address a file outside `/proc/sys/net` (no `..`,
 //! no `/`, no other tree), whatever the caller passes.
 
-use std::path::{Path, PathBuf};
+use std::{
+    io::{self, Read as _},
+    path::{Path, PathBuf},
+};
 
 /// Where the kernel shows sysctls.
 pub const PROC_SYS: &str = "/proc/sys";
@@ -45,6 +48,30 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
 pub fn path_under(root: &Path, name: &str) -> Result<PathBuf, NameError> {
     check_name(name)?;
     Ok(root.join(name.replace('.', "/")))
+}
+
+/// Reads a sysctl file with one large `read(2)`.
+///
+/// Some sysctl handlers cannot continue a read where the previous one stopped:
+/// `ip_local_reserved_ports` (a "large bitmap") answers a second read with end of
+/// file, so `fs::read_to_string`, which starts with a 32-byte probe, gets its
+/// first 32 bytes and nothing more.
+pub fn read_file(path: &Path) -> io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut bytes = vec![0; 64 * 1024];
+    let mut len = 0;
+    loop {
+        let n = file.read(&mut bytes[len..])?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+        if len == bytes.len() {
+            bytes.resize(bytes.len() * 2, 0);
+        }
+    }
+    bytes.truncate(len);
+    String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 #[cfg(test)]

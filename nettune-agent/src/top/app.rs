@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use crate::model::{
-    snapshot::{Published, Snapshot, WorkloadFigures},
+    snapshot::{Listener, Published, Snapshot, WorkloadFigures},
     tuning::TuningState,
 };
 
@@ -58,6 +58,24 @@ impl SortColumn {
     }
 }
 
+/// What the main table lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// One row per workload (network namespace).
+    Workloads,
+    /// One row per listening socket.
+    Listeners,
+}
+
+/// A row of the listeners view.
+#[derive(Clone, Copy, Debug)]
+pub struct ListenerRow<'a> {
+    /// The workload it belongs to.
+    pub workload: &'a WorkloadFigures,
+    /// The socket.
+    pub listener: &'a Listener,
+}
+
 /// Which pane the arrow keys move in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pane {
@@ -100,6 +118,8 @@ pub struct App {
     pub paused: bool,
     /// The pane the arrow keys move in.
     pub pane: Pane,
+    /// What the main table lists.
+    pub view: View,
     /// Lines scrolled in the tuning pane.
     pub tuning_scroll: usize,
     /// The help popup is open.
@@ -133,6 +153,7 @@ impl App {
             selected: 0,
             paused: false,
             pane: Pane::Workloads,
+            view: View::Workloads,
             tuning_scroll: 0,
             show_help: false,
             source,
@@ -146,7 +167,9 @@ impl App {
         if self.paused {
             return;
         }
-        let Published { snapshot, tuning } = published;
+        let Published {
+            snapshot, tuning, ..
+        } = published;
         self.tuning = tuning;
         for w in &snapshot.workloads {
             let h = self.history.entry(w.netns).or_default();
@@ -175,8 +198,7 @@ impl App {
             .iter()
             .filter(|w| {
                 needle.is_empty()
-                    || w.workload.pod.to_lowercase().contains(&needle)
-                    || w.workload.namespace.to_lowercase().contains(&needle)
+                    || w.workload.display_name().to_lowercase().contains(&needle)
                     || w.process
                         .as_deref()
                         .is_some_and(|p| p.to_lowercase().contains(&needle))
@@ -184,7 +206,7 @@ impl App {
             .collect();
         rows.sort_by(|a, b| {
             let order = if self.sort == SortColumn::Pod {
-                a.workload.pod.cmp(&b.workload.pod)
+                a.workload.display_name().cmp(&b.workload.display_name())
             } else {
                 self.sort.key(a).total_cmp(&self.sort.key(b))
             };
@@ -193,25 +215,79 @@ impl App {
             } else {
                 order
             };
-            order.then_with(|| a.workload.pod.cmp(&b.workload.pod))
+            order.then_with(|| a.workload.display_name().cmp(&b.workload.display_name()))
         });
         rows
     }
 
-    /// The selected workload, if any.
+    /// The listening sockets shown: filtered by text (pod, namespace, process,
+    /// port), those overflowing most first, then the fullest queues.
+    pub fn listener_rows(&self) -> Vec<ListenerRow<'_>> {
+        let Some(s) = &self.snapshot else {
+            return Vec::new();
+        };
+        let needle = self.filter.to_lowercase();
+        let mut rows: Vec<ListenerRow<'_>> = s
+            .listeners
+            .iter()
+            .filter_map(|listener| {
+                Some(ListenerRow {
+                    workload: s.workload(listener.netns)?,
+                    listener,
+                })
+            })
+            .filter(|r| {
+                let w = &r.workload.workload;
+                needle.is_empty()
+                    || w.pod.to_lowercase().contains(&needle)
+                    || w.namespace.to_lowercase().contains(&needle)
+                    || r.listener.port.to_string().contains(&needle)
+                    || r.listener
+                        .process
+                        .as_deref()
+                        .is_some_and(|p| p.to_lowercase().contains(&needle))
+            })
+            .collect();
+        let fill = |l: &Listener| f64::from(l.queue) / f64::from(l.limit.max(1));
+        rows.sort_by(|a, b| {
+            let (x, y) = (a.listener, b.listener);
+            y.overflows
+                .per_second
+                .total_cmp(&x.overflows.per_second)
+                .then(fill(y).total_cmp(&fill(x)))
+                .then_with(|| a.workload.workload.pod.cmp(&b.workload.workload.pod))
+                .then(x.port.cmp(&y.port))
+        });
+        rows
+    }
+
+    /// The selected workload, if any (workloads view).
     pub fn selected_row(&self) -> Option<&WorkloadFigures> {
         self.rows().get(self.selected).copied()
     }
 
+    /// The selected listener, if any (listeners view).
+    pub fn selected_listener(&self) -> Option<ListenerRow<'_>> {
+        self.listener_rows().get(self.selected).copied()
+    }
+
+    /// Rows in the current view.
+    fn row_count(&self) -> usize {
+        match self.view {
+            View::Workloads => self.rows().len(),
+            View::Listeners => self.listener_rows().len(),
+        }
+    }
+
     fn clamp_selection(&mut self) {
-        let n = self.rows().len();
+        let n = self.row_count();
         self.selected = self.selected.min(n.saturating_sub(1));
     }
 
     fn move_selection(&mut self, by: isize) {
         match self.pane {
             Pane::Workloads => {
-                let n = self.rows().len();
+                let n = self.row_count();
                 if n > 0 {
                     self.selected = (self.selected as isize + by).clamp(0, n as isize - 1) as usize;
                 }
@@ -259,6 +335,13 @@ impl App {
             KeyCode::Char('p') => self.paused = !self.paused,
             KeyCode::Char('r') => self.history.clear(),
             KeyCode::Char('?') => self.show_help = true,
+            KeyCode::Char('l') => {
+                self.view = match self.view {
+                    View::Workloads => View::Listeners,
+                    View::Listeners => View::Workloads,
+                };
+                self.selected = 0;
+            }
             KeyCode::Tab => {
                 self.pane = match self.pane {
                     Pane::Workloads => Pane::Tuning,
@@ -291,19 +374,12 @@ mod tests {
     use crate::model::{
         counter::CounterRate,
         snapshot::{WorkloadFigures, for_tests},
-        workload::{Workload, WorkloadKind},
+        workload::Workload,
     };
 
     fn snapshot() -> Published {
         let w = |pod: &str, netns, drops: f64, retx: f64| {
-            let mut w = WorkloadFigures::new(
-                netns,
-                Workload {
-                    kind: WorkloadKind::Pod,
-                    namespace: "default".into(),
-                    pod: pod.into(),
-                },
-            );
+            let mut w = WorkloadFigures::new(netns, Workload::pod("default", pod, ""));
             w.drops = CounterRate {
                 total: 1,
                 per_second: drops,
@@ -321,6 +397,7 @@ mod tests {
                 w("charlie", 3, 3.0, 0.0),
             ]),
             tuning: None,
+            event_collections_suppressed: 0,
         }
     }
 
@@ -330,6 +407,61 @@ mod tests {
 
     fn pods(app: &App) -> Vec<&str> {
         app.rows().iter().map(|w| w.workload.pod.as_str()).collect()
+    }
+
+    fn listener(netns: u32, port: u16, queue: u32, limit: u32, overflows: f64) -> Listener {
+        Listener {
+            netns,
+            address: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            port,
+            inode: u32::from(port),
+            process: Some(format!("srv{port}")),
+            requested_backlog: None,
+            limit,
+            queue,
+            overflows: CounterRate {
+                total: 1,
+                per_second: overflows,
+            },
+            attribution: crate::model::sample::Attribution::AtLimit,
+        }
+    }
+
+    #[test]
+    fn the_listeners_view_puts_the_overflowing_then_the_fullest_first_and_filters_by_port() {
+        let mut app = App::new("test".into());
+        let mut published = snapshot();
+        published.snapshot.listeners = vec![
+            listener(1, 80, 1, 128, 0.0),
+            listener(2, 8080, 9, 8, 40.0),
+            listener(3, 9000, 100, 128, 0.0),
+            listener(99, 7, 0, 1, 0.0),
+        ];
+        app.update(published);
+        app.handle(key(KeyCode::Char('l')));
+        assert_eq!(app.view, View::Listeners);
+        let ports: Vec<u16> = app
+            .listener_rows()
+            .iter()
+            .map(|r| r.listener.port)
+            .collect();
+        // Port 7's namespace is not a workload any more: not shown.
+        assert_eq!(ports, [8080, 9000, 80]);
+        app.handle(key(KeyCode::Down));
+        assert_eq!(app.selected_listener().map(|r| r.listener.port), Some(9000));
+        for c in ['/', '9', '0', '0'] {
+            app.handle(key(KeyCode::Char(c)));
+        }
+        app.handle(key(KeyCode::Enter));
+        let ports: Vec<u16> = app
+            .listener_rows()
+            .iter()
+            .map(|r| r.listener.port)
+            .collect();
+        assert_eq!(ports, [9000]);
+        assert_eq!(app.selected, 0);
+        app.handle(key(KeyCode::Char('l')));
+        assert_eq!(app.view, View::Workloads);
     }
 
     #[test]

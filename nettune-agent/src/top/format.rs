@@ -42,6 +42,18 @@ pub fn duration(seconds: f64) -> String {
     }
 }
 
+/// A queue's fill as a bar of `width` cells and `queue/limit`: `█████░░░ 4/8`.
+/// A full queue fills the bar (the kernel admits one more than the limit).
+pub fn queue_bar(queue: u32, limit: u32, width: usize) -> String {
+    let ratio = (f64::from(queue) / f64::from(limit.max(1))).min(1.0);
+    let filled = (ratio * width as f64).round() as usize;
+    format!(
+        "{}{} {queue}/{limit}",
+        "█".repeat(filled),
+        "░".repeat(width - filled)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +76,8 @@ mod tests {
         assert_eq!(duration(250.0), "4m10s");
         assert_eq!(duration(7500.0), "2h5m");
         assert_eq!(duration(277_200.0), "3d5h");
+        assert_eq!(queue_bar(4, 8, 8), "████░░░░ 4/8");
+        assert_eq!(queue_bar(9, 8, 4), "████ 9/8");
+        assert_eq!(queue_bar(0, 0, 2), "░░ 0/0");
     }
 }

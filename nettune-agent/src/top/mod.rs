@@ -84,7 +84,7 @@ impl SnapshotSource {
             let addr = client::parse_base(url)?;
             return Ok((Self::Remote(addr), url.clone()));
         }
-        let local = config.agent.listen;
+        let local = config.agent.api_listen;
         if let Ok((200, _)) =
             client::get_raw_blocking(local, "/readyz", Duration::from_millis(300), 1024)
         {
@@ -95,7 +95,7 @@ impl SnapshotSource {
         )?;
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let engine = Engine::new(probes, config.clone())?;
+        let engine = Engine::for_viewer(probes, crate::sys::Kernel, config)?;
         let interval = opts.interval;
         let stop_thread = stop.clone();
         std::thread::spawn(move || run_embedded(engine, interval, &stop_thread, &tx));

@@ -13,13 +13,16 @@ use ratatui::{
 };
 
 use super::{
-    app::{App, Pane, SortColumn},
-    format::{bytes_rate, duration, rate},
+    app::{App, ListenerRow, Pane, SortColumn, View},
+    format::{bytes_rate, duration, queue_bar, rate},
 };
-use crate::model::snapshot::{Snapshot, WorkloadFigures};
+use crate::model::{
+    sample::Attribution,
+    snapshot::{Snapshot, WorkloadFigures},
+};
 
-const KEYS: &str =
-    "q quit  s/S sort  o order  / filter  p pause  tab pane  ↑↓ PgUp/PgDn  r reset  ? help";
+const KEYS: &str = "q quit  l listeners  s/S sort  o order  / filter  p pause  tab pane  \
+                    ↑↓ PgUp/PgDn  r reset  ? help";
 
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame<'_>, app: &App) {
@@ -139,14 +142,15 @@ fn header_cell(label: &str, column: SortColumn, app: &App) -> Cell<'static> {
 }
 
 fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    if app.view == View::Listeners {
+        draw_listeners(frame, area, app);
+        return;
+    }
     let rows = app.rows();
     let narrow = area.width < 90;
     let mut header = vec![];
     let mut widths = vec![];
-    if !narrow {
-        header.push(Cell::from("NAMESPACE"));
-        widths.push(Constraint::Length(12));
-    }
+    // Pods as `namespace/name`; other workloads by their own name.
     header.push(header_cell("POD", SortColumn::Pod, app));
     widths.push(Constraint::Min(14));
 
@@ -171,11 +175,7 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
     }
     let body = rows.iter().map(|w| {
         let iface = w.interface.as_ref();
-        let mut cells = vec![];
-        if !narrow {
-            cells.push(w.workload.namespace.clone());
-        }
-        cells.push(w.workload.pod.clone());
+        let mut cells = vec![w.workload.display_name()];
         cells.push(iface.map_or_else(|| "-".into(), |i| bytes_rate(i.rx_bytes.per_second)));
         cells.push(iface.map_or_else(|| "-".into(), |i| bytes_rate(i.tx_bytes.per_second)));
         cells.push(rate(w.drops.per_second));
@@ -189,7 +189,19 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
         cells.push(rate(w.listen_overflows.per_second));
         Row::new(cells)
     });
-    let filter = if app.editing_filter || !app.filter.is_empty() {
+    let focused = app.pane == Pane::Workloads;
+    let title = format!(" workloads ({}){}", rows.len(), filter_title(app));
+    let table = Table::new(body, widths)
+        .header(Row::new(header).style(Style::new().fg(Color::Cyan)))
+        .block(pane_block(&title, focused))
+        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+    let mut state = TableState::default().with_selected((!rows.is_empty()).then_some(app.selected));
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// The filter, as shown in a table's title.
+fn filter_title(app: &App) -> String {
+    if app.editing_filter || !app.filter.is_empty() {
         format!(
             " filter: {}{} ",
             app.filter,
@@ -197,15 +209,121 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
         )
     } else {
         String::new()
-    };
-    let focused = app.pane == Pane::Workloads;
-    let title = format!(" workloads ({}){filter}", rows.len());
+    }
+}
+
+/// One row per listening socket: who, what it asked for, what it got, how full.
+fn draw_listeners(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let rows = app.listener_rows();
+    let narrow = area.width < 76;
+    let mut header = vec![
+        "POD",
+        "PORT",
+        "PROCESS",
+        "QUEUE/LIMIT",
+        "ASKED",
+        "SOMAXCONN",
+    ];
+    let mut widths = vec![
+        Constraint::Min(12),
+        Constraint::Length(5),
+        Constraint::Length(10),
+        Constraint::Length(16),
+        Constraint::Length(7),
+        Constraint::Length(9),
+    ];
+    if narrow {
+        header.remove(5);
+        widths.remove(5);
+    }
+    header.push("OVFL/s");
+    widths.push(Constraint::Length(7));
+    let body = rows.iter().map(|r| {
+        let l = r.listener;
+        let mut cells = vec![
+            r.workload.workload.pod.clone(),
+            l.port.to_string(),
+            l.process.clone().unwrap_or_else(|| "?".into()),
+            queue_bar(l.queue, l.limit, 6),
+            l.requested_backlog
+                .map_or_else(|| "unknown".into(), |b| b.to_string()),
+        ];
+        if !narrow {
+            cells.push(
+                r.workload
+                    .listen_sysctls
+                    .and_then(|s| s.somaxconn)
+                    .map_or_else(|| "?".into(), |v| v.to_string()),
+            );
+        }
+        cells.push(rate(l.overflows.per_second));
+        let style = if l.queue >= l.limit {
+            Style::new().fg(Color::Red)
+        } else {
+            Style::new()
+        };
+        Row::new(cells).style(style)
+    });
+    let title = format!(" listeners ({}){}", rows.len(), filter_title(app));
     let table = Table::new(body, widths)
         .header(Row::new(header).style(Style::new().fg(Color::Cyan)))
-        .block(pane_block(&title, focused))
+        .block(pane_block(&title, app.pane == Pane::Workloads))
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
     let mut state = TableState::default().with_selected((!rows.is_empty()).then_some(app.selected));
     frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// What the selected listener's figures mean: the two facts about its limit.
+fn listener_lines(r: &ListenerRow<'_>) -> Vec<Line<'static>> {
+    let l = r.listener;
+    let who = format!(
+        "{} port {}{}",
+        r.workload.workload.pod,
+        l.port,
+        l.process
+            .as_ref()
+            .map_or_else(String::new, |p| format!(" ({p})"))
+    );
+    let somaxconn = r.workload.listen_sysctls.and_then(|s| s.somaxconn);
+    let asked = match l.requested_backlog {
+        Some(b) => format!("asked listen() for {b}"),
+        None => "listened before nettune started (asked: unknown)".into(),
+    };
+    let mut lines = vec![
+        Line::from(who),
+        Line::from(format!(
+            "  {asked}; limit {} = min(asked, somaxconn when it listened)",
+            l.limit
+        )),
+        Line::from(format!(
+            "  queue {} of {}; overflows {} ({}/s, {})",
+            l.queue,
+            l.limit,
+            l.overflows.total,
+            rate(l.overflows.per_second),
+            match l.attribution {
+                Attribution::Exact => "counted per socket",
+                Attribution::AtLimit => "namespace count, split at the limit",
+                Attribution::None => "none seen",
+            }
+        )),
+    ];
+    if let Some(s) = somaxconn {
+        let verdict = match l.requested_backlog {
+            Some(b) if b <= s => format!(
+                "  somaxconn is {s}: raising it changes nothing here; the application's backlog \
+                 is the cap"
+            ),
+            _ if l.limit < s => format!(
+                "  somaxconn is {s}, above its limit: it would get more only by listening again"
+            ),
+            _ => format!(
+                "  somaxconn {s} caps it; a raise helps only once the application listens again"
+            ),
+        };
+        lines.push(Line::from(verdict));
+    }
+    lines
 }
 
 fn pane_block(title: &str, focused: bool) -> Block<'_> {
@@ -222,9 +340,8 @@ fn pane_block(title: &str, focused: bool) -> Block<'_> {
 
 fn detail_lines(w: &WorkloadFigures) -> Vec<Line<'static>> {
     let mut lines = vec![Line::from(format!(
-        "{} {} (netns {}){}",
-        w.workload.namespace,
-        w.workload.pod,
+        "{} (netns {}){}",
+        w.workload.display_name(),
         w.netns,
         w.process
             .as_ref()
@@ -256,13 +373,25 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let block = pane_block(" detail ", false);
     let inner = block.inner(area);
     frame.render_widget(block, area);
+    if app.view == View::Listeners {
+        if let Some(r) = app.selected_listener() {
+            let text = Paragraph::new(listener_lines(&r)).wrap(Wrap { trim: true });
+            frame.render_widget(text, inner);
+        }
+        return;
+    }
     let Some(w) = app.selected_row() else { return };
     let mut lines = detail_lines(w);
     if let Some(s) = &app.snapshot {
         for l in s.listeners.iter().filter(|l| l.netns == w.netns) {
             lines.push(Line::from(format!(
-                "  listener :{} queue {}/{} overflows {}",
-                l.port, l.backlog, l.max_backlog, l.overflows.total
+                "  listener :{} queue {}/{} asked {} overflows {}",
+                l.port,
+                l.queue,
+                l.limit,
+                l.requested_backlog
+                    .map_or_else(|| "?".into(), |b| b.to_string()),
+                l.overflows.total
             )));
         }
     }
@@ -308,6 +437,17 @@ fn draw_tuning(frame: &mut Frame<'_>, area: Rect, app: &App) {
                     if m.stood_down { " STOOD DOWN" } else { "" }
                 )));
             }
+            for e in t.effects.iter().rev().take(5) {
+                lines.push(Line::from(format!(
+                    "<{}> {} {} → {} on {}: {}",
+                    e.verdict.label(),
+                    e.sysctl,
+                    e.from.replace('\t', " "),
+                    e.to.replace('\t', " "),
+                    e.target,
+                    e.detail
+                )));
+            }
             for d in t.recent.iter().rev() {
                 lines.push(Line::from(format!(
                     "[{}] {} {} → {} because {}",
@@ -348,7 +488,8 @@ fn draw_help(frame: &mut Frame<'_>, area: Rect) {
         "o           reverse the order",
         "/           filter by text (Enter keeps, Esc clears)",
         "p           pause updates",
-        "tab         switch pane (workloads / tuning)",
+        "l           listeners view / workloads view",
+        "tab         switch pane (table / tuning)",
         "↑ ↓ PgUp PgDn Home End   move",
         "r           reset the sparklines",
         "?           this help (any key closes)",

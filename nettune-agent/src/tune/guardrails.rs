@@ -116,7 +116,7 @@ pub fn check_set(
     entry: Option<&Entry>,
     limits: &Limits<'_>,
 ) -> Result<Value, Refusal> {
-    check_not_excluded(spec, limits)?;
+    check_not_excluded(spec, limits.config)?;
     check_not_stood_down(spec, current, entry)?;
     if let (true, Value::Pair(low, _)) = (spec.exposes_ports, wanted)
         && *low < limits.config.lowest_ephemeral_port
@@ -154,8 +154,9 @@ pub fn check_set(
     Ok(wanted.clone())
 }
 
-fn check_not_excluded(spec: &Tunable, limits: &Limits<'_>) -> Result<(), Refusal> {
-    if limits.config.exclude.iter().any(|e| e == spec.name) {
+/// Refuses sysctls the config excludes (owned by the CNI or the admin).
+pub fn check_not_excluded(spec: &Tunable, config: &TuningConfig) -> Result<(), Refusal> {
+    if config.exclude.iter().any(|e| e == spec.name) {
         return Err((Outcome::Refused, "excluded by tuning.exclude".into()));
     }
     Ok(())
@@ -192,11 +193,13 @@ fn check_place<'a>(
     limits: &Limits<'_>,
     now: u64,
 ) -> Result<&'a Target, Refusal> {
-    check_not_excluded(spec, limits)?;
+    check_not_excluded(spec, limits.config)?;
     let Some(target) = target else {
         return Err((
             Outcome::Refused,
-            "the workload's namespace is not opted in (tuning.pod_netns)".into(),
+            "the workload's namespace is not opted in (tuning.pod_netns, or the pod annotation \
+             nettune.io/tune-netns: \"true\")"
+                .into(),
         ));
     };
     check_not_stood_down(spec, current, entry)?;

@@ -9,6 +9,8 @@
 //! - [`journal`]: original values, durably recorded before the first write;
 //! - [`actuator`]: the only code that writes sysctls, through
 //!   [`crate::sys::System`];
+//! - [`verify`]: after each applied change, watches the evidence that triggered
+//!   it and judges the change `effective`, `no_effect_yet` or `ineffective`;
 //! - [`tuner`]: runs one round (mode, decisions, counters), `apply` and `rollback`;
 //! - [`profile`]: static profiles (`audit`, `apply`), the guide's `production`;
 //! - [`value`]: parsing values and ranking them by how much room they give.
@@ -21,6 +23,7 @@ pub mod profile;
 pub mod tunables;
 pub mod tuner;
 pub mod value;
+pub mod verify;
 
 use std::{collections::BTreeMap, path::PathBuf};
 
@@ -39,11 +42,16 @@ pub struct TuningConfig {
     pub limits: BTreeMap<String, Limit>,
     /// Sysctls nettune must leave alone (owned by the CNI or the admin).
     pub exclude: Vec<String>,
-    /// Workloads (their `pod` label, e.g. a pod UID or `netns:<name>`) whose own
-    /// namespace nettune may tune; others only get advice.
+    /// Workloads whose own namespace nettune may tune — by `pod` label,
+    /// `namespace/name` or pod UID (e.g. `shop/web-1`, `netns:<name>`); pods can
+    /// also opt in with the annotation `nettune.io/tune-netns: "true"`. Others
+    /// only get advice.
     pub pod_netns: Vec<String>,
     /// Seconds between two changes of one sysctl in one place.
     pub cooldown_seconds: u64,
+    /// Seconds a change's evidence is watched, once the change can act, before
+    /// it is judged effective or ineffective.
+    pub verdict_seconds: u64,
     /// Most changes of one sysctl in one place per hour.
     pub max_changes_per_hour: u32,
     /// Largest factor one change may grow a value by (1.1 to 4).
@@ -86,6 +94,7 @@ impl Default for TuningConfig {
             exclude: Vec::new(),
             pod_netns: Vec::new(),
             cooldown_seconds: 300,
+            verdict_seconds: 60,
             max_changes_per_hour: 4,
             max_step: 2.0,
             conntrack_threshold: 0.8,

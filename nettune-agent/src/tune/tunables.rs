@@ -102,6 +102,20 @@ impl Tunable {
         self.ceiling.map(|c| if in_pod { c.pod } else { c.node })
     }
 
+    /// The most room the kernel accepts, on the [`Scale`] (an `int` sysctl's
+    /// `INT_MAX`, a port range's full width, a switch's top rank); `None` for
+    /// settings, which nettune never raises.
+    pub fn most_room(&self) -> Option<u64> {
+        if self.direction == Direction::Setting {
+            return None;
+        }
+        Some(match (self.shape, self.scale) {
+            (_, Scale::Ranked(order)) => order.len().saturating_sub(1) as u64,
+            (Shape::Pair, _) => 65_535,
+            _ => i32::MAX.unsigned_abs().into(),
+        })
+    }
+
     /// `raise` for room, `reserve` for port lists: the action label of decisions.
     pub fn action(&self) -> &'static str {
         match self.shape {

@@ -11,14 +11,18 @@ use super::{
     actuator::Actuator,
     guardrails::{self, Limits},
     journal::{Entry, Journal, JournalError},
-    policy::{self, Proposal},
+    policy::{self, Plan, Proposal, Rule},
     tunables::{self, IP_LOCAL_RESERVED_PORTS, Shape, Tunable},
     value::{self, PortList, Value},
+    verify::Watch,
 };
 use crate::{
     model::{
         snapshot::Snapshot,
-        tuning::{Decision, DecisionCount, Managed, Mode, Outcome, Target, TuningState},
+        tuning::{
+            Decision, DecisionCount, EffectCount, Managed, Mode, Outcome, Target, TuningState,
+            Verdict,
+        },
     },
     sys::System,
 };
@@ -32,6 +36,12 @@ pub struct Tuner<S: System> {
     recent: Vec<Decision>,
     /// (sysctl, action, result) → decisions so far.
     counts: BTreeMap<(String, String, String), u64>,
+    /// Applied changes under watch, and the last judged ones.
+    watches: Vec<Watch>,
+    /// (sysctl, target) → why raising it there was judged ineffective.
+    ineffective: BTreeMap<(String, Target), String>,
+    /// (sysctl, verdict) → changes that reached it.
+    effect_counts: BTreeMap<(String, String), u64>,
 }
 
 const RECENT: usize = 50;
@@ -67,6 +77,9 @@ impl<S: System> Tuner<S> {
             mem_total,
             recent: Vec::new(),
             counts: BTreeMap::new(),
+            watches: Vec::new(),
+            ineffective: BTreeMap::new(),
+            effect_counts: BTreeMap::new(),
         })
     }
 
@@ -123,6 +136,16 @@ impl<S: System> Tuner<S> {
                     count: *count,
                 })
                 .collect(),
+            effects: self.watches.iter().map(|w| w.effect.clone()).collect(),
+            effect_counts: self
+                .effect_counts
+                .iter()
+                .map(|((sysctl, verdict), count)| EffectCount {
+                    sysctl: sysctl.clone(),
+                    verdict: verdict.clone(),
+                    count: *count,
+                })
+                .collect(),
         }
     }
 
@@ -135,20 +158,88 @@ impl<S: System> Tuner<S> {
         if let Err(e) = self.journal.reload() {
             log::warn!("cannot re-read the journal: {e}");
         }
+        self.verify(snapshot, now);
         let proposals = policy::propose(snapshot, &self.config);
         let mut decisions: Vec<Decision> = Vec::with_capacity(proposals.len());
         for p in &proposals {
             let d = self.decide(p, &decisions, now);
             Self::log(&d);
             self.count(&d);
+            if d.result == Outcome::Applied && p.rule != Rule::Profile {
+                let before = p.rule.evidence(p.netns, snapshot, &self.config);
+                self.watch(Watch::new(p, &d, before));
+            }
             decisions.push(d);
         }
         decisions
     }
 
+    /// Checks every watched change against `snapshot`; logs and counts each new
+    /// verdict, and remembers where a raise was ineffective.
+    fn verify(&mut self, snapshot: &Snapshot, now: u64) {
+        for w in &mut self.watches {
+            let Some(verdict) = w.check(snapshot, &self.config, now) else {
+                continue;
+            };
+            let effect = &w.effect;
+            if verdict == Verdict::Watching {
+                log::info!("tuning: {effect}");
+                continue;
+            }
+            log::warn!("tuning: {effect}");
+            *self
+                .effect_counts
+                .entry((effect.sysctl.clone(), verdict.label().to_owned()))
+                .or_default() += 1;
+            if verdict == Verdict::Ineffective {
+                self.ineffective.insert(
+                    (effect.sysctl.clone(), effect.target.clone()),
+                    format!("{} → {}: {}", effect.from, effect.to, effect.detail),
+                );
+            }
+        }
+    }
+
+    /// Starts watching a change; the oldest judged watches make room.
+    fn watch(&mut self, watch: Watch) {
+        self.watches.push(watch);
+        while self.watches.len() > RECENT {
+            let oldest = self
+                .watches
+                .iter()
+                .position(|w| w.effect.verdict.is_final())
+                .unwrap_or(0);
+            self.watches.remove(oldest);
+        }
+    }
+
+    /// Why an earlier change's verdict rules out raising `p.sysctl` at
+    /// `target` now: it was ineffective there, or it is still being judged.
+    fn verdicts_rule_out(&self, p: &Proposal, target: &Target) -> Option<(Outcome, String)> {
+        let name = p.sysctl.name;
+        if let Some(why) = self.ineffective.get(&(name.to_owned(), target.clone())) {
+            return Some((
+                Outcome::Futile,
+                format!("an earlier raise here was ineffective ({why})"),
+            ));
+        }
+        let pending = self
+            .watches
+            .iter()
+            .find(|w| w.is_for(name, target) && !w.effect.verdict.is_final())?;
+        let e = &pending.effect;
+        Some((
+            Outcome::Refused,
+            format!(
+                "the last change ({} → {}) is not judged yet: {}",
+                e.from, e.to, e.detail
+            ),
+        ))
+    }
+
     fn decision(p: &Proposal, action: &'static str, now: u64) -> Decision {
         Decision {
-            rule: p.rule.to_owned(),
+            rule: p.rule.name().to_owned(),
             sysctl: p.sysctl.name.to_owned(),
             target: p.target.clone(),
             workload: p.workload.clone(),
@@ -166,6 +257,25 @@ impl<S: System> Tuner<S> {
     fn decide(&mut self, p: &Proposal, earlier: &[Decision], now: u64) -> Decision {
         let spec = p.sysctl;
         let mut d = Self::decision(p, spec.action(), now);
+        if let Err((outcome, reason)) = guardrails::check_not_excluded(spec, &self.config) {
+            // Excluded: not even read.
+            d.result = outcome;
+            d.reason = Some(reason);
+            return d;
+        }
+        match &p.plan {
+            Plan::Raise => {}
+            Plan::Futile(advice) => {
+                d.result = Outcome::Futile;
+                d.reason = Some(advice.clone());
+                return d;
+            }
+            Plan::Hold(reason) => {
+                d.result = Outcome::Refused;
+                d.reason = Some(reason.clone());
+                return d;
+            }
+        }
         let current = match p.target.as_ref().map(|t| self.actuator.read(t, spec)) {
             Some(Ok(v)) => v,
             Some(Err(e)) => return fail(d, e),
@@ -217,6 +327,13 @@ impl<S: System> Tuner<S> {
             }
             Ok(next) => {
                 d.to = Some(next.to_string());
+                if let Some(target) = &p.target
+                    && let Some((outcome, reason)) = self.verdicts_rule_out(p, target)
+                {
+                    d.result = outcome;
+                    d.reason = Some(reason);
+                    return d;
+                }
                 let target = p.target.clone().unwrap_or(Target::Node);
                 self.write(d, &target, spec, &current, &next, now)
             }
@@ -337,7 +454,7 @@ impl<S: System> Tuner<S> {
     fn log(d: &Decision) {
         match d.result {
             Outcome::Applied | Outcome::StoodDown | Outcome::Failed => log::warn!("tuning: {d}"),
-            Outcome::Advised | Outcome::Refused => log::info!("tuning: {d}"),
+            Outcome::Advised | Outcome::Refused | Outcome::Futile => log::info!("tuning: {d}"),
         }
     }
 
@@ -373,16 +490,13 @@ impl<S: System> Tuner<S> {
             .keys()
             .any(|n| tunables::lookup(n).is_ok_and(|t| t.exposes_ports));
         if widens_ports {
-            let p = Proposal {
-                rule: "profile",
-                sysctl: &IP_LOCAL_RESERVED_PORTS,
-                target: Some(Target::Node),
-                workload: "node".into(),
-                evidence: format!(
+            let p = profile_proposal(
+                &IP_LOCAL_RESERVED_PORTS,
+                format!(
                     "profile {profile} widens the ephemeral port range: the ports nettune \
                      protects are reserved first"
                 ),
-            };
+            );
             let d = self.decide(&p, &out, now);
             self.count(&d);
             out.push(d);
@@ -391,13 +505,7 @@ impl<S: System> Tuner<S> {
             let Ok(spec) = tunables::lookup(name) else {
                 continue;
             };
-            let p = Proposal {
-                rule: "profile",
-                sysctl: spec,
-                target: Some(Target::Node),
-                workload: "node".into(),
-                evidence: format!("profile {profile} sets {name} = {wanted}"),
-            };
+            let p = profile_proposal(spec, format!("profile {profile} sets {name} = {wanted}"));
             let d = self.set(&p, wanted, &out, now);
             self.count(&d);
             out.push(d);
@@ -410,6 +518,12 @@ impl<S: System> Tuner<S> {
     fn set(&mut self, p: &Proposal, wanted: &str, earlier: &[Decision], now: u64) -> Decision {
         let spec = p.sysctl;
         let mut d = Self::decision(p, "set", now);
+        if let Err((outcome, reason)) = guardrails::check_not_excluded(spec, &self.config) {
+            // Excluded: not even read (it may not exist where nettune runs).
+            d.result = outcome;
+            d.reason = Some(reason);
+            return d;
+        }
         let current = match self.actuator.read(&Target::Node, spec) {
             Ok(v) => v,
             Err(e) => return fail(d, e),
@@ -450,6 +564,20 @@ impl<S: System> Tuner<S> {
                 self.write(d, &Target::Node, spec, &current, &next, now)
             }
         }
+    }
+}
+
+/// A profile's proposal for `sysctl` on the node.
+fn profile_proposal(sysctl: &'static Tunable, evidence: String) -> Proposal {
+    Proposal {
+        rule: Rule::Profile,
+        sysctl,
+        target: Some(Target::Node),
+        workload: "node".into(),
+        netns: 0,
+        evidence,
+        plan: Plan::Raise,
+        waiting: Vec::new(),
     }
 }
 

@@ -6,7 +6,11 @@ use nettune_common::{DropKey, IfaceTraffic, RetransmitCounters};
 
 use super::*;
 use crate::{
-    model::{drop_reasons::DropReasons, workload::WorkloadKind},
+    collect::cri::RuntimeBoard,
+    model::{
+        drop_reasons::DropReasons,
+        workload::{IdentitySource, WorkloadKind},
+    },
     probes::fake::FakeProbes,
     sys::fake::FakeSystem,
 };
@@ -110,6 +114,45 @@ fn namespaces_that_go_are_forgotten_and_new_ones_appear() {
 }
 
 #[test]
+fn links_and_namespaces_are_listed_again_only_when_something_says_so() {
+    let mut c = collector(node());
+    c.tick().unwrap();
+    let listed = |c: &Collector<FakeProbes, FakeSystem>| c.system().listings();
+    assert_eq!(listed(&c), 1);
+    c.tick().unwrap();
+    assert_eq!(listed(&c), 1, "nothing changed: the last listing serves");
+    // A veth comes or goes.
+    c.system().set_host_links(Vec::new());
+    c.tick().unwrap();
+    assert_eq!(listed(&c), 2);
+    // A namespace with no veth on the host shows up in the maps first: its
+    // entries survive until the next tick lists it.
+    c.system().add_namespace(30, Some("quiet"), false);
+    c.probes.readings.retransmits.insert(
+        30,
+        RetransmitCounters {
+            retransmits: 1,
+            segments: 1,
+            failed: 0,
+        },
+    );
+    c.tick().unwrap();
+    assert_eq!(listed(&c), 2);
+    assert!(
+        c.probes.readings.retransmits.contains_key(&30),
+        "forgotten before listed"
+    );
+    let tick = c.tick().unwrap();
+    assert_eq!(listed(&c), 3);
+    assert_eq!(tick.snapshot.workload(30).unwrap().retransmits.total, 1);
+    // Nothing at all: listed again after TOPOLOGY_REFRESH_TICKS anyway.
+    for _ in 0..TOPOLOGY_REFRESH_TICKS {
+        c.tick().unwrap();
+    }
+    assert_eq!(listed(&c), 4);
+}
+
+#[test]
 fn a_veth_is_joined_to_the_namespace_its_peer_id_names_not_its_ifindex() {
     let system = node();
     // A second pod, id 6; the host-side veth 7 names id 6, not the first pod's 5.
@@ -199,4 +242,111 @@ fn rates_come_from_two_ticks_and_tc_drops_from_the_host_namespace() {
         .unwrap();
     assert_eq!(iface.tc_drops.total, 4);
     assert!(iface.tc_drops.per_second > 0.0);
+}
+
+fn runtime_pod(name: &str, netns: u32, annotations: &[(&str, &str)]) -> PodRecord {
+    PodRecord {
+        id: format!("sandbox-{name}"),
+        namespace: "shop".into(),
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        annotations: annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        netns: Some(netns),
+        ..PodRecord::default()
+    }
+}
+
+fn runtime(pods: Vec<PodRecord>, up: bool) -> RuntimePods {
+    RuntimePods {
+        pods,
+        source: Some(IdentitySource {
+            source: "cri".into(),
+            up,
+            detail: "/run/containerd/containerd.sock".into(),
+        }),
+    }
+}
+
+#[test]
+fn runtime_pods_are_named_and_ignored_ones_leave_no_trace() {
+    let system = node();
+    // A second pod namespace (inode 20, id 6) behind veth 8.
+    system.add_namespace(20, None, false);
+    system.set_netns_id(20, Some(6));
+    system.set_net_file(20, "snmp", Some(SNMP));
+    system.set_host_links(vec![veth(7, "veth10", Some(5)), veth(8, "veth20", Some(6))]);
+    let board = RuntimeBoard::new();
+    board.publish(runtime(
+        vec![
+            runtime_pod("web-1", 10, &[]),
+            runtime_pod("noisy", 20, &[("nettune.io/ignore", "true")]),
+        ],
+        true,
+    ));
+    let mut c = collector(system).with_runtime(board);
+    c.probes.readings.retransmits.insert(
+        20,
+        RetransmitCounters {
+            retransmits: 9,
+            segments: 9,
+            failed: 0,
+        },
+    );
+    let tick = c.tick().unwrap();
+    let s = &tick.snapshot;
+    let web = s.workload(10).unwrap();
+    assert_eq!(web.workload, Workload::pod("shop", "web-1", "uid-web-1"));
+    assert_eq!(web.interface.as_ref().unwrap().name, "veth10");
+    assert!(s.workload(20).is_none(), "the ignored pod has figures");
+    assert_eq!(tick.interfaces.added, [(7, "veth10".to_owned())]);
+    assert!(
+        !c.probes.watched.contains_key(&8),
+        "the ignored pod's veth is watched"
+    );
+    assert_eq!(s.identity_sources.len(), 1);
+    assert!(s.identity_sources[0].up);
+}
+
+#[test]
+fn an_unnamed_namespace_asks_the_runtime_for_an_early_poll_once_while_it_answers() {
+    let (board, requests) = RuntimeBoard::with_requests();
+    board.publish(runtime(Vec::new(), true));
+    let mut c = collector(node()).with_runtime(board.clone());
+    c.tick().unwrap();
+    assert_eq!(requests.try_iter().count(), 1, "namespace 10 is not named");
+    c.tick().unwrap();
+    assert_eq!(requests.try_iter().count(), 0, "asked once per namespace");
+    // A new pod: its namespace and its veth.
+    c.system().add_namespace(11, Some("late"), false);
+    c.system()
+        .set_host_links(vec![veth(7, "veth10", Some(5)), veth(8, "veth11", None)]);
+    board.publish(runtime(Vec::new(), false));
+    c.tick().unwrap();
+    assert_eq!(
+        requests.try_iter().count(),
+        0,
+        "a runtime that is down is not asked"
+    );
+    board.publish(runtime(vec![runtime_pod("late", 11, &[])], true));
+    let tick = c.tick().unwrap();
+    assert_eq!(
+        requests.try_iter().count(),
+        0,
+        "every new namespace is named"
+    );
+    assert_eq!(tick.snapshot.workload(11).unwrap().workload.pod, "late");
+}
+
+#[test]
+fn without_the_runtime_pods_keep_their_other_names_and_no_source_is_reported() {
+    let mut c = collector(node());
+    let tick = c.tick().unwrap();
+    assert_eq!(
+        tick.snapshot.workload(10).unwrap().workload.pod,
+        "netns:pod"
+    );
+    assert!(tick.snapshot.identity_sources.is_empty());
 }

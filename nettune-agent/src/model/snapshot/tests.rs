@@ -50,6 +50,7 @@ fn ctx<'a>(report: &'a Report, reasons: &'a DropReasons) -> Context<'a> {
         collection_seconds: 0.001,
         report,
         reasons,
+        identity_sources: &[],
     }
 }
 
@@ -148,4 +149,30 @@ fn serializes_to_versioned_json() {
     assert_eq!(json["workloads"][1]["pod"], "netns:99");
     let back: Snapshot = serde_json::from_value(json).unwrap();
     assert_eq!(back, snap);
+}
+
+#[test]
+fn capped_keeps_the_node_and_the_first_pods_and_counts_the_rest() {
+    let (report, reasons) = (Report::default(), reasons());
+    let mut s = sample(1, 1, 1, 1);
+    for i in 0..5 {
+        s.netns.insert(
+            10 + i,
+            NetnsSample {
+                workload: Some(Workload::new(WorkloadKind::Pod, format!("pod-{i}"))),
+                ..NetnsSample::default()
+            },
+        );
+    }
+    let snap = Snapshot::build(&s, None, 1.0, &ctx(&report, &reasons));
+    let total = snap.workloads.len();
+    let capped = snap.clone().capped(2);
+    let names: Vec<&str> = capped
+        .workloads
+        .iter()
+        .map(|w| w.workload.pod.as_str())
+        .collect();
+    assert_eq!(names, ["node", "pod-0", "pod-1"]);
+    assert_eq!(capped.workloads_folded, total - 3);
+    assert_eq!(capped.totals, snap.totals, "totals still count everything");
 }

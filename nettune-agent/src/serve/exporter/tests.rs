@@ -3,14 +3,18 @@ use crate::model::{
     counter::CounterRate,
     drop_reasons::DropReasons,
     probes::Report,
-    sample::{NetnsSample, Sample},
+    sample::{Attribution, NetnsSample, Sample},
     snapshot::Context,
-    workload::Workload,
+    workload::{IdentitySource, Workload},
 };
 
 /// The node and `pods` named namespaces, each with 2 NO_SOCKET drops and 10 sent
-/// segments.
+/// segments; the container runtime answers.
 fn published(pods: u32) -> Arc<Published> {
+    published_with(pods, true)
+}
+
+fn published_with(pods: u32, runtime_up: bool) -> Arc<Published> {
     let mut sample = Sample::default();
     for i in 0..=pods {
         let workload = if i == 0 {
@@ -40,10 +44,16 @@ fn published(pods: u32) -> Arc<Published> {
         collection_seconds: 0.5,
         report: &report,
         reasons: &reasons,
+        identity_sources: &[IdentitySource {
+            source: "cri".into(),
+            up: runtime_up,
+            detail: "/run/containerd/containerd.sock".into(),
+        }],
     };
     Arc::new(Published {
         snapshot: Snapshot::build(&sample, None, 1.0, &ctx),
         tuning: None,
+        event_collections_suppressed: 0,
     })
 }
 
@@ -109,7 +119,7 @@ fn declared_metrics_follow_naming_rules() {
 #[test]
 fn pods_beyond_the_cap_are_folded_into_other() {
     let text = render(5, 2);
-    let pods: std::collections::BTreeSet<&str> = text
+    let pods: BTreeSet<&str> = text
         .lines()
         .filter(|l| l.starts_with("nettune_drops_total{"))
         .filter_map(|l| l.split("pod=\"").nth(1)?.split('"').next())
@@ -173,5 +183,118 @@ fn a_counter_rate_is_exported_as_its_total() {
         text.contains(
             "nettune_tcp_retransmit_segments_total{namespace=\"\",pod=\"netns:p001\"} 42"
         )
+    );
+}
+
+/// A listener of `netns` on `port` with 10 overflows.
+fn listener(netns: u32, port: u16, inode: u32) -> Listener {
+    Listener {
+        netns,
+        address: std::net::Ipv4Addr::UNSPECIFIED.into(),
+        port,
+        inode,
+        process: Some("server".into()),
+        requested_backlog: Some(511),
+        limit: 128,
+        queue: 3,
+        overflows: CounterRate {
+            total: 10,
+            per_second: 0.0,
+        },
+        attribution: Attribution::AtLimit,
+    }
+}
+
+fn series<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .collect()
+}
+
+#[test]
+fn listeners_of_folded_pods_are_summed_not_listed() {
+    let mut p = (*published(5)).clone();
+    for (netns, port) in [(2, 80), (6, 81), (6, 82)] {
+        p.snapshot
+            .listeners
+            .push(listener(netns, port, u32::from(port)));
+    }
+    let text = String::from_utf8(Exporter::new(2).render(Arc::new(p)).to_vec()).unwrap();
+    let own = r#"namespace="",pod="netns:p001",address="0.0.0.0",port="80",process="server""#;
+    let other = r#"namespace="",pod="_other",address="",port="_other",process="""#;
+    assert_eq!(
+        series(&text, "nettune_listen_socket_overflows_total"),
+        [
+            format!("nettune_listen_socket_overflows_total{{{other}}} 20"),
+            format!("nettune_listen_socket_overflows_total{{{own}}} 10"),
+        ]
+    );
+    assert_eq!(
+        series(&text, "nettune_listen_backlog_requested"),
+        [format!("nettune_listen_backlog_requested{{{own}}} 511")],
+        "a folded series has no single requested backlog"
+    );
+    assert_eq!(
+        series(&text, "nettune_listen_backlog_limit"),
+        [
+            format!("nettune_listen_backlog_limit{{{other}}} 256"),
+            format!("nettune_listen_backlog_limit{{{own}}} 128"),
+        ]
+    );
+}
+
+#[test]
+fn a_pods_listeners_beyond_its_share_fold_into_one_port_and_reuseport_groups_sum() {
+    let mut p = (*published(1)).clone();
+    for port in 0..(LISTENERS_PER_WORKLOAD as u16 + 3) {
+        p.snapshot
+            .listeners
+            .push(listener(2, 1000 + port, u32::from(port)));
+    }
+    // Two sockets of one SO_REUSEPORT group: one series, their sums.
+    p.snapshot.listeners.push(listener(2, 1000, 999));
+    let text = String::from_utf8(Exporter::new(10).render(Arc::new(p)).to_vec()).unwrap();
+    let queues = series(&text, "nettune_listen_queue_length");
+    assert_eq!(queues.len(), LISTENERS_PER_WORKLOAD + 1, "{queues:#?}");
+    assert!(
+        queues.contains(
+            &r#"nettune_listen_queue_length{namespace="",pod="netns:p001",address="0.0.0.0",port="1000",process="server"} 6"#
+        ),
+        "{queues:#?}"
+    );
+    assert!(
+        queues
+            .iter()
+            .any(|l| l.contains(r#"port="_other""#) && l.ends_with(" 9"))
+    );
+}
+
+#[test]
+fn a_runtime_named_pod_has_its_namespace_and_name_and_no_uid_label() {
+    let mut p = (*published(1)).clone();
+    p.snapshot.workloads[1].workload =
+        Workload::pod("shop", "web-1", "6f1f5c1e-7c6b-4c55-9d0a-1c5a7e0b1f2a");
+    let text = String::from_utf8(Exporter::new(10).render(Arc::new(p)).to_vec()).unwrap();
+    assert!(
+        text.contains(
+            "nettune_drops_total{namespace=\"shop\",pod=\"web-1\",reason=\"NO_SOCKET\"} 2"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("6f1f5c1e"), "the UID is not a label: {text}");
+}
+
+#[test]
+fn the_identity_source_gauge_follows_the_runtime() {
+    let up = String::from_utf8(Exporter::new(10).render(published_with(1, true)).to_vec()).unwrap();
+    assert!(
+        up.contains("nettune_identity_source{source=\"cri\"} 1"),
+        "{up}"
+    );
+    let down =
+        String::from_utf8(Exporter::new(10).render(published_with(1, false)).to_vec()).unwrap();
+    assert!(
+        down.contains("nettune_identity_source{source=\"cri\"} 0"),
+        "{down}"
     );
 }

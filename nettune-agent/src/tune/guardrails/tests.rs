@@ -207,7 +207,8 @@ fn exclusions_and_opt_in() {
     let (_, reason) = check_raise(somaxconn(), None, &Value::Int(1), None, &l, 0).unwrap_err();
     assert_eq!(
         reason,
-        "the workload's namespace is not opted in (tuning.pod_netns)"
+        "the workload's namespace is not opted in (tuning.pod_netns, or the pod annotation \
+         nettune.io/tune-netns: \"true\")"
     );
 }
 

@@ -2,7 +2,12 @@ use std::{collections::BTreeMap, fs, path::PathBuf};
 
 use super::*;
 use crate::{
-    model::{counter::CounterRate, snapshot::WorkloadFigures, workload::Workload},
+    model::{
+        counter::CounterRate,
+        sample::{Attribution, ListenSysctls},
+        snapshot::{Listener, WorkloadFigures},
+        workload::Workload,
+    },
     sys::fake::FakeSystem,
 };
 
@@ -55,13 +60,35 @@ impl Drop for Fixture {
     }
 }
 
+/// The node's accept queue overflows on a listener that asked for more than
+/// somaxconn 4096 and sits at it: the somaxconn rule raises.
 fn overflowing() -> Snapshot {
+    overflowing_with(65535, 4096, 5.0, 50)
+}
+
+/// Listen overflows on the node at `per_second` (`total` so far), on a listener
+/// that asked for `requested` and got `limit`.
+fn overflowing_with(requested: u32, limit: u32, per_second: f64, total: u64) -> Snapshot {
     let mut node = WorkloadFigures::new(1, Workload::node());
-    node.listen_overflows = CounterRate {
-        total: 50,
-        per_second: 5.0,
-    };
-    crate::model::snapshot::for_tests(vec![node])
+    node.listen_overflows = CounterRate { total, per_second };
+    node.listen_sysctls = Some(ListenSysctls {
+        somaxconn: Some(4096),
+        ..ListenSysctls::default()
+    });
+    let mut s = crate::model::snapshot::for_tests(vec![node]);
+    s.listeners = vec![Listener {
+        netns: 1,
+        address: std::net::Ipv4Addr::UNSPECIFIED.into(),
+        port: 8080,
+        inode: 77,
+        process: Some("server".into()),
+        requested_backlog: Some(requested),
+        limit,
+        queue: limit + 1,
+        overflows: CounterRate { total, per_second },
+        attribution: Attribution::AtLimit,
+    }];
+    s
 }
 
 #[test]
@@ -383,7 +410,10 @@ fn rollback_never_writes_into_a_new_namespace_that_reused_an_inode() {
         total: 9,
         per_second: 3.0,
     };
-    let snapshot = crate::model::snapshot::for_tests(vec![overflowing_pod]);
+    overflowing_pod.listen_sysctls = overflowing().workloads[0].listen_sysctls;
+    let mut snapshot = crate::model::snapshot::for_tests(vec![overflowing_pod]);
+    snapshot.listeners = overflowing().listeners;
+    snapshot.listeners[0].netns = 7;
     let d = f
         .tuner_with(Mode::Enforce, |c| c.pod_netns = vec!["netns:pod-a".into()])
         .round(&snapshot, 0);
@@ -400,4 +430,94 @@ fn rollback_never_writes_into_a_new_namespace_that_reused_an_inode() {
         "an old original was written into another namespace: {report:?}"
     );
     assert_eq!(report.gone.len(), 1, "{report:?}");
+}
+
+/// A tuner that may change a value every second and judges a change in 10 s.
+fn quick(f: &Fixture) -> Tuner<&FakeSystem> {
+    f.tuner_with(Mode::Enforce, |c| {
+        c.cooldown_seconds = 1;
+        c.verdict_seconds = 10;
+    })
+}
+
+fn effect_count(t: &Tuner<&FakeSystem>, verdict: &str) -> u64 {
+    t.state()
+        .effect_counts
+        .iter()
+        .find(|c| c.sysctl == "net.core.somaxconn" && c.verdict == verdict)
+        .map_or(0, |c| c.count)
+}
+
+#[test]
+fn a_listener_that_asked_for_less_than_somaxconn_never_gets_a_write() {
+    let f = Fixture::new("futile");
+    let mut t = quick(&f);
+    for now in [0, 5, 10] {
+        let d = t.round(&overflowing_with(8, 8, 291.0, 291 * now), now);
+        assert_eq!(d[0].result, Outcome::Futile, "{}", d[0]);
+        let reason = d[0].reason.as_deref().unwrap();
+        assert!(reason.contains("asked listen() for 8") && reason.contains("backlog to 4096"));
+    }
+    assert_eq!(f.somaxconn(), "4096");
+    assert!(t.journal().entries().is_empty(), "nothing was written");
+}
+
+#[test]
+fn a_somaxconn_raise_has_no_effect_until_the_listener_listens_again_then_is_effective() {
+    let f = Fixture::new("relisten");
+    let mut t = quick(&f);
+    let d = t.round(&overflowing(), 0);
+    assert_eq!(
+        (d[0].result, d[0].to.as_deref()),
+        (Outcome::Applied, Some("8192"))
+    );
+    // The socket keeps its 4096: no second raise while it waits.
+    for now in [2, 30] {
+        let d = t.round(&overflowing_with(65535, 4096, 5.0, 50 + 5 * now), now);
+        assert_eq!(d[0].result, Outcome::Refused, "{}", d[0]);
+        assert!(d[0].reason.as_deref().unwrap().contains("not judged yet"));
+    }
+    assert_eq!(f.somaxconn(), "8192");
+    let effect = &t.state().effects[0];
+    assert_eq!(effect.verdict, Verdict::NoEffectYet);
+    assert!(
+        effect
+            .detail
+            .contains("port 8080 (server) still has limit 4096"),
+        "{}",
+        effect.detail
+    );
+    assert_eq!(effect_count(&t, "no_effect_yet"), 1);
+    // It listens again, gets 8192, and the overflows stop.
+    let mut calm = overflowing_with(65535, 8192, 0.0, 200);
+    calm.listeners[0].queue = 0;
+    for now in [31, 36, 41] {
+        t.round(&calm, now);
+    }
+    assert_eq!(
+        t.state().effects[0].verdict,
+        Verdict::Effective,
+        "{:?}",
+        t.state().effects
+    );
+    assert_eq!(effect_count(&t, "effective"), 1);
+}
+
+#[test]
+fn an_ineffective_raise_is_not_repeated_and_the_advice_says_why() {
+    let f = Fixture::new("ineffective");
+    let mut t = quick(&f);
+    t.round(&overflowing(), 0);
+    // It listened again with the new limit, yet overflows go on at the same rate.
+    for now in [1, 6, 12] {
+        t.round(&overflowing_with(65535, 8192, 5.0, 50 + 5 * now), now);
+    }
+    let effect = &t.state().effects[0];
+    assert_eq!(effect.verdict, Verdict::Ineffective, "{effect}");
+    assert!(effect.detail.contains("accept loop"), "{}", effect.detail);
+    let d = t.round(&overflowing_with(65535, 8192, 5.0, 120), 20);
+    assert_eq!(d[0].result, Outcome::Futile, "{}", d[0]);
+    assert!(d[0].reason.as_deref().unwrap().contains("ineffective"));
+    assert_eq!(f.somaxconn(), "8192", "raised once only");
+    assert_eq!(effect_count(&t, "ineffective"), 1);
 }

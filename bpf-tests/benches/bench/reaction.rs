@@ -9,30 +9,40 @@
 //! The reaction is t0 → the moment the new value is visible in /proc (polled every
 //! millisecond). The baseline runs the same with `agent.wake_on_events = false`.
 //!
-//! Run with `cargo xtask bench` (root). `NETTUNE_BENCH_RUNS` sets runs per mode
-//! (default 5). Results also go to `target/nettune-bench/reaction.json`.
+//! Section `reaction` of `cargo xtask bench`: 5 runs per mode (2 with `--quick`;
+//! `NETTUNE_BENCH_RUNS` overrides).
 
 use std::{
     net::SocketAddrV4,
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 use bpf_tests::{
-    agent_process::AgentProcess, scenarios::Pair, sockets::connect_nonblocking,
+    agent_process::AgentProcess,
+    bench::{
+        agent::nettune_bin,
+        report::{Row, Section, Target},
+        stats::Summary,
+    },
+    scenarios::Pair,
+    sockets::connect_nonblocking,
     sysctl_guard::Restore,
 };
 
+use crate::Mode;
+
+const METHOD: &str = "Urgent kernel event → written sysctl (`bpf-tests/benches/bench/reaction.rs`): \
+a test namespace that tracks connections, `nf_conntrack_max` lowered to 16 (restored after), \
+`nettune run` in enforce mode with a 1 s tick. At t0 24 connections are opened; the table \
+fills, conntrack drops packets (`NETFILTER_DROP`, sent through the ring buffer), the agent \
+collects at once, the tuner raises `nf_conntrack_max`; the reaction is t0 → the new value \
+visible in /proc (polled every millisecond). Reference: the same agent with \
+`agent.wake_on_events = false`, waiting for its tick.";
+
 const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
 const LOWERED: &str = "16";
-
-fn nettune_bin() -> PathBuf {
-    std::env::var_os("NETTUNE_BIN").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/nettune"),
-        PathBuf::from,
-    )
-}
 
 fn one_run(run: u8, wake: bool, base: &Path, conntrack_max: &Restore) -> anyhow::Result<Duration> {
     let pair = Pair::new(40 + run, None)?;
@@ -89,60 +99,28 @@ fn one_run(run: u8, wake: bool, base: &Path, conntrack_max: &Restore) -> anyhow:
     Ok(reaction)
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn main() -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the reaction benchmark needs root (it runs nettune and changes sysctls)");
-    }
+pub fn run(mode: Mode) -> anyhow::Result<Section> {
     let runs: u8 = std::env::var("NETTUNE_BENCH_RUNS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(mode.pick(2, 5));
     let base = std::env::temp_dir().join(format!("nettune-bench-{}", std::process::id()));
     let conntrack_max = Restore::set(CONNTRACK_MAX, LOWERED)?;
-    let mut results = serde_json::Map::new();
-    let mut medians = Vec::new();
-    for (wake, label) in [(true, "urgent event"), (false, "tick only (baseline)")] {
+    let mut summaries = Vec::new();
+    for wake in [true, false] {
         let mut ms = Vec::new();
         for run in 0..runs {
             let d = one_run(run, wake, &base, &conntrack_max)?;
             ms.push(d.as_secs_f64() * 1000.0);
         }
-        let (min, max) = (
-            ms.iter().copied().fold(f64::INFINITY, f64::min),
-            ms.iter().copied().fold(0.0, f64::max),
-        );
-        let med = median(&mut ms);
-        println!(
-            "reaction, {label:<22}: median {med:7.1} ms  (min {min:.1}, max {max:.1}, {runs} runs)"
-        );
-        results.insert(
-            label.to_owned(),
-            serde_json::json!({"median_ms": med, "min_ms": min, "max_ms": max, "runs_ms": ms}),
-        );
-        medians.push(med);
+        summaries.push(Summary::of(&ms));
     }
-    let ratio = medians[0] / medians[1];
-    println!(
-        "ratio event / tick: {ratio:.3}  (target: event path under 1000 ms: {})",
-        if medians[0] < 1000.0 {
-            "met"
-        } else {
-            "NOT met"
-        }
-    );
-    results.insert("ratio_event_to_tick".into(), ratio.into());
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/nettune-bench");
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(
-        out.join("reaction.json"),
-        serde_json::to_string_pretty(&results)?,
-    )?;
     let _ = std::fs::remove_dir_all(base);
-    Ok(())
+    let mut section = Section::new("reaction", "6. Reaction", METHOD, mode.quick);
+    section.rows.push(
+        Row::new("urgent event → written sysctl", "ms", summaries[0].clone())
+            .against("tick only (1 s tick)", summaries[1].clone())
+            .target(Target::below(1000.0, "< 1 s")),
+    );
+    Ok(section)
 }

@@ -1,0 +1,317 @@
+//! Section `kernel_cost`: what each nettune program costs the kernel per event,
+//! next to bpftrace on the same tracepoint and an empty classifier on the same
+//! interfaces, all attached at once and fed the same events.
+//!
+//! Two pods routed through the host (nettune's tc programs on both host-side
+//! veths, the empty classifier after them on the same hooks); six bpftrace
+//! processes, one script each (empty, `count()`, keyed count, on `skb:kfree_skb`
+//! and `tcp:tcp_retransmit_skb`). Each repetition runs two phases, and every
+//! program's `run_time_ns / run_cnt` over a phase is one sample:
+//! - drop loop: 1-byte UDP datagrams to a closed port of the other pod (NO_SOCKET);
+//! - netfilter loss: a TCP transfer into the other pod, whose nftables input chain
+//!   drops 3 % of TCP packets at random (NETFILTER_DROP, and retransmits).
+
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use aya::programs::TcAttachType;
+use bpf_tests::{
+    bench::{
+        agent::Agent,
+        bpf_stats::{self, ProgRun, Snapshot},
+        load::udp_flood,
+        nft,
+        pods::Pods,
+        report::{Row, Section, Target},
+        stats::Summary,
+    },
+    bpftrace::Bpftrace,
+    classifier::Classifier,
+    traffic::bulk_transfer,
+};
+
+use crate::Mode;
+
+const METHOD: &str = "Per-event kernel cost, `run_time_ns / run_cnt` with `kernel.bpf_stats_enabled=1` \
+(restored after; it adds a fixed cost to every program alike), read from the fdinfo of each \
+program's holder. Two pod namespaces routed through the host; nettune (`nettune run`) attached \
+with tc on both host-side veths; in the same run, bpftrace on the same tracepoints — an empty \
+program, `@ = count()` and a keyed count (`@[args->reason]` on `skb:kfree_skb`, \
+`@[args->skaddr]` on `tcp:tcp_retransmit_skb`) — and a test-only empty classifier \
+(`bpf-tests/ebpf/src/empty.rs`) on the same tc hooks. Every program sees the same events. \
+Phases, repeated: *drop loop* (1-byte UDP datagrams to a closed port of the other pod: \
+NO_SOCKET) and *netfilter loss* (a TCP transfer into a pod whose nftables input chain drops \
+`numgen random mod 100 < 3`: NETFILTER_DROP and retransmits). Other activity on the machine \
+reaches the tracepoints too, equally for every program.";
+
+/// A phase needs this many runs of a program for its cost to be a sample.
+const MIN_RUNS: u64 = 100;
+
+/// (label, tracepoint family, script) of each bpftrace peer.
+const PEERS: &[(&str, Family, &str)] = &[
+    (
+        "bpftrace empty",
+        Family::KfreeSkb,
+        "tracepoint:skb:kfree_skb {}",
+    ),
+    (
+        "bpftrace count()",
+        Family::KfreeSkb,
+        "tracepoint:skb:kfree_skb { @ = count(); }",
+    ),
+    (
+        "bpftrace keyed count",
+        Family::KfreeSkb,
+        "tracepoint:skb:kfree_skb { @[args->reason] = count(); }",
+    ),
+    (
+        "bpftrace empty",
+        Family::Retransmit,
+        "tracepoint:tcp:tcp_retransmit_skb {}",
+    ),
+    (
+        "bpftrace count()",
+        Family::Retransmit,
+        "tracepoint:tcp:tcp_retransmit_skb { @ = count(); }",
+    ),
+    (
+        "bpftrace keyed count",
+        Family::Retransmit,
+        "tracepoint:tcp:tcp_retransmit_skb { @[args->skaddr] = count(); }",
+    ),
+];
+
+/// Which event a program runs on.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Family {
+    KfreeSkb,
+    Retransmit,
+    Tc,
+    Other,
+}
+
+impl Family {
+    fn of_nettune(name: &str) -> Self {
+        if name.starts_with("kfree_skb") {
+            Self::KfreeSkb
+        } else if name.starts_with("tcp_retransmit") {
+            Self::Retransmit
+        } else if name.starts_with("pod_") {
+            Self::Tc
+        } else {
+            Self::Other
+        }
+    }
+
+    fn tracepoint(self) -> &'static str {
+        match self {
+            Self::KfreeSkb => "kfree_skb",
+            Self::Retransmit => "tcp_retransmit_skb",
+            Self::Tc => "tc",
+            Self::Other => "other",
+        }
+    }
+}
+
+const PHASES: [&str; 2] = ["drop loop", "netfilter loss"];
+
+/// ns/run samples per (phase, program label), and runs per phase.
+#[derive(Default)]
+struct Costs {
+    ns: BTreeMap<(usize, String), Vec<f64>>,
+    runs: BTreeMap<(usize, String), Vec<f64>>,
+}
+
+impl Costs {
+    fn add(&mut self, phase: usize, label: String, run: &ProgRun) {
+        if run.run_cnt >= MIN_RUNS {
+            self.ns
+                .entry((phase, label.clone()))
+                .or_default()
+                .push(run.ns_per_run());
+            self.runs
+                .entry((phase, label))
+                .or_default()
+                .push(run.run_cnt as f64);
+        }
+    }
+
+    fn get(&self, phase: usize, label: &str) -> Option<Summary> {
+        self.ns
+            .get(&(phase, label.to_owned()))
+            .map(|v| Summary::of(v))
+    }
+}
+
+pub fn run(mode: Mode) -> anyhow::Result<Section> {
+    let reps = mode.pick(3, 7);
+    let datagrams = mode.pick(20_000, 50_000);
+    let bytes = mode.pick(16, 48) << 20;
+    let mut section = Section::new(
+        "kernel_cost",
+        "1. Per-event kernel cost",
+        METHOD,
+        mode.quick,
+    );
+
+    let _stats = bpf_stats::enable()?;
+    let pods = Pods::new(2, "kc")?;
+    let (a, b) = (&pods.pods[0], &pods.pods[1]);
+    nft::add_input_rule(&b.ns, "meta l4proto tcp numgen random mod 100 < 3 drop")?;
+    // One segment per packet (no TSO/GSO super-packets from the sender): what
+    // netfilter, tc and the loss see is then per MSS, as between nodes.
+    a.ns.ip(&["link", "set", "dev", "eth0", "gso_max_segs", "1"])?;
+    let agent = Agent::start("")?;
+    agent.wait_for_interfaces(&pods.host_ifaces(), Duration::from_secs(30))?;
+    let mut empty = Classifier::empty(None)?;
+    for iface in pods.host_ifaces() {
+        empty.attach(iface, TcAttachType::Ingress, false)?;
+        empty.attach(iface, TcAttachType::Egress, false)?;
+    }
+    let empty_id = empty.program_id()?;
+    let peers: Vec<Bpftrace> = PEERS
+        .iter()
+        .map(|(_, _, script)| Bpftrace::start(script))
+        .collect::<anyhow::Result<_>>()?;
+    let mut pids = vec![agent.pid(), std::process::id()];
+    pids.extend(peers.iter().map(Bpftrace::pid));
+
+    let mut costs = Costs::default();
+    for rep in 0..reps {
+        for (phase, name) in PHASES.iter().enumerate() {
+            let before = Snapshot::take(&pids)?;
+            if phase == 0 {
+                let closed = SocketAddr::from((b.addr(), 9));
+                udp_flood(&a.ns, closed, datagrams, None, Duration::from_secs(20))?;
+            } else {
+                let server = SocketAddr::from((b.addr(), 5201));
+                bulk_transfer(&a.ns, &b.ns, server, bytes)?;
+            }
+            // Let the last packets and ICMP errors through.
+            std::thread::sleep(Duration::from_millis(100));
+            let runs = Snapshot::take(&pids)?.since(&before);
+            println!(
+                "  rep {rep} {name}: {} programs ran",
+                runs.iter().filter(|r| r.run_cnt > 0).count()
+            );
+            attribute(&mut costs, phase, &runs, agent.pid(), empty_id, &peers);
+        }
+    }
+    drop(peers);
+
+    for (phase, name) in PHASES.iter().enumerate() {
+        rows_for_phase(&mut section, &costs, phase, name);
+    }
+    Ok(section)
+}
+
+/// Files each program's phase figures under a label: `nettune <name>`, a bpftrace
+/// peer's label and tracepoint, or the empty classifier.
+fn attribute(
+    costs: &mut Costs,
+    phase: usize,
+    runs: &[ProgRun],
+    agent: u32,
+    empty_id: u32,
+    peers: &[Bpftrace],
+) {
+    for run in runs {
+        if run.pid == agent {
+            costs.add(phase, format!("nettune {}", run.name), run);
+        } else if run.id == empty_id {
+            costs.add(phase, "empty classifier".into(), run);
+        }
+    }
+    // A bpftrace process also holds its BEGIN program: take the one that ran most.
+    for (peer, (label, family, _)) in peers.iter().zip(PEERS) {
+        if let Some(run) = runs
+            .iter()
+            .filter(|r| r.pid == peer.pid())
+            .max_by_key(|r| r.run_cnt)
+        {
+            costs.add(phase, peer_label(label, *family), run);
+        }
+    }
+}
+
+fn peer_label(label: &str, family: Family) -> String {
+    format!("{label} on {}", family.tracepoint())
+}
+
+fn rows_for_phase(section: &mut Section, costs: &Costs, phase: usize, name: &str) {
+    let nettune: Vec<&String> = costs
+        .ns
+        .keys()
+        .filter(|(p, l)| *p == phase && l.starts_with("nettune "))
+        .map(|(_, l)| l)
+        .collect();
+    for label in nettune {
+        let Some(value) = costs.get(phase, label) else {
+            continue;
+        };
+        let prog = label.trim_start_matches("nettune ");
+        let family = Family::of_nettune(prog);
+        let figure = format!(
+            "{name}: nettune `{prog}`, per {}",
+            match family {
+                Family::Tc => "packet",
+                _ => "event",
+            }
+        );
+        let against = |peer: &str| {
+            costs
+                .get(phase, &peer_label(peer, family))
+                .map(|s| (format!("{peer} ({})", family.tracepoint()), s))
+        };
+        match family {
+            Family::KfreeSkb | Family::Retransmit => {
+                if let Some((peer, s)) = against("bpftrace keyed count") {
+                    section.rows.push(
+                        Row::new(figure.clone(), "ns", value.clone())
+                            .against(peer, s)
+                            .target(Target::ratio_at_most(1.0, "≤ bpftrace keyed count")),
+                    );
+                }
+                if let Some((peer, s)) = against("bpftrace count()") {
+                    section.rows.push(
+                        Row::new(format!("{figure} (aim)"), "ns", value.clone())
+                            .against(peer, s)
+                            .target(Target::ratio_at_most(1.0, "aim: ≤ bpftrace count()").as_aim()),
+                    );
+                }
+            }
+            Family::Tc => {
+                if let Some(s) = costs.get(phase, "empty classifier") {
+                    section.rows.push(
+                        Row::new(figure, "ns", value)
+                            .against("empty classifier, same hooks", s)
+                            .target(Target::ratio_at_most(2.0, "≤ 2× empty classifier")),
+                    );
+                }
+            }
+            Family::Other => section.rows.push(Row::new(figure, "ns", value)),
+        }
+    }
+    // The references themselves, for the record.
+    for (label, family, _) in PEERS {
+        if let Some(s) = costs.get(phase, &peer_label(label, *family)) {
+            section.rows.push(Row::new(
+                format!("{name}: {}", peer_label(label, *family)),
+                "ns",
+                s,
+            ));
+        }
+    }
+    let events = |label: &str| {
+        costs
+            .runs
+            .get(&(phase, label.to_owned()))
+            .map(|v| Summary::of(v).median)
+    };
+    if let Some(n) = events(&peer_label("bpftrace empty", Family::KfreeSkb)) {
+        let retrans = events(&peer_label("bpftrace empty", Family::Retransmit)).unwrap_or(0.0);
+        section.facts.push(format!(
+            "{name}: {n:.0} kfree_skb and {retrans:.0} tcp_retransmit_skb events per repetition \
+             (median); programs with fewer than {MIN_RUNS} runs in a phase are left out."
+        ));
+    }
+}

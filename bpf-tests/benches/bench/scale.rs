@@ -1,0 +1,233 @@
+//! Section `scale`: the agent with 100 and 500 pod namespaces, against
+//! node_exporter scraped on the same machine at the same time.
+//!
+//! Each pod gets a veth to the host and sends one datagram a second to the next
+//! pod's closed port (packets on every veth, a NO_SOCKET drop in every pod). The
+//! agent starts after the pods exist; then, over a window, `/metrics` is scraped
+//! four times a second (so scrapes meet collections) and node_exporter once a
+//! second.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use bpf_tests::{
+    agent_process::{free_port, http_get},
+    bench::{
+        agent::{Agent, metric_sum, series_count},
+        pods::Pods,
+        process::{CpuMeter, Spawned},
+        report::{Row, Section, Target},
+        stats::Summary,
+    },
+};
+
+use crate::Mode;
+
+const METHOD: &str = "N pod namespaces, each a veth to the host and a default route through \
+it; each pod sends a datagram a second to the next pod's closed port. `nettune run` \
+(release, 1 s tick) starts after the pods exist: *time to ready* is until `/readyz` answers \
+200, *time to full view* until every pod's host veth has series. Then, over a window: agent CPU \
+(`/proc/<pid>/stat`); the `nettune_collection_duration_seconds` gauge at every scrape; \
+`/metrics` scraped 4×/s (wall time per scrape, body size, series); node_exporter \
+(`prometheus-node-exporter`, default collectors, on loopback) scraped 1×/s in the same window \
+as the reference. Namespaces and links already on the machine (see the line above) are \
+watched too.";
+
+/// Scrapes of one endpoint: wall times, body sizes, series counts.
+#[derive(Default)]
+struct Scrapes {
+    ms: Vec<f64>,
+    kib: Vec<f64>,
+    series: Vec<f64>,
+}
+
+impl Scrapes {
+    fn scrape(&mut self, addr: SocketAddr) -> anyhow::Result<String> {
+        let t = Instant::now();
+        let (status, body) = http_get(addr, "/metrics")?;
+        self.ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        if status != 200 {
+            bail!("{addr}/metrics answered {status}");
+        }
+        self.kib.push(body.len() as f64 / 1024.0);
+        self.series.push(series_count(&body) as f64);
+        Ok(body)
+    }
+}
+
+/// node_exporter on a free loopback port, ready to scrape.
+fn node_exporter() -> anyhow::Result<(Spawned, SocketAddr)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let mut process = Spawned::start(
+        "prometheus-node-exporter",
+        &[&format!("--web.listen-address={addr}")],
+    )
+    .context("node_exporter (Debian package prometheus-node-exporter; `cargo xtask setup`)")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !matches!(http_get(addr, "/metrics"), Ok((200, _))) {
+        process.check_running()?;
+        if Instant::now() > deadline {
+            bail!("node_exporter did not answer within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok((process, addr))
+}
+
+pub fn run(mode: Mode) -> anyhow::Result<Section> {
+    let counts: &[usize] = mode.pick(&[100], &[100, 500]);
+    let window = Duration::from_secs(mode.pick(6, 30));
+    let mut section = Section::new("scale", "4. Scale", METHOD, mode.quick);
+    for &n in counts {
+        one_count(&mut section, n, window)?;
+    }
+    Ok(section)
+}
+
+fn one_count(section: &mut Section, n: usize, window: Duration) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let pods = Pods::new(n, "sc")?;
+    let created = t.elapsed();
+    // One socket per pod, created inside it: it keeps sending from there.
+    let sockets: Vec<(UdpSocket, SocketAddr)> = pods
+        .pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let next = &pods.pods[(i + 1) % n];
+            let socket = p.ns.run(|| UdpSocket::bind("0.0.0.0:0"))??;
+            Ok((socket, SocketAddr::from((next.addr(), 9))))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let send_all = || {
+        for (socket, to) in &sockets {
+            let _ = socket.send_to(&[1], to);
+        }
+    };
+    send_all();
+    let (_exporter, exporter_addr) = node_exporter()?;
+
+    let t = Instant::now();
+    let agent = Agent::start("")?;
+    let ready = t.elapsed();
+    agent.wait_for_interfaces(&pods.host_ifaces(), Duration::from_secs(120))?;
+    let full_view = t.elapsed();
+
+    let mut meter = CpuMeter::start(agent.pid())?;
+    let (mut ours, mut theirs) = (Scrapes::default(), Scrapes::default());
+    let mut collection_ms = Vec::new();
+    let started = Instant::now();
+    let mut tick = 0u32;
+    while started.elapsed() < window {
+        let body = ours.scrape(agent.process.addr)?;
+        collection_ms.push(metric_sum(&body, "nettune_collection_duration_seconds", &[]) * 1000.0);
+        if tick.is_multiple_of(4) {
+            send_all();
+            theirs.scrape(exporter_addr)?;
+        }
+        tick += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let cpu = meter.lap()? * 100.0;
+
+    let at_500 = n >= 500;
+    let target = |t: Target| if at_500 { Some(t) } else { None };
+    let mut push = |row: Row, t: Option<Target>| {
+        section.rows.push(match t {
+            Some(t) => row.target(t),
+            None => row,
+        });
+    };
+    push(
+        Row::new(
+            format!("{n} pods: time to ready"),
+            "s",
+            Summary::one(ready.as_secs_f64()),
+        ),
+        None,
+    );
+    push(
+        Row::new(
+            format!("{n} pods: time to full view (every veth has series)"),
+            "s",
+            Summary::one(full_view.as_secs_f64()),
+        ),
+        None,
+    );
+    push(
+        Row::new(
+            format!("{n} pods: idle agent CPU"),
+            "% of a core",
+            Summary::one(cpu),
+        ),
+        target(Target::below(1.0, "< 1 % of a core at 500")),
+    );
+    push(
+        Row::new(
+            format!("{n} pods: collection duration"),
+            "ms",
+            Summary::of(&collection_ms),
+        ),
+        target(Target::below(50.0, "< 50 ms at 500")),
+    );
+    let p = |v: &[f64], q: f64| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        bpf_tests::bench::stats::quantile(&s, q)
+    };
+    push(
+        Row::new(
+            format!("{n} pods: /metrics scrape p50"),
+            "ms",
+            Summary::one(p(&ours.ms, 0.5)),
+        )
+        .against("node_exporter p50", Summary::one(p(&theirs.ms, 0.5))),
+        None,
+    );
+    push(
+        Row::new(
+            format!("{n} pods: /metrics scrape p100"),
+            "ms",
+            Summary::one(p(&ours.ms, 1.0)),
+        )
+        .against("node_exporter p100", Summary::one(p(&theirs.ms, 1.0))),
+        target(Target::below(50.0, "< 50 ms at 500")),
+    );
+    push(
+        Row::new(
+            format!("{n} pods: /metrics body"),
+            "KiB",
+            Summary::of(&ours.kib),
+        )
+        .against("node_exporter", Summary::of(&theirs.kib)),
+        None,
+    );
+    push(
+        Row::new(
+            format!("{n} pods: /metrics series"),
+            "",
+            Summary::of(&ours.series),
+        )
+        .against("node_exporter", Summary::of(&theirs.series)),
+        None,
+    );
+    section.facts.push(format!(
+        "{n} pods: created in {:.1} s; {} agent scrapes and {} node_exporter scrapes over {} s.",
+        created.as_secs_f64(),
+        ours.ms.len(),
+        theirs.ms.len(),
+        window.as_secs()
+    ));
+    drop(agent);
+    let t = Instant::now();
+    drop(sockets);
+    drop(pods);
+    section.facts.push(format!(
+        "{n} pods: removed in {:.1} s.",
+        t.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}

@@ -1,0 +1,368 @@
+//! Listeners: the listening TCP sockets of the namespaces worth a look, each
+//! with the backlog its application asked `listen()` for, the limit it got, its
+//! accept queue, and its share of the namespace's overflows.
+//!
+//! **What asked for what.** The `sys_enter_listen` tracepoint records (process,
+//! descriptor) → (backlog, the caller's namespace) for every `listen()`; each
+//! tick the tracker resolves new calls through `/proc/<pid>/fd/<fd>` to the
+//! socket's inode (and `/proc/<pid>/comm` to the process's name), then has the
+//! probes forget them. Without BTF the kernel side cannot name the namespace;
+//! the process's own (`/proc/<pid>/ns/net`) stands in. A socket that listened
+//! before nettune started has no such record: its requested backlog is unknown,
+//! while its limit and queue (from `sock_diag`) are still exact.
+//!
+//! **Which namespaces are looked at** (a `sock_diag` dump inside a namespace
+//! costs a thread and a netlink exchange, so the idle cost must not grow with the
+//! number of namespaces): those whose `ListenOverflows`, `ListenDrops` or
+//! `TCPReqQFullDrop` moved since their last look (at most
+//! [`MAX_SCANS_PER_TICK`], the biggest movers first; the others keep their
+//! lead for the next tick), those where a `listen()` was just seen, and
+//! [`BACKGROUND_SCANS_PER_TICK`] more in round-robin order. A namespace not
+//! looked at this tick keeps the listeners of its last look.
+//!
+//! **Whose overflows.** Where the `listen_overflow` signal runs per socket
+//! (fentry or kprobe), its map counts each (namespace, port) exactly. Elsewhere
+//! the namespace's `ListenOverflows` delta since its last look is split among the
+//! listeners found at their limit (queue ≥ limit) in this look; a delta with no
+//! listener at its limit stays with the namespace alone. Each listener says which
+//! method counted it ([`Attribution`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use nettune_common::{ListenCall, ListenKey, ListenOverflow, ListenRequest};
+
+use crate::{
+    model::sample::{Attribution, ListenCounters, ListenSysctls, ListenerSample, Sample},
+    sys::{ListeningSocket, Namespace, System},
+};
+
+/// Namespaces whose counters moved looked at per tick, at most.
+pub const MAX_SCANS_PER_TICK: usize = 16;
+/// Namespaces looked at per tick for no reason but their turn.
+pub const BACKGROUND_SCANS_PER_TICK: usize = 2;
+/// Listeners kept per namespace (the fullest queues first).
+pub const MAX_LISTENERS_PER_NAMESPACE: usize = 256;
+/// `listen()` origins remembered (socket inode → backlog, process).
+pub const MAX_ORIGINS: usize = 8192;
+
+/// Who listened on a socket, and with what backlog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Origin {
+    /// The namespace of the process that called `listen()`.
+    netns: u32,
+    /// The backlog it passed.
+    requested: u32,
+    /// Its command name.
+    process: Option<String>,
+    /// The tick it was resolved in (newer origins survive eviction).
+    tick: u64,
+}
+
+/// One look at a namespace.
+#[derive(Clone, Debug, Default)]
+struct Look {
+    sockets: Vec<ListeningSocket>,
+    sysctls: ListenSysctls,
+}
+
+/// Listener state carried from tick to tick.
+#[derive(Debug, Default)]
+pub struct ListenerTracker {
+    tick: u64,
+    /// Socket inode → who listened.
+    origins: BTreeMap<u32, Origin>,
+    /// Namespace → its last look.
+    looks: BTreeMap<u32, Look>,
+    /// Namespace → its listen counters at its last look (or first sight).
+    seen: BTreeMap<u32, ListenCounters>,
+    /// (namespace, socket inode) → overflows attributed at the limit so far.
+    at_limit: BTreeMap<(u32, u32), u64>,
+    /// The last namespace looked at for its turn.
+    cursor: u32,
+}
+
+/// What the probes gave the tracker this tick.
+#[derive(Debug, Default)]
+pub struct ListenReadings {
+    /// New `listen()` calls and what they asked for.
+    pub calls: BTreeMap<ListenCall, ListenRequest>,
+    /// Overflows per (namespace, port), when a per-socket variant is attached.
+    pub exact: Option<BTreeMap<ListenKey, ListenOverflow>>,
+}
+
+impl ListenerTracker {
+    /// Updates the tracker from one tick and fills `sample.listeners` and each
+    /// namespace's `listen_sysctls`; namespaces in `ignored` (pods annotated
+    /// `nettune.io/ignore`) are treated as absent. Returns the `listen()` calls
+    /// handled, for the probes to forget.
+    pub fn update(
+        &mut self,
+        system: &impl System,
+        namespaces: &BTreeMap<u32, Namespace>,
+        ignored: &BTreeSet<u32>,
+        sample: &mut Sample,
+        readings: ListenReadings,
+    ) -> Vec<ListenCall> {
+        self.tick += 1;
+        let kept;
+        let namespaces = if ignored.is_empty() {
+            namespaces
+        } else {
+            kept = namespaces
+                .iter()
+                .filter(|(inode, _)| !ignored.contains(inode))
+                .map(|(inode, ns)| (*inode, ns.clone()))
+                .collect();
+            &kept
+        };
+        self.forget_departed(namespaces);
+        let handled: Vec<ListenCall> = readings.calls.keys().copied().collect();
+        let listened_in = self.resolve(system, &readings.calls);
+        for inode in self.choose(namespaces, sample, &listened_in) {
+            let Some(ns) = namespaces.get(&inode) else {
+                continue;
+            };
+            match system.scan_listeners(ns) {
+                Ok(scan) => {
+                    let counters = sample
+                        .netns
+                        .get(&inode)
+                        .and_then(|n| n.listen)
+                        .unwrap_or_default();
+                    self.record(inode, scan.sockets, scan.sysctls, counters);
+                }
+                Err(e) => {
+                    log::debug!("cannot list the listeners of netns {inode}: {e}");
+                    self.looks.remove(&inode);
+                }
+            }
+        }
+        self.fill(sample, readings.exact.as_ref());
+        handled
+    }
+
+    /// Drops everything about namespaces that are gone.
+    fn forget_departed(&mut self, namespaces: &BTreeMap<u32, Namespace>) {
+        let alive = |netns: &u32| namespaces.contains_key(netns);
+        self.looks.retain(|n, _| alive(n));
+        self.seen.retain(|n, _| alive(n));
+        self.at_limit.retain(|(n, _), _| alive(n));
+        self.origins.retain(|_, o| alive(&o.netns));
+    }
+
+    /// Resolves `listen()` calls to socket inodes; returns the namespaces they
+    /// were made in. Calls whose process or descriptor is gone are dropped.
+    fn resolve(
+        &mut self,
+        system: &impl System,
+        calls: &BTreeMap<ListenCall, ListenRequest>,
+    ) -> BTreeSet<u32> {
+        let mut namespaces = BTreeSet::new();
+        for (call, request) in calls {
+            let Some(socket) = system
+                .read_proc_link(&format!("{}/fd/{}", call.tgid, call.fd))
+                .ok()
+                .and_then(|l| bracketed(&l, "socket"))
+            else {
+                continue;
+            };
+            // The kernel side names the calling thread's namespace when it can.
+            let netns = match request.netns {
+                0 => system
+                    .read_proc_link(&format!("{}/ns/net", call.tgid))
+                    .ok()
+                    .and_then(|l| bracketed(&l, "net")),
+                n => Some(n),
+            };
+            let Some(netns) = netns else { continue };
+            let requested = request.backlog;
+            let process = system
+                .read_proc(&format!("{}/comm", call.tgid))
+                .ok()
+                .map(|c| c.trim().to_owned());
+            if self.origins.len() >= MAX_ORIGINS && !self.origins.contains_key(&socket) {
+                self.evict_oldest_origin();
+            }
+            let tick = self.tick;
+            self.origins.insert(
+                socket,
+                Origin {
+                    netns,
+                    requested,
+                    process,
+                    tick,
+                },
+            );
+            namespaces.insert(netns);
+        }
+        namespaces
+    }
+
+    fn evict_oldest_origin(&mut self) {
+        if let Some(oldest) = self
+            .origins
+            .iter()
+            .min_by_key(|(_, o)| o.tick)
+            .map(|(inode, _)| *inode)
+        {
+            self.origins.remove(&oldest);
+        }
+    }
+
+    /// The namespaces to look at this tick, in order.
+    fn choose(
+        &mut self,
+        namespaces: &BTreeMap<u32, Namespace>,
+        sample: &Sample,
+        listened_in: &BTreeSet<u32>,
+    ) -> Vec<u32> {
+        let mut movers: Vec<(u64, u32)> = Vec::new();
+        for (inode, ns) in &sample.netns {
+            let Some(now) = ns.listen else { continue };
+            match self.seen.get(inode) {
+                // First sight: what happened before is history, not this tick's news.
+                None => {
+                    self.seen.insert(*inode, now);
+                }
+                Some(before) if *before != now => {
+                    let lead = now.overflows.saturating_sub(before.overflows)
+                        + now.drops.saturating_sub(before.drops)
+                        + now.syn_queue_full.saturating_sub(before.syn_queue_full);
+                    movers.push((lead, *inode));
+                }
+                Some(_) => {}
+            }
+        }
+        movers.sort_by(|a, b| b.cmp(a));
+        let mut picked = BTreeSet::new();
+        let mut chosen: Vec<u32> = movers
+            .into_iter()
+            .map(|(_, inode)| inode)
+            .chain(listened_in.iter().copied())
+            .filter(|inode| namespaces.contains_key(inode) && picked.insert(*inode))
+            .take(MAX_SCANS_PER_TICK)
+            .collect();
+        let turn: Vec<u32> = namespaces
+            .range(self.cursor.saturating_add(1)..)
+            .chain(namespaces.range(..=self.cursor))
+            .map(|(inode, _)| *inode)
+            .filter(|inode| !chosen.contains(inode))
+            .take(BACKGROUND_SCANS_PER_TICK)
+            .collect();
+        if let Some(last) = turn.last() {
+            self.cursor = *last;
+        }
+        chosen.extend(turn);
+        chosen
+    }
+
+    /// Records one look at namespace `netns` and splits its new overflows among
+    /// the listeners found at their limit.
+    fn record(
+        &mut self,
+        netns: u32,
+        mut sockets: Vec<ListeningSocket>,
+        sysctls: ListenSysctls,
+        counters: ListenCounters,
+    ) {
+        // The fullest queues first, then by port, so that a cut keeps what matters.
+        sockets.sort_by(|a, b| {
+            fill(b)
+                .total_cmp(&fill(a))
+                .then(a.port.cmp(&b.port))
+                .then(a.address.cmp(&b.address))
+        });
+        sockets.truncate(MAX_LISTENERS_PER_NAMESPACE);
+        let listening: BTreeSet<u32> = sockets.iter().map(|s| s.inode).collect();
+        let tick = self.tick;
+        // A closed socket's origin goes; one resolved this tick may belong to a
+        // listen() that has not completed yet.
+        self.origins
+            .retain(|inode, o| o.netns != netns || o.tick == tick || listening.contains(inode));
+        self.at_limit
+            .retain(|(n, inode), _| *n != netns || listening.contains(inode));
+        let before = self.seen.insert(netns, counters).unwrap_or(counters);
+        let new = counters.overflows.saturating_sub(before.overflows);
+        let full: Vec<u32> = sockets
+            .iter()
+            .filter(|s| s.queue >= s.limit)
+            .map(|s| s.inode)
+            .collect();
+        for (share, inode) in split(new, full.len()).zip(&full) {
+            *self.at_limit.entry((netns, *inode)).or_default() += share;
+        }
+        self.looks.insert(netns, Look { sockets, sysctls });
+    }
+
+    /// Fills the Sample's listeners from each namespace's last look.
+    fn fill(&self, sample: &mut Sample, exact: Option<&BTreeMap<ListenKey, ListenOverflow>>) {
+        sample.listeners.clear();
+        for (&netns, look) in &self.looks {
+            if let Some(ns) = sample.netns.get_mut(&netns) {
+                ns.listen_sysctls = Some(look.sysctls);
+            }
+            let mut counted_ports = BTreeSet::new();
+            for s in &look.sockets {
+                let origin = self.origins.get(&s.inode);
+                let (overflows, attribution) = match exact {
+                    // The kernel's key has no address: the first socket on the
+                    // port takes the count.
+                    Some(exact) => {
+                        let key = ListenKey {
+                            netns,
+                            port: s.port,
+                            _pad: 0,
+                        };
+                        let first = counted_ports.insert(s.port);
+                        let n = exact.get(&key).filter(|_| first).map_or(0, |o| o.overflows);
+                        (n, Attribution::Exact)
+                    }
+                    None => match self.at_limit.get(&(netns, s.inode)) {
+                        Some(&n) if n > 0 => (n, Attribution::AtLimit),
+                        _ => (0, Attribution::None),
+                    },
+                };
+                sample.listeners.push(ListenerSample {
+                    netns,
+                    address: s.address,
+                    port: s.port,
+                    inode: s.inode,
+                    queue: s.queue,
+                    limit: s.limit,
+                    requested: origin.map(|o| o.requested),
+                    process: origin.and_then(|o| o.process.clone()),
+                    overflows,
+                    attribution,
+                });
+            }
+        }
+        sample
+            .listeners
+            .sort_by_key(|l| (l.netns, l.port, l.address, l.inode));
+    }
+}
+
+/// How full a queue is (a limit of 0 still admits one connection).
+fn fill(s: &ListeningSocket) -> f64 {
+    f64::from(s.queue) / f64::from(s.limit.max(1))
+}
+
+/// `total` split into `parts` shares that differ by at most one, the larger first.
+fn split(total: u64, parts: usize) -> impl Iterator<Item = u64> {
+    let parts = parts as u64;
+    let each = total.checked_div(parts).unwrap_or(0);
+    let extra = total.checked_rem(parts).unwrap_or(0);
+    (0..parts).map(move |i| each + u64::from(i < extra))
+}
+
+/// The number in `kind:[N]` (how `/proc` links name sockets and namespaces).
+fn bracketed(link: &str, kind: &str) -> Option<u32> {
+    link.strip_prefix(kind)?
+        .strip_prefix(":[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,143 @@
+//! Every applied change is checked against the evidence that triggered it.
+//!
+//! A change can act once it is written — except a somaxconn raise for
+//! listeners that keep their old limit until they listen again: until then its
+//! verdict is `no_effect_yet`. From the moment it can act, the evidence is
+//! watched for `tuning.verdict_seconds`; its rate over the second half of that
+//! window (the first half lets queues drain) decides: `effective` when it fell
+//! to a tenth of the rate that triggered the change or less, and the table
+//! watched (conntrack) is under its threshold; `ineffective` otherwise. The
+//! tuner does not repeat an ineffective change in that place, and does not stack
+//! a second change on one still being judged.
+
+use super::{
+    TuningConfig,
+    policy::{Evidence, Proposal, Rule, WaitingListener},
+};
+use crate::model::{
+    snapshot::Snapshot,
+    tuning::{Decision, Effect, Target, Verdict},
+};
+
+/// The share of the triggering rate an effective change leaves at most.
+pub const EFFECTIVE_SHARE: f64 = 0.1;
+
+/// One applied change under watch.
+#[derive(Clone, Debug)]
+pub struct Watch {
+    rule: Rule,
+    netns: u32,
+    waiting: Vec<WaitingListener>,
+    /// The evidence's rate when the change was decided.
+    before_per_second: f64,
+    /// When the change could first act.
+    since: Option<u64>,
+    /// (when, evidence total) at the middle of the window.
+    middle: Option<(u64, u64)>,
+    /// The change and its verdict so far.
+    pub effect: Effect,
+}
+
+impl Watch {
+    /// A watch on the change `decision` applied for `proposal`, whose evidence was
+    /// `before` when decided.
+    pub fn new(proposal: &Proposal, decision: &Decision, before: Option<Evidence>) -> Self {
+        Self {
+            rule: proposal.rule,
+            netns: proposal.netns,
+            waiting: proposal.waiting.clone(),
+            before_per_second: before.map_or(0.0, |e| e.per_second),
+            since: None,
+            middle: None,
+            effect: Effect {
+                rule: proposal.rule.name().to_owned(),
+                sysctl: proposal.sysctl.name.to_owned(),
+                target: proposal.target.clone().unwrap_or(Target::Node),
+                workload: proposal.workload.clone(),
+                from: decision.from.clone().unwrap_or_default(),
+                to: decision.to.clone().unwrap_or_default(),
+                applied_at_unix: decision.at_unix,
+                verdict: Verdict::Watching,
+                detail: format!("watching {}", proposal.rule.evidence_name()),
+            },
+        }
+    }
+
+    /// Whether this watches `sysctl` at `target`.
+    pub fn is_for(&self, sysctl: &str, target: &Target) -> bool {
+        self.effect.sysctl == sysctl && &self.effect.target == target
+    }
+
+    /// Checks the change against `snapshot` at `now`; returns the verdict when it
+    /// changed. A change whose evidence is gone (its namespace went) stays as it
+    /// was.
+    pub fn check(
+        &mut self,
+        snapshot: &Snapshot,
+        config: &TuningConfig,
+        now: u64,
+    ) -> Option<Verdict> {
+        if self.effect.verdict.is_final() {
+            return None;
+        }
+        let evidence = self.rule.evidence(self.netns, snapshot, config)?;
+        self.waiting.retain(|l| l.still_waiting(snapshot));
+        if !self.waiting.is_empty() {
+            let who: Vec<String> = self
+                .waiting
+                .iter()
+                .map(|l| format!("{l} still has limit {}", l.limit))
+                .collect();
+            let detail = format!(
+                "{}: a listening socket keeps its limit until the application listens again \
+                 (restart it)",
+                who.join(", ")
+            );
+            return self.set(Verdict::NoEffectYet, detail);
+        }
+        let since = *self.since.get_or_insert(now);
+        let window = config.verdict_seconds;
+        let watching = format!(
+            "watching {} for {window} s ({:.1}/s before the change)",
+            self.rule.evidence_name(),
+            self.before_per_second
+        );
+        if now < since + window / 2 {
+            return self.set(Verdict::Watching, watching);
+        }
+        let (middle_at, middle_total) = *self.middle.get_or_insert((now, evidence.total));
+        if now < since + window || now <= middle_at {
+            return self.set(Verdict::Watching, watching);
+        }
+        let after = evidence.total.saturating_sub(middle_total) as f64 / (now - middle_at) as f64;
+        let fell = format!(
+            "{} went from {:.1}/s to {after:.1}/s",
+            self.rule.evidence_name(),
+            self.before_per_second
+        );
+        if after <= self.before_per_second * EFFECTIVE_SHARE && !evidence.pressure {
+            self.set(Verdict::Effective, fell)
+        } else {
+            let pressure = if evidence.pressure {
+                ", and the table is still over its threshold"
+            } else {
+                ""
+            };
+            let detail = format!(
+                "{fell}{pressure}: not raised again here — {}",
+                self.rule.when_ineffective()
+            );
+            self.set(Verdict::Ineffective, detail)
+        }
+    }
+
+    fn set(&mut self, verdict: Verdict, detail: String) -> Option<Verdict> {
+        self.effect.detail = detail;
+        let changed = self.effect.verdict != verdict;
+        self.effect.verdict = verdict;
+        changed.then_some(verdict)
+    }
+}
+
+#[cfg(test)]
+mod tests;
