@@ -71,20 +71,26 @@ pub fn read(probes: &Probes) -> anyhow::Result<ProbeReadings> {
 }
 
 /// A Sample of the node, as one collection tick reads it (without joining pod
-/// interfaces to namespaces).
+/// interfaces to namespaces), with every namespace's `/proc/net` files read.
 pub fn sample(probes: &Probes) -> anyhow::Result<Sample> {
     let namespaces = Kernel.namespaces();
     let owners: Vec<_> = namespaces
         .values()
         .map(|ns| (ns, identity::identify(&Kernel, ns, None)))
         .collect();
-    Ok(sample::read(
+    let mut sample = sample::read(
         &Kernel,
         &owners,
         probes.read()?,
         &std::collections::BTreeMap::new(),
         probes.drop_reasons(),
-    ))
+    );
+    for ns in namespaces.values() {
+        if let Some(entry) = sample.netns.get_mut(&ns.inode) {
+            sample::read_netns_files(&Kernel, ns, entry);
+        }
+    }
+    Ok(sample)
 }
 
 /// Attaches `probes`' tc programs to the host's veths, as a collection tick does.

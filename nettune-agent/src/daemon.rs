@@ -25,6 +25,7 @@ use crate::{
     collect::{Collector, Tick, cri::RuntimeWatcher},
     config::Config,
     model::{
+        sample::ReceivedEvents,
         snapshot::{Published, Snapshot},
         tuning::Mode,
     },
@@ -67,6 +68,8 @@ pub struct Engine<P: ProbeSource = Probes, S: System + Clone = Kernel> {
     tuner: Option<Tuner<S>>,
     /// Event-triggered collections skipped by the minimum gap, so far.
     pub suppressed_event_collections: u64,
+    /// Urgent events taken from the ring buffer, so far.
+    pub events_received: ReceivedEvents,
     /// Polls the container runtime for pod names (stopped with the engine).
     _runtime: Option<RuntimeWatcher>,
 }
@@ -104,6 +107,7 @@ impl<P: ProbeSource, S: System + Clone> Engine<P, S> {
             collector,
             tuner,
             suppressed_event_collections: 0,
+            events_received: ReceivedEvents::default(),
             _runtime: runtime,
         })
     }
@@ -131,6 +135,7 @@ impl<P: ProbeSource, S: System + Clone> Engine<P, S> {
             snapshot: tick.snapshot.clone(),
             tuning,
             event_collections_suppressed: self.suppressed_event_collections,
+            events_received: self.events_received,
         };
         Ok((tick, published))
     }
@@ -213,6 +218,7 @@ pub fn collection_loop<P: ProbeSource, S: System + Clone>(
         log_events(
             &mut engine.collector.probes,
             latest.as_ref().map(|p| &p.snapshot),
+            &mut engine.events_received,
         );
         let now = Instant::now();
         let by_event = woken && wakeups.as_mut().is_some_and(|w| w.on_events(now));
@@ -287,6 +293,9 @@ pub async fn run(config: Config, probes: Probes) -> Result<(), DaemonError> {
     let wakeups = agent
         .wake_on_events
         .then(|| EventWakeups::new(Duration::from_secs_f64(agent.min_event_interval_seconds)));
+    if wakeups.is_none() {
+        log::info!("urgent events off (agent.wake_on_events = false): collecting every tick only");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let collection = std::thread::Builder::new().name("collect".into()).spawn({
         let (state, stop) = (state.clone(), stop.clone());
@@ -313,8 +322,14 @@ pub async fn run(config: Config, probes: Probes) -> Result<(), DaemonError> {
     Ok(())
 }
 
-fn log_events(probes: &mut impl ProbeSource, last: Option<&Snapshot>) {
+/// Logs and counts every event waiting in the ring buffer.
+fn log_events(
+    probes: &mut impl ProbeSource,
+    last: Option<&Snapshot>,
+    received: &mut ReceivedEvents,
+) {
     for event in probes.drain_events() {
+        received.count(event.kind);
         let owner = last.and_then(|s| s.workload(event.netns)).map_or_else(
             || format!("netns {}", event.netns),
             |w| w.workload.display_name(),
@@ -420,6 +435,35 @@ mod tests {
         assert_eq!(w.suppressed, 7);
         let mut w = EventWakeups::new(Duration::ZERO);
         assert!((0..5).all(|_| w.on_events(t0)));
+    }
+
+    #[test]
+    fn every_event_taken_from_the_ring_is_counted_by_kind() {
+        use nettune_common::{Event, EventKind};
+        let event = |kind: u32| Event {
+            kind,
+            ..Event::default()
+        };
+        let mut probes = FakeProbes {
+            events: vec![
+                event(EventKind::NetfilterDrop as u32),
+                event(EventKind::ListenOverflow as u32),
+                event(EventKind::NetfilterDrop as u32),
+                event(99),
+            ],
+            ..Default::default()
+        };
+        let mut received = ReceivedEvents::default();
+        log_events(&mut probes, None, &mut received);
+        log_events(&mut probes, None, &mut received);
+        assert_eq!(
+            received,
+            ReceivedEvents {
+                netfilter_drop: 2,
+                listen_overflow: 1,
+                other: 1,
+            }
+        );
     }
 }
 

@@ -66,6 +66,8 @@ impl ProbeArgs {
                 .tracefs
                 .clone()
                 .or_else(|| config.probes.tracefs.clone()),
+            // Nobody would be woken: spare the kernel the events' cost.
+            without_urgent_events: !config.agent.wake_on_events,
         }
     }
 }

@@ -14,7 +14,10 @@ use nettune_common::{
     DropKey, EventKind, KernelOffsets, ProbeError, drops::MAX_DROP_KEYS, offsets::ABSENT,
 };
 
-use crate::{counters, errors, events, kernel};
+use crate::{
+    counters, errors, events,
+    kernel::{self, BtfLoad, Memory, ProbeRead},
+};
 
 #[map]
 static DROPS: PerCpuHashMap<DropKey, u64> = PerCpuHashMap::with_max_entries(MAX_DROP_KEYS, 0);
@@ -35,7 +38,7 @@ pub fn kfree_skb_btf(ctx: BtfTracePointContext) -> i32 {
     } else {
         core::ptr::null()
     };
-    errors::check(&ctx, record(skb, reason as u32, rx_sk, off));
+    errors::check(&ctx, record::<BtfLoad>(skb, reason as u32, rx_sk, off));
     0
 }
 
@@ -65,12 +68,12 @@ fn try_tracepoint(ctx: &TracePointContext) -> Result<(), ProbeError> {
             ctx.read_at(off.tp_kfree_skb_rx_sk as usize)
                 .map_err(|_| ProbeError::TracepointRead)?
         };
-        record(skb, reason, rx_sk, off)
+        record::<ProbeRead>(skb, reason, rx_sk, off)
     }
 }
 
 #[inline(always)]
-fn record(
+fn record<M: Memory>(
     skb: *const u8,
     reason: u32,
     rx_sk: *const u8,
@@ -82,7 +85,7 @@ fn record(
     if reason == off.reason_consumed || reason == off.reason_not_dropped_yet {
         return Ok(());
     }
-    let (netns, ifindex) = kernel::locate_skb(skb, rx_sk, off);
+    let (netns, ifindex) = kernel::locate_skb::<M>(skb, rx_sk, off);
     let key = DropKey {
         netns,
         ifindex,

@@ -23,29 +23,66 @@ pub fn offsets() -> &'static KernelOffsets {
     unsafe { &*core::ptr::read_volatile(&raw const ptr) }
 }
 
-/// Reads a `T` at `base + offset` in kernel memory.
+/// How a program reads a kernel struct's field.
+pub trait Memory {
+    /// Reads a `T` at `base + offset`; an ABSENT offset is an error.
+    fn read<T>(base: *const u8, offset: u32) -> Result<T, ProbeError>;
+}
+
+/// Through `bpf_probe_read_kernel`: works on any kernel address, including one
+/// that arrived as a plain number (classic tracepoint fields, kprobe registers).
+pub struct ProbeRead;
+
+impl Memory for ProbeRead {
+    #[inline(always)]
+    fn read<T>(base: *const u8, offset: u32) -> Result<T, ProbeError> {
+        if offset == ABSENT {
+            return Err(ProbeError::KernelRead);
+        }
+        // SAFETY: bpf_probe_read_kernel never faults: a bad address makes it return
+        // an error, which we report as a KernelRead error.
+        unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }
+            .map_err(|_| ProbeError::KernelRead)
+    }
+}
+
+/// Plain loads, for pointers the verifier knows the BTF type of (`tp_btf`
+/// arguments, and pointer fields loaded from them). The verifier checks each load
+/// against the kernel's BTF (the offset is a constant to it: it comes from the
+/// frozen `OFFSETS`) and turns it into a load that reads 0 instead of faulting —
+/// a memory access, where a helper call costs some 20 ns. Never use it on a
+/// pointer that arrived as a number: the verifier would refuse the program.
+pub struct BtfLoad;
+
+impl Memory for BtfLoad {
+    #[inline(always)]
+    fn read<T>(base: *const u8, offset: u32) -> Result<T, ProbeError> {
+        if offset == ABSENT {
+            return Err(ProbeError::KernelRead);
+        }
+        // SAFETY: the verifier only accepts this load at an offset where the
+        // kernel's BTF has a field of this size, and a faulting address reads 0.
+        Ok(unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize).cast::<T>()) })
+    }
+}
+
+/// Reads a `T` at `base + offset` in kernel memory with `bpf_probe_read_kernel`.
 #[inline(always)]
 pub fn read<T>(base: *const u8, offset: u32) -> Result<T, ProbeError> {
-    if offset == ABSENT {
-        return Err(ProbeError::KernelRead);
-    }
-    // SAFETY: bpf_probe_read_kernel never faults: a bad address makes it return an
-    // error, which we report as a KernelRead error.
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }
-        .map_err(|_| ProbeError::KernelRead)
+    ProbeRead::read(base, offset)
 }
 
 /// The inode number of a `struct net`.
 #[inline(always)]
-pub fn netns_of_net(net: *const u8, off: &KernelOffsets) -> Result<u32, ProbeError> {
-    read(net, off.net_inum)
+pub fn netns_of_net<M: Memory>(net: *const u8, off: &KernelOffsets) -> Result<u32, ProbeError> {
+    M::read(net, off.net_inum)
 }
 
 /// The inode number of the network namespace a socket belongs to.
 #[inline(always)]
-pub fn netns_of_sock(sk: *const u8, off: &KernelOffsets) -> Result<u32, ProbeError> {
-    let net: *const u8 = read(sk, off.sock_net)?;
-    netns_of_net(net, off)
+pub fn netns_of_sock<M: Memory>(sk: *const u8, off: &KernelOffsets) -> Result<u32, ProbeError> {
+    let net: *const u8 = M::read(sk, off.sock_net)?;
+    netns_of_net::<M>(net, off)
 }
 
 /// The network namespace of the calling task.
@@ -59,13 +96,13 @@ pub fn netns_of_current_task(off: &KernelOffsets) -> Result<u32, ProbeError> {
         return Err(ProbeError::KernelRead);
     }
     let net: *const u8 = read(nsproxy, off.nsproxy_net)?;
-    netns_of_net(net, off)
+    netns_of_net::<ProbeRead>(net, off)
 }
 
 /// How many TCP segments an skb carries (`tcp_skb_pcount`), at least 1.
 #[inline(always)]
-pub fn tcp_skb_segments(skb: *const u8, off: &KernelOffsets) -> Result<u64, ProbeError> {
-    let segs: u16 = read(skb, off.skb_tcp_gso_segs)?;
+pub fn tcp_skb_segments<M: Memory>(skb: *const u8, off: &KernelOffsets) -> Result<u64, ProbeError> {
+    let segs: u16 = M::read(skb, off.skb_tcp_gso_segs)?;
     Ok(u64::from(segs).max(1))
 }
 
@@ -73,22 +110,23 @@ pub fn tcp_skb_segments(skb: *const u8, off: &KernelOffsets) -> Result<u64, Prob
 /// netns of its socket (or of `rx_sk`, the receiving socket the kernel names on
 /// 6.12+) and ifindex 0; (0, 0) when nothing tells.
 #[inline(always)]
-pub fn locate_skb(skb: *const u8, rx_sk: *const u8, off: &KernelOffsets) -> (u32, u32) {
-    if let Ok(dev) = read::<*const u8>(skb, off.skb_dev)
+pub fn locate_skb<M: Memory>(skb: *const u8, rx_sk: *const u8, off: &KernelOffsets) -> (u32, u32) {
+    if let Ok(dev) = M::read::<*const u8>(skb, off.skb_dev)
         && !dev.is_null()
     {
-        let netns = read::<*const u8>(dev, off.dev_net).and_then(|net| netns_of_net(net, off));
-        let ifindex = read::<i32>(dev, off.dev_ifindex);
+        let netns =
+            M::read::<*const u8>(dev, off.dev_net).and_then(|net| netns_of_net::<M>(net, off));
+        let ifindex = M::read::<i32>(dev, off.dev_ifindex);
         if let (Ok(netns), Ok(ifindex)) = (netns, ifindex) {
             return (netns, ifindex as u32);
         }
     }
-    let sk = match read::<*const u8>(skb, off.skb_sk) {
+    let sk = match M::read::<*const u8>(skb, off.skb_sk) {
         Ok(sk) if !sk.is_null() => sk,
         _ => rx_sk,
     };
     if !sk.is_null()
-        && let Ok(netns) = netns_of_sock(sk, off)
+        && let Ok(netns) = netns_of_sock::<M>(sk, off)
     {
         return (netns, 0);
     }

@@ -122,7 +122,7 @@ fn check_listener(sk: *const u8) -> Result<(), ProbeError> {
     if backlog <= max_backlog {
         return Ok(());
     }
-    let netns = kernel::netns_of_sock(sk, off)?;
+    let netns = kernel::netns_of_sock::<kernel::ProbeRead>(sk, off)?;
     let port: u16 = kernel::read(sk, off.sock_num)?;
     let key = ListenKey {
         netns,

@@ -15,7 +15,10 @@ use aya_ebpf::{
 };
 use nettune_common::{KernelOffsets, MAX_NETNS, ProbeError, RetransmitCounters, offsets::ABSENT};
 
-use crate::{counters, errors, kernel};
+use crate::{
+    counters, errors,
+    kernel::{self, BtfLoad, Memory, ProbeRead},
+};
 
 #[map]
 static RETRANSMITS: PerCpuHashMap<u32, RetransmitCounters> =
@@ -33,7 +36,7 @@ pub fn tcp_retransmit_skb_btf(ctx: BtfTracePointContext) -> i32 {
     } else {
         0
     };
-    errors::check(&ctx, record(sk, skb, err, off));
+    errors::check(&ctx, record::<BtfLoad>(sk, skb, err, off));
     0
 }
 
@@ -62,12 +65,17 @@ fn try_tracepoint(ctx: &TracePointContext) -> Result<(), ProbeError> {
         unsafe { ctx.read_at::<i32>(off.tp_retransmit_err as usize) }
             .map_err(|_| ProbeError::TracepointRead)?
     };
-    record(sk, skb, err, off)
+    record::<ProbeRead>(sk, skb, err, off)
 }
 
 #[inline(always)]
-fn record(sk: *const u8, skb: *const u8, err: i32, off: &KernelOffsets) -> Result<(), ProbeError> {
-    let netns = kernel::netns_of_sock(sk, off)?;
+fn record<M: Memory>(
+    sk: *const u8,
+    skb: *const u8,
+    err: i32,
+    off: &KernelOffsets,
+) -> Result<(), ProbeError> {
+    let netns = kernel::netns_of_sock::<M>(sk, off)?;
     let counters = counters::entry(&RETRANSMITS, &netns, &RetransmitCounters::default())?;
     // SAFETY: this CPU's value of a per-CPU map entry; no other writer runs here.
     let counters = unsafe { &mut *counters };
@@ -75,7 +83,7 @@ fn record(sk: *const u8, skb: *const u8, err: i32, off: &KernelOffsets) -> Resul
         counters.failed += 1;
         return Ok(());
     }
-    let segments = kernel::tcp_skb_segments(skb, off)?;
+    let segments = kernel::tcp_skb_segments::<M>(skb, off)?;
     counters.retransmits += 1;
     counters.segments += segments;
     Ok(())

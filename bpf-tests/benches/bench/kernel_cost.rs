@@ -16,7 +16,7 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 use aya::programs::TcAttachType;
 use bpf_tests::{
     bench::{
-        agent::Agent,
+        agent::{Agent, metric_sum},
         bpf_stats::{self, ProgRun, Snapshot},
         load::udp_flood,
         nft,
@@ -37,7 +37,9 @@ program's holder. Two pod namespaces routed through the host; nettune (`nettune 
 with tc on both host-side veths; in the same run, bpftrace on the same tracepoints — an empty \
 program, `@ = count()` and a keyed count (`@[args->reason]` on `skb:kfree_skb`, \
 `@[args->skaddr]` on `tcp:tcp_retransmit_skb`) — and a test-only empty classifier \
-(`bpf-tests/ebpf/src/empty.rs`) on the same tc hooks. Every program sees the same events. \
+(`bpf-tests/ebpf/src/empty.rs`) on the same tc hooks; and a second agent with \
+`agent.wake_on_events = false`, whose programs send no urgent events (its kfree_skb only: \
+what the ring-buffer wake-ups cost). Every program sees the same events. \
 Phases, repeated: *drop loop* (1-byte UDP datagrams to a closed port of the other pod: \
 NO_SOCKET) and *netfilter loss* (a TCP transfer into a pod whose nftables input chain drops \
 `numgen random mod 100 < 3`: NETFILTER_DROP and retransmits). Other activity on the machine \
@@ -162,6 +164,10 @@ pub fn run(mode: Mode) -> anyhow::Result<Section> {
     a.ns.ip(&["link", "set", "dev", "eth0", "gso_max_segs", "1"])?;
     let agent = Agent::start("")?;
     agent.wait_for_interfaces(&pods.host_ifaces(), Duration::from_secs(30))?;
+    // The same programs without urgent events: what their ring-buffer wake-ups
+    // add to kfree_skb under netfilter loss.
+    let quiet = Agent::start("[agent]\nwake_on_events = false")?;
+    quiet.wait_for_interfaces(&pods.host_ifaces(), Duration::from_secs(30))?;
     let mut empty = Classifier::empty(None)?;
     for iface in pods.host_ifaces() {
         empty.attach(iface, TcAttachType::Ingress, false)?;
@@ -172,9 +178,14 @@ pub fn run(mode: Mode) -> anyhow::Result<Section> {
         .iter()
         .map(|(_, _, script)| Bpftrace::start(script))
         .collect::<anyhow::Result<_>>()?;
-    let mut pids = vec![agent.pid(), std::process::id()];
+    let mut pids = vec![agent.pid(), quiet.pid(), std::process::id()];
     pids.extend(peers.iter().map(Bpftrace::pid));
 
+    let events_received = || -> anyhow::Result<f64> {
+        let body = agent.process.metrics()?;
+        Ok(metric_sum(&body, "nettune_events_received_total", &[]))
+    };
+    let events_before = events_received()?;
     let mut costs = Costs::default();
     for rep in 0..reps {
         for (phase, name) in PHASES.iter().enumerate() {
@@ -193,10 +204,18 @@ pub fn run(mode: Mode) -> anyhow::Result<Section> {
                 "  rep {rep} {name}: {} programs ran",
                 runs.iter().filter(|r| r.run_cnt > 0).count()
             );
-            attribute(&mut costs, phase, &runs, agent.pid(), empty_id, &peers);
+            let agents = (agent.pid(), quiet.pid());
+            attribute(&mut costs, phase, &runs, agents, empty_id, &peers);
         }
     }
     drop(peers);
+    // The collection loop drains the ring at least every 200 ms.
+    std::thread::sleep(Duration::from_millis(500));
+    let events = events_received()? - events_before;
+    section.facts.push(format!(
+        "urgent events the agent received over the {reps} repetitions: {events:.0} \
+         (`nettune_events_received_total`); each is a ring-buffer wake-up in kfree_skb."
+    ));
 
     for (phase, name) in PHASES.iter().enumerate() {
         rows_for_phase(&mut section, &costs, phase, name);
@@ -204,19 +223,26 @@ pub fn run(mode: Mode) -> anyhow::Result<Section> {
     Ok(section)
 }
 
+/// How the kfree_skb programs of the agent without urgent events are labelled.
+const WITHOUT_EVENTS: &str = " (urgent events off)";
+
 /// Files each program's phase figures under a label: `nettune <name>`, a bpftrace
-/// peer's label and tracepoint, or the empty classifier.
+/// peer's label and tracepoint, or the empty classifier. `agents` are the agent
+/// with urgent events and the one without (only its kfree_skb counts: events are
+/// all that differ).
 fn attribute(
     costs: &mut Costs,
     phase: usize,
     runs: &[ProgRun],
-    agent: u32,
+    agents: (u32, u32),
     empty_id: u32,
     peers: &[Bpftrace],
 ) {
     for run in runs {
-        if run.pid == agent {
+        if run.pid == agents.0 {
             costs.add(phase, format!("nettune {}", run.name), run);
+        } else if run.pid == agents.1 && Family::of_nettune(&run.name) == Family::KfreeSkb {
+            costs.add(phase, format!("nettune {}{WITHOUT_EVENTS}", run.name), run);
         } else if run.id == empty_id {
             costs.add(phase, "empty classifier".into(), run);
         }
@@ -250,8 +276,11 @@ fn rows_for_phase(section: &mut Section, costs: &Costs, phase: usize, name: &str
         };
         let prog = label.trim_start_matches("nettune ");
         let family = Family::of_nettune(prog);
+        let (prog, variant) = prog
+            .strip_suffix(WITHOUT_EVENTS)
+            .map_or((prog, ""), |p| (p, WITHOUT_EVENTS));
         let figure = format!(
-            "{name}: nettune `{prog}`, per {}",
+            "{name}: nettune `{prog}`{variant}, per {}",
             match family {
                 Family::Tc => "packet",
                 _ => "event",

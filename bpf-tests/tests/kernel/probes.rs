@@ -133,13 +133,24 @@ fn missing_btf_and_tracefs_are_named_with_the_fallback_taken() -> TestResult {
             "{variant}: reason does not name BTF: {reason}"
         );
     }
+    // Requested backlogs come only from a classic tracepoint: without tracefs,
+    // nothing, and the reason says so (listeners are then judged at their limit).
+    let backlog = signal(&report, "listen_backlog")?;
+    ensure!(
+        backlog["attached"].is_null(),
+        "listen_backlog attached without tracefs: {backlog}"
+    );
+    let reason = skipped_reason(backlog, "tracepoint").context("no reason")?;
+    ensure!(
+        reason.contains("/nonexistent/tracing"),
+        "listen_backlog: reason does not name tracefs: {reason}"
+    );
     // Pod traffic needs neither: it takes the kernel's first tc variant, as it
     // does with both present.
     let (_, full) = probes_json(&[])?;
     let tc = signal(&full, "pod_traffic")?["attached"].clone();
     for (name, fallback) in [
         ("listen_overflow", Value::from("procfs")),
-        ("listen_backlog", Value::from("tracepoint")),
         ("connect_eaddrnotavail", Value::from("procfs")),
         ("conntrack", Value::from("procfs")),
         ("pod_traffic", tc),

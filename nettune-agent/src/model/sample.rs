@@ -56,6 +56,30 @@ pub struct LostEvents {
     pub rate_limited: u64,
 }
 
+/// Urgent events the agent received from the ring buffer, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceivedEvents {
+    /// `NETFILTER_DROP` drops.
+    pub netfilter_drop: u64,
+    /// Accept-queue overflows.
+    pub listen_overflow: u64,
+    /// Kinds this agent does not know (a newer kernel side).
+    pub other: u64,
+}
+
+impl ReceivedEvents {
+    /// Counts one event of kind value `kind`.
+    pub fn count(&mut self, kind: u32) {
+        use nettune_common::EventKind;
+        let slot = match kind {
+            k if k == EventKind::NetfilterDrop as u32 => &mut self.netfilter_drop,
+            k if k == EventKind::ListenOverflow as u32 => &mut self.listen_overflow,
+            _ => &mut self.other,
+        };
+        *slot += 1;
+    }
+}
+
 /// Everything about one network namespace in one tick.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NetnsSample {

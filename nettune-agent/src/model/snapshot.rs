@@ -15,7 +15,7 @@ use super::{
     probes::Report,
     sample::{
         Attribution, ConntrackCounters, InterfaceSample, ListenSysctls, ListenerSample, LostEvents,
-        NetFiles, NetnsSample, Sample,
+        NetFiles, NetnsSample, ReceivedEvents, Sample,
     },
     tuning::{Mode, TuningState},
     workload::{IdentitySource, Workload, WorkloadKind},
@@ -242,6 +242,10 @@ pub struct Published {
     /// previous one (`agent.min_event_interval_seconds`), so far.
     #[serde(default)]
     pub event_collections_suppressed: u64,
+    /// Urgent events received from the kernel so far (those not delivered are
+    /// in the Snapshot's `lost_events`).
+    #[serde(default)]
+    pub events_received: ReceivedEvents,
 }
 
 impl Snapshot {

@@ -20,6 +20,9 @@ pub struct LoadOptions {
     pub btf_path: Option<std::path::PathBuf>,
     /// tracefs mount to use instead of finding (or mounting) it.
     pub tracefs_path: Option<std::path::PathBuf>,
+    /// Have the programs send no urgent events (no ring-buffer wake-ups in the
+    /// kernel; for an agent that collects on its tick only).
+    pub without_urgent_events: bool,
 }
 
 /// What every attempt may need to know about this machine, gathered once.

@@ -24,6 +24,8 @@ pub struct FakeProbes {
     pub watched: std::collections::BTreeMap<u32, String>,
     /// Every namespace set passed to `forget_namespaces`, most recent last.
     pub alive_sets: Vec<BTreeSet<u32>>,
+    /// Urgent events waiting in the "ring buffer".
+    pub events: Vec<nettune_common::Event>,
 }
 
 impl ProbeSource for FakeProbes {
@@ -46,6 +48,10 @@ impl ProbeSource for FakeProbes {
             })
             .collect();
         Ok(readings)
+    }
+
+    fn drain_events(&mut self) -> Vec<nettune_common::Event> {
+        std::mem::take(&mut self.events)
     }
 
     fn forget_namespaces(&mut self, alive: &BTreeSet<u32>) -> Result<usize, LoadError> {

@@ -211,6 +211,11 @@ impl Probes {
                 &offsets.offsets,
                 true,
             )
+            .override_global(
+                nettune_common::events::URGENT_EVENTS_GLOBAL,
+                &u32::from(!options.without_urgent_events),
+                true,
+            )
             .load(OBJECT)
             .map_err(|e| LoadError::Object(Box::new(e)))?;
         let context = AttachContext {

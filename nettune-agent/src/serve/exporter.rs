@@ -85,6 +85,12 @@ pub const METRICS: &[MetricDef] = &[
         help: "Urgent events not delivered: ring buffer full, or rate-limited in the kernel.",
     },
     MetricDef {
+        name: "nettune_events_received_total",
+        kind: MetricType::COUNTER,
+        labels: &["kind"],
+        help: "Urgent events the agent received from the kernel (each may wake a collection).",
+    },
+    MetricDef {
         name: "nettune_event_collections_suppressed_total",
         kind: MetricType::COUNTER,
         labels: &[],
@@ -724,6 +730,14 @@ fn families(published: &Published, max_pod_series: usize) -> Vec<MetricFamily> {
         &[],
         published.event_collections_suppressed as f64,
     );
+    let received = published.events_received;
+    for (kind, n) in [
+        ("netfilter_drop", received.netfilter_drop),
+        ("listen_overflow", received.listen_overflow),
+        ("other", received.other),
+    ] {
+        f.add("nettune_events_received_total", &[kind], n as f64);
+    }
     if let Some(tuning) = &published.tuning {
         tuning_metrics(&mut f, snapshot.mode, tuning);
     }

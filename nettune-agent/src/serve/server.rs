@@ -131,6 +131,7 @@ impl ServerState {
                         snapshot: p.snapshot.clone().capped(self.max_pod_series),
                         tuning: p.tuning.clone(),
                         event_collections_suppressed: p.event_collections_suppressed,
+                        events_received: p.events_received,
                     };
                     serde_json::to_vec(&served)
                         .map(Bytes::from)
@@ -311,6 +312,7 @@ mod tests {
             snapshot: crate::model::snapshot::for_tests(Vec::new()),
             tuning: None,
             event_collections_suppressed: 0,
+            events_received: Default::default(),
         }
     }
 
@@ -344,6 +346,7 @@ mod tests {
             snapshot: crate::model::snapshot::for_tests(Vec::new()),
             tuning: None,
             event_collections_suppressed: 0,
+            events_received: Default::default(),
         });
         let (addr, stop) = serving(state, Endpoints::Metrics);
         assert_eq!(get(addr, "/metrics"), 200);

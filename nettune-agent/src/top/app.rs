@@ -398,6 +398,7 @@ mod tests {
             ]),
             tuning: None,
             event_collections_suppressed: 0,
+            events_received: Default::default(),
         }
     }
 

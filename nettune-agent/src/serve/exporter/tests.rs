@@ -54,6 +54,7 @@ fn published_with(pods: u32, runtime_up: bool) -> Arc<Published> {
         snapshot: Snapshot::build(&sample, None, 1.0, &ctx),
         tuning: None,
         event_collections_suppressed: 0,
+        events_received: Default::default(),
     })
 }
 
@@ -296,5 +297,22 @@ fn the_identity_source_gauge_follows_the_runtime() {
     assert!(
         down.contains("nettune_identity_source{source=\"cri\"} 0"),
         "{down}"
+    );
+}
+
+#[test]
+fn received_events_are_exported_by_kind() {
+    let mut p = (*published(0)).clone();
+    p.events_received.netfilter_drop = 7;
+    p.events_received.listen_overflow = 2;
+    let bytes = Exporter::new(10).render(Arc::new(p));
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    assert_eq!(
+        series(&text, "nettune_events_received_total"),
+        [
+            "nettune_events_received_total{kind=\"listen_overflow\"} 2",
+            "nettune_events_received_total{kind=\"netfilter_drop\"} 7",
+            "nettune_events_received_total{kind=\"other\"} 0",
+        ]
     );
 }
