@@ -61,8 +61,9 @@ pub const SERIES: [Series; 3] = [
         name: "6.1",
         debian: "Debian 12, bookworm-security",
         package: ("linux-image-6.1.0-", "-amd64"),
-        // No TCX; fentry is refused (ENOTSUPP) on the six-argument
-        // tcp_v{4,6}_syn_recv_sock, so the listen signal takes kprobes.
+        // No TCX; fentry is refused (ENOTSUPP at attach) on
+        // tcp_v{4,6}_syn_recv_sock, so the listen signal takes kprobes. (Not for
+        // their six arguments: fentry on __sys_sendto, six too, attaches.)
         features: "root,btf,tp_btf,tracepoint,tc,clsact,kprobe,netem,drop_reasons",
     },
     Series {

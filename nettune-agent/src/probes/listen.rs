@@ -153,8 +153,8 @@ fn hint(e: &dyn std::error::Error) -> &'static str {
         " (the kernel refused the program before verification: BPF trampolines are \
          disabled or restricted here)"
     } else if text.contains("os error 524") {
-        " (ENOTSUPP: this kernel cannot build a BPF trampoline for the function; \
-         Debian 12's 6.1 refuses the six-argument tcp_v{4,6}_syn_recv_sock)"
+        " (ENOTSUPP: this kernel will not build a BPF trampoline for this function, \
+         as Debian 12's 6.1 does for tcp_v{4,6}_syn_recv_sock)"
     } else {
         ""
     }
