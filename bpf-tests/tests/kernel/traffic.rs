@@ -227,7 +227,7 @@ fn counts_equal_interface_counters_and_follow_the_interface(variant: Variant) ->
 
 /// nettune's tc filters on `iface` (host namespace), by program name, in both
 /// directions, as `tc filter show` lists them.
-fn our_filters(iface: &str) -> anyhow::Result<Vec<String>> {
+pub fn our_filters(iface: &str) -> anyhow::Result<Vec<String>> {
     let mut found = Vec::new();
     for hook in ["ingress", "egress"] {
         let text = run("tc", &["filter", "show", "dev", iface, hook], "iproute2")?;
