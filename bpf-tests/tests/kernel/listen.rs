@@ -272,11 +272,21 @@ fn a_backlog_of_8_is_reported_as_asked_with_its_overflows_and_somaxconn_stays() 
     flood_until_quiet(&pair, &[addr], 60)?;
     let kernel =
         u64::try_from(pair.receiver.mib("netstat", "TcpExt", "ListenOverflows")? - before_kernel)?;
-    // Two ticks for the agent to take the last count in.
-    std::thread::sleep(Duration::from_millis(800));
+    // The agent takes the last count in on a later tick: wait for it (counts only
+    // grow, so one past the kernel's stays past it and fails below).
+    let ours = |s: &Value| {
+        agent_overflows(s)
+            .flatten()
+            .map(|n| n.saturating_sub(before_agent))
+    };
+    let _ = agent.wait_for(
+        "nettune's overflow count to reach the namespace's",
+        Duration::from_secs(10),
+        |s| ours(s).filter(|n| *n >= kernel),
+    );
     let snapshot = agent.snapshot()?;
     let l = listener_in(&snapshot, inode, PORT).context("the listener is gone")?;
-    let ours = l["overflows"]["total"].as_u64().unwrap_or(0) - before_agent;
+    let ours = ours(&snapshot).unwrap_or(0);
     println!(
         "    port {PORT}: asked {}, limit {}, queue {}, process {}, overflows nettune {ours} \
          ({}) / ListenOverflows {kernel}",
@@ -313,15 +323,14 @@ fn a_backlog_of_8_is_reported_as_asked_with_its_overflows_and_somaxconn_stays() 
         let line = series(name).with_context(|| format!("no {name}… series for {PORT}"))?;
         ensure!(line.ends_with(value), "{line}");
     }
-    let decision = snapshot["tuning"]["recent"]
-        .as_array()
-        .and_then(|d| {
-            d.iter()
-                .rev()
-                .find(|d| d["sysctl"] == "net.core.somaxconn")
-                .cloned()
-        })
-        .context("no somaxconn decision")?;
+    let decision = agent.wait_for("a somaxconn decision", Duration::from_secs(10), |s| {
+        s["tuning"]["recent"]
+            .as_array()?
+            .iter()
+            .rev()
+            .find(|d| d["sysctl"] == "net.core.somaxconn")
+            .cloned()
+    })?;
     println!(
         "    decision: [{}] {}",
         decision["result"], decision["reason"]
