@@ -82,6 +82,10 @@ enum Command {
         /// Only run kernel tests whose names contain this text.
         #[arg(long)]
         kernel_filter: Option<String>,
+        /// Only the setup and the VM step (Debian's 6.1 under qemu), with its
+        /// duration: to check that step without the whole suite.
+        #[arg(long, conflicts_with = "kernel_filter")]
+        vm_only: bool,
     },
     /// Run the kernel tests inside Debian's kernels under qemu (one boot each),
     /// next to the host's; with `--kernel all` and no filter, rewrite
@@ -111,7 +115,10 @@ fn main() -> ExitCode {
 
         Command::Image { tag, load } => image::image(tag.as_deref(), &load).map(drop),
         Command::Run { release, args } => run::run(release, args),
-        Command::Test { kernel_filter } => test::test(kernel_filter.as_deref()),
+        Command::Test {
+            kernel_filter,
+            vm_only,
+        } => test::test(kernel_filter.as_deref(), vm_only),
         Command::VmTest {
             kernel,
             refresh_kernels,

@@ -85,11 +85,17 @@ fn done(name: &str, started: Instant) {
     );
 }
 
-pub fn test(kernel_filter: Option<&str>) -> anyhow::Result<()> {
+/// `cargo xtask test`; with `vm_only`, setup and the VM step alone.
+pub fn test(kernel_filter: Option<&str>, vm_only: bool) -> anyhow::Result<()> {
     let root = xtask::workspace_root();
     let t = step("setup");
     setup::setup(setup::Scope::Everything)?;
     done("setup", t);
+    if vm_only {
+        let mut tally = Tally::default();
+        let vm_ok = vm_step(&mut tally);
+        return summary(&tally, vm_ok);
+    }
 
     let t = step("format (cargo fmt --check)");
     format(true).context("formatting differs: run `cargo xtask fmt`")?;
@@ -134,28 +140,38 @@ pub fn test(kernel_filter: Option<&str>) -> anyhow::Result<()> {
     tally.add_output(&out);
     done("kernel tests", t);
 
-    let t = step(&format!(
-        "kernel tests in a VM: Debian's Linux {} (no TCX: clsact; kprobes; netem), \
-         under qemu",
-        vm::CI_SERIES
-    ));
     let vm_ok = vm_step(&mut tally);
-    done("kernel tests in a VM", t);
+    summary(&tally, unit_ok && kernel_ok && vm_ok)
+}
 
+/// Prints the summary line; fails unless `ok` and nothing failed.
+fn summary(tally: &Tally, ok: bool) -> anyhow::Result<()> {
     println!(
         "\nsummary: {} passed, {} failed, {} skipped",
         tally.passed, tally.failed, tally.skipped
     );
-    if !unit_ok || !kernel_ok || !vm_ok || tally.failed > 0 {
+    if !ok || tally.failed > 0 {
         bail!("tests failed");
     }
     Ok(())
 }
 
-/// Boots the VM kernel and runs the kernel tests the host cannot (see
-/// [`vm::CI_TESTS`]); adds their results to `tally`. A VM that cannot start fails
-/// on CI (`CI` set) and is one skip, with the reason, elsewhere.
+/// The VM step: boots the VM kernel and runs the kernel tests the host cannot
+/// (see [`vm::CI_TESTS`]); adds their results to `tally`; prints its duration. A
+/// VM that cannot start fails on CI (`CI` set) and is one skip, with the reason,
+/// elsewhere.
 fn vm_step(tally: &mut Tally) -> bool {
+    let t = step(&format!(
+        "kernel tests in a VM: Debian's Linux {} (no TCX: clsact; kprobes; netem), \
+         under qemu",
+        vm::CI_SERIES
+    ));
+    let ok = vm_run(tally);
+    done("kernel tests in a VM", t);
+    ok
+}
+
+fn vm_run(tally: &mut Tally) -> bool {
     println!(
         "vm {}: {} (the whole matrix: cargo xtask vm-test)",
         vm::CI_SERIES,
