@@ -9,7 +9,7 @@ use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader},
     process::{Child, Command, Stdio},
-    sync::mpsc,
+    sync::{OnceLock, mpsc},
     thread::JoinHandle,
     time::Duration,
 };
@@ -113,32 +113,31 @@ impl Bpftrace {
 
 /// A script counting `skb:kfree_skb` per (netns, reason) for the namespaces whose
 /// inodes are `namespaces`, attributing each drop as nettune's program does
-/// (device's netns, else the socket's, else `rx_sk`'s). Read its map with
-/// [`drops_by_netns`].
-pub fn drops_by_netns_script(namespaces: &[u32]) -> String {
+/// ([`kfree_skb_netns`]), with this kernel's reason ([`kfree_skb_reason`]). Read
+/// its map with [`drops_by_netns`]. Needs [`bpftrace_reads_kernel_structs`].
+pub fn drops_by_netns_script(namespaces: &[u32]) -> anyhow::Result<String> {
     let filter = namespaces
         .iter()
         .map(|i| format!("$ns == {i}"))
         .collect::<Vec<_>>()
         .join(" || ");
-    format!(
-        "tracepoint:skb:kfree_skb {{
-            $skb = (struct sk_buff *)args->skbaddr;
-            $ns = (uint32)0;
-            if ($skb->dev != 0) {{
-                $ns = $skb->dev->nd_net.net->ns.inum;
-            }} else {{
-                if ($skb->sk != 0) {{
-                    $ns = $skb->sk->__sk_common.skc_net.net->ns.inum;
-                }} else {{
-                    if (args->rx_sk != 0) {{
-                        $ns = ((struct sock *)args->rx_sk)->__sk_common.skc_net.net->ns.inum;
-                    }}
-                }}
-            }}
-            if ({filter}) {{ @drops[$ns, (uint32)args->reason] = count(); }}
-        }}"
-    )
+    Ok(format!(
+        "tracepoint:skb:kfree_skb {{ {}
+            if ({filter}) {{ @drops[$ns, {}] = count(); }}
+        }}",
+        kfree_skb_netns()?,
+        kfree_skb_reason()?
+    ))
+}
+
+/// A script counting every `skb:kfree_skb` on the machine per reason, under
+/// namespace 0, for kernels where bpftrace cannot attribute a drop to a namespace
+/// (see [`bpftrace_reads_kernel_structs`]). Read its map with [`drops_by_netns`].
+pub fn drops_script() -> anyhow::Result<String> {
+    Ok(format!(
+        "tracepoint:skb:kfree_skb {{ @drops[0, {}] = count(); }}",
+        kfree_skb_reason()?
+    ))
 }
 
 /// The map of a [`drops_by_netns_script`] run: (netns inode, reason) → drops.
@@ -174,4 +173,72 @@ impl Drop for Bpftrace {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether bpftrace can read kernel structs here (it takes their layout from the
+/// kernel's BTF): `Err` with the reason where it cannot. bpftrace 0.17 does not
+/// use the BTF of Debian 11's 5.10 (`bpftrace --info` says `btf: no`), so scripts
+/// there cannot follow an skb to its namespace.
+pub fn bpftrace_reads_kernel_structs() -> Result<(), String> {
+    static ANSWER: OnceLock<Result<(), String>> = OnceLock::new();
+    ANSWER
+        .get_or_init(|| {
+            let out = Command::new("bpftrace")
+                .arg("--info")
+                .output()
+                .map_err(|e| format!("cannot run bpftrace --info: {e}"))?;
+            let info = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let btf = info
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("btf:"))
+                .map(str::trim);
+            match btf {
+                Some("yes") => Ok(()),
+                other => Err(format!(
+                    "bpftrace cannot read this kernel's structs (`bpftrace --info`: btf: {})",
+                    other.unwrap_or("not reported")
+                )),
+            }
+        })
+        .clone()
+}
+
+/// A bpftrace expression for the drop reason in a `tracepoint:skb:kfree_skb`
+/// probe: `args->reason`, or 0 on kernels whose tracepoint has none (before 5.17
+/// every drop reads 0, as nettune records it). From this kernel's format file.
+pub fn kfree_skb_reason() -> anyhow::Result<&'static str> {
+    Ok(if crate::probes::kfree_skb_has_reason()? {
+        "(uint32)args->reason"
+    } else {
+        "(uint32)0"
+    })
+}
+
+/// bpftrace statements for a `tracepoint:skb:kfree_skb` probe that set `$ns` to
+/// the namespace the drop belongs to, attributed exactly as nettune's program does
+/// (the device's namespace, else the socket's, else `rx_sk`'s, which the
+/// tracepoint has from 6.12). Needs [`bpftrace_reads_kernel_structs`].
+pub fn kfree_skb_netns() -> anyhow::Result<String> {
+    let tracefs = nettune::sys::tracefs::Tracefs::find().context("tracefs is not mounted")?;
+    let rx_sk = if tracefs.format("skb", "kfree_skb")?.contains_key("rx_sk") {
+        "else { if (args->rx_sk != 0) { \
+             $ns = ((struct sock *)args->rx_sk)->__sk_common.skc_net.net->ns.inum; } }"
+    } else {
+        ""
+    };
+    Ok(format!(
+        "$skb = (struct sk_buff *)args->skbaddr;
+         $ns = (uint32)0;
+         if ($skb->dev != 0) {{
+             $ns = $skb->dev->nd_net.net->ns.inum;
+         }} else {{
+             if ($skb->sk != 0) {{
+                 $ns = $skb->sk->__sk_common.skc_net.net->ns.inum;
+             }} {rx_sk}
+         }}"
+    ))
 }

@@ -8,8 +8,9 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{
         SchedClassifier, TcAttachType,
-        tc::{NlOptions, SchedClassifierLinkId, TcAttach},
+        tc::{self, NlOptions, SchedClassifierLinkId, TcAttach},
     },
+    util::KernelVersion,
 };
 
 use crate::netns::Netns;
@@ -81,8 +82,17 @@ impl<'a> Classifier<'a> {
         } else {
             TcAttach::Auto(hook)
         };
+        // Before TCX (6.6) aya attaches through netlink, on a clsact qdisc that must
+        // exist first (nettune adds it on the interfaces it watches).
+        let netlink =
+            after_clsact || KernelVersion::current().is_ok_and(|v| v < KernelVersion::new(6, 6, 0));
         // Interface names resolve in the calling thread's namespace: attach from inside.
-        let attach = || program.attach(iface.as_c_str(), how);
+        let attach = || -> anyhow::Result<SchedClassifierLinkId> {
+            if netlink {
+                add_clsact(&iface)?;
+            }
+            Ok(program.attach(iface.as_c_str(), how)?)
+        };
         let link = match netns {
             Some(ns) => ns.run(attach)??,
             None => attach()?,
@@ -112,6 +122,15 @@ impl<'a> Classifier<'a> {
             .program_mut(self.program)
             .ok_or_else(|| anyhow::anyhow!("no `{}` program", self.program))?
             .try_into()?)
+    }
+}
+
+/// Adds a clsact qdisc to `iface` (in the calling thread's namespace) unless one
+/// is there already.
+fn add_clsact(iface: &std::ffi::CStr) -> anyhow::Result<()> {
+    match tc::qdisc_add_clsact(iface).map_err(anyhow::Error::from) {
+        Err(e) if !format!("{e:#}").contains("exists") => Err(e.context("adding a clsact qdisc")),
+        _ => Ok(()),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Support for nettune's kernel tests: a harness that reports skips honestly,
 //! network namespaces that clean up after themselves, real traffic, and test-only
-//! eBPF programs (packet loss).
+//! eBPF programs and the kernel's netem qdisc (packet loss).
 //!
 //! # Where tests go
 //! One file per agent signal in `tests/kernel/`, named after the program module it
@@ -24,6 +24,7 @@ pub mod daemonset;
 pub mod harness;
 pub mod host;
 pub mod loss;
+pub mod netem;
 pub mod netns;
 pub mod oci;
 pub mod podman;

@@ -9,7 +9,6 @@ use std::{
     fs::File,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::PathBuf,
-    process::Command,
     sync::atomic::{AtomicU32, Ordering},
 };
 
@@ -89,19 +88,8 @@ impl Netns {
 
     /// Runs a command inside this namespace (`ip netns exec`) and returns stdout.
     pub fn exec(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
-            .args(args)
-            .output()
-            .with_context(|| format!("running {program} in {}", self.name))?;
-        if !out.status.success() {
-            bail!(
-                "{program} {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let all = [&["netns", "exec", self.name.as_str(), program], args].concat();
+        crate::command::run("ip", &all, "iproute2")
     }
 
     /// Runs `f` on a thread inside this namespace and returns its result.
@@ -216,8 +204,12 @@ impl Veth {
         Ok(guard)
     }
 
-    /// Connects `a` and `b` with `10.203.<subnet>.1` on `a` and `.2` on `b`.
-    /// `index` pins both interfaces' ifindex (to test ifindex collisions).
+    /// Connects `a` and `b` with `10.203.<subnet>.1` on `a` and `.2` on `b`, IPv4
+    /// only. `index` pins both interfaces' ifindex (to test ifindex collisions).
+    ///
+    /// The pair is created from inside `a`: older kernels (6.1 does, 6.18 does
+    /// not) look a requested index up in the *calling* namespace and answer `File
+    /// exists` when the caller already has an interface with that number.
     pub fn connect(a: &Netns, b: &Netns, subnet: u8, index: Option<u32>) -> anyhow::Result<Self> {
         let (a_name, b_name) = (format!("vt{subnet}a"), format!("vt{subnet}b"));
         let index = index.map(|i| i.to_string());
@@ -225,12 +217,16 @@ impl Veth {
         if let Some(i) = &index {
             args.extend(["index", i]);
         }
-        args.extend(["netns", a.name(), "type", "veth", "peer", "name", &b_name]);
+        args.extend(["type", "veth", "peer", "name", &b_name]);
         if let Some(i) = &index {
             args.extend(["index", i]);
         }
         args.extend(["netns", b.name()]);
-        ip(&args)?;
+        a.ip(&args)?;
+        // No IPv6: neighbour discovery and MLD would add packets (and, on kernels
+        // without drop reasons, drops that look like any other) to what tests count.
+        a.write_sysctl(&format!("net/ipv6/conf/{a_name}/disable_ipv6"), "1")?;
+        b.write_sysctl(&format!("net/ipv6/conf/{b_name}/disable_ipv6"), "1")?;
         let a_addr = std::net::Ipv4Addr::new(10, 203, subnet, 1);
         let b_addr = std::net::Ipv4Addr::new(10, 203, subnet, 2);
         a.ip(&["addr", "add", &format!("{a_addr}/24"), "dev", &a_name])?;

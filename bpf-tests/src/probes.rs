@@ -5,10 +5,27 @@ use nettune::{
     collect::{identity, sample},
     model::{probes::Variant, sample::Sample},
     probes::{InterfaceChanges, LoadOptions, ProbeReadings, ProbeSource as _, Probes},
-    sys::{Kernel, Link, System as _},
+    sys::{Kernel, Link, System as _, tracefs::Tracefs},
 };
 
 use crate::harness::{Feature, TestResult, require};
+
+/// Whether this kernel's `skb/kfree_skb` tracepoint carries a drop reason (Linux
+/// 5.17+), from its tracefs format: the kernel's own description of the event.
+pub fn kfree_skb_has_reason() -> anyhow::Result<bool> {
+    let tracefs = Tracefs::find().ok_or_else(|| anyhow::anyhow!("tracefs is not mounted"))?;
+    Ok(tracefs.format("skb", "kfree_skb")?.contains_key("reason"))
+}
+
+/// Skips (or fails, if `drop_reasons` is required) unless this kernel's drops
+/// carry a reason: without one, a tc or netfilter drop cannot be told from others.
+pub fn require_drop_reasons() -> anyhow::Result<Option<TestResult>> {
+    Ok(require(
+        Feature::DropReasons,
+        kfree_skb_has_reason()?,
+        "this kernel's kfree_skb has no reason (drop reasons came in 5.17)",
+    ))
+}
 
 /// Loads nettune's probes with `disabled` variants turned off.
 pub fn load(disabled: &[Variant]) -> anyhow::Result<Probes> {

@@ -9,6 +9,7 @@ use anyhow::ensure;
 
 use crate::{
     loss::Loss,
+    netem::Netem,
     netns::{Netns, Veth},
     sockets::{connect_nonblocking, listener_with_backlog},
     traffic::bulk_transfer,
@@ -47,6 +48,15 @@ impl Pair {
             loss_per_10k,
         )
     }
+
+    /// Sends `bytes` over TCP from sender to receiver through a netem qdisc that
+    /// loses `percent` % of packets on their way into the receiver's namespace
+    /// (see [`crate::netem`]). Returns the packets netem dropped, by its own count.
+    pub fn netem_transfer(&self, bytes: usize, percent: f64) -> anyhow::Result<u64> {
+        let netem = Netem::attach(&self.sender, &self.veth.a_name, percent)?;
+        let to = SocketAddr::from((self.veth.b_addr, 5201));
+        transfer_while(&self.sender, &self.receiver, to, bytes, || netem.dropped())
+    }
 }
 
 /// Sends `bytes` over TCP from `sender` to `to` in `receiver` while the loss
@@ -60,10 +70,22 @@ pub fn lossy_transfer(
     loss_per_10k: u32,
 ) -> anyhow::Result<u64> {
     let loss = Loss::attach(receiver, interface, loss_per_10k)?;
+    transfer_while(sender, receiver, to, bytes, || Ok(loss.stats()?.1))
+}
+
+/// Sends `bytes` from `sender` to `to` in `receiver`; `dropped` then says how
+/// many packets the loss in place dropped, which must be some.
+fn transfer_while(
+    sender: &Netns,
+    receiver: &Netns,
+    to: SocketAddr,
+    bytes: usize,
+    dropped: impl FnOnce() -> anyhow::Result<u64>,
+) -> anyhow::Result<u64> {
     let received = bulk_transfer(sender, receiver, to, bytes)?;
-    let (_, dropped) = loss.stats()?;
+    let dropped = dropped()?;
     ensure!(received == bytes, "received {received} of {bytes} bytes");
-    ensure!(dropped > 0, "the loss program dropped nothing");
+    ensure!(dropped > 0, "the loss in place dropped nothing");
     Ok(dropped)
 }
 

@@ -1,5 +1,6 @@
 //! Raw sockets for scenarios std cannot express: a listener with a chosen backlog
-//! (std always asks for 128) and connects that do not wait.
+//! (std always asks for 128), connects that do not wait, and a packet socket that
+//! makes the kernel drop what it cannot deliver.
 
 use std::{
     net::SocketAddrV4,
@@ -67,6 +68,123 @@ pub fn connect_nonblocking(addr: SocketAddrV4) -> anyhow::Result<OwnedFd> {
         bail!("connect {addr}: {err}");
     }
     Ok(fd)
+}
+
+/// An `AF_PACKET` socket that sees every packet on interface `ifindex` (of the
+/// calling thread's namespace) with the smallest receive buffer the kernel allows,
+/// and never reads: after a few packets the kernel drops what it would deliver
+/// to it and counts each drop in the socket's `tp_drops` ([`packet_drops`]).
+pub fn packet_socket_that_overflows(ifindex: u32) -> anyhow::Result<OwnedFd> {
+    use std::os::fd::AsRawFd as _;
+    let protocol = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: plain socket creation; the fd is owned by the OwnedFd below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            i32::from(protocol),
+        )
+    };
+    if fd < 0 {
+        bail!("socket(AF_PACKET): {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let smallest: libc::c_int = 1;
+    let addr = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as u16,
+        sll_protocol: protocol,
+        sll_ifindex: i32::try_from(ifindex)?,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    };
+    // SAFETY: setsockopt reads a c_int we own; bind reads a sockaddr_ll we own.
+    unsafe {
+        if libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const smallest).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        ) != 0
+        {
+            bail!("SO_RCVBUF: {}", std::io::Error::last_os_error());
+        }
+        if libc::bind(
+            fd.as_raw_fd(),
+            (&raw const addr).cast(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        ) != 0
+        {
+            bail!("bind(AF_PACKET): {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(fd)
+}
+
+/// The packets the kernel dropped for a packet socket since the last call
+/// (`PACKET_STATISTICS`' `tp_drops`; reading it resets the kernel's counters).
+pub fn packet_drops(fd: &OwnedFd) -> anyhow::Result<u32> {
+    use std::os::fd::AsRawFd as _;
+    let mut stats = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
+    let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into the struct we own.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&raw mut stats).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        bail!("PACKET_STATISTICS: {}", std::io::Error::last_os_error());
+    }
+    Ok(stats.tp_drops)
+}
+
+/// Reads everything queued on a packet socket; returns how many packets it had
+/// queued that were leaving the interface (`PACKET_OUTGOING`) and how many were
+/// arriving.
+pub fn drain_packet_socket(fd: &OwnedFd) -> anyhow::Result<(u64, u64)> {
+    use std::os::fd::AsRawFd as _;
+    let (mut leaving, mut arriving) = (0, 0);
+    let mut buf = [0u8; 2048];
+    loop {
+        // SAFETY: all-zero is a valid sockaddr_ll.
+        let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: recvfrom writes at most `buf.len()` bytes into `buf` and at most
+        // `len` bytes into `from`, both ours.
+        let n = unsafe {
+            libc::recvfrom(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+                (&raw mut from).cast(),
+                &raw mut len,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                return Ok((leaving, arriving));
+            }
+            bail!("recvfrom(AF_PACKET): {e}");
+        }
+        if from.sll_pkttype == libc::PACKET_OUTGOING {
+            leaving += 1;
+        } else {
+            arriving += 1;
+        }
+    }
 }
 
 /// Calls `listen(backlog)` again on a listening socket: the kernel gives it the

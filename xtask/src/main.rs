@@ -4,7 +4,8 @@
 //! - `build`  build the eBPF object and the `nettune` binary
 //! - `image`  the container image (static binary, `FROM scratch`, buildah) as an OCI archive
 //! - `run`    build and run `nettune` as root (default arguments: `top`)
-//! - `test`   formatting, lints, unit tests, then the kernel tests as root
+//! - `test`   formatting, lints, unit tests, the kernel tests as root, and a 6.1 VM
+//! - `vm-test` the kernel tests in Debian's 5.10, 6.1 and 6.12 kernels under qemu
 //! - `fmt`    format every crate, the eBPF crates included
 //! - `bench`  benchmarks, as root, each against a baseline measured in the same run
 
@@ -13,6 +14,7 @@ mod process;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -80,6 +82,24 @@ enum Command {
         /// Only run kernel tests whose names contain this text.
         #[arg(long)]
         kernel_filter: Option<String>,
+        /// Only the setup and the VM step (Debian's 6.1 under qemu), with its
+        /// duration: to check that step without the whole suite.
+        #[arg(long, conflicts_with = "kernel_filter")]
+        vm_only: bool,
+    },
+    /// Run the kernel tests inside Debian's kernels under qemu (one boot each),
+    /// next to the host's; with `--kernel all` and no filter, rewrite
+    /// docs/kernel-support.md.
+    VmTest {
+        /// Which kernel: 5.10, 6.1, 6.12 or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+        /// Look for newer kernel packages than the cached ones.
+        #[arg(long)]
+        refresh_kernels: bool,
+        /// Only run kernel tests whose names contain one of these.
+        #[arg(last = true)]
+        filters: Vec<String>,
     },
 }
 
@@ -95,7 +115,15 @@ fn main() -> ExitCode {
 
         Command::Image { tag, load } => image::image(tag.as_deref(), &load).map(drop),
         Command::Run { release, args } => run::run(release, args),
-        Command::Test { kernel_filter } => test::test(kernel_filter.as_deref()),
+        Command::Test {
+            kernel_filter,
+            vm_only,
+        } => test::test(kernel_filter.as_deref(), vm_only),
+        Command::VmTest {
+            kernel,
+            refresh_kernels,
+            filters,
+        } => vm::vm_test(&kernel, refresh_kernels, &filters),
         Command::Fmt => test::format(false),
         Command::Bench {
             quick,

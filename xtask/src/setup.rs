@@ -35,14 +35,16 @@ const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
 /// Debian packages needed to compile bpf-linker against LLVM 22.
 const LINKER_BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
 /// Debian packages the test suite runs: `ip` (namespaces, veth), `mount`, and the
-/// peers kernel tests compare against: bpftrace, nftables (`nft`), `conntrack`;
-/// the real container stack the pod tests drive: containerd (with `ctr`), runc,
-/// the CNI plugins, buildah (images without Docker), podman (the DaemonSet's
-/// container), and a C compiler with static libc for the test pause image.
+/// peers kernel tests compare against: bpftrace, bpftool (the kernel's BTF),
+/// nftables (`nft`), `conntrack`; the real container stack the pod tests drive:
+/// containerd (with `ctr`), runc, the CNI plugins, buildah (images without
+/// Docker), podman (the DaemonSet's container), and a C compiler with static libc
+/// for the test pause image.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "mount",
     "bpftrace",
+    "bpftool",
     "nftables",
     "conntrack",
     "prometheus",
@@ -97,36 +99,73 @@ impl Toolchain {
     }
 }
 
+/// A command-line tool from PyPI, in a venv of its own under `target/` so that it
+/// touches nothing else on the machine.
+pub struct PipTool {
+    /// What setup calls it.
+    pub label: &'static str,
+    /// The pinned requirement, `name==version`.
+    pub requirement: &'static str,
+    /// The venv, relative to the workspace root.
+    pub venv: &'static str,
+    /// The executable in the venv's `bin/` whose `--version` names the version.
+    pub exe: &'static str,
+    /// The interpreter that creates the venv.
+    pub python: &'static str,
+}
+
+impl PipTool {
+    /// The venv's directory.
+    pub fn venv_dir(&self) -> std::path::PathBuf {
+        xtask::workspace_root().join(self.venv)
+    }
+
+    /// The tool's executable in the venv.
+    pub fn exe_path(&self) -> std::path::PathBuf {
+        self.venv_dir().join("bin").join(self.exe)
+    }
+
+    /// Installs the pinned version into the venv unless it is there already.
+    pub fn ensure(&self) -> anyhow::Result<()> {
+        let label = self.label;
+        let wanted = self.requirement.split("==").nth(1).unwrap_or_default();
+        if let Some(v) = output(Command::new(self.exe_path()).arg("--version"))
+            && v.contains(wanted)
+        {
+            println!("setup: {label} {wanted} (venv): present");
+            return Ok(());
+        }
+        println!(
+            "setup: {label} {wanted}: installing into {} with pip",
+            self.venv
+        );
+        let venv = self.venv_dir();
+        process::run(Command::new(self.python).args(["-m", "venv"]).arg(&venv))
+            .with_context(|| format!("{} -m venv failed: install python3-venv", self.python))?;
+        process::run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            self.requirement,
+        ]))?;
+        println!("setup: {label} {wanted}: installed");
+        Ok(())
+    }
+}
+
 /// kubernetes-validate (PyPI) validates manifests against each Kubernetes version's
-/// schemas; it lives in a venv under target/ so it touches nothing else.
-const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+/// schemas.
+const KUBERNETES_VALIDATE: PipTool = PipTool {
+    label: "kubernetes-validate",
+    requirement: "kubernetes-validate==1.37.0",
+    venv: "target/tools/venv",
+    exe: "kubernetes-validate",
+    python: "python3",
+};
 
 /// The venv's kubernetes-validate executable.
 pub fn kubernetes_validate() -> std::path::PathBuf {
-    xtask::workspace_root().join("target/tools/venv/bin/kubernetes-validate")
-}
-
-fn ensure_kubernetes_validate() -> anyhow::Result<()> {
-    let exe = kubernetes_validate();
-    let wanted = KUBERNETES_VALIDATE.split("==").nth(1).unwrap_or_default();
-    if let Some(v) = output(Command::new(&exe).arg("--version"))
-        && v.contains(wanted)
-    {
-        println!("setup: kubernetes-validate {wanted} (venv): present");
-        return Ok(());
-    }
-    println!("setup: kubernetes-validate {wanted}: installing into target/tools/venv with pip");
-    let venv = xtask::workspace_root().join("target/tools/venv");
-    process::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
-        .context("python3 -m venv failed: install python3 and python3-venv")?;
-    process::run(Command::new(venv.join("bin/pip")).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        KUBERNETES_VALIDATE,
-    ]))?;
-    println!("setup: kubernetes-validate {wanted}: installed");
-    Ok(())
+    KUBERNETES_VALIDATE.exe_path()
 }
 
 /// The musl target, for `cargo xtask build --static`.
@@ -170,7 +209,7 @@ pub fn setup(scope: Scope) -> anyhow::Result<()> {
     ensure_bpf_linker()?;
     if scope == Scope::Everything {
         ensure_packages("test tools", TEST_PACKAGES)?;
-        ensure_kubernetes_validate()?;
+        KUBERNETES_VALIDATE.ensure()?;
         ensure_static_target()?;
     }
     if scope == Scope::Bench {
@@ -270,6 +309,13 @@ fn package_installed(name: &str) -> bool {
 }
 
 pub fn ensure_packages(what: &str, packages: &[&str]) -> anyhow::Result<()> {
+    ensure_packages_with(what, packages, &[])
+}
+
+/// Installs the missing ones of `packages` with apt-get, adding `also` (more
+/// package names or options, e.g. a release pin) to the install command when
+/// anything is missing.
+pub fn ensure_packages_with(what: &str, packages: &[&str], also: &[&str]) -> anyhow::Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .copied()
@@ -281,7 +327,7 @@ pub fn ensure_packages(what: &str, packages: &[&str]) -> anyhow::Result<()> {
     }
     let by_hand = format!(
         "apt-get update && apt-get install -y --no-install-recommends {}",
-        missing.join(" ")
+        [missing.as_slice(), also].concat().join(" ")
     );
     if output(Command::new("apt-get").arg("--version")).is_none() {
         bail!(
@@ -318,7 +364,7 @@ pub fn ensure_packages(what: &str, packages: &[&str]) -> anyhow::Result<()> {
     process::run(&mut apt(&["update", "-q"]))
         .with_context(|| format!("{what}: apt-get update failed; by hand: {by_hand}"))?;
     let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
-    install.args(&missing);
+    install.args(&missing).args(also);
     process::run(&mut install)
         .with_context(|| format!("{what}: install failed; by hand: {by_hand}"))?;
     println!("setup: {what}: installed");

@@ -4,9 +4,12 @@
 //! 2. `cargo fmt --check` and `cargo clippy -D warnings` on every crate, the eBPF
 //!    crates with their own nightly and target;
 //! 3. unit tests (`cargo test`, every crate but bpf-tests);
-//! 4. kernel tests (`bpf-tests`, own harness) as root, via sudo when needed.
+//! 4. kernel tests (`bpf-tests`, own harness) as root, via sudo when needed;
+//! 5. a subset of the kernel tests in Debian's 6.1 kernel under qemu (`vm`): the
+//!    paths this host's kernel cannot take. When the VM cannot start, that fails on
+//!    CI and is a skip, with the reason, elsewhere.
 //!
-//! Ends with `summary: N passed, N failed, N skipped` over unit and kernel tests.
+//! Ends with `summary: N passed, N failed, N skipped` over unit, kernel and VM tests.
 //!
 //! On CI (`CI` set) kernel-test skips for features this machine kind has become
 //! failures: `NETTUNE_REQUIRE_FEATURES` defaults to [`CI_REQUIRED_FEATURES`].
@@ -22,12 +25,14 @@ use anyhow::{Context as _, bail};
 use crate::{
     image,
     process::{self, can_sudo, is_root},
-    setup,
+    setup, vm,
 };
 
 /// Features the CI machine kind (Debian 12, Linux 6.18, root) has; see
-/// docs/testing.md. fentry and kprobes are absent there and not listed.
-const CI_REQUIRED_FEATURES: &str = "root,btf,tp_btf,tracepoint,tc,containers";
+/// docs/testing.md. fentry (refused with EPERM), kprobes (not configured) and
+/// netem (no module loading) are absent there and not listed.
+const CI_REQUIRED_FEATURES: &str =
+    "root,btf,tp_btf,tracepoint,tc,tcx,clsact,drop_reasons,containers";
 
 /// The eBPF crates, linted with the pinned nightly for the BPF target.
 const EBPF_CRATES: &[&str] = &["nettune-ebpf", "bpf-tests/ebpf"];
@@ -80,11 +85,17 @@ fn done(name: &str, started: Instant) {
     );
 }
 
-pub fn test(kernel_filter: Option<&str>) -> anyhow::Result<()> {
+/// `cargo xtask test`; with `vm_only`, setup and the VM step alone.
+pub fn test(kernel_filter: Option<&str>, vm_only: bool) -> anyhow::Result<()> {
     let root = xtask::workspace_root();
     let t = step("setup");
     setup::setup(setup::Scope::Everything)?;
     done("setup", t);
+    if vm_only {
+        let mut tally = Tally::default();
+        let vm_ok = vm_step(&mut tally);
+        return summary(&tally, vm_ok);
+    }
 
     let t = step("format (cargo fmt --check)");
     format(true).context("formatting differs: run `cargo xtask fmt`")?;
@@ -129,14 +140,69 @@ pub fn test(kernel_filter: Option<&str>) -> anyhow::Result<()> {
     tally.add_output(&out);
     done("kernel tests", t);
 
+    let vm_ok = vm_step(&mut tally);
+    summary(&tally, unit_ok && kernel_ok && vm_ok)
+}
+
+/// Prints the summary line; fails unless `ok` and nothing failed.
+fn summary(tally: &Tally, ok: bool) -> anyhow::Result<()> {
     println!(
         "\nsummary: {} passed, {} failed, {} skipped",
         tally.passed, tally.failed, tally.skipped
     );
-    if !unit_ok || !kernel_ok || tally.failed > 0 {
+    if !ok || tally.failed > 0 {
         bail!("tests failed");
     }
     Ok(())
+}
+
+/// The VM step: boots the VM kernel and runs the kernel tests the host cannot
+/// (see [`vm::CI_TESTS`]); adds their results to `tally`; prints its duration. A
+/// VM that cannot start fails on CI (`CI` set) and is one skip, with the reason,
+/// elsewhere.
+fn vm_step(tally: &mut Tally) -> bool {
+    let t = step(&format!(
+        "kernel tests in a VM: Debian's Linux {} (no TCX: clsact; kprobes; netem), \
+         under qemu",
+        vm::CI_SERIES
+    ));
+    let ok = vm_run(tally);
+    done("kernel tests in a VM", t);
+    ok
+}
+
+fn vm_run(tally: &mut Tally) -> bool {
+    println!(
+        "vm {}: {} (the whole matrix: cargo xtask vm-test)",
+        vm::CI_SERIES,
+        vm::CI_TESTS.join(", ")
+    );
+    match vm::ci_vm() {
+        vm::CiVm::Ran(run) => {
+            vm::print_report(std::slice::from_ref(&run));
+            let (passed, failed, skipped) = run.counts();
+            tally.passed += passed;
+            tally.failed += failed;
+            tally.skipped += skipped;
+            failed == 0
+        }
+        vm::CiVm::CannotStart(why) if std::env::var_os("CI").is_some() => {
+            println!(
+                "vm {}: FAILED: the VM cannot start on CI: {why}",
+                vm::CI_SERIES
+            );
+            tally.failed += 1;
+            false
+        }
+        vm::CiVm::CannotStart(why) => {
+            println!(
+                "vm {}: SKIPPED: the VM cannot start here: {why}",
+                vm::CI_SERIES
+            );
+            tally.skipped += 1;
+            true
+        }
+    }
 }
 
 /// Runs `cargo fmt` (with `--check` when `check`) on the workspace and each eBPF crate.
@@ -171,7 +237,7 @@ fn clippy_ebpf(dir: &Path, nightly: &str) -> anyhow::Result<()> {
 }
 
 /// The path of a test or bench target's binary, built by `cargo <kind> --no-run`.
-fn built_binary(kind: &str, target: &str) -> anyhow::Result<String> {
+pub(crate) fn built_binary(kind: &str, target: &str) -> anyhow::Result<String> {
     process::output(Command::new("cargo").args([
         kind,
         "--package",
@@ -274,7 +340,7 @@ fn test_images(nettune: &Path) -> anyhow::Result<Option<Images>> {
 }
 
 /// A command that runs `binary` as root (directly, or through sudo keeping `env`).
-fn as_root(binary: &str, env: &[&str]) -> anyhow::Result<Command> {
+pub(crate) fn as_root(binary: &str, env: &[&str]) -> anyhow::Result<Command> {
     if is_root() {
         Ok(Command::new(binary))
     } else if can_sudo() {
@@ -312,14 +378,20 @@ pub fn bench(quick: bool, sections: &[String], render_only: bool) -> anyhow::Res
     Ok(())
 }
 
+/// The features the host's kernel tests must not skip: `NETTUNE_REQUIRE_FEATURES`
+/// if set, else on CI (`CI` set) what the CI machine kind has, else none.
+pub(crate) fn required_features() -> Option<String> {
+    std::env::var("NETTUNE_REQUIRE_FEATURES")
+        .ok()
+        .or_else(|| std::env::var_os("CI").map(|_| CI_REQUIRED_FEATURES.to_owned()))
+}
+
 /// Builds the kernel test binary, then runs it as root.
 fn kernel_tests(filter: Option<&str>, images: Option<&Images>) -> anyhow::Result<(bool, String)> {
     // The end-to-end tests run the real binaries.
     let nettune = crate::run::build(false)?;
     let binary = built_binary("test", "kernel")?;
-    let required = std::env::var("NETTUNE_REQUIRE_FEATURES")
-        .ok()
-        .or_else(|| std::env::var_os("CI").map(|_| CI_REQUIRED_FEATURES.to_owned()));
+    let required = required_features();
     if let Some(list) = &required {
         println!("kernel tests: skips for [{list}] count as failures (NETTUNE_REQUIRE_FEATURES)");
     }

@@ -108,7 +108,7 @@ fn drop_storm(section: &mut Section, scene: &Scene) -> anyhow::Result<()> {
         )
     };
 
-    let bpftrace = Bpftrace::start(&drops_by_netns_script(&[inode]))?;
+    let bpftrace = Bpftrace::start(&drops_by_netns_script(&[inode])?)?;
     let before = settled_metrics(agent)?;
     let nft_before = nft::counted_packets(&b.ns)?;
     let t = Instant::now();

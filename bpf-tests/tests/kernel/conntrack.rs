@@ -1,7 +1,7 @@
 //! The conntrack signal: with an nftables `ct state` rule in a test namespace and
 //! a known number of open connections, nettune's entries figure for that namespace
-//! equals `conntrack -C` there; and a packet dropped by netfilter arrives as an
-//! urgent event naming the namespace.
+//! equals `conntrack -C` there; and, where drops carry a reason (5.17+), a packet
+//! dropped by netfilter arrives as an urgent event naming the namespace.
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
@@ -11,6 +11,7 @@ use std::{
 use anyhow::{Context as _, ensure};
 use bpf_tests::{
     harness::{Outcome, Test, TestResult, require_root},
+    probes::require_drop_reasons,
     scenarios::Pair,
     sockets::connect_nonblocking,
 };
@@ -19,30 +20,25 @@ use nettune_common::EventKind;
 
 use crate::drops::probes_with_drops;
 
-pub const TESTS: &[Test] = &[Test {
-    name: "conntrack::entries_equal_conntrack_count_and_drops_raise_events",
-    run: entries_equal_conntrack_count_and_drops_raise_events,
-}];
+pub const TESTS: &[Test] = &[
+    Test {
+        name: "conntrack::entries_equal_conntrack_count",
+        run: entries_equal_conntrack_count,
+    },
+    Test {
+        name: "conntrack::a_netfilter_drop_raises_an_urgent_event",
+        run: a_netfilter_drop_raises_an_urgent_event,
+    },
+];
 
 const CONNECTIONS: usize = 20;
 const PORT: u16 = 5400;
 const BLOCKED_PORT: u16 = 5409;
 
-fn entries_equal_conntrack_count_and_drops_raise_events() -> TestResult {
-    if let Some(skip) = require_root() {
-        return skip;
-    }
-    let mut probes = probes_with_drops()?;
-    ensure!(
-        probes
-            .report()
-            .signal(CONNTRACK_SIGNAL)
-            .and_then(|s| s.attached)
-            .is_some(),
-        "conntrack unavailable: {:?}",
-        probes.report().signal(CONNTRACK_SIGNAL)
-    );
-    let pair = Pair::new(7, None)?;
+/// A sender/receiver pair whose receiver has an nftables `ct state` rule (which
+/// makes the namespace track connections) and drops SYNs to [`BLOCKED_PORT`].
+fn pair_with_conntrack_rules(subnet: u8) -> anyhow::Result<Pair> {
+    let pair = Pair::new(subnet, None)?;
     let rules = std::env::temp_dir().join(format!("nettune-test-{}.nft", std::process::id()));
     std::fs::write(
         &rules,
@@ -62,7 +58,24 @@ fn entries_equal_conntrack_count_and_drops_raise_events() -> TestResult {
         .exec("nft", &["-f", rules.to_str().context("path")?]);
     std::fs::remove_file(&rules)?;
     loaded?;
+    Ok(pair)
+}
 
+fn entries_equal_conntrack_count() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let probes = probes_with_drops()?;
+    ensure!(
+        probes
+            .report()
+            .signal(CONNTRACK_SIGNAL)
+            .and_then(|s| s.attached)
+            .is_some(),
+        "conntrack unavailable: {:?}",
+        probes.report().signal(CONNTRACK_SIGNAL)
+    );
+    let pair = pair_with_conntrack_rules(7)?;
     let server = SocketAddr::from((pair.veth.b_addr, PORT));
     let listener = pair.receiver.run(|| TcpListener::bind(server))??;
     let clients = pair.sender.run(|| {
@@ -92,7 +105,20 @@ fn entries_equal_conntrack_count_and_drops_raise_events() -> TestResult {
         ours >= CONNECTIONS as u64,
         "fewer entries ({ours}) than connections"
     );
+    drop((clients, accepted));
+    Ok(Outcome::Passed)
+}
 
+fn a_netfilter_drop_raises_an_urgent_event() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    if let Some(skip) = require_drop_reasons()? {
+        return skip;
+    }
+    let mut probes = probes_with_drops()?;
+    let pair = pair_with_conntrack_rules(7)?;
+    let inode = pair.receiver.inode()?;
     // A SYN to the blocked port is dropped by the rule: NETFILTER_DROP, urgent.
     probes.drain_events();
     let blocked = std::net::SocketAddrV4::new(pair.veth.b_addr, BLOCKED_PORT);
@@ -116,6 +142,5 @@ fn entries_equal_conntrack_count_and_drops_raise_events() -> TestResult {
         event.ifindex != 0,
         "the event does not name the interface: {event:?}"
     );
-    drop((clients, accepted));
     Ok(Outcome::Passed)
 }

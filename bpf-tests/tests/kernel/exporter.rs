@@ -184,6 +184,37 @@ fn tcx_links() -> usize {
         .count()
 }
 
+/// The agent's pod traffic variant, as `/metrics` reports it.
+fn pod_traffic_on_tcx(agent: &AgentProcess) -> anyhow::Result<bool> {
+    let metrics = agent.metrics()?;
+    let attached = |variant: &str| {
+        metrics.contains(&format!(
+            "nettune_probe_attached{{signal=\"pod_traffic\",variant=\"{variant}\"}} 1"
+        ))
+    };
+    match (attached("tcx"), attached("clsact")) {
+        (true, _) => Ok(true),
+        (false, true) => Ok(false),
+        (false, false) => bail!("pod traffic attached neither TCX nor clsact"),
+    }
+}
+
+/// The agent's tick as it measured it: the longest `elapsed_seconds` (time
+/// between the two samples of a snapshot's rates) seen so far, at least `interval`.
+fn longest_tick(agent: &AgentProcess, seen: &mut f64) -> anyhow::Result<f64> {
+    let elapsed = agent.snapshot()?["elapsed_seconds"]
+        .as_f64()
+        .context("snapshot without elapsed_seconds")?;
+    *seen = seen.max(elapsed);
+    Ok(*seen)
+}
+
+/// 50 pod-like namespaces get series, drop-map entries and tc attachments (TCX
+/// links, or nettune's clsact filters before 6.6), and once they are deleted none
+/// of it remains within two of the agent's ticks (plus one for a deletion landing
+/// mid-tick and the test's own polling). Ticks are the agent's own, as its
+/// snapshots measure them: 0.2 s here, longer when the machine is slow (software
+/// emulation), so the bound is the agent's and not the machine's speed.
 fn fifty_namespaces_come_and_go_without_leftovers() -> TestResult {
     if let Some(skip) = require_root() {
         return skip;
@@ -191,6 +222,7 @@ fn fifty_namespaces_come_and_go_without_leftovers() -> TestResult {
     const COUNT: u8 = 50;
     const INTERVAL: f64 = 0.2;
     let agent = AgentProcess::start(&nettune_bin()?, &["--interval", "0.2"])?;
+    let tcx = pod_traffic_on_tcx(&agent)?;
     let links_before = tcx_links();
     let mut pods: Vec<(Netns, HostVeth)> = Vec::new();
     for i in 0..COUNT {
@@ -214,7 +246,7 @@ fn fifty_namespaces_come_and_go_without_leftovers() -> TestResult {
         .iter()
         .map(|(ns, _)| ns.inode())
         .collect::<Result<_, _>>()?;
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let text = agent.metrics()?;
         let seen = names.iter().filter(|n| text.contains(n.as_str())).count();
@@ -233,22 +265,37 @@ fn fifty_namespaces_come_and_go_without_leftovers() -> TestResult {
         }
         ensure!(
             Instant::now() < deadline,
-            "after 15 s only {seen} of {COUNT} pods have series ({with_traffic} with traffic, \
+            "after 60 s only {seen} of {COUNT} pods have series ({with_traffic} with traffic, \
              {with_drops} with drop map entries)"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    ensure!(
-        tcx_links() >= links_before + 2 * usize::from(COUNT),
-        "tc links were not attached"
-    );
+    if tcx {
+        ensure!(
+            tcx_links() >= links_before + 2 * usize::from(COUNT),
+            "tc links were not attached"
+        );
+    } else {
+        for (_, veth) in &pods {
+            let filters = crate::traffic::our_filters(&veth.veth.a_name)?;
+            ensure!(
+                filters.len() == 2,
+                "{}: nettune's clsact filters are {filters:?}",
+                veth.veth.a_name
+            );
+        }
+    }
 
     // Deleting 100 objects with `ip` takes a while: time the release from the
-    // moment the last namespace is gone.
+    // moment the last namespace is gone. (clsact filters go with their device;
+    // TCX links live on while the agent holds them.)
     drop(pods);
     let gone_at = Instant::now();
-    let deadline = gone_at + Duration::from_secs(10);
+    let deadline = gone_at + Duration::from_secs(30);
+    let mut tick = INTERVAL;
+    let mut longest_poll = Duration::ZERO;
     loop {
+        let polled_at = Instant::now();
         let text = agent.metrics()?;
         let series_left = names.iter().filter(|n| text.contains(n.as_str())).count();
         let entries_left = netns_in_drop_maps()?.intersection(&inodes).count();
@@ -258,17 +305,26 @@ fn fifty_namespaces_come_and_go_without_leftovers() -> TestResult {
         }
         if Instant::now() > deadline {
             bail!(
-                "10 s after deletion: {series_left} series, {entries_left} map entries, {links_left} tc links remain"
+                "30 s after deletion: {series_left} series, {entries_left} map entries, {links_left} tc links remain"
             );
         }
+        longest_tick(&agent, &mut tick)?;
         std::thread::sleep(Duration::from_millis(50));
+        longest_poll = longest_poll.max(polled_at.elapsed());
     }
     let took = gone_at.elapsed().as_secs_f64();
-    println!("    50 namespaces released in {took:.2} s (interval {INTERVAL} s)");
-    // Two ticks, plus one for the deletion landing mid-tick and scrape timing.
+    let tick = longest_tick(&agent, &mut tick)?;
+    let polling = longest_poll.as_secs_f64().max(0.5);
+    println!(
+        "    50 namespaces released in {took:.2} s (interval {INTERVAL} s, the agent's ticks \
+         up to {tick:.2} s, polls up to {:.2} s)",
+        longest_poll.as_secs_f64()
+    );
+    // Two ticks, plus one for the deletion landing mid-tick, plus the polling
+    // and scrape timing (at least 0.5 s).
     ensure!(
-        took <= INTERVAL * 3.0 + 0.5,
-        "release took {took:.2} s, more than two ticks"
+        took <= tick * 3.0 + polling,
+        "release took {took:.2} s, more than two of the agent's {tick:.2} s ticks"
     );
     Ok(Outcome::Passed)
 }

@@ -1,9 +1,15 @@
 //! The listen-overflow signal (`nettune-ebpf/src/listen.rs`, and the procfs
-//! fallback): a `listen(1)` server that never accepts, hammered by connects from
-//! another namespace. nettune's per-netns overflow figure must equal the delta of
-//! that namespace's `ListenOverflows`, and the drops seen meanwhile must equal
-//! bpftrace's. Where fentry or kprobes attach, the per-listener map must name the
-//! port with the queue limit of 1.
+//! fallback): listeners that never accept, hammered by connects from another
+//! namespace.
+//!
+//! - Whatever variant attaches, nettune's per-netns overflow figure equals the
+//!   delta of that namespace's `ListenOverflows`, and the drops seen meanwhile
+//!   equal bpftrace's.
+//! - Under the fentry variant, and under the kprobe variant forced with fentry
+//!   disabled, the per-listener map names each listener's port with its queue
+//!   limit, `min(listen() backlog, somaxconn)`, a queue length past that limit,
+//!   and overflow counts that add up to the namespace's `ListenOverflows` delta:
+//!   the kernel's own counter, which nettune does not read for these figures.
 //!
 //! Listeners, from the running agent: the backlog an application asked for (the
 //! `sys_enter_listen` tracepoint), its limit and queue (`sock_diag`, compared with
@@ -15,8 +21,9 @@ use std::{net::SocketAddrV4, time::Duration};
 use anyhow::{Context as _, ensure};
 use bpf_tests::{
     agent_process::AgentProcess,
-    harness::{Outcome, Test, TestResult, require_root},
+    harness::{Feature, Outcome, Test, TestResult, record, require_root},
     netns::Netns,
+    probes::{load, read, require_variant},
     scenarios::Pair,
     sockets::{connect_nonblocking, listener_with_backlog},
 };
@@ -24,7 +31,7 @@ use nettune::{
     model::probes::Variant,
     probes::{ProbeSource as _, Probes, listen::SIGNAL},
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::{
     drops::{drops_equal_bpftrace, probes_with_drops},
@@ -35,6 +42,14 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "listen::overflows_equal_the_namespace_listenoverflows_delta",
         run: overflows_equal_the_namespace_listenoverflows_delta,
+    },
+    Test {
+        name: "listen::fentry_per_socket_overflows_add_up_to_listenoverflows",
+        run: || per_socket_overflows_add_up_to_listenoverflows(Variant::Fentry, Feature::Fentry),
+    },
+    Test {
+        name: "listen::kprobe_per_socket_overflows_add_up_to_listenoverflows",
+        run: || per_socket_overflows_add_up_to_listenoverflows(Variant::Kprobe, Feature::Kprobe),
     },
     Test {
         name: "listen::a_backlog_of_8_is_reported_as_asked_with_its_overflows_and_somaxconn_stays",
@@ -80,20 +95,11 @@ fn overflows_equal_the_namespace_listenoverflows_delta() -> TestResult {
     let agent_before = agent_overflows(&probes, &pair.receiver)?;
     let kernel_before = pair.receiver.mib("netstat", "TcpExt", "ListenOverflows")?;
     drops_equal_bpftrace(&probes, &[&pair.sender, &pair.receiver], || {
-        let clients = pair.sender.run(|| {
-            (0..CONNECTS)
-                .map(|_| connect_nonblocking(server_addr))
-                .collect::<anyhow::Result<Vec<_>>>()
-        })??;
-        // Long enough for the SYN retransmit at 1 s to hit the full queue again.
-        std::thread::sleep(Duration::from_millis(1500));
-        drop(clients);
-        std::thread::sleep(Duration::from_millis(200));
-        Ok(())
+        flood_until_quiet(&pair, &[server_addr], CONNECTS)
     })?;
-    let agent = agent_overflows(&probes, &pair.receiver)? - agent_before;
     let kernel =
         u64::try_from(pair.receiver.mib("netstat", "TcpExt", "ListenOverflows")? - kernel_before)?;
+    let agent = agent_overflows(&probes, &pair.receiver)? - agent_before;
     println!("    {variant:?}: nettune {agent} overflows, ListenOverflows rose by {kernel}");
     ensure!(
         kernel > 0,
@@ -103,30 +109,100 @@ fn overflows_equal_the_namespace_listenoverflows_delta() -> TestResult {
         agent == kernel,
         "nettune says {agent} overflows, the namespace's counter {kernel}"
     );
-
-    if matches!(variant, Some(Variant::Fentry | Variant::Kprobe)) {
-        let inode = pair.receiver.inode()?;
-        let per_listener = probes
-            .read()?
-            .listeners
-            .into_iter()
-            .find(|(k, _)| k.netns == inode && k.port == PORT)
-            .map(|(_, v)| v)
-            .ok_or_else(|| anyhow::anyhow!("no per-listener entry for port {PORT}"))?;
-        ensure!(
-            per_listener.overflows > 0,
-            "per-listener entry without overflows"
-        );
-        ensure!(
-            per_listener.max_backlog == 1,
-            "queue limit {} != 1",
-            per_listener.max_backlog
-        );
-    }
     drop(listener);
     Ok(Outcome::Passed)
 }
 
+/// A listener of the per-socket test: its port, `listen()` backlog, and the limit
+/// the kernel must apply (somaxconn is 3 in the test namespace).
+const LISTENERS: [(u16, i32, u32); 2] = [(5301, 1, 1), (5302, 8, 3)];
+const SOMAXCONN: &str = "3";
+
+fn per_socket_overflows_add_up_to_listenoverflows(
+    variant: Variant,
+    feature: Feature,
+) -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let others: Vec<Variant> = [Variant::Fentry, Variant::Kprobe]
+        .into_iter()
+        .filter(|v| *v != variant)
+        .collect();
+    let probes = load(&others)?;
+    if let Some(skip) = require_variant(&probes, SIGNAL, variant, feature) {
+        return skip;
+    }
+    let pair = Pair::new(7, None)?;
+    pair.receiver
+        .write_sysctl("net/core/somaxconn", SOMAXCONN)?;
+    let servers: Vec<SocketAddrV4> = LISTENERS
+        .iter()
+        .map(|(port, _, _)| SocketAddrV4::new(pair.veth.b_addr, *port))
+        .collect();
+    let _listeners = pair.receiver.run(|| {
+        LISTENERS
+            .iter()
+            .zip(&servers)
+            .map(|((_, backlog, _), addr)| listener_with_backlog(*addr, *backlog))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })??;
+    let kernel_before = pair.receiver.mib("netstat", "TcpExt", "ListenOverflows")?;
+    flood_until_quiet(&pair, &servers, CONNECTS)?;
+    let kernel =
+        u64::try_from(pair.receiver.mib("netstat", "TcpExt", "ListenOverflows")? - kernel_before)?;
+
+    let inode = pair.receiver.inode()?;
+    let entries = read(&probes)?.listeners;
+    let mut total = 0;
+    let mut seen = Vec::new();
+    for (port, backlog, limit) in LISTENERS {
+        let entry = entries
+            .iter()
+            .find(|(k, _)| k.netns == inode && k.port == port)
+            .map(|(_, v)| *v)
+            .with_context(|| format!("no per-listener entry for port {port}: {entries:?}"))?;
+        println!(
+            "    {variant}: port {port} listen({backlog}): {} overflows, queue {} of limit {}",
+            entry.overflows, entry.backlog, entry.max_backlog
+        );
+        ensure!(entry.overflows > 0, "port {port}: no overflows counted");
+        ensure!(
+            entry.max_backlog == limit,
+            "port {port}: limit {} != min(backlog {backlog}, somaxconn {SOMAXCONN}) = {limit}",
+            entry.max_backlog
+        );
+        ensure!(
+            entry.backlog > limit,
+            "port {port}: an overflow with the queue at {} of {limit}",
+            entry.backlog
+        );
+        total += entry.overflows;
+        seen.push(json!([
+            port,
+            backlog,
+            entry.max_backlog,
+            entry.backlog,
+            entry.overflows
+        ]));
+    }
+    let others_in_ns: u64 = entries
+        .iter()
+        .filter(|(k, _)| k.netns == inode && !LISTENERS.iter().any(|l| l.0 == k.port))
+        .map(|(_, v)| v.overflows)
+        .sum();
+    println!("    {variant}: per-listener total {total}, ListenOverflows rose by {kernel}");
+    ensure!(others_in_ns == 0, "overflows counted on other ports");
+    ensure!(
+        total == kernel,
+        "per-listener overflows add up to {total}, the namespace's ListenOverflows rose by {kernel}"
+    );
+    record(
+        &format!("listen_overflow_{variant}"),
+        json!({ "listeners": seen, "listen_overflows": kernel }),
+    );
+    Ok(Outcome::Passed)
+}
 /// The listener on `port` in `ns` in a `/api/v1/snapshot`, if there.
 pub fn listener_in(snapshot: &Value, ns: u32, port: u16) -> Option<Value> {
     snapshot["listeners"]
@@ -136,13 +212,15 @@ pub fn listener_in(snapshot: &Value, ns: u32, port: u16) -> Option<Value> {
         .cloned()
 }
 
-/// Opens `count` connections from `pair`'s sender to `addr` (never accepted),
-/// lets their SYNs come back once, closes them, and waits until the receiver's
-/// `ListenOverflows` has not moved for 1 s.
-fn flood_until_quiet(pair: &Pair, addr: SocketAddrV4, count: usize) -> anyhow::Result<()> {
+/// Opens `count` connections from `pair`'s sender to each of `servers` (never
+/// accepted), lets their SYNs come back once, closes them, and waits until the
+/// receiver's `ListenOverflows` has not moved for 1 s: late handshakes of closed
+/// clients can still arrive.
+fn flood_until_quiet(pair: &Pair, servers: &[SocketAddrV4], count: usize) -> anyhow::Result<()> {
     let clients = pair.sender.run(|| {
-        (0..count)
-            .map(|_| connect_nonblocking(addr))
+        servers
+            .iter()
+            .flat_map(|s| (0..count).map(|_| connect_nonblocking(*s)))
             .collect::<anyhow::Result<Vec<_>>>()
     })??;
     // The first SYN retransmit comes after 1 s.
@@ -191,14 +269,24 @@ fn a_backlog_of_8_is_reported_as_asked_with_its_overflows_and_somaxconn_stays() 
         |s: &Value| listener_in(s, inode, PORT).map(|l| l["overflows"]["total"].as_u64());
     let before_agent = agent_overflows(&agent.snapshot()?).flatten().unwrap_or(0);
     let before_kernel = pair.receiver.mib("netstat", "TcpExt", "ListenOverflows")?;
-    flood_until_quiet(&pair, addr, 60)?;
+    flood_until_quiet(&pair, &[addr], 60)?;
     let kernel =
         u64::try_from(pair.receiver.mib("netstat", "TcpExt", "ListenOverflows")? - before_kernel)?;
-    // Two ticks for the agent to take the last count in.
-    std::thread::sleep(Duration::from_millis(800));
+    // The agent takes the last count in on a later tick: wait for it (counts only
+    // grow, so one past the kernel's stays past it and fails below).
+    let ours = |s: &Value| {
+        agent_overflows(s)
+            .flatten()
+            .map(|n| n.saturating_sub(before_agent))
+    };
+    let _ = agent.wait_for(
+        "nettune's overflow count to reach the namespace's",
+        Duration::from_secs(10),
+        |s| ours(s).filter(|n| *n >= kernel),
+    );
     let snapshot = agent.snapshot()?;
     let l = listener_in(&snapshot, inode, PORT).context("the listener is gone")?;
-    let ours = l["overflows"]["total"].as_u64().unwrap_or(0) - before_agent;
+    let ours = ours(&snapshot).unwrap_or(0);
     println!(
         "    port {PORT}: asked {}, limit {}, queue {}, process {}, overflows nettune {ours} \
          ({}) / ListenOverflows {kernel}",
@@ -235,15 +323,14 @@ fn a_backlog_of_8_is_reported_as_asked_with_its_overflows_and_somaxconn_stays() 
         let line = series(name).with_context(|| format!("no {name}… series for {PORT}"))?;
         ensure!(line.ends_with(value), "{line}");
     }
-    let decision = snapshot["tuning"]["recent"]
-        .as_array()
-        .and_then(|d| {
-            d.iter()
-                .rev()
-                .find(|d| d["sysctl"] == "net.core.somaxconn")
-                .cloned()
-        })
-        .context("no somaxconn decision")?;
+    let decision = agent.wait_for("a somaxconn decision", Duration::from_secs(10), |s| {
+        s["tuning"]["recent"]
+            .as_array()?
+            .iter()
+            .rev()
+            .find(|d| d["sysctl"] == "net.core.somaxconn")
+            .cloned()
+    })?;
     println!(
         "    decision: [{}] {}",
         decision["result"], decision["reason"]

@@ -1,10 +1,16 @@
 //! `nettune probes`: the record of which variant of each signal attached and why
-//! the others did not, on this kernel and with BTF or tracefs missing.
+//! the others did not, on this kernel and with BTF or tracefs missing; and every
+//! variant of every chain, forced in turn: each loads (the verifier accepts it)
+//! and attaches, or is skipped with the kernel's own reason, never silently.
 
-use std::process::Command;
+use std::{collections::BTreeMap, process::Command};
 
-use anyhow::{Context as _, ensure};
-use bpf_tests::harness::{Outcome, Test, TestResult, require_root};
+use anyhow::{Context as _, bail, ensure};
+use bpf_tests::{
+    harness::{Feature, Outcome, Test, TestResult, is_required, record, require_root},
+    probes::load,
+};
+use nettune::{model::probes::Variant, probes::ProbeSource as _};
 use serde_json::Value;
 
 use crate::agent::nettune_bin;
@@ -13,6 +19,10 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "probes::every_signal_attaches_and_every_skip_has_the_kernels_reason",
         run: every_signal_attaches_and_every_skip_has_the_kernels_reason,
+    },
+    Test {
+        name: "probes::every_variant_loads_or_is_skipped_with_the_kernels_reason",
+        run: every_variant_loads_or_is_skipped_with_the_kernels_reason,
     },
     Test {
         name: "probes::missing_btf_and_tracefs_are_named_with_the_fallback_taken",
@@ -135,11 +145,15 @@ fn missing_btf_and_tracefs_are_named_with_the_fallback_taken() -> TestResult {
         reason.contains("/nonexistent/tracing"),
         "listen_backlog: reason does not name tracefs: {reason}"
     );
+    // Pod traffic needs neither: it takes the kernel's first tc variant, as it
+    // does with both present.
+    let (_, full) = probes_json(&[])?;
+    let tc = signal(&full, "pod_traffic")?["attached"].clone();
     for (name, fallback) in [
-        ("listen_overflow", "procfs"),
-        ("connect_eaddrnotavail", "procfs"),
-        ("conntrack", "procfs"),
-        ("pod_traffic", "tcx"),
+        ("listen_overflow", Value::from("procfs")),
+        ("connect_eaddrnotavail", Value::from("procfs")),
+        ("conntrack", Value::from("procfs")),
+        ("pod_traffic", tc),
     ] {
         let s = signal(&report, name)?;
         ensure!(
@@ -166,6 +180,115 @@ fn without_btf_drops_fall_back_to_the_classic_tracepoint() -> TestResult {
         report["warnings"].to_string().contains("BTF"),
         "no warning about BTF: {}",
         report["warnings"]
+    );
+    Ok(Outcome::Passed)
+}
+
+/// The feature a test machine declares for a variant (`NETTUNE_REQUIRE_FEATURES`):
+/// where it is required, that variant must load and attach.
+fn feature_of(variant: Variant) -> Option<Feature> {
+    match variant {
+        Variant::TpBtf => Some(Feature::TpBtf),
+        Variant::Tracepoint => Some(Feature::Tracepoint),
+        Variant::Fentry => Some(Feature::Fentry),
+        Variant::Kprobe => Some(Feature::Kprobe),
+        Variant::Tcx => Some(Feature::Tcx),
+        Variant::Clsact => Some(Feature::Clsact),
+        Variant::Procfs => None,
+    }
+}
+
+/// A signal's variants in chain order, each attached (`Ok`) or skipped (the reason).
+type Chain = Vec<(Variant, Result<(), String>)>;
+
+/// For each signal, its chain walked to the end: load with nothing disabled, then
+/// again with every variant that attached so far disabled, until none attaches.
+/// Each variant ends up attached (`Ok`) or skipped with the kernel's reason. One
+/// signal at a time: variant names are shared between chains (procfs, tracepoint),
+/// and disabling one signal's would hide another's.
+fn walk_chains(signals: &[String]) -> anyhow::Result<BTreeMap<String, Chain>> {
+    let mut out = BTreeMap::new();
+    for name in signals {
+        let mut disabled = Vec::new();
+        let mut seen: Chain = Vec::new();
+        loop {
+            let probes = load(&disabled)?;
+            let status = probes
+                .report()
+                .signal(name)
+                .with_context(|| format!("no signal {name}"))?
+                .clone();
+            for skip in status
+                .skipped
+                .iter()
+                .filter(|k| !disabled.contains(&k.variant))
+            {
+                if !seen.iter().any(|(v, _)| *v == skip.variant) {
+                    seen.push((skip.variant, Err(skip.reason.clone())));
+                }
+            }
+            let Some(attached) = status.attached else {
+                break;
+            };
+            if disabled.contains(&attached) {
+                // A fallback the caller cannot turn off (conntrack's procfs): the end.
+                break;
+            }
+            seen.push((attached, Ok(())));
+            disabled.push(attached);
+        }
+        out.insert(name.clone(), seen);
+    }
+    Ok(out)
+}
+
+fn every_variant_loads_or_is_skipped_with_the_kernels_reason() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let first = load(&[])?;
+    let defaults: BTreeMap<String, Option<Variant>> = first
+        .report()
+        .signals
+        .iter()
+        .map(|s| (s.signal.clone(), s.attached))
+        .collect();
+    drop(first);
+    let signals: Vec<String> = defaults.keys().cloned().collect();
+    let chains = walk_chains(&signals)?;
+    let mut table = serde_json::Map::new();
+    for (name, chain) in &chains {
+        let mut row = Vec::new();
+        for (variant, outcome) in chain {
+            match outcome {
+                Ok(()) => println!("    {name} {variant}: loads and attaches"),
+                Err(reason) => println!("    {name} {variant}: skipped: {reason}"),
+            }
+            let verdict = outcome.as_ref().err().map(String::as_str);
+            row.push(serde_json::json!([variant.name(), verdict]));
+            let Err(reason) = outcome else { continue };
+            ensure!(
+                reason.len() > 10 && !reason.contains("disabled by the caller"),
+                "{name} {variant}: skipped without the kernel's reason: {reason:?}"
+            );
+            if let Some(feature) = feature_of(*variant).filter(|f| is_required(*f)) {
+                bail!(
+                    "{name} {variant}: feature `{feature}` is required here \
+                     (NETTUNE_REQUIRE_FEATURES) but the variant was skipped: {reason}"
+                );
+            }
+        }
+        table.insert(name.clone(), Value::Array(row));
+    }
+    record("variants", Value::Object(table));
+    record(
+        "attached",
+        serde_json::to_value(
+            defaults
+                .iter()
+                .map(|(s, v)| (s.clone(), v.map(Variant::name)))
+                .collect::<BTreeMap<_, _>>(),
+        )?,
     );
     Ok(Outcome::Passed)
 }

@@ -5,15 +5,21 @@
 //! Tolerance: the interface counters and the maps are read after the transfer has
 //! finished and IPv6 is off on the pair (no neighbour discovery), so no packet is in
 //! flight between the two reads and the figures must be equal.
+//!
+//! On kernels before 6.6 (no TCX) the programs are clsact filters, which outlive
+//! the process that added them unless removed one by one: `tc filter show` (the
+//! kernel's own list) must show none of nettune's once it stops watching an
+//! interface or goes away.
 
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Context as _, ensure};
 use bpf_tests::loss::Loss;
 use bpf_tests::{
-    harness::{Feature, Outcome, Test, TestResult, require_root},
+    command::run,
+    harness::{Feature, Outcome, Test, TestResult, record, require_root},
     netns::{Netns, Veth},
-    probes::{load, read, require_variant, sample, watch_host_veths},
+    probes::{kfree_skb_has_reason, load, read, require_variant, sample, watch_host_veths},
     scenarios::Pair,
     traffic::bulk_transfer_from_host,
 };
@@ -35,6 +41,10 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "traffic::clsact_counts_equal_interface_counters_and_follow_the_interface",
         run: || counts_equal_interface_counters_and_follow_the_interface(Variant::Clsact),
+    },
+    Test {
+        name: "traffic::clsact_filters_are_removed_when_nettune_stops_watching_or_exits",
+        run: clsact_filters_are_removed_when_nettune_stops_watching_or_exits,
     },
     Test {
         name: "traffic::a_pods_veth_is_not_confused_with_a_veth_elsewhere_that_shares_its_ifindex",
@@ -104,7 +114,12 @@ fn counts_equal_interface_counters_and_follow_the_interface(variant: Variant) ->
         .filter(|v| *v != variant)
         .collect();
     let mut probes = load(&disabled)?;
-    if let Some(skip) = require_variant(&probes, SIGNAL, variant, Feature::Tc) {
+    let feature = if variant == Variant::Tcx {
+        Feature::Tcx
+    } else {
+        Feature::Clsact
+    };
+    if let Some(skip) = require_variant(&probes, SIGNAL, variant, feature) {
         return skip;
     }
     let attached = Some(variant);
@@ -171,9 +186,23 @@ fn counts_equal_interface_counters_and_follow_the_interface(variant: Variant) ->
     );
     println!("    tc drops on {name}: nettune {counted_drops}, the tc program dropped {dropped}");
     ensure!(dropped > 0, "the loss program dropped nothing");
-    ensure!(
-        counted_drops == dropped,
-        "tc drops: counted {counted_drops}, dropped {dropped}"
+    if kfree_skb_has_reason()? {
+        ensure!(
+            counted_drops == dropped,
+            "tc drops: counted {counted_drops}, dropped {dropped}"
+        );
+    } else {
+        // Without drop reasons (before 5.17) a tc drop cannot be told from others:
+        // the pod's tc-drop figure stays 0, never a guess.
+        println!("    no drop reasons on this kernel: tc drops are not told apart");
+        ensure!(
+            counted_drops == 0,
+            "{counted_drops} tc drops counted on a kernel without drop reasons"
+        );
+    }
+    record(
+        &format!("pod_traffic_{variant}"),
+        serde_json::json!({ "tc_drops_counted": counted_drops, "tc_program_dropped": dropped }),
     );
 
     // The pod goes away: its interface with it, and nettune forgets both.
@@ -192,6 +221,84 @@ fn counts_equal_interface_counters_and_follow_the_interface(variant: Variant) ->
             .interfaces
             .contains_key(&ifindex),
         "traffic for a removed interface is still reported"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// nettune's tc filters on `iface` (host namespace), by program name, in both
+/// directions, as `tc filter show` lists them.
+pub fn our_filters(iface: &str) -> anyhow::Result<Vec<String>> {
+    let mut found = Vec::new();
+    for hook in ["ingress", "egress"] {
+        let text = run("tc", &["filter", "show", "dev", iface, hook], "iproute2")?;
+        found.extend(
+            ["pod_ingress", "pod_egress"]
+                .into_iter()
+                .filter(|name| text.contains(name))
+                .map(|name| format!("{hook}:{name}")),
+        );
+    }
+    Ok(found)
+}
+
+fn clsact_filters_are_removed_when_nettune_stops_watching_or_exits() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let mut probes = load(&[Variant::Tcx])?;
+    if let Some(skip) = require_variant(&probes, SIGNAL, Variant::Clsact, Feature::Clsact) {
+        return skip;
+    }
+    let mut pods = (0..4u8)
+        .map(|i| {
+            let ns = Netns::new("cls")?;
+            let veth = Veth::to_host(&ns, 36 + i)?;
+            Ok((ns, veth))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let names: Vec<String> = pods.iter().map(|(_, v)| v.veth.a_name.clone()).collect();
+    let filters = |names: &[String]| -> anyhow::Result<Vec<(String, Vec<String>)>> {
+        names
+            .iter()
+            .map(|n| Ok((n.clone(), our_filters(n)?)))
+            .collect()
+    };
+    let expect_all = |names: &[String], when: &str| -> anyhow::Result<()> {
+        for (name, ours) in filters(names)? {
+            ensure!(
+                ours.len() == 2,
+                "{when}: {name} has {ours:?}, not nettune's two filters"
+            );
+        }
+        Ok(())
+    };
+    let expect_none = |names: &[String], when: &str| -> anyhow::Result<()> {
+        for (name, ours) in filters(names)? {
+            ensure!(ours.is_empty(), "{when}: {name} still has {ours:?}");
+        }
+        Ok(())
+    };
+
+    watch_host_veths(&mut probes)?;
+    expect_all(&names, "attached")?;
+    // nettune stops watching while the interfaces stay.
+    let changes = probes.watch_interfaces(&[]);
+    ensure!(
+        changes.removed.len() >= names.len(),
+        "not released: {changes:?}"
+    );
+    expect_none(&names, "after nettune stopped watching")?;
+
+    // Watched again; one pod goes between two ticks, then nettune exits: the
+    // vanished interface's filters cannot be removed, the others' must be.
+    watch_host_veths(&mut probes)?;
+    expect_all(&names, "attached again")?;
+    drop(pods.remove(0));
+    drop(probes);
+    expect_none(&names[1..], "after nettune exited")?;
+    println!(
+        "    {} interfaces: two clsact filters each while watched, none after release or exit",
+        names.len()
     );
     Ok(Outcome::Passed)
 }

@@ -110,7 +110,7 @@ fn attach_fentry(ebpf: &mut Ebpf, context: &AttachContext) -> Result<(), String>
                 .map_err(|e| format!("load {function}: {}{}", error_chain(&e), hint(&e)))?;
             p.attach()
                 .map(drop)
-                .map_err(|e| format!("attach {function}: {}", error_chain(&e)))
+                .map_err(|e| format!("attach {function}: {}{}", error_chain(&e), hint(&e)))
         },
         |ebpf, name| {
             if let Ok(p) = program::<FEntry>(ebpf, name) {
@@ -152,6 +152,9 @@ fn hint(e: &dyn std::error::Error) -> &'static str {
     } else if text.contains("Operation not permitted") {
         " (the kernel refused the program before verification: BPF trampolines are \
          disabled or restricted here)"
+    } else if text.contains("os error 524") {
+        " (ENOTSUPP: this kernel will not build a BPF trampoline for this function, \
+         as Debian 12's 6.1 does for tcp_v{4,6}_syn_recv_sock)"
     } else {
         ""
     }
