@@ -160,3 +160,42 @@ fn departed_namespaces_are_forgotten() {
     assert!(!reader.reads.contains_key(&101));
     assert_eq!(reader.reads.len(), 3);
 }
+
+#[test]
+fn when_every_namespace_is_busy_a_tick_reads_a_bounded_number_the_busiest_first() {
+    let system = node(200, 0);
+    let mut reader = NetFilesReader::default();
+    let t0 = Instant::now();
+    tick(&mut reader, &system, t0, |_| {});
+    // Every pod's counters move every tick; pod 150 by far the most.
+    let busy = |s: &mut Sample, i: u64| {
+        for (inode, ns) in &mut s.netns {
+            ns.connect_eaddrnotavail = i * if *inode == 150 { 1000 } else { 1 };
+        }
+    };
+    let (read, s) = tick(&mut reader, &system, t0 + Duration::from_secs(1), |s| {
+        busy(s, 1);
+    });
+    assert_eq!(
+        read,
+        1 + MOVED_READS_PER_TICK + BACKGROUND_READS_PER_TICK,
+        "the node, the moved ones within their bound, and some in turn"
+    );
+    assert!(s.netns[&150].listen.is_some());
+    let first = reader.reads[&150].at;
+    assert_eq!(
+        first,
+        t0 + Duration::from_secs(1),
+        "the busiest is read first"
+    );
+    // Over the next ticks every busy namespace gets its read.
+    for i in 2..8 {
+        tick(&mut reader, &system, t0 + Duration::from_secs(i), |s| {
+            busy(s, i)
+        });
+    }
+    assert!(
+        reader.reads.values().all(|r| r.at > t0),
+        "a busy namespace was left unread for 7 ticks"
+    );
+}
