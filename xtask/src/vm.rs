@@ -933,6 +933,16 @@ pub fn print_report(runs: &[RunResult]) {
     }
 }
 
+/// A test's detail as a footnote: its first line, at most 300 characters (a
+/// failure may carry a whole screen of output; the results file keeps it all).
+fn headline(detail: &str) -> String {
+    let line = detail.lines().next().unwrap_or_default();
+    match line.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_owned(),
+    }
+}
+
 /// Footnotes for long texts (skip reasons, kernel errors) in the doc's tables.
 #[derive(Default)]
 struct Notes(Vec<String>);
@@ -1201,7 +1211,7 @@ pub fn kernel_support_doc(runs: &[RunResult]) -> String {
                             Some(t) => format!(
                                 "{} {}",
                                 t.outcome,
-                                notes.cite(format!("{}: {}", r.label, t.detail))
+                                notes.cite(format!("{}: {}", r.label, headline(&t.detail)))
                             ),
                         }),
                 )
@@ -1226,6 +1236,14 @@ pub fn kernel_support_doc(runs: &[RunResult]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_footnote_keeps_only_the_first_line_of_a_long_detail() {
+        assert_eq!(headline("needs x"), "needs x");
+        assert_eq!(headline("failed:\nscreen\nscreen"), "failed:");
+        let long = "é".repeat(400);
+        assert_eq!(headline(&long).chars().count(), 301);
+    }
 
     #[test]
     fn archives_come_from_deb822_and_one_line_sources() {
