@@ -191,7 +191,7 @@ fn when_every_namespace_is_busy_a_tick_reads_a_bounded_number_the_busiest_first(
     // Over the next ticks every busy namespace gets its read.
     for i in 2..8 {
         tick(&mut reader, &system, t0 + Duration::from_secs(i), |s| {
-            busy(s, i)
+            busy(s, i);
         });
     }
     assert!(
