@@ -70,9 +70,15 @@ fn transfer(
         }
         Ok(received)
     })?;
-    ready_rx
-        .recv_timeout(STEP_TIMEOUT)
-        .context("server never became ready")?;
+    if let Err(e) = ready_rx.recv_timeout(STEP_TIMEOUT) {
+        // The server gave up before listening: its own error says why.
+        let why = match server.join() {
+            Ok(Ok(Err(server))) => format!("{server:#}"),
+            Ok(Err(spawn)) => format!("{spawn:#}"),
+            _ => "no error reported".to_owned(),
+        };
+        bail!("server never became ready ({e}): {why}");
+    }
     let client = move || -> anyhow::Result<()> {
         let mut stream = TcpStream::connect_timeout(&addr, STEP_TIMEOUT).context("connect")?;
         stream.set_write_timeout(Some(STEP_TIMEOUT))?;

@@ -412,7 +412,11 @@ struct DaemonSetPod<'a> {
     podman: &'a mut Podman,
     name: String,
     spec: RunSpec,
+    /// `/metrics` and the probes: the manifest's port, on every address.
     addr: std::net::SocketAddr,
+    /// The JSON API: the ConfigMap's `agent.api_listen` (loopback; the pod
+    /// shares the node's network).
+    api: std::net::SocketAddr,
 }
 
 /// The node name the test's Downward API gives the pod.
@@ -429,6 +433,13 @@ impl<'a> DaemonSetPod<'a> {
         let spec = RunSpec::from_objects(&objects, NODE)?;
         let image = podman.load(&nettune_image()?)?;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], spec.readiness.port));
+        let config_path = deploy_dir().join("base/nettune.toml");
+        let api = nettune::config::Config::parse(
+            &config_path.display().to_string(),
+            &std::fs::read_to_string(&config_path)?,
+        )?
+        .agent
+        .api_listen;
         ensure!(
             std::net::TcpListener::bind(("0.0.0.0", spec.readiness.port)).is_ok(),
             "port {} (the manifest's probes and Service) is taken on this machine",
@@ -441,6 +452,7 @@ impl<'a> DaemonSetPod<'a> {
             name: name.to_owned(),
             spec,
             addr,
+            api,
         };
         // Ready as the kubelet's readiness probe sees it.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -527,7 +539,12 @@ fn the_daemonsets_pod_runs_under_podman_with_the_manifests_settings() -> TestRes
         status.contains("NoNewPrivs:\t1"),
         "no_new_privs is not set (allowPrivilegeEscalation: false)"
     );
-    let (code, body) = http_get(pod.addr, "/api/v1/snapshot")?;
+    // The public address serves metrics and health only; the API is on loopback.
+    ensure!(
+        matches!(http_get(pod.addr, "/api/v1/snapshot")?, (404, _)),
+        "the JSON API answers on the public address"
+    );
+    let (code, body) = http_get(pod.api, "/api/v1/snapshot")?;
     ensure!(code == 200, "/api/v1/snapshot answered {code}");
     let snapshot: serde_json::Value = serde_json::from_str(&body)?;
     let native: serde_json::Value = serde_json::from_str(&native)?;
@@ -625,7 +642,7 @@ fn the_daemonsets_pod_runs_under_podman_with_the_manifests_settings() -> TestRes
                 .is_some_and(|b| b > 0.0)
         },
     )?;
-    no_phantoms(&workloads(pod.addr)?)?;
+    no_phantoms(&workloads(pod.api)?)?;
 
     // The runtime restarts (a new socket in the mounted directory): names return.
     containerd.stop()?;
@@ -739,7 +756,7 @@ fn without_mount_propagation_a_later_namespace_is_not_taken_for_its_empty_file()
     let inode = later.inode()?;
     let deadline = Instant::now() + Duration::from_secs(15);
     let workloads = loop {
-        let found = workloads(pod.addr)?;
+        let found = workloads(pod.api)?;
         let joined = found
             .iter()
             .any(|w| w["netns"] == inode && w["interface"]["name"] == _veth.veth.a_name.as_str());

@@ -83,11 +83,13 @@ fn live_view_sorts_filters_and_quits_with_the_terminal_restored() -> TestResult 
         // Live traffic with loss for as long as the test looks (bounded: 40 rounds).
         let traffic = s.spawn(|| -> anyhow::Result<()> {
             let _loss = Loss::attach(&pair.receiver, &pair.veth.b_name, 500)?;
-            let addr = std::net::SocketAddr::from((pair.veth.b_addr, 6000));
-            for _ in 0..40 {
+            for round in 0..40 {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
+                // A port per round: under 50 % loss the last round's sockets
+                // may still be closing on its port.
+                let addr = std::net::SocketAddr::from((pair.veth.b_addr, 6000 + round));
                 bulk_transfer(&pair.sender, &pair.receiver, addr, 1 << 20)?;
             }
             Ok(())
