@@ -15,7 +15,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{process, setup};
+use xtask::process;
+
+use crate::setup;
 
 /// Where the binary goes in the image, and what runs.
 pub const ENTRYPOINT: &str = "/nettune";
@@ -74,9 +76,11 @@ fn buildah() -> Command {
 /// Builds `image` and writes its archive.
 pub fn build_scratch(image: &ScratchImage<'_>) -> anyhow::Result<()> {
     let _leftovers = xtask::Leftovers::note(&OUTSIDE_STORAGE);
-    let container = process::captured(buildah().args(["from", "scratch"]))?;
+    let container = process::output(buildah().args(["from", "scratch"]))?
+        .trim()
+        .to_owned();
     let steps = || -> anyhow::Result<()> {
-        process::captured(
+        process::output(
             buildah()
                 .arg("copy")
                 .arg(&container)
@@ -84,13 +88,13 @@ pub fn build_scratch(image: &ScratchImage<'_>) -> anyhow::Result<()> {
                 .arg(image.entrypoint),
         )?;
         let json = |items: &[&str]| serde_json::to_string(items).unwrap_or_default();
-        process::captured(
+        process::output(
             buildah()
                 .args(["config", "--entrypoint", &json(&[image.entrypoint])])
                 .args(["--cmd", &json(image.cmd), "--user", USER])
                 .arg(&container),
         )?;
-        process::captured(
+        process::output(
             buildah()
                 .args(["commit", "--quiet", "--format", "oci", "--rm"])
                 .arg(&container)
@@ -99,17 +103,17 @@ pub fn build_scratch(image: &ScratchImage<'_>) -> anyhow::Result<()> {
         .map(drop)
     };
     if let Err(e) = steps() {
-        let _ = process::captured(buildah().arg("rm").arg(&container));
+        let _ = process::output(buildah().arg("rm").arg(&container));
         return Err(e);
     }
     let _ = std::fs::remove_file(image.archive);
-    let pushed = process::captured(buildah().args(["push", "--quiet", image.tag]).arg(format!(
+    let pushed = process::output(buildah().args(["push", "--quiet", image.tag]).arg(format!(
         "oci-archive:{}:{}",
         image.archive.display(),
         image.tag
     )));
     // Only the archive is kept: the private storage would grow with every build.
-    let _ = process::captured(buildah().args(["rmi", image.tag]));
+    let _ = process::output(buildah().args(["rmi", image.tag]));
     pushed.map(drop)
 }
 

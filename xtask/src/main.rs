@@ -9,10 +9,14 @@
 //! - `fmt`    format every crate, the eBPF crates included
 //! - `bench`  benchmarks, as root, each against a baseline measured in the same run
 
+mod bench;
+mod features;
+mod format;
 mod image;
-mod process;
 mod run;
 mod setup;
+mod steps;
+mod targets;
 mod test;
 mod vm;
 
@@ -66,7 +70,7 @@ enum Command {
     /// run; writes target/nettune-bench/*.json and regenerates docs/benchmarks.md.
     Bench {
         /// Fewer repetitions and shorter windows (under 3 minutes; the full run
-        /// takes under 15).
+        /// takes about 30).
         #[arg(long)]
         quick: bool,
         /// Run only this section (repeatable): kernel_cost, datapath, footprint,
@@ -124,12 +128,12 @@ fn main() -> ExitCode {
             refresh_kernels,
             filters,
         } => vm::vm_test(&kernel, refresh_kernels, &filters),
-        Command::Fmt => test::format(false),
+        Command::Fmt => format::format(false),
         Command::Bench {
             quick,
             section,
             render_only,
-        } => test::bench(quick, &section, render_only),
+        } => bench::bench(quick, &section, render_only),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

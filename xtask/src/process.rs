@@ -1,4 +1,5 @@
-//! Running commands with visible progress.
+//! Running commands: with their output shown, captured, streamed with a
+//! deadline, or as root. Used by xtask and by the kernel tests (bpf-tests).
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -43,28 +44,53 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `cmd` and returns its stdout (trimmed) if it succeeds, `None` otherwise.
-pub fn output(cmd: &mut Command) -> Option<String> {
+/// Runs `cmd` and returns its stdout (trimmed) if it succeeds, `None` otherwise
+/// (its stderr is discarded): for questions such as "which version is installed".
+pub fn output_if_ok(cmd: &mut Command) -> Option<String> {
     let out = cmd.stderr(Stdio::null()).output().ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// Runs `cmd` and returns its stdout (trimmed); fails with its stderr.
-pub fn captured(cmd: &mut Command) -> anyhow::Result<String> {
+/// Runs `cmd` and returns its stdout as it is; fails naming the command and what
+/// it printed (stdout, then stderr: some tools report on stdout).
+pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd
         .output()
-        .with_context(|| format!("cannot start `{}`", describe(cmd)))?;
+        .with_context(|| format!("cannot run `{}`", describe(cmd)))?;
     if !out.status.success() {
         bail!(
-            "`{}` failed ({}): {}",
+            "`{}` failed ({}): {}{}",
             describe(cmd),
             out.status,
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `program args` (from Debian package `package`, named when it fails) and
+/// returns its stdout.
+pub fn tool(program: &str, args: &[&str], package: &str) -> anyhow::Result<String> {
+    output(Command::new(program).args(args))
+        .with_context(|| format!("{program} (Debian package {package})"))
+}
+
+/// A command that runs `binary` as root: directly, or through sudo keeping the
+/// variables `env` names.
+pub fn as_root(binary: &str, env: &[&str]) -> anyhow::Result<Command> {
+    if is_root() {
+        Ok(Command::new(binary))
+    } else if can_sudo() {
+        let mut c = Command::new("sudo");
+        c.arg(format!("--preserve-env={}", env.join(",")))
+            .args(["--", binary]);
+        Ok(c)
+    } else {
+        bail!("{binary} needs root: run as root, or give this user sudo")
+    }
 }
 
 /// Runs `cmd`, echoing its stdout line by line while keeping it; returns

@@ -4,10 +4,9 @@ use std::{os::unix::process::CommandExt as _, path::PathBuf, process::Command};
 
 use anyhow::bail;
 
-use crate::{
-    process::{self, can_sudo, is_root},
-    setup,
-};
+use xtask::process::{self, can_sudo, is_root};
+
+use crate::setup;
 
 /// Builds the eBPF object and `nettune`; returns the binary's path. `static_musl`
 /// links it statically (the container image's binary).

@@ -16,7 +16,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
-use crate::process::{self, can_sudo, is_root, output};
+use xtask::process::{self, can_sudo, is_root, output_if_ok};
 
 /// What the caller is about to do, and so what it needs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -39,7 +39,8 @@ const LINKER_BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
 /// nftables (`nft`), `conntrack`; the real container stack the pod tests drive:
 /// containerd (with `ctr`), runc, the CNI plugins, buildah (images without
 /// Docker), podman (the DaemonSet's container), and a C compiler with static libc
-/// for the test pause image.
+/// for the test pause image; dnsmasq, dnsperf and dig for the DNS conversations;
+/// iperf3, ab (apache2-utils) and ping for `nettune check`.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "mount",
@@ -56,6 +57,15 @@ const TEST_PACKAGES: &[&str] = &[
     "podman",
     "gcc",
     "libc6-dev",
+    // Real DNS peers for the conversations tests: a server and two clients.
+    "dnsmasq-base",
+    "dnsperf",
+    "bind9-dnsutils",
+    // `nettune check`'s peers, also run by hand in its kernel tests: iperf3
+    // (client and server) and ab.
+    "iperf3",
+    "apache2-utils",
+    "iputils-ping",
 ];
 
 /// Debian packages `cargo xtask bench` drives: namespaces (`ip`), nftables loss
@@ -129,7 +139,7 @@ impl PipTool {
     pub fn ensure(&self) -> anyhow::Result<()> {
         let label = self.label;
         let wanted = self.requirement.split("==").nth(1).unwrap_or_default();
-        if let Some(v) = output(Command::new(self.exe_path()).arg("--version"))
+        if let Some(v) = output_if_ok(Command::new(self.exe_path()).arg("--version"))
             && v.contains(wanted)
         {
             println!("setup: {label} {wanted} (venv): present");
@@ -172,7 +182,7 @@ pub fn kubernetes_validate() -> std::path::PathBuf {
 pub fn ensure_static_target() -> anyhow::Result<()> {
     let root = xtask::workspace_root();
     let channel = xtask::toolchain_channel(&root)?;
-    let installed = output(Command::new("rustup").args([
+    let installed = output_if_ok(Command::new("rustup").args([
         "target",
         "list",
         "--installed",
@@ -221,7 +231,7 @@ pub fn setup(scope: Scope) -> anyhow::Result<()> {
 
 fn ensure_toolchain(what: &str, toolchain: &Toolchain) -> anyhow::Result<()> {
     let channel = &toolchain.channel;
-    let installed = output(Command::new("rustup").args(["toolchain", "list"]))
+    let installed = output_if_ok(Command::new("rustup").args(["toolchain", "list"]))
         .context("rustup is required (https://rustup.rs) but `rustup toolchain list` failed")?;
     let has_toolchain = installed.lines().any(|l| {
         l.split_whitespace()
@@ -229,7 +239,7 @@ fn ensure_toolchain(what: &str, toolchain: &Toolchain) -> anyhow::Result<()> {
             .is_some_and(|t| t.starts_with(channel.as_str()))
     });
     let missing: Vec<&String> = if has_toolchain {
-        let have = output(Command::new("rustup").args([
+        let have = output_if_ok(Command::new("rustup").args([
             "component",
             "list",
             "--installed",
@@ -262,7 +272,7 @@ fn ensure_toolchain(what: &str, toolchain: &Toolchain) -> anyhow::Result<()> {
 }
 
 fn bpf_linker_version() -> Option<String> {
-    output(Command::new("bpf-linker").arg("--version"))
+    output_if_ok(Command::new("bpf-linker").arg("--version"))
 }
 
 fn ensure_bpf_linker() -> anyhow::Result<()> {
@@ -304,7 +314,7 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
 }
 
 fn package_installed(name: &str) -> bool {
-    output(Command::new("dpkg-query").args(["-W", "-f=${db:Status-Status}", name]))
+    output_if_ok(Command::new("dpkg-query").args(["-W", "-f=${db:Status-Status}", name]))
         .is_some_and(|s| s == "installed")
 }
 
@@ -329,7 +339,7 @@ pub fn ensure_packages_with(what: &str, packages: &[&str], also: &[&str]) -> any
         "apt-get update && apt-get install -y --no-install-recommends {}",
         [missing.as_slice(), also].concat().join(" ")
     );
-    if output(Command::new("apt-get").arg("--version")).is_none() {
+    if output_if_ok(Command::new("apt-get").arg("--version")).is_none() {
         bail!(
             "{what}: apt-get not found; install {} by hand",
             missing.join(", ")

@@ -12,30 +12,23 @@
 //! Ends with `summary: N passed, N failed, N skipped` over unit, kernel and VM tests.
 //!
 //! On CI (`CI` set) kernel-test skips for features this machine kind has become
-//! failures: `NETTUNE_REQUIRE_FEATURES` defaults to [`CI_REQUIRED_FEATURES`].
+//! failures: `NETTUNE_REQUIRE_FEATURES` defaults to what it has (see `features`).
 
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::Instant,
 };
 
 use anyhow::{Context as _, bail};
+use xtask::process::{self, is_root};
 
 use crate::{
-    image,
-    process::{self, can_sudo, is_root},
-    setup, vm,
+    features,
+    format::format,
+    image, setup,
+    steps::{done, step},
+    targets, vm,
 };
-
-/// Features the CI machine kind (Debian 12, Linux 6.18, root) has; see
-/// docs/testing.md. fentry (refused with EPERM), kprobes (not configured) and
-/// netem (no module loading) are absent there and not listed.
-const CI_REQUIRED_FEATURES: &str =
-    "root,btf,tp_btf,tracepoint,tc,tcx,clsact,drop_reasons,containers";
-
-/// The eBPF crates, linted with the pinned nightly for the BPF target.
-const EBPF_CRATES: &[&str] = &["nettune-ebpf", "bpf-tests/ebpf"];
 
 #[derive(Default)]
 struct Tally {
@@ -73,18 +66,6 @@ impl Tally {
     }
 }
 
-fn step(name: &str) -> Instant {
-    println!("\n==> {name}");
-    Instant::now()
-}
-
-fn done(name: &str, started: Instant) {
-    println!(
-        "==> {name}: done in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-}
-
 /// `cargo xtask test`; with `vm_only`, setup and the VM step alone.
 pub fn test(kernel_filter: Option<&str>, vm_only: bool) -> anyhow::Result<()> {
     let root = xtask::workspace_root();
@@ -111,7 +92,7 @@ pub fn test(kernel_filter: Option<&str>, vm_only: bool) -> anyhow::Result<()> {
         "warnings",
     ]))?;
     let nightly = xtask::ebpf_toolchain()?;
-    for dir in EBPF_CRATES {
+    for dir in xtask::EBPF_CRATES {
         clippy_ebpf(&root.join(dir), &nightly)?;
     }
     done("lints", t);
@@ -205,26 +186,6 @@ fn vm_run(tally: &mut Tally) -> bool {
     }
 }
 
-/// Runs `cargo fmt` (with `--check` when `check`) on the workspace and each eBPF crate.
-pub fn format(check: bool) -> anyhow::Result<()> {
-    let root = xtask::workspace_root();
-    let check_flag: &[&str] = if check { &["--check"] } else { &[] };
-    process::run(
-        Command::new("cargo")
-            .args(["fmt", "--all"])
-            .args(check_flag),
-    )?;
-    for dir in EBPF_CRATES {
-        process::run(
-            Command::new("cargo")
-                .args(["fmt", "--manifest-path"])
-                .arg(root.join(dir).join("Cargo.toml"))
-                .args(check_flag),
-        )?;
-    }
-    Ok(())
-}
-
 fn clippy_ebpf(dir: &Path, nightly: &str) -> anyhow::Result<()> {
     process::run(
         Command::new("rustup")
@@ -234,27 +195,6 @@ fn clippy_ebpf(dir: &Path, nightly: &str) -> anyhow::Result<()> {
             .current_dir(dir),
     )
     .with_context(|| format!("clippy on {}", dir.display()))
-}
-
-/// The path of a test or bench target's binary, built by `cargo <kind> --no-run`.
-pub(crate) fn built_binary(kind: &str, target: &str) -> anyhow::Result<String> {
-    process::output(Command::new("cargo").args([
-        kind,
-        "--package",
-        "bpf-tests",
-        &format!("--{kind}"),
-        target,
-        "--no-run",
-        "--message-format=json",
-    ]))
-    .with_context(|| {
-        format!("building {target} failed (run `cargo {kind} -p bpf-tests --no-run`)")
-    })?
-    .lines()
-    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-    .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == target)
-    .find_map(|v| v["executable"].as_str().map(str::to_owned))
-    .with_context(|| format!("cargo did not report the {target} binary"))
 }
 
 /// Builds the static binary the Dockerfile ships and checks it is static and runs.
@@ -276,7 +216,7 @@ fn static_build() -> anyhow::Result<PathBuf> {
             said.trim()
         );
     }
-    let version = process::output(Command::new(&binary).arg("--version"))
+    let version = process::output_if_ok(Command::new(&binary).arg("--version"))
         .with_context(|| format!("{} --version failed", binary.display()))?;
     println!(
         "static build: {} ({version}, statically linked)",
@@ -339,59 +279,12 @@ fn test_images(nettune: &Path) -> anyhow::Result<Option<Images>> {
     }))
 }
 
-/// A command that runs `binary` as root (directly, or through sudo keeping `env`).
-pub(crate) fn as_root(binary: &str, env: &[&str]) -> anyhow::Result<Command> {
-    if is_root() {
-        Ok(Command::new(binary))
-    } else if can_sudo() {
-        let mut c = Command::new("sudo");
-        c.arg(format!("--preserve-env={}", env.join(",")))
-            .args(["--", binary]);
-        Ok(c)
-    } else {
-        bail!("{binary} needs root: run as root, or give this user sudo")
-    }
-}
-
-/// `cargo xtask bench`: setup, build the release agent (the measured binary is
-/// the one deployed) and the bench binary, run the sections as root; the bench
-/// binary regenerates docs/benchmarks.md.
-pub fn bench(quick: bool, sections: &[String], render_only: bool) -> anyhow::Result<()> {
-    let t = step("setup");
-    setup::setup(setup::Scope::Bench)?;
-    done("setup", t);
-    let nettune = crate::run::build(true)?;
-    let binary = built_binary("bench", "bench")?;
-    let t = step("benchmarks (as root)");
-    let mut cmd = as_root(&binary, &["NETTUNE_BIN", "NETTUNE_BENCH_RUNS"])?;
-    if quick {
-        cmd.arg("--quick");
-    }
-    for s in sections {
-        cmd.args(["--section", s]);
-    }
-    if render_only {
-        cmd.arg("--render-only");
-    }
-    process::run(cmd.env("NETTUNE_BIN", nettune))?;
-    done("benchmarks", t);
-    Ok(())
-}
-
-/// The features the host's kernel tests must not skip: `NETTUNE_REQUIRE_FEATURES`
-/// if set, else on CI (`CI` set) what the CI machine kind has, else none.
-pub(crate) fn required_features() -> Option<String> {
-    std::env::var("NETTUNE_REQUIRE_FEATURES")
-        .ok()
-        .or_else(|| std::env::var_os("CI").map(|_| CI_REQUIRED_FEATURES.to_owned()))
-}
-
 /// Builds the kernel test binary, then runs it as root.
 fn kernel_tests(filter: Option<&str>, images: Option<&Images>) -> anyhow::Result<(bool, String)> {
     // The end-to-end tests run the real binaries.
     let nettune = crate::run::build(false)?;
-    let binary = built_binary("test", "kernel")?;
-    let required = required_features();
+    let binary = targets::built_binary("test", "kernel")?;
+    let required = features::required_features();
     if let Some(list) = &required {
         println!("kernel tests: skips for [{list}] count as failures (NETTUNE_REQUIRE_FEATURES)");
     }
@@ -404,7 +297,7 @@ fn kernel_tests(filter: Option<&str>, images: Option<&Images>) -> anyhow::Result
         "NETTUNE_IMAGE",
         "NETTUNE_PAUSE_IMAGE",
     ];
-    let mut cmd = as_root(&binary, &env).unwrap_or_else(|_| {
+    let mut cmd = process::as_root(&binary, &env).unwrap_or_else(|_| {
         println!("kernel tests: not root and no sudo: every kernel test will report a skip");
         Command::new(&binary)
     });

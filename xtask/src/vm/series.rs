@@ -1,0 +1,92 @@
+//! The kernels of the matrix, the tests the VMs leave out, and what
+//! `cargo xtask test`'s VM step boots and runs.
+
+use anyhow::Context as _;
+
+/// A Debian kernel series the matrix boots.
+pub struct Series {
+    /// `5.10`, `6.1`, `6.12`: what `--kernel` takes.
+    pub name: &'static str,
+    /// Where Debian ships it.
+    pub debian: &'static str,
+    /// The package name around its ABI number: (before, after).
+    pub package: (&'static str, &'static str),
+    /// What this kernel has, as `NETTUNE_REQUIRE_FEATURES` names it: a test that
+    /// skips for one of these fails.
+    pub features: &'static str,
+}
+
+/// The kernels of the matrix. Every series is the newest package of its line.
+pub const SERIES: [Series; 3] = [
+    Series {
+        name: "5.10",
+        debian: "Debian 11, bullseye-security",
+        package: ("linux-image-5.10.0-", "-amd64"),
+        // No TCX (6.6), no drop reasons (5.17).
+        features: "root,btf,tp_btf,tracepoint,tc,clsact,fentry,kprobe,netem",
+    },
+    Series {
+        name: "6.1",
+        debian: "Debian 12, bookworm-security",
+        package: ("linux-image-6.1.0-", "-amd64"),
+        // No TCX; fentry is refused (ENOTSUPP at attach) on
+        // tcp_v{4,6}_syn_recv_sock, so the listen signal takes kprobes. (Not for
+        // their six arguments: fentry on __sys_sendto, six too, attaches.)
+        features: "root,btf,tp_btf,tracepoint,tc,clsact,kprobe,netem,drop_reasons",
+    },
+    Series {
+        name: "6.12",
+        debian: "Debian 12, bookworm-security",
+        package: ("linux-image-6.12.", "+deb12-amd64-unsigned"),
+        features: "root,btf,tp_btf,tracepoint,tc,tcx,clsact,fentry,kprobe,netem,drop_reasons",
+    },
+];
+
+/// Tests the VMs leave out, and why: they exercise nothing that differs between
+/// kernels, and cost minutes under software emulation (≈15× slower).
+pub const NOT_IN_VMS: [(&str, &str); 4] = [
+    (
+        "deploy::",
+        "manifests, alert rules and configs checked in user space: nothing kernel-specific",
+    ),
+    (
+        "top::",
+        "the terminal UI in tmux: nothing kernel-specific, minutes under emulation",
+    ),
+    (
+        "pods::",
+        "containerd, CRI names and images in user space; the kernel paths under them \
+         (veth traffic, tc drops, retransmits, somaxconn) are the other tests'",
+    ),
+    (
+        "exporter::hundreds_of_namespaces",
+        "series caps in user space: nothing kernel-specific; 300 namespaces and \
+         20 000 connects take many minutes under emulation",
+    ),
+];
+
+/// The kernel `cargo xtask test` boots: Debian 12's, the most common production
+/// kernel, and one without TCX.
+pub const CI_SERIES: &str = "6.1";
+
+/// The tests `cargo xtask test` runs in that VM (a few minutes under emulation):
+/// the paths the host cannot take — per-socket listen overflows under kprobes,
+/// pod conversations and volumes on clsact and its clean detach, netem loss, drop reasons from this
+/// kernel's BTF with `NOT_SPECIFIED` = 1, every variant's verdict.
+pub const CI_TESTS: [&str; 8] = [
+    "listen::kprobe_per_socket",
+    "listen::fentry_per_socket",
+    "conversations::clsact_",
+    "retransmit::under_netem",
+    "drops::netem_loss",
+    "drops::packet_socket",
+    "drops::reason_names",
+    "probes::every_variant",
+];
+
+pub fn find_series(name: &str) -> anyhow::Result<&'static Series> {
+    SERIES.iter().find(|s| s.name == name).with_context(|| {
+        let names: Vec<&str> = SERIES.iter().map(|s| s.name).collect();
+        format!("--kernel {name}: not one of {} or all", names.join(", "))
+    })
+}
