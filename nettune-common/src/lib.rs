@@ -7,22 +7,24 @@
 //! The `user` feature adds `aya::Pod` so the agent can use them with aya's maps.
 #![no_std]
 
+pub mod connect;
 pub mod drops;
 pub mod errors;
 pub mod events;
 pub mod listen;
-pub mod netns_counters;
 pub mod offsets;
 pub mod retransmit;
+pub mod sysctl_writes;
 pub mod traffic;
 
 pub use drops::DropKey;
 pub use errors::ProbeError;
 pub use events::{Event, EventKind};
-pub use listen::{ListenCall, ListenKey, ListenOverflow, ListenRequest};
+pub use listen::{ListenKey, ListenOrigin, ListenOverflow, ListenSocket};
 pub use offsets::KernelOffsets;
 pub use retransmit::RetransmitCounters;
-pub use traffic::IfaceTraffic;
+pub use sysctl_writes::{SysctlWrite, SysctlWriter};
+pub use traffic::{Conversations, DnsCounters, DnsQueryKey, HandshakeKey, Pending, Remote};
 
 /// Bound of every per-network-namespace map: far more namespaces than a node runs pods.
 pub const MAX_NETNS: u32 = 4096;
@@ -44,10 +46,17 @@ impl_pod!(
     KernelOffsets,
     RetransmitCounters,
     DropKey,
-    ListenCall,
-    ListenRequest,
+    ListenSocket,
+    ListenOrigin,
     ListenKey,
     ListenOverflow,
-    IfaceTraffic,
+    Conversations,
+    DnsCounters,
+    DnsQueryKey,
+    HandshakeKey,
+    Pending,
+    Remote,
     Event,
+    SysctlWriter,
+    SysctlWrite,
 );

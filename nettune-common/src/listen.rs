@@ -1,36 +1,42 @@
-//! Accept-queue overflows per listening socket (fentry/kprobe variants).
+//! Listening sockets: how each started listening, and accept-queue overflows per
+//! listener (fentry/kprobe variants).
 //!
-//! Where the kernel allows trampolines or kprobes, the programs on
-//! `tcp_conn_request` and `tcp_v{4,6}_syn_recv_sock` see the listener at the moment
-//! its accept queue is full and record its port, queue length and limit. Elsewhere
-//! the agent falls back to each namespace's `ListenOverflows` counter.
+//! When a socket starts listening, the `inet_sock_set_state` program records its
+//! limit and the `somaxconn` that capped it, keyed as `sock_diag` names the
+//! socket. Where the kernel allows trampolines or kprobes, the programs on
+//! `tcp_conn_request` and `tcp_v{4,6}_syn_recv_sock` see the listener at the
+//! moment its accept queue is full and record its port, queue length and limit;
+//! elsewhere the agent falls back to each namespace's `ListenOverflows` counter.
 
-/// [`ListenCall`] → [`ListenRequest`], LRU hash, from the
-/// `syscalls/sys_enter_listen` tracepoint.
-pub const LISTEN_CALLS_MAP: &str = "LISTEN_CALLS";
-/// Bound of [`LISTEN_CALLS_MAP`].
-pub const MAX_LISTEN_CALLS: u32 = 4096;
+/// [`ListenSocket`] → [`ListenOrigin`], LRU hash, filled when a socket starts
+/// listening (`inet_sock_set_state` to `TCP_LISTEN`).
+pub const LISTEN_ORIGINS_MAP: &str = "LISTEN_ORIGINS";
+/// Bound of [`LISTEN_ORIGINS_MAP`].
+pub const MAX_LISTEN_ORIGINS: u32 = 8192;
 
-/// Who called `listen()` on which descriptor: the agent resolves
-/// `/proc/<tgid>/fd/<fd>` to the socket's inode.
+/// A listening socket, as `sock_diag` names it: its namespace and inode.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ListenCall {
-    /// The process (thread group) id.
-    pub tgid: u32,
-    /// The socket's file descriptor in that process.
-    pub fd: u32,
+pub struct ListenSocket {
+    /// The socket's network namespace inode.
+    pub netns: u32,
+    /// The socket's inode (`sock_diag`'s `idiag_inode`, `socket:[N]` in `/proc`).
+    pub inode: u32,
 }
 
-/// What one `listen()` call asked for.
+/// How a socket started listening: its limit and what capped it. The limit is
+/// `min(backlog asked for, somaxconn)`; when it is below `somaxconn`, it *is*
+/// the backlog the application asked for; when equal, the application asked for
+/// at least that much.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ListenRequest {
-    /// The backlog passed, as the kernel reads it (an unsigned int).
-    pub backlog: u32,
-    /// The calling thread's network namespace inode; 0 when the kernel side
-    /// could not read it (no BTF offsets), and the agent asks `/proc/<pid>/ns/net`.
-    pub netns: u32,
+pub struct ListenOrigin {
+    /// `sk_max_ack_backlog` when it started listening.
+    pub limit: u32,
+    /// The namespace's `net.core.somaxconn` at that moment.
+    pub somaxconn: u32,
+    /// The command of the process that called `listen()` (`comm`, NUL-padded).
+    pub comm: [u8; 16],
 }
 
 /// [`ListenKey`] → [`ListenOverflow`], per-CPU hash.

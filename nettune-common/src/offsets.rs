@@ -26,10 +26,19 @@ pub struct KernelOffsets {
     pub sock_ack_backlog: u32,
     /// `sk_max_ack_backlog`: the accept queue's limit (u32).
     pub sock_max_ack_backlog: u32,
+    /// `sk_socket`: the socket's `struct socket *`.
+    pub sock_socket: u32,
+    /// `struct tcp_sock` → `segs_out` (u32): segments the socket ever sent.
+    pub tcp_segs_out: u32,
+    /// `struct socket` → its inode's `i_ino`: `socket_alloc.vfs_inode` (the inode
+    /// follows the socket in one allocation) plus `inode.i_ino` (unsigned long).
+    pub socket_ino: u32,
 
     // struct net, struct net_device, struct sk_buff, task
     /// `struct net` → `ns.inum`: the namespace's inode number, as in `/proc/<pid>/ns/net`.
     pub net_inum: u32,
+    /// `struct net` → `core.sysctl_somaxconn` (int): the namespace's somaxconn.
+    pub net_somaxconn: u32,
     /// `struct net_device` → `ifindex` (i32).
     pub dev_ifindex: u32,
     /// `struct net_device` → `nd_net.net`.
@@ -38,13 +47,12 @@ pub struct KernelOffsets {
     pub skb_dev: u32,
     /// `struct sk_buff` → `sk`.
     pub skb_sk: u32,
+    /// `struct sk_buff` → `_nfct` (unsigned long): the packet's conntrack entry;
+    /// [`ABSENT`] without conntrack.
+    pub skb_nfct: u32,
     /// `struct sk_buff` → `cb` plus `struct tcp_skb_cb` → `tcp_gso_segs` (u16):
     /// how many segments a TCP skb carries (`tcp_skb_pcount()`).
     pub skb_tcp_gso_segs: u32,
-    /// `struct task_struct` → `nsproxy`.
-    pub task_nsproxy: u32,
-    /// `struct nsproxy` → `net_ns`.
-    pub nsproxy_net: u32,
 
     // Classic tracepoint records (from tracefs format files)
     /// `tcp/tcp_retransmit_skb`: `skaddr`.
@@ -59,18 +67,14 @@ pub struct KernelOffsets {
     pub tp_kfree_skb_reason: u32,
     /// `skb/kfree_skb`: `rx_sk` (6.12+), or [`ABSENT`].
     pub tp_kfree_skb_rx_sk: u32,
-    /// `syscalls/sys_exit_connect`: `ret`.
-    pub tp_connect_ret: u32,
-    /// `syscalls/sys_enter_listen`: `fd` (8 bytes).
-    pub tp_listen_fd: u32,
-    /// `syscalls/sys_enter_listen`: `backlog` (8 bytes).
-    pub tp_listen_backlog: u32,
 
     // BTF tracepoint argument counts (excluding the leading context pointer)
     /// `tcp_retransmit_skb`: 2, or 3 with `err`.
     pub tp_btf_retransmit_args: u32,
     /// `kfree_skb`: 3 (skb, location, reason), or 4 with `rx_sk`.
     pub tp_btf_kfree_skb_args: u32,
+    /// `inet_sock_set_state`: 3 (sk, oldstate, newstate).
+    pub tp_btf_sock_state_args: u32,
 
     // Kernel constants
     /// `SKB_DROP_REASON_NETFILTER_DROP` on this kernel, or [`ABSENT`].
@@ -89,25 +93,26 @@ impl KernelOffsets {
         sock_num: ABSENT,
         sock_ack_backlog: ABSENT,
         sock_max_ack_backlog: ABSENT,
+        sock_socket: ABSENT,
+        tcp_segs_out: ABSENT,
+        socket_ino: ABSENT,
         net_inum: ABSENT,
+        net_somaxconn: ABSENT,
         dev_ifindex: ABSENT,
         dev_net: ABSENT,
         skb_dev: ABSENT,
         skb_sk: ABSENT,
+        skb_nfct: ABSENT,
         skb_tcp_gso_segs: ABSENT,
-        task_nsproxy: ABSENT,
-        nsproxy_net: ABSENT,
         tp_retransmit_skaddr: ABSENT,
         tp_retransmit_skbaddr: ABSENT,
         tp_retransmit_err: ABSENT,
         tp_kfree_skb_skbaddr: ABSENT,
         tp_kfree_skb_reason: ABSENT,
         tp_kfree_skb_rx_sk: ABSENT,
-        tp_connect_ret: ABSENT,
-        tp_listen_fd: ABSENT,
-        tp_listen_backlog: ABSENT,
         tp_btf_retransmit_args: ABSENT,
         tp_btf_kfree_skb_args: ABSENT,
+        tp_btf_sock_state_args: ABSENT,
         reason_netfilter_drop: ABSENT,
         reason_not_dropped_yet: ABSENT,
         reason_consumed: ABSENT,

@@ -93,8 +93,17 @@ fn record<M: Memory>(
         _pad: 0,
     };
     counters::add(&DROPS, &key, 1)?;
-    if reason == off.reason_netfilter_drop {
+    if reason == off.reason_netfilter_drop && !tracked::<M>(skb, off) {
         events::emit(EventKind::NetfilterDrop, netns, ifindex, 0);
     }
     Ok(())
+}
+
+/// Whether the dropped packet had a conntrack entry: then a full table did not
+/// refuse it (`nf_conntrack_in` drops a packet it cannot track before attaching
+/// an entry), so a firewall rule did, and that is no news for the tuner. One load,
+/// decided before any event is built.
+#[inline(always)]
+fn tracked<M: Memory>(skb: *const u8, off: &KernelOffsets) -> bool {
+    off.skb_nfct != ABSENT && M::read::<u64>(skb, off.skb_nfct).is_ok_and(|ct| ct != 0)
 }

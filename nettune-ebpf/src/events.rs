@@ -1,4 +1,12 @@
-//! Urgent events through one ring buffer, rate-limited per kind, node-wide.
+//! Urgent events through one ring buffer, sent only while the agent has armed
+//! their kind.
+//!
+//! Each event costs the kernel a ring-buffer wake-up — on a virtual machine an
+//! interrupt to self, tens of microseconds — and its only use is to wake a
+//! collection that could change a decision. So the agent arms a kind when an
+//! early collection could matter (the tuner enforces, and the last urgent
+//! collection was not in vain); the program that sends one disarms it; every
+//! other occurrence costs one array load and a per-CPU count.
 
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
@@ -7,7 +15,7 @@ use aya_ebpf::{
 };
 use nettune_common::{
     Event, EventKind,
-    events::{EVENT_MIN_INTERVAL_NS, EVENTS_RING_BYTES},
+    events::{EVENT_KINDS, EVENTS_RING_BYTES},
 };
 
 use crate::counters;
@@ -20,18 +28,18 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 #[unsafe(no_mangle)]
 static URGENT_EVENTS: u32 = 1;
 
-/// Slot 0: lost because the ring was full; slot 1: suppressed by the rate limit.
+/// Slot 0: lost because the ring was full; slot 1: not sent, the kind not armed.
 #[map]
 static EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 
-/// Time of the last event sent, indexed by [`EventKind`] value. Shared by all
-/// CPUs: it is read by every event but written only when one is sent, so its
-/// cache line stays shared and reading it is cheap.
+/// Indexed by [`EventKind`] value: 1 while the agent wants that kind. Read by
+/// every occurrence, written only by the agent and by the program that sends, so
+/// its cache line stays shared and reading it is cheap.
 #[map]
-static LAST_EVENT_NS: Array<u64> = Array::with_max_entries(4, 0);
+static EVENTS_ARMED: Array<u32> = Array::with_max_entries(EVENT_KINDS, 0);
 
-/// Sends an event unless one of the same kind left less than
-/// `EVENT_MIN_INTERVAL_NS` ago. Never blocks: a full ring counts as lost.
+/// Sends an event if its kind is armed, and disarms the kind. Never blocks: a
+/// full ring counts as lost.
 #[inline(always)]
 pub fn emit(kind: EventKind, netns: u32, ifindex: u32, port: u32) {
     // SAFETY: a static, valid for the program's life; read volatilely so that the
@@ -39,27 +47,25 @@ pub fn emit(kind: EventKind, netns: u32, ifindex: u32, port: u32) {
     if unsafe { core::ptr::read_volatile(&raw const URGENT_EVENTS) } == 0 {
         return;
     }
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let Some(last) = LAST_EVENT_NS.get_ptr_mut(kind as u32) else {
+    let Some(armed) = EVENTS_ARMED.get_ptr_mut(kind as u32) else {
         return;
     };
-    // SAFETY: a valid 8-byte slot; other CPUs may read or write it at the same
-    // time, and an aligned u64 access is never torn. A lost race sends one extra
-    // event, which the rate limit tolerates.
-    let last_sent = unsafe { core::ptr::read_volatile(last) };
-    if last_sent != 0 && now.wrapping_sub(last_sent) < EVENT_MIN_INTERVAL_NS {
+    // SAFETY: a valid 4-byte slot; other CPUs may read or write it at the same
+    // time, and an aligned u32 access is never torn. CPUs racing past the check
+    // each send one event, which the agent's collection gap absorbs.
+    if unsafe { core::ptr::read_volatile(armed) } == 0 {
         counters::bump_slot(&EVENTS_LOST, 1);
         return;
     }
     // SAFETY: as above.
-    unsafe { core::ptr::write_volatile(last, now) };
+    unsafe { core::ptr::write_volatile(armed, 0) };
     let event = Event {
         kind: kind as u32,
         netns,
         ifindex,
         port,
-        timestamp_ns: now,
+        // SAFETY: bpf_ktime_get_ns has no preconditions.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
     };
     if EVENTS.output(&event, 0).is_err() {
         counters::bump_slot(&EVENTS_LOST, 0);

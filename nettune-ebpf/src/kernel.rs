@@ -4,7 +4,7 @@
 //! it is frozen, the verifier knows the values and prunes branches on them (e.g. a
 //! tracepoint argument or struct field this kernel lacks is never read).
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::bpf_probe_read_kernel;
 use nettune_common::{KernelOffsets, ProbeError, offsets::ABSENT};
 
 #[unsafe(no_mangle)]
@@ -87,20 +87,6 @@ pub fn netns_of_net<M: Memory>(net: *const u8, off: &KernelOffsets) -> Result<u3
 pub fn netns_of_sock<M: Memory>(sk: *const u8, off: &KernelOffsets) -> Result<u32, ProbeError> {
     let net: *const u8 = M::read(sk, off.sock_net)?;
     netns_of_net::<M>(net, off)
-}
-
-/// The network namespace of the calling task.
-#[inline(always)]
-pub fn netns_of_current_task(off: &KernelOffsets) -> Result<u32, ProbeError> {
-    // SAFETY: bpf_get_current_task has no preconditions.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    let nsproxy: *const u8 = read(task, off.task_nsproxy)?;
-    if nsproxy.is_null() {
-        // An exiting task has no namespaces left.
-        return Err(ProbeError::KernelRead);
-    }
-    let net: *const u8 = read(nsproxy, off.nsproxy_net)?;
-    netns_of_net::<ProbeRead>(net, off)
 }
 
 /// How many TCP segments an skb carries (`tcp_skb_pcount`), at least 1.

@@ -1,10 +1,5 @@
-//! Listeners: the backlog each `listen()` asked for, and accept-queue overflows per
-//! listening socket.
-//!
-//! `syscalls/sys_enter_listen` records (process, descriptor) → (backlog, the
-//! caller's namespace) for every `listen()` call on every kernel; the agent resolves the descriptor to the
-//! socket and so knows what the application asked for, which `sock_diag` cannot
-//! tell (it shows only `min(backlog, somaxconn)`).
+//! Accept-queue overflows per listening socket (how each socket started
+//! listening is [`crate::sock_state`]'s).
 //!
 //! The kernel checks `sk_acceptq_is_full(listener)` in `tcp_conn_request` (a SYN
 //! arrives) and in `tcp_v{4,6}_syn_recv_sock` (the handshake's last ACK arrives);
@@ -15,67 +10,17 @@
 //! `ListenOverflows` counter instead.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
-    macros::{fentry, kprobe, map, tracepoint},
-    maps::{LruHashMap, PerCpuHashMap},
-    programs::{FEntryContext, ProbeContext, TracePointContext},
+    macros::{fentry, kprobe, map},
+    maps::PerCpuHashMap,
+    programs::{FEntryContext, ProbeContext},
 };
-use nettune_common::{
-    EventKind, ListenCall, ListenKey, ListenOverflow, ListenRequest, ProbeError,
-    listen::{MAX_LISTEN_CALLS, MAX_LISTENERS},
-    offsets::ABSENT,
-};
+use nettune_common::{EventKind, ListenKey, ListenOverflow, ProbeError, listen::MAX_LISTENERS};
 
 use crate::{counters, errors, events, kernel};
 
 #[map]
 static LISTEN_OVERFLOWS: PerCpuHashMap<ListenKey, ListenOverflow> =
     PerCpuHashMap::with_max_entries(MAX_LISTENERS, 0);
-
-#[map]
-static LISTEN_CALLS: LruHashMap<ListenCall, ListenRequest> =
-    LruHashMap::with_max_entries(MAX_LISTEN_CALLS, 0);
-
-#[tracepoint(category = "syscalls", name = "sys_enter_listen")]
-pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
-    errors::check(&ctx, record_listen_call(&ctx));
-    0
-}
-
-#[inline(always)]
-fn record_listen_call(ctx: &TracePointContext) -> Result<(), ProbeError> {
-    let off = kernel::offsets();
-    // SAFETY: offsets of `fd` and `backlog` from this kernel's format file
-    // (syscall arguments are 8 bytes each).
-    let (fd, backlog) = unsafe {
-        (
-            ctx.read_at::<u64>(off.tp_listen_fd as usize),
-            ctx.read_at::<u64>(off.tp_listen_backlog as usize),
-        )
-    };
-    let (Ok(fd), Ok(backlog)) = (fd, backlog) else {
-        return Err(ProbeError::TracepointRead);
-    };
-    let call = ListenCall {
-        // The upper half is the thread group id: the process.
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        fd: fd as u32,
-    };
-    let request = ListenRequest {
-        // The kernel compares `(unsigned int)backlog` with somaxconn: keep that.
-        backlog: backlog as u32,
-        // The calling thread's namespace (threads of one process may differ); 0
-        // without BTF offsets, or for an exiting task: the agent then asks /proc.
-        netns: if off.task_nsproxy == ABSENT {
-            0
-        } else {
-            kernel::netns_of_current_task(off).unwrap_or(0)
-        },
-    };
-    LISTEN_CALLS
-        .insert(&call, &request, 0)
-        .map_err(|_| ProbeError::MapUpdate)
-}
 
 // tcp_conn_request(rsk_ops, af_ops, sk, skb): the listener is argument 2.
 #[fentry(function = "tcp_conn_request")]

@@ -1,7 +1,7 @@
 //! nettune's kernel side: one module per signal, each feeding bounded maps that the
 //! agent reads once per tick.
 //!
-//! Conventions every program here follows (see docs/design.md, "Kernel-side cost"):
+//! Conventions every program here follows (see docs/design.md, "Kernel side"):
 //! - the entry point is thin and calls a `try_*` function; a failure is counted in
 //!   `PROBE_ERRORS` (see [`errors`]) rather than silently ignored;
 //! - kernel struct offsets come from the agent through the `OFFSETS` global
@@ -9,8 +9,14 @@
 //! - counters live in per-CPU maps, so programs never contend on a cache line.
 #![no_std]
 #![no_main]
+// `atomic_xadd`: see `conversations::add`.
+#![expect(
+    internal_features,
+    reason = "atomic adds on a target without compare-and-swap"
+)]
+#![feature(core_intrinsics)]
 
-mod connect;
+mod conversations;
 mod counters;
 mod drops;
 mod errors;
@@ -18,7 +24,8 @@ mod events;
 mod kernel;
 mod listen;
 mod retransmit;
-mod traffic;
+mod sock_state;
+mod sysctl_writes;
 
 /// The kernel gives GPL-only helpers (e.g. `bpf_probe_read_kernel`) only to programs
 /// whose licence is GPL-compatible; "Dual MIT/GPL" is, and matches our sources.
