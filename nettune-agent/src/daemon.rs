@@ -22,20 +22,13 @@ use std::{
 use tokio::signal::unix::SignalKind;
 
 use crate::{
-    collect::{Collector, Tick, cri::RuntimeWatcher},
+    collect::Tick,
     config::Config,
-    model::{
-        sample::ReceivedEvents,
-        snapshot::{Published, Snapshot},
-        tuning::Mode,
-    },
-    probes::{LoadError, ProbeSource, Probes},
+    engine::Engine,
+    model::{sample::ReceivedEvents, snapshot::Snapshot},
+    probes::{ProbeSource, Probes},
     serve::server::{self, ServerState},
     sys::{Kernel, System},
-    tune::{
-        journal::JournalError,
-        tuner::{self, Tuner},
-    },
 };
 
 /// Why the daemon stopped with an error.
@@ -55,100 +48,46 @@ pub enum DaemonError {
     /// Signals or the collection thread could not be set up.
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    /// The journal is unusable and the mode needs it.
-    #[error("the tuner cannot start: {0}")]
-    Journal(#[from] JournalError),
 }
 
-/// Collection and tuning together: what `nettune run` does every tick, and what
-/// `nettune top` runs in-process when no agent is running.
-pub struct Engine<P: ProbeSource = Probes, S: System + Clone = Kernel> {
-    /// Reads the node every tick.
-    pub collector: Collector<P, S>,
-    tuner: Option<Tuner<S>>,
-    /// Event-triggered collections skipped by the minimum gap, so far.
-    pub suppressed_event_collections: u64,
-    /// Urgent events taken from the ring buffer, so far.
-    pub events_received: ReceivedEvents,
-    /// Polls the container runtime for pod names (stopped with the engine).
-    _runtime: Option<RuntimeWatcher>,
-}
-
-impl<P: ProbeSource, S: System + Clone> Engine<P, S> {
-    /// A collector over `probes`, pod names from the container runtime (polled
-    /// on a thread of its own; `identity.cri_socket = ""` turns it off) and,
-    /// unless the journal is unusable in observe mode, a tuner.
-    pub fn new(probes: P, system: S, config: &Config) -> Result<Self, DaemonError> {
-        let mem_total = tuner::mem_total(&system);
-        let mut config = config.clone();
-        if config.tuning.mode == Mode::Enforce && system.sysctls_read_only() {
-            log::warn!(
-                "/proc/sys is read-only here (a container without the privileged /proc \
-                 overlay?): tuning switches from enforce to advise; observing continues"
-            );
-            config.tuning.mode = Mode::Advise;
-        }
-        let config = &config;
-        let tuner = match Tuner::new(system.clone(), config.tuning_with_own_ports(), mem_total) {
-            Ok(t) => Some(t),
-            // Observing needs no journal; advising and enforcing do.
-            Err(e) if config.tuning.mode == Mode::Observe => {
-                log::warn!("tuning state unavailable ({e}); observing only");
-                None
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let runtime = RuntimeWatcher::start(&config.identity);
-        let mut collector = Collector::new(probes, system, config);
-        if let Some(watcher) = &runtime {
-            collector = collector.with_runtime(watcher.board());
-        }
-        Ok(Self {
-            collector,
-            tuner,
-            suppressed_event_collections: 0,
-            events_received: ReceivedEvents::default(),
-            _runtime: runtime,
-        })
-    }
-
-    /// An engine for someone looking at the node (`nettune top` without a running
-    /// agent): it observes, or at most advises, whatever the config's mode — a
-    /// viewer never writes a sysctl.
-    pub fn for_viewer(probes: P, system: S, config: &Config) -> Result<Self, DaemonError> {
-        let mut config = config.clone();
-        if config.tuning.mode == Mode::Enforce {
-            config.tuning.mode = Mode::Advise;
-        }
-        Self::new(probes, system, &config)
-    }
-
-    /// One collection, then a tuning round on its Snapshot; returns the tick and
-    /// what to publish.
-    pub fn step(&mut self) -> Result<(Tick, Published), LoadError> {
-        let tick = self.collector.tick()?;
-        let tuning = self.tuner.as_mut().map(|t| {
-            t.round(&tick.snapshot, tuner::now_unix());
-            t.state()
-        });
-        let published = Published {
-            snapshot: tick.snapshot.clone(),
-            tuning,
-            event_collections_suppressed: self.suppressed_event_collections,
-            events_received: self.events_received,
-        };
-        Ok((tick, published))
-    }
-}
-
-/// When urgent events may trigger a collection: at most one per `min_gap`; the
-/// others are counted and wait for the next tick (or the next allowed event).
+/// When urgent events may trigger a collection, and when the kernel should send
+/// them.
+///
+/// A wake-up collects at most once per `min_gap`; the others are counted and wait
+/// for the next tick. Each event costs the kernel a ring-buffer wake-up, and the
+/// kernel sends one only while its kind is armed (the sender disarms it), so the
+/// loop arms the kinds only while an early collection could change something —
+/// the tuner enforces — and after a collection an event triggered: again after
+/// `min_gap` if it wrote a change (the pressure may still be growing), else only
+/// at a later tick, and each fruitless wake-up in a row doubles the ticks
+/// skipped (up to [`MAX_SKIPPED_TICKS`]): a firewall dropping packets all day is
+/// not news to the tuner, and the tick still sees everything.
 #[derive(Debug)]
 pub struct EventWakeups {
     min_gap: Duration,
     last: Option<Instant>,
+    /// When to arm the kinds again, if later than now.
+    rearm_at: Option<Instant>,
+    /// Fruitless event-triggered collections in a row.
+    fruitless: u32,
+    /// Tick collections still to pass before arming again.
+    skip_ticks: u32,
     /// Wake-ups that did not collect.
     pub suppressed: u64,
+}
+
+/// Most ticks a run of fruitless wake-ups makes the events wait.
+pub const MAX_SKIPPED_TICKS: u32 = 63;
+
+/// What to do with the kernel's urgent events after a collection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arming {
+    /// Arm every kind now.
+    Arm,
+    /// Disarm every kind.
+    Disarm,
+    /// Leave them disarmed for now ([`EventWakeups::due`] says when).
+    Later,
 }
 
 impl EventWakeups {
@@ -157,8 +96,56 @@ impl EventWakeups {
         Self {
             min_gap,
             last: None,
+            rearm_at: None,
+            fruitless: 0,
+            skip_ticks: 0,
             suppressed: 0,
         }
+    }
+
+    /// After a collection at `now`, triggered by an event or not, that wrote a
+    /// change (`applied`) or not, by an engine that `acts` on urgent events or
+    /// not: what to do with the kernel's events.
+    pub fn after_collection(
+        &mut self,
+        now: Instant,
+        by_event: bool,
+        applied: bool,
+        acts: bool,
+    ) -> Arming {
+        self.rearm_at = None;
+        if !acts {
+            return Arming::Disarm;
+        }
+        match (by_event, applied) {
+            (false, _) if self.skip_ticks > 0 => {
+                self.skip_ticks -= 1;
+                Arming::Later
+            }
+            (false, _) => Arming::Arm,
+            (true, true) => {
+                self.fruitless = 0;
+                self.rearm_at = Some(now + self.min_gap);
+                Arming::Later
+            }
+            (true, false) => {
+                // 0, 1, 3, 7, … ticks skipped after 1, 2, 3, 4, … in a row.
+                self.skip_ticks = (1u32 << self.fruitless.min(6)) - 1;
+                self.skip_ticks = self.skip_ticks.min(MAX_SKIPPED_TICKS);
+                self.fruitless = self.fruitless.saturating_add(1);
+                Arming::Later
+            }
+        }
+    }
+
+    /// Whether a re-arm planned by [`Self::after_collection`] is due at `now`
+    /// (it is then done).
+    pub fn due(&mut self, now: Instant) -> bool {
+        if self.rearm_at.is_some_and(|at| now >= at) {
+            self.rearm_at = None;
+            return true;
+        }
+        false
     }
 
     /// Events arrived at `now`: whether to collect now.
@@ -194,7 +181,7 @@ const STOP_CHECK: Duration = Duration::from_millis(200);
 /// The collection loop: collects every `interval` and on (coalesced) urgent
 /// events, publishes into `state`, until `stop` is set. Owns the engine: the
 /// probes are detached when it returns.
-pub fn collection_loop<P: ProbeSource, S: System + Clone>(
+pub fn collection_loop<P: ProbeSource, S: System + Clone + Send + 'static>(
     mut engine: Engine<P, S>,
     interval: Duration,
     mut wakeups: Option<EventWakeups>,
@@ -203,8 +190,18 @@ pub fn collection_loop<P: ProbeSource, S: System + Clone>(
 ) {
     let mut next_tick = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        // Veths still waiting for their tc programs are attached between ticks,
+        // a bounded time at a pass, with no wait while more are waiting.
+        let catching_up = engine.collector.catch_up().is_some_and(|changes| {
+            log_interfaces(&changes);
+            changes.pending > 0
+        });
         let now = Instant::now();
-        let wait = next_tick.saturating_duration_since(now).min(STOP_CHECK);
+        let wait = if catching_up {
+            Duration::ZERO
+        } else {
+            next_tick.saturating_duration_since(now).min(STOP_CHECK)
+        };
         let events_fd = engine.collector.probes.events_fd().map(|fd| fd.as_raw_fd());
         let woken = match (events_fd, wakeups.as_ref()) {
             (Some(fd), Some(_)) => wait_readable(fd, wait),
@@ -221,6 +218,11 @@ pub fn collection_loop<P: ProbeSource, S: System + Clone>(
             &mut engine.events_received,
         );
         let now = Instant::now();
+        if let Some(w) = wakeups.as_mut()
+            && w.due(now)
+        {
+            arm(&mut engine.collector.probes, true);
+        }
         let by_event = woken && wakeups.as_mut().is_some_and(|w| w.on_events(now));
         if !by_event && now < next_tick {
             continue;
@@ -230,12 +232,36 @@ pub fn collection_loop<P: ProbeSource, S: System + Clone>(
         }
         engine.suppressed_event_collections = wakeups.as_ref().map_or(0, |w| w.suppressed);
         engine.collector.probes.flush_kernel_log();
-        match engine.step() {
-            Ok((tick, published)) => {
-                log_tick(&tick);
-                state.publish(published);
+        let acts = engine.acts_on_urgent_events();
+        let applied = match engine.step() {
+            Ok(step) => {
+                log_tick(&step.tick);
+                state.publish(step.published);
+                step.applied
             }
-            Err(e) => log::warn!("collection failed: {e}"),
+            Err(e) => {
+                log::warn!("collection failed: {e}");
+                false
+            }
+        };
+        if let Some(w) = wakeups.as_mut() {
+            match w.after_collection(Instant::now(), by_event, applied, acts) {
+                Arming::Arm => arm(&mut engine.collector.probes, true),
+                Arming::Disarm => arm(&mut engine.collector.probes, false),
+                Arming::Later => {}
+            }
+        }
+    }
+}
+
+/// Arms or disarms every kind of urgent event.
+fn arm(probes: &mut impl ProbeSource, armed: bool) {
+    for kind in [
+        nettune_common::EventKind::NetfilterDrop,
+        nettune_common::EventKind::ListenOverflow,
+    ] {
+        if let Err(e) = probes.arm_events(kind, armed) {
+            log::debug!("cannot arm urgent events: {e}");
         }
     }
 }
@@ -289,7 +315,7 @@ pub async fn run(config: Config, probes: Probes) -> Result<(), DaemonError> {
     }
 
     log::info!("tuning mode: {:?}", config.tuning.mode);
-    let engine = Engine::new(probes, Kernel, &config)?;
+    let engine = Engine::new(probes, Kernel, &config);
     let wakeups = agent
         .wake_on_events
         .then(|| EventWakeups::new(Duration::from_secs_f64(agent.min_event_interval_seconds)));
@@ -348,19 +374,27 @@ fn log_events(
     }
 }
 
-fn log_tick(tick: &Tick) {
-    for (ifindex, name) in &tick.interfaces.added {
+/// Logs what attaching tc programs changed.
+fn log_interfaces(changes: &crate::probes::InterfaceChanges) {
+    for (ifindex, name) in &changes.added {
         log::info!("watching interface {name} (ifindex {ifindex})");
     }
-    for (ifindex, name) in &tick.interfaces.removed {
+    for (ifindex, name) in &changes.removed {
         log::info!("interface {name} (ifindex {ifindex}) is gone");
     }
-    for (name, reason) in &tick.interfaces.failed {
+    for (name, reason) in &changes.failed {
         log::warn!("cannot watch interface {name}: {reason}");
     }
+    if changes.pending > 0 {
+        log::debug!("{} interfaces left to attach", changes.pending);
+    }
+}
+
+fn log_tick(tick: &Tick) {
+    log_interfaces(&tick.interfaces);
     if tick.forgotten_entries > 0 {
         log::debug!(
-            "released {} map entries of departed namespaces",
+            "released {} map entries of departed namespaces and interfaces",
             tick.forgotten_entries
         );
     }
@@ -395,8 +429,7 @@ mod tests {
             FakeProbes::default(),
             system.clone(),
             &Config::without_runtime(),
-        )
-        .unwrap();
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let collecting = std::thread::spawn({
             let (state, stop) = (state.clone(), stop.clone());
@@ -438,6 +471,37 @@ mod tests {
     }
 
     #[test]
+    fn events_are_armed_only_while_an_early_collection_could_write() {
+        let mut w = EventWakeups::new(Duration::from_millis(100));
+        let t0 = Instant::now();
+        // Observing or advising: the kernel sends nothing.
+        assert_eq!(w.after_collection(t0, false, false, false), Arming::Disarm);
+        // Enforcing: armed at every tick.
+        assert_eq!(w.after_collection(t0, false, false, true), Arming::Arm);
+        // An event that led to a write: armed again after the gap.
+        assert_eq!(w.after_collection(t0, true, true, true), Arming::Later);
+        assert!(!w.due(t0 + Duration::from_millis(50)));
+        assert!(w.due(t0 + Duration::from_millis(100)));
+        assert!(!w.due(t0 + Duration::from_millis(150)), "once");
+        // An event that changed nothing: not before the next tick.
+        assert_eq!(w.after_collection(t0, true, false, true), Arming::Later);
+        assert!(!w.due(t0 + Duration::from_secs(60)));
+        assert_eq!(w.after_collection(t0, false, false, true), Arming::Arm);
+        // Fruitless again and again: the ticks skipped double, up to a bound.
+        let ticks_until_armed = |w: &mut EventWakeups| {
+            assert_eq!(w.after_collection(t0, true, false, true), Arming::Later);
+            (1..)
+                .find(|_| w.after_collection(t0, false, false, true) == Arming::Arm)
+                .unwrap()
+        };
+        let waits: Vec<u32> = (0..9).map(|_| ticks_until_armed(&mut w)).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 64, 64, 64, 64]);
+        // A useful one starts over.
+        assert_eq!(w.after_collection(t0, true, true, true), Arming::Later);
+        assert_eq!(ticks_until_armed(&mut w), 1);
+    }
+
+    #[test]
     fn every_event_taken_from_the_ring_is_counted_by_kind() {
         use nettune_common::{Event, EventKind};
         let event = |kind: u32| Event {
@@ -464,68 +528,5 @@ mod tests {
                 other: 1,
             }
         );
-    }
-}
-
-#[cfg(test)]
-mod read_only_tests {
-    use super::*;
-    use crate::{
-        model::{sample::ListenSysctls, tuning::Target},
-        probes::fake::FakeProbes,
-        sys::{ListenerScan, ListeningSocket, fake::FakeSystem},
-    };
-
-    #[test]
-    fn a_read_only_proc_sys_turns_enforce_into_advise_and_observing_goes_on() {
-        let system = Arc::new(FakeSystem::new());
-        system.add_namespace(1, None, true);
-        system.set_sysctl(&Target::Node, "net.core.somaxconn", "4096");
-        system.set_net_file(
-            1,
-            "netstat",
-            Some("TcpExt: ListenOverflows ListenDrops TCPReqQFullDrop\nTcpExt: 0 0 0\n"),
-        );
-        // A listener that asked for more than somaxconn, full: the rule would raise.
-        system.set_listeners(
-            1,
-            ListenerScan {
-                sockets: vec![ListeningSocket {
-                    address: std::net::Ipv4Addr::UNSPECIFIED.into(),
-                    port: 80,
-                    inode: 5,
-                    queue: 4097,
-                    limit: 4096,
-                }],
-                sysctls: ListenSysctls {
-                    somaxconn: Some(4096),
-                    ..ListenSysctls::default()
-                },
-            },
-        );
-        system.make_sysctls_read_only();
-        let state = std::env::temp_dir().join(format!("nettune-ro-{}", std::process::id()));
-        let mut config = Config::without_runtime();
-        config.tuning.mode = Mode::Enforce;
-        config.tuning.state_dir.clone_from(&state);
-        let mut engine = Engine::new(FakeProbes::default(), system.clone(), &config).unwrap();
-        engine.step().unwrap();
-        system.set_net_file(
-            1,
-            "netstat",
-            Some("TcpExt: ListenOverflows ListenDrops TCPReqQFullDrop\nTcpExt: 50 50 0\n"),
-        );
-        let (tick, published) = engine.step().unwrap();
-        assert!(tick.snapshot.workloads[0].listen_overflows.per_second > 0.0);
-        let decisions = published.tuning.unwrap().recent;
-        assert_eq!(decisions.len(), 1, "{decisions:?}");
-        assert_eq!(decisions[0].result, crate::model::tuning::Outcome::Advised);
-        assert_eq!(
-            system
-                .sysctl(&Target::Node, "net.core.somaxconn")
-                .as_deref(),
-            Some("4096")
-        );
-        let _ = std::fs::remove_dir_all(state);
     }
 }

@@ -32,7 +32,7 @@
 //!    JSON once per Snapshot for HTTP; [`top`] draws them; [`tune`] decides sysctl
 //!    changes from them (a pure policy), checks every change against its
 //!    guardrails, journals the original and writes through its actuator — the only
-//!    writer of sysctls; [`diagnose`] applies the guide's checks to procfs alone.
+//!    writer of sysctls; [`diagnose`] prints the rules' observations on two procfs readings.
 //! 6. [`daemon`] wires it together for `nettune run`: each tick it collects, runs
 //!    the tuner, and publishes the Snapshot and the tuner's state side by side.
 //!
@@ -42,18 +42,20 @@
 //! |---|---|
 //! | new kernel signal | a program in `nettune-ebpf/src/<signal>.rs`, its chain in [`probes`], its counters in [`model::sample`] and [`model::snapshot`], a kernel test in `bpf-tests/tests/kernel/<signal>.rs` |
 //! | new counter file or netlink query | [`sys`] (the format in its own module, the read in [`sys::System`] and its fake) |
-//! | new metric | [`serve::exporter::METRICS`] and the README table (a test checks they agree) |
-//! | new sysctl | one entry in [`tune::tunables`] |
-//! | new tuning rule | [`tune::policy`], with unit tests on hand-built Snapshots |
-//! | new config key | [`config`] (with its line-and-key error) and the README |
+//! | new metric | one declaration in [`serve::metrics::catalog`] (name, type, label struct, help), its series in [`serve::metrics::series`], and the README table (a test checks they agree) |
+//! | new sysctl | one entry in [`model::tunables`] |
+//! | new tuning rule | one module in [`tune::rules`] declaring its `Rule`, listed in `rules::ALL`; unit tests on hand-built Snapshots |
+//! | new config key | one entry in [`config::keys::KEYS`] (kind, bounds, field, doc); the README table comes from it |
 //! | new subcommand | `src/commands/<name>.rs` in the binary |
 
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod collect;
 pub mod config;
 pub mod daemon;
 pub mod diagnose;
+pub mod engine;
 pub mod model;
 pub mod probes;
 pub mod serve;

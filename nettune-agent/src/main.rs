@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 success; 1 a runtime failure, a signal without any working
 //! variant (`probes`), findings (`diagnose`), a non-compliant node (`audit`), a
-//! failed write (`apply`) or restore (`rollback`); 2 bad usage; 3 an invalid
+//! failed write (`apply`) or restore (`rollback`), a test that failed or missed
+//! its bound (`check`); 2 bad usage; 3 an invalid
 //! config file.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -42,7 +43,7 @@ struct Cli {
 struct ProbeArgs {
     /// Do not try this variant even if the kernel supports it (repeatable); the next
     /// variant in each signal's chain is used instead. Adds to probes.disable_variants.
-    /// One of: tp_btf, tracepoint, fentry, kprobe, tcx, clsact, procfs.
+    /// One of: tp_btf, tracepoint, fentry, kprobe, tcx, clsact, sock_diag, procfs.
     #[arg(long = "disable-variant", value_name = "VARIANT", value_parser = parse_variant)]
     disabled: Vec<Variant>,
     /// Kernel BTF to use instead of /sys/kernel/btf/vmlinux (for kernels built
@@ -68,6 +69,7 @@ impl ProbeArgs {
                 .or_else(|| config.probes.tracefs.clone()),
             // Nobody would be woken: spare the kernel the events' cost.
             without_urgent_events: !config.agent.wake_on_events,
+            program_stats: config.agent.program_stats,
         }
     }
 }
@@ -96,7 +98,7 @@ enum Command {
     },
     /// A live, top-style view: per-pod rates, drop reasons, listen overflows,
     /// conntrack, and the tuner's decisions. Reads a running agent (--agent, or the
-    /// one answering on agent.listen), else runs one in this process (root). Without
+    /// one answering on agent.api_listen), else runs one in this process (root). Without
     /// a terminal it prints plain-text frames, like `top -b`.
     Top {
         /// A running agent's JSON API, e.g. http://127.0.0.1:9978 (inside a DaemonSet pod:
@@ -161,6 +163,14 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The guide's tests between two pods or namespaces — throughput (iperf3, else a
+    /// built-in stream), TCP connect latency, ICMP echo, DNS lookups through the
+    /// source's own nameserver, HTTP requests as `ab` makes them — run inside the
+    /// source's namespace, bounded in count and time; a table (or --json), the run
+    /// saved in tuning.state_dir, and `--compare` of two runs with the tuning
+    /// changes between them. Exit code 1 if a test could not run, got nothing
+    /// through, or missed its bound.
+    Check(Box<commands::check::Args>),
     /// Check this node for the guide's common network problems (conntrack table,
     /// listen overflows, backlog drops, retransmissions, ephemeral ports) and print
     /// each finding with its evidence and fix. Exit code 1 if anything was found.
@@ -171,6 +181,13 @@ enum Command {
         /// Seconds to measure rates over.
         #[arg(long, default_value_t = 2.0, value_parser = parse_interval)]
         seconds: f64,
+        /// Also attach nettune's probes for the measurement (root): drops by
+        /// reason, and each pod's DNS, handshakes and ICMP errors, which procfs
+        /// cannot show. Unanswered queries need `--seconds` past dns.timeout_seconds.
+        #[arg(long)]
+        with_probes: bool,
+        #[command(flatten)]
+        probes: ProbeArgs,
     },
 }
 
@@ -178,11 +195,12 @@ fn parse_interval(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|e| format!("`{s}` is not a number: {e}"))?;
-    config::check_interval(v)
+    config::check_interval(v).map_err(|e| e.to_string())
 }
 
 fn parse_variant(s: &str) -> Result<Variant, String> {
     s.parse()
+        .map_err(|e: nettune::model::probes::UnknownVariant| e.to_string())
 }
 
 /// A failure with its exit code.
@@ -256,7 +274,21 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             let config = config()?;
             Ok(commands::probes::run(json, &probes.options(&config))?)
         }
-        Command::Diagnose { json, seconds } => Ok(commands::diagnose::run(json, seconds)?),
+        Command::Diagnose {
+            json,
+            seconds,
+            with_probes,
+            probes,
+        } => {
+            let config = config()?;
+            let options = with_probes.then(|| probes.options(&config));
+            Ok(commands::diagnose::run(
+                &config,
+                json,
+                seconds,
+                options.as_ref(),
+            )?)
+        }
         Command::Top {
             agent,
             interval,
@@ -271,9 +303,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
                 iterations,
                 batch,
             };
-            top::run(&options, &config, &probes.options(&config))?;
+            top::run(&options, &config, &probes.options(&config)).map_err(anyhow::Error::from)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Check(args) => Ok(commands::check::run(&config()?, *args)?),
         Command::Audit { profile, json } => Ok(commands::audit::run(&profile, json)?),
         Command::Apply {
             profile,

@@ -162,3 +162,70 @@ fn audit_and_apply_dry_run_work_without_root_and_change_nothing() {
     assert_eq!(code, Some(1), "{stdout}");
     let _ = std::fs::remove_dir_all(state);
 }
+
+#[test]
+fn check_refuses_bad_endpoints_and_bounds_and_compare_needs_saved_runs() {
+    // Its help is its own (not the next command's).
+    let (code, stdout, _) = nettune(&["check", "--help"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.starts_with("The guide's tests between two pods"),
+        "{stdout}"
+    );
+    let (_, diagnose, _) = nettune(&["diagnose", "--help"]);
+    assert!(diagnose.starts_with("Check this node"), "{diagnose}");
+    // Usage errors: no endpoints, a count out of range.
+    let (code, _, stderr) = nettune(&["check"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--from"), "{stderr}");
+    let (code, _, stderr) = nettune(&["check", "--from", "a", "--to", "b", "--seconds", "0"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    // Endpoints that name nothing: exit 1, saying which flag and why.
+    let (code, _, stderr) = nettune(&["check", "--from", "a/b/c", "--to", "10.0.0.1"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("--from: `a/b/c` is not a pod (namespace/name)"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = nettune(&["check", "--from", "host", "--to", "netns:nettune-cli-none"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(
+            "--to: `netns:nettune-cli-none`: no network namespace /run/netns/nettune-cli-none"
+        ),
+        "{stderr}"
+    );
+    let (code, _, stderr) = nettune(&[
+        "check",
+        "--from",
+        "host",
+        "--to",
+        "10.0.0.1",
+        "--url",
+        "https://x/",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("only http:// URLs are supported"),
+        "{stderr}"
+    );
+    // Nothing saved yet.
+    let state = std::env::temp_dir().join(format!("nettune-cli-check-{}", std::process::id()));
+    let config = temp_file(
+        "check.toml",
+        &format!("[tuning]\nstate_dir = \"{}\"\n", state.display()),
+    );
+    let (code, _, stderr) = nettune(&[
+        "--config",
+        config.to_str().unwrap(),
+        "check",
+        "--compare",
+        "last",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("`last`: only 0 runs saved"), "{stderr}");
+    let (code, stdout, _) = nettune(&["--config", config.to_str().unwrap(), "check", "--list"]);
+    assert_eq!((code, stdout.as_str()), (Some(0), ""));
+    std::fs::remove_file(config).unwrap();
+    let _ = std::fs::remove_dir_all(state);
+}

@@ -9,13 +9,13 @@
 
 use nettune::{
     config::Config,
+    model::{tunables, value},
     probes::events,
     sys::{
         btf::{Btf, BtfWriter},
         netlink, procfs,
         tracefs::{parse_format, parse_print_symbolic},
     },
-    tune::{tunables, value},
 };
 use proptest::prelude::*;
 

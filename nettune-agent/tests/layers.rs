@@ -15,19 +15,27 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("sys", &["model"]),
     ("probes", &["model", "sys"]),
+    ("config", &["model"]),
     ("collect", &["model", "sys", "probes", "config"]),
-    ("config", &["model", "tune"]),
-    ("tune", &["model", "sys"]),
+    ("tune", &["model", "sys", "config"]),
     ("serve", &["model"]),
-    ("diagnose", &["model", "sys", "collect"]),
+    (
+        "diagnose",
+        &["model", "sys", "probes", "collect", "config", "tune"],
+    ),
+    ("check", &["model", "sys", "collect", "config", "tune"]),
+    (
+        "engine",
+        &["model", "sys", "probes", "collect", "config", "tune"],
+    ),
     (
         "top",
-        &["model", "config", "daemon", "probes", "serve", "sys"],
+        &["model", "config", "engine", "probes", "serve", "sys"],
     ),
     (
         "daemon",
         &[
-            "model", "sys", "probes", "collect", "config", "serve", "tune",
+            "model", "sys", "probes", "collect", "config", "engine", "serve",
         ],
     ),
 ];

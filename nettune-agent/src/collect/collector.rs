@@ -3,7 +3,8 @@
 //!
 //! Everything about a namespace that is gone is released here, on the tick its
 //! departure is listed (at once when its veth goes, else within
-//! [`TOPOLOGY_REFRESH_TICKS`]): its map entries (`forget_namespaces`), its
+//! [`TOPOLOGY_REFRESH_TICKS`]): its map entries (`forget_namespaces`; those
+//! keyed by its host-side interface, `forget_interfaces`), its
 //! interface's tc links (`watch_interfaces`), and — since metrics are rendered
 //! from the latest Snapshot only — its metric series.
 //!
@@ -24,22 +25,24 @@ use std::{
 };
 
 use super::{
+    conversations::ConversationTracker,
     cri::{RuntimeBoard, RuntimePods},
     identity::{self, PodRecord},
     listeners::{ListenReadings, ListenerTracker},
     netfiles::NetFilesReader,
-    sample,
+    sample::{self, PodInterfaces},
 };
 use crate::{
     config::Config,
     model::probes::Variant,
     model::{
+        context::NodeContext,
         sample::Sample,
         snapshot::{Context, Snapshot},
         tuning::Mode,
         workload::Workload,
     },
-    probes::{InterfaceChanges, LoadError, ProbeSource, Probes, listen},
+    probes::{InterfaceChanges, MapReadError, ProbeSource, Probes, Timeouts, listen},
     sys::{Kernel, Link, Namespace, System},
 };
 
@@ -70,7 +73,21 @@ pub struct Collector<P: ProbeSource = Probes, S: System = Kernel> {
     unknown_activity: bool,
     /// Each namespace's `/proc/net` files, read where something happened.
     netfiles: NetFilesReader,
+    /// The veths to watch when some are still waiting for their tc programs
+    /// (attaching spends a bounded time per pass): see [`Collector::catch_up`].
+    pending_watch: Option<Vec<Link>>,
+    /// DNS queries and handshakes unanswered, and refusals, so far.
+    conversations: ConversationTracker,
+    /// When a query or a handshake counts as unanswered.
+    timeouts: Timeouts,
+    /// The cluster around the node, and when it was read.
+    node_context: Option<(NodeContext, Instant)>,
+    /// `cluster.lb_idle_timeout_seconds`, if set.
+    lb_idle_timeout: Option<u64>,
 }
+
+/// How often the node's context is read again (on a listing of the links).
+const CONTEXT_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Ticks between two listings of links and namespaces when nothing says one
 /// changed (a namespace with no veth on the host is found within this many).
@@ -89,7 +106,7 @@ pub struct Tick {
     pub snapshot: Snapshot,
     /// Host-side interfaces attached, forgotten or refused this tick.
     pub interfaces: InterfaceChanges,
-    /// Map entries of departed namespaces released this tick.
+    /// Map entries of departed namespaces and host interfaces released this tick.
     pub forgotten_entries: usize,
 }
 
@@ -111,6 +128,11 @@ pub fn node_name(config: &Config, system: &impl System) -> String {
 }
 
 impl<P: ProbeSource, S: System> Collector<P, S> {
+    /// The tuner's mode, as the Snapshot reports it.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
     /// A collector reading `probes` and `system`.
     pub fn new(probes: P, system: S, config: &Config) -> Self {
         Self {
@@ -129,6 +151,14 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             asked: BTreeSet::new(),
             listeners: ListenerTracker::default(),
             netfiles: NetFilesReader::default(),
+            pending_watch: None,
+            conversations: ConversationTracker::default(),
+            timeouts: Timeouts {
+                dns: std::time::Duration::from_secs_f64(config.dns.timeout_seconds),
+                handshake: std::time::Duration::from_secs_f64(config.tcp.handshake_timeout_seconds),
+            },
+            node_context: None,
+            lb_idle_timeout: Some(config.cluster.lb_idle_timeout_seconds).filter(|t| *t > 0),
             topology: None,
             ticks_since_listing: 0,
             unknown_activity: false,
@@ -180,8 +210,20 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
         }
     }
 
+    /// Attaches the tc programs to veths a tick left waiting (within one attach
+    /// budget), between ticks; returns what changed, if anything was waiting.
+    pub fn catch_up(&mut self) -> Option<InterfaceChanges> {
+        let watched = self.pending_watch.take()?;
+        let refs: Vec<&Link> = watched.iter().collect();
+        let changes = self.probes.watch_interfaces(&refs);
+        if changes.pending > 0 {
+            self.pending_watch = Some(watched);
+        }
+        Some(changes)
+    }
+
     /// Reads the node once and returns the Snapshot.
-    pub fn tick(&mut self) -> Result<Tick, LoadError> {
+    pub fn tick(&mut self) -> Result<Tick, MapReadError> {
         let started = Instant::now();
         let unknown = std::mem::take(&mut self.unknown_activity);
         let (
@@ -200,7 +242,20 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
         // Only a fresh listing says a namespace is gone: a cached one may miss a
         // new namespace whose entries must survive until it is listed.
         let forgotten_entries = if fresh {
-            self.probes.forget_namespaces(&alive)?
+            let namespaces_gone = self.probes.forget_namespaces(&alive)?;
+            // The host namespace stays while pods come and go: entries keyed by a
+            // departed veth of its own are released by interface. An interface
+            // made between the listing and this call loses at most the drops it
+            // had in that instant (its next drop makes the entry again).
+            let host = namespaces.values().find(|ns| ns.is_host);
+            let interfaces_gone = match (host, &host_links) {
+                (Some(host), Some(links)) => {
+                    let listed = links.iter().map(|l| l.ifindex).collect();
+                    self.probes.forget_interfaces(host.inode, &listed)?
+                }
+                _ => 0,
+            };
+            namespaces_gone + interfaces_gone
         } else {
             0
         };
@@ -228,18 +283,26 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             .filter(|(_, pod)| pod.ignored())
             .map(|(inode, _)| *inode)
             .collect();
+        let pod_veths: Vec<&Link> = veths
+            .iter()
+            .copied()
+            .filter(|l| peers.get(&l.ifindex).is_none_or(|ns| !ignored.contains(ns)))
+            .collect();
         // Without a listing, keep watching what we watch rather than detach it all.
         let interfaces = if host_links.is_some() {
             self.known_veths = listed;
-            let watched: Vec<&Link> = veths
-                .iter()
-                .copied()
-                .filter(|l| peers.get(&l.ifindex).is_none_or(|ns| !ignored.contains(ns)))
-                .collect();
-            self.probes.watch_interfaces(&watched)
+            let changes = self.probes.watch_interfaces(&pod_veths);
+            self.pending_watch =
+                (changes.pending > 0).then(|| pod_veths.iter().copied().cloned().collect());
+            changes
         } else {
             InterfaceChanges::default()
         };
+        // Every tick, not only on a listing: they are the pods' volumes.
+        let link_stats = self.system.host_link_stats().unwrap_or_else(|e| {
+            log::warn!("cannot read the interfaces' counters: {e}");
+            BTreeMap::new()
+        });
         let owners: Vec<(&Namespace, Workload)> = namespaces
             .values()
             .filter(|ns| !ignored.contains(&ns.inode))
@@ -255,18 +318,28 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             .namespaces_seen()
             .any(|n| n != 0 && !namespaces.contains_key(&n));
         let listen = ListenReadings {
-            calls: std::mem::take(&mut readings.listen_calls),
+            origins: std::mem::take(&mut readings.listen_origins),
             exact: self
                 .counts_overflows_per_socket()
-                .then(|| std::mem::take(&mut readings.listeners)),
+                .then(|| std::mem::take(&mut readings.listen_overflows)),
+        };
+        let taken = self.probes.take_unanswered_and_refused(self.timeouts)?;
+        self.conversations.count(&taken);
+        self.conversations
+            .keep_interfaces(&veths.iter().map(|l| l.ifindex).collect());
+        let pod_interfaces = PodInterfaces {
+            veths: &pod_veths,
+            link_stats: &link_stats,
+            peers: &peers,
         };
         let mut sample = sample::read(
             &self.system,
             &owners,
-            readings,
-            &peers,
+            &mut readings,
+            &pod_interfaces,
             self.probes.drop_reasons(),
         );
+        self.conversations.fill(&mut sample, &readings);
         let read: Vec<&Namespace> = owners.iter().map(|(ns, _)| *ns).collect();
         self.netfiles
             .fill(&self.system, &read, &mut sample, Instant::now());
@@ -274,7 +347,7 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             self.listeners
                 .update(&self.system, &namespaces, &ignored, &mut sample, listen);
         if !handled.is_empty() {
-            self.probes.forget_listen_calls(&handled)?;
+            self.probes.forget_listen_origins(&handled)?;
         }
         let now = Instant::now();
         let (before, elapsed) = match &self.previous {
@@ -282,6 +355,9 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             None => (None, 0.0),
         };
         let context = Context {
+            taken_at_unix_seconds: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
             node: &self.node,
             kernel: &self.kernel,
             mode: self.mode,
@@ -291,7 +367,19 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             reasons: self.probes.drop_reasons(),
             identity_sources: runtime.source.as_slice(),
         };
-        let snapshot = Snapshot::build(&sample, before, elapsed, &context);
+        let mut snapshot = Snapshot::build(&sample, before, elapsed, &context);
+        if let Some(links) = host_links.as_deref()
+            && fresh
+            && self
+                .node_context
+                .as_ref()
+                .is_none_or(|(_, at)| at.elapsed() >= CONTEXT_REFRESH)
+        {
+            let mut context = super::context::read(&self.system, links);
+            context.lb_idle_timeout = self.lb_idle_timeout;
+            self.node_context = Some((context, now));
+        }
+        snapshot.context = self.node_context.as_ref().map(|(c, _)| c.clone());
         self.previous = Some((sample, now));
         Ok(Tick {
             snapshot,

@@ -31,10 +31,21 @@ use crate::{
     config::IdentityConfig,
     model::workload::IdentitySource,
     sys::{
+        System,
         cri::{self, CriClient, CriError, SandboxInfo, api},
-        netns,
     },
 };
+
+/// Why a poll of the runtime brought no pods.
+#[derive(Debug, thiserror::Error)]
+enum PollError {
+    /// No socket configured, and none of the usual ones exists.
+    #[error("no container runtime socket at {} (set identity.cri_socket)", cri::CANDIDATE_SOCKETS.join(" or "))]
+    NoSocket,
+    /// The runtime did not answer as asked.
+    #[error(transparent)]
+    Cri(#[from] CriError),
+}
 
 /// The `source` label of the runtime in `nettune_identity_source`.
 pub const SOURCE: &str = "cri";
@@ -115,7 +126,7 @@ impl RuntimeWatcher {
     /// Starts polling as `config` says; `None` when the runtime source is off
     /// (`identity.cri_socket = ""`) or the thread cannot be started (then pods
     /// are named by the other sources, which the log says).
-    pub fn start(config: &IdentityConfig) -> Option<Self> {
+    pub fn start<S: System + Send + 'static>(config: &IdentityConfig, system: S) -> Option<Self> {
         if config.cri_disabled() {
             log::info!("pod names from the container runtime: off (identity.cri_socket = \"\")");
             return None;
@@ -126,12 +137,14 @@ impl RuntimeWatcher {
             wake: Some(tx.clone()),
         };
         let mut poller = Poller {
+            system,
             configured: config.cri_socket.clone(),
             timeout: Duration::from_secs_f64(config.cri_timeout_seconds),
             interval: Duration::from_secs_f64(config.cri_poll_seconds),
             client: None,
             pods: BTreeMap::new(),
             health: Health::Unknown,
+            outages: 0,
             board: board.clone(),
             runtime: String::new(),
         };
@@ -175,7 +188,9 @@ enum Health {
     Down,
 }
 
-struct Poller {
+struct Poller<S> {
+    /// Where namespaces are looked up.
+    system: S,
     configured: Option<PathBuf>,
     timeout: Duration,
     interval: Duration,
@@ -183,12 +198,14 @@ struct Poller {
     /// Known pods by sandbox id.
     pods: BTreeMap<String, PodRecord>,
     health: Health,
+    /// Times the runtime went down (or was down at first), so far.
+    outages: u64,
     board: RuntimeBoard,
     /// The runtime's name and version, once it answered.
     runtime: String,
 }
 
-impl Poller {
+impl<S: System> Poller<S> {
     fn run(&mut self, signals: &Receiver<Signal>) {
         loop {
             let outcome = self.poll();
@@ -207,26 +224,20 @@ impl Poller {
     }
 
     /// The socket to use: the configured one, else the first usual one present.
-    fn socket(&self) -> Result<PathBuf, String> {
+    fn socket(&self) -> Result<PathBuf, PollError> {
         if let Some(path) = &self.configured {
             return Ok(path.clone());
         }
-        cri::detect_socket().ok_or_else(|| {
-            format!(
-                "no container runtime socket at {} (set identity.cri_socket)",
-                cri::CANDIDATE_SOCKETS.join(" or ")
-            )
-        })
+        cri::detect_socket().ok_or(PollError::NoSocket)
     }
 
     /// One poll; `Ok(where)` when the runtime answered.
-    fn poll(&mut self) -> Result<String, String> {
+    fn poll(&mut self) -> Result<String, PollError> {
         let socket = self.socket()?;
         if self.client.as_ref().is_none_or(|c| c.socket() != socket) {
             self.client = None;
-            let mut client =
-                CriClient::connect(&socket, self.timeout).map_err(|e| e.to_string())?;
-            let version = client.version().map_err(|e| e.to_string())?;
+            let mut client = CriClient::connect(&socket, self.timeout)?;
+            let version = client.version()?;
             self.runtime = format!("{} {}", version.runtime_name, version.runtime_version);
             self.client = Some(client);
         }
@@ -239,9 +250,11 @@ impl Poller {
     }
 
     /// Lists the ready sandboxes and asks for the status of new ones.
-    fn refresh(&mut self) -> Result<(), String> {
-        let client = self.client.as_mut().ok_or("not connected")?;
-        let sandboxes = client.ready_sandboxes().map_err(|e| e.to_string())?;
+    fn refresh(&mut self) -> Result<(), PollError> {
+        let Some(client) = self.client.as_mut() else {
+            return Ok(());
+        };
+        let sandboxes = client.ready_sandboxes()?;
         let mut known = std::mem::take(&mut self.pods);
         let mut outcome = Ok(());
         for sandbox in sandboxes {
@@ -255,7 +268,7 @@ impl Poller {
             }
             match client.sandbox_status(&sandbox.id) {
                 Ok(status) => {
-                    let pod = record(&sandbox, &status);
+                    let pod = record(&self.system, &sandbox, &status);
                     self.pods.insert(sandbox.id, pod);
                 }
                 // Removed between the list and the status.
@@ -266,12 +279,12 @@ impl Poller {
         outcome.map_err(|e: CriError| {
             // Keep what was known; the next poll finishes the list.
             self.pods.append(&mut known);
-            e.to_string()
+            e.into()
         })
     }
 
     /// Publishes the pods and the source's health; logs transitions only.
-    fn report(&mut self, outcome: Result<String, String>) {
+    fn report(&mut self, outcome: Result<String, PollError>) {
         let (up, detail) = match outcome {
             Ok(socket) => {
                 if self.health != Health::Up {
@@ -289,10 +302,12 @@ impl Poller {
                 self.health = Health::Up;
                 (true, socket)
             }
-            Err(reason) => {
+            Err(e) => {
+                let reason = e.to_string();
                 if self.health == Health::Down {
                     log::debug!("container runtime still unavailable: {reason}");
                 } else {
+                    self.outages += 1;
                     log::warn!(
                         "pod names from the container runtime are unavailable: {reason}; pods it \
                          named keep their names, new ones are named by their cgroup or \
@@ -303,7 +318,8 @@ impl Poller {
                 self.health = Health::Down;
                 // Keep only pods whose sandbox process still lives in the same
                 // namespace: a namespace inode can be reused.
-                self.pods.retain(|_, pod| still_there(pod));
+                let system = &self.system;
+                self.pods.retain(|_, pod| still_there(system, pod));
                 (false, reason)
             }
         };
@@ -313,27 +329,32 @@ impl Poller {
                 source: SOURCE.into(),
                 up,
                 detail,
+                outages: self.outages,
             }),
         });
     }
 }
 
 /// The namespace inode of `pid`, or of the namespace file at `path`.
-fn namespace_of(pid: Option<u32>, path: Option<&Path>) -> Option<u32> {
-    pid.and_then(|pid| netns::inode_of(Path::new(&format!("/proc/{pid}/ns/net"))).ok())
-        .or_else(|| path.and_then(|p| netns::nsfs_inode(p).ok()))
+fn namespace_of(system: &impl System, pid: Option<u32>, path: Option<&Path>) -> Option<u32> {
+    pid.and_then(|pid| system.netns_of_pid(pid).ok())
+        .or_else(|| path.and_then(|p| system.namespace_file_inode(p).ok()))
 }
 
 /// Whether a pod's sandbox process still lives in the namespace recorded.
-fn still_there(pod: &PodRecord) -> bool {
+fn still_there(system: &impl System, pod: &PodRecord) -> bool {
     match (pod.pid, pod.netns) {
-        (Some(pid), Some(inode)) => namespace_of(Some(pid), None) == Some(inode),
+        (Some(pid), Some(inode)) => namespace_of(system, Some(pid), None) == Some(inode),
         _ => false,
     }
 }
 
 /// A pod from its list entry and verbose status.
-fn record(sandbox: &api::PodSandbox, response: &api::PodSandboxStatusResponse) -> PodRecord {
+fn record(
+    system: &impl System,
+    sandbox: &api::PodSandbox,
+    response: &api::PodSandboxStatusResponse,
+) -> PodRecord {
     let info = SandboxInfo::from_status_info(&response.info);
     let status = response.status.clone().unwrap_or_default();
     let metadata = sandbox
@@ -356,7 +377,7 @@ fn record(sandbox: &api::PodSandbox, response: &api::PodSandboxStatusResponse) -
         netns: if host_network {
             None
         } else {
-            namespace_of(info.pid, info.netns_path.as_deref())
+            namespace_of(system, info.pid, info.netns_path.as_deref())
         },
         pid: info.pid,
         host_interfaces: info.host_interfaces,
@@ -367,6 +388,7 @@ fn record(sandbox: &api::PodSandbox, response: &api::PodSandboxStatusResponse) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::{Kernel, netns};
 
     #[test]
     fn a_record_takes_names_annotations_ips_and_the_namespace_of_its_process() {
@@ -381,7 +403,6 @@ mod tests {
                 attempt: 0,
             }),
             annotations: [("nettune.io/ignore".to_owned(), "true".to_owned())].into(),
-            ..api::PodSandbox::default()
         };
         let response = api::PodSandboxStatusResponse {
             status: Some(api::PodSandboxStatus {
@@ -397,7 +418,7 @@ mod tests {
             )]
             .into(),
         };
-        let pod = record(&sandbox, &response);
+        let pod = record(&Kernel, &sandbox, &response);
         assert_eq!(
             (pod.namespace.as_str(), pod.name.as_str(), pod.uid.as_str()),
             ("shop", "web-1", "u-1")
@@ -409,33 +430,41 @@ mod tests {
         );
         assert_eq!(pod.netns, Some(own), "the namespace of the sandbox's pid");
         assert_eq!(pod.host_interfaces, ["veth1"]);
-        assert!(still_there(&pod));
+        assert!(still_there(&Kernel, &pod));
         let moved = PodRecord {
             netns: Some(own.wrapping_add(1)),
             ..pod
         };
-        assert!(!still_there(&moved), "its process lives elsewhere now");
+        assert!(
+            !still_there(&Kernel, &moved),
+            "its process lives elsewhere now"
+        );
     }
 
     #[test]
     fn a_missing_socket_is_reported_down_once_and_nothing_is_named() {
         let board = RuntimeBoard::new();
         let mut poller = Poller {
+            system: Kernel,
             configured: Some("/nonexistent/nettune.sock".into()),
             timeout: Duration::from_millis(200),
             interval: Duration::from_secs(1),
             client: None,
             pods: BTreeMap::new(),
             health: Health::Unknown,
+            outages: 0,
             board: board.clone(),
             runtime: String::new(),
         };
+        let outcome = poller.poll();
+        poller.report(outcome);
         let outcome = poller.poll();
         poller.report(outcome);
         let seen = board.latest();
         assert!(seen.pods.is_empty());
         let source = seen.source.clone().unwrap();
         assert_eq!((source.source.as_str(), source.up), (SOURCE, false));
+        assert_eq!(source.outages, 1, "two failed polls are one outage");
         assert!(
             source.detail.contains("/nonexistent/nettune.sock"),
             "{}",
@@ -446,19 +475,25 @@ mod tests {
     #[test]
     fn a_watcher_stops_when_dropped_even_against_a_silent_runtime() {
         let runtime = cri::SilentRuntime::new("watch");
-        let watcher = RuntimeWatcher::start(&IdentityConfig {
-            cri_socket: Some(runtime.socket.clone()),
-            cri_poll_seconds: 0.1,
-            cri_timeout_seconds: 0.2,
-        })
+        let watcher = RuntimeWatcher::start(
+            &IdentityConfig {
+                cri_socket: Some(runtime.socket.clone()),
+                cri_poll_seconds: 0.1,
+                cri_timeout_seconds: 0.2,
+            },
+            Kernel,
+        )
         .unwrap();
         watcher.board().poll_soon();
         drop(watcher);
         assert!(
-            RuntimeWatcher::start(&IdentityConfig {
-                cri_socket: Some(PathBuf::new()),
-                ..IdentityConfig::default()
-            })
+            RuntimeWatcher::start(
+                &IdentityConfig {
+                    cri_socket: Some(PathBuf::new()),
+                    ..IdentityConfig::default()
+                },
+                Kernel
+            )
             .is_none(),
             "an empty socket turns the source off"
         );

@@ -287,6 +287,7 @@ mod tests {
             kind: Some("veth".into()),
             peer_ifindex: Some(2),
             peer_netnsid: Some(0),
+            mtu: Some(1500),
         }
     }
 

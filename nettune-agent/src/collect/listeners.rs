@@ -2,14 +2,16 @@
 //! with the backlog its application asked `listen()` for, the limit it got, its
 //! accept queue, and its share of the namespace's overflows.
 //!
-//! **What asked for what.** The `sys_enter_listen` tracepoint records (process,
-//! descriptor) → (backlog, the caller's namespace) for every `listen()`; each
-//! tick the tracker resolves new calls through `/proc/<pid>/fd/<fd>` to the
-//! socket's inode (and `/proc/<pid>/comm` to the process's name), then has the
-//! probes forget them. Without BTF the kernel side cannot name the namespace;
-//! the process's own (`/proc/<pid>/ns/net`) stands in. A socket that listened
-//! before nettune started has no such record: its requested backlog is unknown,
-//! while its limit and queue (from `sock_diag`) are still exact.
+//! **What asked for what.** When a socket starts listening, the kernel side
+//! records its limit, the namespace's somaxconn at that moment and the process's
+//! name, keyed by (namespace, socket inode) — what `sock_diag` reports, so the
+//! record survives a server that forks after `listen()` and exits (nginx's
+//! daemon mode, httpd, HAProxy `-D`). Each tick the tracker takes new records and
+//! has the probes forget them. A limit below the somaxconn of that moment is
+//! exactly what the application asked for; a limit equal to it means it asked
+//! for at least that. A socket that listened before nettune started has no
+//! record: what it asked for is unknown, while its limit and queue (from
+//! `sock_diag`) are still exact.
 //!
 //! **Which namespaces are looked at** (a `sock_diag` dump inside a namespace
 //! costs a thread and a netlink exchange, so the idle cost must not grow with the
@@ -29,10 +31,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use nettune_common::{ListenCall, ListenKey, ListenOverflow, ListenRequest};
+use nettune_common::{ListenKey, ListenOrigin, ListenOverflow, ListenSocket};
 
 use crate::{
-    model::sample::{Attribution, ListenCounters, ListenSysctls, ListenerSample, Sample},
+    model::sample::{Attribution, ListenCounters, ListenerSample, NetnsSysctls, Sample},
     sys::{ListeningSocket, Namespace, System},
 };
 
@@ -42,19 +44,21 @@ pub const MAX_SCANS_PER_TICK: usize = 16;
 pub const BACKGROUND_SCANS_PER_TICK: usize = 2;
 /// Listeners kept per namespace (the fullest queues first).
 pub const MAX_LISTENERS_PER_NAMESPACE: usize = 256;
-/// `listen()` origins remembered (socket inode → backlog, process).
+/// Listen origins remembered (socket inode → limit, somaxconn, process).
 pub const MAX_ORIGINS: usize = 8192;
 
-/// Who listened on a socket, and with what backlog.
+/// How a socket started listening, and who listened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Origin {
-    /// The namespace of the process that called `listen()`.
+    /// The socket's namespace.
     netns: u32,
-    /// The backlog it passed.
-    requested: u32,
-    /// Its command name.
+    /// Its limit when it started listening.
+    limit: u32,
+    /// The namespace's somaxconn at that moment.
+    somaxconn: u32,
+    /// The command of the process that listened.
     process: Option<String>,
-    /// The tick it was resolved in (newer origins survive eviction).
+    /// The tick it was taken in (newer origins survive eviction).
     tick: u64,
 }
 
@@ -62,7 +66,7 @@ struct Origin {
 #[derive(Clone, Debug, Default)]
 struct Look {
     sockets: Vec<ListeningSocket>,
-    sysctls: ListenSysctls,
+    sysctls: NetnsSysctls,
 }
 
 /// Listener state carried from tick to tick.
@@ -84,17 +88,17 @@ pub struct ListenerTracker {
 /// What the probes gave the tracker this tick.
 #[derive(Debug, Default)]
 pub struct ListenReadings {
-    /// New `listen()` calls and what they asked for.
-    pub calls: BTreeMap<ListenCall, ListenRequest>,
+    /// Sockets that started listening since the last tick, and how.
+    pub origins: BTreeMap<ListenSocket, ListenOrigin>,
     /// Overflows per (namespace, port), when a per-socket variant is attached.
     pub exact: Option<BTreeMap<ListenKey, ListenOverflow>>,
 }
 
 impl ListenerTracker {
     /// Updates the tracker from one tick and fills `sample.listeners` and each
-    /// namespace's `listen_sysctls`; namespaces in `ignored` (pods annotated
-    /// `nettune.io/ignore`) are treated as absent. Returns the `listen()` calls
-    /// handled, for the probes to forget.
+    /// namespace's `netns_sysctls`; namespaces in `ignored` (pods annotated
+    /// `nettune.io/ignore`) are treated as absent. Returns the listen origins
+    /// taken, for the probes to forget.
     pub fn update(
         &mut self,
         system: &impl System,
@@ -102,7 +106,7 @@ impl ListenerTracker {
         ignored: &BTreeSet<u32>,
         sample: &mut Sample,
         readings: ListenReadings,
-    ) -> Vec<ListenCall> {
+    ) -> Vec<ListenSocket> {
         self.tick += 1;
         let kept;
         let namespaces = if ignored.is_empty() {
@@ -116,8 +120,8 @@ impl ListenerTracker {
             &kept
         };
         self.forget_departed(namespaces);
-        let handled: Vec<ListenCall> = readings.calls.keys().copied().collect();
-        let listened_in = self.resolve(system, &readings.calls);
+        let handled: Vec<ListenSocket> = readings.origins.keys().copied().collect();
+        let listened_in = self.take(&readings.origins);
         for inode in self.choose(namespaces, sample, &listened_in) {
             let Some(ns) = namespaces.get(&inode) else {
                 continue;
@@ -150,50 +154,28 @@ impl ListenerTracker {
         self.origins.retain(|_, o| alive(&o.netns));
     }
 
-    /// Resolves `listen()` calls to socket inodes; returns the namespaces they
-    /// were made in. Calls whose process or descriptor is gone are dropped.
-    fn resolve(
-        &mut self,
-        system: &impl System,
-        calls: &BTreeMap<ListenCall, ListenRequest>,
-    ) -> BTreeSet<u32> {
+    /// Takes the kernel's new listen origins; returns the namespaces they were
+    /// made in.
+    fn take(&mut self, origins: &BTreeMap<ListenSocket, ListenOrigin>) -> BTreeSet<u32> {
         let mut namespaces = BTreeSet::new();
-        for (call, request) in calls {
-            let Some(socket) = system
-                .read_proc_link(&format!("{}/fd/{}", call.tgid, call.fd))
-                .ok()
-                .and_then(|l| bracketed(&l, "socket"))
-            else {
-                continue;
-            };
-            // The kernel side names the calling thread's namespace when it can.
-            let netns = match request.netns {
-                0 => system
-                    .read_proc_link(&format!("{}/ns/net", call.tgid))
-                    .ok()
-                    .and_then(|l| bracketed(&l, "net")),
-                n => Some(n),
-            };
-            let Some(netns) = netns else { continue };
-            let requested = request.backlog;
-            let process = system
-                .read_proc(&format!("{}/comm", call.tgid))
-                .ok()
-                .map(|c| c.trim().to_owned());
-            if self.origins.len() >= MAX_ORIGINS && !self.origins.contains_key(&socket) {
+        for (socket, origin) in origins {
+            if self.origins.len() >= MAX_ORIGINS && !self.origins.contains_key(&socket.inode) {
                 self.evict_oldest_origin();
             }
-            let tick = self.tick;
+            let comm = &origin.comm;
+            let end = comm.iter().position(|&c| c == 0).unwrap_or(comm.len());
+            let process = (end > 0).then(|| String::from_utf8_lossy(&comm[..end]).into_owned());
             self.origins.insert(
-                socket,
+                socket.inode,
                 Origin {
-                    netns,
-                    requested,
+                    netns: socket.netns,
+                    limit: origin.limit,
+                    somaxconn: origin.somaxconn,
                     process,
-                    tick,
+                    tick: self.tick,
                 },
             );
-            namespaces.insert(netns);
+            namespaces.insert(socket.netns);
         }
         namespaces
     }
@@ -262,7 +244,7 @@ impl ListenerTracker {
         &mut self,
         netns: u32,
         mut sockets: Vec<ListeningSocket>,
-        sysctls: ListenSysctls,
+        sysctls: NetnsSysctls,
         counters: ListenCounters,
     ) {
         // The fullest queues first, then by port, so that a cut keeps what matters.
@@ -299,11 +281,16 @@ impl ListenerTracker {
         sample.listeners.clear();
         for (&netns, look) in &self.looks {
             if let Some(ns) = sample.netns.get_mut(&netns) {
-                ns.listen_sysctls = Some(look.sysctls);
+                ns.netns_sysctls = Some(look.sysctls);
             }
             let mut counted_ports = BTreeSet::new();
             for s in &look.sockets {
-                let origin = self.origins.get(&s.inode);
+                // An origin whose limit differs is stale: the application listened
+                // again on the same socket (a backlog change) while nettune watched.
+                let origin = self
+                    .origins
+                    .get(&s.inode)
+                    .filter(|o| o.netns == netns && o.limit == s.limit);
                 let (overflows, attribution) = match exact {
                     // The kernel's key has no address: the first socket on the
                     // port takes the count.
@@ -329,7 +316,10 @@ impl ListenerTracker {
                     inode: s.inode,
                     queue: s.queue,
                     limit: s.limit,
-                    requested: origin.map(|o| o.requested),
+                    requested: origin.filter(|o| o.limit < o.somaxconn).map(|o| o.limit),
+                    capped_by: origin
+                        .filter(|o| o.limit >= o.somaxconn)
+                        .map(|o| o.somaxconn),
                     process: origin.and_then(|o| o.process.clone()),
                     overflows,
                     attribution,
@@ -353,15 +343,6 @@ fn split(total: u64, parts: usize) -> impl Iterator<Item = u64> {
     let each = total.checked_div(parts).unwrap_or(0);
     let extra = total.checked_rem(parts).unwrap_or(0);
     (0..parts).map(move |i| each + u64::from(i < extra))
-}
-
-/// The number in `kind:[N]` (how `/proc` links name sockets and namespaces).
-fn bracketed(link: &str, kind: &str) -> Option<u32> {
-    link.strip_prefix(kind)?
-        .strip_prefix(":[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //! - [`collector`]: the tick — follow host-side veths (the probes attach to new
 //!   ones), discover namespaces, release the departed, read, build the Snapshot;
 //! - [`sample`]: turning the probes' readings into a Sample;
+//! - [`conversations`]: DNS queries and handshakes that stayed unanswered, and
+//!   refusals, counted between ticks;
 //! - [`netfiles`]: each namespace's `/proc/net` counter files, read where
 //!   something happened (and the rest in turn);
 //! - [`identity`]: who owns each namespace (a pod the container runtime names,
@@ -15,10 +17,12 @@
 //!
 //! A tick's I/O goes through [`crate::sys::System`] and
 //! [`crate::probes::ProbeSource`], so it is unit-tested against
-//! [`crate::sys::fake::FakeSystem`] and [`crate::probes::fake::FakeProbes`]; the
+//! `sys::fake::FakeSystem` and `probes::fake::FakeProbes` (compiled for tests only); the
 //! runtime's pods reach it as data on a [`cri::RuntimeBoard`].
 
 pub mod collector;
+pub mod context;
+pub mod conversations;
 pub mod cri;
 pub mod identity;
 pub mod listeners;

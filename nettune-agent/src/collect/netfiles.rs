@@ -62,10 +62,8 @@ fn activity_marks(sample: &Sample) -> BTreeMap<u32, u64> {
         .collect();
     for iface in sample.interfaces.values() {
         if let Some(mark) = iface.peer_netns.and_then(|n| marks.get_mut(&n)) {
-            let t = &iface.traffic;
-            *mark = mark
-                .wrapping_add(t.ingress_packets)
-                .wrapping_add(t.egress_packets);
+            let c = &iface.counters;
+            *mark = mark.wrapping_add(c.rx_packets).wrapping_add(c.tx_packets);
         }
     }
     marks

@@ -11,11 +11,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::{
     model::{
         drop_reasons::DropReasons,
-        sample::{InterfaceSample, NetnsSample, Sample},
+        sample::{InterfaceSample, LinkCounters, NetnsSample, Sample},
         workload::Workload,
     },
     probes::ProbeReadings,
-    sys::{Namespace, System, procfs},
+    sys::{Link, Namespace, System, procfs},
 };
 
 /// The per-namespace files every tick reads, in the order [`read_netns_files`]
@@ -24,6 +24,8 @@ const NET_FILES: [&str; 4] = ["netstat", "snmp", "stat/nf_conntrack", "sockstat"
 
 /// `nf_conntrack_max` under `/proc`.
 pub const CONNTRACK_MAX: &str = "sys/net/netfilter/nf_conntrack_max";
+/// Per-CPU input queue statistics under `/proc`.
+pub const SOFTNET_STAT: &str = "net/softnet_stat";
 
 /// Reads `ns`'s counter files into `into`.
 pub fn read_netns_files(system: &impl System, ns: &Namespace, into: &mut NetnsSample) {
@@ -49,47 +51,72 @@ pub fn leave_out(readings: &mut ProbeReadings, left_out: &BTreeSet<u32>) {
     readings.retransmits.retain(|ns, _| !left_out.contains(ns));
     readings.drops.retain(|k, _| !left_out.contains(&k.netns));
     readings
-        .listeners
+        .listen_overflows
+        .retain(|k, _| !left_out.contains(&k.netns));
+    readings
+        .listen_origins
         .retain(|k, _| !left_out.contains(&k.netns));
     readings
         .connect_eaddrnotavail
         .retain(|ns, _| !left_out.contains(ns));
 }
 
+/// The node's pods' interfaces this tick: the host-side veths and their own
+/// counters (`link_stats`, by ifindex), with the namespace of each one's other
+/// end (`peers`).
+pub struct PodInterfaces<'a> {
+    /// The host-side veths (pods left out excluded).
+    pub veths: &'a [&'a Link],
+    /// Every host interface's counters.
+    pub link_stats: &'a BTreeMap<u32, LinkCounters>,
+    /// Host-side ifindex → the namespace of the veth's peer.
+    pub peers: &'a BTreeMap<u32, u32>,
+}
+
 /// One tick's Sample: the probes' `readings`, each of `namespaces` with its
-/// owner, and `peers` (host-side ifindex → the namespace of the veth's other
-/// end). The namespaces' `/proc/net` files are [`super::netfiles`]' business.
+/// owner, and the pods' `interfaces`. Conversations are filled by
+/// [`super::conversations`], the namespaces' `/proc/net` files by
+/// [`super::netfiles`].
 pub fn read(
     system: &impl System,
     namespaces: &[(&Namespace, Workload)],
-    readings: ProbeReadings,
-    peers: &BTreeMap<u32, u32>,
+    readings: &mut ProbeReadings,
+    interfaces: &PodInterfaces<'_>,
     reasons: &DropReasons,
 ) -> Sample {
     let mut sample = Sample {
-        interfaces: readings
-            .interfaces
-            .into_iter()
-            .map(|(ifindex, (name, traffic))| {
+        interfaces: interfaces
+            .veths
+            .iter()
+            .map(|link| {
                 let iface = InterfaceSample {
-                    name,
-                    traffic,
-                    tc_drops: 0,
-                    peer_netns: peers.get(&ifindex).copied(),
+                    name: link.name.clone(),
+                    counters: interfaces
+                        .link_stats
+                        .get(&link.ifindex)
+                        .copied()
+                        .unwrap_or_default(),
+                    peer_netns: interfaces.peers.get(&link.ifindex).copied(),
+                    ..InterfaceSample::default()
                 };
-                (ifindex, iface)
+                (link.ifindex, iface)
             })
             .collect(),
         conntrack_max: system
             .read_proc(CONNTRACK_MAX)
             .ok()
             .and_then(|t| procfs::number(&t)),
-        probe_errors: readings
-            .probe_errors
+        softnet_dropped: system
+            .read_proc(SOFTNET_STAT)
+            .ok()
+            .map(|t| procfs::softnet_dropped(&t)),
+        probe_errors: std::mem::take(&mut readings.probe_errors)
             .into_iter()
             .map(|(e, n)| (e.name().to_owned(), n))
             .collect(),
         lost_events: readings.lost_events,
+        program_stats: std::mem::take(&mut readings.program_stats),
+        sysctl_writers: std::mem::take(&mut readings.sysctl_writers),
         ..Sample::default()
     };
     for (ns, workload) in namespaces {
@@ -97,7 +124,7 @@ pub fn read(
         entry.workload = Some(workload.clone());
         entry.process.clone_from(&ns.process);
     }
-    for (netns, counters) in readings.retransmits {
+    for (netns, counters) in std::mem::take(&mut readings.retransmits) {
         sample.netns.entry(netns).or_default().retransmits = counters;
     }
     let tc_reasons = ["TC_INGRESS", "TC_EGRESS"].map(|r| reasons.value(r));
@@ -105,7 +132,7 @@ pub fn read(
         .iter()
         .find(|(ns, _)| ns.is_host)
         .map(|(ns, _)| ns.inode);
-    for (key, count) in readings.drops {
+    for (key, count) in std::mem::take(&mut readings.drops) {
         if Some(key.netns) == host
             && tc_reasons.contains(&Some(key.reason))
             && let Some(iface) = sample.interfaces.get_mut(&key.ifindex)
@@ -120,7 +147,7 @@ pub fn read(
             .entry((key.ifindex, key.reason))
             .or_default() += count;
     }
-    for (netns, count) in readings.connect_eaddrnotavail {
+    for (netns, count) in std::mem::take(&mut readings.connect_eaddrnotavail) {
         sample.netns.entry(netns).or_default().connect_eaddrnotavail = count;
     }
     sample

@@ -1,4 +1,5 @@
 use super::*;
+use crate::model::tuning::Mode;
 
 fn err(text: &str) -> String {
     Config::parse("/etc/nettune/nettune.toml", text)
@@ -61,7 +62,7 @@ fn unknown_key() {
         err("[agent]\nintervall = 1.0\n"),
         "/etc/nettune/nettune.toml:2: agent.intervall: unknown key (expected one of: \
          interval_seconds, listen, api_listen, min_event_interval_seconds, max_pod_series, \
-         node_name, wake_on_events)"
+         node_name, wake_on_events, program_stats)"
     );
 }
 
@@ -70,7 +71,7 @@ fn unknown_table() {
     assert_eq!(
         err("[agnet]\ninterval_seconds = 1.0\n"),
         "/etc/nettune/nettune.toml:1: agnet: unknown key (expected one of: agent, probes, tuning, \
-         identity)"
+         identity, dns, tcp, cluster)"
     );
 }
 
@@ -245,4 +246,30 @@ fn runtime_poll_and_timeout_are_checked() {
         "/etc/nettune/nettune.toml:2: identity.cri_sock: unknown key (expected one of: \
          cri_socket, cri_poll_seconds, cri_timeout_seconds)"
     );
+}
+
+#[test]
+fn the_readme_lists_every_key_as_the_table_says() {
+    let readme = include_str!("../../../README.md");
+    let table = print::markdown_table();
+    assert!(
+        readme.contains(&table),
+        "README.md's table of config keys differs from the key table; it should read:\n{table}"
+    );
+}
+
+#[test]
+fn every_key_of_the_table_is_read_back_from_a_printed_config() {
+    let printed = Config::default().to_toml();
+    for key in keys::KEYS {
+        let field = key.field();
+        assert!(
+            printed.contains(&format!("\n{field} = "))
+                || printed.contains(&format!("# {field} unset"))
+                || matches!(key.kind, keys::Kind::Limits(_)),
+            "{} missing from --print-config:\n{printed}",
+            key.name
+        );
+    }
+    Config::parse("printed", &printed).unwrap();
 }

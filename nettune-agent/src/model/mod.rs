@@ -16,12 +16,20 @@
 //! | [`drop_reasons`] | the kernel's drop reason names |
 //! | [`sample`] | one tick's raw counters |
 //! | [`snapshot`] | what people read: totals and rates per workload |
+//! | [`conversations`] | the pods' DNS, handshakes, resets and ICMP errors, as people read them |
+//! | [`tunables`] | every sysctl nettune knows: scope, shape, the guide's value, ceilings |
+//! | [`value`] | sysctl values parsed, compared the way the kernel normalises them, ranked by room |
 //! | [`tuning`] | the tuner's mode, places, decisions and managed values |
 
+pub mod context;
+pub mod conversations;
 pub mod counter;
 pub mod drop_reasons;
 pub mod probes;
 pub mod sample;
 pub mod snapshot;
+pub mod sysctl_writers;
+pub mod tunables;
 pub mod tuning;
+pub mod value;
 pub mod workload;

@@ -22,20 +22,26 @@ pub enum Variant {
     Tcx,
     /// tc program on a clsact qdisc through netlink.
     Clsact,
+    /// `sock_diag` listings of listening sockets, with the namespace's sysctls.
+    SockDiag,
     /// The kernel's own counters under /proc, read every tick.
     Procfs,
+    /// A `cgroup/sysctl` program on the root cgroup (cgroup v2, Linux 5.2+).
+    CgroupSysctl,
 }
 
 impl Variant {
     /// Every variant, in the order `--help` lists them.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::TpBtf,
         Self::Tracepoint,
         Self::Fentry,
         Self::Kprobe,
         Self::Tcx,
         Self::Clsact,
+        Self::SockDiag,
         Self::Procfs,
+        Self::CgroupSysctl,
     ];
 
     /// The name used on the command line, in the config and in metrics.
@@ -47,7 +53,9 @@ impl Variant {
             Self::Kprobe => "kprobe",
             Self::Tcx => "tcx",
             Self::Clsact => "clsact",
+            Self::SockDiag => "sock_diag",
             Self::Procfs => "procfs",
+            Self::CgroupSysctl => "cgroup_sysctl",
         }
     }
 }
@@ -58,17 +66,32 @@ impl fmt::Display for Variant {
     }
 }
 
+/// A name that is not a [`Variant`]'s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownVariant(pub String);
+
+impl fmt::Display for UnknownVariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
+        write!(
+            f,
+            "`{}` is not a variant (one of: {})",
+            self.0,
+            names.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownVariant {}
+
 impl FromStr for Variant {
-    type Err = String;
+    type Err = UnknownVariant;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL
             .into_iter()
             .find(|v| v.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Self::ALL.iter().map(|v| v.name()).collect();
-                format!("`{s}` is not a variant (one of: {})", names.join(", "))
-            })
+            .ok_or_else(|| UnknownVariant(s.to_owned()))
     }
 }
 
@@ -151,6 +174,7 @@ mod tests {
             "fexit"
                 .parse::<Variant>()
                 .unwrap_err()
+                .to_string()
                 .contains("one of: tp_btf")
         );
     }

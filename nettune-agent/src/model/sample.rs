@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use nettune_common::{IfaceTraffic, RetransmitCounters};
+use nettune_common::{Conversations, DnsCounters, RetransmitCounters};
 use serde::{Deserialize, Serialize};
 
 use super::workload::Workload;
@@ -36,6 +36,13 @@ pub struct ConntrackCounters {
     pub drop: u64,
     /// Entries evicted early to make room.
     pub early_drop: u64,
+    /// Insert clashes resolved (`clashres`): two packets of one new flow, e.g. a
+    /// pod's A and AAAA queries, raced to insert; on kernels that resolve it.
+    #[serde(default)]
+    pub clash_resolve: u64,
+    /// Lookups that gave up on a too long hash chain (`chaintoolong`).
+    #[serde(default)]
+    pub chain_too_long: u64,
 }
 
 /// The TCP line of one namespace's `/proc/net/sockstat`.
@@ -47,13 +54,47 @@ pub struct TcpSockets {
     pub time_wait: u64,
 }
 
+/// An interface's own counters (`IFLA_STATS_LINK_64`), from the host's point of
+/// view: on a pod's host-side veth, `rx` is what the pod sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkCounters {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Receive errors.
+    pub rx_errors: u64,
+    /// Transmit errors.
+    pub tx_errors: u64,
+    /// Packets dropped on receive.
+    pub rx_dropped: u64,
+    /// Packets dropped on transmit.
+    pub tx_dropped: u64,
+}
+
+/// One program's runs and the time they took, as the kernel counts them
+/// (`BPF_ENABLE_STATS`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramStats {
+    /// Times it ran.
+    pub runs: u64,
+    /// Nanoseconds those runs took.
+    pub run_ns: u64,
+}
+
 /// Urgent events the kernel side could not deliver.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LostEvents {
     /// Lost because the ring buffer was full.
     pub ring_full: u64,
-    /// Suppressed by the in-kernel rate limit.
-    pub rate_limited: u64,
+    /// Not sent: the agent had not armed their kind (nothing would have
+    /// collected sooner).
+    #[serde(alias = "rate_limited")]
+    pub not_armed: u64,
 }
 
 /// Urgent events the agent received from the ring buffer, by kind.
@@ -105,7 +146,7 @@ pub struct NetnsSample {
     /// connect() failures with `EADDRNOTAVAIL`.
     pub connect_eaddrnotavail: u64,
     /// The listen sysctls, from the last look at the namespace's listeners.
-    pub listen_sysctls: Option<ListenSysctls>,
+    pub netns_sysctls: Option<NetnsSysctls>,
     /// The `/proc/net` figures of the read before the latest one, and the
     /// seconds between the two reads (quiet namespaces are not read every tick,
     /// see `collect::netfiles`). When set, the Snapshot's rates of those figures
@@ -150,22 +191,49 @@ impl NetnsSample {
     }
 }
 
-/// A watched host-side interface (a pod's veth, seen from the node).
+/// A host-side veth (a pod's interface, seen from the node).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InterfaceSample {
     /// The host-side interface name.
     pub name: String,
-    /// Packets and bytes each way, as the tc programs counted them.
-    pub traffic: IfaceTraffic,
+    /// The interface's own counters (`IFLA_STATS64`), from the host's side.
+    pub counters: LinkCounters,
     /// Packets dropped by tc on this interface (`TC_INGRESS` + `TC_EGRESS`).
     pub tc_drops: u64,
     /// The namespace of the veth's other end (the pod), when known.
     pub peer_netns: Option<u32>,
+    /// What the tc programs saw of the pod's conversations, once they watch it.
+    pub conversations: Option<Conversations>,
+    /// The pod's DNS queries no response came for within `dns.timeout_seconds`.
+    pub dns_unanswered: u64,
+    /// The pod's handshakes no answer came for within
+    /// `tcp.handshake_timeout_seconds`.
+    pub connects_timed_out: u64,
 }
 
-/// The sysctls that bound a namespace's listen queues, as set there.
+/// A DNS server the pods asked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsServerSample {
+    /// What the tc programs counted for it.
+    pub counters: DnsCounters,
+    /// Queries to it no response came for within `dns.timeout_seconds`.
+    pub unanswered: u64,
+}
+
+/// A remote address and port the pods' handshakes failed against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemoteSample {
+    /// Handshakes an RST refused.
+    pub refused: u64,
+    /// Handshakes no answer came for within `tcp.handshake_timeout_seconds`.
+    pub timed_out: u64,
+}
+
+/// Sysctls of a namespace the rules need, as set there (read when its
+/// listeners are looked at): what bounds its listen queues, and its ephemeral
+/// ports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListenSysctls {
+pub struct NetnsSysctls {
     /// `net.core.somaxconn`: the most any `listen()` backlog is granted.
     pub somaxconn: Option<u32>,
     /// `net.ipv4.tcp_max_syn_backlog`: with syncookies off, SYNs from unproven
@@ -173,6 +241,9 @@ pub struct ListenSysctls {
     pub max_syn_backlog: Option<u32>,
     /// `net.ipv4.tcp_syncookies`: 0 off, 1 when a SYN queue is full, 2 always.
     pub syncookies: Option<u32>,
+    /// `net.ipv4.ip_local_port_range`: the ephemeral ports, low and high.
+    #[serde(default)]
+    pub ephemeral_ports: Option<(u32, u32)>,
 }
 
 /// How a listener's overflows were counted.
@@ -205,9 +276,12 @@ pub struct ListenerSample {
     /// The accept queue's limit: `min(backlog asked for, somaxconn)` when the
     /// application called `listen()`.
     pub limit: u32,
-    /// The backlog the application passed to `listen()`; `None` when it listened
-    /// before nettune started.
+    /// The backlog the application passed to `listen()`, when known: its limit
+    /// was below the somaxconn of the moment it listened.
     pub requested: Option<u32>,
+    /// The somaxconn that capped what it asked for, when its limit equalled the
+    /// somaxconn of that moment (it asked for at least this).
+    pub capped_by: Option<u32>,
     /// The process that called `listen()`, when seen.
     pub process: Option<String>,
     /// Overflows so far (cumulative), counted as `attribution` says.
@@ -227,8 +301,19 @@ pub struct Sample {
     pub listeners: Vec<ListenerSample>,
     /// `net.netfilter.nf_conntrack_max` (one limit for all namespaces).
     pub conntrack_max: Option<u64>,
+    /// Packets dropped because a CPU's input backlog was full, all CPUs
+    /// (`/proc/net/softnet_stat`).
+    pub softnet_dropped: Option<u64>,
     /// The programs' own errors, by kind.
     pub probe_errors: BTreeMap<String, u64>,
     /// Urgent events lost so far.
     pub lost_events: LostEvents,
+    /// Each program's runs and run time, by name (`agent.program_stats`).
+    pub program_stats: BTreeMap<String, ProgramStats>,
+    /// The DNS servers the pods asked.
+    pub dns_servers: BTreeMap<std::net::IpAddr, DnsServerSample>,
+    /// The remote addresses the pods' handshakes failed against.
+    pub remotes: BTreeMap<std::net::SocketAddr, RemoteSample>,
+    /// Who wrote the node's `net.*` sysctls.
+    pub sysctl_writers: Vec<super::sysctl_writers::SysctlWriterFigures>,
 }

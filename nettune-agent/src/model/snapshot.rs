@@ -2,22 +2,25 @@
 //! and per-second rates per workload, with drop reasons named — as plain data that
 //! the exporter, the JSON API, the UI and the tuner share.
 //!
-//! [`Snapshot::build`] is a pure function of two Samples and a [`Context`]: no I/O,
-//! so every rate and total is unit-tested from hand-built Samples.
+//! [`Snapshot::build`] is a pure function of two Samples and a [`Context`]: no I/O
+//! (the caller reads the clock), so every rate and total is unit-tested from
+//! hand-built Samples.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use super::{
+    context::NodeContext,
+    conversations::{self, ConversationFigures, DnsServerFigures, RemoteFigures},
     counter::CounterRate,
     drop_reasons::DropReasons,
     probes::Report,
     sample::{
-        Attribution, ConntrackCounters, InterfaceSample, ListenSysctls, ListenerSample, LostEvents,
-        NetFiles, NetnsSample, ReceivedEvents, Sample,
+        Attribution, ConntrackCounters, InterfaceSample, ListenerSample, LostEvents, NetFiles,
+        NetnsSample, NetnsSysctls, ProgramStats, ReceivedEvents, Sample,
     },
-    tuning::{Mode, TuningState},
+    tuning::{Demotion, Mode, TuningState},
     workload::{IdentitySource, Workload, WorkloadKind},
 };
 
@@ -35,9 +38,17 @@ pub struct ConntrackFigures {
     pub drop: CounterRate,
     /// Entries evicted early to make room.
     pub early_drop: CounterRate,
+    /// Insert clashes the kernel resolved (two packets of one new flow raced,
+    /// e.g. a pod's A and AAAA queries from one socket).
+    #[serde(default)]
+    pub clash_resolve: CounterRate,
+    /// Lookups that gave up on a too long hash chain.
+    #[serde(default)]
+    pub chain_too_long: CounterRate,
 }
 
-/// Traffic of a pod's interface, from the pod's point of view.
+/// Traffic of a pod's interface, from the pod's point of view (the host-side
+/// veth's own counters, turned around: what it transmits, the pod receives).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct InterfaceFigures {
     /// Host-side interface name.
@@ -50,6 +61,16 @@ pub struct InterfaceFigures {
     pub rx_packets: CounterRate,
     /// Packets the pod sent.
     pub tx_packets: CounterRate,
+    /// Packets towards the pod the veth dropped (e.g. the pod's side was down
+    /// or its backlog full).
+    #[serde(default)]
+    pub rx_drops: CounterRate,
+    /// Packets from the pod the host side dropped.
+    #[serde(default)]
+    pub tx_drops: CounterRate,
+    /// Errors either way.
+    #[serde(default)]
+    pub errors: CounterRate,
     /// Packets dropped by tc on the host side.
     pub tc_drops: CounterRate,
 }
@@ -90,10 +111,18 @@ pub struct WorkloadFigures {
     pub tcp_time_wait: Option<u64>,
     /// TCP sockets in use.
     pub tcp_in_use: Option<u64>,
-    /// The pod's veth, as seen from the host, when nettune watches it.
+    /// The pod's veth, as seen from the host.
     pub interface: Option<InterfaceFigures>,
+    /// Its DNS, handshakes, resets and ICMP errors, once the tc programs watch
+    /// its veth.
+    #[serde(default)]
+    pub conversations: Option<ConversationFigures>,
     /// The sysctls bounding its listen queues, when its listeners were looked at.
-    pub listen_sysctls: Option<ListenSysctls>,
+    pub netns_sysctls: Option<NetnsSysctls>,
+    /// Beyond `agent.max_pod_series`: summed under `pod="_other"` in the
+    /// metrics and left out of the JSON API (see [`Snapshot::fold`]).
+    #[serde(skip)]
+    pub folded: bool,
 }
 
 impl WorkloadFigures {
@@ -117,7 +146,9 @@ impl WorkloadFigures {
             tcp_time_wait: None,
             tcp_in_use: None,
             interface: None,
-            listen_sysctls: None,
+            conversations: None,
+            netns_sysctls: None,
+            folded: false,
         }
     }
 
@@ -148,9 +179,13 @@ pub struct Listener {
     pub inode: u32,
     /// The process that called `listen()`, when seen.
     pub process: Option<String>,
-    /// The backlog the application asked for; `None`: it listened before
-    /// nettune started.
+    /// The backlog the application asked for, when known (its limit was below
+    /// the somaxconn of the moment it listened).
     pub requested_backlog: Option<u32>,
+    /// The somaxconn that capped what it asked for (it asked for at least this),
+    /// when nettune saw it listen with its limit at somaxconn.
+    #[serde(default)]
+    pub capped_by_somaxconn: Option<u32>,
     /// The accept queue's limit (`min(requested, somaxconn)` at `listen()` time).
     pub limit: u32,
     /// Connections waiting to be accepted when last looked at.
@@ -159,6 +194,18 @@ pub struct Listener {
     pub overflows: CounterRate,
     /// How `overflows` was counted.
     pub attribution: Attribution,
+}
+
+impl Listener {
+    /// What it asked `listen()` for, for people: `511`, `≥4096` (somaxconn
+    /// capped it), or `None` when unknown.
+    pub fn asked(&self) -> Option<String> {
+        match (self.requested_backlog, self.capped_by_somaxconn) {
+            (Some(r), _) => Some(r.to_string()),
+            (None, Some(s)) => Some(format!("≥{s}")),
+            (None, None) => None,
+        }
+    }
 }
 
 /// Node-wide rates, for the header of the UI and for the tuner.
@@ -180,6 +227,15 @@ pub struct Totals {
     pub connect_eaddrnotavail_per_second: f64,
     /// The node's (host namespace's) conntrack table.
     pub conntrack_entries: Option<u64>,
+    /// DNS queries the pods sent per second.
+    #[serde(default)]
+    pub dns_queries_per_second: f64,
+    /// DNS queries per second that got no response in time.
+    #[serde(default)]
+    pub dns_unanswered_per_second: f64,
+    /// Handshakes per second the pods' peers refused or left unanswered.
+    #[serde(default)]
+    pub connect_failures_per_second: f64,
 }
 
 /// One tick, ready to show.
@@ -205,24 +261,42 @@ pub struct Snapshot {
     pub collection_seconds: f64,
     /// `net.netfilter.nf_conntrack_max`.
     pub conntrack_max: Option<u64>,
+    /// Packets dropped on full per-CPU input backlogs, all CPUs (`softnet_stat`).
+    #[serde(default)]
+    pub softnet_dropped: Option<CounterRate>,
     /// Node-wide rates.
     pub totals: Totals,
     /// One entry per namespace, the node first, then by kind and name.
     pub workloads: Vec<WorkloadFigures>,
-    /// Workloads left out of `workloads` by [`Snapshot::capped`] (the JSON API
-    /// lists at most `agent.max_pod_series` pods).
+    /// Workloads beyond `agent.max_pod_series` (see [`Snapshot::fold`]).
     #[serde(default)]
     pub workloads_folded: usize,
     /// Listening sockets of the namespaces looked at (see `collect::listeners`).
     pub listeners: Vec<Listener>,
     /// Drops the kernel side could not attribute to a namespace, by reason.
     pub unattributed_drops: BTreeMap<String, CounterRate>,
+    /// The DNS servers the pods asked most (see `model::conversations`).
+    #[serde(default)]
+    pub dns_servers: Vec<DnsServerFigures>,
+    /// The remotes the pods' handshakes failed against most.
+    #[serde(default)]
+    pub connect_failures: Vec<RemoteFigures>,
+    /// The cluster around the node (Service proxy, CNI, encapsulation, MTUs,
+    /// idle timeouts), when it has been read.
+    #[serde(default)]
+    pub context: Option<NodeContext>,
     /// What the probes attached.
     pub probes: Report,
     /// The programs' own errors, by kind.
     pub probe_errors: BTreeMap<String, u64>,
     /// Urgent events lost so far.
     pub lost_events: LostEvents,
+    /// Each program's runs and run time, by name (`agent.program_stats`).
+    #[serde(default)]
+    pub program_stats: BTreeMap<String, ProgramStats>,
+    /// Who wrote the node's `net.*` sysctls (the `sysctl_writers` probe).
+    #[serde(default)]
+    pub sysctl_writers: Vec<super::sysctl_writers::SysctlWriterFigures>,
     /// Whether the sources of pod names answer (the container runtime).
     #[serde(default)]
     pub identity_sources: Vec<IdentitySource>,
@@ -238,6 +312,18 @@ pub struct Published {
     pub snapshot: Snapshot,
     /// The tuner's decisions and managed values (absent without a tuner).
     pub tuning: Option<TuningState>,
+    /// Why `mode` is milder than the config's; absent when it is the config's.
+    #[serde(default)]
+    pub mode_demoted: Option<Demotion>,
+    /// Diagnostics the eBPF programs logged (aya-log, rate-limited in the
+    /// kernel) and the agent forwarded to its own log, so far.
+    #[serde(default)]
+    pub kernel_log_records: u64,
+    /// Whether `/run/netns` showed entries that are not namespace mounts: it
+    /// does not receive the node's later mounts (no `HostToContainer`
+    /// propagation from a shared mount).
+    #[serde(default)]
+    pub run_netns_unpropagated: bool,
     /// Event-triggered collections skipped because they came too close to the
     /// previous one (`agent.min_event_interval_seconds`), so far.
     #[serde(default)]
@@ -248,24 +334,64 @@ pub struct Published {
     pub events_received: ReceivedEvents,
 }
 
+/// Which pods (by namespace) have their own entries and which are folded,
+/// carried from one Snapshot to the next ([`Snapshot::fold_stable`]).
+#[derive(Clone, Debug, Default)]
+pub struct Folding {
+    own: BTreeSet<u32>,
+    folded: BTreeSet<u32>,
+}
+
 impl Snapshot {
-    /// This Snapshot with at most `max_pods` pods' own entries (the node always
-    /// stays; the same pods as keep their own metric series): the rest are
-    /// dropped from the list and counted in [`Self::workloads_folded`]. Totals
-    /// still count every workload.
+    /// Decides which workloads keep their own entries — the node and the first
+    /// `max_pods` pods, in the Snapshot's order — and marks the others
+    /// [`WorkloadFigures::folded`]: the metrics sum them under `pod="_other"`, the
+    /// JSON API leaves them out ([`Self::without_folded`]). The one place the cap
+    /// is decided, so both outputs agree.
+    pub fn fold(&mut self, max_pods: usize) {
+        self.fold_stable(max_pods, &mut Folding::default());
+    }
+
+    /// [`Self::fold`], stable from one Snapshot to the next: a pod keeps its own
+    /// entries, or stays folded, until its namespace goes; newcomers take the
+    /// places free then, in the Snapshot's order. A pod moving in or out of
+    /// `_other` as names sort would lower `_other`'s counters.
+    pub fn fold_stable(&mut self, max_pods: usize, folding: &mut Folding) {
+        let is_pod = |w: &WorkloadFigures| w.workload.kind != WorkloadKind::Node;
+        let present: BTreeSet<u32> = self
+            .workloads
+            .iter()
+            .filter(|w| is_pod(w))
+            .map(|w| w.netns)
+            .collect();
+        folding.own.retain(|n| present.contains(n));
+        folding.folded.retain(|n| present.contains(n));
+        for w in &mut self.workloads {
+            w.folded = is_pod(w)
+                && !folding.own.contains(&w.netns)
+                && (folding.folded.contains(&w.netns) || folding.own.len() >= max_pods);
+            if is_pod(w) {
+                if w.folded {
+                    folding.folded.insert(w.netns);
+                } else {
+                    folding.own.insert(w.netns);
+                }
+            }
+        }
+        self.workloads_folded = self.workloads.iter().filter(|w| w.folded).count();
+    }
+
+    /// This Snapshot without its folded workloads and their listeners (counted in
+    /// [`Self::workloads_folded`]). Totals still count every workload.
     #[must_use]
-    pub fn capped(mut self, max_pods: usize) -> Self {
-        let mut pods = 0;
-        let before = self.workloads.len();
-        self.workloads.retain(|w| {
-            let is_node = w.workload.kind == WorkloadKind::Node;
-            let keep = is_node || pods < max_pods;
-            pods += usize::from(keep && !is_node);
-            keep
-        });
-        self.workloads_folded += before - self.workloads.len();
-        let kept: std::collections::BTreeSet<u32> =
-            self.workloads.iter().map(|w| w.netns).collect();
+    pub fn without_folded(mut self) -> Self {
+        let kept: BTreeSet<u32> = self
+            .workloads
+            .iter()
+            .filter(|w| !w.folded)
+            .map(|w| w.netns)
+            .collect();
+        self.workloads.retain(|w| !w.folded);
         self.listeners.retain(|l| kept.contains(&l.netns));
         self
     }
@@ -273,6 +399,8 @@ impl Snapshot {
 
 /// What the Snapshot needs besides the Samples.
 pub struct Context<'a> {
+    /// When the Sample was taken, in Unix seconds.
+    pub taken_at_unix_seconds: f64,
     /// The node's name.
     pub node: &'a str,
     /// The kernel release.
@@ -326,13 +454,16 @@ fn interface_figures(
     elapsed: f64,
 ) -> InterfaceFigures {
     let rate = |g: fn(&InterfaceSample) -> u64| CounterRate::new(g(now), before.map(g), elapsed);
-    // The host side's egress is what the pod receives.
+    // The host side transmits what the pod receives.
     InterfaceFigures {
         name: now.name.clone(),
-        rx_bytes: rate(|i| i.traffic.egress_bytes),
-        tx_bytes: rate(|i| i.traffic.ingress_bytes),
-        rx_packets: rate(|i| i.traffic.egress_packets),
-        tx_packets: rate(|i| i.traffic.ingress_packets),
+        rx_bytes: rate(|i| i.counters.tx_bytes),
+        tx_bytes: rate(|i| i.counters.rx_bytes),
+        rx_packets: rate(|i| i.counters.tx_packets),
+        tx_packets: rate(|i| i.counters.rx_packets),
+        rx_drops: rate(|i| i.counters.tx_dropped),
+        tx_drops: rate(|i| i.counters.rx_dropped),
+        errors: rate(|i| i.counters.rx_errors + i.counters.tx_errors),
         tc_drops: rate(|i| i.tc_drops),
     }
 }
@@ -342,7 +473,7 @@ fn workload_figures(
     inode: u32,
     ns: &NetnsSample,
     prev: Option<&NetnsSample>,
-    interface: Option<InterfaceFigures>,
+    (interface, conversations): (Option<InterfaceFigures>, Option<ConversationFigures>),
     elapsed: f64,
     reasons: &DropReasons,
 ) -> WorkloadFigures {
@@ -368,6 +499,8 @@ fn workload_figures(
             insert_failed: rate(|s| s.insert_failed),
             drop: rate(|s| s.drop),
             early_drop: rate(|s| s.early_drop),
+            clash_resolve: rate(|s| s.clash_resolve),
+            chain_too_long: rate(|s| s.chain_too_long),
         }
     });
     WorkloadFigures {
@@ -391,7 +524,9 @@ fn workload_figures(
         tcp_time_wait: ns.tcp_sockets.map(|t| t.time_wait),
         tcp_in_use: ns.tcp_sockets.map(|t| t.in_use),
         interface,
-        listen_sysctls: ns.listen_sysctls,
+        conversations,
+        netns_sysctls: ns.netns_sysctls,
+        folded: false,
     }
 }
 
@@ -412,10 +547,15 @@ impl Snapshot {
                 unattributed = drop_figures(ns, prev, elapsed, ctx.reasons).1;
                 continue;
             }
-            let interface = interface_of.get(inode).map(|(ifindex, iface)| {
-                let prev_iface = before.and_then(|b| b.interfaces.get(ifindex));
-                interface_figures(iface, prev_iface, elapsed)
-            });
+            let interface = interface_of
+                .get(inode)
+                .map_or((None, None), |(ifindex, iface)| {
+                    let prev_iface = before.and_then(|b| b.interfaces.get(ifindex));
+                    (
+                        Some(interface_figures(iface, prev_iface, elapsed)),
+                        ConversationFigures::of(iface, prev_iface, elapsed),
+                    )
+                });
             workloads.push(workload_figures(
                 *inode,
                 ns,
@@ -441,6 +581,7 @@ impl Snapshot {
                     inode: l.inode,
                     process: l.process.clone(),
                     requested_backlog: l.requested,
+                    capped_by_somaxconn: l.capped_by,
                     limit: l.limit,
                     queue: l.queue,
                     overflows: CounterRate::new(l.overflows, before, elapsed),
@@ -454,21 +595,35 @@ impl Snapshot {
             node: ctx.node.to_owned(),
             kernel: ctx.kernel.to_owned(),
             mode: ctx.mode,
-            taken_at_unix_seconds: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
+            taken_at_unix_seconds: ctx.taken_at_unix_seconds,
             uptime_seconds: ctx.uptime_seconds,
             elapsed_seconds: elapsed,
             collection_seconds: ctx.collection_seconds,
             conntrack_max: now.conntrack_max,
+            softnet_dropped: now
+                .softnet_dropped
+                .map(|n| CounterRate::new(n, before.and_then(|b| b.softnet_dropped), elapsed)),
             totals: totals(&workloads, &unattributed),
             workloads,
             workloads_folded: 0,
             listeners,
             unattributed_drops: unattributed,
+            dns_servers: conversations::dns_servers(
+                &now.dns_servers,
+                before.map(|b| &b.dns_servers),
+                elapsed,
+            ),
+            connect_failures: conversations::connect_failures(
+                &now.remotes,
+                before.map(|b| &b.remotes),
+                elapsed,
+            ),
+            context: None,
             probes: ctx.report.clone(),
             probe_errors: now.probe_errors.clone(),
             lost_events: now.lost_events,
+            program_stats: now.program_stats.clone(),
+            sysctl_writers: now.sysctl_writers.clone(),
             identity_sources: ctx.identity_sources.to_vec(),
         }
     }
@@ -503,6 +658,21 @@ fn totals(workloads: &[WorkloadFigures], unattributed: &BTreeMap<String, Counter
             .iter()
             .find(|w| w.workload.kind == WorkloadKind::Node)
             .and_then(|w| w.conntrack.as_ref().map(|c| c.entries)),
+        dns_queries_per_second: sum(|w| {
+            w.conversations
+                .as_ref()
+                .map_or(0.0, |c| c.dns.queries.per_second)
+        }),
+        dns_unanswered_per_second: sum(|w| {
+            w.conversations
+                .as_ref()
+                .map_or(0.0, |c| c.dns.unanswered.per_second)
+        }),
+        connect_failures_per_second: sum(|w| {
+            w.conversations.as_ref().map_or(0.0, |c| {
+                c.connects.refused.per_second + c.connects.timed_out.per_second
+            })
+        }),
     }
 }
 
@@ -520,14 +690,20 @@ pub(crate) fn for_tests(workloads: Vec<WorkloadFigures>) -> Snapshot {
         elapsed_seconds: 1.0,
         collection_seconds: 0.0,
         conntrack_max: None,
+        softnet_dropped: None,
         totals: Totals::default(),
         workloads,
         workloads_folded: 0,
         listeners: Vec::new(),
         unattributed_drops: BTreeMap::new(),
+        dns_servers: Vec::new(),
+        connect_failures: Vec::new(),
+        context: None,
         probes: Report::default(),
         probe_errors: BTreeMap::new(),
         lost_events: LostEvents::default(),
+        program_stats: BTreeMap::new(),
+        sysctl_writers: Vec::new(),
         identity_sources: Vec::new(),
     }
 }

@@ -33,6 +33,31 @@ impl Mode {
     }
 }
 
+/// Why the tuner runs in a milder mode than its config asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Demotion {
+    /// `/proc/sys` is read-only here (a container without the privileged `/proc`
+    /// overlay): enforce advises instead.
+    ProcSysReadOnly,
+    /// The journal cannot be read (corrupt, or its directory unusable): tuning
+    /// is off, observing goes on, until a person fixes or moves the file.
+    JournalUnusable,
+}
+
+impl Demotion {
+    /// Every reason, for the `nettune_tuning_demoted` metric.
+    pub const ALL: [Self; 2] = [Self::ProcSysReadOnly, Self::JournalUnusable];
+
+    /// The JSON value and metric label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::ProcSysReadOnly => "proc_sys_read_only",
+            Self::JournalUnusable => "journal_unusable",
+        }
+    }
+}
+
 /// Where a sysctl is read or written.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

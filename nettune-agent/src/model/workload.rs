@@ -103,4 +103,8 @@ pub struct IdentitySource {
     pub up: bool,
     /// Where it is reached (e.g. the runtime's socket) or why it is not.
     pub detail: String,
+    /// Times it stopped answering (or did not answer at first) so far: one per
+    /// outage, each said once in the log.
+    #[serde(default)]
+    pub outages: u64,
 }

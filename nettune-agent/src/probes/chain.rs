@@ -1,12 +1,12 @@
 //! Fallback chains: try each variant of a signal in order, keep the first that
 //! works, and remember why the others did not.
 
-use aya::Ebpf;
+use aya::{Ebpf, programs::ProgramError};
 
-use super::offsets::ResolvedOffsets;
+use super::offsets::{MissingOffsets, ResolvedOffsets};
 use crate::{
     model::probes::{SignalStatus, Skipped, Variant},
-    sys::tracefs::Tracefs,
+    sys::tracefs::{Tracefs, TracefsError},
 };
 
 /// Choices the caller makes about loading.
@@ -23,6 +23,66 @@ pub struct LoadOptions {
     /// Have the programs send no urgent events (no ring-buffer wake-ups in the
     /// kernel; for an agent that collects on its tick only).
     pub without_urgent_events: bool,
+    /// Have the kernel count each program's runs and run time
+    /// (`agent.program_stats`; costs every run two clock reads).
+    pub program_stats: bool,
+}
+
+/// Why one variant could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The caller asked not to try it.
+    #[error("disabled by the caller (--disable-variant)")]
+    Disabled,
+    /// The object lacks the program (a build problem).
+    #[error("program {0} missing from the object")]
+    Missing(&'static str),
+    /// aya's parse of the kernel's BTF failed.
+    #[error("no kernel BTF: {0}")]
+    NoBtf(#[source] std::sync::Arc<aya::BtfError>),
+    /// tracefs is not there.
+    #[error(transparent)]
+    NoTracefs(#[from] std::sync::Arc<TracefsError>),
+    /// A struct offset the program needs is unknown.
+    #[error(transparent)]
+    Offsets(#[from] MissingOffsets),
+    /// The kernel refused to load the program.
+    #[error("load{}: {}{}", target_of(.target), error_chain(.source), hint(.source))]
+    Load {
+        /// The kernel function or tracepoint, if any.
+        target: Option<String>,
+        /// aya's error.
+        #[source]
+        source: ProgramError,
+    },
+    /// The kernel is older than the variant needs.
+    #[error("kernel {running} predates {feature} ({needs})")]
+    TooOld {
+        /// The running kernel's version.
+        running: String,
+        /// The feature.
+        feature: &'static str,
+        /// The first version that has it.
+        needs: &'static str,
+    },
+    /// The running kernel's version could not be read.
+    #[error("cannot tell the kernel's version: {0}")]
+    KernelVersion(String),
+    /// The kernel refused to attach the program.
+    #[error("attach{}: {}{}", target_of(.target), error_chain(.source), hint(.source))]
+    Attach {
+        /// The kernel function or tracepoint, if any.
+        target: Option<String>,
+        /// aya's error.
+        #[source]
+        source: ProgramError,
+    },
+}
+
+fn target_of(target: &Option<String>) -> String {
+    target
+        .as_ref()
+        .map_or_else(String::new, |t| format!(" {t}"))
 }
 
 /// What every attempt may need to know about this machine, gathered once.
@@ -30,15 +90,24 @@ pub(crate) struct AttachContext {
     /// The caller's choices.
     pub options: LoadOptions,
     /// aya's BTF handle, needed to load `tp_btf` and fentry programs.
-    pub aya_btf: Result<aya::Btf, String>,
+    pub aya_btf: Result<aya::Btf, std::sync::Arc<aya::BtfError>>,
     /// tracefs, needed by classic tracepoints.
-    pub tracefs: Result<Tracefs, String>,
+    pub tracefs: Result<Tracefs, std::sync::Arc<TracefsError>>,
     /// Offsets and drop reasons resolved for this kernel.
     pub offsets: ResolvedOffsets,
 }
 
+impl AttachContext {
+    /// aya's BTF, or why there is none.
+    pub fn btf(&self) -> Result<&aya::Btf, AttachError> {
+        self.aya_btf
+            .as_ref()
+            .map_err(|e| AttachError::NoBtf(e.clone()))
+    }
+}
+
 /// One attempt in a chain: load and attach one variant, or say why not.
-pub(crate) type Attempt = fn(&mut Ebpf, &AttachContext) -> Result<(), String>;
+pub(crate) type Attempt = fn(&mut Ebpf, &AttachContext) -> Result<(), AttachError>;
 
 /// Tries `chain` in order; the first success wins.
 pub(crate) fn attach_chain(
@@ -54,7 +123,7 @@ pub(crate) fn attach_chain(
     };
     for (variant, attempt) in chain {
         let outcome = if context.options.disabled.contains(variant) {
-            Err("disabled by the caller (--disable-variant)".to_owned())
+            Err(AttachError::Disabled)
         } else {
             attempt(ebpf, context)
         };
@@ -63,9 +132,9 @@ pub(crate) fn attach_chain(
                 status.attached = Some(*variant);
                 break;
             }
-            Err(reason) => status.skipped.push(Skipped {
+            Err(e) => status.skipped.push(Skipped {
                 variant: *variant,
-                reason,
+                reason: e.to_string(),
             }),
         }
     }
@@ -88,30 +157,98 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// The program `name` from the object, as type `T`.
-pub(crate) fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
-where
-    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-{
-    ebpf.program_mut(name)
-        .ok_or_else(|| format!("program {name} missing from the object"))?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| e.to_string())
+/// The errno at the bottom of an error's chain, if any.
+fn errno(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut at = Some(e);
+    while let Some(e) = at {
+        if let Some(code) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            return Some(code);
+        }
+        at = e.source();
+    }
+    None
 }
 
-/// Loads and attaches a `tp_btf` program to `event`.
+/// `ENOTSUPP` (kernel-internal, 524): the kernel will not do this for that target.
+const ENOTSUPP: i32 = 524;
+
+/// What a kernel's refusal usually means, for the report.
+fn hint(e: &ProgramError) -> &'static str {
+    if let ProgramError::KProbeError(aya::programs::kprobe::KProbeError::FileError {
+        filename, ..
+    }) = e
+        && filename.ends_with("kprobe/type")
+    {
+        return " (this kernel has no kprobe support: CONFIG_KPROBES is off)";
+    }
+    let load_errno = match e {
+        ProgramError::LoadError { io_error, .. } => io_error.raw_os_error(),
+        other => errno(other),
+    };
+    match load_errno {
+        Some(libc::EPERM) => {
+            " (the kernel refused the program before verification: BPF trampolines are \
+             disabled or restricted here)"
+        }
+        Some(ENOTSUPP) => {
+            " (ENOTSUPP: this kernel will not build a BPF trampoline for this function, \
+             as Debian 12's 6.1 does for tcp_v{4,6}_syn_recv_sock)"
+        }
+        _ => "",
+    }
+}
+
+/// The program `name` from the object, as type `T`.
+pub(crate) fn program<'a, T>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut T, AttachError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(AttachError::Missing(name))?
+        .try_into()
+        .map_err(|source| AttachError::Load {
+            target: None,
+            source,
+        })
+}
+
+/// A load error about `target`.
+pub(crate) fn load_error(target: &str) -> impl FnOnce(ProgramError) -> AttachError + '_ {
+    move |source| AttachError::Load {
+        target: Some(target.to_owned()),
+        source,
+    }
+}
+
+/// An attach error about `target`.
+pub(crate) fn attach_error(target: &str) -> impl FnOnce(ProgramError) -> AttachError + '_ {
+    move |source| AttachError::Attach {
+        target: Some(target.to_owned()),
+        source,
+    }
+}
+
+/// Loads and attaches a `tp_btf` program to `event`; a program already loaded
+/// (another signal shares it) is attached already.
 pub(crate) fn attach_tp_btf(
     ebpf: &mut Ebpf,
     context: &AttachContext,
-    name: &str,
+    name: &'static str,
     event: &str,
-) -> Result<(), String> {
-    let btf = context.aya_btf.as_ref().map_err(Clone::clone)?;
+) -> Result<(), AttachError> {
+    let btf = context.btf()?;
     let p: &mut aya::programs::BtfTracePoint = program(ebpf, name)?;
-    p.load(event, btf)
-        .map_err(|e| format!("load: {}", error_chain(&e)))?;
-    p.attach()
-        .map_err(|e| format!("attach: {}", error_chain(&e)))?;
+    if p.fd().is_ok() {
+        return Ok(());
+    }
+    p.load(event, btf).map_err(load_error(event))?;
+    p.attach().map_err(attach_error(event))?;
     Ok(())
 }
 
@@ -119,14 +256,14 @@ pub(crate) fn attach_tp_btf(
 pub(crate) fn attach_tracepoint(
     ebpf: &mut Ebpf,
     context: &AttachContext,
-    name: &str,
+    name: &'static str,
     category: &str,
     event: &str,
-) -> Result<(), String> {
+) -> Result<(), AttachError> {
     context.tracefs.as_ref().map_err(Clone::clone)?;
     let p: &mut aya::programs::TracePoint = program(ebpf, name)?;
-    p.load().map_err(|e| format!("load: {}", error_chain(&e)))?;
-    p.attach(category, event)
-        .map_err(|e| format!("attach {category}/{event}: {}", error_chain(&e)))?;
+    let target = format!("{category}/{event}");
+    p.load().map_err(load_error(&target))?;
+    p.attach(category, event).map_err(attach_error(&target))?;
     Ok(())
 }

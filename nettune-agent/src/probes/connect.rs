@@ -1,39 +1,30 @@
-//! The port-exhaustion signal: connect() failing with `EADDRNOTAVAIL`, per netns.
+//! The port-exhaustion signal: connects that failed before a local port was
+//! found (`EADDRNOTAVAIL`), per netns.
 //!
-//! Chain: the classic `syscalls/sys_exit_connect` tracepoint (syscall tracepoints
-//! have no BTF variant), then procfs: each namespace's TIME_WAIT count from
-//! `/proc/net/sockstat`, the usual cause, which every kernel has.
+//! Chain: `tp_btf/inet_sock_set_state` ([`super::sock_state`]: a socket that
+//! goes from SYN_SENT to CLOSE without a local port), then procfs: each
+//! namespace's TIME_WAIT count from `/proc/net/sockstat`, the usual cause, which
+//! every kernel has. No syscall tracepoint: attaching one would send every system
+//! call on the node through the kernel's slow path.
 
 use std::collections::BTreeMap;
 
 use aya::Ebpf;
-use nettune_common::netns_counters::CONNECT_EADDRNOTAVAIL_MAP;
+use nettune_common::connect::CONNECT_EADDRNOTAVAIL_MAP;
 
 use crate::model::probes::{SignalStatus, Variant};
 
 use super::{
-    LoadError, Probes,
-    chain::{AttachContext, Attempt, attach_chain, attach_tracepoint},
-    maps,
-    offsets::OffsetGroup,
+    MapReadError, Probes,
+    chain::{AttachContext, Attempt, attach_chain},
+    maps, sock_state,
 };
 
 /// Signal name in reports and metrics.
 pub const SIGNAL: &str = "connect_eaddrnotavail";
 
 const CHAIN: [(Variant, Attempt); 2] = [
-    (Variant::Tracepoint, |ebpf, context| {
-        context
-            .offsets
-            .require(&[OffsetGroup::TaskNetns, OffsetGroup::TpConnect])?;
-        attach_tracepoint(
-            ebpf,
-            context,
-            "sys_exit_connect",
-            "syscalls",
-            "sys_exit_connect",
-        )
-    }),
+    (Variant::TpBtf, sock_state::attach),
     (Variant::Procfs, |_, _| Ok(())),
 ];
 
@@ -42,8 +33,8 @@ pub(super) fn attach(ebpf: &mut Ebpf, context: &AttachContext) -> SignalStatus {
 }
 
 impl Probes {
-    /// connect() calls that failed with EADDRNOTAVAIL, per netns inode.
-    pub(super) fn connect_eaddrnotavail(&self) -> Result<BTreeMap<u32, u64>, LoadError> {
+    /// Connects that failed for lack of a local port, per netns inode.
+    pub(super) fn connect_eaddrnotavail(&self) -> Result<BTreeMap<u32, u64>, MapReadError> {
         maps::per_cpu_counts(&self.ebpf, CONNECT_EADDRNOTAVAIL_MAP)
     }
 }

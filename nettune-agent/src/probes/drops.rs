@@ -13,7 +13,7 @@ use nettune_common::{DropKey, drops::DROPS_MAP};
 use crate::model::probes::{SignalStatus, Skipped, Variant};
 
 use super::{
-    LoadError, Probes,
+    MapReadError, Probes,
     chain::{AttachContext, Attempt, attach_chain, attach_tp_btf, attach_tracepoint},
     maps,
     offsets::OffsetGroup,
@@ -66,7 +66,7 @@ pub(super) fn conntrack_status() -> SignalStatus {
 
 impl Probes {
     /// Drops per (netns, ifindex, reason), summed over CPUs.
-    pub(super) fn drops(&self) -> Result<BTreeMap<DropKey, u64>, LoadError> {
+    pub(super) fn drops(&self) -> Result<BTreeMap<DropKey, u64>, MapReadError> {
         maps::per_cpu_counts(&self.ebpf, DROPS_MAP)
     }
 }

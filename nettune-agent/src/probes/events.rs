@@ -1,18 +1,22 @@
 //! Reading urgent events from the ring buffer, and how many were lost.
 //!
-//! The kernel side never blocks: a full ring or the rate limit drops the event and
-//! counts it (`EVENTS_LOST`). The agent drains the ring when its fd is readable.
+//! The kernel side never blocks: an event whose kind is not armed, or that finds
+//! the ring full, is counted (`EVENTS_LOST`) instead. The agent drains the ring
+//! when its fd is readable, and arms the kinds it wants (`EVENTS_ARMED`).
 
 use aya::{
     Ebpf,
-    maps::{MapData, RingBuf},
+    maps::{Array, MapData, RingBuf},
 };
 use nettune_common::{
-    Event,
-    events::{EVENTS_LOST_MAP, EVENTS_MAP},
+    Event, EventKind,
+    events::{EVENTS_ARMED_MAP, EVENTS_LOST_MAP, EVENTS_MAP},
 };
 
-use super::{LoadError, Probes, maps};
+use super::{
+    MapReadError, Probes,
+    maps::{self, map_error, missing},
+};
 use crate::model::sample::LostEvents;
 
 /// The ring buffer, taken out of the object so it can be read with `&mut`.
@@ -21,13 +25,25 @@ pub(super) struct EventReader {
 }
 
 impl EventReader {
-    pub(super) fn new(ebpf: &mut Ebpf) -> Result<Self, String> {
+    pub(super) fn new(ebpf: &mut Ebpf) -> Result<Self, MapReadError> {
         let map = ebpf
             .take_map(EVENTS_MAP)
-            .ok_or_else(|| format!("map {EVENTS_MAP} missing from the object"))?;
-        let ring = RingBuf::try_from(map).map_err(|e| e.to_string())?;
+            .ok_or_else(|| missing(EVENTS_MAP))?;
+        let ring = RingBuf::try_from(map).map_err(map_error(EVENTS_MAP))?;
         Ok(Self { ring })
     }
+}
+
+/// Arms (`armed`) or disarms urgent events of `kind`.
+pub(super) fn arm(ebpf: &mut Ebpf, kind: EventKind, armed: bool) -> Result<(), MapReadError> {
+    let map = ebpf
+        .map_mut(EVENTS_ARMED_MAP)
+        .ok_or_else(|| missing(EVENTS_ARMED_MAP))?;
+    let mut slots: Array<&mut MapData, u32> =
+        Array::try_from(map).map_err(map_error(EVENTS_ARMED_MAP))?;
+    slots
+        .set(kind as u32, &u32::from(armed), 0)
+        .map_err(map_error(EVENTS_ARMED_MAP))
 }
 
 /// An event from a ring-buffer record; `None` when the record is too short.
@@ -52,11 +68,11 @@ impl EventReader {
 
 impl Probes {
     /// Events the kernel side could not send.
-    pub(super) fn lost_events(&self) -> Result<LostEvents, LoadError> {
+    pub(super) fn lost_events(&self) -> Result<LostEvents, MapReadError> {
         let slots = maps::per_cpu_array_sums(&self.ebpf, EVENTS_LOST_MAP)?;
         Ok(LostEvents {
             ring_full: slots.first().copied().unwrap_or(0),
-            rate_limited: slots.get(1).copied().unwrap_or(0),
+            not_armed: slots.get(1).copied().unwrap_or(0),
         })
     }
 }

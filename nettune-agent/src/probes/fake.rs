@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{InterfaceChanges, LoadError, ProbeReadings, ProbeSource};
+use super::{InterfaceChanges, MapReadError, ProbeReadings, ProbeSource, Taken, Timeouts};
 use crate::{
     model::{drop_reasons::DropReasons, probes::Report},
     sys::Link,
@@ -24,8 +24,16 @@ pub struct FakeProbes {
     pub watched: std::collections::BTreeMap<u32, String>,
     /// Every namespace set passed to `forget_namespaces`, most recent last.
     pub alive_sets: Vec<BTreeSet<u32>>,
+    /// Every (namespace, interfaces) passed to `forget_interfaces`, most recent last.
+    pub listed_interfaces: Vec<(u32, BTreeSet<u32>)>,
     /// Urgent events waiting in the "ring buffer".
     pub events: Vec<nettune_common::Event>,
+    /// Which event kinds are armed, by kind value, as last set.
+    pub armed: std::collections::BTreeMap<u32, bool>,
+    /// What the next take of unanswered conversations returns.
+    pub taken: Taken,
+    /// The timeouts of the last take.
+    pub timeouts: Option<Timeouts>,
 }
 
 impl ProbeSource for FakeProbes {
@@ -37,24 +45,29 @@ impl ProbeSource for FakeProbes {
         &self.reasons
     }
 
-    fn read(&self) -> Result<ProbeReadings, LoadError> {
+    fn read(&self) -> Result<ProbeReadings, MapReadError> {
         let mut readings = self.readings.clone();
         // Like the real probes: counters of watched interfaces, under their names.
-        readings.interfaces = readings
-            .interfaces
+        readings.conversations = readings
+            .conversations
             .into_iter()
-            .filter_map(|(ifindex, (_, traffic))| {
-                Some((ifindex, (self.watched.get(&ifindex)?.clone(), traffic)))
+            .filter_map(|(ifindex, (_, counted))| {
+                Some((ifindex, (self.watched.get(&ifindex)?.clone(), counted)))
             })
             .collect();
         Ok(readings)
+    }
+
+    fn take_unanswered_and_refused(&mut self, timeouts: Timeouts) -> Result<Taken, MapReadError> {
+        self.timeouts = Some(timeouts);
+        Ok(std::mem::take(&mut self.taken))
     }
 
     fn drain_events(&mut self) -> Vec<nettune_common::Event> {
         std::mem::take(&mut self.events)
     }
 
-    fn forget_namespaces(&mut self, alive: &BTreeSet<u32>) -> Result<usize, LoadError> {
+    fn forget_namespaces(&mut self, alive: &BTreeSet<u32>) -> Result<usize, MapReadError> {
         let before = self.readings.retransmits.len() + self.readings.drops.len();
         self.readings
             .retransmits
@@ -66,11 +79,35 @@ impl ProbeSource for FakeProbes {
         Ok(before - self.readings.retransmits.len() - self.readings.drops.len())
     }
 
-    fn forget_listen_calls(
+    fn forget_interfaces(
         &mut self,
-        calls: &[nettune_common::ListenCall],
-    ) -> Result<(), LoadError> {
-        self.readings.listen_calls.retain(|c, _| !calls.contains(c));
+        netns: u32,
+        listed: &BTreeSet<u32>,
+    ) -> Result<usize, MapReadError> {
+        let before = self.readings.drops.len();
+        self.readings
+            .drops
+            .retain(|k, _| k.netns != netns || k.ifindex == 0 || listed.contains(&k.ifindex));
+        self.listed_interfaces.push((netns, listed.clone()));
+        Ok(before - self.readings.drops.len())
+    }
+
+    fn forget_listen_origins(
+        &mut self,
+        taken: &[nettune_common::ListenSocket],
+    ) -> Result<(), MapReadError> {
+        self.readings
+            .listen_origins
+            .retain(|s, _| !taken.contains(s));
+        Ok(())
+    }
+
+    fn arm_events(
+        &mut self,
+        kind: nettune_common::EventKind,
+        armed: bool,
+    ) -> Result<(), MapReadError> {
+        self.armed.insert(kind as u32, armed);
         Ok(())
     }
 

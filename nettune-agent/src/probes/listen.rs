@@ -1,9 +1,17 @@
-//! The listen-overflow signal: accept queues that were full when a connection came.
+//! Two listener signals.
 //!
-//! Chain: fentry on `tcp_conn_request` and `tcp_v{4,6}_syn_recv_sock` (per listener:
-//! port, queue length, limit), then kprobes on the same functions, then the
-//! `ListenOverflows` / `ListenDrops` / `TCPReqQFullDrop` counters of each
-//! namespace's `/proc/net/netstat`, which every kernel has.
+//! - `listen_overflow`, accept queues that were full when a connection came.
+//!   Chain: fentry on `tcp_conn_request` and `tcp_v{4,6}_syn_recv_sock` (per
+//!   listener: port, queue length, limit), then kprobes on the same functions,
+//!   then the `ListenOverflows` / `ListenDrops` / `TCPReqQFullDrop` counters of
+//!   each namespace's `/proc/net/netstat`, which every kernel has.
+//! - `listen_backlog`, what each listener asked `listen()` for. Chain:
+//!   `tp_btf/inet_sock_set_state` ([`super::sock_state`]: when a socket starts
+//!   listening, its limit and the somaxconn that capped it, so a limit below
+//!   somaxconn is exactly what it asked for), then `sock_diag` alone (each
+//!   listener's limit against the namespace's somaxconn now: the collector infers
+//!   what it can). No syscall tracepoint: attaching one would send every system
+//!   call on the node through the kernel's slow path.
 
 use std::collections::BTreeMap;
 
@@ -11,18 +19,16 @@ use aya::{
     Ebpf,
     programs::{FEntry, KProbe},
 };
-use nettune_common::{
-    ListenCall, ListenKey, ListenOverflow, ListenRequest,
-    listen::{LISTEN_CALLS_MAP, LISTEN_OVERFLOWS_MAP},
-};
+use nettune_common::{ListenKey, ListenOverflow, listen::LISTEN_OVERFLOWS_MAP};
 
 use crate::model::probes::{SignalStatus, Variant};
 
 use super::{
-    LoadError, Probes,
-    chain::{AttachContext, Attempt, attach_chain, attach_tracepoint, error_chain, program},
+    MapReadError, Probes,
+    chain::{AttachContext, AttachError, Attempt, attach_chain, attach_error, load_error, program},
     maps,
     offsets::OffsetGroup,
+    sock_state,
 };
 
 /// Signal name in reports and metrics.
@@ -30,18 +36,10 @@ pub const SIGNAL: &str = "listen_overflow";
 /// The signal of the backlogs applications ask `listen()` for.
 pub const BACKLOG_SIGNAL: &str = "listen_backlog";
 
-/// `syscalls/sys_enter_listen`: syscall tracepoints have no BTF variant.
-const BACKLOG_CHAIN: [(Variant, Attempt); 1] = [(Variant::Tracepoint, |ebpf, context| {
-    // Without the task offsets (no BTF) the agent finds the namespace in /proc.
-    context.offsets.require(&[OffsetGroup::TpListen])?;
-    attach_tracepoint(
-        ebpf,
-        context,
-        "sys_enter_listen",
-        "syscalls",
-        "sys_enter_listen",
-    )
-})];
+const BACKLOG_CHAIN: [(Variant, Attempt); 2] = [
+    (Variant::TpBtf, sock_state::attach),
+    (Variant::SockDiag, |_, _| Ok(())),
+];
 
 const FENTRY_PROGRAMS: [Target; 3] = [
     ("tcp_conn_request_fentry", "tcp_conn_request", true),
@@ -79,9 +77,9 @@ type Target = (&'static str, &'static str, bool);
 fn all_or_none(
     ebpf: &mut Ebpf,
     targets: &[Target],
-    attach_one: impl Fn(&mut Ebpf, &str, &str) -> Result<(), String>,
-    unload: impl Fn(&mut Ebpf, &str),
-) -> Result<(), String> {
+    attach_one: impl Fn(&mut Ebpf, &'static str, &str) -> Result<(), AttachError>,
+    unload: impl Fn(&mut Ebpf, &'static str),
+) -> Result<(), AttachError> {
     let result = targets.iter().try_for_each(|&(name, function, required)| {
         match attach_one(ebpf, name, function) {
             Err(e) if required => Err(e),
@@ -96,21 +94,18 @@ fn all_or_none(
     result
 }
 
-fn attach_fentry(ebpf: &mut Ebpf, context: &AttachContext) -> Result<(), String> {
+fn attach_fentry(ebpf: &mut Ebpf, context: &AttachContext) -> Result<(), AttachError> {
     context
         .offsets
         .require(&[OffsetGroup::Listener, OffsetGroup::SockNetns])?;
-    let btf = context.aya_btf.as_ref().map_err(Clone::clone)?;
+    let btf = context.btf()?;
     all_or_none(
         ebpf,
         &FENTRY_PROGRAMS,
         |ebpf, name, function| {
             let p: &mut FEntry = program(ebpf, name)?;
-            p.load(function, btf)
-                .map_err(|e| format!("load {function}: {}{}", error_chain(&e), hint(&e)))?;
-            p.attach()
-                .map(drop)
-                .map_err(|e| format!("attach {function}: {}{}", error_chain(&e), hint(&e)))
+            p.load(function, btf).map_err(load_error(function))?;
+            p.attach().map(drop).map_err(attach_error(function))
         },
         |ebpf, name| {
             if let Ok(p) = program::<FEntry>(ebpf, name) {
@@ -120,7 +115,7 @@ fn attach_fentry(ebpf: &mut Ebpf, context: &AttachContext) -> Result<(), String>
     )
 }
 
-fn attach_kprobes(ebpf: &mut Ebpf, context: &AttachContext) -> Result<(), String> {
+fn attach_kprobes(ebpf: &mut Ebpf, context: &AttachContext) -> Result<(), AttachError> {
     context
         .offsets
         .require(&[OffsetGroup::Listener, OffsetGroup::SockNetns])?;
@@ -130,11 +125,11 @@ fn attach_kprobes(ebpf: &mut Ebpf, context: &AttachContext) -> Result<(), String
         |ebpf, name, function| {
             let p: &mut KProbe = program(ebpf, name)?;
             if p.fd().is_err() {
-                p.load().map_err(|e| format!("load: {}", error_chain(&e)))?;
+                p.load().map_err(load_error(function))?;
             }
             p.attach(function, 0)
                 .map(drop)
-                .map_err(|e| format!("attach {function}: {}{}", error_chain(&e), hint(&e)))
+                .map_err(attach_error(function))
         },
         |ebpf, name| {
             if let Ok(p) = program::<KProbe>(ebpf, name) {
@@ -144,29 +139,13 @@ fn attach_kprobes(ebpf: &mut Ebpf, context: &AttachContext) -> Result<(), String
     )
 }
 
-/// What a kernel's refusal usually means, for the report.
-fn hint(e: &dyn std::error::Error) -> &'static str {
-    let text = error_chain(e);
-    if text.contains("kprobe/type") {
-        " (this kernel has no kprobe support: CONFIG_KPROBES is off)"
-    } else if text.contains("Operation not permitted") {
-        " (the kernel refused the program before verification: BPF trampolines are \
-         disabled or restricted here)"
-    } else if text.contains("os error 524") {
-        " (ENOTSUPP: this kernel will not build a BPF trampoline for this function, \
-         as Debian 12's 6.1 does for tcp_v{4,6}_syn_recv_sock)"
-    } else {
-        ""
-    }
-}
-
 impl Probes {
     /// Overflows per listening socket (fentry/kprobe variants only; empty under
     /// the procfs variant). Per-CPU values are merged: counts summed, the queue
     /// length and limit of the busiest CPU kept.
     pub(super) fn listen_overflows(
         &self,
-    ) -> Result<BTreeMap<ListenKey, ListenOverflow>, LoadError> {
+    ) -> Result<BTreeMap<ListenKey, ListenOverflow>, MapReadError> {
         maps::per_cpu_hash(&self.ebpf, LISTEN_OVERFLOWS_MAP, |a: ListenOverflow, b| {
             ListenOverflow {
                 overflows: a.overflows.saturating_add(b.overflows),
@@ -174,10 +153,5 @@ impl Probes {
                 max_backlog: a.max_backlog.max(b.max_backlog),
             }
         })
-    }
-
-    /// What each recent `listen()` call asked for, by (process, descriptor).
-    pub(super) fn listen_calls(&self) -> Result<BTreeMap<ListenCall, ListenRequest>, LoadError> {
-        maps::hash_entries(&self.ebpf, LISTEN_CALLS_MAP)
     }
 }

@@ -7,24 +7,24 @@ use aya::{
     maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap},
 };
 
-use super::LoadError;
+use super::MapReadError;
 
-/// `error` on map `name`, as a [`LoadError`].
-fn map_error(name: &'static str) -> impl Fn(MapError) -> LoadError {
-    move |e| LoadError::Map {
+/// `error` on map `name`, as a [`MapReadError`].
+pub(crate) fn map_error(name: &'static str) -> impl Fn(MapError) -> MapReadError {
+    move |e| MapReadError {
         name,
         source: Box::new(e),
     }
 }
 
-fn missing(name: &'static str) -> LoadError {
+pub(crate) fn missing(name: &'static str) -> MapReadError {
     map_error(name)(MapError::InvalidName {
         name: name.to_owned(),
     })
 }
 
 /// The map `name` of the object.
-fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a Map, LoadError> {
+fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a Map, MapReadError> {
     ebpf.map(name).ok_or_else(|| missing(name))
 }
 
@@ -32,7 +32,7 @@ fn map<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a Map, LoadError> {
 pub(crate) fn per_cpu_hash_mut<'a, K: Pod, V: Pod>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
-) -> Result<PerCpuHashMap<&'a mut MapData, K, V>, LoadError> {
+) -> Result<PerCpuHashMap<&'a mut MapData, K, V>, MapReadError> {
     let map = ebpf.map_mut(name).ok_or_else(|| missing(name))?;
     PerCpuHashMap::try_from(map).map_err(map_error(name))
 }
@@ -43,7 +43,7 @@ pub(crate) fn per_cpu_hash<K, V>(
     ebpf: &Ebpf,
     name: &'static str,
     fold: impl Fn(V, V) -> V,
-) -> Result<BTreeMap<K, V>, LoadError>
+) -> Result<BTreeMap<K, V>, MapReadError>
 where
     K: Pod + Ord,
     V: Pod + Default,
@@ -63,7 +63,7 @@ where
 pub(crate) fn hash_entries<K: Pod + Ord, V: Pod>(
     ebpf: &Ebpf,
     name: &'static str,
-) -> Result<BTreeMap<K, V>, LoadError> {
+) -> Result<BTreeMap<K, V>, MapReadError> {
     let hash: HashMap<&MapData, K, V> =
         HashMap::try_from(map(ebpf, name)?).map_err(map_error(name))?;
     Ok(hash.iter().filter_map(Result::ok).collect())
@@ -73,12 +73,15 @@ pub(crate) fn hash_entries<K: Pod + Ord, V: Pod>(
 pub(crate) fn per_cpu_counts<K: Pod + Ord>(
     ebpf: &Ebpf,
     name: &'static str,
-) -> Result<BTreeMap<K, u64>, LoadError> {
+) -> Result<BTreeMap<K, u64>, MapReadError> {
     per_cpu_hash(ebpf, name, u64::saturating_add)
 }
 
 /// Each slot of a per-CPU `u64` array, summed over CPUs.
-pub(crate) fn per_cpu_array_sums(ebpf: &Ebpf, name: &'static str) -> Result<Vec<u64>, LoadError> {
+pub(crate) fn per_cpu_array_sums(
+    ebpf: &Ebpf,
+    name: &'static str,
+) -> Result<Vec<u64>, MapReadError> {
     let array: PerCpuArray<&MapData, u64> =
         PerCpuArray::try_from(map(ebpf, name)?).map_err(map_error(name))?;
     array
@@ -95,7 +98,7 @@ pub(crate) fn remove_keys<K: Pod, V: Pod>(
     ebpf: &mut Ebpf,
     name: &'static str,
     stale: impl Fn(&K) -> bool,
-) -> Result<usize, LoadError> {
+) -> Result<usize, MapReadError> {
     let mut hash = per_cpu_hash_mut::<K, V>(ebpf, name)?;
     let doomed: Vec<K> = hash
         .keys()
@@ -114,7 +117,7 @@ pub(crate) fn remove_entries<K: Pod, V: Pod>(
     ebpf: &mut Ebpf,
     name: &'static str,
     keys: &[K],
-) -> Result<(), LoadError> {
+) -> Result<(), MapReadError> {
     let map = ebpf.map_mut(name).ok_or_else(|| missing(name))?;
     let mut hash: HashMap<&mut MapData, K, V> = HashMap::try_from(map).map_err(map_error(name))?;
     for key in keys {

@@ -7,43 +7,47 @@
 //! loads and attaches, and records why each other one did not in a
 //! [`Report`]. Everything downstream reads the same [`ProbeReadings`] whatever
 //! variant is attached, through the [`ProbeSource`] trait that
-//! [`fake::FakeProbes`] also implements for tests.
+//! `fake::FakeProbes` also implements (in tests).
 //!
 //! - [`offsets`]: kernel struct and tracepoint offsets, resolved from BTF and
 //!   tracefs, handed to the programs before load;
 //! - `chain`: trying a signal's variants in order;
 //! - one module per signal: [`retransmit`], [`drops`], [`listen`], [`connect`],
-//!   [`traffic`] (tc on host-side veths), plus [`events`] (the urgent-event ring
-//!   buffer) and `maps` (reading per-CPU maps).
+//!   [`conversations`] (tc on host-side veths); `sock_state`, the program two of them
+//!   share; [`events`] (the urgent-event ring buffer) and `maps` (reading
+//!   per-CPU maps).
 
 mod chain;
 pub mod connect;
+pub mod conversations;
 pub mod drops;
 pub mod events;
+#[cfg(test)]
 pub mod fake;
 pub mod listen;
 mod maps;
 pub mod offsets;
 pub mod retransmit;
-pub mod traffic;
+mod sock_state;
+pub mod sysctl_writes;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use aya::{Ebpf, EbpfLoader};
 use nettune_common::{
-    DropKey, IfaceTraffic, ListenCall, ListenKey, ListenOverflow, ListenRequest, ProbeError,
-    RetransmitCounters,
+    Conversations, DnsCounters, DropKey, EventKind, ListenKey, ListenOrigin, ListenOverflow,
+    ListenSocket, ProbeError, RetransmitCounters,
 };
 
 use chain::AttachContext;
-pub use chain::LoadOptions;
-pub use traffic::InterfaceChanges;
+pub use chain::{AttachError, LoadOptions};
+pub use conversations::{InterfaceChanges, Taken, Timeouts};
 
 use crate::{
     model::{
         drop_reasons::{DropReasons, NameSource},
         probes::Report,
-        sample::LostEvents,
+        sample::{LostEvents, ProgramStats},
     },
     sys::{Link, btf::Btf, tracefs::Tracefs},
 };
@@ -52,22 +56,24 @@ use offsets::ResolvedOffsets;
 /// The eBPF object, built by build.rs with the pinned nightly and embedded here.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nettune"));
 
-/// Errors that stop the probes from loading at all (as opposed to one variant
-/// failing, which is recorded and falls back), or from reading a map.
+/// The probes could not load at all (as opposed to one variant failing, which is
+/// recorded and falls back).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The object itself did not load (e.g. a map could not be created).
     #[error("cannot load nettune's eBPF object: {0}")]
     Object(#[source] Box<aya::EbpfError>),
-    /// A map could not be read.
-    #[error("eBPF map `{name}`: {source}")]
-    Map {
-        /// The map's name.
-        name: &'static str,
-        /// aya's error.
-        #[source]
-        source: Box<aya::maps::MapError>,
-    },
+}
+
+/// A map of the loaded programs could not be read or written (each tick).
+#[derive(Debug, thiserror::Error)]
+#[error("eBPF map `{name}`: {source}")]
+pub struct MapReadError {
+    /// The map's name.
+    pub name: &'static str,
+    /// aya's error.
+    #[source]
+    pub source: Box<aya::maps::MapError>,
 }
 
 /// Everything the programs' maps hold, read once per tick.
@@ -78,17 +84,24 @@ pub struct ProbeReadings {
     /// Drops per (netns, ifindex, reason).
     pub drops: BTreeMap<DropKey, u64>,
     /// Overflows per listening socket (fentry/kprobe variants only).
-    pub listeners: BTreeMap<ListenKey, ListenOverflow>,
-    /// What recent `listen()` calls asked for, by (process, descriptor).
-    pub listen_calls: BTreeMap<ListenCall, ListenRequest>,
+    pub listen_overflows: BTreeMap<ListenKey, ListenOverflow>,
+    /// How sockets that started listening lately did, by (netns, inode).
+    pub listen_origins: BTreeMap<ListenSocket, ListenOrigin>,
     /// connect() calls that failed with `EADDRNOTAVAIL`, per netns inode.
     pub connect_eaddrnotavail: BTreeMap<u32, u64>,
-    /// Traffic per watched host-side interface: ifindex → (name, counters).
-    pub interfaces: BTreeMap<u32, (String, IfaceTraffic)>,
+    /// Conversations per watched host-side interface: ifindex → (name, counters).
+    pub conversations: BTreeMap<u32, (String, Conversations)>,
+    /// DNS per server address (IPv4-mapped for IPv4).
+    pub dns_servers: BTreeMap<[u8; 16], DnsCounters>,
+    /// Writers of `net.*` sysctls seen (with the `cgroup_sysctl` variant).
+    pub sysctl_writers: Vec<crate::model::sysctl_writers::SysctlWriterFigures>,
     /// The programs' own errors.
     pub probe_errors: Vec<(ProbeError, u64)>,
     /// Urgent events the kernel side could not send.
     pub lost_events: LostEvents,
+    /// Each program's runs and run time, by name, while the kernel counts them
+    /// (`agent.program_stats`).
+    pub program_stats: BTreeMap<String, ProgramStats>,
 }
 
 impl ProbeReadings {
@@ -99,7 +112,7 @@ impl ProbeReadings {
             .copied()
             .chain(self.drops.keys().map(|k| k.netns))
             .chain(self.connect_eaddrnotavail.keys().copied())
-            .chain(self.listen_calls.values().map(|r| r.netns))
+            .chain(self.listen_origins.keys().map(|s| s.netns))
     }
 }
 
@@ -112,17 +125,28 @@ pub trait ProbeSource {
     fn drop_reasons(&self) -> &DropReasons;
 
     /// Reads every map once.
-    fn read(&self) -> Result<ProbeReadings, LoadError>;
+    fn read(&self) -> Result<ProbeReadings, MapReadError>;
 
     /// Removes every map entry of namespaces not in `alive`, so a departed pod's
     /// figures disappear (and its inode, if the kernel reuses it, starts from
     /// zero). Returns how many entries were removed. Namespace 0 (drops nothing
     /// could attribute) is kept.
-    fn forget_namespaces(&mut self, alive: &BTreeSet<u32>) -> Result<usize, LoadError>;
+    fn forget_namespaces(&mut self, alive: &BTreeSet<u32>) -> Result<usize, MapReadError>;
 
-    /// Forgets `listen()` calls already resolved (or no longer resolvable), so
-    /// the next read returns only new ones.
-    fn forget_listen_calls(&mut self, calls: &[ListenCall]) -> Result<(), LoadError>;
+    /// Removes every map entry of namespace `netns` keyed by an interface not in
+    /// `listed` (that namespace's interfaces, as just listed), so a departed
+    /// pod's host-side veth releases its entries though the host namespace stays
+    /// (issue 19, defect 11). Returns how many entries were removed. Ifindex 0
+    /// (drops with no device) is kept.
+    fn forget_interfaces(
+        &mut self,
+        netns: u32,
+        listed: &BTreeSet<u32>,
+    ) -> Result<usize, MapReadError>;
+
+    /// Forgets listen origins already taken, so the next read returns only new
+    /// ones.
+    fn forget_listen_origins(&mut self, taken: &[ListenSocket]) -> Result<(), MapReadError>;
 
     /// Attaches the tc programs to host-side veths in `veths` not yet watched, and
     /// forgets watched ones that are no longer there.
@@ -140,6 +164,46 @@ pub trait ProbeSource {
 
     /// Forwards the programs' pending diagnostics to this process's log.
     fn flush_kernel_log(&mut self) {}
+
+    /// Takes out of the kernel maps the DNS queries sent more than
+    /// `timeouts.dns` ago and the TCP handshakes started more than
+    /// `timeouts.handshake` ago still unanswered, and the handshakes refused
+    /// since the last call (nothing by default).
+    fn take_unanswered_and_refused(&mut self, _timeouts: Timeouts) -> Result<Taken, MapReadError> {
+        Ok(Taken::default())
+    }
+
+    /// Arms (or disarms) urgent events of `kind`: an armed kind is sent once,
+    /// then disarmed by the program that sent it (nothing by default).
+    fn arm_events(&mut self, _kind: EventKind, _armed: bool) -> Result<(), MapReadError> {
+        Ok(())
+    }
+
+    /// Diagnostics forwarded so far (none by default).
+    fn kernel_log_records(&self) -> u64 {
+        0
+    }
+}
+
+/// The programs' diagnostics on their way to this process's logger, counted.
+struct KernelLog {
+    records: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl log::Log for KernelLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        log::logger().enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        self.records
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        log::logger().log(record);
+    }
+
+    fn flush(&self) {
+        log::logger().flush();
+    }
 }
 
 /// The loaded object with every signal's chosen variant attached. Dropping it
@@ -149,9 +213,14 @@ pub struct Probes {
     report: Report,
     drop_reasons: DropReasons,
     events: Option<events::EventReader>,
-    traffic: traffic::Watcher,
+    traffic: conversations::Watcher,
+    /// Keeps the kernel counting runs and run time while held
+    /// (`agent.program_stats`).
+    _stats: Option<std::os::fd::OwnedFd>,
     /// The programs' own rare diagnostics (aya-log), forwarded to our log.
-    kernel_log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    kernel_log: Option<aya_log::EbpfLogger<KernelLog>>,
+    /// How many it forwarded.
+    kernel_log_records: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Probes {
@@ -200,7 +269,7 @@ impl Probes {
             Some(path) => aya::Btf::parse_file(path, aya::Endianness::default()),
             None => aya::Btf::from_sys_fs(),
         }
-        .map_err(|e| format!("no kernel BTF: {e}"));
+        .map_err(std::sync::Arc::new);
         let mut loader = EbpfLoader::new();
         if let Ok(btf) = &aya_btf {
             loader.btf(btf);
@@ -221,7 +290,7 @@ impl Probes {
         let context = AttachContext {
             options: options.clone(),
             aya_btf,
-            tracefs: tracefs.map_err(|e| e.to_string()),
+            tracefs: tracefs.map_err(std::sync::Arc::new),
             offsets,
         };
         let signals = vec![
@@ -230,9 +299,19 @@ impl Probes {
             listen::attach(&mut ebpf, &context),
             listen::attach_backlogs(&mut ebpf, &context),
             connect::attach(&mut ebpf, &context),
-            traffic::attach(&mut ebpf, &context),
+            conversations::attach(&mut ebpf, &context),
             drops::conntrack_status(),
+            sysctl_writes::attach(&mut ebpf, &context),
         ];
+        // Every kind armed: the first of each reaches whoever reads the ring; the
+        // daemon then arms them only while an early collection could matter.
+        if !options.without_urgent_events {
+            for kind in [EventKind::NetfilterDrop, EventKind::ListenOverflow] {
+                if let Err(e) = events::arm(&mut ebpf, kind, true) {
+                    warnings.push(format!("urgent events cannot be armed: {e}"));
+                }
+            }
+        }
         let events = match events::EventReader::new(&mut ebpf) {
             Ok(reader) => Some(reader),
             Err(e) => {
@@ -240,7 +319,11 @@ impl Probes {
                 None
             }
         };
-        let kernel_log = match aya_log::EbpfLogger::init(&mut ebpf) {
+        let kernel_log_records = std::sync::Arc::default();
+        let counted = KernelLog {
+            records: std::sync::Arc::clone(&kernel_log_records),
+        };
+        let kernel_log = match aya_log::EbpfLogger::init_with_logger(&mut ebpf, counted) {
             Ok(logger) => Some(logger),
             Err(e) => {
                 warnings.push(format!("the programs' diagnostics are not forwarded: {e}"));
@@ -253,19 +336,54 @@ impl Probes {
         // aya's parse of the kernel's BTF is not needed any more.
         drop(aya_btf);
         let drop_reasons = offsets.drop_reasons;
+        let stats = options
+            .program_stats
+            .then(|| aya::sys::enable_stats(aya::sys::Stats::RunTime))
+            .and_then(|enabled| {
+                enabled
+                    .map_err(|e| {
+                        warnings.push(format!(
+                            "program statistics unavailable ({e}; BPF_ENABLE_STATS needs Linux \
+                             5.8 and CAP_SYS_ADMIN): nettune_program_* series are left out"
+                        ));
+                    })
+                    .ok()
+            });
         crate::sys::release_free_memory();
         Ok(Self {
             ebpf,
             report: Report { signals, warnings },
             drop_reasons,
             events,
-            traffic: traffic::Watcher::default(),
+            traffic: conversations::Watcher::default(),
+            _stats: stats,
             kernel_log,
+            kernel_log_records,
         })
     }
 
+    /// Each loaded program's runs and run time, while the kernel counts them.
+    fn program_stats(&self) -> BTreeMap<String, ProgramStats> {
+        if self._stats.is_none() {
+            return BTreeMap::new();
+        }
+        self.ebpf
+            .programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                Some((
+                    name.to_owned(),
+                    ProgramStats {
+                        runs: info.run_count(),
+                        run_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// Sum over CPUs of the programs' own error counters, by error kind.
-    fn probe_errors(&self) -> Result<Vec<(ProbeError, u64)>, LoadError> {
+    fn probe_errors(&self) -> Result<Vec<(ProbeError, u64)>, MapReadError> {
         let slots = maps::per_cpu_array_sums(&self.ebpf, "PROBE_ERRORS")?;
         Ok(ProbeError::ALL
             .iter()
@@ -283,20 +401,23 @@ impl ProbeSource for Probes {
         &self.drop_reasons
     }
 
-    fn read(&self) -> Result<ProbeReadings, LoadError> {
+    fn read(&self) -> Result<ProbeReadings, MapReadError> {
         Ok(ProbeReadings {
             retransmits: self.retransmits()?,
             drops: self.drops()?,
-            listeners: self.listen_overflows()?,
-            listen_calls: self.listen_calls()?,
+            listen_overflows: self.listen_overflows()?,
+            listen_origins: self.listen_origins()?,
             connect_eaddrnotavail: self.connect_eaddrnotavail()?,
-            interfaces: self.interface_traffic()?,
+            conversations: self.conversations()?,
+            dns_servers: self.dns_servers()?,
+            sysctl_writers: self.sysctl_writes()?,
             probe_errors: self.probe_errors()?,
             lost_events: self.lost_events()?,
+            program_stats: self.program_stats(),
         })
     }
 
-    fn forget_namespaces(&mut self, alive: &BTreeSet<u32>) -> Result<usize, LoadError> {
+    fn forget_namespaces(&mut self, alive: &BTreeSet<u32>) -> Result<usize, MapReadError> {
         let gone = |netns: u32| netns != 0 && !alive.contains(&netns);
         let ebpf = &mut self.ebpf;
         Ok(maps::remove_keys::<u32, RetransmitCounters>(
@@ -311,16 +432,28 @@ impl ProbeSource for Probes {
             |k| gone(k.netns),
         )? + maps::remove_keys::<u32, u64>(
             ebpf,
-            nettune_common::netns_counters::CONNECT_EADDRNOTAVAIL_MAP,
+            nettune_common::connect::CONNECT_EADDRNOTAVAIL_MAP,
             |k| gone(*k),
         )?)
     }
 
-    fn forget_listen_calls(&mut self, calls: &[ListenCall]) -> Result<(), LoadError> {
-        maps::remove_entries::<ListenCall, ListenRequest>(
+    fn forget_interfaces(
+        &mut self,
+        netns: u32,
+        listed: &BTreeSet<u32>,
+    ) -> Result<usize, MapReadError> {
+        // DROPS is the one map keyed by interface (conversations are released
+        // with their tc programs, in `watch_interfaces`).
+        maps::remove_keys::<DropKey, u64>(&mut self.ebpf, nettune_common::drops::DROPS_MAP, |k| {
+            k.netns == netns && k.ifindex != 0 && !listed.contains(&k.ifindex)
+        })
+    }
+
+    fn forget_listen_origins(&mut self, taken: &[ListenSocket]) -> Result<(), MapReadError> {
+        maps::remove_entries::<ListenSocket, ListenOrigin>(
             &mut self.ebpf,
-            nettune_common::listen::LISTEN_CALLS_MAP,
-            calls,
+            nettune_common::listen::LISTEN_ORIGINS_MAP,
+            taken,
         )
     }
 
@@ -344,6 +477,19 @@ impl ProbeSource for Probes {
         if let Some(logger) = self.kernel_log.as_mut() {
             logger.flush();
         }
+    }
+
+    fn arm_events(&mut self, kind: EventKind, armed: bool) -> Result<(), MapReadError> {
+        events::arm(&mut self.ebpf, kind, armed)
+    }
+
+    fn take_unanswered_and_refused(&mut self, timeouts: Timeouts) -> Result<Taken, MapReadError> {
+        self.take_conversations(timeouts)
+    }
+
+    fn kernel_log_records(&self) -> u64 {
+        self.kernel_log_records
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

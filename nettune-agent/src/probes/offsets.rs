@@ -30,18 +30,25 @@ pub enum OffsetGroup {
     SkbLocation,
     /// skb → TCP segment count.
     SkbSegments,
-    /// current task → netns.
-    TaskNetns,
+    /// A TCP socket's state changes (`inet_sock_set_state`): socket → inode,
+    /// netns → somaxconn, and the tracepoint's arguments.
+    SockState,
     /// `tcp/tcp_retransmit_skb` record layout.
     TpRetransmit,
     /// `skb/kfree_skb` record layout.
     TpKfreeSkb,
-    /// `syscalls/sys_exit_connect` record layout.
-    TpConnect,
-    /// `syscalls/sys_enter_listen` record layout.
-    TpListen,
     /// BTF tracepoint argument counts.
     TpBtfArgs,
+}
+
+/// A group of offsets a variant needs could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("kernel layout unknown ({group:?}): {problem}")]
+pub struct MissingOffsets {
+    /// The group.
+    pub group: OffsetGroup,
+    /// Why (the BTF or tracefs error).
+    pub problem: String,
 }
 
 /// Offsets for this kernel, the drop reason names, and what could not be resolved.
@@ -85,12 +92,15 @@ impl ResolvedOffsets {
     }
 
     /// `Ok` if every group in `needs` was resolved, else the first problem.
-    pub fn require(&self, needs: &[OffsetGroup]) -> Result<(), String> {
+    pub fn require(&self, needs: &[OffsetGroup]) -> Result<(), MissingOffsets> {
         match needs
             .iter()
             .find_map(|n| self.problems.get(n).map(|p| (n, p)))
         {
-            Some((need, problem)) => Err(format!("kernel layout unknown ({need:?}): {problem}")),
+            Some((group, problem)) => Err(MissingOffsets {
+                group: *group,
+                problem: problem.clone(),
+            }),
             None => Ok(()),
         }
     }
@@ -104,15 +114,13 @@ const BTF_GROUPS: [(OffsetGroup, Resolver<Btf, BtfError>); 6] = [
     (OffsetGroup::Listener, listener),
     (OffsetGroup::SkbLocation, skb_location),
     (OffsetGroup::SkbSegments, skb_segments),
-    (OffsetGroup::TaskNetns, task_netns),
+    (OffsetGroup::SockState, sock_state),
     (OffsetGroup::TpBtfArgs, tp_btf_args),
 ];
 
-const TRACEFS_GROUPS: [(OffsetGroup, Resolver<Tracefs, TracefsError>); 4] = [
+const TRACEFS_GROUPS: [(OffsetGroup, Resolver<Tracefs, TracefsError>); 2] = [
     (OffsetGroup::TpRetransmit, tp_retransmit),
     (OffsetGroup::TpKfreeSkb, tp_kfree_skb),
-    (OffsetGroup::TpConnect, tp_connect),
-    (OffsetGroup::TpListen, tp_listen),
 ];
 
 /// The values of `SKB_NOT_DROPPED_YET` and `SKB_CONSUMED` (both "not a drop"), or
@@ -157,6 +165,8 @@ fn listener(btf: &Btf, o: &mut KernelOffsets) -> Result<(), BtfError> {
 fn skb_location(btf: &Btf, o: &mut KernelOffsets) -> Result<(), BtfError> {
     o.skb_dev = btf.member_offset("sk_buff", &["dev"])?;
     o.skb_sk = btf.member_offset("sk_buff", &["sk"])?;
+    // Only with CONFIG_NF_CONNTRACK; without it, no drop has a conntrack entry.
+    o.skb_nfct = btf.member_offset("sk_buff", &["_nfct"]).unwrap_or(ABSENT);
     o.dev_ifindex = btf.member_offset("net_device", &["ifindex"])?;
     o.dev_net = btf.member_offset("net_device", &["nd_net", "net"])?;
     Ok(())
@@ -168,9 +178,15 @@ fn skb_segments(btf: &Btf, o: &mut KernelOffsets) -> Result<(), BtfError> {
     Ok(())
 }
 
-fn task_netns(btf: &Btf, o: &mut KernelOffsets) -> Result<(), BtfError> {
-    o.task_nsproxy = btf.member_offset("task_struct", &["nsproxy"])?;
-    o.nsproxy_net = btf.member_offset("nsproxy", &["net_ns"])?;
+fn sock_state(btf: &Btf, o: &mut KernelOffsets) -> Result<(), BtfError> {
+    o.sock_socket = btf.member_offset("sock", &["sk_socket"])?;
+    o.tcp_segs_out = btf.member_offset("tcp_sock", &["segs_out"])?;
+    // SOCK_INODE(): the inode follows the socket in `struct socket_alloc`.
+    o.socket_ino = btf.member_offset("socket_alloc", &["vfs_inode"])?
+        - btf.member_offset("socket_alloc", &["socket"])?
+        + btf.member_offset("inode", &["i_ino"])?;
+    o.net_somaxconn = btf.member_offset("net", &["core", "sysctl_somaxconn"])?;
+    o.tp_btf_sock_state_args = btf.tracepoint_arg_count("inet_sock_set_state")?;
     Ok(())
 }
 
@@ -213,17 +229,6 @@ fn tp_kfree_skb(t: &Tracefs, o: &mut KernelOffsets) -> Result<(), TracefsError> 
     Ok(())
 }
 
-fn tp_connect(t: &Tracefs, o: &mut KernelOffsets) -> Result<(), TracefsError> {
-    o.tp_connect_ret = field(t, "syscalls", "sys_exit_connect", "ret")?;
-    Ok(())
-}
-
-fn tp_listen(t: &Tracefs, o: &mut KernelOffsets) -> Result<(), TracefsError> {
-    o.tp_listen_fd = field(t, "syscalls", "sys_enter_listen", "fd")?;
-    o.tp_listen_backlog = field(t, "syscalls", "sys_enter_listen", "backlog")?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,9 +240,12 @@ mod tests {
         let tracefs = Tracefs::at("/nonexistent/tracefs");
         let layout = ResolvedOffsets::resolve(Err(&btf_err), Ok(&tracefs));
         let err = layout.require(&[OffsetGroup::SockNetns]).unwrap_err();
-        assert!(err.contains("/nonexistent/btf"), "{err}");
+        assert!(err.to_string().contains("/nonexistent/btf"), "{err}");
         let err = layout.require(&[OffsetGroup::TpKfreeSkb]).unwrap_err();
-        assert!(err.contains("cannot read tracepoint format"), "{err}");
+        assert!(
+            err.to_string().contains("cannot read tracepoint format"),
+            "{err}"
+        );
         assert_eq!(layout.offsets.tp_retransmit_err, ABSENT);
         assert_eq!(layout.offsets.reason_netfilter_drop, ABSENT);
         assert!(layout.require(&[]).is_ok());

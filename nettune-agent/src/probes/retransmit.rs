@@ -10,7 +10,7 @@ use aya::Ebpf;
 use nettune_common::{RetransmitCounters, retransmit::RETRANSMITS_MAP};
 
 use super::{
-    LoadError, Probes,
+    MapReadError, Probes,
     chain::{AttachContext, Attempt, attach_chain, attach_tp_btf, attach_tracepoint},
     maps,
     offsets::OffsetGroup,
@@ -52,7 +52,7 @@ pub(super) fn attach(ebpf: &mut Ebpf, context: &AttachContext) -> SignalStatus {
 
 impl Probes {
     /// Retransmit counters per netns inode, summed over CPUs.
-    pub(super) fn retransmits(&self) -> Result<BTreeMap<u32, RetransmitCounters>, LoadError> {
+    pub(super) fn retransmits(&self) -> Result<BTreeMap<u32, RetransmitCounters>, MapReadError> {
         maps::per_cpu_hash(
             &self.ebpf,
             RETRANSMITS_MAP,

@@ -23,12 +23,13 @@ pub enum HttpError {
     #[error("`{0}` is not an http://host:port URL")]
     BadUrl(String),
     /// Connecting, sending or receiving failed, or took too long.
-    #[error("{url}: {reason}")]
+    #[error("{url}: {source}")]
     Transfer {
         /// What was fetched.
         url: String,
         /// What went wrong.
-        reason: String,
+        #[source]
+        source: TransferError,
     },
     /// The server answered with a status other than 200.
     #[error("{url} answered {status}: {body}")]
@@ -40,6 +41,29 @@ pub enum HttpError {
         /// The body, trimmed.
         body: String,
     },
+}
+
+/// Why one exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// The TCP connection could not be made.
+    #[error("cannot connect: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The request could not be built.
+    #[error("bad request: {0}")]
+    Request(#[source] hyper::http::Error),
+    /// The HTTP exchange failed.
+    #[error("{0}")]
+    Http(#[source] hyper::Error),
+    /// The body could not be read, or was larger than allowed.
+    #[error("reading the body: {0}")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The whole exchange took longer than its deadline.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// No runtime could be started for a blocking call.
+    #[error("cannot start an async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 /// Splits `http://host:port[/...]` into the address.
@@ -62,35 +86,35 @@ pub async fn get_raw(
     path: &str,
     timeout: Duration,
     max_body: usize,
-) -> Result<(u16, Bytes), String> {
+) -> Result<(u16, Bytes), TransferError> {
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(TransferError::Connect)?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(TransferError::Http)?;
         let connection = tokio::spawn(connection);
         let request = Request::get(path)
             .header(header::HOST, addr.to_string())
             .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
+            .map_err(TransferError::Request)?;
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(TransferError::Http)?;
         let status = response.status().as_u16();
         let body = Limited::new(response.into_body(), max_body)
             .collect()
             .await
-            .map_err(|e| format!("reading the body: {e}"))?
+            .map_err(TransferError::Body)?
             .to_bytes();
         connection.abort();
         Ok((status, body))
     };
     tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| format!("no answer within {timeout:?}"))?
+        .map_err(|_| TransferError::Timeout(timeout))?
 }
 
 /// [`get_raw`] from synchronous code (a runtime of its own for the call).
@@ -99,11 +123,11 @@ pub fn get_raw_blocking(
     path: &str,
     timeout: Duration,
     max_body: usize,
-) -> Result<(u16, Bytes), String> {
+) -> Result<(u16, Bytes), TransferError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?
+        .map_err(TransferError::Runtime)?
         .block_on(get_raw(addr, path, timeout, max_body))
 }
 
@@ -118,7 +142,7 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Bytes, Htt
             status,
             body: String::from_utf8_lossy(&body).trim().to_owned(),
         }),
-        Err(reason) => Err(HttpError::Transfer { url, reason }),
+        Err(source) => Err(HttpError::Transfer { url, source }),
     }
 }
 
@@ -150,6 +174,6 @@ mod tests {
         });
         let err = get_raw_blocking(addr, "/api/v1/snapshot", Duration::from_secs(10), 1 << 20)
             .unwrap_err();
-        assert!(err.contains("reading the body"), "{err}");
+        assert!(matches!(err, TransferError::Body(_)), "{err}");
     }
 }

@@ -9,8 +9,10 @@
 //! for a collection, and a render runs off the async workers.
 //!
 //! The agent runs on every node, on the host network: [`serve`] bounds what a
-//! client can hold — at most [`MAX_CONNECTIONS`] connections (more are closed at
-//! once), [`HEADER_TIMEOUT`] to send a request, [`CONNECTION_TIMEOUT`] for the
+//! client can hold — at most [`MAX_CONNECTIONS`] connections, and
+//! [`MAX_CONNECTIONS_PER_CLIENT`] from one client (more are closed at once, so
+//! one client's idle connections cannot starve the kubelet's `/healthz`),
+//! [`HEADER_TIMEOUT`] to send a request, [`CONNECTION_TIMEOUT`] for the
 //! whole exchange, one request per connection — and [`Endpoints::Metrics`]
 //! keeps the JSON API (pod names, processes, ports, tuning decisions) off the
 //! public address.
@@ -33,8 +35,8 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 
-use super::exporter::Exporter;
-use crate::model::snapshot::Published;
+use super::metrics::Exporter;
+use crate::model::snapshot::{Folding, Published};
 
 /// One published tick, and its renderings once asked for.
 struct Rendered {
@@ -50,6 +52,8 @@ pub struct ServerState {
     last_tick: Mutex<Option<Instant>>,
     exporter: Exporter,
     max_pod_series: usize,
+    /// Which pods have their own series, kept from tick to tick.
+    folding: Mutex<Folding>,
     /// `/healthz` fails when no collection happened for this long.
     stale_after: Duration,
     /// Renderings done so far (both endpoints).
@@ -63,8 +67,9 @@ impl ServerState {
         Self {
             rendered: RwLock::new(None),
             last_tick: Mutex::new(None),
-            exporter: Exporter::new(max_pod_series),
+            exporter: Exporter::new(),
             max_pod_series,
+            folding: Mutex::new(Folding::default()),
             stale_after: interval * 3 + Duration::from_secs(5),
             renders: std::sync::atomic::AtomicU64::new(0),
         }
@@ -72,7 +77,13 @@ impl ServerState {
 
     /// Makes `published` the tick every endpoint serves (rendered when first
     /// asked for).
-    pub fn publish(&self, published: Published) {
+    pub fn publish(&self, mut published: Published) {
+        match self.folding.lock() {
+            Ok(mut folding) => published
+                .snapshot
+                .fold_stable(self.max_pod_series, &mut folding),
+            Err(_) => published.snapshot.fold(self.max_pod_series),
+        }
         let rendered = Arc::new(Rendered {
             published: Arc::new(published),
             metrics: std::sync::OnceLock::new(),
@@ -112,7 +123,7 @@ impl ServerState {
             r.metrics
                 .get_or_init(|| {
                     self.count_render();
-                    self.exporter.render(r.published.clone())
+                    self.exporter.render(&r.published)
                 })
                 .clone(),
         )
@@ -128,8 +139,11 @@ impl ServerState {
                     self.count_render();
                     let p = &r.published;
                     let served = Published {
-                        snapshot: p.snapshot.clone().capped(self.max_pod_series),
+                        snapshot: p.snapshot.clone().without_folded(),
                         tuning: p.tuning.clone(),
+                        mode_demoted: p.mode_demoted,
+                        kernel_log_records: p.kernel_log_records,
+                        run_netns_unpropagated: p.run_netns_unpropagated,
                         event_collections_suppressed: p.event_collections_suppressed,
                         events_received: p.events_received,
                     };
@@ -167,21 +181,82 @@ pub fn router(state: Arc<ServerState>, endpoints: Endpoints) -> Router {
 
 /// Most connections served at once; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Most connections one client (an IPv4 address, an IPv6 /64) holds at once;
+/// more are closed at once, so one client cannot take the others' room (the
+/// kubelet's probes, Prometheus' scrapes).
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 8;
 /// Time a client has to send its request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time one connection (one request) may take in all.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Who a connection counts against: its IPv4 address, or the /64 of its IPv6
+/// address (one host usually holds a whole /64, so counting single IPv6
+/// addresses would not bound it).
+fn client_of(peer: std::net::SocketAddr) -> std::net::IpAddr {
+    use std::net::{IpAddr, Ipv6Addr};
+    match peer.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+/// Connections held per client.
+#[derive(Default)]
+struct Clients(Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One admitted connection of `client`: counted until dropped.
+struct Held {
+    clients: Arc<Clients>,
+    client: std::net::IpAddr,
+}
+
+impl Clients {
+    /// Counts a connection of `client`, unless it holds its share already.
+    fn admit(self: &Arc<Self>, client: std::net::IpAddr) -> Option<Held> {
+        let mut held = self.0.lock().ok()?;
+        let n = held.entry(client).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(Held {
+            clients: self.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Ok(mut held) = self.clients.0.lock()
+            && let Some(n) = held.get_mut(&self.client)
+        {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.client);
+            }
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `stop` changes: one request per
-/// connection, bounded in number and time.
+/// connection, bounded in number (in all and per client) and time.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let clients = Arc::new(Clients::default());
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -193,7 +268,10 @@ pub async fn serve(
                 }
             },
         };
-        // Beyond the limit the connection is closed before anything is read.
+        // Beyond either limit the connection is closed before anything is read.
+        let Some(held) = clients.admit(client_of(peer)) else {
+            continue;
+        };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             continue;
         };
@@ -205,7 +283,7 @@ pub async fn serve(
                 .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
-            drop(permit);
+            drop((permit, held));
         });
     }
 }
@@ -292,6 +370,36 @@ pub(crate) mod testing {
         (addr, stop)
     }
 
+    /// `n` connections to `addr` from the local address `from` (any of
+    /// 127.0.0.0/8 is this host's), each having sent `sent`.
+    pub(crate) fn connections_from(
+        from: std::net::IpAddr,
+        addr: SocketAddr,
+        n: usize,
+        sent: &[u8],
+    ) -> Vec<std::net::TcpStream> {
+        use std::io::Write as _;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        (0..n)
+            .map(|_| {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(SocketAddr::new(from, 0)).unwrap();
+                let stream = runtime
+                    .block_on(socket.connect(addr))
+                    .unwrap()
+                    .into_std()
+                    .unwrap();
+                stream.set_nonblocking(false).unwrap();
+                // A connection the server closed already may refuse this.
+                let _ = (&stream).write_all(sent);
+                stream
+            })
+            .collect()
+    }
+
     pub(crate) fn get(addr: SocketAddr, path: &str) -> u16 {
         client::get_raw_blocking(addr, path, Duration::from_secs(5), 1 << 20)
             .map_or(0, |(status, _)| status)
@@ -311,6 +419,9 @@ mod tests {
         Published {
             snapshot: crate::model::snapshot::for_tests(Vec::new()),
             tuning: None,
+            mode_demoted: None,
+            kernel_log_records: 0,
+            run_netns_unpropagated: false,
             event_collections_suppressed: 0,
             events_received: Default::default(),
         }
@@ -340,17 +451,148 @@ mod tests {
     }
 
     #[test]
+    fn the_metrics_and_the_json_api_keep_the_same_pods() {
+        use crate::model::{
+            snapshot::WorkloadFigures,
+            workload::{Workload, WorkloadKind},
+        };
+        let mut workloads = vec![WorkloadFigures::new(1, Workload::node())];
+        for i in 0..5 {
+            let pod = Workload::new(WorkloadKind::NamedNetns, format!("netns:p{i}"));
+            workloads.push(WorkloadFigures::new(10 + i, pod));
+        }
+        let state = ServerState::new(2, Duration::from_secs(1));
+        state.publish(Published {
+            snapshot: crate::model::snapshot::for_tests(workloads),
+            ..published()
+        });
+        let json: serde_json::Value =
+            serde_json::from_slice(&state.snapshot_json().unwrap()).unwrap();
+        let in_json: Vec<&str> = json["workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["pod"].as_str().unwrap())
+            .collect();
+        let text = String::from_utf8(state.metrics_text().unwrap().to_vec()).unwrap();
+        let in_metrics: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("nettune_tcp_retransmit_segments_total{"))
+            .filter_map(|l| l.split("pod=\"").nth(1)?.split('"').next())
+            .collect();
+        assert_eq!(in_json, ["node", "netns:p0", "netns:p1"]);
+        assert_eq!(
+            in_metrics.into_iter().collect::<Vec<_>>(),
+            ["_other", "netns:p0", "netns:p1", "node"]
+        );
+        assert_eq!(json["workloads_folded"], 3);
+    }
+
+    /// `/metrics`' value of the series starting with `prefix`.
+    fn value(text: &str, prefix: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn a_folded_counter_never_decreases_and_a_pod_keeps_its_own_series_until_it_goes() {
+        use crate::model::{
+            counter::CounterRate,
+            snapshot::WorkloadFigures,
+            workload::{Workload, WorkloadKind},
+        };
+        // The node and pods (netns, name, retransmitted segments so far).
+        let tick = |pods: &[(u32, &str, u64)]| {
+            let mut workloads = vec![WorkloadFigures::new(1, Workload::node())];
+            for (netns, name, retransmits) in pods {
+                let pod = Workload::new(WorkloadKind::NamedNetns, format!("netns:{name}"));
+                let mut w = WorkloadFigures::new(*netns, pod);
+                w.retransmit_segments = CounterRate {
+                    total: *retransmits,
+                    per_second: 0.0,
+                };
+                workloads.push(w);
+            }
+            workloads.sort_by(|a, b| a.workload.pod.cmp(&b.workload.pod));
+            Published {
+                snapshot: crate::model::snapshot::for_tests(workloads),
+                ..published()
+            }
+        };
+        let state = ServerState::new(1, Duration::from_secs(1));
+        let metrics = |state: &ServerState, p: Published| {
+            state.publish(p);
+            String::from_utf8(state.metrics_text().unwrap().to_vec()).unwrap()
+        };
+        let series = |pod: &str| {
+            format!("nettune_tcp_retransmit_segments_total{{namespace=\"\",pod=\"{pod}\"}}")
+        };
+        let text = metrics(&state, tick(&[(10, "b", 5), (11, "c", 7), (12, "d", 11)]));
+        assert_eq!(value(&text, &series("netns:b")), Some(5.0));
+        assert_eq!(value(&text, &series("_other")), Some(18.0));
+        // A folded pod goes: `_other` stays where it was, then counts on.
+        let text = metrics(&state, tick(&[(10, "b", 5), (11, "c", 9)]));
+        assert_eq!(value(&text, &series("_other")), Some(18.0), "{text}");
+        let text = metrics(&state, tick(&[(10, "b", 5), (11, "c", 12)]));
+        assert_eq!(value(&text, &series("_other")), Some(21.0));
+        // A pod that sorts first arrives: b keeps its own series, a is folded.
+        let text = metrics(&state, tick(&[(9, "a", 1), (10, "b", 6), (11, "c", 12)]));
+        assert_eq!(value(&text, &series("netns:b")), Some(6.0), "{text}");
+        assert_eq!(value(&text, &series("netns:a")), None);
+        assert_eq!(value(&text, &series("_other")), Some(22.0));
+        // The pod with its own series goes: its slot is free for the next newcomer,
+        // folded pods stay folded (moving them out would lower `_other`).
+        let text = metrics(&state, tick(&[(9, "a", 1), (11, "c", 12), (13, "e", 3)]));
+        assert_eq!(value(&text, &series("netns:e")), Some(3.0), "{text}");
+        assert_eq!(value(&text, &series("_other")), Some(22.0));
+    }
+
+    #[test]
     fn the_json_api_is_not_served_with_the_metrics_only() {
         let state = Arc::new(ServerState::new(100, Duration::from_secs(1)));
         state.publish(Published {
             snapshot: crate::model::snapshot::for_tests(Vec::new()),
             tuning: None,
+            mode_demoted: None,
+            kernel_log_records: 0,
+            run_netns_unpropagated: false,
             event_collections_suppressed: 0,
             events_received: Default::default(),
         });
         let (addr, stop) = serving(state, Endpoints::Metrics);
         assert_eq!(get(addr, "/metrics"), 200);
         assert_eq!(get(addr, "/api/v1/snapshot"), 404);
+        let _ = stop.send(true);
+    }
+
+    /// Defect 9 of issue 19: one client holding connections open (idle, or
+    /// sending its headers slowly) must not starve the kubelet's `/healthz`
+    /// nor a scrape.
+    #[test]
+    fn health_and_metrics_answer_while_one_client_holds_a_thousand_connections() {
+        use std::net::{IpAddr, Ipv4Addr};
+        let state = Arc::new(ServerState::new(100, Duration::from_secs(1)));
+        state.publish(published());
+        let (addr, stop) = serving(state, Endpoints::Metrics);
+        let hog = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+        let mut held = testing::connections_from(hog, addr, 500, b"");
+        held.extend(testing::connections_from(
+            hog,
+            addr,
+            500,
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n",
+        ));
+        // Let the server take in (and close or hold) everything.
+        std::thread::sleep(Duration::from_millis(500));
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            assert_eq!(
+                get(addr, path),
+                200,
+                "{path} did not answer with 1,000 connections held by {hog}"
+            );
+        }
+        drop(held);
         let _ = stop.send(true);
     }
 
@@ -369,9 +611,10 @@ mod tests {
                 matches!((&**s).read(&mut [0; 16]), Ok(0))
             })
             .count();
-        assert!(
-            closed_at_once >= 8,
-            "only {closed_at_once} of the extra connections were refused"
+        assert_eq!(
+            closed_at_once,
+            MAX_CONNECTIONS + 8 - MAX_CONNECTIONS_PER_CLIENT,
+            "one client kept more than its share"
         );
         // The ones admitted are cut off once the header timeout passes.
         let first = &idle[0];

@@ -1,6 +1,10 @@
 //! The container runtime's CRI v1 API (the one the kubelet uses), over the
 //! runtime's unix socket: the transport and the formats, no policy.
 //!
+//! [`api`] is the `nettune-cri` crate: the messages and the tonic client,
+//! generated from its `.proto` (nettune's wire-compatible subset of the CRI's
+//! `api.proto`). A new call or field goes there; nothing here writes a message.
+//!
 //! [`CriClient`] is a blocking client for the caller's own thread: it owns a
 //! small current-thread tokio runtime for tonic and bounds every step — the
 //! connect and each call — by one timeout, so a runtime that is down answers
@@ -12,21 +16,21 @@
 //! `info["info"]` (containerd and CRI-O): the sandbox's pid, the path of its
 //! network namespace and the host-side interfaces its CNI created.
 
-pub mod api;
+pub use nettune_cri as api;
 
 use std::{
     collections::HashMap,
+    io,
     os::unix::fs::FileTypeExt as _,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
 
-use http::uri::PathAndQuery;
+use api::RuntimeServiceClient;
 use hyper_util::rt::TokioIo;
 use tonic::{
-    Request,
-    client::Grpc,
+    Code, Request, Response, Status,
     transport::{Channel, Endpoint, Uri},
 };
 
@@ -44,25 +48,27 @@ pub fn detect_socket() -> Option<PathBuf> {
 }
 
 /// A failed exchange with the runtime, naming the socket and the call.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum CriError {
     /// The socket could not be reached (missing, refused, permission denied).
-    #[error("cannot connect to the container runtime at {socket}: {reason}")]
+    #[error("cannot connect to the container runtime at {socket}: {source}")]
     Connect {
         /// The socket.
         socket: PathBuf,
-        /// The innermost error, e.g. `Permission denied (os error 13)`.
-        reason: String,
+        /// The socket's own error (its errno kept), e.g. `Permission denied
+        /// (os error 13)`.
+        #[source]
+        source: io::Error,
     },
     /// The runtime answered a call with an error status.
-    #[error("CRI {method} on {socket} failed: {code}: {message}")]
+    #[error("CRI {method} on {socket} failed: {code:?}: {message}")]
     Call {
         /// The call, e.g. `ListPodSandbox`.
-        method: String,
+        method: &'static str,
         /// The socket.
         socket: PathBuf,
         /// The gRPC status code.
-        code: String,
+        code: Code,
         /// The runtime's message.
         message: String,
     },
@@ -70,7 +76,7 @@ pub enum CriError {
     #[error("CRI {method} on {socket}: no answer within {timeout:?}")]
     Timeout {
         /// The call (or `connect`).
-        method: String,
+        method: &'static str,
         /// The socket.
         socket: PathBuf,
         /// The timeout that ran out.
@@ -78,31 +84,45 @@ pub enum CriError {
     },
     /// The client's own async runtime could not be created.
     #[error("cannot start the CRI client: {0}")]
-    Setup(String),
+    Setup(#[source] io::Error),
 }
 
 impl CriError {
     /// Whether the runtime said the sandbox does not exist (it went away
     /// between a list and a status call).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::Call { code, .. } if code == "NotFound")
+        matches!(
+            self,
+            Self::Call {
+                code: Code::NotFound,
+                ..
+            }
+        )
     }
 }
 
-/// The innermost message of an error chain: tonic wraps the socket's own error
-/// (`No such file or directory`, `Permission denied`) in transport errors.
-fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut inner = error;
-    while let Some(next) = inner.source() {
-        inner = next;
+/// The socket's own error inside tonic's transport error (which wraps it in
+/// layers of its own), with its errno; else the innermost error's text.
+fn socket_error(error: &tonic::transport::Error) -> io::Error {
+    let mut inner: &(dyn std::error::Error + 'static) = error;
+    loop {
+        if let Some(io) = inner.downcast_ref::<io::Error>() {
+            return match io.raw_os_error() {
+                Some(errno) => io::Error::from_raw_os_error(errno),
+                None => io::Error::new(io.kind(), io.to_string()),
+            };
+        }
+        match inner.source() {
+            Some(next) => inner = next,
+            None => return io::Error::other(inner.to_string()),
+        }
     }
-    inner.to_string()
 }
 
 /// A blocking CRI v1 client on one unix socket.
 pub struct CriClient {
     runtime: tokio::runtime::Runtime,
-    grpc: Grpc<Channel>,
+    client: RuntimeServiceClient<Channel>,
     socket: PathBuf,
     timeout: Duration,
 }
@@ -114,7 +134,7 @@ impl CriClient {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| CriError::Setup(e.to_string()))?;
+            .map_err(CriError::Setup)?;
         let path = Arc::new(socket.to_path_buf());
         // The URI is required by the endpoint and ignored by the connector.
         let endpoint = Endpoint::from_static("http://cri.localhost")
@@ -124,24 +144,24 @@ impl CriClient {
             let path = Arc::clone(&path);
             async move {
                 let stream = tokio::net::UnixStream::connect(path.as_path()).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(stream))
+                Ok::<_, io::Error>(TokioIo::new(stream))
             }
         });
         let connecting = endpoint.connect_with_connector(connector);
         let channel = runtime
             .block_on(async { tokio::time::timeout(timeout, connecting).await })
             .map_err(|_| CriError::Timeout {
-                method: "connect".into(),
+                method: "connect",
                 socket: socket.to_path_buf(),
                 timeout,
             })?
             .map_err(|e| CriError::Connect {
                 socket: socket.to_path_buf(),
-                reason: innermost(&e),
+                source: socket_error(&e),
             })?;
         Ok(Self {
             runtime,
-            grpc: Grpc::new(channel),
+            client: RuntimeServiceClient::new(channel),
             socket: socket.to_path_buf(),
             timeout,
         })
@@ -152,31 +172,28 @@ impl CriClient {
         &self.socket
     }
 
-    /// Calls `method` (e.g. `Version`) of the runtime service with `request`.
-    pub fn call<Req, Resp>(&mut self, method: &str, request: Req) -> Result<Resp, CriError>
-    where
-        Req: prost::Message + Send + Sync + 'static,
-        Resp: prost::Message + Default + Send + Sync + 'static,
-    {
-        let path = PathAndQuery::try_from(format!("{}{method}", api::SERVICE))
-            .map_err(|e| CriError::Setup(format!("CRI method {method}: {e}")))?;
+    /// Calls one method of the runtime service with `request`: `exchange` is
+    /// the generated client's method (e.g. `RuntimeServiceClient::version`),
+    /// `method` its CRI name for errors (e.g. `Version`).
+    pub fn call<Req, Resp>(
+        &mut self,
+        method: &'static str,
+        request: Req,
+        exchange: impl AsyncFnOnce(
+            &mut RuntimeServiceClient<Channel>,
+            Request<Req>,
+        ) -> Result<Response<Resp>, Status>,
+    ) -> Result<Resp, CriError> {
         let mut request = Request::new(request);
         // Sent as grpc-timeout, so the runtime gives up too.
         request.set_timeout(self.timeout);
-        let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-        let grpc = &mut self.grpc;
-        let exchange = async move {
-            grpc.ready()
-                .await
-                .map_err(|e| tonic::Status::unavailable(innermost(&e)))?;
-            grpc.unary(request, path, codec).await
-        };
         let timeout = self.timeout;
+        let client = &mut self.client;
         let answer = self
             .runtime
-            .block_on(async { tokio::time::timeout(timeout, exchange).await });
+            .block_on(async { tokio::time::timeout(timeout, exchange(client, request)).await });
         let timed_out = || CriError::Timeout {
-            method: method.to_owned(),
+            method,
             socket: self.socket.clone(),
             timeout,
         };
@@ -185,15 +202,14 @@ impl CriClient {
             Ok(Ok(response)) => Ok(response.into_inner()),
             // tonic reports its own deadline as Cancelled("Timeout expired").
             Ok(Err(status))
-                if status.code() == tonic::Code::Cancelled
-                    || status.code() == tonic::Code::DeadlineExceeded =>
+                if matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded) =>
             {
                 Err(timed_out())
             }
             Ok(Err(status)) => Err(CriError::Call {
-                method: method.to_owned(),
+                method,
                 socket: self.socket.clone(),
-                code: format!("{:?}", status.code()),
+                code: status.code(),
                 message: status.message().to_owned(),
             }),
         }
@@ -201,40 +217,40 @@ impl CriClient {
 
     /// `Version`: the runtime's name and version.
     pub fn version(&mut self) -> Result<api::VersionResponse, CriError> {
-        self.call(
-            "Version",
-            api::VersionRequest {
-                version: "v1".into(),
-            },
-        )
+        let request = api::VersionRequest {
+            version: "v1".into(),
+        };
+        self.call("Version", request, RuntimeServiceClient::version)
     }
 
     /// `ListPodSandbox`, ready sandboxes only (a sandbox that is not ready has no
     /// network namespace worth naming).
     pub fn ready_sandboxes(&mut self) -> Result<Vec<api::PodSandbox>, CriError> {
-        let filter = api::PodSandboxFilter {
-            state: Some(api::PodSandboxStateValue {
-                state: api::PodSandboxState::SandboxReady as i32,
+        let request = api::ListPodSandboxRequest {
+            filter: Some(api::PodSandboxFilter {
+                state: Some(api::PodSandboxStateValue {
+                    state: api::PodSandboxState::SandboxReady.into(),
+                }),
             }),
-            ..api::PodSandboxFilter::default()
         };
-        let response: api::ListPodSandboxResponse = self.call(
+        let response = self.call(
             "ListPodSandbox",
-            api::ListPodSandboxRequest {
-                filter: Some(filter),
-            },
+            request,
+            RuntimeServiceClient::list_pod_sandbox,
         )?;
         Ok(response.items)
     }
 
     /// `PodSandboxStatus` of sandbox `id`, verbose.
     pub fn sandbox_status(&mut self, id: &str) -> Result<api::PodSandboxStatusResponse, CriError> {
+        let request = api::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_owned(),
+            verbose: true,
+        };
         self.call(
             "PodSandboxStatus",
-            api::PodSandboxStatusRequest {
-                pod_sandbox_id: id.to_owned(),
-                verbose: true,
-            },
+            request,
+            RuntimeServiceClient::pod_sandbox_status,
         )
     }
 }
@@ -388,31 +404,6 @@ mod tests {
     }
 
     #[test]
-    fn host_network_and_ips_come_from_the_status() {
-        let status = api::PodSandboxStatus {
-            network: Some(api::PodSandboxNetworkStatus {
-                ip: "10.0.0.5".into(),
-                additional_ips: vec![api::PodIp {
-                    ip: "fd00::5".into(),
-                }],
-            }),
-            linux: Some(api::LinuxPodSandboxStatus {
-                namespaces: Some(api::Namespace {
-                    options: Some(api::NamespaceOption {
-                        network: api::NamespaceMode::Node as i32,
-                        ..api::NamespaceOption::default()
-                    }),
-                }),
-            }),
-            ..api::PodSandboxStatus::default()
-        };
-        assert!(status.host_network());
-        assert_eq!(status.ips(), ["10.0.0.5", "fd00::5"]);
-        assert!(!api::PodSandboxStatus::default().host_network());
-        assert!(api::PodSandboxStatus::default().ips().is_empty());
-    }
-
-    #[test]
     fn a_missing_socket_fails_at_once_naming_it() {
         let socket = Path::new("/nonexistent/nettune-test.sock");
         let Err(error) = CriClient::connect(socket, Duration::from_secs(2)) else {
@@ -422,6 +413,42 @@ mod tests {
             error.to_string(),
             "cannot connect to the container runtime at /nonexistent/nettune-test.sock: \
              No such file or directory (os error 2)"
+        );
+        assert!(
+            matches!(&error, CriError::Connect { source, .. } if source.raw_os_error() == Some(libc::ENOENT)),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn a_socket_nobody_listens_on_is_refused_with_its_errno() {
+        let runtime = SilentRuntime::new("cri-refused");
+        // Beside the silent one, in the directory removed on drop: the file
+        // stays, the listener goes.
+        let socket = runtime.socket.with_file_name("refused.sock");
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let Err(error) = CriClient::connect(&socket, Duration::from_secs(2)) else {
+            panic!("connected to a socket nobody listens on");
+        };
+        assert!(
+            matches!(&error, CriError::Connect { source, .. } if source.raw_os_error() == Some(libc::ECONNREFUSED)),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn a_status_code_stays_a_code() {
+        let call = |code| CriError::Call {
+            method: "PodSandboxStatus",
+            socket: PathBuf::from("/run/x.sock"),
+            code,
+            message: "sandbox gone".into(),
+        };
+        assert!(call(Code::NotFound).is_not_found());
+        assert!(!call(Code::Unavailable).is_not_found());
+        assert_eq!(
+            call(Code::NotFound).to_string(),
+            "CRI PodSandboxStatus on /run/x.sock failed: NotFound: sandbox gone"
         );
     }
 

@@ -5,16 +5,24 @@
 //! exist cannot be written, a namespace that is gone cannot be entered, a write
 //! of nothing (0 bytes, as `fs::write(path, "")` issues) leaves a sysctl's value
 //! as it was — exactly what `/proc/sys` does — and a namespace added again with
-//! the same inode gets a new cookie, as a new kernel namespace would.
+//! the same inode gets a new cookie, as a new kernel namespace would. Like the
+//! kernel on 4 KiB pages, it rounds `nf_conntrack_buckets` up to a multiple of
+//! 512 (a page of hash heads).
 
 use std::{
     collections::BTreeMap,
     io,
+    path::Path,
     sync::{Mutex, MutexGuard},
 };
 
 use super::{Link, ListenerScan, Namespace, NamespaceAccess, System};
-use crate::model::tuning::{NamespaceIdentity, Target};
+
+pub mod logs;
+use crate::model::{
+    sample::LinkCounters,
+    tuning::{NamespaceIdentity, Target},
+};
 
 /// One fake namespace.
 #[derive(Clone, Debug)]
@@ -36,6 +44,8 @@ struct FakeNamespace {
 struct State {
     namespaces: BTreeMap<u32, FakeNamespace>,
     host_links: Result<Vec<Link>, String>,
+    /// Each host interface's own counters.
+    link_stats: BTreeMap<u32, LinkCounters>,
     proc: BTreeMap<String, String>,
     node_sysctls: BTreeMap<String, String>,
     proc_links: BTreeMap<String, String>,
@@ -46,6 +56,8 @@ struct State {
     read_only: bool,
     ignored_writes: std::collections::BTreeSet<(Target, String)>,
     net_file_reads: usize,
+    processes: std::collections::BTreeSet<String>,
+    pinned: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl Default for State {
@@ -53,6 +65,7 @@ impl Default for State {
         Self {
             namespaces: BTreeMap::new(),
             host_links: Ok(Vec::new()),
+            link_stats: BTreeMap::new(),
             proc: BTreeMap::new(),
             node_sysctls: BTreeMap::new(),
             proc_links: BTreeMap::new(),
@@ -61,6 +74,8 @@ impl Default for State {
             links_changed: true,
             listings: 0,
             read_only: false,
+            processes: std::collections::BTreeSet::new(),
+            pinned: BTreeMap::new(),
             ignored_writes: std::collections::BTreeSet::new(),
             net_file_reads: 0,
         }
@@ -74,6 +89,32 @@ pub struct FakeSystem {
     state: Mutex<State>,
     /// When set, the next namespace listing waits for a message (or a hang-up).
     gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// What happens right after the next write of a sysctl (by name).
+    after_write: Mutex<AfterWrite>,
+}
+
+/// A fault to inject right after a sysctl write took: the disk filling up, or
+/// the process being killed, between the write and what follows it.
+#[derive(Default)]
+struct AfterWrite(Option<(String, Box<dyn FnOnce() + Send>)>);
+
+impl std::fmt::Debug for AfterWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AfterWrite")
+            .field(&self.0.as_ref().map(|(name, _)| name))
+            .finish()
+    }
+}
+
+/// `value` as the kernel keeps it in sysctl `name`: `nf_conntrack_buckets`
+/// is resized to whole pages of 8-byte hash heads (`nf_ct_alloc_hashtable`).
+fn kernel_rounding(name: &str, value: &str) -> String {
+    match (name, value.trim().parse::<u64>()) {
+        ("net.netfilter.nf_conntrack_buckets", Ok(v)) => {
+            v.div_ceil(512).saturating_mul(512).to_string()
+        }
+        _ => value.to_owned(),
+    }
 }
 
 fn not_found(what: String) -> io::Error {
@@ -84,6 +125,20 @@ impl FakeSystem {
     /// An empty node: no namespaces, no interfaces, no files.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A process named `comm` runs on the node.
+    pub fn add_process(&self, comm: &str) {
+        self.state().processes.insert(comm.to_owned());
+    }
+
+    /// `name` is pinned under `/sys/fs/bpf/<dir>`.
+    pub fn pin_bpf(&self, dir: &str, name: &str) {
+        self.state()
+            .pinned
+            .entry(dir.to_owned())
+            .or_default()
+            .insert(name.to_owned());
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -183,6 +238,11 @@ impl FakeSystem {
         }
     }
 
+    /// Sets host interface `ifindex`'s own counters.
+    pub fn set_link_stats(&self, ifindex: u32, counters: LinkCounters) {
+        self.state().link_stats.insert(ifindex, counters);
+    }
+
     /// Sets the host namespace's interfaces.
     pub fn set_host_links(&self, links: Vec<Link>) {
         let mut state = self.state();
@@ -240,6 +300,16 @@ impl FakeSystem {
         self.state()
             .ignored_writes
             .insert((target.clone(), name.to_owned()));
+    }
+
+    /// Runs `fault` once, right after the next write of sysctl `name` took (and
+    /// before the write returns): a panic there is the process killed between
+    /// the write and anything after it.
+    pub fn after_next_write(&self, name: &str, fault: impl FnOnce() + Send + 'static) {
+        self.after_write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0 = Some((name.to_owned(), Box::new(fault)));
     }
 
     /// How many `/proc/net` files were read so far.
@@ -309,6 +379,10 @@ impl System for FakeSystem {
         std::mem::replace(&mut self.state().links_changed, false)
     }
 
+    fn host_link_stats(&self) -> io::Result<BTreeMap<u32, LinkCounters>> {
+        Ok(self.state().link_stats.clone())
+    }
+
     fn host_links(&self) -> io::Result<Vec<Link>> {
         self.state().host_links.clone().map_err(io::Error::other)
     }
@@ -355,12 +429,33 @@ impl System for FakeSystem {
             .ok_or_else(|| not_found(format!("/proc/{path}")))
     }
 
+    fn process_names(&self) -> std::collections::BTreeSet<String> {
+        self.state().processes.clone()
+    }
+
+    fn pinned_bpf(&self, dir: &str) -> std::collections::BTreeSet<String> {
+        self.state().pinned.get(dir).cloned().unwrap_or_default()
+    }
+
+    fn namespace_file_inode(&self, path: &Path) -> io::Result<u32> {
+        self.state()
+            .namespaces
+            .values()
+            .find(|n| n.namespace.access == NamespaceAccess::Path(path.to_path_buf()))
+            .map(|n| n.namespace.inode)
+            .ok_or_else(|| not_found(format!("{} is not a namespace", path.display())))
+    }
+
     fn read_sysctl(&self, target: &Target, name: &str) -> io::Result<String> {
         self.with_sysctls(target, |map| {
             map.get(name)
                 .map(|v| format!("{v}\n"))
                 .ok_or_else(|| not_found(format!("sysctl {name}")))
         })
+    }
+
+    fn page_size(&self) -> u64 {
+        4096
     }
 
     fn sysctls_read_only(&self) -> bool {
@@ -384,9 +479,26 @@ impl System for FakeSystem {
                 .ok_or_else(|| not_found(format!("sysctl {name}")))?;
             // An empty write issues no write(2): the kernel keeps the value.
             if !value.is_empty() {
-                *slot = value.trim_end_matches('\n').to_owned();
+                *slot = kernel_rounding(name, value.trim_end_matches('\n'));
             }
             Ok(())
-        })
+        })?;
+        let fault = {
+            let mut after = self
+                .after_write
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match after.0.take() {
+                Some((n, fault)) if n == name => Some(fault),
+                other => {
+                    after.0 = other;
+                    None
+                }
+            }
+        };
+        if let Some(fault) = fault {
+            fault();
+        }
+        Ok(())
     }
 }

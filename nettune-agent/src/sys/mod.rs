@@ -3,8 +3,9 @@
 //!
 //! Like aya routes every syscall through one function that its tests swap for a
 //! fake, nettune routes every read of `/proc`, `/run/netns`, rtnetlink and
-//! `/proc/sys` through [`System`]: [`Kernel`] is the real node, [`fake::FakeSystem`]
-//! an in-memory one, so collection and tuning are unit-tested without root.
+//! `/proc/sys` through [`System`]: [`Kernel`] is the real node, `fake::FakeSystem`
+//! (compiled for tests only) an in-memory one, so collection and tuning are
+//! unit-tested without root.
 //!
 //! The submodules hold the formats: [`btf`] and [`tracefs`] (read once at start-up
 //! by [`crate::probes`]), [`procfs`] (counter files), [`netlink`] (interfaces and
@@ -15,6 +16,7 @@
 
 pub mod btf;
 pub mod cri;
+#[cfg(test)]
 pub mod fake;
 pub mod netlink;
 pub mod netns;
@@ -22,11 +24,17 @@ pub mod procfs;
 pub mod sysctl;
 pub mod tracefs;
 
-use std::{collections::BTreeMap, fs, io, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs, io,
+    path::Path,
+};
 
 use crate::model::{
-    sample::ListenSysctls,
+    sample::{LinkCounters, NetnsSysctls},
+    tunables::{IP_LOCAL_PORT_RANGE, SOMAXCONN, TCP_MAX_SYN_BACKLOG, TCP_SYNCOOKIES},
     tuning::{NamespaceIdentity, Target},
+    value::Value,
 };
 pub use netlink::{Link, ListeningSocket};
 pub use netns::{Namespace, NamespaceAccess};
@@ -50,7 +58,7 @@ pub struct ListenerScan {
     /// Its listening TCP sockets.
     pub sockets: Vec<ListeningSocket>,
     /// The sysctls that bound their queues, as set in that namespace.
-    pub sysctls: ListenSysctls,
+    pub sysctls: NetnsSysctls,
 }
 
 /// What nettune needs from the node, besides its eBPF maps.
@@ -63,6 +71,9 @@ pub trait System: Send + Sync {
 
     /// The interfaces of the agent's own (the host's) namespace.
     fn host_links(&self) -> io::Result<Vec<Link>>;
+
+    /// The host's interfaces' own counters, by ifindex (`IFLA_STATS64`).
+    fn host_link_stats(&self) -> io::Result<BTreeMap<u32, LinkCounters>>;
 
     /// Whether the host's interfaces may have changed since the last call (a
     /// pod's veth appears or goes): `true` when it cannot tell.
@@ -88,9 +99,38 @@ pub trait System: Send + Sync {
     /// `sys/net/netfilter/nf_conntrack_max`, `1234/cgroup`).
     fn read_proc(&self, path: &str) -> io::Result<String>;
 
+    /// The command name (`/proc/<pid>/comm`) of every process on the node.
+    fn process_names(&self) -> BTreeSet<String>;
+
+    /// The names of the objects pinned in bpffs under `/sys/fs/bpf/<dir>` (e.g.
+    /// `tc/globals`, where BPF CNIs pin their maps); empty when there is none.
+    fn pinned_bpf(&self, dir: &str) -> BTreeSet<String>;
+
+    /// The inode of the network namespace file at `path` (a bind mount of nsfs,
+    /// e.g. `/run/netns/cni-…`); a file that is not a namespace is an error.
+    fn namespace_file_inode(&self, path: &Path) -> io::Result<u32>;
+
+    /// The inode of process `pid`'s network namespace.
+    fn netns_of_pid(&self, pid: u32) -> io::Result<u32> {
+        let link = self.read_proc_link(&format!("{pid}/ns/net"))?;
+        link.strip_prefix("net:[")
+            .and_then(|l| l.strip_suffix(']'))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("/proc/{pid}/ns/net is {link:?}, not a network namespace"),
+                )
+            })
+    }
+
     /// Whether `/proc/sys` is mounted read-only here (a container without the
     /// privileged `/proc` overlay): sysctls can be read but not written.
     fn sysctls_read_only(&self) -> bool;
+
+    /// Bytes in a memory page: the kernel sizes some tables in whole pages
+    /// (the conntrack hash), rounding what is written to them.
+    fn page_size(&self) -> u64;
 
     /// Reads sysctl `name` (dotted, `net.*` only) at `target`.
     fn read_sysctl(&self, target: &Target, name: &str) -> io::Result<String>;
@@ -118,6 +158,10 @@ where
         (**self).host_links()
     }
 
+    fn host_link_stats(&self) -> io::Result<BTreeMap<u32, LinkCounters>> {
+        (**self).host_link_stats()
+    }
+
     fn host_links_changed(&self) -> bool {
         (**self).host_links_changed()
     }
@@ -142,8 +186,28 @@ where
         (**self).read_proc(path)
     }
 
+    fn process_names(&self) -> BTreeSet<String> {
+        (**self).process_names()
+    }
+
+    fn pinned_bpf(&self, dir: &str) -> BTreeSet<String> {
+        (**self).pinned_bpf(dir)
+    }
+
+    fn namespace_file_inode(&self, path: &Path) -> io::Result<u32> {
+        (**self).namespace_file_inode(path)
+    }
+
+    fn netns_of_pid(&self, pid: u32) -> io::Result<u32> {
+        (**self).netns_of_pid(pid)
+    }
+
     fn sysctls_read_only(&self) -> bool {
         (**self).sysctls_read_only()
+    }
+
+    fn page_size(&self) -> u64 {
+        (**self).page_size()
     }
 
     fn read_sysctl(&self, target: &Target, name: &str) -> io::Result<String> {
@@ -195,6 +259,10 @@ impl System for Kernel {
         netns::read_net_files(ns, files)
     }
 
+    fn host_link_stats(&self) -> io::Result<BTreeMap<u32, LinkCounters>> {
+        netlink::link_stats()
+    }
+
     fn host_links(&self) -> io::Result<Vec<Link>> {
         netlink::links()
     }
@@ -239,18 +307,26 @@ impl System for Kernel {
     fn scan_listeners(&self, ns: &Namespace) -> io::Result<ListenerScan> {
         // Both sock_diag and /proc/sys/net answer for the calling thread's namespace.
         let scan = || -> io::Result<ListenerScan> {
-            let read = |name: &str| {
+            let text = |name: &str| {
                 Self::sysctl_path(name)
                     .and_then(|p| sysctl::read_file(&p))
                     .ok()
-                    .and_then(|t| t.trim().parse().ok())
             };
+            let read = |name: &str| text(name).and_then(|t| t.trim().parse().ok());
             Ok(ListenerScan {
                 sockets: netlink::listeners()?,
-                sysctls: ListenSysctls {
-                    somaxconn: read("net.core.somaxconn"),
-                    max_syn_backlog: read("net.ipv4.tcp_max_syn_backlog"),
-                    syncookies: read("net.ipv4.tcp_syncookies"),
+                sysctls: NetnsSysctls {
+                    somaxconn: read(SOMAXCONN.name),
+                    max_syn_backlog: read(TCP_MAX_SYN_BACKLOG.name),
+                    syncookies: read(TCP_SYNCOOKIES.name),
+                    ephemeral_ports: text(IP_LOCAL_PORT_RANGE.name).and_then(
+                        |t| match Value::parse(&IP_LOCAL_PORT_RANGE, &t) {
+                            Ok(Value::Pair(low, high)) => {
+                                Some((u32::try_from(low).ok()?, u32::try_from(high).ok()?))
+                            }
+                            _ => None,
+                        },
+                    ),
                 },
             })
         };
@@ -269,6 +345,44 @@ impl System for Kernel {
 
     fn read_proc(&self, path: &str) -> io::Result<String> {
         fs::read_to_string(Path::new("/proc").join(path))
+    }
+
+    fn process_names(&self) -> BTreeSet<String> {
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return BTreeSet::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+            // A process that exits meanwhile has no comm: skipped.
+            .filter_map(|e| fs::read_to_string(e.path().join("comm")).ok())
+            .map(|comm| comm.trim_end().to_owned())
+            .collect()
+    }
+
+    fn pinned_bpf(&self, dir: &str) -> BTreeSet<String> {
+        fs::read_dir(Path::new("/sys/fs/bpf").join(dir))
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn namespace_file_inode(&self, path: &Path) -> io::Result<u32> {
+        netns::nsfs_inode(path)
+    }
+
+    fn page_size(&self) -> u64 {
+        // SAFETY: sysconf reads a constant of the running system.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        u64::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
     }
 
     fn sysctls_read_only(&self) -> bool {

@@ -106,9 +106,20 @@ pub fn nsfs_inode(path: &Path) -> io::Result<u32> {
     inode_of(path)
 }
 
+/// Set once `/run/netns` showed an entry that is not a namespace mount.
+static SAW_UNMOUNTED_ENTRY: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `/run/netns` showed entries that are not namespace mounts (it does not
+/// receive the node's later mounts), for the JSON API.
+pub fn run_netns_unpropagated() -> bool {
+    SAW_UNMOUNTED_ENTRY.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Says once per process that `/run/netns` shows files that are not namespaces.
 fn warn_not_a_namespace(error: &io::Error) {
     static ONCE: std::sync::Once = std::sync::Once::new();
+    SAW_UNMOUNTED_ENTRY.store(true, std::sync::atomic::Ordering::Relaxed);
     ONCE.call_once(|| {
         log::warn!(
             "skipping {RUN_NETNS} entries that are not namespace mounts ({error}): this \

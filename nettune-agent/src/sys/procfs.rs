@@ -103,11 +103,14 @@ pub fn conntrack(text: &str) -> Option<ConntrackCounters> {
     let header: Vec<&str> = lines.next()?.split_whitespace().collect();
     let column = |name: &str| header.iter().position(|h| *h == name);
     let entries = column("entries")?;
-    let (insert_failed, drop, early_drop) = (
+    let (insert_failed, drop, early_drop, clash_resolve) = (
         column("insert_failed"),
         column("drop"),
         column("early_drop"),
+        column("clashres"),
     );
+    // Named `chaintoolong` in the kernel's sources, `chainlength` in this file.
+    let chain_too_long = column("chaintoolong").or_else(|| column("chainlength"));
     let mut stats = ConntrackCounters::default();
     let mut rows = 0;
     for line in lines {
@@ -121,6 +124,8 @@ pub fn conntrack(text: &str) -> Option<ConntrackCounters> {
         stats.insert_failed = stats.insert_failed.saturating_add(at(insert_failed));
         stats.drop = stats.drop.saturating_add(at(drop));
         stats.early_drop = stats.early_drop.saturating_add(at(early_drop));
+        stats.clash_resolve = stats.clash_resolve.saturating_add(at(clash_resolve));
+        stats.chain_too_long = stats.chain_too_long.saturating_add(at(chain_too_long));
         rows += 1;
     }
     (rows > 0).then_some(stats)
@@ -201,12 +206,13 @@ mod tests {
     #[test]
     fn conntrack_stats_sum_cpus_and_keep_entries() {
         let text = "entries  clashres found new invalid ignore delete chainlength insert insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete search_restart
-0000000a  00000000 00000001 00000000 00000002 00000000 00000000 00000000 00000003 00000001 00000004 00000000 00000000  00000000 00000000 00000000 00000000
-0000000a  00000000 00000001 00000000 00000000 00000000 00000000 00000000 00000002 00000000 00000001 00000005 00000000  00000000 00000000 00000000 00000000
+0000000a  00000002 00000001 00000000 00000002 00000000 00000000 00000001 00000003 00000001 00000004 00000000 00000000  00000000 00000000 00000000 00000000
+0000000a  00000001 00000001 00000000 00000000 00000000 00000000 00000000 00000002 00000000 00000001 00000005 00000000  00000000 00000000 00000000 00000000
 ";
         let s = conntrack(text).unwrap();
         assert_eq!(s.entries, 10);
         assert_eq!((s.insert_failed, s.drop, s.early_drop), (1, 5, 5));
+        assert_eq!((s.clash_resolve, s.chain_too_long), (3, 1));
         assert!(conntrack("entries\n").is_none());
         assert!(conntrack("entries found\nzz 1\n").is_none());
     }

@@ -2,7 +2,7 @@
 //! else.
 //!
 //! Which sysctls nettune may touch is the tuner's allow-list
-//! ([`crate::tune::tunables`]); this module adds the second line of defence: a
+//! ([`crate::model::tunables`]); this module adds the second line of defence: a
 //! name is turned into a path only if it is `net.` followed by dotted words of
 //! `[a-z0-9_]`, so no name can address a file outside `/proc/sys/net` (no `..`,
 //! no `/`, no other tree), whatever the caller passes.
@@ -12,37 +12,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use crate::model::tunables::{NameError, check_name};
+
 /// Where the kernel shows sysctls.
 pub const PROC_SYS: &str = "/proc/sys";
-
-/// Why a name cannot be a sysctl nettune touches.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NameError {
-    /// Not dotted words of `[a-z0-9_]`.
-    #[error("`{0}` is not a sysctl name (dotted words of a-z, 0-9 and _, like net.core.somaxconn)")]
-    Malformed(String),
-    /// A well-formed name outside `net.*`.
-    #[error("`{0}` is outside net.*: nettune never touches other sysctls")]
-    NotNet(String),
-}
-
-/// Checks that `name` is a well-formed `net.*` sysctl name.
-pub fn check_name(name: &str) -> Result<(), NameError> {
-    let well_formed = !name.is_empty()
-        && name.split('.').all(|word| {
-            !word.is_empty()
-                && word
-                    .bytes()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
-        });
-    if !well_formed {
-        return Err(NameError::Malformed(name.to_owned()));
-    }
-    if !name.starts_with("net.") {
-        return Err(NameError::NotNet(name.to_owned()));
-    }
-    Ok(())
-}
 
 /// The file of sysctl `name` under `root` (normally [`PROC_SYS`]).
 pub fn path_under(root: &Path, name: &str) -> Result<PathBuf, NameError> {
@@ -101,5 +74,13 @@ mod tests {
             check_name("kernel.core_pattern"),
             Err(NameError::NotNet("kernel.core_pattern".into()))
         );
+    }
+
+    #[test]
+    fn every_tunable_maps_under_proc_sys_net() {
+        for t in crate::model::tunables::ALL {
+            let path = path_under(Path::new(PROC_SYS), t.name).unwrap();
+            assert!(path.starts_with("/proc/sys/net/"), "{}", path.display());
+        }
     }
 }

@@ -26,16 +26,22 @@ pub enum SortColumn {
     Retransmits,
     /// By listen overflows per second.
     Overflows,
+    /// By TCP handshakes refused or timed out per second.
+    ConnectFailures,
+    /// By DNS queries unanswered per second.
+    DnsUnanswered,
 }
 
 impl SortColumn {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 8] = [
         Self::Pod,
         Self::Rx,
         Self::Tx,
         Self::Drops,
         Self::Retransmits,
         Self::Overflows,
+        Self::ConnectFailures,
+        Self::DnsUnanswered,
     ];
 
     fn shifted(self, by: isize) -> Self {
@@ -54,6 +60,13 @@ impl SortColumn {
             Self::Drops => w.drops.per_second,
             Self::Retransmits => w.retransmit_segments.per_second,
             Self::Overflows => w.listen_overflows.per_second,
+            Self::ConnectFailures => w.conversations.as_ref().map_or(0.0, |c| {
+                c.connects.refused.per_second + c.connects.timed_out.per_second
+            }),
+            Self::DnsUnanswered => w
+                .conversations
+                .as_ref()
+                .map_or(0.0, |c| c.dns.unanswered.per_second),
         }
     }
 }
@@ -65,6 +78,8 @@ pub enum View {
     Workloads,
     /// One row per listening socket.
     Listeners,
+    /// One row per workload that asked DNS: queries, answers, failures, latency.
+    Dns,
 }
 
 /// A row of the listeners view.
@@ -261,9 +276,25 @@ impl App {
         rows
     }
 
-    /// The selected workload, if any (workloads view).
+    /// The workloads that asked DNS, in the table's order (the DNS view).
+    pub fn dns_rows(&self) -> Vec<&WorkloadFigures> {
+        let mut rows = self.rows();
+        rows.retain(|w| {
+            w.conversations
+                .as_ref()
+                .is_some_and(|c| c.dns.queries.total > 0)
+        });
+        rows
+    }
+
+    /// The selected workload, if any (workloads and DNS views).
     pub fn selected_row(&self) -> Option<&WorkloadFigures> {
-        self.rows().get(self.selected).copied()
+        match self.view {
+            View::Dns => self.dns_rows(),
+            _ => self.rows(),
+        }
+        .get(self.selected)
+        .copied()
     }
 
     /// The selected listener, if any (listeners view).
@@ -276,6 +307,7 @@ impl App {
         match self.view {
             View::Workloads => self.rows().len(),
             View::Listeners => self.listener_rows().len(),
+            View::Dns => self.dns_rows().len(),
         }
     }
 
@@ -296,6 +328,16 @@ impl App {
                 self.tuning_scroll = (self.tuning_scroll as isize + by).max(0) as usize;
             }
         }
+    }
+
+    /// Shows `view`, or the workloads if it is already shown.
+    fn toggle_view(&mut self, view: View) {
+        self.view = if self.view == view {
+            View::Workloads
+        } else {
+            view
+        };
+        self.selected = 0;
     }
 
     /// Applies one key press.
@@ -335,12 +377,13 @@ impl App {
             KeyCode::Char('p') => self.paused = !self.paused,
             KeyCode::Char('r') => self.history.clear(),
             KeyCode::Char('?') => self.show_help = true,
-            KeyCode::Char('l') => {
-                self.view = match self.view {
-                    View::Workloads => View::Listeners,
-                    View::Listeners => View::Workloads,
-                };
-                self.selected = 0;
+            KeyCode::Char('l') => self.toggle_view(View::Listeners),
+            KeyCode::Char('d') => {
+                self.toggle_view(View::Dns);
+                if self.view == View::Dns {
+                    self.sort = SortColumn::DnsUnanswered;
+                    self.descending = true;
+                }
             }
             KeyCode::Tab => {
                 self.pane = match self.pane {
@@ -397,6 +440,9 @@ mod tests {
                 w("charlie", 3, 3.0, 0.0),
             ]),
             tuning: None,
+            mode_demoted: None,
+            kernel_log_records: 0,
+            run_netns_unpropagated: false,
             event_collections_suppressed: 0,
             events_received: Default::default(),
         }
@@ -418,6 +464,7 @@ mod tests {
             inode: u32::from(port),
             process: Some(format!("srv{port}")),
             requested_backlog: None,
+            capped_by_somaxconn: None,
             limit,
             queue,
             overflows: CounterRate {
@@ -503,5 +550,39 @@ mod tests {
         assert_eq!(pods(&app).len(), 3, "paused: the old figures stay");
         assert_eq!(app.history[&1].drops.back(), Some(&500));
         assert_eq!(app.handle(key(KeyCode::Char('q'))), Action::Quit);
+    }
+
+    #[test]
+    fn d_lists_the_pods_that_asked_dns_worst_first_and_toggles_back() {
+        let mut published = snapshot();
+        for (w, unanswered) in published.snapshot.workloads.iter_mut().zip([0.5, 2.0]) {
+            let mut c = crate::model::conversations::ConversationFigures::default();
+            c.dns.queries = CounterRate {
+                total: 10,
+                per_second: 5.0,
+            };
+            c.dns.unanswered = CounterRate {
+                total: 1,
+                per_second: unanswered,
+            };
+            w.conversations = Some(c);
+        }
+        let mut app = App::new("test".into());
+        app.update(published);
+        app.handle(key(KeyCode::Char('d')));
+        assert_eq!(app.view, View::Dns);
+        // charlie asked nothing: not listed; bravo leaves more unanswered.
+        let names: Vec<&str> = app
+            .dns_rows()
+            .iter()
+            .map(|w| w.workload.pod.as_str())
+            .collect();
+        assert_eq!(names, ["bravo", "alpha"]);
+        assert_eq!(
+            app.selected_row().map(|w| w.workload.pod.as_str()),
+            Some("bravo")
+        );
+        app.handle(key(KeyCode::Char('d')));
+        assert_eq!(app.view, View::Workloads);
     }
 }

@@ -10,34 +10,24 @@
 
 pub mod app;
 mod format;
+mod source;
 mod ui;
 
 use std::{
     io::IsTerminal as _,
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-        mpsc,
-    },
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use ratatui::{
     Terminal,
     backend::TestBackend,
     crossterm::event::{self, Event, KeyEventKind},
 };
 
-use crate::{
-    config::Config,
-    daemon::Engine,
-    model::snapshot::Published,
-    probes::{LoadOptions, Probes},
-    serve::client,
-};
+use crate::{config::Config, probes::LoadOptions};
 use app::{Action, App};
+use source::SnapshotSource;
+pub use source::{SourceError, TopError};
 
 /// What the user asked for.
 pub struct TopOptions {
@@ -51,94 +41,6 @@ pub struct TopOptions {
     pub batch: bool,
 }
 
-/// Where Snapshots come from.
-enum SnapshotSource {
-    /// A running agent's `/api/v1/snapshot`.
-    Remote(SocketAddr),
-    /// An agent on a thread of this process.
-    Embedded {
-        rx: mpsc::Receiver<Result<Published, String>>,
-        stop: Arc<AtomicBool>,
-    },
-}
-
-impl Drop for SnapshotSource {
-    fn drop(&mut self) {
-        if let Self::Embedded { stop, .. } = self {
-            stop.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
-const REMOTE_TIMEOUT: Duration = Duration::from_secs(3);
-
-impl SnapshotSource {
-    /// The agent at `agent`, else one answering on this node's configured address,
-    /// else an agent embedded in this process (needs root).
-    fn open(
-        opts: &TopOptions,
-        config: &Config,
-        load: &LoadOptions,
-    ) -> anyhow::Result<(Self, String)> {
-        if let Some(url) = &opts.agent {
-            let addr = client::parse_base(url)?;
-            return Ok((Self::Remote(addr), url.clone()));
-        }
-        let local = config.agent.api_listen;
-        if let Ok((200, _)) =
-            client::get_raw_blocking(local, "/readyz", Duration::from_millis(300), 1024)
-        {
-            return Ok((Self::Remote(local), format!("http://{local}")));
-        }
-        let probes = Probes::load(load).context(
-            "no agent answers on agent.listen, and starting one here needs root (or pass --agent URL)",
-        )?;
-        let (tx, rx) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let engine = Engine::for_viewer(probes, crate::sys::Kernel, config)?;
-        let interval = opts.interval;
-        let stop_thread = stop.clone();
-        std::thread::spawn(move || run_embedded(engine, interval, &stop_thread, &tx));
-        Ok((Self::Embedded { rx, stop }, "embedded agent".into()))
-    }
-
-    /// The next Snapshot, waiting at most `timeout`; `None` if none is ready yet.
-    fn next(&mut self, timeout: Duration) -> Option<Result<Published, String>> {
-        match self {
-            Self::Remote(addr) => Some(
-                client::get(*addr, "/api/v1/snapshot", REMOTE_TIMEOUT)
-                    .map_err(|e| e.to_string())
-                    .and_then(|body| {
-                        serde_json::from_slice(&body).map_err(|e| format!("bad snapshot: {e}"))
-                    }),
-            ),
-            Self::Embedded { rx, .. } => match rx.recv_timeout(timeout) {
-                Ok(r) => Some(r),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    Some(Err("the embedded agent stopped".into()))
-                }
-            },
-        }
-    }
-}
-
-fn run_embedded(
-    mut engine: Engine,
-    interval: Duration,
-    stop: &AtomicBool,
-    tx: &mpsc::Sender<Result<Published, String>>,
-) {
-    while !stop.load(Ordering::Relaxed) {
-        let started = Instant::now();
-        let result = engine.step().map(|(_, p)| p).map_err(|e| e.to_string());
-        if tx.send(result).is_err() {
-            return;
-        }
-        std::thread::sleep(interval.saturating_sub(started.elapsed()));
-    }
-}
-
 /// Restores the terminal however `top` ends (return, error); ratatui's panic hook
 /// covers panics.
 struct TerminalGuard;
@@ -150,7 +52,7 @@ impl Drop for TerminalGuard {
 }
 
 /// Runs `nettune top`.
-pub fn run(opts: &TopOptions, config: &Config, load: &LoadOptions) -> anyhow::Result<()> {
+pub fn run(opts: &TopOptions, config: &Config, load: &LoadOptions) -> Result<(), TopError> {
     let (mut source, label) = SnapshotSource::open(opts, config, load)?;
     let mut app = App::new(label);
     if opts.batch || !std::io::stdout().is_terminal() {
@@ -165,7 +67,7 @@ pub fn run(opts: &TopOptions, config: &Config, load: &LoadOptions) -> anyhow::Re
             if let Some(result) = source.next(Duration::from_millis(50)) {
                 match result {
                     Ok(s) => app.update(s),
-                    Err(e) => app.error = Some(e),
+                    Err(e) => app.error = Some(e.to_string()),
                 }
                 refreshes += 1;
                 next_refresh = Instant::now() + opts.interval;
@@ -187,7 +89,7 @@ pub fn run(opts: &TopOptions, config: &Config, load: &LoadOptions) -> anyhow::Re
 }
 
 /// Prints `-n` frames (default 1) as plain text, one per refresh.
-fn batch(source: &mut SnapshotSource, app: &mut App, opts: &TopOptions) -> anyhow::Result<()> {
+fn batch(source: &mut SnapshotSource, app: &mut App, opts: &TopOptions) -> Result<(), TopError> {
     let width = std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.parse().ok())
@@ -196,7 +98,8 @@ fn batch(source: &mut SnapshotSource, app: &mut App, opts: &TopOptions) -> anyho
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(40u16);
-    let mut terminal = Terminal::new(TestBackend::new(width, height))?;
+    // An in-memory backend cannot fail.
+    let Ok(mut terminal) = Terminal::new(TestBackend::new(width, height));
     for i in 0..opts.iterations.unwrap_or(1) {
         if i > 0 {
             std::thread::sleep(opts.interval);
@@ -207,11 +110,11 @@ fn batch(source: &mut SnapshotSource, app: &mut App, opts: &TopOptions) -> anyho
                 break r;
             }
             if Instant::now() > deadline {
-                break Err("no snapshot in time".into());
+                break Err(SourceError::Late);
             }
         };
-        app.update(snapshot.map_err(anyhow::Error::msg)?);
-        terminal.draw(|f| ui::draw(f, app))?;
+        app.update(snapshot?);
+        let Ok(_) = terminal.draw(|f| ui::draw(f, app));
         let buffer = terminal.backend().buffer();
         let mut frame = String::new();
         for y in 0..buffer.area.height {

@@ -17,11 +17,12 @@ use super::{
     format::{bytes_rate, duration, queue_bar, rate},
 };
 use crate::model::{
+    conversations::ConversationFigures,
     sample::Attribution,
     snapshot::{Snapshot, WorkloadFigures},
 };
 
-const KEYS: &str = "q quit  l listeners  s/S sort  o order  / filter  p pause  tab pane  \
+const KEYS: &str = "q quit  l listeners  d dns  s/S sort  o order  / filter  p pause  tab pane  \
                     ↑↓ PgUp/PgDn  r reset  ? help";
 
 /// Draws the whole screen.
@@ -68,10 +69,14 @@ fn draw_header(frame: &mut Frame<'_>, area: Rect, app: &App, tall: bool) {
         return;
     };
     let paused = if app.paused { " [PAUSED]" } else { "" };
+    let context = s
+        .context
+        .as_ref()
+        .map_or_else(String::new, |c| format!(" · {}", c.summary()));
     let title = Line::from(vec![
         Span::styled("nettune ", Style::new().add_modifier(Modifier::BOLD)),
         Span::raw(format!(
-            "{} · kernel {} · {:?} · up {}{paused}",
+            "{} · kernel {} · {:?} · up {}{context}{paused}",
             s.node,
             s.kernel,
             s.mode,
@@ -93,12 +98,15 @@ fn draw_header(frame: &mut Frame<'_>, area: Rect, app: &App, tall: bool) {
     let t = &s.totals;
     frame.render_widget(
         Paragraph::new(format!(
-            "listen ovfl/s {}  SYN drops/s {}  retx seg/s {}  drops/s {}  backlog drops/s {}",
+            "listen ovfl/s {}  SYN drops/s {}  retx seg/s {}  drops/s {}  backlog drops/s {}  \
+             dns unans/s {}  conn fail/s {}",
             rate(t.listen_overflows_per_second),
             rate(t.syn_queue_full_drops_per_second),
             rate(t.retransmit_segments_per_second),
             rate(t.drops_per_second),
             rate(t.backlog_drops_per_second),
+            rate(t.dns_unanswered_per_second),
+            rate(t.connect_failures_per_second),
         )),
         line3,
     );
@@ -142,9 +150,10 @@ fn header_cell(label: &str, column: SortColumn, app: &App) -> Cell<'static> {
 }
 
 fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
-    if app.view == View::Listeners {
-        draw_listeners(frame, area, app);
-        return;
+    match app.view {
+        View::Listeners => return draw_listeners(frame, area, app),
+        View::Dns => return draw_dns(frame, area, app),
+        View::Workloads => {}
     }
     let rows = app.rows();
     let narrow = area.width < 90;
@@ -173,6 +182,12 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
         header.push(header_cell(label, column, app));
         widths.push(Constraint::Length(8));
     }
+    if !narrow {
+        header.push(Cell::from("CONN/s"));
+        widths.push(Constraint::Length(8));
+        header.push(header_cell("CFAIL/s", SortColumn::ConnectFailures, app));
+        widths.push(Constraint::Length(8));
+    }
     let body = rows.iter().map(|w| {
         let iface = w.interface.as_ref();
         let mut cells = vec![w.workload.display_name()];
@@ -187,15 +202,36 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
         }
         cells.push(rate(w.retransmit_segments.per_second));
         cells.push(rate(w.listen_overflows.per_second));
+        if !narrow {
+            let connects = w.conversations.as_ref().map(|c| &c.connects);
+            cells.push(connects.map_or_else(|| "-".into(), |c| rate(c.attempts.per_second)));
+            cells.push(connects.map_or_else(
+                || "-".into(),
+                |c| rate(c.refused.per_second + c.timed_out.per_second),
+            ));
+        }
         Row::new(cells)
     });
-    let focused = app.pane == Pane::Workloads;
     let title = format!(" workloads ({}){}", rows.len(), filter_title(app));
+    draw_rows(frame, area, app, &title, (header, widths), body, rows.len());
+}
+
+/// The main table: `count` rows of `body` under a header, in the pane the arrow
+/// keys move in, the selected row highlighted.
+fn draw_rows<'a, H: Into<Cell<'a>>>(
+    frame: &mut Frame<'_>,
+    area: Rect,
+    app: &App,
+    title: &str,
+    (header, widths): (Vec<H>, Vec<Constraint>),
+    body: impl IntoIterator<Item = Row<'a>>,
+    count: usize,
+) {
     let table = Table::new(body, widths)
         .header(Row::new(header).style(Style::new().fg(Color::Cyan)))
-        .block(pane_block(&title, focused))
+        .block(pane_block(title, app.pane == Pane::Workloads))
         .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
-    let mut state = TableState::default().with_selected((!rows.is_empty()).then_some(app.selected));
+    let mut state = TableState::default().with_selected((count > 0).then_some(app.selected));
     frame.render_stateful_widget(table, area, &mut state);
 }
 
@@ -245,13 +281,12 @@ fn draw_listeners(frame: &mut Frame<'_>, area: Rect, app: &App) {
             l.port.to_string(),
             l.process.clone().unwrap_or_else(|| "?".into()),
             queue_bar(l.queue, l.limit, 6),
-            l.requested_backlog
-                .map_or_else(|| "unknown".into(), |b| b.to_string()),
+            l.asked().unwrap_or_else(|| "unknown".into()),
         ];
         if !narrow {
             cells.push(
                 r.workload
-                    .listen_sysctls
+                    .netns_sysctls
                     .and_then(|s| s.somaxconn)
                     .map_or_else(|| "?".into(), |v| v.to_string()),
             );
@@ -265,12 +300,49 @@ fn draw_listeners(frame: &mut Frame<'_>, area: Rect, app: &App) {
         Row::new(cells).style(style)
     });
     let title = format!(" listeners ({}){}", rows.len(), filter_title(app));
-    let table = Table::new(body, widths)
-        .header(Row::new(header).style(Style::new().fg(Color::Cyan)))
-        .block(pane_block(&title, app.pane == Pane::Workloads))
-        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
-    let mut state = TableState::default().with_selected((!rows.is_empty()).then_some(app.selected));
-    frame.render_stateful_widget(table, area, &mut state);
+    draw_rows(frame, area, app, &title, (header, widths), body, rows.len());
+}
+
+/// One row per workload that asked DNS: how much, how much went unanswered or
+/// failed, and how long answers took.
+fn draw_dns(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    let rows = app.dns_rows();
+    let mut header = vec![header_cell("POD", SortColumn::Pod, app)];
+    header.extend(["Q/s", "ANS/s"].map(Cell::from));
+    header.push(header_cell("UNANS/s", SortColumn::DnsUnanswered, app));
+    header.extend(["FAIL/s", "NXDOM/s", "RETRY/s", "MEAN ms", ">1s"].map(Cell::from));
+    let mut widths = vec![Constraint::Min(14)];
+    widths.extend([Constraint::Length(8); 8]);
+    let body = rows.iter().filter_map(|w| {
+        let dns = &w.conversations.as_ref()?.dns;
+        let nxdomain = dns.responses.get("NXDOMAIN").map_or(0.0, |r| r.per_second);
+        let beyond_second = dns
+            .latency
+            .buckets
+            .last()
+            .map_or(0, |(_, upto)| dns.latency.count.saturating_sub(*upto));
+        let cells = vec![
+            w.workload.display_name(),
+            rate(dns.queries.per_second),
+            rate(dns.responses_total().per_second),
+            rate(dns.unanswered.per_second),
+            rate(dns.failures().per_second),
+            rate(nxdomain),
+            rate(dns.retries.per_second),
+            dns.latency
+                .mean_seconds()
+                .map_or_else(|| "-".into(), |m| format!("{:.1}", m * 1000.0)),
+            beyond_second.to_string(),
+        ];
+        let style = if dns.unanswered.per_second > 0.0 {
+            Style::new().fg(Color::Red)
+        } else {
+            Style::new()
+        };
+        Some(Row::new(cells).style(style))
+    });
+    let title = format!(" dns ({}){}", rows.len(), filter_title(app));
+    draw_rows(frame, area, app, &title, (header, widths), body, rows.len());
 }
 
 /// What the selected listener's figures mean: the two facts about its limit.
@@ -284,8 +356,8 @@ fn listener_lines(r: &ListenerRow<'_>) -> Vec<Line<'static>> {
             .as_ref()
             .map_or_else(String::new, |p| format!(" ({p})"))
     );
-    let somaxconn = r.workload.listen_sysctls.and_then(|s| s.somaxconn);
-    let asked = match l.requested_backlog {
+    let somaxconn = r.workload.netns_sysctls.and_then(|s| s.somaxconn);
+    let asked = match l.asked() {
         Some(b) => format!("asked listen() for {b}"),
         None => "listened before nettune started (asked: unknown)".into(),
     };
@@ -362,9 +434,56 @@ fn detail_lines(w: &WorkloadFigures) -> Vec<Line<'static>> {
     }
     if let Some(ct) = &w.conntrack {
         lines.push(Line::from(format!(
-            "  conntrack entries {}  drops {}",
-            ct.entries, ct.drop.total
+            "  conntrack entries {}  drops {}  insert failed {}",
+            ct.entries, ct.drop.total, ct.insert_failed.total
         )));
+    }
+    if let Some(c) = &w.conversations {
+        lines.extend(conversation_lines(c));
+    }
+    lines
+}
+
+/// A pod's DNS, handshakes, resets and ICMP errors, totals since watched.
+fn conversation_lines(c: &ConversationFigures) -> Vec<Line<'static>> {
+    let mut lines = Vec::new();
+    if c.dns.queries.total > 0 {
+        lines.push(Line::from(format!(
+            "  dns {} queries: {} unanswered, {} failed, {} retries, mean {}",
+            c.dns.queries.total,
+            c.dns.unanswered.total,
+            c.dns.failures().total,
+            c.dns.retries.total,
+            c.dns
+                .latency
+                .mean_seconds()
+                .map_or_else(|| "-".into(), |m| format!("{:.1} ms", m * 1000.0))
+        )));
+    }
+    if c.connects.attempts.total > 0 {
+        lines.push(Line::from(format!(
+            "  connects {}: {} refused, {} timed out, {} SYNs resent; RSTs {} sent {} received",
+            c.connects.attempts.total,
+            c.connects.refused.total,
+            c.connects.timed_out.total,
+            c.connects.syn_retransmits.total,
+            c.resets_sent.total,
+            c.resets_received.total
+        )));
+    }
+    let errors: Vec<String> = c
+        .icmp
+        .received
+        .iter()
+        .filter(|(_, n)| n.total > 0)
+        .map(|(kind, n)| format!("{kind} {}", n.total))
+        .collect();
+    if !errors.is_empty() {
+        let mtu = c
+            .icmp
+            .smallest_mtu
+            .map_or_else(String::new, |m| format!(" (path MTU {m})"));
+        lines.push(Line::from(format!("  icmp in: {}{mtu}", errors.join(", "))));
     }
     lines
 }
@@ -389,8 +508,7 @@ fn draw_detail(frame: &mut Frame<'_>, area: Rect, app: &App) {
                 l.port,
                 l.queue,
                 l.limit,
-                l.requested_backlog
-                    .map_or_else(|| "?".into(), |b| b.to_string()),
+                l.asked().unwrap_or_else(|| "?".into()),
                 l.overflows.total
             )));
         }
@@ -489,6 +607,7 @@ fn draw_help(frame: &mut Frame<'_>, area: Rect) {
         "/           filter by text (Enter keeps, Esc clears)",
         "p           pause updates",
         "l           listeners view / workloads view",
+        "d           DNS view (pods that asked, worst first)",
         "tab         switch pane (table / tuning)",
         "↑ ↓ PgUp PgDn Home End   move",
         "r           reset the sparklines",

@@ -7,11 +7,31 @@
 
 use std::io;
 
-use super::{
-    tunables::Tunable,
-    value::{Value, same_value},
+use crate::{
+    model::{
+        tunables::Tunable,
+        tuning::Target,
+        value::{Value, ValueError, normalise, same_value},
+    },
+    sys::System,
 };
-use crate::{model::tuning::Target, sys::System};
+
+/// Why a sysctl's value could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file could not be read.
+    #[error("reading {name}: {source}")]
+    Io {
+        /// The sysctl.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Its text is not a value of its shape.
+    #[error(transparent)]
+    Value(#[from] ValueError),
+}
 
 /// Reads and writes sysctls at targets.
 #[derive(Debug)]
@@ -40,22 +60,31 @@ impl<S: System> Actuator<S> {
     }
 
     /// The parsed value of `spec` at `target`.
-    pub fn read(&self, target: &Target, spec: &Tunable) -> Result<Value, String> {
+    pub fn read(&self, target: &Target, spec: &Tunable) -> Result<Value, ReadError> {
         let text = self
             .read_text(target, spec)
-            .map_err(|e| format!("reading {}: {e}", spec.name))?;
-        Value::parse(spec, &text).map_err(|e| e.to_string())
+            .map_err(|source| ReadError::Io {
+                name: spec.name,
+                source,
+            })?;
+        Ok(Value::parse(spec, &text)?)
     }
 
     /// Writes `value` (as the kernel prints it) to `spec` at `target`, then reads
-    /// it back: a write the kernel did not take is an error, never a success.
+    /// it back: a write the kernel did not take (as it rounds what it takes) is
+    /// an error, never a success.
     pub fn write(&self, target: &Target, spec: &Tunable, value: &str) -> io::Result<()> {
         // An empty value must still reach the kernel: `write(2)` of 0 bytes (what
         // writing "" amounts to) leaves a sysctl as it was; a newline clears it.
         let text = if value.trim().is_empty() { "\n" } else { value };
         self.system.write_sysctl(target, spec.name, text)?;
         let now = self.read_text(target, spec)?;
-        if same_value(spec, &now, value) {
+        // Compared as the kernel keeps it (a hash size rounded to whole pages).
+        let kept = Value::parse(spec, value).map_or_else(
+            |_| value.to_owned(),
+            |v| normalise(spec, &v, self.system.page_size()).to_string(),
+        );
+        if same_value(spec, &now, &kept) {
             Ok(())
         } else {
             Err(io::Error::other(format!(

@@ -5,15 +5,17 @@
 //! nettune manages), the cooldown, the hourly budget, then the new value itself:
 //! towards more room only (never below what was found), by at most `max_step`,
 //! never past the ceiling (the config's, else the guide's, and for conntrack also
-//! a share of RAM), never below the floor.
+//! a share of RAM) even once the kernel rounds it, never below the floor.
 
-use super::{
-    TuningConfig,
-    journal::Entry,
-    tunables::{Direction, Tunable},
-    value::{self, PortList, Value},
+use super::journal::Entry;
+use crate::{
+    config::TuningConfig,
+    model::{
+        tunables::{Direction, Tunable},
+        tuning::{Outcome, Target},
+        value::{self, PortList, Value},
+    },
 };
-use crate::model::tuning::{Outcome, Target};
 
 /// Everything the checks need besides the proposal.
 pub struct Limits<'a> {
@@ -21,6 +23,8 @@ pub struct Limits<'a> {
     pub config: &'a TuningConfig,
     /// Bytes of RAM (for tables whose ceiling is also a share of RAM).
     pub mem_total: u64,
+    /// Bytes in a memory page (for values the kernel rounds to whole pages).
+    pub page_size: u64,
 }
 
 impl Limits<'_> {
@@ -61,13 +65,28 @@ pub fn check_raise(
     let target = check_place(spec, target, current, entry, limits, now)?;
     let ceiling = limits.ceiling(spec, target);
     let floor = limits.config.limits.get(spec.name).and_then(|l| l.floor);
-    let Some(mut next) = value::raise(
+    // The value as the kernel will keep it, so that what is written, read back
+    // and journaled is one value, and rounding never carries it past the ceiling.
+    let raised = value::raise(
         spec,
         current,
         limits.config.max_step,
         ceiling,
         limits.config.lowest_ephemeral_port,
-    ) else {
+    )
+    .map(|next| match floor {
+        // On the strength scale, like the ceiling: a rank, a width, a maximum.
+        Some(floor) => value::at_least(
+            spec,
+            &next,
+            floor.min(ceiling),
+            limits.config.lowest_ephemeral_port,
+        ),
+        None => next,
+    })
+    .map(|next| value::normalise_within(spec, &next, ceiling, limits.page_size))
+    .filter(|next| value::strength(spec, next) > value::strength(spec, current));
+    let Some(next) = raised else {
         return Err((
             Outcome::Refused,
             format!(
@@ -75,11 +94,6 @@ pub fn check_raise(
             ),
         ));
     };
-    if let (Some(floor), Value::Int(v)) = (floor, &next)
-        && *v < floor
-    {
-        next = Value::Int(floor.min(ceiling));
-    }
     Ok(next)
 }
 
@@ -106,8 +120,9 @@ pub fn check_reserve(
     Ok(Value::Text(have.union(wanted).to_string()))
 }
 
-/// Checks setting `spec` at `target` to exactly `wanted` (static profiles): never
-/// lowering a room sysctl, never past its ceiling.
+/// Checks setting `spec` at `target` to `wanted` (static profiles): a setting
+/// exactly; a room sysctl element by element, never lowering any element of
+/// what is there (for a ranked one, by rank), never past its ceiling.
 pub fn check_set(
     spec: &Tunable,
     target: &Target,
@@ -118,6 +133,8 @@ pub fn check_set(
 ) -> Result<Value, Refusal> {
     check_not_excluded(spec, limits.config)?;
     check_not_stood_down(spec, current, entry)?;
+    // What the kernel will keep of it: that is compared, written and journaled.
+    let wanted = &value::normalise(spec, wanted, limits.page_size);
     if let (true, Value::Pair(low, _)) = (spec.exposes_ports, wanted)
         && *low < limits.config.lowest_ephemeral_port
     {
@@ -133,23 +150,32 @@ pub fn check_set(
         return Err((Outcome::Refused, format!("already {current}")));
     }
     if spec.direction == Direction::MoreRoom {
-        let (have, want) = (
-            value::strength(spec, current),
-            value::strength(spec, wanted),
-        );
-        if have > want {
+        // Element by element: no element of what is there is ever lowered (a
+        // higher minimum of tcp_rmem stays while the profile raises the default).
+        let merged = value::roomiest(spec, current, wanted).unwrap_or_else(|| wanted.clone());
+        if merged == *current {
             return Err((
                 Outcome::Refused,
-                format!("kept {current}: it gives more room than the profile's {wanted}"),
+                format!(
+                    "kept {}: in every element it gives at least the room of the profile's {}",
+                    current.to_string().replace('\t', " "),
+                    wanted.to_string().replace('\t', " ")
+                ),
             ));
         }
+        let (have, want) = (
+            value::strength(spec, current),
+            value::strength(spec, &merged),
+        );
         let ceiling = limits.ceiling(spec, target);
-        if want > ceiling {
+        // The ceiling bounds what nettune raises, not a larger value found there.
+        if want > have && want > ceiling {
             return Err((
                 Outcome::Refused,
                 format!("{wanted} is above the ceiling {ceiling}"),
             ));
         }
+        return Ok(merged);
     }
     Ok(wanted.clone())
 }
@@ -174,12 +200,13 @@ fn check_not_stood_down(
             "stood down earlier: someone else manages this value (rollback to take it back)".into(),
         ));
     }
-    if let Some(ours) = &entry.last_written
-        && Value::parse(spec, ours).ok().as_ref() != Some(current)
-    {
+    if !entry.owns(spec, current) {
         return Err((
             Outcome::StoodDown,
-            format!("changed from {ours} (nettune's) to {current} by someone else: standing down"),
+            format!(
+                "changed from {} (nettune's) to {current} by someone else: standing down",
+                entry.ours().replace('\t', " ")
+            ),
         ));
     }
     Ok(())

@@ -3,10 +3,17 @@
 //!
 //! `<state_dir>/journal.json` is replaced atomically (write a temporary file, fsync,
 //! rename, fsync the directory), so a crash leaves either the old or the new
-//! journal, never half of one. The order is always: journal the original, then
-//! write the sysctl, then journal the value written — so after a crash at any point
+//! journal, never half of one. The order is always: journal the original and the
+//! value about to be written, then write the sysctl, then journal the value written — so after a crash at any point
 //! `nettune rollback` knows every original. A journal that cannot be parsed is an
 //! error, never silently replaced: it may hold the only record of an original.
+//!
+//! Every write is journaled ahead ([`Journal::record_intent`]): the original (on
+//! the first write), the value about to be written and the attempt's time, all
+//! on disk before the sysctl is written. A process killed between the write and
+//! its record ([`Journal::record_write`]) thus leaves a value the journal names
+//! as nettune's own ([`Entry::owns`]); a record that fails after the write makes
+//! the tuner undo the write.
 //!
 //! Several processes share the file: the daemon, and `nettune rollback` or `apply`
 //! run next to it (`kubectl exec … nettune rollback`). Every change therefore takes
@@ -24,7 +31,11 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::tuning::{NamespaceIdentity, Target};
+use crate::model::{
+    tunables::Tunable,
+    tuning::{NamespaceIdentity, Target},
+    value::Value,
+};
 
 const FILE: &str = "journal.json";
 const LOCK_FILE: &str = "journal.lock";
@@ -63,9 +74,16 @@ pub struct Entry {
     pub target: Target,
     /// The value found before nettune's first write: what rollback restores.
     pub original: String,
-    /// The last value nettune wrote (absent if the write never completed).
+    /// The last value nettune wrote and recorded (absent if no write completed).
     pub last_written: Option<String>,
-    /// Unix times of nettune's writes in the last hour (the hourly budget).
+    /// The value nettune is about to write: journaled before the write, cleared
+    /// once the write is recorded. Left behind by a crash (or a record that
+    /// failed) in between; a current value equal to it is nettune's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
+    /// Unix times of nettune's attempts to write here in the last hour, each
+    /// journaled with its intent whether or not the write then took: the
+    /// cooldown and the hourly budget.
     pub writes: Vec<u64>,
     /// Someone else changed the value after nettune did: hands off.
     pub stood_down: bool,
@@ -73,6 +91,23 @@ pub struct Entry {
     /// (or restores) into a later one that got the same inode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<NamespaceIdentity>,
+}
+
+impl Entry {
+    /// The value nettune last left here: its last recorded write, else the
+    /// original (nothing nettune wrote took).
+    pub fn ours(&self) -> &str {
+        self.last_written.as_deref().unwrap_or(&self.original)
+    }
+
+    /// Whether `current` is a value nettune put (or left) here: its last
+    /// recorded write (else the original), or the value of a pending intent —
+    /// written, but the process died (or the journal failed) before recording it.
+    pub fn owns(&self, spec: &Tunable, current: &Value) -> bool {
+        std::iter::once(self.ours())
+            .chain(self.pending.as_deref())
+            .any(|v| Value::parse(spec, v).is_ok_and(|v| &v == current))
+    }
 }
 
 /// The journal file and the entries last read from it.
@@ -197,31 +232,47 @@ impl Journal {
             .find(|e| e.sysctl == sysctl && &e.target == target)
     }
 
-    /// Records `original` for (sysctl, target), in the namespace `identity` names,
-    /// unless already recorded; durable on return.
-    pub fn record_original(
+    /// Journals the intent to write `value` to (sysctl, target) at unix time
+    /// `now`, durably, before the write: the original `current` (on the first
+    /// write, in the namespace `identity` names), the value about to be written
+    /// and the attempt (which the cooldown and the hourly budget count). A
+    /// pending intent that `current` shows took is adopted as written first.
+    pub fn record_intent(
         &mut self,
         sysctl: &str,
         target: &Target,
-        original: &str,
+        current: &str,
         identity: Option<NamespaceIdentity>,
+        value: &str,
+        now: u64,
     ) -> Result<(), JournalError> {
         self.modify(|entries| {
-            if entries
+            let at = match entries
                 .iter()
-                .any(|e| e.sysctl == sysctl && &e.target == target)
+                .position(|e| e.sysctl == sysctl && &e.target == target)
             {
-                return false;
+                Some(at) => at,
+                None => {
+                    entries.push(Entry {
+                        sysctl: sysctl.to_owned(),
+                        target: target.clone(),
+                        original: current.to_owned(),
+                        last_written: None,
+                        pending: None,
+                        writes: Vec::new(),
+                        stood_down: false,
+                        identity,
+                    });
+                    entries.len() - 1
+                }
+            };
+            let e = &mut entries[at];
+            if e.pending.as_deref() == Some(current) {
+                e.last_written = e.pending.take();
             }
-            entries.push(Entry {
-                sysctl: sysctl.to_owned(),
-                target: target.clone(),
-                original: original.to_owned(),
-                last_written: None,
-                writes: Vec::new(),
-                stood_down: false,
-                identity,
-            });
+            e.pending = Some(value.to_owned());
+            e.writes.retain(|t| now.saturating_sub(*t) < 3600);
+            e.writes.push(now);
             true
         })
     }
@@ -247,18 +298,17 @@ impl Journal {
         })
     }
 
-    /// Records a completed write at unix time `now`, keeping an hour of history.
+    /// Records that the intended write of `value` took (and how the kernel
+    /// reads it back): nettune's value from now on.
     pub fn record_write(
         &mut self,
         sysctl: &str,
         target: &Target,
         value: &str,
-        now: u64,
     ) -> Result<(), JournalError> {
         self.modify_entry(sysctl, target, |e| {
             e.last_written = Some(value.to_owned());
-            e.writes.retain(|t| now.saturating_sub(*t) < 3600);
-            e.writes.push(now);
+            e.pending = None;
         })
     }
 
@@ -316,18 +366,33 @@ mod tests {
     fn originals_survive_a_reopen_and_are_recorded_once() {
         let d = dir("reopen");
         let mut j = Journal::open(&d).unwrap();
-        j.record_original("net.core.somaxconn", &Target::Node, "4096", None)
+        j.record_intent(
+            "net.core.somaxconn",
+            &Target::Node,
+            "4096",
+            None,
+            "8192",
+            1000,
+        )
+        .unwrap();
+        j.record_write("net.core.somaxconn", &Target::Node, "8192")
             .unwrap();
-        j.record_write("net.core.somaxconn", &Target::Node, "8192", 1000)
-            .unwrap();
-        // A second "original" (e.g. after our own write) must not replace the first.
-        j.record_original("net.core.somaxconn", &Target::Node, "8192", None)
-            .unwrap();
+        // A second intent (after our own write) must not replace the original.
+        j.record_intent(
+            "net.core.somaxconn",
+            &Target::Node,
+            "8192",
+            None,
+            "16384",
+            2000,
+        )
+        .unwrap();
         let j = Journal::open(&d).unwrap();
         let e = j.entry("net.core.somaxconn", &Target::Node).unwrap();
         assert_eq!(e.original, "4096");
         assert_eq!(e.last_written.as_deref(), Some("8192"));
-        assert_eq!(e.writes, vec![1000]);
+        assert_eq!(e.pending.as_deref(), Some("16384"));
+        assert_eq!(e.writes, vec![1000, 2000]);
         fs::remove_dir_all(d).unwrap();
     }
 
@@ -335,10 +400,8 @@ mod tests {
     fn write_history_keeps_one_hour() {
         let d = dir("history");
         let mut j = Journal::open(&d).unwrap();
-        j.record_original("net.core.somaxconn", &Target::Node, "1", None)
-            .unwrap();
         for t in [0, 1000, 3000, 4000] {
-            j.record_write("net.core.somaxconn", &Target::Node, "2", t)
+            j.record_intent("net.core.somaxconn", &Target::Node, "1", None, "2", t)
                 .unwrap();
         }
         assert_eq!(
@@ -365,7 +428,7 @@ mod tests {
         let d = dir("two-writers");
         let mut daemon = Journal::open(&d).unwrap();
         daemon
-            .record_original("net.core.somaxconn", &Target::Node, "4096", None)
+            .record_intent("net.core.somaxconn", &Target::Node, "4096", None, "8192", 0)
             .unwrap();
         let mut rollback = Journal::open(&d).unwrap();
         rollback
@@ -373,7 +436,14 @@ mod tests {
             .unwrap();
         // The daemon journals something else: the removed entry must stay removed.
         daemon
-            .record_original("net.ipv4.tcp_max_syn_backlog", &Target::Node, "1024", None)
+            .record_intent(
+                "net.ipv4.tcp_max_syn_backlog",
+                &Target::Node,
+                "1024",
+                None,
+                "2048",
+                0,
+            )
             .unwrap();
         let names: Vec<String> = Journal::open(&d)
             .unwrap()

@@ -1,17 +1,20 @@
 //! Static profiles for `nettune audit` and `nettune apply`: named sets of sysctl
 //! values. `production` is the network tuning guide's table: every tunable's
-//! `guide` value ([`super::tunables`]), so the guide's numbers live in one place.
+//! `guide` value ([`crate::model::tunables`]), so the guide's numbers live in one place.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{
-    actuator::Actuator,
-    tunables::{self, Direction, Scope},
-    value::{self, Value},
+use super::actuator::Actuator;
+use crate::{
+    model::{
+        tunables::{self, Direction, Scope},
+        tuning::Target,
+        value::{self, Value},
+    },
+    sys::System,
 };
-use crate::{model::tuning::Target, sys::System};
 
 /// A named set of sysctl values.
 #[derive(Clone, Debug)]
@@ -74,7 +77,8 @@ pub struct AuditRow {
 }
 
 /// Compares the node's values with `profile`. A room sysctl complies when it gives
-/// at least the recommended room; a setting when it is exactly the value.
+/// at least the recommended room in every element (a ranked one by rank); a
+/// setting when it is exactly the value.
 pub fn audit<S: System>(actuator: &Actuator<S>, profile: &Profile) -> Vec<AuditRow> {
     profile
         .sysctls
@@ -87,7 +91,7 @@ pub fn audit<S: System>(actuator: &Actuator<S>, profile: &Profile) -> Vec<AuditR
                 .map_err(|e| e.to_string());
             let current = read.as_ref().ok().and_then(|t| Value::parse(spec, t).ok());
             let compliant = current.as_ref().is_some_and(|c| match spec.direction {
-                Direction::MoreRoom => value::strength(spec, c) >= value::strength(spec, &wanted),
+                Direction::MoreRoom => value::has_room_of(spec, c, &wanted),
                 Direction::Setting => *c == wanted,
             });
             Some(AuditRow {
@@ -143,5 +147,24 @@ mod tests {
             Some("32768 60999")
         );
         assert!(row("net.core.rmem_max").note.is_some());
+    }
+
+    #[test]
+    fn audit_wants_the_room_of_every_element() {
+        let system = FakeSystem::new();
+        // The maximum complies, the default does not.
+        system.set_sysctl(&Target::Node, "net.ipv4.tcp_rmem", "8192\t262144\t16777216");
+        system.set_sysctl(
+            &Target::Node,
+            "net.ipv4.tcp_wmem",
+            "8192\t16777216\t16777216",
+        );
+        system.set_sysctl(&Target::Node, "net.ipv4.tcp_tw_reuse", "2");
+        let rows = audit(&Actuator::new(system), &production());
+        let row = |n: &str| rows.iter().find(|r| r.sysctl == n).unwrap();
+        assert!(!row("net.ipv4.tcp_rmem").compliant);
+        assert!(row("net.ipv4.tcp_wmem").compliant);
+        // 2 (loopback only) is less than the guide's 1 (on).
+        assert!(!row("net.ipv4.tcp_tw_reuse").compliant);
     }
 }

@@ -4,25 +4,25 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
 use super::{
-    TuningConfig,
     actuator::Actuator,
     guardrails::{self, Limits},
     journal::{Entry, Journal, JournalError},
-    policy::{self, Plan, Proposal, Rule},
-    tunables::{self, IP_LOCAL_RESERVED_PORTS, Shape, Tunable},
-    value::{self, PortList, Value},
+    policy::{self, Proposal},
+    rules::{self, Plan},
     verify::Watch,
 };
 use crate::{
+    config::TuningConfig,
     model::{
         snapshot::Snapshot,
+        sysctl_writers::foreign_writer,
+        tunables::{self, IP_LOCAL_RESERVED_PORTS, Shape, Tunable},
         tuning::{
             Decision, DecisionCount, EffectCount, Managed, Mode, Outcome, Target, TuningState,
             Verdict,
         },
+        value::{self, PortList, Value},
     },
     sys::System,
 };
@@ -42,6 +42,16 @@ pub struct Tuner<S: System> {
     ineffective: BTreeMap<(String, Target), String>,
     /// (sysctl, verdict) → changes that reached it.
     effect_counts: BTreeMap<(String, String), u64>,
+    /// Bytes in a memory page (values the kernel rounds to whole pages).
+    page_size: u64,
+    /// (sysctl, target) → attempts to write there whose intent the journal
+    /// could not take: the cooldown and the hourly budget count them too.
+    unrecorded: BTreeMap<(String, Target), Vec<u64>>,
+    /// (sysctl, target) → the last failure logged as a warning, and when: the
+    /// same failure is logged once per cooldown.
+    failure_logged: BTreeMap<(String, Option<Target>), (Option<String>, u64)>,
+    /// Why the journal could not be re-read, while it cannot: tuning pauses.
+    journal_error: Option<String>,
 }
 
 const RECENT: usize = 50;
@@ -71,6 +81,10 @@ impl<S: System> Tuner<S> {
     pub fn new(system: S, config: TuningConfig, mem_total: u64) -> Result<Self, JournalError> {
         let journal = Journal::open(&config.state_dir)?;
         Ok(Self {
+            page_size: system.page_size(),
+            unrecorded: BTreeMap::new(),
+            failure_logged: BTreeMap::new(),
+            journal_error: None,
             actuator: Actuator::new(system),
             journal,
             config,
@@ -93,12 +107,23 @@ impl<S: System> Tuner<S> {
         &self.journal
     }
 
-    /// Decisions, managed values and counts so far.
-    pub fn state(&self) -> TuningState {
-        let limits = Limits {
+    /// Why the journal cannot be read now (tuning is paused until it can).
+    pub fn journal_error(&self) -> Option<&str> {
+        self.journal_error.as_deref()
+    }
+
+    /// The limits every check of a change is made against.
+    fn limits(&self) -> Limits<'_> {
+        Limits {
             config: &self.config,
             mem_total: self.mem_total,
-        };
+            page_size: self.page_size,
+        }
+    }
+
+    /// Decisions, managed values and counts so far.
+    pub fn state(&self) -> TuningState {
+        let limits = self.limits();
         let managed = self
             .journal
             .entries()
@@ -155,18 +180,44 @@ impl<S: System> Tuner<S> {
             return Vec::new();
         }
         // `nettune rollback` may have changed the journal since the last round.
-        if let Err(e) = self.journal.reload() {
-            log::warn!("cannot re-read the journal: {e}");
+        // One that cannot be read pauses tuning: deciding on a stale copy could
+        // disown or repeat a change. Said once, and once when it reads again.
+        match self.journal.reload() {
+            Ok(()) => {
+                if self.journal_error.take().is_some() {
+                    log::warn!(
+                        "tuning resumes: the journal {} reads again",
+                        self.journal.path().display()
+                    );
+                }
+            }
+            Err(e) => {
+                if self.journal_error.is_none() {
+                    log::error!(
+                        "tuning paused: {e}. Observing continues; tuning resumes once the \
+                         journal reads again"
+                    );
+                }
+                self.journal_error = Some(e.to_string());
+                return Vec::new();
+            }
         }
         self.verify(snapshot, now);
         let proposals = policy::propose(snapshot, &self.config);
         let mut decisions: Vec<Decision> = Vec::with_capacity(proposals.len());
         for p in &proposals {
-            let d = self.decide(p, &decisions, now);
-            Self::log(&d);
+            let mut d = self.decide(p, &decisions, now);
+            if d.result == Outcome::StoodDown
+                && let Some(w) = foreign_writer(&snapshot.sysctl_writers, p.sysctl.name)
+            {
+                // The cgroup/sysctl probe saw who: name them.
+                let reason = d.reason.take().unwrap_or_default();
+                d.reason = Some(format!("{reason} ({})", w.describe()));
+            }
+            self.log(&d);
             self.count(&d);
-            if d.result == Outcome::Applied && p.rule != Rule::Profile {
-                let before = p.rule.evidence(p.netns, snapshot, &self.config);
+            if d.result == Outcome::Applied && *p.rule != rules::PROFILE {
+                let before = (p.rule.evidence)(p.netns, snapshot, &self.config);
                 self.watch(Watch::new(p, &d, before));
             }
             decisions.push(d);
@@ -239,7 +290,7 @@ impl<S: System> Tuner<S> {
 
     fn decision(p: &Proposal, action: &'static str, now: u64) -> Decision {
         Decision {
-            rule: p.rule.name().to_owned(),
+            rule: p.rule.name.to_owned(),
             sysctl: p.sysctl.name.to_owned(),
             target: p.target.clone(),
             workload: p.workload.clone(),
@@ -278,15 +329,15 @@ impl<S: System> Tuner<S> {
         }
         let current = match p.target.as_ref().map(|t| self.actuator.read(t, spec)) {
             Some(Ok(v)) => v,
-            Some(Err(e)) => return fail(d, e),
+            Some(Err(e)) => return fail(d, e.to_string()),
             None => Value::Int(0),
         };
         d.from = p.target.as_ref().map(|_| current.to_string());
-        let entry = p.target.as_ref().and_then(|t| self.current_entry(spec, t));
-        let limits = Limits {
-            config: &self.config,
-            mem_total: self.mem_total,
-        };
+        let entry = p
+            .target
+            .as_ref()
+            .and_then(|t| self.history(spec, t, &current));
+        let limits = self.limits();
         let protected = self.config.protected_ports();
         let next = if spec.shape == Shape::PortList {
             guardrails::check_reserve(
@@ -302,7 +353,7 @@ impl<S: System> Tuner<S> {
             && let Some(target) = &p.target
             && let Err(reason) = self.ports_protected(target, &protected, earlier)
         {
-            Err((Outcome::Refused, reason))
+            Err((Outcome::Refused, reason.to_string()))
         } else {
             guardrails::check_raise(
                 spec,
@@ -360,16 +411,39 @@ impl<S: System> Tuner<S> {
         Some(entry)
     }
 
+    /// What the guardrails know of `spec` at `target`: the journal's entry
+    /// ([`Self::current_entry`]) with the attempts the journal could not take;
+    /// with only such attempts, an entry of `current` made of them.
+    fn history(&mut self, spec: &Tunable, target: &Target, current: &Value) -> Option<Entry> {
+        let entry = self.current_entry(spec, target);
+        let Some(unrecorded) = self.unrecorded.get(&(spec.name.to_owned(), target.clone())) else {
+            return entry;
+        };
+        let mut entry = entry.unwrap_or_else(|| Entry {
+            sysctl: spec.name.to_owned(),
+            target: target.clone(),
+            original: current.to_string(),
+            last_written: None,
+            pending: None,
+            writes: Vec::new(),
+            stood_down: false,
+            identity: None,
+        });
+        entry.writes.extend(unrecorded);
+        entry.writes.sort_unstable();
+        Some(entry)
+    }
+
     /// `Ok` when the ports nettune protects are reserved at `target` — already, or
     /// by a reservation applied (or, in advise mode, advised) earlier this round.
     /// Only the node's services listen in the node's namespace: a pod's own
     /// namespace has nothing to protect.
-    fn ports_protected(
+    pub(super) fn ports_protected(
         &self,
         target: &Target,
         protected: &PortList,
         earlier: &[Decision],
-    ) -> Result<(), String> {
+    ) -> Result<(), PortsExposed> {
         if target != &Target::Node {
             return Ok(());
         }
@@ -386,15 +460,15 @@ impl<S: System> Tuner<S> {
         if reserved_now || have.as_ref().is_some_and(|h| h.covers(protected)) {
             return Ok(());
         }
-        Err(format!(
-            "not widened: the ports nettune protects ({protected}) are not reserved in {} \
-             (ip_local_reserved_ports = {:?}): outgoing connections could take them",
-            IP_LOCAL_RESERVED_PORTS.name,
-            have.map(|h| h.to_string()).unwrap_or_default()
-        ))
+        Err(PortsExposed {
+            protected: protected.to_string(),
+            reserved: have.map(|h| h.to_string()).unwrap_or_default(),
+        })
     }
 
-    /// Journal the original, write, journal the write (enforce); or just advise.
+    /// Journal the intent (the original, the value about to be written, the
+    /// attempt), write, journal the write — or undo it if that cannot be
+    /// journaled (enforce); or just advise.
     fn write(
         &mut self,
         mut d: Decision,
@@ -421,39 +495,67 @@ impl<S: System> Tuner<S> {
                 }
             },
         };
-        if let Err(e) =
-            self.journal
-                .record_original(spec.name, target, &current.to_string(), identity)
+        let (was, value) = (current.to_string(), next.to_string());
+        if let Err(e) = self
+            .journal
+            .record_intent(spec.name, target, &was, identity, &value, now)
         {
-            // No journal entry, no write: the original would be lost.
+            // No intent on disk, no write: the original (or whose value the
+            // written one is) could be lost. The attempt still counts.
+            let attempts = self
+                .unrecorded
+                .entry((spec.name.to_owned(), target.clone()))
+                .or_default();
+            attempts.retain(|t| now.saturating_sub(*t) < 3600);
+            attempts.push(now);
             return fail(d, format!("not written: {e}"));
         }
-        if let Err(e) = self.actuator.write(target, spec, &next.to_string()) {
+        if let Err(e) = self.actuator.write(target, spec, &value) {
+            return fail(
+                d,
+                format!("writing {}: {e} (the original is journaled)", spec.name),
+            );
+        }
+        if let Err(e) = self.journal.record_write(spec.name, target, &value) {
+            // A value the journal cannot vouch for is not kept: put back what
+            // was there (the intent on disk still names both as nettune's).
+            let undone = match self.actuator.write(target, spec, &was) {
+                Ok(()) => format!("{current} restored"),
+                Err(undo) => format!(
+                    "restoring {current} failed too ({undo}): {next} stays, journaled as an intent"
+                ),
+            };
             return fail(
                 d,
                 format!(
-                    "writing {}: {e} (original {current} is journaled)",
+                    "not kept: {} was written but the journal could not record it ({e}); {undone}",
                     spec.name
                 ),
-            );
-        }
-        if let Err(e) = self
-            .journal
-            .record_write(spec.name, target, &next.to_string(), now)
-        {
-            log::warn!(
-                "{} was written but the journal could not record it: {e}",
-                spec.name
             );
         }
         d.result = Outcome::Applied;
         d
     }
 
-    /// Logs a round's decision (the daemon's record of what it did and why).
-    fn log(d: &Decision) {
+    /// Logs a round's decision (the daemon's record of what it did and why); a
+    /// failure that repeats is a warning once per cooldown, else a debug line.
+    fn log(&mut self, d: &Decision) {
         match d.result {
-            Outcome::Applied | Outcome::StoodDown | Outcome::Failed => log::warn!("tuning: {d}"),
+            Outcome::Applied | Outcome::StoodDown => log::warn!("tuning: {d}"),
+            Outcome::Failed => {
+                let key = (d.sysctl.clone(), d.target.clone());
+                let repeated = self.failure_logged.get(&key).is_some_and(|(reason, at)| {
+                    *reason == d.reason
+                        && d.at_unix.saturating_sub(*at) < self.config.cooldown_seconds
+                });
+                if repeated {
+                    log::debug!("tuning: {d}");
+                } else {
+                    log::warn!("tuning: {d}");
+                    self.failure_logged
+                        .insert(key, (d.reason.clone(), d.at_unix));
+                }
+            }
             Outcome::Advised | Outcome::Refused | Outcome::Futile => log::info!("tuning: {d}"),
         }
     }
@@ -472,194 +574,29 @@ impl<S: System> Tuner<S> {
         let excess = self.recent.len().saturating_sub(RECENT);
         self.recent.drain(..excess);
     }
-
-    /// Applies `values` (sysctl → value) to the node, through the guardrails and
-    /// the journal; with `dry_run`, decides without writing.
-    pub fn apply(
-        &mut self,
-        profile: &str,
-        values: &BTreeMap<String, String>,
-        dry_run: bool,
-        now: u64,
-    ) -> Vec<Decision> {
-        // A profile is an explicit, one-off action: it writes unless this is a dry run.
-        let mode = if dry_run { Mode::Advise } else { Mode::Enforce };
-        let mode = std::mem::replace(&mut self.config.mode, mode);
-        let mut out = Vec::new();
-        let widens_ports = values
-            .keys()
-            .any(|n| tunables::lookup(n).is_ok_and(|t| t.exposes_ports));
-        if widens_ports {
-            let p = profile_proposal(
-                &IP_LOCAL_RESERVED_PORTS,
-                format!(
-                    "profile {profile} widens the ephemeral port range: the ports nettune \
-                     protects are reserved first"
-                ),
-            );
-            let d = self.decide(&p, &out, now);
-            self.count(&d);
-            out.push(d);
-        }
-        for (name, wanted) in values {
-            let Ok(spec) = tunables::lookup(name) else {
-                continue;
-            };
-            let p = profile_proposal(spec, format!("profile {profile} sets {name} = {wanted}"));
-            let d = self.set(&p, wanted, &out, now);
-            self.count(&d);
-            out.push(d);
-        }
-        self.config.mode = mode;
-        out
-    }
-
-    /// Decides setting `p` to exactly `wanted` (a profile's value).
-    fn set(&mut self, p: &Proposal, wanted: &str, earlier: &[Decision], now: u64) -> Decision {
-        let spec = p.sysctl;
-        let mut d = Self::decision(p, "set", now);
-        if let Err((outcome, reason)) = guardrails::check_not_excluded(spec, &self.config) {
-            // Excluded: not even read (it may not exist where nettune runs).
-            d.result = outcome;
-            d.reason = Some(reason);
-            return d;
-        }
-        let current = match self.actuator.read(&Target::Node, spec) {
-            Ok(v) => v,
-            Err(e) => return fail(d, e),
-        };
-        d.from = Some(current.to_string());
-        let limits = Limits {
-            config: &self.config,
-            mem_total: self.mem_total,
-        };
-        let entry = self.journal.entry(spec.name, &Target::Node).cloned();
-        let protected = self.config.protected_ports();
-        let decided = if spec.exposes_ports
-            && let Err(reason) = self.ports_protected(&Target::Node, &protected, earlier)
-        {
-            Err((Outcome::Refused, reason))
-        } else {
-            Value::parse(spec, wanted)
-                .map_err(|e| (Outcome::Failed, e.to_string()))
-                .and_then(|w| {
-                    guardrails::check_set(
-                        spec,
-                        &Target::Node,
-                        &current,
-                        &w,
-                        entry.as_ref(),
-                        &limits,
-                    )
-                })
-        };
-        match decided {
-            Err((outcome, reason)) => {
-                d.result = outcome;
-                d.reason = Some(reason);
-                d
-            }
-            Ok(next) => {
-                d.to = Some(next.to_string());
-                self.write(d, &Target::Node, spec, &current, &next, now)
-            }
-        }
-    }
 }
 
-/// A profile's proposal for `sysctl` on the node.
-fn profile_proposal(sysctl: &'static Tunable, evidence: String) -> Proposal {
-    Proposal {
-        rule: Rule::Profile,
-        sysctl,
-        target: Some(Target::Node),
-        workload: "node".into(),
-        netns: 0,
-        evidence,
-        plan: Plan::Raise,
-        waiting: Vec::new(),
-    }
+/// The ports nettune protects are not reserved: widening the ephemeral range
+/// could hand them out.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "not widened: the ports nettune protects ({protected}) are not reserved in \
+     net.ipv4.ip_local_reserved_ports (= {reserved:?}): outgoing connections could take them"
+)]
+pub struct PortsExposed {
+    /// The ports to protect.
+    protected: String,
+    /// What is reserved now.
+    reserved: String,
 }
 
-fn fail(mut d: Decision, reason: String) -> Decision {
+/// `d`, failed for `reason`.
+pub(super) fn fail(mut d: Decision, reason: String) -> Decision {
     d.result = Outcome::Failed;
     d.reason = Some(reason);
     d
 }
 
-/// What a rollback did.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct RollbackReport {
-    /// (sysctl, target, restored value).
-    pub restored: Vec<(String, Target, String)>,
-    /// Entries whose namespace is gone, or was replaced by another with the same
-    /// inode (its values went with it): forgotten, nothing written.
-    pub gone: Vec<(String, Target)>,
-    /// Entries nettune stood down from (someone else owns the value now): left
-    /// as they are, and kept in the journal, unless forced.
-    pub stood_down: Vec<(String, Target)>,
-    /// (sysctl, target, error): kept in the journal for another try.
-    pub failed: Vec<(String, Target, String)>,
-}
-
-/// Restores every journaled original and forgets each entry once restored (each
-/// restore read back to be sure it took). Values nettune stood down from are left
-/// to their new owner unless `force`. Never writes into a namespace other than
-/// the one journaled. Safe to run twice (the second finds nothing) and after a
-/// crash (the journal is on disk).
-pub fn rollback<S: System>(
-    actuator: &Actuator<S>,
-    journal: &mut Journal,
-    force: bool,
-) -> Result<RollbackReport, JournalError> {
-    let mut report = RollbackReport::default();
-    journal.reload()?;
-    for entry in journal.entries().to_vec() {
-        let Ok(spec) = tunables::lookup(&entry.sysctl) else {
-            journal.remove(&entry.sysctl, &entry.target)?;
-            continue;
-        };
-        if entry.stood_down && !force {
-            report.stood_down.push((entry.sysctl, entry.target));
-            continue;
-        }
-        if let (Target::Netns { inode, .. }, Some(journaled)) = (&entry.target, &entry.identity) {
-            match actuator.system().netns_identity(*inode) {
-                Ok(now) if &now == journaled => {}
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    report.failed.push((
-                        entry.sysctl,
-                        entry.target,
-                        format!("cannot identify the namespace: {e}"),
-                    ));
-                    continue;
-                }
-                // Gone, or another namespace now has the inode.
-                _ => {
-                    journal.remove(&entry.sysctl, &entry.target)?;
-                    report.gone.push((entry.sysctl, entry.target));
-                    continue;
-                }
-            }
-        }
-        match actuator.write(&entry.target, spec, &entry.original) {
-            Ok(()) => {
-                journal.remove(&entry.sysctl, &entry.target)?;
-                report
-                    .restored
-                    .push((entry.sysctl, entry.target, entry.original));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && entry.target != Target::Node => {
-                journal.remove(&entry.sysctl, &entry.target)?;
-                report.gone.push((entry.sysctl, entry.target));
-            }
-            Err(e) => report
-                .failed
-                .push((entry.sysctl, entry.target, e.to_string())),
-        }
-    }
-    Ok(report)
-}
-
+mod apply;
 #[cfg(test)]
 mod tests;

@@ -11,12 +11,15 @@
 //! a second change on one still being judged.
 
 use super::{
-    TuningConfig,
-    policy::{Evidence, Proposal, Rule, WaitingListener},
+    policy::Proposal,
+    rules::{Evidence, Rule, WaitingListener},
 };
-use crate::model::{
-    snapshot::Snapshot,
-    tuning::{Decision, Effect, Target, Verdict},
+use crate::{
+    config::TuningConfig,
+    model::{
+        snapshot::Snapshot,
+        tuning::{Decision, Effect, Target, Verdict},
+    },
 };
 
 /// The share of the triggering rate an effective change leaves at most.
@@ -25,7 +28,7 @@ pub const EFFECTIVE_SHARE: f64 = 0.1;
 /// One applied change under watch.
 #[derive(Clone, Debug)]
 pub struct Watch {
-    rule: Rule,
+    rule: &'static Rule,
     netns: u32,
     waiting: Vec<WaitingListener>,
     /// The evidence's rate when the change was decided.
@@ -50,7 +53,7 @@ impl Watch {
             since: None,
             middle: None,
             effect: Effect {
-                rule: proposal.rule.name().to_owned(),
+                rule: proposal.rule.name.to_owned(),
                 sysctl: proposal.sysctl.name.to_owned(),
                 target: proposal.target.clone().unwrap_or(Target::Node),
                 workload: proposal.workload.clone(),
@@ -58,7 +61,7 @@ impl Watch {
                 to: decision.to.clone().unwrap_or_default(),
                 applied_at_unix: decision.at_unix,
                 verdict: Verdict::Watching,
-                detail: format!("watching {}", proposal.rule.evidence_name()),
+                detail: format!("watching {}", proposal.rule.evidence_name),
             },
         }
     }
@@ -80,7 +83,7 @@ impl Watch {
         if self.effect.verdict.is_final() {
             return None;
         }
-        let evidence = self.rule.evidence(self.netns, snapshot, config)?;
+        let evidence = (self.rule.evidence)(self.netns, snapshot, config)?;
         self.waiting.retain(|l| l.still_waiting(snapshot));
         if !self.waiting.is_empty() {
             let who: Vec<String> = self
@@ -99,8 +102,7 @@ impl Watch {
         let window = config.verdict_seconds;
         let watching = format!(
             "watching {} for {window} s ({:.1}/s before the change)",
-            self.rule.evidence_name(),
-            self.before_per_second
+            self.rule.evidence_name, self.before_per_second
         );
         if now < since + window / 2 {
             return self.set(Verdict::Watching, watching);
@@ -112,8 +114,7 @@ impl Watch {
         let after = evidence.total.saturating_sub(middle_total) as f64 / (now - middle_at) as f64;
         let fell = format!(
             "{} went from {:.1}/s to {after:.1}/s",
-            self.rule.evidence_name(),
-            self.before_per_second
+            self.rule.evidence_name, self.before_per_second
         );
         if after <= self.before_per_second * EFFECTIVE_SHARE && !evidence.pressure {
             self.set(Verdict::Effective, fell)
@@ -125,7 +126,7 @@ impl Watch {
             };
             let detail = format!(
                 "{fell}{pressure}: not raised again here — {}",
-                self.rule.when_ineffective()
+                self.rule.when_ineffective
             );
             self.set(Verdict::Ineffective, detail)
         }

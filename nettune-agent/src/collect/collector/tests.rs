@@ -2,7 +2,7 @@
 //! lives in another namespace than the one its ifindex suggests, a procfs file
 //! vanishes between discovery and read.
 
-use nettune_common::{DropKey, IfaceTraffic, RetransmitCounters};
+use nettune_common::{Conversations, DropKey, RetransmitCounters};
 
 use super::*;
 use crate::{
@@ -25,6 +25,7 @@ fn veth(ifindex: u32, name: &str, peer_netnsid: Option<i32>) -> Link {
         kind: Some("veth".into()),
         peer_ifindex: Some(2),
         peer_netnsid,
+        mtu: Some(1500),
     }
 }
 
@@ -40,6 +41,14 @@ fn node() -> FakeSystem {
         system.set_net_file(inode, "netstat", Some(NETSTAT));
     }
     system.set_host_links(vec![veth(7, "veth10", Some(5))]);
+    // What the host side sends is what the pod receives.
+    system.set_link_stats(
+        7,
+        crate::model::sample::LinkCounters {
+            tx_bytes: 1000,
+            ..Default::default()
+        },
+    );
     system.set_proc(sample::CONNTRACK_MAX, "262144\n");
     system
 }
@@ -57,13 +66,14 @@ fn probes() -> FakeProbes {
             failed: 0,
         },
     );
-    p.readings.interfaces.insert(
+    p.readings.conversations.insert(
         7,
         (
             "veth10".into(),
-            IfaceTraffic {
-                egress_bytes: 1000,
-                ..IfaceTraffic::default()
+            Conversations {
+                connect_attempts: 4,
+                connects_answered: 3,
+                ..Conversations::default()
             },
         ),
     );
@@ -110,6 +120,38 @@ fn namespaces_that_go_are_forgotten_and_new_ones_appear() {
     assert_eq!(
         tick.snapshot.workload(11).unwrap().workload.pod,
         "netns:late"
+    );
+}
+
+/// Issue 19, defect 11: drops on a pod's host-side veth are keyed by the host
+/// namespace, which never goes; they must go with the veth.
+#[test]
+fn drops_of_a_departed_host_interface_are_released_with_it() {
+    let key = |netns, ifindex| DropKey {
+        netns,
+        ifindex,
+        reason: 73,
+        _pad: 0,
+    };
+    let mut probes = probes();
+    // The host's veth10, the host without a device, a host veth gone before
+    // any listing, the pod's own interface.
+    for k in [key(1, 7), key(1, 0), key(1, 8), key(10, 2)] {
+        probes.readings.drops.insert(k, 4);
+    }
+    let mut c = Collector::new(probes, node(), &Config::default());
+    let tick = c.tick().unwrap();
+    assert_eq!(tick.forgotten_entries, 1, "the never-listed veth's entry");
+    assert!(c.probes.readings.drops.contains_key(&key(1, 7)));
+    // veth10 goes; the pod's namespace is still there.
+    c.system().set_host_links(Vec::new());
+    let tick = c.tick().unwrap();
+    assert_eq!(tick.forgotten_entries, 1);
+    let left: Vec<&DropKey> = c.probes.readings.drops.keys().collect();
+    assert_eq!(left, [&key(1, 0), &key(10, 2)]);
+    assert_eq!(
+        c.probes.listed_interfaces.last(),
+        Some(&(1, BTreeSet::new()))
     );
 }
 
@@ -166,8 +208,8 @@ fn a_veth_is_joined_to_the_namespace_its_peer_id_names_not_its_ifindex() {
     let mut c = collector(system);
     c.probes
         .readings
-        .interfaces
-        .insert(8, ("vethlocal".into(), IfaceTraffic::default()));
+        .conversations
+        .insert(8, ("vethlocal".into(), Conversations::default()));
     let tick = c.tick().unwrap();
     let s = &tick.snapshot;
     assert!(s.workload(10).unwrap().interface.is_none());
@@ -266,6 +308,7 @@ fn runtime(pods: Vec<PodRecord>, up: bool) -> RuntimePods {
             source: "cri".into(),
             up,
             detail: "/run/containerd/containerd.sock".into(),
+            outages: 0,
         }),
     }
 }

@@ -20,10 +20,11 @@ fn socket(port: u16, inode: u32, queue: u32, limit: u32) -> ListeningSocket {
 fn scan(sockets: Vec<ListeningSocket>) -> ListenerScan {
     ListenerScan {
         sockets,
-        sysctls: ListenSysctls {
+        sysctls: NetnsSysctls {
             somaxconn: Some(4096),
             max_syn_backlog: Some(512),
             syncookies: Some(1),
+            ephemeral_ports: None,
         },
     }
 }
@@ -55,8 +56,25 @@ fn sample(overflows: &[(u32, u64)]) -> Sample {
     s
 }
 
-fn request(backlog: u32, netns: u32) -> ListenRequest {
-    ListenRequest { backlog, netns }
+/// The kernel's record of socket `inode` in `netns` starting to listen with
+/// `limit` while somaxconn was `somaxconn`, by process `comm`.
+fn origin(
+    netns: u32,
+    inode: u32,
+    limit: u32,
+    somaxconn: u32,
+    comm: &str,
+) -> (ListenSocket, ListenOrigin) {
+    let mut name = [0u8; 16];
+    name[..comm.len()].copy_from_slice(comm.as_bytes());
+    (
+        ListenSocket { netns, inode },
+        ListenOrigin {
+            limit,
+            somaxconn,
+            comm: name,
+        },
+    )
 }
 
 fn tick(
@@ -64,64 +82,90 @@ fn tick(
     system: &FakeSystem,
     s: &mut Sample,
     readings: ListenReadings,
-) -> Vec<ListenCall> {
+) -> Vec<ListenSocket> {
     tracker.update(system, &system.namespaces(), &BTreeSet::new(), s, readings)
 }
 
 #[test]
-fn a_listen_call_is_resolved_to_its_socket_with_the_backlog_and_process() {
+fn a_limit_below_somaxconn_when_it_listened_is_what_the_application_asked_for() {
     let system = node(&[1, 10]);
     system.set_listeners(10, scan(vec![socket(8080, 500, 0, 8)]));
-    system.set_proc_link("7/fd/3", Some("socket:[500]"));
-    system.set_proc("7/comm", "server\n");
-    let call = ListenCall { tgid: 7, fd: 3 };
     let mut tracker = ListenerTracker::default();
     let mut s = sample(&[(1, 0), (10, 0)]);
-    let handled = tick(
+    let (key, value) = origin(10, 500, 8, 4096, "server");
+    let taken = tick(
         &mut tracker,
         &system,
         &mut s,
         ListenReadings {
-            calls: BTreeMap::from([(call, request(8, 10))]),
+            origins: BTreeMap::from([(key, value)]),
             exact: None,
         },
     );
-    assert_eq!(handled, vec![call]);
+    assert_eq!(taken, vec![key]);
     let l = s
         .listeners
         .iter()
         .find(|l| l.port == 8080)
         .expect("listener");
     assert_eq!(
-        (l.netns, l.requested, l.process.as_deref(), l.limit, l.inode),
-        (10, Some(8), Some("server"), 8, 500)
+        (
+            l.netns,
+            l.requested,
+            l.capped_by,
+            l.process.as_deref(),
+            l.limit,
+            l.inode
+        ),
+        (10, Some(8), None, Some("server"), 8, 500)
     );
     assert_eq!(
-        s.netns[&10].listen_sysctls.and_then(|x| x.somaxconn),
+        s.netns[&10].netns_sysctls.and_then(|x| x.somaxconn),
         Some(4096)
     );
 }
 
 #[test]
-fn without_the_callers_namespace_the_processes_own_stands_in() {
-    let system = node(&[1, 10]);
-    system.set_listeners(10, scan(vec![socket(8080, 500, 0, 8)]));
-    system.set_proc_link("7/fd/3", Some("socket:[500]"));
-    system.set_proc_link("7/ns/net", Some("net:[10]"));
+fn a_limit_at_somaxconn_when_it_listened_asked_for_at_least_that() {
+    let system = node(&[1]);
+    system.set_listeners(1, scan(vec![socket(80, 7, 0, 128)]));
     let mut tracker = ListenerTracker::default();
-    let mut s = sample(&[(1, 0), (10, 0)]);
-    let call = ListenCall { tgid: 7, fd: 3 };
+    let mut s = sample(&[(1, 0)]);
+    let (key, value) = origin(1, 7, 128, 128, "nginx");
     tick(
         &mut tracker,
         &system,
         &mut s,
         ListenReadings {
-            calls: BTreeMap::from([(call, request(8, 0))]),
+            origins: BTreeMap::from([(key, value)]),
             exact: None,
         },
     );
-    assert_eq!(tracker.origins[&500].netns, 10);
-    assert_eq!(s.listeners[0].requested, Some(8));
+    let l = &s.listeners[0];
+    assert_eq!((l.requested, l.capped_by), (None, Some(128)));
+}
+
+#[test]
+fn an_origin_whose_limit_moved_since_is_not_trusted() {
+    // The application listened again with another backlog: the record is stale.
+    let system = node(&[1]);
+    system.set_listeners(1, scan(vec![socket(80, 7, 0, 256)]));
+    let mut tracker = ListenerTracker::default();
+    let mut s = sample(&[(1, 0)]);
+    let (key, value) = origin(1, 7, 128, 4096, "app");
+    tick(
+        &mut tracker,
+        &system,
+        &mut s,
+        ListenReadings {
+            origins: BTreeMap::from([(key, value)]),
+            exact: None,
+        },
+    );
+    assert_eq!(
+        (s.listeners[0].requested, s.listeners[0].capped_by),
+        (None, None)
+    );
 }
 
 #[test]
@@ -134,29 +178,6 @@ fn a_socket_that_listened_before_nettune_has_an_unknown_request_but_an_exact_lim
     let l = &s.listeners[0];
     assert_eq!((l.requested, l.process.clone()), (None, None));
     assert_eq!((l.queue, l.limit), (3, 128));
-}
-
-#[test]
-fn a_call_whose_process_is_gone_is_handled_and_dropped() {
-    let system = node(&[1]);
-    let call = ListenCall { tgid: 99, fd: 4 };
-    let mut tracker = ListenerTracker::default();
-    let mut s = sample(&[(1, 0)]);
-    let handled = tick(
-        &mut tracker,
-        &system,
-        &mut s,
-        ListenReadings {
-            calls: BTreeMap::from([(call, request(128, 1))]),
-            exact: None,
-        },
-    );
-    assert_eq!(
-        handled,
-        vec![call],
-        "an unresolvable call must still be forgotten"
-    );
-    assert!(tracker.origins.is_empty());
 }
 
 #[test]
@@ -230,7 +251,7 @@ fn exact_counts_go_to_the_first_socket_on_the_port() {
         &system,
         &mut s,
         ListenReadings {
-            calls: BTreeMap::new(),
+            origins: BTreeMap::new(),
             exact: Some(exact),
         },
     );
@@ -309,7 +330,6 @@ fn namespaces_whose_counters_moved_are_looked_at_first_and_the_rest_wait_their_t
 fn a_departed_namespace_takes_its_listeners_and_origins_with_it() {
     let system = node(&[1, 10]);
     system.set_listeners(10, scan(vec![socket(8080, 500, 0, 8)]));
-    system.set_proc_link("7/fd/3", Some("socket:[500]"));
     let mut tracker = ListenerTracker::default();
     let mut s = sample(&[(1, 0), (10, 0)]);
     tick(
@@ -317,7 +337,7 @@ fn a_departed_namespace_takes_its_listeners_and_origins_with_it() {
         &system,
         &mut s,
         ListenReadings {
-            calls: BTreeMap::from([(ListenCall { tgid: 7, fd: 3 }, request(8, 10))]),
+            origins: BTreeMap::from([origin(10, 500, 8, 4096, "server")]),
             exact: None,
         },
     );
@@ -333,14 +353,13 @@ fn a_departed_namespace_takes_its_listeners_and_origins_with_it() {
 fn a_closed_socket_loses_its_origin_at_the_next_look() {
     let system = node(&[1]);
     system.set_listeners(1, scan(vec![socket(80, 500, 0, 8)]));
-    system.set_proc_link("7/fd/3", Some("socket:[500]"));
     let mut tracker = ListenerTracker::default();
     tick(
         &mut tracker,
         &system,
         &mut sample(&[(1, 0)]),
         ListenReadings {
-            calls: BTreeMap::from([(ListenCall { tgid: 7, fd: 3 }, request(8, 1))]),
+            origins: BTreeMap::from([origin(1, 500, 8, 4096, "server")]),
             exact: None,
         },
     );
@@ -355,11 +374,7 @@ fn a_closed_socket_loses_its_origin_at_the_next_look() {
 }
 
 #[test]
-fn links_and_shares_parse() {
-    assert_eq!(bracketed("socket:[12345]", "socket"), Some(12345));
-    assert_eq!(bracketed("net:[4026531840]", "net"), Some(4_026_531_840));
-    assert_eq!(bracketed("/dev/null", "socket"), None);
-    assert_eq!(bracketed("socket:[x]", "socket"), None);
+fn shares_split_evenly_the_larger_first() {
     assert_eq!(split(10, 3).collect::<Vec<_>>(), vec![4, 3, 3]);
     assert_eq!(split(5, 0).count(), 0);
 }

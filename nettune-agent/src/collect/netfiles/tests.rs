@@ -136,6 +136,7 @@ fn a_namespace_not_read_this_tick_keeps_its_figures_and_the_rate_between_its_rea
 fn build(s: &Sample) -> Snapshot {
     let (report, reasons) = (Report::default(), DropReasons::default());
     let ctx = Context {
+        taken_at_unix_seconds: 0.0,
         node: "n",
         kernel: "k",
         mode: Mode::Observe,

@@ -1,6 +1,6 @@
 use super::*;
 use crate::model::sample::{InterfaceSample, ListenCounters, NetnsSample};
-use nettune_common::{IfaceTraffic, RetransmitCounters};
+use nettune_common::RetransmitCounters;
 
 fn reasons() -> DropReasons {
     DropReasons::from_enum(&[
@@ -43,6 +43,7 @@ fn sample(segments: u64, no_socket: u64, backlog: u64, overflows: u64) -> Sample
 
 fn ctx<'a>(report: &'a Report, reasons: &'a DropReasons) -> Context<'a> {
     Context {
+        taken_at_unix_seconds: 0.0,
         node: "node-a",
         kernel: "6.18",
         mode: Mode::Observe,
@@ -114,13 +115,14 @@ fn a_pods_interface_is_its_veth_seen_from_the_other_side() {
             7,
             InterfaceSample {
                 name: "veth7".into(),
-                traffic: IfaceTraffic {
-                    egress_bytes: bytes,
-                    ingress_bytes: 1,
-                    ..IfaceTraffic::default()
+                counters: crate::model::sample::LinkCounters {
+                    tx_bytes: bytes,
+                    rx_bytes: 1,
+                    tx_dropped: 4,
+                    ..Default::default()
                 },
-                tc_drops: 0,
                 peer_netns: Some(99),
+                ..InterfaceSample::default()
             },
         );
         s
@@ -135,7 +137,15 @@ fn a_pods_interface_is_its_veth_seen_from_the_other_side() {
     assert_eq!(iface.name, "veth7");
     assert_eq!(iface.rx_bytes.per_second, 1000.0, "host egress = pod rx");
     assert_eq!(iface.tx_bytes.total, 1);
+    assert_eq!(
+        iface.rx_drops.total, 4,
+        "host tx drops = drops towards the pod"
+    );
     assert!(snap.workload(1).unwrap().interface.is_none());
+    assert!(
+        snap.workload(99).unwrap().conversations.is_none(),
+        "no tc programs on it (yet)"
+    );
 }
 
 #[test]
@@ -152,7 +162,7 @@ fn serializes_to_versioned_json() {
 }
 
 #[test]
-fn capped_keeps_the_node_and_the_first_pods_and_counts_the_rest() {
+fn fold_keeps_the_node_and_the_first_pods_and_counts_the_rest() {
     let (report, reasons) = (Report::default(), reasons());
     let mut s = sample(1, 1, 1, 1);
     for i in 0..5 {
@@ -164,9 +174,22 @@ fn capped_keeps_the_node_and_the_first_pods_and_counts_the_rest() {
             },
         );
     }
-    let snap = Snapshot::build(&s, None, 1.0, &ctx(&report, &reasons));
+    let mut snap = Snapshot::build(&s, None, 1.0, &ctx(&report, &reasons));
     let total = snap.workloads.len();
-    let capped = snap.clone().capped(2);
+    snap.fold(2);
+    let folded: Vec<&str> = snap
+        .workloads
+        .iter()
+        .filter(|w| w.folded)
+        .map(|w| w.workload.pod.as_str())
+        .collect();
+    assert!(
+        ["pod-2", "pod-3", "pod-4"]
+            .iter()
+            .all(|p| folded.contains(p)),
+        "{folded:?}"
+    );
+    let capped = snap.clone().without_folded();
     let names: Vec<&str> = capped
         .workloads
         .iter()

@@ -1,5 +1,5 @@
 use super::*;
-use crate::tune::{Limit, tunables::lookup};
+use crate::{config::Limit, model::tunables::lookup};
 
 fn config() -> TuningConfig {
     TuningConfig::default()
@@ -9,6 +9,7 @@ fn limits(config: &TuningConfig) -> Limits<'_> {
     Limits {
         config,
         mem_total: 0,
+        page_size: 4096,
     }
 }
 
@@ -22,6 +23,7 @@ fn entry(last_written: Option<&str>, writes: Vec<u64>, stood_down: bool) -> Entr
         target: Target::Node,
         original: "4096".into(),
         last_written: last_written.map(str::to_owned),
+        pending: None,
         writes,
         stood_down,
         identity: None,
@@ -219,6 +221,7 @@ fn conntrack_is_capped_by_memory_and_floors_apply() {
     let l = Limits {
         config: &c,
         mem_total: 1 << 30,
+        page_size: 4096,
     };
     let spec = lookup("net.netfilter.nf_conntrack_max").unwrap();
     // 1 % of 1 GiB / 320 B = 33554 entries.
@@ -246,5 +249,119 @@ fn conntrack_is_capped_by_memory_and_floors_apply() {
             0
         ),
         Ok(Value::Int(10_000))
+    );
+}
+
+#[test]
+fn a_profile_never_lowers_any_element_of_a_triple_or_a_range() {
+    let c = config();
+    let l = limits(&c);
+    let set = |name: &str, current: Value, wanted: Value| {
+        check_set(
+            lookup(name).unwrap(),
+            &Target::Node,
+            &current,
+            &wanted,
+            None,
+            &l,
+        )
+    };
+    // `apply --profile production` on a node with a higher minimum: the minimum
+    // stays, the default is raised.
+    assert_eq!(
+        set(
+            "net.ipv4.tcp_rmem",
+            Value::Triple(8192, 262_144, 16_777_216),
+            Value::Triple(4096, 12_582_912, 16_777_216)
+        ),
+        Ok(Value::Triple(8192, 12_582_912, 16_777_216))
+    );
+    // An admin's larger maximum (above nettune's ceiling) is kept as it is.
+    assert_eq!(
+        set(
+            "net.ipv4.tcp_wmem",
+            Value::Triple(4096, 16384, 33_554_432),
+            Value::Triple(4096, 12_582_912, 16_777_216)
+        ),
+        Ok(Value::Triple(4096, 12_582_912, 33_554_432))
+    );
+    // A range is never narrowed at either end, whatever the widths say.
+    assert_eq!(
+        set(
+            "net.ipv4.ip_local_port_range",
+            Value::Pair(10_000, 65_535),
+            Value::Pair(1024, 60_999)
+        ),
+        Ok(Value::Pair(1024, 65_535))
+    );
+    // Nothing to add in any element: kept.
+    let (outcome, reason) = set(
+        "net.ipv4.tcp_rmem",
+        Value::Triple(8192, 16_777_216, 16_777_216),
+        Value::Triple(4096, 12_582_912, 16_777_216),
+    )
+    .unwrap_err();
+    assert_eq!(outcome, Outcome::Refused);
+    assert!(reason.starts_with("kept 8192"), "{reason}");
+    // A ranked switch is an order: 1 (on) is more than 2 (loopback only).
+    assert!(matches!(
+        set("net.ipv4.tcp_tw_reuse", Value::Int(1), Value::Int(2)),
+        Err((Outcome::Refused, _))
+    ));
+    assert_eq!(
+        set("net.ipv4.tcp_tw_reuse", Value::Int(2), Value::Int(1)),
+        Ok(Value::Int(1))
+    );
+}
+
+#[test]
+fn floors_are_on_the_strength_scale_for_every_kind() {
+    let floor = |name: &str, floor: u64| {
+        let mut c = config();
+        c.max_step = 1.1;
+        c.limits.insert(
+            name.into(),
+            Limit {
+                floor: Some(floor),
+                ceiling: None,
+            },
+        );
+        c
+    };
+    let raise = |c: &TuningConfig, name: &str, current: Value| {
+        check_raise(
+            lookup(name).unwrap(),
+            Some(&Target::Node),
+            &current,
+            None,
+            &limits(c),
+            0,
+        )
+    };
+    // Rank 2 of 0 < 2 < 1 is on (1), not the raw value 2 (loopback only).
+    let c = floor("net.ipv4.tcp_tw_reuse", 2);
+    assert_eq!(
+        raise(&c, "net.ipv4.tcp_tw_reuse", Value::Int(0)),
+        Ok(Value::Int(1))
+    );
+    // A triple's floor is on its maximum.
+    let c = floor("net.ipv4.tcp_rmem", 8_388_608);
+    assert_eq!(
+        raise(
+            &c,
+            "net.ipv4.tcp_rmem",
+            Value::Triple(4096, 131_072, 4_194_304)
+        ),
+        Ok(Value::Triple(4096, 131_072, 8_388_608))
+    );
+    // A range's floor is on its width.
+    let c = floor("net.ipv4.ip_local_port_range", 40_000);
+    assert_eq!(
+        raise(
+            &c,
+            "net.ipv4.ip_local_port_range",
+            Value::Pair(32_768, 60_999)
+        ),
+        Ok(Value::Pair(20_999, 60_999))
     );
 }

@@ -1,7 +1,8 @@
 use super::*;
 use crate::model::{
     counter::CounterRate,
-    sample::{Attribution, ListenSysctls},
+    sample::{Attribution, NetnsSysctls},
+    snapshot::WorkloadFigures,
     snapshot::{ConntrackFigures, Listener},
     workload::{Workload, WorkloadKind as Kind},
 };
@@ -41,6 +42,7 @@ fn listener(netns: u32, port: u16, requested: Option<u32>, limit: u32, queue: u3
         inode: 1000 + u32::from(port),
         process: Some("server".into()),
         requested_backlog: requested,
+        capped_by_somaxconn: None,
         limit,
         queue,
         overflows: fig(if queue >= limit { 30.0 } else { 0.0 }),
@@ -52,10 +54,11 @@ fn listener(netns: u32, port: u16, requested: Option<u32>, limit: u32, queue: u3
 fn overflowing_node(somaxconn: u32, listeners: Vec<Listener>) -> Snapshot {
     let mut node = workload(Kind::Node, "node", 1);
     node.listen_overflows = fig(12.0);
-    node.listen_sysctls = Some(ListenSysctls {
+    node.netns_sysctls = Some(NetnsSysctls {
         somaxconn: Some(somaxconn),
         max_syn_backlog: Some(512),
         syncookies: Some(0),
+        ephemeral_ports: None,
     });
     let mut s = snapshot(vec![node]);
     s.listeners = listeners;
@@ -130,7 +133,7 @@ fn overflows_with_no_listener_at_its_limit_hold_the_raise() {
         p[0].plan
     );
     let mut unseen = overflowing_node(4096, Vec::new());
-    unseen.workloads[0].listen_sysctls = None;
+    unseen.workloads[0].netns_sysctls = None;
     let p = propose(&unseen, &TuningConfig::default());
     assert!(matches!(&p[0].plan, Plan::Hold(r) if r.contains("not been looked at")));
 }
@@ -196,12 +199,12 @@ fn each_rule_names_its_evidence_and_the_namespace_it_comes_from() {
     });
     let s = snapshot(vec![workload(Kind::Node, "node", 1), pod]);
     let config = TuningConfig::default();
-    let e = Rule::PortExhaustion.evidence(42, &s, &config).unwrap();
+    let e = (rules::PORT_EXHAUSTION.evidence)(42, &s, &config).unwrap();
     assert_eq!((e.total, e.per_second, e.pressure), (77, 3.0, false));
-    let e = Rule::ConntrackFull.evidence(42, &s, &config).unwrap();
+    let e = (rules::CONNTRACK_FULL.evidence)(42, &s, &config).unwrap();
     assert!(e.pressure, "900 of 1000 is over the 80 % threshold");
     assert!(
-        Rule::ListenOverflows.evidence(7, &s, &config).is_none(),
+        (rules::LISTEN_OVERFLOWS.evidence)(7, &s, &config).is_none(),
         "no such namespace"
     );
     let p = propose(&s, &config);
@@ -318,5 +321,20 @@ fn a_quiet_node_gets_no_proposals() {
             &TuningConfig::default()
         )
         .is_empty()
+    );
+}
+
+#[test]
+fn a_listener_seen_capped_by_somaxconn_when_it_listened_gets_a_raise() {
+    let mut l = listener(1, 80, None, 4096, 4097);
+    l.capped_by_somaxconn = Some(4096);
+    let s = overflowing_node(4096, vec![l]);
+    let p = propose(&s, &TuningConfig::default());
+    assert_eq!(p[0].plan, Plan::Raise);
+    assert!(
+        p[0].evidence
+            .contains("asked listen() for more than the 4096 somaxconn allowed"),
+        "{}",
+        p[0].evidence
     );
 }

@@ -29,13 +29,13 @@ fn conntrack(total: u64, per_second: f64, entries: u64) -> Snapshot {
 
 fn watch_conntrack(before: f64) -> Watch {
     let p = Proposal {
-        rule: Rule::ConntrackFull,
-        sysctl: &crate::tune::tunables::NF_CONNTRACK_MAX,
+        rule: &crate::tune::rules::CONNTRACK_FULL,
+        sysctl: &crate::model::tunables::NF_CONNTRACK_MAX,
         target: Some(Target::Node),
         workload: "node".into(),
         netns: 1,
         evidence: String::new(),
-        plan: crate::tune::policy::Plan::Raise,
+        plan: crate::tune::rules::Plan::Raise,
         waiting: Vec::new(),
     };
     let d = Decision {

@@ -10,8 +10,6 @@
 
 use serde::Serialize;
 
-use crate::sys::sysctl::{self, NameError};
-
 /// Where a sysctl's value lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -47,7 +45,7 @@ pub enum Direction {
     Setting,
 }
 
-/// How a value maps onto "how much room" (see `tune::value::strength`).
+/// How a value maps onto "how much room" (see `model::value::strength`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scale {
@@ -56,6 +54,24 @@ pub enum Scale {
     /// An integer whose values rank in this order, least room first (e.g.
     /// `tcp_tw_reuse`: 0 off, 2 loopback only, 1 on).
     Ranked(&'static [u64]),
+}
+
+/// How the kernel rounds a value written to a sysctl.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Granule {
+    /// Up to whole pages of slots this many bytes long (`nf_conntrack_buckets`:
+    /// 8-byte hash heads, so a multiple of 512 on 4 KiB pages).
+    PageOf(u64),
+}
+
+impl Granule {
+    /// The multiple values are rounded up to, with pages of `page_size` bytes.
+    pub fn multiple(self, page_size: u64) -> u64 {
+        match self {
+            Self::PageOf(bytes) => (page_size / bytes.max(1)).max(1),
+        }
+    }
 }
 
 /// The ceilings nettune stops at when the config sets none, on the [`Scale`].
@@ -92,6 +108,8 @@ pub struct Tunable {
     /// Raising it hands out more ephemeral ports: the ports nettune protects
     /// (`tuning.reserved_ports`) must be reserved first.
     pub exposes_ports: bool,
+    /// How the kernel rounds what is written (`None`: it keeps it as written).
+    pub granule: Option<Granule>,
     /// What it governs, for `audit` and explanations.
     pub impact: &'static str,
 }
@@ -147,6 +165,7 @@ const fn room(
         ceiling,
         bytes_per_unit: None,
         exposes_ports: false,
+        granule: None,
         impact,
     }
 }
@@ -167,6 +186,7 @@ const fn setting(
         ceiling: None,
         bytes_per_unit: None,
         exposes_ports: false,
+        granule: None,
         impact,
     }
 }
@@ -251,14 +271,18 @@ pub const NF_CONNTRACK_MAX: Tunable = Tunable {
     )
 };
 /// Connection tracking hash buckets.
-pub const NF_CONNTRACK_BUCKETS: Tunable = room(
-    "net.netfilter.nf_conntrack_buckets",
-    Scope::Node,
-    Shape::Int,
-    None,
-    both(262_144),
-    "connection tracking hash buckets",
-);
+pub const NF_CONNTRACK_BUCKETS: Tunable = Tunable {
+    // The hash is resized to whole pages of 8-byte heads (nf_ct_alloc_hashtable).
+    granule: Some(Granule::PageOf(8)),
+    ..room(
+        "net.netfilter.nf_conntrack_buckets",
+        Scope::Node,
+        Shape::Int,
+        None,
+        both(262_144),
+        "connection tracking hash buckets",
+    )
+};
 /// Largest receive buffer a socket may ask for.
 pub const RMEM_MAX: Tunable = room(
     "net.core.rmem_max",
@@ -294,6 +318,23 @@ pub const TCP_WMEM: Tunable = room(
     Some("4096 12582912 16777216"),
     both(16_777_216),
     "TCP send buffer min/default/max",
+);
+
+/// SYN cookies: 0 off, 1 when a SYN queue overflows, 2 always.
+pub const TCP_SYNCOOKIES: Tunable = setting(
+    "net.ipv4.tcp_syncookies",
+    Shape::Int,
+    None,
+    "SYN cookies when the SYN queue overflows",
+);
+
+/// TCP's own path-MTU probing: 1 when an ICMP black hole is detected. Advice
+/// only (the path-MTU rule names it): not in [`ALL`], so never written.
+pub const TCP_MTU_PROBING: Tunable = setting(
+    "net.ipv4.tcp_mtu_probing",
+    Shape::Int,
+    Some("1"),
+    "TCP probes the path MTU when ICMP is filtered",
 );
 
 /// Every sysctl nettune knows, from the network tuning guide's table and its
@@ -335,12 +376,7 @@ pub const ALL: &[&Tunable] = &[
         Some("10"),
         "unanswered probes before a connection is dropped",
     ),
-    &setting(
-        "net.ipv4.tcp_syncookies",
-        Shape::Int,
-        None,
-        "SYN cookies when the SYN queue overflows",
-    ),
+    &TCP_SYNCOOKIES,
     &setting(
         "net.netfilter.nf_conntrack_tcp_timeout_established",
         Shape::Int,
@@ -355,6 +391,37 @@ pub const ALL: &[&Tunable] = &[
     ),
 ];
 
+/// Why a name cannot be a sysctl nettune touches.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Not dotted words of `[a-z0-9_]`.
+    #[error("`{0}` is not a sysctl name (dotted words of a-z, 0-9 and _, like net.core.somaxconn)")]
+    Malformed(String),
+    /// A well-formed name outside `net.*`.
+    #[error("`{0}` is outside net.*: nettune never touches other sysctls")]
+    NotNet(String),
+}
+
+/// Checks that `name` is a well-formed `net.*` sysctl name: dotted words of
+/// `[a-z0-9_]` after `net.`, so that no name can address a file outside
+/// `/proc/sys/net` (no `..`, no `/`, no other tree).
+pub fn check_name(name: &str) -> Result<(), NameError> {
+    let well_formed = !name.is_empty()
+        && name.split('.').all(|word| {
+            !word.is_empty()
+                && word
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+        });
+    if !well_formed {
+        return Err(NameError::Malformed(name.to_owned()));
+    }
+    if !name.starts_with("net.") {
+        return Err(NameError::NotNet(name.to_owned()));
+    }
+    Ok(())
+}
+
 /// Why a name was refused.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
@@ -368,7 +435,7 @@ pub enum LookupError {
 
 /// The table entry for `name`, or why it is refused.
 pub fn lookup(name: &str) -> Result<&'static Tunable, LookupError> {
-    sysctl::check_name(name)?;
+    check_name(name)?;
     ALL.iter()
         .copied()
         .find(|t| t.name == name)
@@ -378,14 +445,11 @@ pub fn lookup(name: &str) -> Result<&'static Tunable, LookupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     #[test]
-    fn every_entry_is_reachable_and_maps_under_proc_sys_net() {
+    fn every_entry_is_reachable_and_only_room_has_a_ceiling() {
         for t in ALL {
             assert_eq!(lookup(t.name).unwrap(), *t);
-            let path = sysctl::path_under(Path::new("/proc/sys"), t.name).unwrap();
-            assert!(path.starts_with("/proc/sys/net/"), "{}", path.display());
             assert_eq!(
                 t.ceiling.is_some(),
                 t.direction == Direction::MoreRoom,

@@ -1,11 +1,18 @@
-use super::*;
+use std::{collections::BTreeSet, sync::Arc};
+
+use super::{
+    catalog::{self, Kind},
+    series::{INTERFACE_SERIES, LISTENERS_PER_WORKLOAD, WORKLOAD_SERIES},
+    *,
+};
 use crate::model::{
     counter::CounterRate,
     drop_reasons::DropReasons,
     probes::Report,
     sample::{Attribution, NetnsSample, Sample},
-    snapshot::Context,
-    workload::{IdentitySource, Workload},
+    snapshot::{Context, Listener, Snapshot},
+    tuning::Mode,
+    workload::{IdentitySource, Workload, WorkloadKind},
 };
 
 /// The node and `pods` named namespaces, each with 2 NO_SOCKET drops and 10 sent
@@ -14,7 +21,7 @@ fn published(pods: u32) -> Arc<Published> {
     published_with(pods, true)
 }
 
-fn published_with(pods: u32, runtime_up: bool) -> Arc<Published> {
+pub(super) fn published_with(pods: u32, runtime_up: bool) -> Arc<Published> {
     let mut sample = Sample::default();
     for i in 0..=pods {
         let workload = if i == 0 {
@@ -32,11 +39,26 @@ fn published_with(pods: u32, runtime_up: bool) -> Arc<Published> {
             },
         );
     }
+    let sources = [IdentitySource {
+        source: "cri".into(),
+        up: runtime_up,
+        detail: "/run/containerd/containerd.sock".into(),
+        outages: 0,
+    }];
+    Arc::new(publish(with_context(&sources, |ctx| {
+        Snapshot::build(&sample, None, 1.0, ctx)
+    })))
+}
+
+/// The Snapshot context the tests build from: node `n`, kernel 6.18, observe
+/// mode, NO_SOCKET as reason 3.
+pub(super) fn with_context<R>(sources: &[IdentitySource], f: impl FnOnce(&Context<'_>) -> R) -> R {
     let (report, reasons) = (
         Report::default(),
         DropReasons::from_enum(&[("SKB_DROP_REASON_NO_SOCKET".into(), 3)]),
     );
-    let ctx = Context {
+    f(&Context {
+        taken_at_unix_seconds: 0.0,
         node: "n",
         kernel: "6.18",
         mode: Mode::Observe,
@@ -44,23 +66,33 @@ fn published_with(pods: u32, runtime_up: bool) -> Arc<Published> {
         collection_seconds: 0.5,
         report: &report,
         reasons: &reasons,
-        identity_sources: &[IdentitySource {
-            source: "cri".into(),
-            up: runtime_up,
-            detail: "/run/containerd/containerd.sock".into(),
-        }],
-    };
-    Arc::new(Published {
-        snapshot: Snapshot::build(&sample, None, 1.0, &ctx),
-        tuning: None,
-        event_collections_suppressed: 0,
-        events_received: Default::default(),
+        identity_sources: sources,
     })
 }
 
-fn render(pods: u32, cap: usize) -> String {
-    let bytes = Exporter::new(cap).render(published(pods));
+/// `snapshot` as the collection thread publishes it, with no tuner.
+pub(super) fn publish(snapshot: Snapshot) -> Published {
+    Published {
+        snapshot,
+        tuning: None,
+        mode_demoted: None,
+        kernel_log_records: 0,
+        run_netns_unpropagated: false,
+        event_collections_suppressed: 0,
+        events_received: Default::default(),
+    }
+}
+
+/// `/metrics` for `published` with at most `cap` pods' own series.
+pub(super) fn render_capped(published: &Published, cap: usize) -> String {
+    let mut p = published.clone();
+    p.snapshot.fold(cap);
+    let bytes = Exporter::new().render(&p);
     String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+fn render(pods: u32, cap: usize) -> String {
+    render_capped(&published(pods), cap)
 }
 
 #[test]
@@ -69,10 +101,14 @@ fn every_rendered_metric_is_declared() {
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let name = line.split(['{', ' ']).next().unwrap();
         assert!(
-            METRICS.iter().any(|m| m.name == name),
+            catalog::ALL.iter().any(|m| m.name == name) || name.starts_with("process_"),
             "undeclared metric {name}"
         );
     }
+    assert!(
+        text.contains("process_resident_memory_bytes "),
+        "the agent's own memory"
+    );
     assert!(
         text.contains(
             "nettune_drops_total{namespace=\"\",pod=\"netns:p001\",reason=\"NO_SOCKET\"} 2"
@@ -85,28 +121,24 @@ fn every_rendered_metric_is_declared() {
 }
 
 #[test]
-fn every_series_table_names_a_declared_metric_with_its_labels() {
-    let labels = |name: &str| {
-        METRICS
-            .iter()
-            .find(|m| m.name == name)
-            .unwrap_or_else(|| panic!("{name} not declared"))
-            .labels
-    };
-    for (name, _) in WORKLOAD_SERIES {
-        assert_eq!(labels(name), ["namespace", "pod"], "{name}");
+fn every_series_table_names_a_declared_metric() {
+    let declared = |name: &str| catalog::ALL.iter().any(|m| m.name == name);
+    for (metric, _) in WORKLOAD_SERIES {
+        assert!(declared(metric.name), "{}", metric.name);
     }
-    for (name, _) in INTERFACE_SERIES {
-        assert_eq!(labels(name), ["namespace", "pod", "interface"], "{name}");
+    for (metric, _) in INTERFACE_SERIES {
+        assert!(declared(metric.name), "{}", metric.name);
     }
 }
 
 #[test]
 fn declared_metrics_follow_naming_rules() {
-    for m in METRICS {
+    let mut names = BTreeSet::new();
+    for m in catalog::ALL {
+        assert!(names.insert(m.name), "{} declared twice", m.name);
         assert!(m.name.starts_with("nettune_"), "{}", m.name);
         assert_eq!(
-            m.kind == MetricType::COUNTER,
+            m.kind == Kind::Counter,
             m.name.ends_with("_total"),
             "{}: counters end in _total",
             m.name
@@ -114,7 +146,7 @@ fn declared_metrics_follow_naming_rules() {
         assert!(!m.help.is_empty(), "{} has no help", m.name);
     }
     // Desc::new accepts every name and label.
-    Exporter::new(1);
+    Exporter::new();
 }
 
 #[test]
@@ -143,7 +175,7 @@ fn other_carries_every_series_the_pods_have() {
         text.contains("nettune_tcp_out_segments_total{namespace=\"\",pod=\"_other\"} 30"),
         "{text}"
     );
-    let per_pod: Vec<&str> = WORKLOAD_SERIES.iter().map(|(n, _)| *n).collect();
+    let per_pod: Vec<&str> = WORKLOAD_SERIES.iter().map(|(m, _)| m.name).collect();
     for name in per_pod
         .iter()
         .filter(|n| text.contains(&format!("{n}{{namespace=\"\",pod=\"netns:p001\"}}")))
@@ -156,14 +188,15 @@ fn other_carries_every_series_the_pods_have() {
 }
 
 #[test]
-fn the_readme_lists_every_metric() {
+fn the_readme_lists_every_metric_as_the_catalog_says() {
     let readme = include_str!("../../../../README.md");
-    for m in METRICS {
-        let kind = if m.kind == MetricType::COUNTER {
-            "counter"
-        } else {
-            "gauge"
-        };
+    let table = catalog::markdown_table();
+    assert!(
+        readme.contains(&table),
+        "README.md's table of metrics differs from the catalog; it should read:\n{table}"
+    );
+    for m in catalog::ALL {
+        let kind = m.kind.name();
         assert!(
             readme.contains(&format!("| `{}` | {kind} |", m.name)),
             "README.md does not list {} ({kind})",
@@ -179,7 +212,7 @@ fn a_counter_rate_is_exported_as_its_total() {
         total: 42,
         per_second: 3.0,
     };
-    let text = String::from_utf8(Exporter::new(10).render(Arc::new(p)).to_vec()).unwrap();
+    let text = render_capped(&p, 10);
     assert!(
         text.contains(
             "nettune_tcp_retransmit_segments_total{namespace=\"\",pod=\"netns:p001\"} 42"
@@ -196,6 +229,7 @@ fn listener(netns: u32, port: u16, inode: u32) -> Listener {
         inode,
         process: Some("server".into()),
         requested_backlog: Some(511),
+        capped_by_somaxconn: None,
         limit: 128,
         queue: 3,
         overflows: CounterRate {
@@ -206,10 +240,15 @@ fn listener(netns: u32, port: u16, inode: u32) -> Listener {
     }
 }
 
-fn series<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
-    text.lines()
+/// The series of `name` in `text`, sorted (the exposition keeps the
+/// Snapshot's order, which tests need not know).
+pub(super) fn series<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    let mut lines: Vec<&str> = text
+        .lines()
         .filter(|l| l.starts_with(&format!("{name}{{")))
-        .collect()
+        .collect();
+    lines.sort_unstable();
+    lines
 }
 
 #[test]
@@ -220,7 +259,7 @@ fn listeners_of_folded_pods_are_summed_not_listed() {
             .listeners
             .push(listener(netns, port, u32::from(port)));
     }
-    let text = String::from_utf8(Exporter::new(2).render(Arc::new(p)).to_vec()).unwrap();
+    let text = render_capped(&p, 2);
     let own = r#"namespace="",pod="netns:p001",address="0.0.0.0",port="80",process="server""#;
     let other = r#"namespace="",pod="_other",address="",port="_other",process="""#;
     assert_eq!(
@@ -254,7 +293,7 @@ fn a_pods_listeners_beyond_its_share_fold_into_one_port_and_reuseport_groups_sum
     }
     // Two sockets of one SO_REUSEPORT group: one series, their sums.
     p.snapshot.listeners.push(listener(2, 1000, 999));
-    let text = String::from_utf8(Exporter::new(10).render(Arc::new(p)).to_vec()).unwrap();
+    let text = render_capped(&p, 10);
     let queues = series(&text, "nettune_listen_queue_length");
     assert_eq!(queues.len(), LISTENERS_PER_WORKLOAD + 1, "{queues:#?}");
     assert!(
@@ -275,7 +314,7 @@ fn a_runtime_named_pod_has_its_namespace_and_name_and_no_uid_label() {
     let mut p = (*published(1)).clone();
     p.snapshot.workloads[1].workload =
         Workload::pod("shop", "web-1", "6f1f5c1e-7c6b-4c55-9d0a-1c5a7e0b1f2a");
-    let text = String::from_utf8(Exporter::new(10).render(Arc::new(p)).to_vec()).unwrap();
+    let text = render_capped(&p, 10);
     assert!(
         text.contains(
             "nettune_drops_total{namespace=\"shop\",pod=\"web-1\",reason=\"NO_SOCKET\"} 2"
@@ -287,13 +326,12 @@ fn a_runtime_named_pod_has_its_namespace_and_name_and_no_uid_label() {
 
 #[test]
 fn the_identity_source_gauge_follows_the_runtime() {
-    let up = String::from_utf8(Exporter::new(10).render(published_with(1, true)).to_vec()).unwrap();
+    let up = render_capped(&published_with(1, true), 10);
     assert!(
         up.contains("nettune_identity_source{source=\"cri\"} 1"),
         "{up}"
     );
-    let down =
-        String::from_utf8(Exporter::new(10).render(published_with(1, false)).to_vec()).unwrap();
+    let down = render_capped(&published_with(1, false), 10);
     assert!(
         down.contains("nettune_identity_source{source=\"cri\"} 0"),
         "{down}"
@@ -305,8 +343,7 @@ fn received_events_are_exported_by_kind() {
     let mut p = (*published(0)).clone();
     p.events_received.netfilter_drop = 7;
     p.events_received.listen_overflow = 2;
-    let bytes = Exporter::new(10).render(Arc::new(p));
-    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let text = render_capped(&p, 10);
     assert_eq!(
         series(&text, "nettune_events_received_total"),
         [
@@ -315,4 +352,19 @@ fn received_events_are_exported_by_kind() {
             "nettune_events_received_total{kind=\"other\"} 0",
         ]
     );
+}
+
+#[test]
+fn a_tuner_off_for_an_unusable_journal_is_a_gauge_to_alert_on() {
+    let mut p = (*published(0)).clone();
+    p.mode_demoted = Some(crate::model::tuning::Demotion::JournalUnusable);
+    let text = String::from_utf8(Exporter::new().render(&p).to_vec()).unwrap();
+    assert!(
+        text.contains("nettune_tuning_demoted{reason=\"journal_unusable\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("nettune_tuning_demoted{reason=\"proc_sys_read_only\"} 0"));
+    // Not demoted: every reason is 0, so an alert can tell "fine" from "absent".
+    let text = render(0, 100);
+    assert!(text.contains("nettune_tuning_demoted{reason=\"journal_unusable\"} 0"));
 }

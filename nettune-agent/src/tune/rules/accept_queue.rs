@@ -23,14 +23,19 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Plan, Proposal, Rule};
-use crate::{
-    model::{
-        snapshot::{Listener, Snapshot, WorkloadFigures},
-        tuning::Target,
-    },
-    tune::tunables::{SOMAXCONN, TCP_MAX_SYN_BACKLOG},
+use super::{Change, Observation, Place, Plan, Rule, Scene, Severity, counted};
+use crate::model::{
+    snapshot::{Listener, Snapshot, WorkloadFigures},
+    tunables::{SOMAXCONN, TCP_MAX_SYN_BACKLOG, TCP_SYNCOOKIES},
 };
+
+/// The two facts about accept queues that make raising somaxconn futile so
+/// often, as `diagnose` prints them under the listeners.
+pub const LISTEN_FACTS: &str = "\
+A listener's accept queue holds min(the backlog its application passed to listen(), \
+net.core.somaxconn): raising somaxconn does nothing for a socket whose own backlog is \
+smaller (nginx asks for 511, Java for 50). And the limit is fixed when listen() is called: \
+a socket already listening keeps its limit until the application listens again (a restart).";
 
 /// A listener that a somaxconn raise lifts only once it listens again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,9 +95,15 @@ fn name(l: &Listener) -> String {
 
 /// What a listener asked for and got.
 fn describe(l: &Listener) -> String {
-    match l.requested_backlog {
-        Some(r) => format!("{} asked listen() for {r} and got {}", name(l), l.limit),
-        None => format!(
+    match (l.requested_backlog, l.capped_by_somaxconn) {
+        (Some(r), _) => format!("{} asked listen() for {r} and got {}", name(l), l.limit),
+        (None, Some(s)) => format!(
+            "{} asked listen() for at least the {s} somaxconn allowed when it listened, and got \
+             {}",
+            name(l),
+            l.limit
+        ),
+        (None, None) => format!(
             "{} has a limit of {} (what it asked for is unknown: it listened before nettune \
              started)",
             name(l),
@@ -101,8 +112,19 @@ fn describe(l: &Listener) -> String {
     }
 }
 
+/// Whether somaxconn caps what `l` asked for (so raising it helps once it
+/// listens again): it asked for more than `somaxconn`, or somaxconn capped it when
+/// it listened; not knowing, a limit at somaxconn says it may have.
+fn capped(l: &Listener, somaxconn: u32) -> bool {
+    match (l.requested_backlog, l.capped_by_somaxconn) {
+        (Some(r), _) => r > somaxconn,
+        (None, Some(_)) => true,
+        (None, None) => l.limit >= somaxconn,
+    }
+}
+
 fn find<'a>(snapshot: &'a Snapshot, w: &WorkloadFigures) -> Finding<'a> {
-    let Some(somaxconn) = w.listen_sysctls.and_then(|s| s.somaxconn) else {
+    let Some(somaxconn) = w.netns_sysctls.and_then(|s| s.somaxconn) else {
         return Finding::Unknown(format!(
             "the listeners of {} have not been looked at yet",
             w.workload.pod
@@ -123,10 +145,7 @@ fn find<'a>(snapshot: &'a Snapshot, w: &WorkloadFigures) -> Finding<'a> {
     let capped: Vec<&Listener> = over
         .iter()
         .copied()
-        .filter(|l| {
-            l.requested_backlog
-                .map_or(l.limit >= somaxconn, |r| r > somaxconn)
-        })
+        .filter(|l| capped(l, somaxconn))
         .collect();
     if capped.is_empty() {
         Finding::SelfLimited(over, somaxconn)
@@ -158,49 +177,88 @@ fn raise_the_backlog(listeners: &[&Listener], somaxconn: u32) -> String {
     advice
 }
 
-/// The somaxconn proposal for `w`'s accept-queue overflows.
-pub(super) fn listen_overflows(
-    snapshot: &Snapshot,
-    w: &WorkloadFigures,
-    target: Option<Target>,
-) -> Proposal {
+/// `; full: 0.0.0.0:8080 (queue 9 of 8)` for `w`'s listeners at their limit.
+fn full_queues(snapshot: &Snapshot, w: &WorkloadFigures) -> String {
+    let full: Vec<String> = snapshot
+        .listeners
+        .iter()
+        .filter(|l| l.netns == w.netns && l.queue >= l.limit)
+        .map(|l| {
+            format!(
+                "{} (queue {} of {})",
+                std::net::SocketAddr::new(l.address, l.port),
+                l.queue,
+                l.limit
+            )
+        })
+        .collect();
+    if full.is_empty() {
+        String::new()
+    } else {
+        format!("; full: {}", full.join(", "))
+    }
+}
+
+/// Accept queues overflow: raise somaxconn only for listeners it caps.
+pub static LISTEN_OVERFLOWS: Rule = Rule {
+    name: "listen_overflows",
+    problem: "connection timeouts: accept queues overflow",
+    evidence_name: "listen overflows",
+    sysctls: &[&SOMAXCONN],
+    evidence: |netns, snapshot, _| Some(counted(&snapshot.workload(netns)?.listen_overflows)),
+    observe: observe_overflows,
+    when_ineffective: "the application does not accept connections as fast as they come: look \
+                       at its accept loop and worker count",
+};
+
+fn observe_overflows(scene: &Scene<'_>) -> Option<Observation> {
+    let (snapshot, w) = (scene.snapshot, scene.workload);
+    if w.listen_overflows.per_second <= 0.0 {
+        return None;
+    }
     let rate = format!(
         "{:.1} listen overflows/s in {}",
         w.listen_overflows.per_second, w.workload.pod
     );
-    let mut p = Proposal {
-        rule: Rule::ListenOverflows,
-        sysctl: &SOMAXCONN,
-        target,
-        workload: w.workload.pod.clone(),
-        netns: w.netns,
-        evidence: rate.clone(),
-        plan: Plan::Raise,
-        waiting: Vec::new(),
-    };
-    match find(snapshot, w) {
-        Finding::Unknown(reason) => p.plan = Plan::Hold(reason),
+    let mut change = Change::raise(&SOMAXCONN, Place::Workload);
+    let mut evidence = format!("{rate}{}", full_queues(snapshot, w));
+    let fix = match find(snapshot, w) {
+        Finding::Unknown(reason) => {
+            change.plan = Plan::Hold(reason.clone());
+            format!(
+                "{reason}; watch `ss -lnt` (Recv-Q is the queue, Send-Q its limit) or run \
+                 `nettune top` (l: listeners): the limit is min(listen() backlog, somaxconn) \
+                 and is fixed until the application listens again"
+            )
+        }
         Finding::SelfLimited(listeners, somaxconn) => {
-            p.plan = Plan::Futile(raise_the_backlog(&listeners, somaxconn));
+            let advice = raise_the_backlog(&listeners, somaxconn);
+            change.plan = Plan::Futile(advice.clone());
+            advice
         }
         Finding::Capped(listeners, somaxconn) => {
             let who: Vec<String> = listeners
                 .iter()
-                .map(|l| match l.requested_backlog {
-                    Some(r) => format!(
+                .map(|l| match (l.requested_backlog, l.capped_by_somaxconn) {
+                    (Some(r), _) => format!(
                         "{} asked listen() for {r} but somaxconn {somaxconn} caps it at {}",
                         name(l),
                         l.limit
                     ),
-                    None => format!("{} is capped at somaxconn ({})", name(l), l.limit),
+                    (None, Some(s)) => format!(
+                        "{} asked listen() for more than the {s} somaxconn allowed when it \
+                         listened",
+                        name(l)
+                    ),
+                    (None, None) => format!("{} is capped at somaxconn ({})", name(l), l.limit),
                 })
                 .collect();
-            p.evidence = format!(
+            evidence = format!(
                 "{rate}: {}; a listening socket keeps its limit until the application listens \
                  again",
                 who.join("; ")
             );
-            p.waiting = listeners
+            change.waiting = listeners
                 .iter()
                 .map(|l| WaitingListener {
                     netns: l.netns,
@@ -210,17 +268,47 @@ pub(super) fn listen_overflows(
                     limit: l.limit,
                 })
                 .collect();
+            let ceiling = SOMAXCONN.ceiling.map_or_else(String::new, |c| {
+                format!(
+                    " (nettune goes up to {} on the node, {} in pods)",
+                    c.node, c.pod
+                )
+            });
+            format!(
+                "raise {}{ceiling} and make sure the application asks listen() for as much — and \
+                 restart it: a socket keeps its limit until the application listens again",
+                SOMAXCONN.name
+            )
         }
-    }
-    p
+    };
+    Some(Observation {
+        rule: &LISTEN_OVERFLOWS,
+        netns: w.netns,
+        severity: Severity::Warning,
+        evidence,
+        fix,
+        changes: vec![change],
+    })
 }
 
-/// The `tcp_max_syn_backlog` proposal for `w`'s SYN-queue drops: always advice.
-pub(super) fn syn_queue_full(
-    snapshot: &Snapshot,
-    w: &WorkloadFigures,
-    target: Option<Target>,
-) -> Proposal {
+/// SYNs dropped on full SYN queues: always advice, since the listener's own
+/// limit, not `tcp_max_syn_backlog`, bounds the queue.
+pub static SYN_QUEUE_FULL: Rule = Rule {
+    name: "syn_queue_full",
+    problem: "connection timeouts: SYNs dropped on full SYN queues",
+    evidence_name: "SYN-queue drops",
+    sysctls: &[&TCP_MAX_SYN_BACKLOG],
+    evidence: |netns, snapshot, _| Some(counted(&snapshot.workload(netns)?.syn_queue_full_drops)),
+    observe: observe_syn_queue,
+    when_ineffective: "a SYN flood or a listener that does not keep up: turn \
+                       net.ipv4.tcp_syncookies on and raise the listener's backlog",
+};
+
+fn observe_syn_queue(scene: &Scene<'_>) -> Option<Observation> {
+    let (snapshot, w) = (scene.snapshot, scene.workload);
+    if w.syn_queue_full_drops.per_second <= 0.0 {
+        return None;
+    }
     let mut listeners: Vec<&Listener> = snapshot
         .listeners
         .iter()
@@ -233,31 +321,33 @@ pub(super) fn syn_queue_full(
         .map(|l| format!("{} limit {}", name(l), l.limit))
         .collect();
     let syncookies = w
-        .listen_sysctls
+        .netns_sysctls
         .and_then(|s| s.syncookies)
         .map_or_else(|| "off".to_owned(), |v| v.to_string());
     let advice = format!(
         "a listener's SYN queue is bounded by its own limit, min(listen() backlog, somaxconn){}, \
-         and SYNs beyond it are dropped while net.ipv4.tcp_syncookies is {syncookies}; \
-         tcp_max_syn_backlog does not set that limit: turn tcp_syncookies on (1) and raise the \
-         listener's backlog",
+         and SYNs beyond it are dropped while {} is {syncookies}; {} does not set that limit: \
+         turn tcp_syncookies on (1) and raise the listener's backlog",
         if limits.is_empty() {
             String::new()
         } else {
             format!(" ({})", limits.join(", "))
-        }
+        },
+        TCP_SYNCOOKIES.name,
+        TCP_MAX_SYN_BACKLOG.name
     );
-    Proposal {
-        rule: Rule::SynQueueFull,
-        sysctl: &TCP_MAX_SYN_BACKLOG,
-        target,
-        workload: w.workload.pod.clone(),
+    Some(Observation {
+        rule: &SYN_QUEUE_FULL,
         netns: w.netns,
+        severity: Severity::Warning,
         evidence: format!(
             "{:.1} SYNs/s dropped on a full SYN queue in {}",
             w.syn_queue_full_drops.per_second, w.workload.pod
         ),
-        plan: Plan::Futile(advice),
-        waiting: Vec::new(),
-    }
+        fix: advice.clone(),
+        changes: vec![Change {
+            plan: Plan::Futile(advice),
+            ..Change::raise(&TCP_MAX_SYN_BACKLOG, Place::Workload)
+        }],
+    })
 }

@@ -82,6 +82,60 @@ pub fn strength(spec: &Tunable, value: &Value) -> u64 {
     }
 }
 
+/// In every element, the more room of `a` and `b`: the larger integer (for a
+/// ranked setting, the higher rank), a range's lower start and higher end, a
+/// triple's larger minimum, default and maximum. `None` for port lists and
+/// values of different shapes.
+pub fn roomiest(spec: &Tunable, a: &Value, b: &Value) -> Option<Value> {
+    Some(match (a, b) {
+        (Value::Int(_), Value::Int(_)) => {
+            if strength(spec, b) > strength(spec, a) {
+                b.clone()
+            } else {
+                a.clone()
+            }
+        }
+        (Value::Pair(a_low, a_high), Value::Pair(b_low, b_high)) => {
+            Value::Pair(*a_low.min(b_low), *a_high.max(b_high))
+        }
+        (Value::Triple(a_min, a_default, a_max), Value::Triple(b_min, b_default, b_max)) => {
+            Value::Triple(
+                *a_min.max(b_min),
+                *a_default.max(b_default),
+                *a_max.max(b_max),
+            )
+        }
+        _ => return None,
+    })
+}
+
+/// Whether `have` gives at least the room of `want` in every element.
+pub fn has_room_of(spec: &Tunable, have: &Value, want: &Value) -> bool {
+    roomiest(spec, have, want).as_ref() == Some(have)
+}
+
+/// `value` moved up to `floor` on its [`strength`] scale, if below it: a ranked
+/// setting to that rank, an integer to it, a range widened downwards to that
+/// width (never starting below `lowest_port`), a triple's maximum to it.
+pub fn at_least(spec: &Tunable, value: &Value, floor: u64, lowest_port: u64) -> Value {
+    if strength(spec, value) >= floor {
+        return value.clone();
+    }
+    match (value, spec.scale) {
+        (Value::Int(_), Scale::Ranked(order)) => usize::try_from(floor)
+            .ok()
+            .and_then(|rank| order.get(rank))
+            .or(order.last())
+            .map_or_else(|| value.clone(), |v| Value::Int(*v)),
+        (Value::Int(_), Scale::Magnitude) => Value::Int(floor),
+        (Value::Pair(_, high), _) => {
+            Value::Pair(high.saturating_sub(floor).max(lowest_port), *high)
+        }
+        (Value::Triple(min, default, _), _) => Value::Triple(*min, *default, floor),
+        (Value::Text(_), _) => value.clone(),
+    }
+}
+
 /// `current` moved towards more room by at most `step` (a factor ≥ 1), stopping at
 /// `ceiling` (on the [`strength`] scale); a port range never starts below
 /// `lowest_port`. `None` when it cannot move.
@@ -117,6 +171,32 @@ pub fn raise(
     };
     (strength(spec, &next) > strength(spec, current) && strength(spec, &next) <= ceiling)
         .then_some(next)
+}
+
+/// `value` as the kernel keeps it once written to `spec` (with pages of
+/// `page_size` bytes): rounded up to the sysctl's [`Granule`](super::tunables::Granule), if any.
+pub fn normalise(spec: &Tunable, value: &Value, page_size: u64) -> Value {
+    match (spec.granule, value) {
+        (Some(g), Value::Int(v)) => {
+            let m = g.multiple(page_size);
+            Value::Int(v.div_ceil(m).saturating_mul(m))
+        }
+        _ => value.clone(),
+    }
+}
+
+/// `value` normalised ([`normalise`]) and never past `ceiling` once it is: a
+/// value the kernel would round up past the ceiling becomes the largest one it
+/// keeps below it.
+pub fn normalise_within(spec: &Tunable, value: &Value, ceiling: u64, page_size: u64) -> Value {
+    let kept = normalise(spec, value, page_size);
+    match (spec.granule, &kept) {
+        (Some(g), Value::Int(v)) if strength(spec, &kept) > ceiling => {
+            let m = g.multiple(page_size);
+            Value::Int((ceiling / m * m).min(*v))
+        }
+        _ => kept,
+    }
 }
 
 /// A list of ports and port ranges (`ip_local_reserved_ports`), as sorted,
@@ -204,7 +284,7 @@ pub fn same_value(spec: &Tunable, a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tune::tunables::lookup;
+    use crate::model::tunables::lookup;
 
     fn spec(name: &str) -> &'static Tunable {
         lookup(name).unwrap()

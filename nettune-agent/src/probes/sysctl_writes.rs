@@ -1,0 +1,135 @@
+//! The sysctl-writers signal: who writes the node's `net.*` sysctls
+//! (`nettune-ebpf/src/sysctl_writes.rs`), from a `cgroup/sysctl` program on the
+//! root of the cgroup v2 hierarchy, which sees every write through `/proc/sys`.
+//!
+//! Chain: `cgroup_sysctl`, then `procfs`: without the hook, a change is still
+//! seen when the tuner reads the value again, but not who made it.
+
+use std::collections::BTreeMap;
+
+use aya::{
+    Ebpf,
+    programs::{CgroupAttachMode, CgroupSysctl, ProgramError},
+};
+use nettune_common::{SysctlWrite, SysctlWriter, sysctl_writes::SYSCTL_WRITES_MAP};
+
+use crate::model::{
+    probes::{SignalStatus, Variant},
+    sysctl_writers::SysctlWriterFigures,
+};
+
+use super::{
+    MapReadError, Probes,
+    chain::{AttachContext, AttachError, Attempt, attach_chain, attach_error, load_error, program},
+    maps,
+};
+
+/// Signal name in reports and metrics.
+pub const SIGNAL: &str = "sysctl_writers";
+
+const PROGRAM: &str = "sysctl_writes";
+
+/// Where the root of the cgroup v2 hierarchy is mounted: on its own (unified
+/// layout), or beside the v1 controllers (systemd's hybrid layout).
+const CGROUP_ROOTS: [&str; 2] = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"];
+
+const CHAIN: [(Variant, Attempt); 2] = [
+    (Variant::CgroupSysctl, attach_on_root),
+    (Variant::Procfs, |_, _| Ok(())),
+];
+
+pub(super) fn attach(ebpf: &mut Ebpf, context: &AttachContext) -> SignalStatus {
+    attach_chain(ebpf, context, SIGNAL, &CHAIN)
+}
+
+fn attach_on_root(ebpf: &mut Ebpf, _: &AttachContext) -> Result<(), AttachError> {
+    // cgroup v1 alone has no v2 root to attach to: say so rather than EBADF.
+    let root = CGROUP_ROOTS
+        .iter()
+        .find(|r| std::path::Path::new(r).join("cgroup.controllers").exists())
+        .ok_or_else(|| {
+            attach_error(CGROUP_ROOTS[0])(ProgramError::IOError(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no cgroup v2 hierarchy at {}", CGROUP_ROOTS.join(" or ")),
+            )))
+        })?;
+    let cgroup =
+        std::fs::File::open(root).map_err(|e| attach_error(root)(ProgramError::IOError(e)))?;
+    let p: &mut CgroupSysctl = program(ebpf, PROGRAM)?;
+    p.load().map_err(load_error(PROGRAM))?;
+    // Through a BPF link where the kernel has them (5.7+), which sits beside
+    // any other program there (systemd's, a CNI's) and takes no flags; ours
+    // only observes.
+    p.attach(&cgroup, CgroupAttachMode::Single)
+        .map_err(attach_error(root))?;
+    Ok(())
+}
+
+/// Text up to the first NUL.
+fn text(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// A map entry as the model has it.
+fn record(key: &SysctlWriter, write: &SysctlWrite) -> SysctlWriterFigures {
+    let len = usize::try_from(write.value_len)
+        .unwrap_or(0)
+        .min(write.value.len());
+    SysctlWriterFigures {
+        sysctl: text(&key.name).replace('/', "."),
+        command: text(&key.comm),
+        pid: write.tgid,
+        cgroup_id: write.cgroup_id,
+        value: text(&write.value[..len]).trim().to_owned(),
+        writes: write.count,
+        own: write.tgid == std::process::id(),
+    }
+}
+
+impl Probes {
+    /// Every writer of a `net.*` sysctl seen so far (none without the hook).
+    pub(super) fn sysctl_writes(&self) -> Result<Vec<SysctlWriterFigures>, MapReadError> {
+        if self.report.signal(SIGNAL).and_then(|s| s.attached) != Some(Variant::CgroupSysctl) {
+            return Ok(Vec::new());
+        }
+        let entries: BTreeMap<SysctlWriter, SysctlWrite> =
+            maps::hash_entries(&self.ebpf, SYSCTL_WRITES_MAP)?;
+        Ok(entries.iter().map(|(k, v)| record(k, v)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_map_entry_reads_as_the_sysctl_dotted_with_the_value_written() {
+        let mut key = SysctlWriter {
+            name: [0; 64],
+            comm: [0; 16],
+        };
+        key.name[..18].copy_from_slice(b"net/core/somaxconn");
+        key.comm[..10].copy_from_slice(b"kube-proxy");
+        let mut write = SysctlWrite {
+            count: 3,
+            cgroup_id: 77,
+            tgid: 812,
+            value_len: 6,
+            ..SysctlWrite::default()
+        };
+        write.value[..6].copy_from_slice(b"65535\n");
+        assert_eq!(
+            record(&key, &write),
+            SysctlWriterFigures {
+                sysctl: "net.core.somaxconn".into(),
+                command: "kube-proxy".into(),
+                pid: 812,
+                cgroup_id: 77,
+                value: "65535".into(),
+                writes: 3,
+                own: false,
+            }
+        );
+    }
+}
