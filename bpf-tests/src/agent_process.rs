@@ -5,7 +5,7 @@ use std::{
     io::{BufRead as _, BufReader},
     net::{SocketAddr, TcpListener},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -64,11 +64,22 @@ pub fn series<'a>(
     })
 }
 
+/// The listener on `port` in `ns` in a `/api/v1/snapshot`, if there.
+pub fn listener_in(snapshot: &serde_json::Value, ns: u32, port: u16) -> Option<serde_json::Value> {
+    snapshot["listeners"]
+        .as_array()?
+        .iter()
+        .find(|l| l["netns"] == ns && l["port"] == port)
+        .cloned()
+}
+
 /// `nettune run`, stopped with SIGTERM on drop.
 pub struct AgentProcess {
     child: Child,
     pub addr: SocketAddr,
     log: Option<Arc<Mutex<Vec<String>>>>,
+    /// Whether the child was waited for (its pid may then be another's).
+    reaped: bool,
 }
 
 impl AgentProcess {
@@ -112,7 +123,12 @@ impl AgentProcess {
             });
             lines
         });
-        let mut agent = Self { child, addr, log };
+        let mut agent = Self {
+            child,
+            addr,
+            log,
+            reaped: false,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = agent.child.try_wait()? {
@@ -194,12 +210,40 @@ impl AgentProcess {
     pub fn kill_hard(mut self) -> anyhow::Result<()> {
         self.child.kill()?;
         self.child.wait()?;
+        self.reaped = true;
         Ok(())
+    }
+
+    /// Sends `signal` and waits at most `timeout` for the agent to exit; returns
+    /// how it exited (SIGKILL and an error when it did not in time).
+    pub fn stop(mut self, signal: libc::c_int, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        // SAFETY: signals our own child, not reaped yet.
+        unsafe { libc::kill(i32::try_from(self.child.id())?, signal) };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                self.reaped = true;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                self.child.kill().ok();
+                self.child.wait()?;
+                self.reaped = true;
+                bail!(
+                    "nettune did not exit within {timeout:?} of the signal; its log:\n{}",
+                    self.log().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
 impl Drop for AgentProcess {
     fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
         if let Ok(pid) = i32::try_from(self.child.id()) {
             // SAFETY: signals our own child, which we reap right after.
             unsafe { libc::kill(pid, libc::SIGTERM) };

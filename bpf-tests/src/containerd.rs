@@ -13,26 +13,26 @@
 //! sockets in `/run/containerd/s`, runc state, mounts, namespace files, veths and
 //! the bridge, the CNI result cache in `/var/lib/cni/results`, cgroups — and puts
 //! back `net.ipv4.ip_forward`, which the bridge plugin turns on.
+//!
+//! This file runs containerd; `pods.rs` makes and removes sandboxes (with the
+//! CRI messages of `nettune-cri`), `cleanup.rs` removes what it leaves behind.
+
+mod cleanup;
+mod pods;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
-    io::Write as _,
-    net::Ipv4Addr,
+    collections::BTreeMap,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail, ensure};
-use nettune::sys::cri::{CriClient, SandboxInfo, api};
+use nettune::sys::cri::CriClient;
+pub use pods::{Pod, PodSpec};
 
-use crate::{
-    host::{self, Leftovers},
-    netns::Netns,
-    oci,
-    sysctl_guard::Restore,
-};
+use crate::{host::Leftovers, oci, sysctl_guard::Restore};
 
 /// The pods' subnet (the bridge is `.1`).
 pub const SUBNET: &str = "10.244.77.0/24";
@@ -47,8 +47,6 @@ pub const BINARIES: [&str; 4] = [
     "/usr/sbin/runc",
     "/usr/lib/cni/bridge",
 ];
-/// Where containerd 1.6 keeps shim sockets, whatever its configuration.
-const SHIM_SOCKETS: &str = "/run/containerd/s";
 /// Directories containerd and the CNI plugins create outside the private ones.
 const OUTSIDE: [&str; 2] = ["/run/containerd", "/var/lib/cni"];
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -105,112 +103,6 @@ pub fn pause_image() -> anyhow::Result<PathBuf> {
     image_archive("NETTUNE_PAUSE_IMAGE")
 }
 
-/// A pod to create.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PodSpec<'a> {
-    /// Pod name.
-    pub name: &'a str,
-    /// Kubernetes namespace.
-    pub namespace: &'a str,
-    /// Annotations.
-    pub annotations: &'a [(&'a str, &'a str)],
-    /// `hostNetwork: true`.
-    pub host_network: bool,
-}
-
-/// A pod sandbox, as its verbose status describes it.
-pub struct Pod {
-    /// Sandbox id.
-    pub id: String,
-    /// Pod name.
-    pub name: String,
-    /// Kubernetes namespace.
-    pub namespace: String,
-    /// Pod UID.
-    pub uid: String,
-    /// Its IP (none with host network).
-    pub ip: Option<Ipv4Addr>,
-    /// The pause process.
-    pub pid: u32,
-    /// Its network namespace (none with host network), not deleted on drop.
-    pub netns: Option<Netns>,
-    /// Its host-side veth.
-    pub host_veth: Option<String>,
-}
-
-impl Pod {
-    /// The pod's network namespace.
-    pub fn netns(&self) -> anyhow::Result<&Netns> {
-        self.netns
-            .as_ref()
-            .with_context(|| format!("pod {} has no namespace of its own", self.name))
-    }
-
-    /// The namespace's inode (what nettune keys it by).
-    pub fn inode(&self) -> anyhow::Result<u32> {
-        self.netns()?.inode()
-    }
-
-    /// One counter of the pod's `/proc/net/<file>`, read through its pause process.
-    pub fn mib(&self, file: &str, group: &str, name: &str) -> anyhow::Result<i64> {
-        let path = format!("/proc/{}/net/{file}", self.pid);
-        let text = std::fs::read_to_string(&path).with_context(|| path.clone())?;
-        Ok(nettune::sys::procfs::Mib::parse(&path, &text).get(group, name)?)
-    }
-}
-
-// The CRI messages only the tests send (creating and removing sandboxes), written
-// by hand like the agent's own in `nettune::sys::cri::api`.
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct LinuxSandboxSecurityContext {
-    #[prost(message, optional, tag = "1")]
-    namespace_options: Option<api::NamespaceOption>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct LinuxPodSandboxConfig {
-    #[prost(string, tag = "1")]
-    cgroup_parent: String,
-    #[prost(message, optional, tag = "2")]
-    security_context: Option<LinuxSandboxSecurityContext>,
-    #[prost(btree_map = "string, string", tag = "3")]
-    sysctls: BTreeMap<String, String>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct PodSandboxConfig {
-    #[prost(message, optional, tag = "1")]
-    metadata: Option<api::PodSandboxMetadata>,
-    #[prost(string, tag = "2")]
-    hostname: String,
-    #[prost(string, tag = "3")]
-    log_directory: String,
-    #[prost(btree_map = "string, string", tag = "6")]
-    labels: BTreeMap<String, String>,
-    #[prost(btree_map = "string, string", tag = "7")]
-    annotations: BTreeMap<String, String>,
-    #[prost(message, optional, tag = "8")]
-    linux: Option<LinuxPodSandboxConfig>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct RunPodSandboxRequest {
-    #[prost(message, optional, tag = "1")]
-    config: Option<PodSandboxConfig>,
-}
-
-/// `RunPodSandboxResponse`, and the `StopPodSandbox`/`RemovePodSandbox`
-/// requests: the same one field.
-#[derive(Clone, PartialEq, prost::Message)]
-struct SandboxId {
-    #[prost(string, tag = "1")]
-    pod_sandbox_id: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Empty {}
-
 /// A private containerd (see the module doc).
 pub struct Containerd {
     dir: PathBuf,
@@ -223,25 +115,6 @@ pub struct Containerd {
     next_pod: u32,
     _created: Leftovers,
     _ip_forward: Restore,
-}
-
-fn sha256_hex(text: &str) -> anyhow::Result<String> {
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("running sha256sum")?;
-    child
-        .stdin
-        .take()
-        .context("sha256sum stdin")?
-        .write_all(text.as_bytes())?;
-    let out = child.wait_with_output()?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned())
 }
 
 fn signal(child: &Child, sig: libc::c_int) {
@@ -374,7 +247,7 @@ oom_score = 0
 
     /// Imports an image archive into the `k8s.io` namespace (the kubelet's).
     pub fn import(&self, archive: &Path) -> anyhow::Result<()> {
-        crate::command::output(
+        xtask::process::output(
             Command::new("ctr")
                 .arg("-a")
                 .arg(&self.socket)
@@ -387,7 +260,7 @@ oom_score = 0
     /// `ctr run --rm` of `image` with `args` (host network, under the test's
     /// cgroup); returns its output.
     pub fn ctr_run(&self, image: &str, args: &[&str]) -> anyhow::Result<String> {
-        crate::command::output(
+        xtask::process::output(
             Command::new("ctr")
                 .arg("-a")
                 .arg(&self.socket)
@@ -407,126 +280,6 @@ oom_score = 0
 
     fn client(&self) -> anyhow::Result<CriClient> {
         Ok(CriClient::connect(&self.socket, CALL_TIMEOUT)?)
-    }
-
-    /// Creates a pod sandbox through `RunPodSandbox`, as the kubelet does.
-    pub fn run_pod(&mut self, spec: &PodSpec<'_>) -> anyhow::Result<Pod> {
-        self.next_pod += 1;
-        let uid = format!(
-            "00000000-0000-4000-8000-{:06}{:06}",
-            std::process::id() % 1_000_000,
-            self.next_pod
-        );
-        let network = if spec.host_network {
-            api::NamespaceMode::Node
-        } else {
-            api::NamespaceMode::Pod
-        };
-        let labels = BTreeMap::from([
-            ("io.kubernetes.pod.name".to_owned(), spec.name.to_owned()),
-            (
-                "io.kubernetes.pod.namespace".to_owned(),
-                spec.namespace.to_owned(),
-            ),
-            ("io.kubernetes.pod.uid".to_owned(), uid.clone()),
-        ]);
-        // No IPv6 inside: no router solicitations or DAD among the counted packets.
-        let sysctls = if spec.host_network {
-            BTreeMap::new()
-        } else {
-            BTreeMap::from([
-                ("net.ipv6.conf.all.disable_ipv6".to_owned(), "1".to_owned()),
-                (
-                    "net.ipv6.conf.default.disable_ipv6".to_owned(),
-                    "1".to_owned(),
-                ),
-            ])
-        };
-        let config = PodSandboxConfig {
-            metadata: Some(api::PodSandboxMetadata {
-                name: spec.name.to_owned(),
-                uid: uid.clone(),
-                namespace: spec.namespace.to_owned(),
-                attempt: 0,
-            }),
-            hostname: if spec.host_network {
-                String::new()
-            } else {
-                spec.name.to_owned()
-            },
-            log_directory: self.dir.join("logs").join(&uid).display().to_string(),
-            labels,
-            annotations: spec
-                .annotations
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            linux: Some(LinuxPodSandboxConfig {
-                cgroup_parent: format!("{}/pod{uid}", self.cgroup_parent),
-                security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(api::NamespaceOption {
-                        network: network as i32,
-                        pid: api::NamespaceMode::Container as i32,
-                        ipc: api::NamespaceMode::Pod as i32,
-                        target_id: String::new(),
-                    }),
-                }),
-                sysctls,
-            }),
-        };
-        let mut client = self.client()?;
-        let created: SandboxId = client
-            .call(
-                "RunPodSandbox",
-                RunPodSandboxRequest {
-                    config: Some(config),
-                },
-            )
-            .with_context(|| format!("creating pod {}\n{}", spec.name, self.log_tail()))?;
-        let id = created.pod_sandbox_id;
-        self.sandboxes.insert(id.clone(), None);
-        let status = client.sandbox_status(&id)?;
-        let info = SandboxInfo::from_status_info(&status.info);
-        self.sandboxes.insert(id.clone(), info.netns_path.clone());
-        let ip = status
-            .status
-            .as_ref()
-            .and_then(|s| s.ips().first().and_then(|ip| ip.parse().ok()));
-        let host_veth = info
-            .host_interfaces
-            .iter()
-            .find(|name| name.starts_with("veth"))
-            .cloned();
-        if let Some(veth) = &host_veth {
-            let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{veth}/disable_ipv6"), "1");
-        }
-        let netns = info
-            .netns_path
-            .as_deref()
-            .and_then(|p| p.file_name())
-            .map(|n| Netns::existing(&n.to_string_lossy()));
-        Ok(Pod {
-            id,
-            name: spec.name.to_owned(),
-            namespace: spec.namespace.to_owned(),
-            uid,
-            ip,
-            pid: info.pid.context("the sandbox's status names no pid")?,
-            netns,
-            host_veth,
-        })
-    }
-
-    /// Stops and removes a sandbox, as the kubelet does when a pod is deleted.
-    pub fn remove_pod(&mut self, pod: Pod) -> anyhow::Result<()> {
-        let mut client = self.client()?;
-        let id = SandboxId {
-            pod_sandbox_id: pod.id.clone(),
-        };
-        let _: Empty = client.call("StopPodSandbox", id.clone())?;
-        let _: Empty = client.call("RemovePodSandbox", id)?;
-        self.sandboxes.remove(&pod.id);
-        Ok(())
     }
 
     /// Stops containerd with SIGTERM, as a service manager does; pods keep running.
@@ -560,89 +313,6 @@ oom_score = 0
             signal(child, if frozen { libc::SIGSTOP } else { libc::SIGCONT });
         }
     }
-
-    /// Removes what containerd 1.6 leaves outside its directories (see the
-    /// module doc).
-    fn clean_up(&mut self) {
-        // Our shims, found by their `-address <our socket>` argument.
-        let socket = self.socket.display().to_string();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            let ours = args
-                .first()
-                .is_some_and(|a| a.ends_with(b"containerd-shim-runc-v2"))
-                && args
-                    .windows(2)
-                    .any(|w| w[0] == b"-address" && w[1] == socket.as_bytes());
-            if ours && let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) {
-                // SAFETY: a shim of this test's containerd, by pid.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-        // Sandboxes runc still knows.
-        let runc_root = self.dir.join("state/runc/k8s.io");
-        if let Ok(out) = Command::new("runc")
-            .arg("--root")
-            .arg(&runc_root)
-            .args(["list", "-q"])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = Command::new("runc")
-                    .arg("--root")
-                    .arg(&runc_root)
-                    .args(["delete", "-f", id])
-                    .output();
-            }
-        }
-        // Every sandbox id containerd recorded, and the ones made here.
-        let mut ids: BTreeSet<String> = self.sandboxes.keys().cloned().collect();
-        for dir in [
-            "state/io.containerd.runtime.v2.task/k8s.io",
-            "root/io.containerd.grpc.v1.cri/sandboxes",
-        ] {
-            for entry in std::fs::read_dir(self.dir.join(dir))
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                ids.insert(entry.file_name().to_string_lossy().into_owned());
-            }
-        }
-        for id in &ids {
-            if let Ok(hash) = sha256_hex(&format!("{socket}/k8s.io/{id}")) {
-                let _ = std::fs::remove_file(Path::new(SHIM_SOCKETS).join(hash));
-            }
-            let _ = std::fs::remove_file(format!("/var/lib/cni/results/{NETWORK}-{id}-eth0"));
-            let _ = std::fs::remove_file(format!("/var/lib/cni/results/cni-loopback-{id}-lo"));
-        }
-        for mount in host::mounts_under(&self.dir) {
-            host::unmount(&mount);
-        }
-        for netns in self.sandboxes.values().flatten() {
-            if netns.exists() {
-                host::unmount(netns);
-                let _ = std::fs::remove_file(netns);
-            }
-        }
-        // Host veths on our bridge, then the bridge.
-        if let Ok(out) = Command::new("ip")
-            .args(["-o", "link", "show", "master", BRIDGE])
-            .output()
-        {
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
-                if let Some(name) = line.split(": ").nth(1).and_then(|n| n.split('@').next()) {
-                    let _ = crate::netns::ip(&["link", "del", name]);
-                }
-            }
-        }
-        let _ = crate::netns::ip(&["link", "del", BRIDGE]);
-        host::remove_cgroups(&self.cgroup_parent);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 impl Drop for Containerd {
@@ -652,9 +322,7 @@ impl Drop for Containerd {
             let pods: Vec<String> = self.sandboxes.keys().cloned().collect();
             if let Ok(mut client) = CriClient::connect(&self.socket, Duration::from_secs(2)) {
                 for id in pods {
-                    let id = SandboxId { pod_sandbox_id: id };
-                    let _ = client.call::<_, Empty>("StopPodSandbox", id.clone());
-                    let _ = client.call::<_, Empty>("RemovePodSandbox", id);
+                    let _ = pods::remove_sandbox(&mut client, &id);
                 }
             }
             if let Err(e) = self.stop() {

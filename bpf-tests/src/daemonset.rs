@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use serde_json::Value;
 
-use crate::command::output;
+use xtask::process::output;
 
 /// Every object `kubectl kustomize dir` renders, as JSON (`kubectl patch
 /// --local` converts offline).
@@ -58,13 +58,27 @@ pub struct Mount {
     pub config_map: Option<BTreeMap<String, String>>,
 }
 
-/// An HTTP probe: its path and port number.
+/// An HTTP probe: its host, path and port number.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpProbe {
+    /// `host`: the address the kubelet connects to (the pod's IP, the node's
+    /// for a host-network pod, when absent).
+    pub host: Option<std::net::IpAddr>,
     /// The path, e.g. `/readyz`.
     pub path: String,
     /// The port number (named ports resolved).
     pub port: u16,
+}
+
+impl HttpProbe {
+    /// Where a host-network pod's probe lands, seen from the node itself
+    /// (loopback when the manifest names no host).
+    pub fn addr(&self) -> std::net::SocketAddr {
+        let host = self
+            .host
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+        std::net::SocketAddr::new(host, self.port)
+    }
 }
 
 /// The DaemonSet's container, as the manifests say.
@@ -94,6 +108,8 @@ pub struct RunSpec {
     pub host_pid: bool,
     /// Volume mounts.
     pub mounts: Vec<Mount>,
+    /// The container's named ports (`ports[].name` → `containerPort`).
+    pub ports: BTreeMap<String, u16>,
     /// `livenessProbe.httpGet`.
     pub liveness: HttpProbe,
     /// `readinessProbe.httpGet`.
@@ -150,7 +166,15 @@ impl RunSpec {
                     .with_context(|| format!("{which}: no port named {name}"))?,
                 n => u16::try_from(n.as_u64().context("probe port")?)?,
             };
+            let host = match get["host"].as_str() {
+                Some(h) => Some(
+                    h.parse()
+                        .with_context(|| format!("{which}: host {h:?} is not an address"))?,
+                ),
+                None => None,
+            };
             Ok(HttpProbe {
+                host,
                 path: get["path"].as_str().context("probe path")?.to_owned(),
                 port,
             })
@@ -223,6 +247,7 @@ impl RunSpec {
             host_pid: pod["hostPID"].as_bool().unwrap_or(false),
             mounts,
             liveness: probe("livenessProbe")?,
+            ports: ports.clone(),
             readiness: probe("readinessProbe")?,
             memory_limit: c["resources"]["limits"]["memory"]
                 .as_str()

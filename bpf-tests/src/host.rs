@@ -97,7 +97,7 @@ fn mount_at(path: &str) -> Option<String> {
 }
 
 fn mount(args: &[&str]) -> anyhow::Result<()> {
-    crate::command::run("mount", args, "mount").map(drop)
+    xtask::process::tool("mount", args, "mount").map(drop)
 }
 
 /// `/run/netns` as a node has it where mount propagation works: a shared mount

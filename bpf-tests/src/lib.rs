@@ -18,9 +18,9 @@ pub mod agent_process;
 pub mod bench;
 pub mod bpftrace;
 pub mod classifier;
-pub mod command;
 pub mod containerd;
 pub mod daemonset;
+pub mod dns;
 pub mod harness;
 pub mod host;
 pub mod loss;
@@ -33,5 +33,4 @@ pub mod scenarios;
 pub mod sockets;
 pub mod sysctl_guard;
 pub mod tmux;
-
 pub mod traffic;

@@ -18,7 +18,7 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
 /// Runs `ip` with `args`, failing with its stderr.
 pub fn ip(args: &[&str]) -> anyhow::Result<()> {
-    crate::command::run("ip", args, "iproute2").map(drop)
+    xtask::process::tool("ip", args, "iproute2").map(drop)
 }
 
 /// A named network namespace (`/run/netns/<name>`), deleted on drop when the
@@ -89,7 +89,7 @@ impl Netns {
     /// Runs a command inside this namespace (`ip netns exec`) and returns stdout.
     pub fn exec(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
         let all = [&["netns", "exec", self.name.as_str(), program], args].concat();
-        crate::command::run("ip", &all, "iproute2")
+        xtask::process::tool("ip", &all, "iproute2")
     }
 
     /// Runs `f` on a thread inside this namespace and returns its result.

@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::command::output;
+use xtask::process::output;
 
 /// An OCI archive unpacked into a temporary directory (removed on drop).
 pub struct Archive {

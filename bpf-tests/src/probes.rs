@@ -70,19 +70,25 @@ pub fn read(probes: &Probes) -> anyhow::Result<ProbeReadings> {
     Ok(probes.read()?)
 }
 
-/// A Sample of the node, as one collection tick reads it (without joining pod
-/// interfaces to namespaces), with every namespace's `/proc/net` files read.
+/// A Sample of the node, as one collection tick reads it (without pod
+/// interfaces), with every namespace's `/proc/net` files read.
 pub fn sample(probes: &Probes) -> anyhow::Result<Sample> {
     let namespaces = Kernel.namespaces();
     let owners: Vec<_> = namespaces
         .values()
         .map(|ns| (ns, identity::identify(&Kernel, ns, None)))
         .collect();
+    let mut readings = probes.read()?;
+    let interfaces = sample::PodInterfaces {
+        veths: &[],
+        link_stats: &std::collections::BTreeMap::new(),
+        peers: &std::collections::BTreeMap::new(),
+    };
     let mut sample = sample::read(
         &Kernel,
         &owners,
-        probes.read()?,
-        &std::collections::BTreeMap::new(),
+        &mut readings,
+        &interfaces,
         probes.drop_reasons(),
     );
     for ns in namespaces.values() {

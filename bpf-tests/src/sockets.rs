@@ -1,5 +1,6 @@
 //! Raw sockets for scenarios std cannot express: a listener with a chosen backlog
-//! (std always asks for 128), connects that do not wait, and a packet socket that
+//! (std always asks for 128), connects that do not wait or come from a chosen
+//! local address, and a packet socket that
 //! makes the kernel drop what it cannot deliver.
 
 use std::{
@@ -68,6 +69,34 @@ pub fn connect_nonblocking(addr: SocketAddrV4) -> anyhow::Result<OwnedFd> {
         bail!("connect {addr}: {err}");
     }
     Ok(fd)
+}
+
+/// A TCP connection to `to` from the local address `from` (any of 127.0.0.0/8
+/// is this host's: a second "client" on loopback), connected when returned.
+pub fn connect_from(
+    from: std::net::Ipv4Addr,
+    to: std::net::SocketAddr,
+) -> anyhow::Result<std::net::TcpStream> {
+    use std::os::fd::AsRawFd as _;
+    let std::net::SocketAddr::V4(to) = to else {
+        bail!("connect_from {to}: IPv4 only");
+    };
+    let fd = tcp_socket(0)?;
+    let (local, remote) = (sockaddr(SocketAddrV4::new(from, 0)), sockaddr(to));
+    let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: bind/connect on a socket we own with valid sockaddr_ins of `len` bytes.
+    unsafe {
+        if libc::bind(fd.as_raw_fd(), (&raw const local).cast(), len) != 0 {
+            bail!("bind {from}: {}", std::io::Error::last_os_error());
+        }
+        if libc::connect(fd.as_raw_fd(), (&raw const remote).cast(), len) != 0 {
+            bail!(
+                "connect {to} from {from}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(std::net::TcpStream::from(fd))
 }
 
 /// An `AF_PACKET` socket that sees every packet on interface `ifindex` (of the

@@ -11,7 +11,7 @@ pub struct Session {
 }
 
 fn tmux(args: &[&str]) -> anyhow::Result<String> {
-    crate::command::run("tmux", args, "tmux")
+    xtask::process::tool("tmux", args, "tmux")
 }
 
 impl Session {

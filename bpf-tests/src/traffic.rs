@@ -105,3 +105,40 @@ fn transfer(
         .map_err(|_| anyhow::anyhow!("server thread panicked"))???;
     Ok(received)
 }
+
+/// Sends `count` UDP datagrams of `size` bytes from `sender` to `target` with DF
+/// set and the cached path MTU ignored (`IP_PMTUDISC_PROBE`), 200 ms apart: each
+/// one larger than a hop's MTU draws an ICMP "fragmentation needed".
+pub fn send_df_datagrams(
+    sender: &Netns,
+    target: SocketAddr,
+    size: usize,
+    count: usize,
+) -> anyhow::Result<()> {
+    sender.run(move || -> anyhow::Result<()> {
+        let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))?;
+        let probe = libc::IP_PMTUDISC_PROBE;
+        // SAFETY: a valid socket and a correctly sized int option.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&raw const probe).cast(),
+                u32::try_from(size_of::<libc::c_int>())?,
+            )
+        };
+        anyhow::ensure!(
+            rc == 0,
+            "IP_MTU_DISCOVER: {}",
+            std::io::Error::last_os_error()
+        );
+        let payload = vec![0u8; size];
+        for _ in 0..count {
+            // An error the last ICMP queued may fail this send: not ours to count.
+            let _ = socket.send_to(&payload, target);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    })?
+}

@@ -25,7 +25,7 @@ use bpf_tests::{
     traffic::bulk_transfer,
 };
 
-use crate::Mode;
+use crate::mode::Mode;
 
 const METHOD: &str = "A fresh `nettune run` (release build) with four pod namespaces. CPU from \
 `/proc/<pid>/stat` (utime + stime, all threads) over consecutive laps, as CPU seconds per \

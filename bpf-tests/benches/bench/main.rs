@@ -16,6 +16,7 @@
 mod datapath;
 mod footprint;
 mod kernel_cost;
+mod mode;
 mod reaction;
 mod scale;
 mod storm;
@@ -24,20 +25,7 @@ use std::time::Instant;
 
 use anyhow::bail;
 use bpf_tests::bench::report::{self, SECTIONS, Section};
-
-/// How long and how often to measure.
-#[derive(Clone, Copy)]
-pub struct Mode {
-    /// `--quick`: fewer repetitions, shorter windows.
-    pub quick: bool,
-}
-
-impl Mode {
-    /// `quick` in quick mode, else `full`.
-    pub fn pick<T>(self, quick: T, full: T) -> T {
-        if self.quick { quick } else { full }
-    }
-}
+use mode::Mode;
 
 fn run_section(name: &str, mode: Mode) -> anyhow::Result<Section> {
     match name {

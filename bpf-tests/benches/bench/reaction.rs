@@ -31,7 +31,7 @@ use bpf_tests::{
     sysctl_guard::Restore,
 };
 
-use crate::Mode;
+use crate::mode::Mode;
 
 const METHOD: &str = "Urgent kernel event → written sysctl (`bpf-tests/benches/bench/reaction.rs`): \
 a test namespace that tracks connections, `nf_conntrack_max` lowered to 16 (restored after), \

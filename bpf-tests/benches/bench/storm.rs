@@ -26,12 +26,12 @@ use bpf_tests::{
     bpftrace::{Bpftrace, drops_by_netns, drops_by_netns_script},
 };
 
-use crate::Mode;
+use crate::mode::Mode;
 
 const METHOD: &str = "Two pod namespaces routed through the host, `nettune run` (release, 1 s \
 tick, urgent events on). *Drop storm*: 1-byte datagrams paced to 100k/s for the window into a \
 pod whose nftables input rule `udp dport 7777 counter drop` drops them (NETFILTER_DROP, which \
-nettune also sends as urgent events through its rate-limited ring buffer). Totals compared \
+nettune also sends as urgent events while they are armed). Totals compared \
 over the window: nettune's `nettune_drops_total` for that pod, bpftrace counting \
 `skb:kfree_skb` per (netns, reason) with nettune's attribution, and the rule's own counter. \
 *SYN flood*: non-blocking connects (closed at once) paced to 20k/s against a `listen(4)` \
@@ -153,23 +153,23 @@ fn drop_storm(section: &mut Section, scene: &Scene) -> anyhow::Result<()> {
         .target(Target::exact("equal (the reference itself)")),
     );
     let ring_full = lost(&after, "ring_full") - lost(&before, "ring_full");
-    let rate_limited = lost(&after, "rate_limited") - lost(&before, "rate_limited");
+    let not_armed = lost(&after, "not_armed") - lost(&before, "not_armed");
     section.rows.push(Row::new(
         "drop storm: urgent events lost, ring full (counted)",
         "",
         Summary::one(ring_full),
     ));
     section.rows.push(Row::new(
-        "drop storm: urgent events lost, rate-limited in the kernel (counted)",
+        "drop storm: urgent events not sent, not armed (counted)",
         "",
-        Summary::one(rate_limited),
+        Summary::one(not_armed),
     ));
     let delivered = received(&after) - received(&before);
     section.rows.push(
         Row::new(
             "drop storm: urgent events received + lost (counted)",
             "",
-            Summary::one(delivered + ring_full + rate_limited),
+            Summary::one(delivered + ring_full + not_armed),
         )
         .against("drops nettune counted", Summary::one(ours))
         .target(Target::exact("every event received or counted lost")),

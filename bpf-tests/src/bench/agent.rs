@@ -33,6 +33,13 @@ impl Agent {
     /// Starts the agent in observe mode with `extra` appended to its config file
     /// (e.g. `"[agent]\ninterval_seconds = 0.5\n"`); returns once `/readyz` is 200.
     pub fn start(extra: &str) -> anyhow::Result<Self> {
+        Self::start_in("observe", extra)
+    }
+
+    /// [`Self::start`] with the tuner in `mode`. In `enforce` the daemon arms
+    /// urgent events as on a tuned node, while every sysctl nettune knows is
+    /// excluded: a benchmark never changes the machine's settings.
+    pub fn start_in(mode: &str, extra: &str) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!(
             "nettune-bench-{}-{}",
             std::process::id(),
@@ -43,8 +50,12 @@ impl Agent {
         std::fs::write(
             &config,
             format!(
-                "{extra}\n[tuning]\nmode = \"observe\"\nstate_dir = \"{}\"\n",
-                dir.join("state").display()
+                "{extra}\n[tuning]\nmode = \"{mode}\"\nstate_dir = \"{}\"\nexclude = {:?}\n",
+                dir.join("state").display(),
+                nettune::model::tunables::ALL
+                    .iter()
+                    .map(|t| t.name)
+                    .collect::<Vec<_>>()
             ),
         )?;
         let config = config.to_str().context("non-UTF-8 temp dir")?;

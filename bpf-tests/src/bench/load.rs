@@ -37,6 +37,24 @@ pub fn udp_flood(
     rate: Option<u64>,
     max: Duration,
 ) -> anyhow::Result<u64> {
+    udp_flood_of(from, to, &[0x5a], count, rate, max)
+}
+
+/// A DNS query for `example.test` (A, recursion desired), as a resolver sends it.
+pub const DNS_QUERY: &[u8] = &[
+    0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 7, b'e', b'x', b'a',
+    b'm', b'p', b'l', b'e', 4, b't', b'e', b's', b't', 0, 0x00, 0x01, 0x00, 0x01,
+];
+
+/// As [`udp_flood`], each datagram `payload`.
+pub fn udp_flood_of(
+    from: &Netns,
+    to: SocketAddr,
+    payload: &[u8],
+    count: u64,
+    rate: Option<u64>,
+    max: Duration,
+) -> anyhow::Result<u64> {
     from.run(|| -> anyhow::Result<u64> {
         let socket = UdpSocket::bind("0.0.0.0:0")?;
         let started = Instant::now();
@@ -50,7 +68,7 @@ pub fn udp_flood(
                 }
             }
             // A full socket buffer (ENOBUFS) is not a sent datagram; carry on.
-            if socket.send_to(&[0x5a], to).is_ok() {
+            if socket.send_to(payload, to).is_ok() {
                 sent += 1;
             }
         }
@@ -291,4 +309,24 @@ fn join(handle: Server) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("server thread panicked"))???;
     Ok(())
+}
+
+/// System calls per second of a tight loop of `getppid(2)` on `cpu`, over
+/// `calls` calls: the cost every system call of every task pays, which an
+/// attached syscall tracepoint raises for the whole node (its slow path) and no
+/// program's own run time shows.
+pub fn syscall_rate(cpu: usize, calls: u64) -> anyhow::Result<f64> {
+    std::thread::scope(|s| {
+        s.spawn(|| -> anyhow::Result<f64> {
+            pin_thread_to(cpu)?;
+            let started = Instant::now();
+            for _ in 0..calls {
+                // SAFETY: getppid takes no arguments and cannot fail.
+                unsafe { libc::syscall(libc::SYS_getppid) };
+            }
+            Ok(calls as f64 / started.elapsed().as_secs_f64())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the syscall loop panicked"))?
+    })
 }

@@ -6,12 +6,14 @@ use std::{
     io::{BufRead as _, BufReader},
     path::PathBuf,
     process::{Command, Stdio},
-    sync::mpsc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail, ensure};
-use bpf_tests::harness::{Outcome, Test, TestResult, require_root};
+use bpf_tests::{
+    agent_process::{AgentProcess, http_get, metric},
+    harness::{Outcome, Test, TestResult, require_root},
+};
 
 pub const TESTS: &[Test] = &[
     Test {
@@ -35,8 +37,12 @@ pub const TESTS: &[Test] = &[
         run: after_sigkill_a_restart_leaves_one_clsact_filter_per_direction,
     },
     Test {
-        name: "agent::with_proc_sys_read_only_enforce_becomes_advise_with_one_warning",
-        run: with_proc_sys_read_only_enforce_becomes_advise_with_one_warning,
+        name: "agent::with_proc_sys_read_only_enforce_becomes_advise_and_the_api_says_why",
+        run: with_proc_sys_read_only_enforce_becomes_advise_and_the_api_says_why,
+    },
+    Test {
+        name: "agent::health_answers_while_one_client_holds_a_thousand_connections",
+        run: health_answers_while_one_client_holds_a_thousand_connections,
     },
     Test {
         name: "agent::without_root_nettune_fails_with_a_clear_message",
@@ -177,58 +183,33 @@ fn run_detaches_everything_on(signal: libc::c_int) -> TestResult {
         return skip;
     }
     let (programs_before, links_before) = loaded_ids()?;
-    let mut agent = Command::new(nettune_bin()?)
-        .args(["run", "--interval", "0.2"])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting nettune run")?;
-    let stderr = agent.stderr.take().context("no stderr")?;
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut log = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("running;") {
-                tx.send(()).ok();
-            }
-            log.push(line);
-        }
-        log
-    });
-    if rx.recv_timeout(Duration::from_secs(30)).is_err() {
-        agent.kill().ok();
-        let log = reader.join().unwrap_or_default();
-        bail!(
-            "nettune run did not start within 30s; its log:\n{}",
-            log.join("\n")
-        );
-    }
+    // Started once `/readyz` answers 200: attached and a first collection done.
+    let agent = AgentProcess::start_logged(&nettune_bin()?, &["--interval", "0.2"])?;
     let (programs_running, links_running) = loaded_ids()?;
     let ours: Vec<_> = programs_running.difference(&programs_before).collect();
     let our_links: Vec<_> = links_running.difference(&links_before).collect();
-    // SAFETY: kill sends a signal to a child process we own and have not reaped.
-    unsafe { libc::kill(i32::try_from(agent.id())?, signal) };
+    // What attached, as the JSON API reports it.
+    let probes = agent.snapshot()?["probes"].clone();
+    let retransmit = probes["signals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["signal"] == "tcp_retransmit")
+        .map(|s| s["attached"].clone());
+    let log = agent.log();
     // The kubelet's grace period is longer; nettune promises 5 s.
-    let status = wait_with_timeout(&mut agent, Duration::from_secs(5))?;
-    let log = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("log reader panicked"))?;
+    let status = agent.stop(signal, Duration::from_secs(5))?;
     ensure!(
         !ours.is_empty(),
         "no program was loaded while running; log:\n{}",
         log.join("\n")
     );
     ensure!(!our_links.is_empty(), "no link was created while running");
-    ensure!(
-        status.success(),
-        "nettune exited with {status}; log:\n{}",
-        log.join("\n")
-    );
+    ensure!(status.success(), "nettune exited with {status}");
     all_unloaded(&ours, &our_links)?;
     ensure!(
-        log.iter().any(|l| l.contains("tcp_retransmit: attached")),
-        "the log does not say what attached:\n{}",
-        log.join("\n")
+        retransmit.is_some_and(|v| v.is_string()),
+        "the API does not say which tcp_retransmit variant attached: {probes}"
     );
     Ok(Outcome::Passed)
 }
@@ -252,23 +233,6 @@ pub fn all_unloaded(programs: &[&u32], links: &[&u32]) -> anyhow::Result<()> {
             bail!("5s after exit, programs {programs_left:?} and links {links_left:?} remain");
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn wait_with_timeout(
-    child: &mut std::process::Child,
-    timeout: Duration,
-) -> anyhow::Result<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if Instant::now() > deadline {
-            child.kill().ok();
-            bail!("nettune did not exit within {timeout:?} of the signal");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -310,39 +274,11 @@ fn a_failed_kernel_read_is_counted_and_logged_rarely_through_aya_log() -> TestRe
     }
     let btf = std::env::temp_dir().join(format!("nettune-bad-btf-{}", std::process::id()));
     std::fs::write(&btf, btf_with_offsets_that_point_nowhere())?;
-    let port = bpf_tests::agent_process::free_port()?;
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut agent = Command::new(nettune_bin()?)
-        .args([
-            "run",
-            "--interval",
-            "0.2",
-            "--listen",
-            &addr.to_string(),
-            "--btf",
-        ])
-        .arg(&btf)
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting nettune run")?;
-    let stderr = agent.stderr.take().context("no stderr")?;
-    let reader = std::thread::spawn(move || {
-        BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<_>>()
-    });
     let started = Instant::now();
-    let result = (|| -> anyhow::Result<(f64, usize)> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !matches!(
-            bpf_tests::agent_process::http_get(addr, "/readyz"),
-            Ok((200, _))
-        ) {
-            ensure!(Instant::now() < deadline, "the agent was not ready in 30 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    let btf_arg = btf.to_str().context("path")?;
+    let result = (|| -> anyhow::Result<(f64, usize, u64)> {
+        let agent =
+            AgentProcess::start_logged(&nettune_bin()?, &["--interval", "0.2", "--btf", btf_arg])?;
         let pair = bpf_tests::scenarios::Pair::new(41, None)?;
         // 10 % loss: enough retransmits (each one error) to outnumber the CPUs'
         // log lines even under emulation, where 5 % can leave a single event.
@@ -352,27 +288,34 @@ fn a_failed_kernel_read_is_counted_and_logged_rarely_through_aya_log() -> TestRe
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut last = 0.0;
         loop {
-            let (_, metrics) = bpf_tests::agent_process::http_get(addr, "/metrics")?;
-            let errors = metrics
-                .lines()
-                .find(|l| l.starts_with("nettune_probe_errors_total{error=\"kernel_read\"}"))
-                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .unwrap_or(0.0);
+            let metrics = agent.metrics()?;
+            let errors = metric(
+                &metrics,
+                "nettune_probe_errors_total",
+                &[("error", "kernel_read")],
+            )
+            .unwrap_or(0.0);
             let settled = errors > 0.0 && errors == last;
             last = errors;
             if settled {
                 // It runs with what it has, and says what is missing.
                 ensure!(
-                    metrics.contains(
-                        "nettune_probe_attached{signal=\"tcp_retransmit\",variant=\"tp_btf\"} 0"
-                    ),
+                    metric(
+                        &metrics,
+                        "nettune_probe_attached",
+                        &[("signal", "tcp_retransmit"), ("variant", "tp_btf")]
+                    ) == Some(0.0),
                     "the skipped tp_btf variant is not exported"
                 );
                 // Let the agent forward the kernel's log (it flushes every tick).
                 std::thread::sleep(Duration::from_millis(600));
+                let forwarded = agent.snapshot()?["kernel_log_records"]
+                    .as_u64()
+                    .context("no kernel_log_records in the snapshot")?;
                 return Ok((
                     errors,
                     pair.sender.mib("snmp", "Tcp", "RetransSegs")? as usize,
+                    forwarded,
                 ));
             }
             ensure!(
@@ -382,32 +325,19 @@ fn a_failed_kernel_read_is_counted_and_logged_rarely_through_aya_log() -> TestRe
             std::thread::sleep(Duration::from_millis(300));
         }
     })();
-    // SAFETY: signals our own child, which we reap right after.
-    unsafe { libc::kill(i32::try_from(agent.id())?, libc::SIGTERM) };
-    agent.wait()?;
     let _ = std::fs::remove_file(&btf);
-    let log = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("reader panicked"))?;
-    let (errors, retransmits) = result?;
-    let logged = log
-        .iter()
-        .filter(|l| l.contains("reading a kernel struct failed"))
-        .count();
+    let (errors, retransmits, logged) = result?;
+    let logged = usize::try_from(logged)?;
     let cpus = std::thread::available_parallelism()?.get();
     println!(
-        "    {errors} kernel_read errors counted over {retransmits} retransmits; {logged} log lines ({cpus} CPUs)"
+        "    {errors} kernel_read errors counted over {retransmits} retransmits; {logged} log records forwarded ({cpus} CPUs)"
     );
-    ensure!(
-        logged >= 1,
-        "the program's warning never reached the log:\n{}",
-        log.join("\n")
-    );
+    ensure!(logged >= 1, "the program's warning never reached the log");
     // At most one line per CPU per 10 s (LOG_EVERY_NS in nettune-ebpf/src/errors.rs).
     let windows = 1 + usize::try_from(started.elapsed().as_secs() / 10)?;
     ensure!(
         logged <= cpus * windows,
-        "{logged} log lines for {errors} errors in {windows} 10 s window(s): the \
+        "{logged} log records for {errors} errors in {windows} 10 s window(s): the \
          kernel-side rate limit did not hold"
     );
     ensure!(
@@ -431,11 +361,9 @@ fn a_fifo_planted_in_run_netns_stalls_neither_collection_nor_the_endpoints() -> 
     let made = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
     ensure!(made == 0, "mkfifo: {}", std::io::Error::last_os_error());
     let result = (|| -> anyhow::Result<(f64, f64)> {
-        let agent =
-            bpf_tests::agent_process::AgentProcess::start(&nettune_bin()?, &["--interval", "0.2"])?;
+        let agent = AgentProcess::start(&nettune_bin()?, &["--interval", "0.2"])?;
         let uptime = || -> anyhow::Result<f64> {
-            let (status, body) =
-                bpf_tests::agent_process::http_get(agent.addr, "/api/v1/snapshot")?;
+            let (status, body) = http_get(agent.addr, "/api/v1/snapshot")?;
             ensure!(status == 200, "/api/v1/snapshot answered {status}");
             let json: serde_json::Value = serde_json::from_str(&body)?;
             json["uptime_seconds"].as_f64().context("no uptime")
@@ -450,6 +378,43 @@ fn a_fifo_planted_in_run_netns_stalls_neither_collection_nor_the_endpoints() -> 
         "    with a FIFO in /run/netns: snapshots at {first:.1} s and {second:.1} s of uptime"
     );
     ensure!(second > first, "collections stopped: {first} then {second}");
+    Ok(Outcome::Passed)
+}
+
+/// Issue 19, defect 9: one client holding 1,000 connections to the agent's
+/// port (half idle, half sending headers slowly) must not starve `/healthz`
+/// (the kubelet restarts an agent whose liveness goes unanswered) nor a scrape.
+fn health_answers_while_one_client_holds_a_thousand_connections() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let agent = AgentProcess::start(&nettune_bin()?, &["--interval", "0.5"])?;
+    let hog = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let held = (0..1000)
+        .map(|i| -> anyhow::Result<std::net::TcpStream> {
+            let stream = bpf_tests::sockets::connect_from(hog, agent.addr)?;
+            if i % 2 == 1 {
+                // Slow: a request line, then nothing.
+                use std::io::Write as _;
+                let _ = (&stream).write_all(b"GET /metrics HTTP/1.1\r\n");
+            }
+            Ok(stream)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    std::thread::sleep(Duration::from_millis(500));
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let started = Instant::now();
+        let answer = http_get(agent.addr, path);
+        ensure!(
+            matches!(answer, Ok((200, _))),
+            "{path} with 1,000 connections held by {hog}: {answer:?}"
+        );
+        println!(
+            "    {path}: 200 in {:.0} ms beside 1,000 connections from {hog}",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    drop(held);
     Ok(Outcome::Passed)
 }
 
@@ -476,12 +441,12 @@ fn after_sigkill_a_restart_leaves_one_clsact_filter_per_direction() -> TestResul
     let veth = bpf_tests::netns::Veth::to_host(&pod, 35)?;
     let dev = veth.veth.a_name.clone();
     let start = || {
-        bpf_tests::agent_process::AgentProcess::start(
+        AgentProcess::start(
             &nettune_bin()?,
             &["--interval", "0.2", "--disable-variant", "tcx"],
         )
     };
-    let wait_attached = |agent: &bpf_tests::agent_process::AgentProcess| -> anyhow::Result<()> {
+    let wait_attached = |agent: &AgentProcess| -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !agent.metrics()?.contains(&format!("interface=\"{dev}\"")) {
             ensure!(Instant::now() < deadline, "{dev} was never watched");
@@ -512,8 +477,9 @@ fn after_sigkill_a_restart_leaves_one_clsact_filter_per_direction() -> TestResul
 }
 
 /// A container without the privileged `/proc` overlay sees `/proc/sys` read-only:
-/// the agent in enforce mode must say so once, advise instead, and keep observing.
-fn with_proc_sys_read_only_enforce_becomes_advise_with_one_warning() -> TestResult {
+/// the agent in enforce mode must advise instead, say why in its JSON API
+/// (`mode_demoted`), and keep observing.
+fn with_proc_sys_read_only_enforce_becomes_advise_and_the_api_says_why() -> TestResult {
     if let Some(skip) = require_root() {
         return skip;
     }
@@ -548,13 +514,15 @@ fn with_proc_sys_read_only_enforce_becomes_advise_with_one_warning() -> TestResu
             .map_while(Result::ok)
             .collect::<Vec<_>>()
     });
-    let result = (|| -> anyhow::Result<String> {
+    let result = (|| -> anyhow::Result<(String, serde_json::Value)> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok((200, metrics)) = bpf_tests::agent_process::http_get(addr, "/metrics") {
-                // A few more collections: the warning must not repeat.
+            if let Ok((200, _)) = http_get(addr, "/readyz") {
+                // A few more collections: the demotion stays.
                 std::thread::sleep(Duration::from_millis(600));
-                return Ok(metrics);
+                let (_, metrics) = http_get(addr, "/metrics")?;
+                let (_, snapshot) = http_get(addr, "/api/v1/snapshot")?;
+                return Ok((metrics, serde_json::from_str(&snapshot)?));
             }
             ensure!(Instant::now() < deadline, "the agent was not ready in 30 s");
             std::thread::sleep(Duration::from_millis(100));
@@ -567,23 +535,28 @@ fn with_proc_sys_read_only_enforce_becomes_advise_with_one_warning() -> TestResu
     let log = reader
         .join()
         .map_err(|_| anyhow::anyhow!("reader panicked"))?;
-    let metrics = result?;
-    let warnings = log.iter().filter(|l| l.contains("read-only")).count();
+    let (metrics, snapshot) = result?;
     println!(
-        "    {warnings} read-only warning(s); mode line: {:?}",
-        metrics
-            .lines()
-            .find(|l| l.starts_with("nettune_tuning_mode{mode=\"advise\"}"))
+        "    mode {}, demoted because {}; observing: {:?} workloads",
+        snapshot["mode"],
+        snapshot["mode_demoted"],
+        metric(&metrics, "nettune_workloads", &[])
     );
     ensure!(
-        warnings == 1,
-        "expected one warning, got:\n{}",
+        snapshot["mode"] == "advise" && snapshot["mode_demoted"] == "proc_sys_read_only",
+        "the API does not say enforce became advise because /proc/sys is read-only: mode \
+         {}, mode_demoted {}; log:\n{}",
+        snapshot["mode"],
+        snapshot["mode_demoted"],
         log.join("\n")
     );
     ensure!(
-        metrics.contains("nettune_tuning_mode{mode=\"advise\"} 1"),
+        metric(&metrics, "nettune_tuning_mode", &[("mode", "advise")]) == Some(1.0),
         "the tuner is not advising"
     );
-    ensure!(metrics.contains("nettune_workloads "), "observing stopped");
+    ensure!(
+        metric(&metrics, "nettune_workloads", &[]).is_some(),
+        "observing stopped"
+    );
     Ok(Outcome::Passed)
 }

@@ -1,6 +1,7 @@
-//! The port-exhaustion signal (`nettune-ebpf/src/connect.rs`): in a namespace whose
-//! `ip_local_port_range` holds two ports, connects beyond the second fail with
-//! EADDRNOTAVAIL; nettune counts exactly those failures, for that namespace.
+//! The port-exhaustion signal (`nettune-ebpf/src/sock_state.rs`): in a namespace
+//! whose `ip_local_port_range` holds two ports, connects beyond the second fail
+//! with EADDRNOTAVAIL; nettune counts exactly those failures, for that namespace,
+//! and not the connects a closed port refused before them.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 
@@ -18,13 +19,15 @@ pub const TESTS: &[Test] = &[Test {
 }];
 
 const ATTEMPTS: usize = 6;
+/// Connects to a closed port first: refused, not for lack of a port.
+const REFUSED: usize = 3;
 
 fn eaddrnotavail_is_counted_for_its_namespace() -> TestResult {
     if let Some(skip) = require_root() {
         return skip;
     }
     let probes = load(&[])?;
-    if let Some(skip) = require_variant(&probes, SIGNAL, Variant::Tracepoint, Feature::Tracepoint) {
+    if let Some(skip) = require_variant(&probes, SIGNAL, Variant::TpBtf, Feature::TpBtf) {
         return skip;
     }
     let ns = Netns::new("cn")?;
@@ -39,6 +42,15 @@ fn eaddrnotavail_is_counted_for_its_namespace() -> TestResult {
     };
     let before = count()?;
     let failures = ns.run(|| -> anyhow::Result<usize> {
+        // Refused connects (a closed port) fail after a port was found: not
+        // counted.
+        let closed: SocketAddr = "127.0.0.1:5501".parse()?;
+        for _ in 0..REFUSED {
+            match TcpStream::connect(closed) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                other => anyhow::bail!("a connect to a closed port: {other:?}"),
+            }
+        }
         let listener = TcpListener::bind("127.0.0.1:5500")?;
         let target: SocketAddr = "127.0.0.1:5500".parse()?;
         let mut open = Vec::new();
@@ -55,7 +67,8 @@ fn eaddrnotavail_is_counted_for_its_namespace() -> TestResult {
     })??;
     let counted = count()? - before;
     println!(
-        "    {failures} of {ATTEMPTS} connects failed with EADDRNOTAVAIL; nettune counted {counted}"
+        "    {REFUSED} connects refused, then {failures} of {ATTEMPTS} failed with EADDRNOTAVAIL; \
+         nettune counted {counted}"
     );
     ensure!(
         failures > 0,

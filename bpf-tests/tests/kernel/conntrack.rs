@@ -1,7 +1,9 @@
 //! The conntrack signal: with an nftables `ct state` rule in a test namespace and
 //! a known number of open connections, nettune's entries figure for that namespace
 //! equals `conntrack -C` there; and, where drops carry a reason (5.17+), a packet
-//! dropped by netfilter arrives as an urgent event naming the namespace.
+//! a full conntrack table refused arrives as an urgent event naming the namespace
+//! and its interface, while one a firewall rule dropped (it had an entry) is
+//! counted and raises none.
 
 use std::{
     net::{SocketAddr, TcpListener, TcpStream},
@@ -14,6 +16,7 @@ use bpf_tests::{
     probes::require_drop_reasons,
     scenarios::Pair,
     sockets::connect_nonblocking,
+    sysctl_guard::Restore,
 };
 use nettune::probes::{ProbeSource as _, drops::CONNTRACK_SIGNAL};
 use nettune_common::EventKind;
@@ -26,14 +29,17 @@ pub const TESTS: &[Test] = &[
         run: entries_equal_conntrack_count,
     },
     Test {
-        name: "conntrack::a_netfilter_drop_raises_an_urgent_event",
-        run: a_netfilter_drop_raises_an_urgent_event,
+        name: "conntrack::a_full_table_raises_an_urgent_event_a_firewall_drop_does_not",
+        run: a_full_table_raises_an_urgent_event_a_firewall_drop_does_not,
     },
 ];
 
 const CONNECTIONS: usize = 20;
 const PORT: u16 = 5400;
 const BLOCKED_PORT: u16 = 5409;
+const CONNTRACK_MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
+/// `nf_conntrack_max` while the table is made to fill up.
+const FULL_TABLE: usize = 4;
 
 /// A sender/receiver pair whose receiver has an nftables `ct state` rule (which
 /// makes the namespace track connections) and drops SYNs to [`BLOCKED_PORT`].
@@ -109,7 +115,28 @@ fn entries_equal_conntrack_count() -> TestResult {
     Ok(Outcome::Passed)
 }
 
-fn a_netfilter_drop_raises_an_urgent_event() -> TestResult {
+/// Urgent netfilter-drop events of namespace `inode` taken from the ring within
+/// `wait`.
+fn events_of(
+    probes: &mut nettune::probes::Probes,
+    inode: u32,
+    wait: Duration,
+) -> Vec<nettune_common::Event> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut out = Vec::new();
+    while std::time::Instant::now() < deadline && out.is_empty() {
+        out.extend(
+            probes
+                .drain_events()
+                .into_iter()
+                .filter(|e| e.kind == EventKind::NetfilterDrop as u32 && e.netns == inode),
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    out
+}
+
+fn a_full_table_raises_an_urgent_event_a_firewall_drop_does_not() -> TestResult {
     if let Some(skip) = require_root() {
         return skip;
     }
@@ -119,25 +146,51 @@ fn a_netfilter_drop_raises_an_urgent_event() -> TestResult {
     let mut probes = probes_with_drops()?;
     let pair = pair_with_conntrack_rules(7)?;
     let inode = pair.receiver.inode()?;
-    // A SYN to the blocked port is dropped by the rule: NETFILTER_DROP, urgent.
+    let netfilter_drops = |probes: &nettune::probes::Probes| -> anyhow::Result<u64> {
+        let reason = probes
+            .drop_reasons()
+            .value("NETFILTER_DROP")
+            .context("no NETFILTER_DROP reason")?;
+        Ok(probes
+            .read()?
+            .drops
+            .iter()
+            .filter(|(k, _)| k.netns == inode && k.reason == reason)
+            .map(|(_, n)| n)
+            .sum())
+    };
     probes.drain_events();
+    // A SYN to the blocked port: tracked (the namespace has a ct rule), then
+    // dropped by the rule. Counted, and not urgent.
+    let before = netfilter_drops(&probes)?;
     let blocked = std::net::SocketAddrV4::new(pair.veth.b_addr, BLOCKED_PORT);
     let _syn = pair.sender.run(|| connect_nonblocking(blocked))??;
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let event = loop {
-        if let Some(e) = probes
-            .drain_events()
-            .into_iter()
-            .find(|e| e.kind == EventKind::NetfilterDrop as u32 && e.netns == inode)
-        {
-            break e;
-        }
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "no NETFILTER_DROP event within 5 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let firewall = events_of(&mut probes, inode, Duration::from_secs(1));
+    let dropped = netfilter_drops(&probes)? - before;
+    println!(
+        "    firewall: {dropped} NETFILTER_DROP counted, {} events",
+        firewall.len()
+    );
+    ensure!(dropped >= 1, "the firewall's drop was not counted");
+    ensure!(
+        firewall.is_empty(),
+        "a firewall drop of a tracked packet raised an event: {firewall:?}"
+    );
+    // A table too small for the connections: the packets it cannot track are
+    // refused before they get an entry. Urgent.
+    let _restore = Restore::set(CONNTRACK_MAX, &FULL_TABLE.to_string())?;
+    let server = std::net::SocketAddrV4::new(pair.veth.b_addr, PORT);
+    let _listener = pair.receiver.run(|| TcpListener::bind(server))??;
+    let _clients = pair.sender.run(|| {
+        (0..FULL_TABLE * 3)
+            .map(|_| connect_nonblocking(server))
+            .collect::<anyhow::Result<Vec<_>>>()
+    })??;
+    let full = events_of(&mut probes, inode, Duration::from_secs(5));
+    let event = full
+        .first()
+        .context("no urgent event from a full table within 5 s")?;
+    println!("    full table: event {event:?}");
     ensure!(
         event.ifindex != 0,
         "the event does not name the interface: {event:?}"

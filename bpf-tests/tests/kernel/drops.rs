@@ -22,7 +22,6 @@ use bpf_tests::{
         Bpftrace, bpftrace_reads_kernel_structs, drops_by_netns, drops_by_netns_script,
         drops_script,
     },
-    command::run,
     harness::{Outcome, Test, TestResult, record, require_netem, require_root},
     loss::Loss,
     netns::Netns,
@@ -37,6 +36,7 @@ use nettune::{
     sys::tracefs::{self, Tracefs},
 };
 use serde_json::json;
+use xtask::process::tool;
 
 pub const TESTS: &[Test] = &[
     Test {
@@ -254,7 +254,7 @@ fn count_of(seen: &ByReason, ns: &Netns, reason: u32) -> anyhow::Result<u64> {
 /// `enum <name>` from this kernel's BTF as bpftool prints it: (name, value) pairs,
 /// empty when the kernel has no such enum.
 fn bpftool_enum(name: &str) -> anyhow::Result<Vec<(String, u32)>> {
-    let text = run(
+    let text = tool(
         "bpftool",
         &["btf", "dump", "file", "/sys/kernel/btf/vmlinux"],
         "bpftool",

@@ -33,6 +33,10 @@ pub const TESTS: &[Test] = &[
         run: fifty_namespaces_come_and_go_without_leftovers,
     },
     Test {
+        name: "exporter::departed_host_veths_release_their_drop_entries",
+        run: departed_host_veths_release_their_drop_entries,
+    },
+    Test {
         name: "exporter::hundreds_of_namespaces_and_thousands_of_ports_stay_within_the_caps",
         run: hundreds_of_namespaces_and_thousands_of_ports_stay_within_the_caps,
     },
@@ -177,6 +181,115 @@ fn netns_in_drop_maps() -> anyhow::Result<BTreeSet<u32>> {
     Ok(out)
 }
 
+/// The keys of the `DROPS` map the process `pid` holds (found through its
+/// descriptors' `map_id`, so other agents' maps on the machine are not counted).
+fn drop_keys_of(pid: u32) -> anyhow::Result<Vec<DropKey>> {
+    let mut ids = BTreeSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+        let Ok(info) = std::fs::read_to_string(fd?.path()) else {
+            continue;
+        };
+        ids.extend(
+            info.lines()
+                .filter_map(|l| l.strip_prefix("map_id:"))
+                .filter_map(|id| id.trim().parse::<u32>().ok()),
+        );
+    }
+    let mut keys = Vec::new();
+    for info in aya::maps::loaded_maps().filter_map(Result::ok) {
+        if info.name_as_str() != Some("DROPS") || !ids.contains(&info.id()) {
+            continue;
+        }
+        let map = aya::maps::Map::from_map_data(aya::maps::MapData::from_id(info.id())?)?;
+        let hash: aya::maps::PerCpuHashMap<_, DropKey, u64> = map.try_into()?;
+        keys.extend(hash.keys().filter_map(Result::ok));
+    }
+    Ok(keys)
+}
+
+/// Issue 19, defect 11: a pod's drops on its host-side veth are keyed by the
+/// host namespace, which never goes. Rounds of pods whose host veths each see
+/// drops (datagrams from the pod to a closed port of the host side: NO_SOCKET
+/// in the host namespace, on that veth) must leave no entry of a departed
+/// veth behind; before the fix there was one per veth, forever.
+fn departed_host_veths_release_their_drop_entries() -> TestResult {
+    use std::os::unix::fs::MetadataExt as _;
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    const ROUNDS: u8 = 2;
+    const PODS: u8 = 20;
+    let host = u32::try_from(std::fs::metadata("/proc/self/ns/net")?.ino())?;
+    let agent = AgentProcess::start(&nettune_bin()?, &["--interval", "0.2"])?;
+    let pid = agent.pid();
+    let baseline = drop_keys_of(pid)?.len();
+    let mut departed = BTreeSet::new();
+    for round in 0..ROUNDS {
+        let mut pods: Vec<(Netns, HostVeth)> = Vec::new();
+        for i in 0..PODS {
+            let ns = Netns::new("veths")?;
+            let veth = Veth::to_host(&ns, 140 + i)?;
+            pods.push((ns, veth));
+        }
+        let ifindexes: BTreeSet<u32> = pods
+            .iter()
+            .map(|(_, v)| v.host_ifindex())
+            .collect::<Result<_, _>>()?;
+        let on_our_veths = |keys: &[DropKey], veths: &BTreeSet<u32>| {
+            keys.iter()
+                .filter(|k| k.netns == host && veths.contains(&k.ifindex))
+                .map(|k| k.ifindex)
+                .collect::<BTreeSet<u32>>()
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // Sent again until counted: the first datagrams wait for ARP.
+            for (ns, veth) in &pods {
+                let to = SocketAddr::from((veth.veth.a_addr, 9));
+                ns.run(|| -> std::io::Result<()> {
+                    let socket = UdpSocket::bind("0.0.0.0:0")?;
+                    socket.send_to(b"gone", to)?;
+                    Ok(())
+                })??;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            let seen = on_our_veths(&drop_keys_of(pid)?, &ifindexes).len();
+            if seen == ifindexes.len() {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "round {round}: after 30 s only {seen} of {PODS} host veths have drop entries"
+            );
+        }
+        let held = drop_keys_of(pid)?.len();
+        drop(pods);
+        departed.extend(ifindexes);
+        let gone_at = Instant::now();
+        loop {
+            let keys = drop_keys_of(pid)?;
+            let left = on_our_veths(&keys, &departed);
+            if left.is_empty() {
+                println!(
+                    "    round {round}: {held} entries with {PODS} pods, {} {:.1} s after they went (baseline {baseline})",
+                    keys.len(),
+                    gone_at.elapsed().as_secs_f64()
+                );
+                break;
+            }
+            ensure!(
+                gone_at.elapsed() < Duration::from_secs(30),
+                "round {round}: 30 s after the pods went, {} entries of departed host veths remain ({} in all, baseline {baseline})",
+                left.len(),
+                keys.len()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    drop(agent);
+    Ok(Outcome::Passed)
+}
+
 fn tcx_links() -> usize {
     aya::programs::loaded_links()
         .filter_map(Result::ok)
@@ -184,18 +297,18 @@ fn tcx_links() -> usize {
         .count()
 }
 
-/// The agent's pod traffic variant, as `/metrics` reports it.
-fn pod_traffic_on_tcx(agent: &AgentProcess) -> anyhow::Result<bool> {
+/// The variant of the agent's pod conversations, as `/metrics` reports it.
+fn conversations_on_tcx(agent: &AgentProcess) -> anyhow::Result<bool> {
     let metrics = agent.metrics()?;
     let attached = |variant: &str| {
         metrics.contains(&format!(
-            "nettune_probe_attached{{signal=\"pod_traffic\",variant=\"{variant}\"}} 1"
+            "nettune_probe_attached{{signal=\"pod_conversations\",variant=\"{variant}\"}} 1"
         ))
     };
     match (attached("tcx"), attached("clsact")) {
         (true, _) => Ok(true),
         (false, true) => Ok(false),
-        (false, false) => bail!("pod traffic attached neither TCX nor clsact"),
+        (false, false) => bail!("pod conversations attached neither TCX nor clsact"),
     }
 }
 
@@ -222,7 +335,7 @@ fn fifty_namespaces_come_and_go_without_leftovers() -> TestResult {
     const COUNT: u8 = 50;
     const INTERVAL: f64 = 0.2;
     let agent = AgentProcess::start(&nettune_bin()?, &["--interval", "0.2"])?;
-    let tcx = pod_traffic_on_tcx(&agent)?;
+    let tcx = conversations_on_tcx(&agent)?;
     let links_before = tcx_links();
     let mut pods: Vec<(Netns, HostVeth)> = Vec::new();
     for i in 0..COUNT {
@@ -277,7 +390,7 @@ fn fifty_namespaces_come_and_go_without_leftovers() -> TestResult {
         );
     } else {
         for (_, veth) in &pods {
-            let filters = crate::traffic::our_filters(&veth.veth.a_name)?;
+            let filters = crate::conversations::our_filters(&veth.veth.a_name)?;
             ensure!(
                 filters.len() == 2,
                 "{}: nettune's clsact filters are {filters:?}",
@@ -365,7 +478,7 @@ fn diagnose_names_a_full_conntrack_table_and_the_fix() -> TestResult {
     );
     let finding = report["findings"]
         .as_array()
-        .and_then(|f| f.iter().find(|f| f["id"] == "conntrack_table_full"))
+        .and_then(|f| f.iter().find(|f| f["id"] == "conntrack_full"))
         .with_context(|| format!("no conntrack finding: {report}"))?;
     let evidence = finding["evidence"].as_str().unwrap_or_default();
     let fix = finding["fix"].as_str().unwrap_or_default();

@@ -20,7 +20,7 @@ use std::{net::SocketAddrV4, time::Duration};
 
 use anyhow::{Context as _, ensure};
 use bpf_tests::{
-    agent_process::AgentProcess,
+    agent_process::{AgentProcess, listener_in},
     harness::{Feature, Outcome, Test, TestResult, record, require_root},
     netns::Netns,
     probes::{load, read, require_variant},
@@ -153,7 +153,7 @@ fn per_socket_overflows_add_up_to_listenoverflows(
         u64::try_from(pair.receiver.mib("netstat", "TcpExt", "ListenOverflows")? - kernel_before)?;
 
     let inode = pair.receiver.inode()?;
-    let entries = read(&probes)?.listeners;
+    let entries = read(&probes)?.listen_overflows;
     let mut total = 0;
     let mut seen = Vec::new();
     for (port, backlog, limit) in LISTENERS {
@@ -203,15 +203,6 @@ fn per_socket_overflows_add_up_to_listenoverflows(
     );
     Ok(Outcome::Passed)
 }
-/// The listener on `port` in `ns` in a `/api/v1/snapshot`, if there.
-pub fn listener_in(snapshot: &Value, ns: u32, port: u16) -> Option<Value> {
-    snapshot["listeners"]
-        .as_array()?
-        .iter()
-        .find(|l| l["netns"] == ns && l["port"] == port)
-        .cloned()
-}
-
 /// Opens `count` connections from `pair`'s sender to each of `servers` (never
 /// accepted), lets their SYNs come back once, closes them, and waits until the
 /// receiver's `ListenOverflows` has not moved for 1 s: late handshakes of closed

@@ -5,8 +5,11 @@
 //! One module per signal, paired by name with the program in `nettune-ebpf/src/`.
 
 mod agent;
+mod check;
 mod connect;
 mod conntrack;
+mod context;
+mod conversations;
 mod deploy;
 mod drops;
 mod exporter;
@@ -14,8 +17,8 @@ mod listen;
 mod pods;
 mod probes;
 mod retransmit;
+mod sysctl_writers;
 mod top;
-mod traffic;
 mod tuning;
 
 fn main() {
@@ -26,13 +29,16 @@ fn main() {
         listen::TESTS,
         conntrack::TESTS,
         connect::TESTS,
-        traffic::TESTS,
+        conversations::TESTS,
+        context::TESTS,
         pods::TESTS,
         probes::TESTS,
+        sysctl_writers::TESTS,
         exporter::TESTS,
         tuning::TESTS,
         top::TESTS,
         deploy::TESTS,
+        check::TESTS,
     ]
     .concat();
     bpf_tests::harness::main(&tests);

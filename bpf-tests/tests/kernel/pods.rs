@@ -18,7 +18,6 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use bpf_tests::{
     agent_process::{AgentProcess, http_get, metric, series},
-    command::output as run,
     containerd::{Containerd, Pod, PodSpec, require_containers},
     harness::{Outcome, Test, TestResult, require_root},
     host::TempDir,
@@ -28,6 +27,7 @@ use bpf_tests::{
         storm_until_raised,
     },
 };
+use xtask::process::output as run;
 
 use crate::agent::nettune_bin;
 
@@ -173,8 +173,8 @@ fn runtime_pods_are_named_with_their_traffic_drops_and_retransmits() -> TestResu
     })?;
     let server_ip = server.ip.context("the server pod has no IP")?;
     let server_veth = server.host_veth.clone().context("no host veth")?;
-    // What crossed the server's veth before nettune watched it (its first
-    // packets) is the veth's own and not nettune's: compare from here on.
+    // The pod's volumes are its veth's own counters (turned around: what the
+    // host side transmits, the pod receives), from its first packet on.
     let veth_tx = format!("/sys/class/net/{server_veth}/statistics/tx_bytes");
     let offset = until(&agent, 10, "the server's veth watched", |text| {
         let ours = of(text, "nettune_pod_receive_bytes_total", &server, &[]);
@@ -191,6 +191,10 @@ fn runtime_pods_are_named_with_their_traffic_drops_and_retransmits() -> TestResu
             _ => None,
         })
     })?;
+    ensure!(
+        offset == 0.0,
+        "the server's received bytes are {offset} short of its veth's tx_bytes"
+    );
     // 2 MiB from the client pod to the server pod, 5 % lost on the server's eth0.
     let dropped = lossy_transfer(
         client.netns()?,
@@ -230,7 +234,7 @@ fn runtime_pods_are_named_with_their_traffic_drops_and_retransmits() -> TestResu
             })
         })?;
     println!(
-        "    {NAMESPACE}/server received {received} B (its veth sent the same since watched), {tc_ingress} \
+        "    {NAMESPACE}/server received {received} B (its veth's tx_bytes), {tc_ingress} \
          TC_INGRESS drops (the loss program dropped {dropped}); {NAMESPACE}/client \
          retransmitted {segments} segments (RetransSegs {retrans_segs}, {failed} failed)"
     );
@@ -338,13 +342,16 @@ fn an_annotated_pod_is_tuned_in_its_own_namespace() -> TestResult {
     let raised = storm_until_raised(opted.netns()?, caller.netns()?, addr, 4096, original)?;
     println!("    somaxconn in {NAMESPACE}/busy: {original} → {raised}; the node's {host_before}");
     check_raised_there_only(original, raised, CEILING, host_before)?;
+    let pod = format!("{NAMESPACE}/busy");
+    let tuning = agent.snapshot()?["tuning"].clone();
     ensure!(
-        agent
-            .log()
-            .iter()
-            .any(|l| l.contains(&format!("on {NAMESPACE}/busy (netns"))),
-        "the decision does not name the pod:\n{}",
-        agent.log().join("\n")
+        tuning["recent"].as_array().into_iter().flatten().any(|d| {
+            d["sysctl"] == "net.core.somaxconn"
+                && d["result"] == "applied"
+                && d["target"]["netns"]["label"] == pod.as_str()
+        }),
+        "no applied somaxconn decision names {pod}: {}",
+        tuning["recent"]
     );
     drop(agent);
     let out = Command::new(nettune_bin()?)
@@ -358,13 +365,22 @@ fn an_annotated_pod_is_tuned_in_its_own_namespace() -> TestResult {
     Ok(Outcome::Passed)
 }
 
-/// How many times the agent said the runtime is unavailable.
-fn warnings(agent: &AgentProcess) -> usize {
-    agent
-        .log()
-        .iter()
-        .filter(|l| l.contains("pod names from the container runtime are unavailable"))
-        .count()
+/// The container runtime as a source of names, from the JSON API.
+fn runtime_source(agent: &AgentProcess) -> anyhow::Result<serde_json::Value> {
+    agent.snapshot()?["identity_sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["source"] == "cri")
+        .cloned()
+        .context("no cri source in the JSON API")
+}
+
+/// How many outages of the runtime the agent counted (each one warning).
+fn outages(agent: &AgentProcess) -> anyhow::Result<u64> {
+    runtime_source(agent)?["outages"]
+        .as_u64()
+        .context("no outages in the cri source")
 }
 
 fn source_is(text: &str, up: bool) -> Option<()> {
@@ -421,7 +437,11 @@ fn a_runtime_stopped_or_frozen_mid_run_leaves_collection_going_and_names_return(
             Ok((counted && other.is_some()).then_some(()))
         },
     )?;
-    ensure!(warnings(&agent) == 1, "warned {} times", warnings(&agent));
+    ensure!(
+        outages(&agent)? == 1,
+        "{} outages counted for one",
+        outages(&agent)?
+    );
 
     // It comes back: the gauge rises, a pod made now is named.
     containerd.restart()?;
@@ -466,25 +486,11 @@ fn a_runtime_stopped_or_frozen_mid_run_leaves_collection_going_and_names_return(
     until(&agent, 10, "the thawed runtime reported up", |text| {
         Ok(source_is(text, true))
     })?;
+    let counted = outages(&agent)?;
     println!(
-        "    warned {} times for two outages; snapshots went on while frozen ({first:.1} → {next:.1})",
-        warnings(&agent)
+        "    {counted} outages counted for two; snapshots went on while frozen ({first:.1} → {next:.1})"
     );
-    ensure!(
-        warnings(&agent) == 2,
-        "warned {} times for two outages",
-        warnings(&agent)
-    );
-    ensure!(
-        agent
-            .log()
-            .iter()
-            .filter(|l| l.contains("runtime again"))
-            .count()
-            == 2,
-        "names coming back were not said:\n{}",
-        agent.log().join("\n")
-    );
+    ensure!(counted == 2, "{counted} outages counted for two");
     Ok(Outcome::Passed)
 }
 
@@ -528,19 +534,19 @@ fn no_socket_or_permission_denied_is_one_warning_and_other_names_stay() -> TestR
                 Ok((source_is(text, false).is_some() && other.is_some()).then_some(()))
             },
         )?;
-        // Several polls later, still one warning, naming the socket and why.
+        // Several polls later, still one outage, naming the socket and why.
         std::thread::sleep(Duration::from_secs(1));
-        let said: Vec<String> = agent
-            .log()
-            .into_iter()
-            .filter(|l| l.contains("pod names from the container runtime are unavailable"))
-            .collect();
-        println!("    {}", said.first().map_or("", String::as_str));
-        ensure!(said.len() == 1, "warned {} times: {said:?}", said.len());
+        let source = runtime_source(&agent)?;
+        let detail = source["detail"].as_str().unwrap_or_default();
+        println!("    outages {}: {detail}", source["outages"]);
         ensure!(
-            said[0].contains(reason) && said[0].contains(&scratch.dir.path().display().to_string()),
-            "the warning does not say {reason:?} and name the socket: {}",
-            said[0]
+            source["outages"] == 1,
+            "{} outages counted for one: {source}",
+            source["outages"]
+        );
+        ensure!(
+            detail.contains(reason) && detail.contains(&scratch.dir.path().display().to_string()),
+            "the API does not say {reason:?} and name the socket: {detail}"
         );
     }
     Ok(Outcome::Passed)

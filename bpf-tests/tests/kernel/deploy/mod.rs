@@ -1,0 +1,50 @@
+//! `deploy/`, validated offline: every manifest and every rendered overlay against
+//! the Kubernetes schemas of 1.25 to 1.32; the alert rules with promtool (a firing
+//! and a quiet case per alert); every metric the rules and the dashboard use is one
+//! a live agent exports; the ConfigMap's nettune.toml passes the agent's own
+//! validation. And run for real: the image `cargo xtask image` builds is the
+//! Dockerfile's and runs under podman and containerd; the DaemonSet's container,
+//! with the settings the rendered manifest gives it, runs under podman + runc
+//! and does its job with those permissions only.
+//!
+//! One file per concern: `files` (where deploy/ is), `manifests` (the offline
+//! checks), `image` (the container image), `pod` (the DaemonSet's pod run for
+//! real).
+
+mod files;
+mod image;
+mod manifests;
+mod pod;
+
+use bpf_tests::harness::Test;
+
+pub const TESTS: &[Test] = &[
+    Test {
+        name: "deploy::manifests_and_overlays_validate_for_kubernetes_1_25_to_1_32",
+        run: manifests::manifests_and_overlays_validate,
+    },
+    Test {
+        name: "deploy::alert_rules_pass_promtool_with_a_firing_and_a_quiet_case_each",
+        run: manifests::alert_rules_pass_promtool,
+    },
+    Test {
+        name: "deploy::rules_and_dashboard_use_only_metrics_the_agent_exports",
+        run: manifests::rules_and_dashboard_use_only_exported_metrics,
+    },
+    Test {
+        name: "deploy::configmap_configs_pass_the_agents_validation",
+        run: manifests::configmap_configs_pass_validation,
+    },
+    Test {
+        name: "deploy::the_image_is_the_dockerfiles_and_runs_under_podman_and_containerd",
+        run: image::the_image_is_the_dockerfiles_and_runs_under_podman_and_containerd,
+    },
+    Test {
+        name: "deploy::the_daemonsets_pod_runs_under_podman_with_the_manifests_settings",
+        run: pod::the_daemonsets_pod_runs_under_podman_with_the_manifests_settings,
+    },
+    Test {
+        name: "deploy::without_mount_propagation_a_later_namespace_is_not_taken_for_its_empty_file",
+        run: pod::without_mount_propagation_a_later_namespace_is_not_taken_for_its_empty_file,
+    },
+];
