@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::sample::{InterfaceSample, ListenCounters, NetnsSample};
+use crate::model::{drop_reasons::DropReasons, sample::Sample};
 use nettune_common::RetransmitCounters;
 
 fn reasons() -> DropReasons {
