@@ -203,10 +203,15 @@ fn renders_at_40x12_without_panicking() -> TestResult {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    // Let it redraw a few times, and open the help at that size too.
+    // Open the help at that size too, close it, then quit. Each key waits for
+    // the screen the one before made: an Escape followed at once by `q` reaches
+    // top as one Alt-q (how terminals encode Alt), which only closes the help.
     session.send(&["?"])?;
-    std::thread::sleep(Duration::from_secs(1));
+    session.wait_for(Duration::from_secs(5), "the help", |s| s.contains(" keys "))?;
     session.send(&["Escape"])?;
+    session.wait_for(Duration::from_secs(5), "the help to close", |s| {
+        !s.contains(" keys ")
+    })?;
     session.send(&["q"])?;
     let screen = session.wait_for(Duration::from_secs(5), "top to exit", |s| {
         s.contains("MODE=")
