@@ -239,6 +239,8 @@ pub enum Verdict {
     Effective,
     /// The evidence went on: the change is not repeated.
     Ineffective,
+    /// The evidence went away before a verdict (its namespace is gone).
+    Unknown,
 }
 
 impl Verdict {
@@ -249,12 +251,13 @@ impl Verdict {
             Self::NoEffectYet => "no_effect_yet",
             Self::Effective => "effective",
             Self::Ineffective => "ineffective",
+            Self::Unknown => "unknown",
         }
     }
 
     /// Whether the change is judged for good.
     pub const fn is_final(self) -> bool {
-        matches!(self, Self::Effective | Self::Ineffective)
+        matches!(self, Self::Effective | Self::Ineffective | Self::Unknown)
     }
 }
 

@@ -9,6 +9,15 @@
 //! watched (conntrack) is under its threshold; `ineffective` otherwise. The
 //! tuner does not repeat an ineffective change in that place, and does not stack
 //! a second change on one still being judged.
+//!
+//! A per-namespace sysctl is judged on its namespace's evidence; a node-wide one
+//! (one value acting on every namespace) on the evidence of every namespace,
+//! whichever triggered it — each namespace's growth counted only while it is
+//! there, so one that goes takes its counts with it, never a negative rate. A
+//! change whose evidence went away before its verdict (its pod's namespace is
+//! gone) closes as `unknown`: it blocks nothing after it.
+
+use std::collections::BTreeMap;
 
 use super::{
     policy::Proposal,
@@ -18,6 +27,7 @@ use crate::{
     config::TuningConfig,
     model::{
         snapshot::Snapshot,
+        tunables::Scope as SysctlScope,
         tuning::{Decision, Effect, Target, Verdict},
     },
 };
@@ -29,14 +39,14 @@ pub const EFFECTIVE_SHARE: f64 = 0.1;
 #[derive(Clone, Debug)]
 pub struct Watch {
     rule: &'static Rule,
-    netns: u32,
+    scope: Scope,
     waiting: Vec<WaitingListener>,
     /// The evidence's rate when the change was decided.
     before_per_second: f64,
     /// When the change could first act.
     since: Option<u64>,
-    /// (when, evidence total) at the middle of the window.
-    middle: Option<(u64, u64)>,
+    /// When the middle of the window was, and each namespace's evidence total then.
+    middle: Option<(u64, BTreeMap<u32, u64>)>,
     /// The change and its verdict so far.
     pub effect: Effect,
 }
@@ -47,7 +57,7 @@ impl Watch {
     pub fn new(proposal: &Proposal, decision: &Decision, before: Option<Evidence>) -> Self {
         Self {
             rule: proposal.rule,
-            netns: proposal.netns,
+            scope: Scope::of(proposal),
             waiting: proposal.waiting.clone(),
             before_per_second: before.map_or(0.0, |e| e.per_second),
             since: None,
@@ -72,8 +82,8 @@ impl Watch {
     }
 
     /// Checks the change against `snapshot` at `now`; returns the verdict when it
-    /// changed. A change whose evidence is gone (its namespace went) stays as it
-    /// was.
+    /// changed. A change whose evidence is gone (its namespace went) closes as
+    /// [`Verdict::Unknown`].
     pub fn check(
         &mut self,
         snapshot: &Snapshot,
@@ -83,7 +93,14 @@ impl Watch {
         if self.effect.verdict.is_final() {
             return None;
         }
-        let evidence = (self.rule.evidence)(self.netns, snapshot, config)?;
+        let evidence = self.scope.evidence(self.rule, snapshot, config);
+        if evidence.is_empty() {
+            let detail = format!(
+                "{} went away before a verdict ({} is gone): nothing left to judge",
+                self.rule.evidence_name, self.effect.workload
+            );
+            return self.set(Verdict::Unknown, detail);
+        }
         self.waiting.retain(|l| l.still_waiting(snapshot));
         if !self.waiting.is_empty() {
             let who: Vec<String> = self
@@ -107,19 +124,28 @@ impl Watch {
         if now < since + window / 2 {
             return self.set(Verdict::Watching, watching);
         }
-        let (middle_at, middle_total) = *self.middle.get_or_insert((now, evidence.total));
+        let (middle_at, middle) = self
+            .middle
+            .get_or_insert_with(|| (now, evidence.iter().map(|(n, e)| (*n, e.total)).collect()));
+        let middle_at = *middle_at;
         if now < since + window || now <= middle_at {
             return self.set(Verdict::Watching, watching);
         }
-        let after = evidence.total.saturating_sub(middle_total) as f64 / (now - middle_at) as f64;
+        // Growth of the namespaces there at the middle and still there now.
+        let grown: u64 = middle
+            .iter()
+            .filter_map(|(n, then)| Some(evidence.get(n)?.total.saturating_sub(*then)))
+            .sum();
+        let after = grown as f64 / (now - middle_at) as f64;
+        let pressure = evidence.values().any(|e| e.pressure);
         let fell = format!(
             "{} went from {:.1}/s to {after:.1}/s",
             self.rule.evidence_name, self.before_per_second
         );
-        if after <= self.before_per_second * EFFECTIVE_SHARE && !evidence.pressure {
+        if after <= self.before_per_second * EFFECTIVE_SHARE && !pressure {
             self.set(Verdict::Effective, fell)
         } else {
-            let pressure = if evidence.pressure {
+            let pressure = if pressure {
                 ", and the table is still over its threshold"
             } else {
                 ""
@@ -138,6 +164,56 @@ impl Watch {
         self.effect.verdict = verdict;
         changed.then_some(verdict)
     }
+}
+
+/// Where a change's evidence is read.
+#[derive(Clone, Copy, Debug)]
+enum Scope {
+    /// The namespace whose evidence triggered a per-namespace change.
+    Netns(u32),
+    /// Every namespace: a node-wide value acts on all of them.
+    Node,
+}
+
+impl Scope {
+    fn of(proposal: &Proposal) -> Self {
+        match proposal.sysctl.scope {
+            SysctlScope::Node => Self::Node,
+            SysctlScope::Netns => Self::Netns(proposal.netns),
+        }
+    }
+
+    /// The rule's evidence in each namespace of this scope that has it.
+    fn evidence(
+        self,
+        rule: &Rule,
+        snapshot: &Snapshot,
+        config: &TuningConfig,
+    ) -> BTreeMap<u32, Evidence> {
+        let namespaces: Vec<u32> = match self {
+            Self::Netns(netns) => vec![netns],
+            Self::Node => snapshot.workloads.iter().map(|w| w.netns).collect(),
+        };
+        namespaces
+            .into_iter()
+            .filter_map(|n| Some((n, (rule.evidence)(n, snapshot, config)?)))
+            .collect()
+    }
+}
+
+/// The evidence a change for `proposal` is judged on, summed over its scope
+/// (see the module's doc): what the tuner records as the rate before the change.
+pub fn evidence_for(
+    proposal: &Proposal,
+    snapshot: &Snapshot,
+    config: &TuningConfig,
+) -> Option<Evidence> {
+    let by_netns = Scope::of(proposal).evidence(proposal.rule, snapshot, config);
+    (!by_netns.is_empty()).then(|| Evidence {
+        total: by_netns.values().map(|e| e.total).sum(),
+        per_second: by_netns.values().map(|e| e.per_second).sum(),
+        pressure: by_netns.values().any(|e| e.pressure),
+    })
 }
 
 #[cfg(test)]

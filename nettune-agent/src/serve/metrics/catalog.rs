@@ -237,7 +237,7 @@ catalog! {
     TUNING_DECISIONS: Counter<Decision> = "nettune_tuning_decisions_total",
         "Tuning decisions by outcome: applied, advised, refused (a guardrail), futile (raising would not help), stood_down, failed.";
     TUNING_EFFECT: Counter<Effect> = "nettune_tuning_effect_total",
-        "Applied changes by verdict on their evidence: no_effect_yet, effective, ineffective.";
+        "Applied changes by verdict on their evidence: no_effect_yet, effective, ineffective, unknown.";
     SYSCTL_VALUE: Gauge<SysctlTarget> = "nettune_sysctl_value",
         "Current value of a sysctl nettune manages (port ranges: their width; buffer triples: the maximum).";
     SYSCTL_ORIGINAL_VALUE: Gauge<SysctlTarget> = "nettune_sysctl_original_value",

@@ -113,7 +113,7 @@ label_set!(
     Effect {
         /// The sysctl.
         sysctl,
-        /// no_effect_yet, effective, ineffective.
+        /// no_effect_yet, effective, ineffective, unknown.
         verdict,
     }
 );
