@@ -300,7 +300,8 @@ pub const KEYS: &[Key] = &[
         Kind::Ports(|c| &mut c.tuning.reserved_ports),
         "ports reserved in `ip_local_reserved_ports` (merged with what is there) before the \
          node's ephemeral range is widened, so outgoing connections cannot take them; the agent \
-         adds its own ports",
+         adds its own two ports and whatever listens below the range (in a pod, only what \
+         listens there is reserved)",
     ),
     unset(
         key(

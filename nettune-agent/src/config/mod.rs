@@ -243,13 +243,13 @@ impl Config {
         parse::parse(file, text)
     }
 
-    /// The tuner's settings with the agent's own HTTP port added to the ports
-    /// reserved before the ephemeral range is widened.
+    /// The tuner's settings with the agent's own ports (metrics and JSON API)
+    /// added to the ports reserved before the ephemeral range is widened.
     pub fn tuning_with_own_ports(&self) -> TuningConfig {
         let mut tuning = self.tuning.clone();
-        tuning
-            .reserved_ports
-            .push(self.agent.listen.port().to_string());
+        for port in [self.agent.listen.port(), self.agent.api_listen.port()] {
+            tuning.reserved_ports.push(port.to_string());
+        }
         tuning
     }
 

@@ -273,3 +273,19 @@ fn every_key_of_the_table_is_read_back_from_a_printed_config() {
     }
     Config::parse("printed", &printed).unwrap();
 }
+
+#[test]
+fn the_tuner_reserves_both_of_the_agents_ports_before_widening() {
+    let config = Config::parse(
+        "nettune.toml",
+        "[agent]\nlisten = \"0.0.0.0:9977\"\napi_listen = \"127.0.0.1:9978\"\n",
+    )
+    .unwrap();
+    let protected = config.tuning_with_own_ports().protected_ports();
+    for port in ["9977", "9978"] {
+        assert!(
+            protected.covers(&crate::model::value::PortList::parse(port).unwrap()),
+            "{port} not reserved: {protected}"
+        );
+    }
+}

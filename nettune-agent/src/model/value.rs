@@ -234,6 +234,18 @@ impl PortList {
         self.0 = merged;
     }
 
+    /// The list of these single ports.
+    pub fn of_ports(ports: impl IntoIterator<Item = u16>) -> Self {
+        let mut list = Self(ports.into_iter().map(|p| (p, p)).collect());
+        list.normalize();
+        list
+    }
+
+    /// Whether the list holds no port.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Both lists together.
     #[must_use]
     pub fn union(&self, other: &Self) -> Self {

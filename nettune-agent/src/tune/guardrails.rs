@@ -110,6 +110,12 @@ pub fn check_reserve(
     now: u64,
 ) -> Result<Value, Refusal> {
     check_place(spec, target, current, entry, limits, now)?;
+    if wanted.is_empty() {
+        return Err((
+            Outcome::Refused,
+            "nothing to reserve: no protected port lies where the range would widen".into(),
+        ));
+    }
     let have = PortList::parse(&current.to_string()).ok_or((
         Outcome::Failed,
         format!("cannot read the port list `{current}`"),

@@ -10,7 +10,7 @@ use super::{
     journal::{Entry, Journal, JournalError},
     policy::{self, Proposal},
     rules::{self, Plan},
-    verify::Watch,
+    verify::{self, Watch},
 };
 use crate::{
     config::TuningConfig,
@@ -20,7 +20,6 @@ use crate::{
         tunables::{self, IP_LOCAL_RESERVED_PORTS, Shape, Tunable},
         tuning::{
             Decision, DecisionCount, EffectCount, Managed, Mode, Outcome, Target, TuningState,
-            Verdict,
         },
         value::{self, PortList, Value},
     },
@@ -52,6 +51,9 @@ pub struct Tuner<S: System> {
     failure_logged: BTreeMap<(String, Option<Target>), (Option<String>, u64)>,
     /// Why the journal could not be re-read, while it cannot: tuning pauses.
     journal_error: Option<String>,
+    /// Namespace inode → the ports listening there that widening the ephemeral
+    /// range would expose (from the last round's Snapshot).
+    listening: BTreeMap<u32, PortList>,
 }
 
 const RECENT: usize = 50;
@@ -85,6 +87,7 @@ impl<S: System> Tuner<S> {
             unrecorded: BTreeMap::new(),
             failure_logged: BTreeMap::new(),
             journal_error: None,
+            listening: BTreeMap::new(),
             actuator: Actuator::new(system),
             journal,
             config,
@@ -179,6 +182,7 @@ impl<S: System> Tuner<S> {
         if self.config.mode == Mode::Observe {
             return Vec::new();
         }
+        self.listening = exposed_listeners(snapshot, self.config.lowest_ephemeral_port);
         // `nettune rollback` may have changed the journal since the last round.
         // One that cannot be read pauses tuning: deciding on a stale copy could
         // disown or repeat a change. Said once, and once when it reads again.
@@ -217,75 +221,12 @@ impl<S: System> Tuner<S> {
             self.log(&d);
             self.count(&d);
             if d.result == Outcome::Applied && *p.rule != rules::PROFILE {
-                let before = (p.rule.evidence)(p.netns, snapshot, &self.config);
+                let before = verify::evidence_for(p, snapshot, &self.config);
                 self.watch(Watch::new(p, &d, before));
             }
             decisions.push(d);
         }
         decisions
-    }
-
-    /// Checks every watched change against `snapshot`; logs and counts each new
-    /// verdict, and remembers where a raise was ineffective.
-    fn verify(&mut self, snapshot: &Snapshot, now: u64) {
-        for w in &mut self.watches {
-            let Some(verdict) = w.check(snapshot, &self.config, now) else {
-                continue;
-            };
-            let effect = &w.effect;
-            if verdict == Verdict::Watching {
-                log::info!("tuning: {effect}");
-                continue;
-            }
-            log::warn!("tuning: {effect}");
-            *self
-                .effect_counts
-                .entry((effect.sysctl.clone(), verdict.label().to_owned()))
-                .or_default() += 1;
-            if verdict == Verdict::Ineffective {
-                self.ineffective.insert(
-                    (effect.sysctl.clone(), effect.target.clone()),
-                    format!("{} → {}: {}", effect.from, effect.to, effect.detail),
-                );
-            }
-        }
-    }
-
-    /// Starts watching a change; the oldest judged watches make room.
-    fn watch(&mut self, watch: Watch) {
-        self.watches.push(watch);
-        while self.watches.len() > RECENT {
-            let oldest = self
-                .watches
-                .iter()
-                .position(|w| w.effect.verdict.is_final())
-                .unwrap_or(0);
-            self.watches.remove(oldest);
-        }
-    }
-
-    /// Why an earlier change's verdict rules out raising `p.sysctl` at
-    /// `target` now: it was ineffective there, or it is still being judged.
-    fn verdicts_rule_out(&self, p: &Proposal, target: &Target) -> Option<(Outcome, String)> {
-        let name = p.sysctl.name;
-        if let Some(why) = self.ineffective.get(&(name.to_owned(), target.clone())) {
-            return Some((
-                Outcome::Futile,
-                format!("an earlier raise here was ineffective ({why})"),
-            ));
-        }
-        let pending = self
-            .watches
-            .iter()
-            .find(|w| w.is_for(name, target) && !w.effect.verdict.is_final())?;
-        let e = &pending.effect;
-        Some((
-            Outcome::Refused,
-            format!(
-                "the last change ({} → {}) is not judged yet: {}",
-                e.from, e.to, e.detail
-            ),
-        ))
     }
 
     fn decision(p: &Proposal, action: &'static str, now: u64) -> Decision {
@@ -338,7 +279,7 @@ impl<S: System> Tuner<S> {
             .as_ref()
             .and_then(|t| self.history(spec, t, &current));
         let limits = self.limits();
-        let protected = self.config.protected_ports();
+        let protected = self.protected_ports(p);
         let next = if spec.shape == Shape::PortList {
             guardrails::check_reserve(
                 spec,
@@ -438,13 +379,24 @@ impl<S: System> Tuner<S> {
     /// by a reservation applied (or, in advise mode, advised) earlier this round.
     /// Only the node's services listen in the node's namespace: a pod's own
     /// namespace has nothing to protect.
+    /// The ports to keep from ephemeral use where `p` acts: what listens there
+    /// below the ephemeral range, and on the node also `tuning.reserved_ports`
+    /// (with the agent's own).
+    fn protected_ports(&self, p: &Proposal) -> PortList {
+        let listening = self.listening.get(&p.netns).cloned().unwrap_or_default();
+        match p.target {
+            Some(Target::Node) | None => self.config.protected_ports().union(&listening),
+            Some(Target::Netns { .. }) => listening,
+        }
+    }
+
     pub(super) fn ports_protected(
         &self,
         target: &Target,
         protected: &PortList,
         earlier: &[Decision],
     ) -> Result<(), PortsExposed> {
-        if target != &Target::Node {
+        if protected.is_empty() {
             return Ok(());
         }
         let reserved_now = earlier.iter().any(|d| {
@@ -597,6 +549,28 @@ pub(super) fn fail(mut d: Decision, reason: String) -> Decision {
     d
 }
 
+/// Namespace inode → the ports listening there from `lowest` up to below its
+/// ephemeral range (32768 where the range is unknown, the kernel's default):
+/// the ports widening the range would hand to outgoing connections.
+fn exposed_listeners(snapshot: &Snapshot, lowest: u64) -> BTreeMap<u32, PortList> {
+    let mut ports: BTreeMap<u32, Vec<u16>> = BTreeMap::new();
+    for l in &snapshot.listeners {
+        let low = snapshot
+            .workload(l.netns)
+            .and_then(|w| w.netns_sysctls)
+            .and_then(|s| s.ephemeral_ports)
+            .map_or(32768, |(low, _)| u64::from(low));
+        if (lowest..low).contains(&u64::from(l.port)) {
+            ports.entry(l.netns).or_default().push(l.port);
+        }
+    }
+    ports
+        .into_iter()
+        .map(|(netns, p)| (netns, PortList::of_ports(p)))
+        .collect()
+}
+
 mod apply;
 #[cfg(test)]
 mod tests;
+mod verdicts;

@@ -166,6 +166,7 @@ fn pods_are_tuned_in_their_namespace_only_when_opted_in() {
     assert_eq!(
         names(&p),
         [
+            ("net.ipv4.ip_local_reserved_ports", None),
             ("net.ipv4.ip_local_port_range", None),
             ("net.ipv4.tcp_tw_reuse", None)
         ]
@@ -180,6 +181,7 @@ fn pods_are_tuned_in_their_namespace_only_when_opted_in() {
     assert_eq!(
         names(&p),
         [
+            ("net.ipv4.ip_local_reserved_ports", Some(&target)),
             ("net.ipv4.ip_local_port_range", Some(&target)),
             ("net.ipv4.tcp_tw_reuse", Some(&target))
         ]

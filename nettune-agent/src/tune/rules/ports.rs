@@ -50,9 +50,10 @@ fn observe(scene: &Scene<'_>) -> Option<Observation> {
     }
     let mut changes = Vec::new();
     if failing {
-        if scene.is_node() {
-            changes.push(Change::raise(&IP_LOCAL_RESERVED_PORTS, Place::Workload));
-        }
+        // Reserved first, in the node and in a pod alike: what listens there
+        // (and on the node the configured service ports) must not become
+        // ephemeral when the range widens.
+        changes.push(Change::raise(&IP_LOCAL_RESERVED_PORTS, Place::Workload));
         changes.push(Change::raise(&IP_LOCAL_PORT_RANGE, Place::Workload));
         changes.push(Change::raise(&TCP_TW_REUSE, Place::Workload));
     }
