@@ -217,4 +217,4 @@ pub fn evidence_for(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -23,6 +23,16 @@ mod peers;
 mod runs;
 mod setup;
 
+/// Bounds every run of `check` in these tests must meet: no failure at all.
+const NO_FAILURES: &[&str] = &[
+    "--max-dns-failures",
+    "0",
+    "--max-http-errors",
+    "0",
+    "--max-connect-failures",
+    "0",
+];
+
 use peers::{compare_http, compare_throughput};
 use setup::*;
 

@@ -113,29 +113,29 @@ pub(super) fn figures_match_iperf3_dnsperf_dig_and_ab_run_by_hand() -> TestResul
     let (requests, concurrency) = ("2000", "10");
 
     // nettune check, every test, with bounds it meets.
-    let (code, stdout, stderr) = setup.check_from_client(&[
-        "--json",
-        "--seconds",
-        "3",
-        "--connects",
-        "200",
-        "--dns-queries",
-        "300",
-        "--dns-name",
-        "ok.test",
-        "-n",
-        requests,
-        "-c",
-        concurrency,
-        "--max-dns-failures",
-        "0",
-        "--max-http-errors",
-        "0",
-        "--max-connect-failures",
-        "0",
-        "--min-throughput-mbps",
-        "1",
-    ])?;
+    let (code, stdout, stderr) = setup.check_from_client(
+        &[
+            NO_FAILURES,
+            &[
+                "--json",
+                "--seconds",
+                "3",
+                "--connects",
+                "200",
+                "--dns-queries",
+                "300",
+                "--dns-name",
+                "ok.test",
+                "-n",
+                requests,
+                "-c",
+                concurrency,
+                "--min-throughput-mbps",
+                "1",
+            ],
+        ]
+        .concat(),
+    )?;
     ensure!(code == 0, "check exited {code}:\n{stdout}\n{stderr}");
     ensure!(
         !stderr.contains("check:"),

@@ -90,29 +90,29 @@ pub(super) fn between_runtime_pods_named_by_cri_the_figures_match_iperf3_and_ab(
     let (client, server) = (&pods.client, &pods.server);
     let dns_server = format!("{}:53", setup.server_addr());
     let (requests, concurrency) = ("1000", "10");
-    let (code, stdout, stderr) = setup.check_from_client(&[
-        "--json",
-        "--seconds",
-        "3",
-        "--connects",
-        "100",
-        "--dns-queries",
-        "100",
-        "--dns-name",
-        "ok.test",
-        "--dns-server",
-        &dns_server,
-        "-n",
-        requests,
-        "-c",
-        concurrency,
-        "--max-dns-failures",
-        "0",
-        "--max-http-errors",
-        "0",
-        "--max-connect-failures",
-        "0",
-    ])?;
+    let (code, stdout, stderr) = setup.check_from_client(
+        &[
+            NO_FAILURES,
+            &[
+                "--json",
+                "--seconds",
+                "3",
+                "--connects",
+                "100",
+                "--dns-queries",
+                "100",
+                "--dns-name",
+                "ok.test",
+                "--dns-server",
+                &dns_server,
+                "-n",
+                requests,
+                "-c",
+                concurrency,
+            ],
+        ]
+        .concat(),
+    )?;
     ensure!(code == 0, "check exited {code}:\n{stdout}\n{stderr}");
     let ours: Value = serde_json::from_str(&stdout).context("check --json")?;
     // The pods the runtime named: their namespaces, the server's IP.

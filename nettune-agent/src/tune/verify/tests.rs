@@ -133,7 +133,7 @@ fn a_tenth_of_the_rate_or_less_counts_as_effective() {
 
 /// A workload in namespace `netns` with `total` receive-buffer drops so far at
 /// `per_second`.
-fn receive_buffer_drops(netns: u32, total: u64, per_second: f64) -> WorkloadFigures {
+pub(crate) fn receive_buffer_drops(netns: u32, total: u64, per_second: f64) -> WorkloadFigures {
     let workload = if netns == 1 {
         Workload::node()
     } else {
@@ -203,16 +203,22 @@ fn a_pod_change_whose_namespace_goes_before_its_verdict_closes_as_unknown() {
     assert_eq!(w.check(&before, &c, 30), None);
 }
 
-#[test]
-fn a_node_wide_change_is_judged_on_every_namespace_after_the_pod_that_triggered_it_goes() {
-    // rmem_max is one value for the node: pod 7's drops raised it; pod 7 goes,
-    // pod 8 keeps dropping — the raise did not help, whoever triggered it.
+/// Pods 7 and 8 drop on full receive buffers; pod 7's drops raised rmem_max.
+fn rmem_max_raised_for_pod_7() -> (Snapshot, Watch) {
     let before = snapshot_of(vec![
         receive_buffer_drops(1, 0, 0.0),
         receive_buffer_drops(7, 100, 20.0),
         receive_buffer_drops(8, 100, 20.0),
     ]);
-    let mut w = watch_buffers(&RMEM_MAX, 7, &before);
+    let w = watch_buffers(&RMEM_MAX, 7, &before);
+    (before, w)
+}
+
+#[test]
+fn a_node_wide_change_is_judged_on_every_namespace_after_the_pod_that_triggered_it_goes() {
+    // rmem_max is one value for the node: pod 7's drops raised it; pod 7 goes,
+    // pod 8 keeps dropping — the raise did not help, whoever triggered it.
+    let (before, mut w) = rmem_max_raised_for_pod_7();
     let c = config();
     w.check(&before, &c, 0);
     let pod_8 = |total| {
@@ -232,12 +238,7 @@ fn a_node_wide_change_is_judged_on_every_namespace_after_the_pod_that_triggered_
 
 #[test]
 fn a_node_wide_change_is_effective_when_every_namespace_stops_and_departures_do_not_count() {
-    let before = snapshot_of(vec![
-        receive_buffer_drops(1, 0, 0.0),
-        receive_buffer_drops(7, 100, 20.0),
-        receive_buffer_drops(8, 100, 20.0),
-    ]);
-    let mut w = watch_buffers(&RMEM_MAX, 7, &before);
+    let (before, mut w) = rmem_max_raised_for_pod_7();
     let c = config();
     w.check(&before, &c, 0);
     w.check(&before, &c, 5);

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::model::tuning::Verdict;
+use crate::tune::verify::tests::receive_buffer_drops;
 
 /// A tuner that may change a value every second and judges a change in 10 s.
 pub(super) fn quick(f: &Fixture) -> Tuner<&FakeSystem> {
@@ -91,20 +92,6 @@ fn an_ineffective_raise_is_not_repeated_and_the_advice_says_why() {
     assert!(d[0].reason.as_deref().unwrap().contains("ineffective"));
     assert_eq!(f.somaxconn(), "8192", "raised once only");
     assert_eq!(effect_count(&t, "ineffective"), 1);
-}
-
-/// A workload in namespace `netns` (1 is the node) with `total` receive-buffer
-/// drops so far at `per_second`.
-fn receive_buffer_drops(netns: u32, total: u64, per_second: f64) -> WorkloadFigures {
-    let workload = if netns == 1 {
-        Workload::node()
-    } else {
-        Workload::pod("default", format!("pod-{netns}"), "")
-    };
-    let mut w = WorkloadFigures::new(netns, workload);
-    w.drops_by_reason
-        .insert("SOCKET_RCVBUFF".into(), CounterRate { total, per_second });
-    w
 }
 
 #[test]
