@@ -308,6 +308,7 @@ impl<S: System> Tuner<S> {
         match next {
             Err((outcome, reason)) => {
                 if outcome == Outcome::StoodDown
+                    && self.owns_journal()
                     && let Some(t) = &p.target
                     && let Err(e) = self.journal.stand_down(spec.name, t)
                 {
@@ -332,6 +333,13 @@ impl<S: System> Tuner<S> {
         }
     }
 
+    /// Whether this tuner may change the journal: only an enforcing one, whose
+    /// writes it records. An advising tuner (`nettune top`'s embedded agent, a
+    /// daemon demoted to advise) reads it and leaves it as the writer left it.
+    fn owns_journal(&self) -> bool {
+        self.config.mode == Mode::Enforce
+    }
+
     /// The journal's entry for `spec` at `target`, unless it belongs to an earlier
     /// namespace that had the same inode: that one is gone with its values, and
     /// its entry is dropped.
@@ -344,7 +352,9 @@ impl<S: System> Tuner<S> {
                 .netns_identity(*inode)
                 .is_ok_and(|now| &now != journaled)
         {
-            if let Err(e) = self.journal.remove(spec.name, target) {
+            if self.owns_journal()
+                && let Err(e) = self.journal.remove(spec.name, target)
+            {
                 log::warn!("cannot drop the journal entry of a departed namespace: {e}");
             }
             return None;

@@ -146,6 +146,26 @@ fn advise_writes_nothing_and_observe_decides_nothing() {
 }
 
 #[test]
+fn an_advising_tuner_never_writes_the_journal_an_enforcing_one_keeps() {
+    // What `nettune top`'s embedded agent and a demoted daemon run: advise,
+    // next to an enforcing daemon's journal.
+    let f = Fixture::new("advise-journal");
+    f.tuner(Mode::Enforce).round(&overflowing(), 0);
+    let journal = f.state.join("journal.json");
+    let before = fs::read_to_string(&journal).unwrap();
+    // Someone else changes the value: an enforcing tuner would stand down
+    // and record it; an advising one only says so.
+    f.set_somaxconn("6000");
+    let d = f.tuner(Mode::Advise).round(&overflowing(), 10_000);
+    assert_eq!(d[0].result, Outcome::StoodDown, "{}", d[0]);
+    assert_eq!(
+        fs::read_to_string(&journal).unwrap(),
+        before,
+        "an advising tuner changed the journal"
+    );
+}
+
+#[test]
 fn a_stand_down_names_the_writer_the_sysctl_probe_saw() {
     let f = Fixture::new("standdown-writer");
     let mut t = f.tuner(Mode::Enforce);

@@ -157,9 +157,11 @@ fn rollback_leaves_values_someone_else_owns_unless_forced() {
     assert!(Journal::open(&f.state).unwrap().entries().is_empty());
 }
 
-#[test]
-fn rollback_never_writes_into_a_new_namespace_that_reused_an_inode() {
-    let f = Fixture::new("inode-reuse");
+/// An enforcing tuner raised somaxconn in pod-a (namespace inode 7); then the
+/// pod went and a new namespace got the same inode (the kernel reuses them),
+/// with somaxconn 1111. Returns the pod's target and the Snapshot of the raise.
+fn raised_in_a_pod_whose_inode_was_reused(name: &str) -> (Fixture, Target, Snapshot) {
+    let f = Fixture::new(name);
     f.system.add_namespace(7, Some("pod-a"), false);
     let pod = Target::Netns {
         inode: 7,
@@ -185,10 +187,15 @@ fn rollback_never_writes_into_a_new_namespace_that_reused_an_inode() {
         .tuner_with(Mode::Enforce, |c| c.pod_netns = vec!["netns:pod-a".into()])
         .round(&snapshot, 0);
     assert_eq!(d[0].result, Outcome::Applied, "{d:?}");
-    // The pod goes; a new namespace gets the same inode (the kernel reuses them).
     f.system.remove_namespace(7);
     f.system.add_namespace(7, Some("pod-a"), false);
     f.system.set_sysctl(&pod, "net.core.somaxconn", "1111");
+    (f, pod, snapshot)
+}
+
+#[test]
+fn rollback_never_writes_into_a_new_namespace_that_reused_an_inode() {
+    let (f, pod, _) = raised_in_a_pod_whose_inode_was_reused("inode-reuse");
     let mut journal = Journal::open(&f.state).unwrap();
     let report = rollback(&Actuator::new(&f.system), &mut journal, false).unwrap();
     assert_eq!(
@@ -197,6 +204,20 @@ fn rollback_never_writes_into_a_new_namespace_that_reused_an_inode() {
         "an old original was written into another namespace: {report:?}"
     );
     assert_eq!(report.gone.len(), 1, "{report:?}");
+}
+
+#[test]
+fn an_advising_tuner_leaves_a_departed_namespaces_entry_to_the_writer() {
+    let (f, _, snapshot) = raised_in_a_pod_whose_inode_was_reused("inode-reuse-advise");
+    let journal = f.state.join("journal.json");
+    let before = fs::read_to_string(&journal).unwrap();
+    f.tuner_with(Mode::Advise, |c| c.pod_netns = vec!["netns:pod-a".into()])
+        .round(&snapshot, 10_000);
+    assert_eq!(
+        fs::read_to_string(&journal).unwrap(),
+        before,
+        "an advising tuner dropped an entry"
+    );
 }
 
 /// A listener on `port` in namespace `netns`.
