@@ -326,6 +326,24 @@ impl Journal {
         })
     }
 
+    /// Removes the temporary files of earlier writes that never reached their
+    /// rename (a writer killed, or out of disk). Only under the exclusive lock:
+    /// every write holds it, so no temporary file found then is in use.
+    fn remove_leftovers(&self) {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return;
+        };
+        let prefix = format!("{}.tmp.", name.to_string_lossy());
+        let Ok(files) = fs::read_dir(dir) else {
+            return;
+        };
+        for file in files.flatten() {
+            if file.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(file.path());
+            }
+        }
+    }
+
     /// Writes `entries` atomically and durably (the caller holds the lock).
     fn persist(&self, entries: &[Entry]) -> Result<(), JournalError> {
         let disk = OnDisk {
@@ -334,15 +352,23 @@ impl Journal {
         };
         let text = serde_json::to_string_pretty(&disk)
             .map_err(|e| self.io_error(std::io::Error::other(e)))?;
+        self.remove_leftovers();
         // Unique per process, so no other writer can clobber it.
         let tmp = self
             .path
             .with_extension(format!("json.tmp.{}", std::process::id()));
-        let mut file = File::create(&tmp).map_err(|e| self.io_error(e))?;
-        file.write_all(text.as_bytes())
-            .map_err(|e| self.io_error(e))?;
-        file.sync_all().map_err(|e| self.io_error(e))?;
-        fs::rename(&tmp, &self.path).map_err(|e| self.io_error(e))?;
+        let written = File::create(&tmp)
+            .and_then(|mut file| {
+                file.write_all(text.as_bytes())?;
+                file.sync_all()
+            })
+            .and_then(|()| fs::rename(&tmp, &self.path));
+        if let Err(e) = written {
+            // Out of disk, read-only: the journal stays as it was, and no
+            // half-written copy stays next to it.
+            let _ = fs::remove_file(&tmp);
+            return Err(self.io_error(e));
+        }
         if let Some(dir) = self.path.parent() {
             File::open(dir)
                 .and_then(|d| d.sync_all())
@@ -360,6 +386,31 @@ mod tests {
         let d = std::env::temp_dir().join(format!("nettune-journal-{}-{name}", std::process::id()));
         let _ = fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn a_change_removes_what_an_interrupted_earlier_write_left() {
+        // A writer killed (or out of disk) between creating its temporary file
+        // and the rename leaves it behind; the next change, under the same
+        // exclusive lock, removes it.
+        let d = dir("leftover-tmp");
+        let mut j = Journal::open(&d).unwrap();
+        let leftover = d.join("journal.json.tmp.4194300");
+        fs::write(&leftover, "{\"version\": 1, \"entri").unwrap();
+        j.record_intent("net.core.somaxconn", &Target::Node, "4096", None, "8192", 1)
+            .unwrap();
+        assert!(
+            !leftover.exists(),
+            "the leftover temporary file is still there"
+        );
+        let names: Vec<String> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.contains(".tmp.")),
+            "temporary files left: {names:?}"
+        );
     }
 
     #[test]
