@@ -34,7 +34,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use nettune_common::{ListenKey, ListenOrigin, ListenOverflow, ListenSocket};
 
 use crate::{
-    model::sample::{Attribution, ListenCounters, ListenerSample, NetnsSysctls, Sample},
+    model::{
+        sample::{Attribution, ListenCounters, ListenerSample, NetnsSysctls, Sample},
+        text::printable_c,
+    },
     sys::{ListeningSocket, Namespace, System},
 };
 
@@ -162,9 +165,7 @@ impl ListenerTracker {
             if self.origins.len() >= MAX_ORIGINS && !self.origins.contains_key(&socket.inode) {
                 self.evict_oldest_origin();
             }
-            let comm = &origin.comm;
-            let end = comm.iter().position(|&c| c == 0).unwrap_or(comm.len());
-            let process = (end > 0).then(|| String::from_utf8_lossy(&comm[..end]).into_owned());
+            let process = Some(printable_c(&origin.comm)).filter(|p| !p.is_empty());
             self.origins.insert(
                 socket.inode,
                 Origin {

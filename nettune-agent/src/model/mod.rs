@@ -29,6 +29,7 @@ pub mod probes;
 pub mod sample;
 pub mod snapshot;
 pub mod sysctl_writers;
+pub mod text;
 pub mod tunables;
 pub mod tuning;
 pub mod value;

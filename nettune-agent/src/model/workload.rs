@@ -41,12 +41,13 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// A workload of `kind` called `pod`, outside any Kubernetes namespace.
+    /// A workload of `kind` called `pod`, outside any Kubernetes namespace
+    /// (the name made [printable](super::text::printable): processes choose it).
     pub fn new(kind: WorkloadKind, pod: impl Into<String>) -> Self {
         Self {
             kind,
             namespace: String::new(),
-            pod: pod.into(),
+            pod: super::text::printable(&pod.into()),
             uid: String::new(),
             tune_netns: false,
         }
@@ -59,7 +60,7 @@ impl Workload {
         uid: impl Into<String>,
     ) -> Self {
         Self {
-            namespace: namespace.into(),
+            namespace: super::text::printable(&namespace.into()),
             uid: uid.into(),
             ..Self::new(WorkloadKind::Pod, name)
         }

@@ -16,6 +16,7 @@ use nettune_common::{SysctlWrite, SysctlWriter, sysctl_writes::SYSCTL_WRITES_MAP
 use crate::model::{
     probes::{SignalStatus, Variant},
     sysctl_writers::SysctlWriterFigures,
+    text::{printable, printable_c},
 };
 
 use super::{
@@ -65,23 +66,20 @@ fn attach_on_root(ebpf: &mut Ebpf, _: &AttachContext) -> Result<(), AttachError>
     Ok(())
 }
 
-/// Text up to the first NUL.
-fn text(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
 /// A map entry as the model has it.
 fn record(key: &SysctlWriter, write: &SysctlWrite) -> SysctlWriterFigures {
     let len = usize::try_from(write.value_len)
         .unwrap_or(0)
         .min(write.value.len());
     SysctlWriterFigures {
-        sysctl: text(&key.name).replace('/', "."),
-        command: text(&key.comm),
+        sysctl: printable_c(&key.name).replace('/', "."),
+        command: printable_c(&key.comm),
         pid: write.tgid,
         cgroup_id: write.cgroup_id,
-        value: text(&write.value[..len]).trim().to_owned(),
+        value: printable(
+            String::from_utf8_lossy(&write.value[..len])
+                .trim_matches(|c: char| c == '\0' || c.is_whitespace()),
+        ),
         writes: write.count,
         own: write.tgid == std::process::id(),
     }

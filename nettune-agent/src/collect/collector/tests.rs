@@ -393,3 +393,20 @@ fn without_the_runtime_pods_keep_their_other_names_and_no_source_is_reported() {
     );
     assert!(tick.snapshot.identity_sources.is_empty());
 }
+
+#[test]
+fn names_processes_choose_reach_the_labels_with_control_characters_escaped() {
+    // A /run/netns name and a comm are any root process's and any process's
+    // choice: one with a terminal escape and a newline must not reach `top`'s
+    // screen or a log line as they are.
+    let mut c = collector(node());
+    c.system()
+        .add_namespace(12, Some("\u{1b}[2Jpwn\nnettune: ok"), false);
+    let s = c.tick().unwrap().snapshot;
+    let label = &s.workload(12).unwrap().workload.pod;
+    assert!(
+        !label.chars().any(char::is_control),
+        "a control character reached the label: {label:?}"
+    );
+    assert_eq!(label, "netns:\\u{1b}[2Jpwn\\nnettune: ok");
+}
