@@ -20,6 +20,10 @@ const MAGIC: u16 = 0xeb9f;
 /// Deepest nesting of anonymous structs and unions searched for a member; real
 /// kernels nest a handful deep.
 const MAX_ANONYMOUS_DEPTH: usize = 16;
+/// Members one lookup may look at: depth alone does not bound a search that
+/// fans out (16 levels of 64 anonymous members are 64^16 visits); the kernel's
+/// own structs need a few hundred.
+const MAX_MEMBERS_VISITED: usize = 1 << 16;
 
 /// Errors reading or querying BTF.
 #[derive(Debug, thiserror::Error)]
@@ -401,12 +405,12 @@ impl Btf {
         let mut offset_bits = 0;
         let mut ty_name = strukt.to_owned();
         for member in path {
-            let (bits, member_ty) =
-                self.find_member(ty, member, 0)?
-                    .ok_or_else(|| BtfError::NoSuchMember {
-                        ty: ty_name.clone(),
-                        member: (*member).to_owned(),
-                    })?;
+            let (bits, member_ty) = self
+                .find_member(ty, member, 0, &mut { MAX_MEMBERS_VISITED })?
+                .ok_or_else(|| BtfError::NoSuchMember {
+                    ty: ty_name.clone(),
+                    member: (*member).to_owned(),
+                })?;
             offset_bits += bits;
             ty = self.resolve(member_ty)?;
             ty_name.clone_from(&(*member).to_owned());
@@ -422,17 +426,22 @@ impl Btf {
 
     /// Finds `name` among `ty`'s members, descending into anonymous members (at
     /// most [`MAX_ANONYMOUS_DEPTH`] deep: a malformed file may nest a type in
-    /// itself). Returns the member's bit offset relative to `ty` and its type id.
+    /// itself), looking at no more than `budget` members in all. Returns the
+    /// member's bit offset relative to `ty` and its type id.
     fn find_member(
         &self,
         ty: &Type,
         name: &str,
         depth: usize,
+        budget: &mut usize,
     ) -> Result<Option<(u32, u32)>, BtfError> {
         if depth > MAX_ANONYMOUS_DEPTH {
             return Err(BtfError::Malformed("anonymous members nested too deep"));
         }
         for m in self.members(ty) {
+            *budget = budget
+                .checked_sub(1)
+                .ok_or(BtfError::Malformed("too many anonymous members to search"))?;
             let member_name = self.name(m.name_off);
             if member_name == name.as_bytes() {
                 if m.bitfield_size != 0 {
@@ -446,7 +455,7 @@ impl Btf {
             if member_name.is_empty() {
                 let inner = self.resolve(m.type_id)?;
                 if matches!(inner.kind, BtfKind::Struct | BtfKind::Union)
-                    && let Some((bits, id)) = self.find_member(inner, name, depth + 1)?
+                    && let Some((bits, id)) = self.find_member(inner, name, depth + 1, budget)?
                 {
                     return Ok(Some((m.bit_offset + bits, id)));
                 }

@@ -122,6 +122,40 @@ fn a_struct_that_contains_itself_anonymously_is_malformed_not_a_stack_overflow()
 }
 
 #[test]
+fn a_struct_that_fans_out_is_malformed_not_a_hang() {
+    // Depth alone does not bound the search: 16 levels of types, each with 64
+    // anonymous members of the next (no loop, never too deep), are 64^16
+    // visits. A work budget does.
+    let mut b = Builder::new();
+    let mut next = b.int("leaf", 8);
+    for level in (0..16).rev() {
+        let members: Vec<(&str, u32, u32)> = (0..64).map(|i| ("", next, i * 64)).collect();
+        let name = if level == 0 {
+            "fan".to_owned()
+        } else {
+            format!("fan{level}")
+        };
+        next = b.composite(4, &name, 512, &members);
+    }
+    let btf = Btf::parse(&b.build()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(
+            btf.member_offset("fan", &["missing"])
+                .map_err(|e| e.to_string()),
+        );
+    });
+    // A bound on a hang, not a speed figure: the budget answers in microseconds.
+    let answer = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("member_offset still searching after 20 s");
+    assert!(
+        answer.as_ref().is_err_and(|e| e.contains("malformed")),
+        "{answer:?}"
+    );
+}
+
+#[test]
 fn the_running_kernels_btf_resolves_what_the_probes_need() {
     // Every kernel nettune runs on has BTF here (CI too); elsewhere this reads the
     // file only when the kernel provides it.
