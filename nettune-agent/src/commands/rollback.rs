@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use nettune::{
     config::Config,
     sys::Kernel,
-    tune::{actuator::Actuator, journal::Journal, rollback},
+    tune::{actuator::Actuator, journal::Journal, rollback, tuner::now_unix},
 };
 
 use super::{exit_code, print_json};
@@ -14,7 +14,7 @@ use super::{exit_code, print_json};
 /// `force`); exit code 1 if one could not be restored.
 pub fn run(config: &Config, json: bool, force: bool) -> anyhow::Result<ExitCode> {
     let mut journal = Journal::open(&config.tuning.state_dir)?;
-    let report = rollback::rollback(&Actuator::new(Kernel), &mut journal, force)?;
+    let report = rollback::rollback(&Actuator::new(Kernel), &mut journal, force, now_unix())?;
     if json {
         print_json(&report)?;
     } else if report.restored.is_empty()

@@ -90,18 +90,56 @@ pub struct FakeSystem {
     /// When set, the next namespace listing waits for a message (or a hang-up).
     gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     /// What happens right after the next write of a sysctl (by name).
-    after_write: Mutex<AfterWrite>,
+    after_write: Hook,
+    /// What happens right after the next read of a sysctl (by name).
+    after_read: Hook,
 }
 
-/// A fault to inject right after a sysctl write took: the disk filling up, or
-/// the process being killed, between the write and what follows it.
+/// Something to run once right after the next read or write of one sysctl: the
+/// disk filling up, the process being killed, another process acting in
+/// between.
 #[derive(Default)]
-struct AfterWrite(Option<(String, Box<dyn FnOnce() + Send>)>);
+struct Hook(Mutex<Option<(String, Box<dyn FnOnce() + Send>)>>);
 
-impl std::fmt::Debug for AfterWrite {
+impl Hook {
+    fn set(&self, name: &str, action: impl FnOnce() + Send + 'static) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((name.to_owned(), Box::new(action)));
+    }
+
+    /// Runs the action if it waits for `name` (outside the lock: it may use
+    /// the system again).
+    fn fire(&self, name: &str) {
+        let action = {
+            let mut slot = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match slot.take() {
+                Some((n, action)) if n == name => Some(action),
+                other => {
+                    *slot = other;
+                    None
+                }
+            }
+        };
+        if let Some(action) = action {
+            action();
+        }
+    }
+}
+
+impl std::fmt::Debug for Hook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("AfterWrite")
-            .field(&self.0.as_ref().map(|(name, _)| name))
+        let slot = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f.debug_tuple("Hook")
+            .field(&slot.as_ref().map(|(name, _)| name.clone()))
             .finish()
     }
 }
@@ -306,10 +344,14 @@ impl FakeSystem {
     /// before the write returns): a panic there is the process killed between
     /// the write and anything after it.
     pub fn after_next_write(&self, name: &str, fault: impl FnOnce() + Send + 'static) {
-        self.after_write
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .0 = Some((name.to_owned(), Box::new(fault)));
+        self.after_write.set(name, fault);
+    }
+
+    /// Runs `action` once, right after the next read of sysctl `name` (before
+    /// the read returns): another process acting between a read and what the
+    /// reader does with it.
+    pub fn after_next_read(&self, name: &str, action: impl FnOnce() + Send + 'static) {
+        self.after_read.set(name, action);
     }
 
     /// How many `/proc/net` files were read so far.
@@ -318,10 +360,14 @@ impl FakeSystem {
     }
 
     /// The value of sysctl `name` at `target`, if it exists.
+    /// (A test's own look: no read hook fires.)
     pub fn sysctl(&self, target: &Target, name: &str) -> Option<String> {
-        self.read_sysctl(target, name)
-            .ok()
-            .map(|v| v.trim_end_matches('\n').to_owned())
+        self.with_sysctls(target, |map| {
+            map.get(name)
+                .cloned()
+                .ok_or_else(|| not_found(format!("sysctl {name}")))
+        })
+        .ok()
     }
 
     fn with_sysctls<R>(
@@ -447,11 +493,13 @@ impl System for FakeSystem {
     }
 
     fn read_sysctl(&self, target: &Target, name: &str) -> io::Result<String> {
-        self.with_sysctls(target, |map| {
+        let value = self.with_sysctls(target, |map| {
             map.get(name)
                 .map(|v| format!("{v}\n"))
                 .ok_or_else(|| not_found(format!("sysctl {name}")))
-        })
+        });
+        self.after_read.fire(name);
+        value
     }
 
     fn page_size(&self) -> u64 {
@@ -483,22 +531,7 @@ impl System for FakeSystem {
             }
             Ok(())
         })?;
-        let fault = {
-            let mut after = self
-                .after_write
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match after.0.take() {
-                Some((n, fault)) if n == name => Some(fault),
-                other => {
-                    after.0 = other;
-                    None
-                }
-            }
-        };
-        if let Some(fault) = fault {
-            fault();
-        }
+        self.after_write.fire(name);
         Ok(())
     }
 }

@@ -19,8 +19,12 @@
 //! run next to it (`kubectl exec … nettune rollback`). Every change therefore takes
 //! an exclusive `flock` on `<state_dir>/journal.lock`, re-reads the file, applies
 //! the one change and writes it back, so no process writes back entries another
-//! one removed. The daemon also re-reads the file before each tuning round
-//! ([`Journal::reload`]).
+//! one removed. An enforcing daemon holds that lock for a whole round — read,
+//! decide, write ([`Journal::hold`]) — and `nettune rollback` for the whole
+//! rollback, so neither acts on what the other is about to change. A rollback
+//! leaves a record ([`RolledBack`]) of when it restored a value, with the
+//! hour's changes there: a daemon counts it in the cooldown and the hourly
+//! budget, so a rollback is never followed by an immediate raise.
 
 use std::{
     fs::{self, File},
@@ -116,15 +120,36 @@ pub struct Journal {
     path: PathBuf,
     lock_path: PathBuf,
     entries: Vec<Entry>,
+    rolled_back: Vec<RolledBack>,
+    /// The exclusive lock, while [`Self::hold`] keeps it.
+    held: Option<Lock>,
 }
 
-#[derive(Serialize, Deserialize)]
+/// A value `nettune rollback` restored within the last hour: when, and the
+/// changes nettune made there before.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolledBack {
+    /// The sysctl's dotted name.
+    pub sysctl: String,
+    /// Where.
+    pub target: Target,
+    /// Unix times of nettune's changes there within the hour, the restore last.
+    pub changes: Vec<u64>,
+}
+
+#[derive(Default, Serialize, Deserialize)]
 struct OnDisk {
     version: u32,
     entries: Vec<Entry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    rolled_back: Vec<RolledBack>,
 }
 
+/// How long a change counts (the hourly budget's window).
+const CHANGES_KEPT_SECONDS: u64 = 3600;
+
 /// An `flock` held until dropped.
+#[derive(Debug)]
 struct Lock(File);
 
 impl Drop for Lock {
@@ -141,6 +166,8 @@ impl Journal {
             path: dir.join(FILE),
             lock_path: dir.join(LOCK_FILE),
             entries: Vec::new(),
+            rolled_back: Vec::new(),
+            held: None,
         };
         fs::create_dir_all(dir).map_err(|e| journal.io_error(e))?;
         journal.reload()?;
@@ -154,8 +181,33 @@ impl Journal {
         }
     }
 
-    /// Takes the journal's lock (shared to read, exclusive to change it).
-    fn lock(&self, exclusive: bool) -> Result<Lock, JournalError> {
+    /// Takes the exclusive lock and keeps it until [`Self::release`]: every
+    /// read and change in between is this process's alone (other processes'
+    /// reads and changes wait), so a decision made from what was read is
+    /// written before anyone else can change it.
+    pub fn hold(&mut self) -> Result<(), JournalError> {
+        if self.held.is_none() {
+            self.held = Some(self.take_lock(true)?);
+        }
+        Ok(())
+    }
+
+    /// Lets go of what [`Self::hold`] took.
+    pub fn release(&mut self) {
+        self.held = None;
+    }
+
+    /// The lock to read (shared) or change (exclusive) the file; nothing to take
+    /// while [`Self::hold`] keeps it.
+    fn lock(&self, exclusive: bool) -> Result<Option<Lock>, JournalError> {
+        if self.held.is_some() {
+            return Ok(None);
+        }
+        self.take_lock(exclusive).map(Some)
+    }
+
+    /// Takes the journal's lock, waiting for it.
+    fn take_lock(&self, exclusive: bool) -> Result<Lock, JournalError> {
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -174,8 +226,8 @@ impl Journal {
         Ok(Lock(file))
     }
 
-    /// The entries on disk now (the caller holds the lock).
-    fn read_disk(&self) -> Result<Vec<Entry>, JournalError> {
+    /// The journal on disk now (the caller holds the lock).
+    fn read_disk(&self) -> Result<OnDisk, JournalError> {
         match fs::read_to_string(&self.path) {
             Ok(text) => {
                 let disk: OnDisk =
@@ -189,9 +241,12 @@ impl Journal {
                         reason: format!("version {} (this nettune reads {VERSION})", disk.version),
                     });
                 }
-                Ok(disk.entries)
+                Ok(disk)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(OnDisk {
+                version: VERSION,
+                ..OnDisk::default()
+            }),
             Err(e) => Err(self.io_error(e)),
         }
     }
@@ -199,19 +254,20 @@ impl Journal {
     /// Re-reads the file: what other processes changed becomes visible.
     pub fn reload(&mut self) -> Result<(), JournalError> {
         let _lock = self.lock(false)?;
-        self.entries = self.read_disk()?;
+        let disk = self.read_disk()?;
+        (self.entries, self.rolled_back) = (disk.entries, disk.rolled_back);
         Ok(())
     }
 
     /// Under the exclusive lock: re-reads the file, applies `change`, writes it
     /// back (if `change` says it changed anything).
-    fn modify(&mut self, change: impl FnOnce(&mut Vec<Entry>) -> bool) -> Result<(), JournalError> {
+    fn modify(&mut self, change: impl FnOnce(&mut OnDisk) -> bool) -> Result<(), JournalError> {
         let _lock = self.lock(true)?;
-        let mut entries = self.read_disk()?;
-        if change(&mut entries) {
-            self.persist(&entries)?;
+        let mut disk = self.read_disk()?;
+        if change(&mut disk) {
+            self.persist(&disk)?;
         }
-        self.entries = entries;
+        (self.entries, self.rolled_back) = (disk.entries, disk.rolled_back);
         Ok(())
     }
 
@@ -246,7 +302,7 @@ impl Journal {
         value: &str,
         now: u64,
     ) -> Result<(), JournalError> {
-        self.modify(|entries| {
+        self.modify(|OnDisk { entries, .. }| {
             let at = match entries
                 .iter()
                 .position(|e| e.sysctl == sysctl && &e.target == target)
@@ -271,7 +327,8 @@ impl Journal {
                 e.last_written = e.pending.take();
             }
             e.pending = Some(value.to_owned());
-            e.writes.retain(|t| now.saturating_sub(*t) < 3600);
+            e.writes
+                .retain(|t| now.saturating_sub(*t) < CHANGES_KEPT_SECONDS);
             e.writes.push(now);
             true
         })
@@ -284,7 +341,7 @@ impl Journal {
         target: &Target,
         change: impl FnOnce(&mut Entry),
     ) -> Result<(), JournalError> {
-        self.modify(|entries| {
+        self.modify(|OnDisk { entries, .. }| {
             match entries
                 .iter_mut()
                 .find(|e| e.sysctl == sysctl && &e.target == target)
@@ -317,13 +374,60 @@ impl Journal {
         self.modify_entry(sysctl, target, |e| e.stood_down = true)
     }
 
-    /// Forgets (sysctl, target), after a rollback restored it.
+    /// Forgets (sysctl, target): its namespace is gone, or it is not a sysctl
+    /// nettune manages.
     pub fn remove(&mut self, sysctl: &str, target: &Target) -> Result<(), JournalError> {
-        self.modify(|entries| {
+        self.modify(|OnDisk { entries, .. }| {
             let before = entries.len();
             entries.retain(|e| !(e.sysctl == sysctl && &e.target == target));
             entries.len() != before
         })
+    }
+
+    /// Forgets (sysctl, target) after a rollback restored its original at
+    /// `now`, leaving a [`RolledBack`] record of it and of the hour's changes.
+    pub fn forget_restored(
+        &mut self,
+        sysctl: &str,
+        target: &Target,
+        now: u64,
+    ) -> Result<(), JournalError> {
+        self.modify(
+            |OnDisk {
+                 entries,
+                 rolled_back,
+                 ..
+             }| {
+                let Some(at) = entries
+                    .iter()
+                    .position(|e| e.sysctl == sysctl && &e.target == target)
+                else {
+                    return false;
+                };
+                let entry = entries.remove(at);
+                rolled_back.retain(|r| !(r.sysctl == sysctl && &r.target == target));
+                let mut changes = entry.writes;
+                changes.push(now);
+                rolled_back.push(RolledBack {
+                    sysctl: entry.sysctl,
+                    target: entry.target,
+                    changes,
+                });
+                for r in rolled_back.iter_mut() {
+                    r.changes
+                        .retain(|t| now.saturating_sub(*t) < CHANGES_KEPT_SECONDS);
+                }
+                rolled_back.retain(|r| !r.changes.is_empty());
+                true
+            },
+        )
+    }
+
+    /// The record of a rollback of (sysctl, target) within the hour, if any.
+    pub fn rolled_back(&self, sysctl: &str, target: &Target) -> Option<&RolledBack> {
+        self.rolled_back
+            .iter()
+            .find(|r| r.sysctl == sysctl && &r.target == target)
     }
 
     /// Removes the temporary files of earlier writes that never reached their
@@ -344,13 +448,9 @@ impl Journal {
         }
     }
 
-    /// Writes `entries` atomically and durably (the caller holds the lock).
-    fn persist(&self, entries: &[Entry]) -> Result<(), JournalError> {
-        let disk = OnDisk {
-            version: VERSION,
-            entries: entries.to_vec(),
-        };
-        let text = serde_json::to_string_pretty(&disk)
+    /// Writes `disk` atomically and durably (the caller holds the lock).
+    fn persist(&self, disk: &OnDisk) -> Result<(), JournalError> {
+        let text = serde_json::to_string_pretty(disk)
             .map_err(|e| self.io_error(std::io::Error::other(e)))?;
         self.remove_leftovers();
         // Unique per process, so no other writer can clobber it.
@@ -379,130 +479,4 @@ impl Journal {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("nettune-journal-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        d
-    }
-
-    #[test]
-    fn a_change_removes_what_an_interrupted_earlier_write_left() {
-        // A writer killed (or out of disk) between creating its temporary file
-        // and the rename leaves it behind; the next change, under the same
-        // exclusive lock, removes it.
-        let d = dir("leftover-tmp");
-        let mut j = Journal::open(&d).unwrap();
-        let leftover = d.join("journal.json.tmp.4194300");
-        fs::write(&leftover, "{\"version\": 1, \"entri").unwrap();
-        j.record_intent("net.core.somaxconn", &Target::Node, "4096", None, "8192", 1)
-            .unwrap();
-        assert!(
-            !leftover.exists(),
-            "the leftover temporary file is still there"
-        );
-        let names: Vec<String> = fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert!(
-            names.iter().all(|n| !n.contains(".tmp.")),
-            "temporary files left: {names:?}"
-        );
-    }
-
-    #[test]
-    fn originals_survive_a_reopen_and_are_recorded_once() {
-        let d = dir("reopen");
-        let mut j = Journal::open(&d).unwrap();
-        j.record_intent(
-            "net.core.somaxconn",
-            &Target::Node,
-            "4096",
-            None,
-            "8192",
-            1000,
-        )
-        .unwrap();
-        j.record_write("net.core.somaxconn", &Target::Node, "8192")
-            .unwrap();
-        // A second intent (after our own write) must not replace the original.
-        j.record_intent(
-            "net.core.somaxconn",
-            &Target::Node,
-            "8192",
-            None,
-            "16384",
-            2000,
-        )
-        .unwrap();
-        let j = Journal::open(&d).unwrap();
-        let e = j.entry("net.core.somaxconn", &Target::Node).unwrap();
-        assert_eq!(e.original, "4096");
-        assert_eq!(e.last_written.as_deref(), Some("8192"));
-        assert_eq!(e.pending.as_deref(), Some("16384"));
-        assert_eq!(e.writes, vec![1000, 2000]);
-        fs::remove_dir_all(d).unwrap();
-    }
-
-    #[test]
-    fn write_history_keeps_one_hour() {
-        let d = dir("history");
-        let mut j = Journal::open(&d).unwrap();
-        for t in [0, 1000, 3000, 4000] {
-            j.record_intent("net.core.somaxconn", &Target::Node, "1", None, "2", t)
-                .unwrap();
-        }
-        assert_eq!(
-            j.entry("net.core.somaxconn", &Target::Node).unwrap().writes,
-            vec![1000, 3000, 4000]
-        );
-        fs::remove_dir_all(d).unwrap();
-    }
-
-    #[test]
-    fn a_corrupt_journal_is_refused_not_replaced() {
-        let d = dir("corrupt");
-        fs::create_dir_all(&d).unwrap();
-        fs::write(d.join(FILE), "{not json").unwrap();
-        let err = Journal::open(&d).unwrap_err().to_string();
-        assert!(err.contains("is corrupt"), "{err}");
-        assert_eq!(fs::read_to_string(d.join(FILE)).unwrap(), "{not json");
-        fs::remove_dir_all(d).unwrap();
-    }
-
-    #[test]
-    fn two_writers_never_undo_each_others_changes() {
-        // The daemon and `nettune rollback` hold the same journal.
-        let d = dir("two-writers");
-        let mut daemon = Journal::open(&d).unwrap();
-        daemon
-            .record_intent("net.core.somaxconn", &Target::Node, "4096", None, "8192", 0)
-            .unwrap();
-        let mut rollback = Journal::open(&d).unwrap();
-        rollback
-            .remove("net.core.somaxconn", &Target::Node)
-            .unwrap();
-        // The daemon journals something else: the removed entry must stay removed.
-        daemon
-            .record_intent(
-                "net.ipv4.tcp_max_syn_backlog",
-                &Target::Node,
-                "1024",
-                None,
-                "2048",
-                0,
-            )
-            .unwrap();
-        let names: Vec<String> = Journal::open(&d)
-            .unwrap()
-            .entries()
-            .iter()
-            .map(|e| e.sysctl.clone())
-            .collect();
-        assert_eq!(names, ["net.ipv4.tcp_max_syn_backlog"]);
-        fs::remove_dir_all(d).unwrap();
-    }
-}
+mod tests;

@@ -27,14 +27,30 @@ pub struct RollbackReport {
 }
 
 /// Restores every journaled original and forgets each entry once restored (each
-/// restore read back to be sure it took). Values nettune stood down from are left
-/// to their new owner unless `force`. Never writes into a namespace other than
-/// the one journaled. Safe to run twice (the second finds nothing) and after a
-/// crash (the journal is on disk).
+/// restore read back to be sure it took), leaving a record of the restore at
+/// `now` that a running daemon's cooldown and budget count. Values nettune stood
+/// down from are left to their new owner unless `force`. Never writes into a
+/// namespace other than the one journaled. Holds the journal's lock throughout,
+/// so a daemon's round waits rather than acting on a value about to be
+/// restored. Safe to run twice (the second finds nothing) and after a crash
+/// (the journal is on disk).
 pub fn rollback<S: System>(
     actuator: &Actuator<S>,
     journal: &mut Journal,
     force: bool,
+    now: u64,
+) -> Result<RollbackReport, JournalError> {
+    journal.hold()?;
+    let report = restore_all(actuator, journal, force, now);
+    journal.release();
+    report
+}
+
+fn restore_all<S: System>(
+    actuator: &Actuator<S>,
+    journal: &mut Journal,
+    force: bool,
+    now: u64,
 ) -> Result<RollbackReport, JournalError> {
     let mut report = RollbackReport::default();
     journal.reload()?;
@@ -68,7 +84,7 @@ pub fn rollback<S: System>(
         }
         match actuator.write(&entry.target, spec, &entry.original) {
             Ok(()) => {
-                journal.remove(&entry.sysctl, &entry.target)?;
+                journal.forget_restored(&entry.sysctl, &entry.target, now)?;
                 report
                     .restored
                     .push((entry.sysctl, entry.target, entry.original));

@@ -177,11 +177,28 @@ impl<S: System> Tuner<S> {
         }
     }
 
-    /// Runs the policy on `snapshot` and acts on it according to the mode.
+    /// Runs the policy on `snapshot` and acts on it according to the mode. An
+    /// enforcing tuner holds the journal's lock for the whole round, so a
+    /// `nettune rollback` beside it waits instead of restoring a value this
+    /// round is about to change (and the round sees the rollback's record).
     pub fn round(&mut self, snapshot: &Snapshot, now: u64) -> Vec<Decision> {
         if self.config.mode == Mode::Observe {
             return Vec::new();
         }
+        if !self.owns_journal() {
+            return self.round_holding(snapshot, now);
+        }
+        if let Err(e) = self.journal.hold() {
+            log::warn!("tuning round skipped: cannot lock the journal: {e}");
+            return Vec::new();
+        }
+        let decisions = self.round_holding(snapshot, now);
+        self.journal.release();
+        decisions
+    }
+
+    /// [`Self::round`], with the journal held when it is ours to change.
+    fn round_holding(&mut self, snapshot: &Snapshot, now: u64) -> Vec<Decision> {
         self.listening = exposed_listeners(snapshot, self.config.lowest_ephemeral_port);
         // `nettune rollback` may have changed the journal since the last round.
         // One that cannot be read pauses tuning: deciding on a stale copy could
@@ -367,9 +384,18 @@ impl<S: System> Tuner<S> {
     /// with only such attempts, an entry of `current` made of them.
     fn history(&mut self, spec: &Tunable, target: &Target, current: &Value) -> Option<Entry> {
         let entry = self.current_entry(spec, target);
-        let Some(unrecorded) = self.unrecorded.get(&(spec.name.to_owned(), target.clone())) else {
+        let key = (spec.name.to_owned(), target.clone());
+        // A rollback's record counts where no entry is: its restore is the last
+        // change there.
+        let rolled_back = entry
+            .is_none()
+            .then(|| self.journal.rolled_back(spec.name, target))
+            .flatten()
+            .map(|r| r.changes.clone());
+        let unrecorded = self.unrecorded.get(&key);
+        if unrecorded.is_none() && rolled_back.is_none() {
             return entry;
-        };
+        }
         let mut entry = entry.unwrap_or_else(|| Entry {
             sysctl: spec.name.to_owned(),
             target: target.clone(),
@@ -380,7 +406,12 @@ impl<S: System> Tuner<S> {
             stood_down: false,
             identity: None,
         });
-        entry.writes.extend(unrecorded);
+        entry.writes.extend(
+            unrecorded
+                .into_iter()
+                .flatten()
+                .chain(rolled_back.iter().flatten()),
+        );
         entry.writes.sort_unstable();
         Some(entry)
     }

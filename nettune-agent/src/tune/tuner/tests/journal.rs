@@ -55,6 +55,7 @@ fn a_write_the_journal_cannot_record_is_undone_and_the_decision_fails() {
         &Actuator::new(&f.system),
         &mut Journal::open(&f.state).unwrap(),
         false,
+        0,
     )
     .unwrap();
     assert_eq!(f.somaxconn(), "4096", "{report:?}");
@@ -87,6 +88,7 @@ fn a_kill_between_the_write_and_its_record_leaves_a_value_nettune_still_owns() {
         &Actuator::new(&f.system),
         &mut Journal::open(&f.state).unwrap(),
         false,
+        0,
     )
     .unwrap();
     assert!(report.stood_down.is_empty(), "{report:?}");
@@ -267,4 +269,58 @@ fn a_journal_corrupted_while_running_pauses_tuning_with_one_error_until_it_reads
     let d = t.round(&overflowing(), 20_000);
     assert_eq!(d[0].result, Outcome::Applied, "{}", d[0]);
     assert!(t.journal_error().is_none());
+}
+
+#[test]
+fn a_rollback_during_a_round_waits_for_it_and_the_next_round_respects_it() {
+    let f = Fixture::new("rollback-race");
+    assert_eq!(
+        f.tuner(Mode::Enforce).round(&overflowing(), 0)[0].result,
+        Outcome::Applied
+    );
+    assert_eq!(f.somaxconn(), "8192");
+    // A daemon (restarted since: no verdict pending) reads somaxconn in a round
+    // after the cooldown; right then `nettune rollback` runs beside it (another
+    // process: its own journal).
+    let mut t = f.tuner(Mode::Enforce);
+    let (reading_tx, reading_rx) = std::sync::mpsc::channel();
+    let (rolled_back_tx, rolled_back_rx) = std::sync::mpsc::channel();
+    f.system.after_next_read("net.core.somaxconn", move || {
+        reading_tx.send(()).unwrap();
+        // Give the rollback its chance to run in between (it must not get it).
+        let _ = rolled_back_rx.recv_timeout(std::time::Duration::from_secs(2));
+    });
+    std::thread::scope(|s| {
+        let round = s.spawn(|| t.round(&overflowing(), 1000));
+        reading_rx.recv().unwrap();
+        let rollback = s.spawn(|| {
+            let mut journal = Journal::open(&f.state).unwrap();
+            let report = rollback(&Actuator::new(&f.system), &mut journal, false, 1000).unwrap();
+            let _ = rolled_back_tx.send(());
+            report
+        });
+        round.join().unwrap();
+        let report = rollback.join().unwrap();
+        assert_eq!(report.restored.len(), 1, "{report:?}");
+    });
+    assert_eq!(
+        f.somaxconn(),
+        "4096",
+        "the round wrote over the rollback (and journaled 8192 as the original)"
+    );
+    let journal = Journal::open(&f.state).unwrap();
+    assert!(journal.entries().is_empty(), "{:?}", journal.entries());
+    // The rollback counts as a change: another restarted daemon waits a
+    // cooldown from it, and the hour's changes still count.
+    let d = f.tuner(Mode::Enforce).round(&overflowing(), 1001);
+    assert_eq!(d[0].result, Outcome::Refused, "{}", d[0]);
+    assert!(
+        d[0].reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("cooldown"),
+        "{}",
+        d[0]
+    );
+    assert_eq!(f.somaxconn(), "4096");
 }

@@ -126,10 +126,10 @@ fn enforce_journals_then_writes_and_rollback_restores_once() {
 
     let actuator = Actuator::new(&f.system);
     let mut journal = Journal::open(&f.state).unwrap();
-    let report = rollback(&actuator, &mut journal, false).unwrap();
+    let report = rollback(&actuator, &mut journal, false, 0).unwrap();
     assert_eq!(report.restored.len(), 1);
     assert_eq!(f.somaxconn(), "4096");
-    let again = rollback(&actuator, &mut journal, false).unwrap();
+    let again = rollback(&actuator, &mut journal, false, 0).unwrap();
     assert!(again.restored.is_empty() && again.failed.is_empty());
 }
 

@@ -86,7 +86,7 @@ fn rolling_back_an_empty_original_empties_the_value_and_says_so_only_if_it_did()
         Some("")
     );
     let mut journal = Journal::open(&f.state).unwrap();
-    let report = rollback(&Actuator::new(&f.system), &mut journal, false).unwrap();
+    let report = rollback(&Actuator::new(&f.system), &mut journal, false, 0).unwrap();
     assert_eq!(
         f.system.sysctl(&Target::Node, RESERVED).as_deref(),
         Some(""),
@@ -101,7 +101,7 @@ fn a_restore_that_does_not_take_is_a_failure_and_stays_journaled() {
     f.tuner(Mode::Enforce).round(&overflowing(), 0);
     f.system.ignore_writes(&Target::Node, "net.core.somaxconn");
     let mut journal = Journal::open(&f.state).unwrap();
-    let report = rollback(&Actuator::new(&f.system), &mut journal, false).unwrap();
+    let report = rollback(&Actuator::new(&f.system), &mut journal, false, 0).unwrap();
     assert!(report.restored.is_empty(), "{report:?}");
     assert_eq!(report.failed.len(), 1, "{report:?}");
     assert_eq!(Journal::open(&f.state).unwrap().entries().len(), 1);
@@ -145,14 +145,14 @@ fn rollback_leaves_values_someone_else_owns_unless_forced() {
     f.set_somaxconn("6000");
     t.round(&overflowing(), 10_000);
     let mut journal = Journal::open(&f.state).unwrap();
-    let report = rollback(&Actuator::new(&f.system), &mut journal, false).unwrap();
+    let report = rollback(&Actuator::new(&f.system), &mut journal, false, 0).unwrap();
     assert_eq!(
         f.somaxconn(),
         "6000",
         "the admin's value was overwritten: {report:?}"
     );
     assert_eq!(report.stood_down.len(), 1, "{report:?}");
-    let report = rollback(&Actuator::new(&f.system), &mut journal, true).unwrap();
+    let report = rollback(&Actuator::new(&f.system), &mut journal, true, 0).unwrap();
     assert_eq!(f.somaxconn(), "4096", "{report:?}");
     assert!(Journal::open(&f.state).unwrap().entries().is_empty());
 }
@@ -197,7 +197,7 @@ fn raised_in_a_pod_whose_inode_was_reused(name: &str) -> (Fixture, Target, Snaps
 fn rollback_never_writes_into_a_new_namespace_that_reused_an_inode() {
     let (f, pod, _) = raised_in_a_pod_whose_inode_was_reused("inode-reuse");
     let mut journal = Journal::open(&f.state).unwrap();
-    let report = rollback(&Actuator::new(&f.system), &mut journal, false).unwrap();
+    let report = rollback(&Actuator::new(&f.system), &mut journal, false, 0).unwrap();
     assert_eq!(
         f.system.sysctl(&pod, "net.core.somaxconn").as_deref(),
         Some("1111"),
