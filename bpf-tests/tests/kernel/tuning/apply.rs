@@ -68,10 +68,20 @@ pub fn apply_reserves_node_ports_before_widening_and_rollback_empties_the_list_a
     println!("    applied: reserved {reserved:?}, range {range:?}");
     let result = (|| -> anyhow::Result<()> {
         ensure!(applied.status.success(), "apply failed:\n{stdout}{stderr}");
-        for port in ["9100", "9977", "10250", "10256", "30000-32767"] {
+        // The agent's metrics and API ports, the kubelet's, kube-proxy's, the
+        // NodePort range — as the kernel lists them (adjacent ports merged).
+        for (low, high) in [
+            (9100, 9100),
+            (9977, 9978),
+            (10250, 10250),
+            (10256, 10256),
+            (30000, 32767),
+        ] {
             ensure!(
-                reserved.split(',').any(|r| r == port),
-                "{port} is not reserved: {reserved:?}"
+                kernel_port_list(&reserved)
+                    .iter()
+                    .any(|(l, h)| *l <= low && high <= *h),
+                "{low}-{high} is not reserved: {reserved:?}"
             );
         }
         ensure!(
@@ -112,4 +122,18 @@ pub fn apply_reserves_node_ports_before_widening_and_rollback_empties_the_list_a
         "range {range_after:?} != {range_before:?}"
     );
     Ok(Outcome::Passed)
+}
+
+/// `ip_local_reserved_ports` as the kernel prints it (`8080,30000-32767`), as
+/// (low, high) ranges.
+fn kernel_port_list(text: &str) -> Vec<(u16, u16)> {
+    text.split(',')
+        .filter_map(|item| {
+            let (low, high) = item
+                .trim()
+                .split_once('-')
+                .unwrap_or((item.trim(), item.trim()));
+            Some((low.parse().ok()?, high.parse().ok()?))
+        })
+        .collect()
 }
