@@ -63,6 +63,11 @@ pub(super) fn handshakes_and_resets_equal_the_clients_view_and_the_tcp_counters(
         for i in 0..5 {
             let (mut stream, _) = listener.accept()?;
             if i == 2 || i == 3 {
+                // Only once the client says it is connected: a reset that
+                // lands before the client's connect() has returned is that
+                // connect's error (ECONNRESET), not an established reset.
+                let mut hello = [0u8; 1];
+                stream.read_exact(&mut hello)?;
                 reset(stream)?;
             } else {
                 let mut rest = Vec::new();
@@ -85,8 +90,9 @@ pub(super) fn handshakes_and_resets_equal_the_clients_view_and_the_tcp_counters(
             match i {
                 // The client resets the first two.
                 0 | 1 => reset(stream)?,
-                // The server resets these: wait for it.
+                // The server resets these: say we are here, wait for it.
                 2 | 3 => {
+                    stream.write_all(b"!")?;
                     let mut rest = Vec::new();
                     let _ = stream.read_to_end(&mut rest);
                 }
