@@ -40,7 +40,8 @@ const LINKER_BUILD_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev"];
 /// containerd (with `ctr`), runc, the CNI plugins, buildah (images without
 /// Docker), podman (the DaemonSet's container), and a C compiler with static libc
 /// for the test pause image; dnsmasq, dnsperf and dig for the DNS conversations;
-/// iperf3, ab (apache2-utils) and ping for `nettune check`.
+/// iperf3, ab (apache2-utils) and ping for `nettune check`; nginx, a server that
+/// forks after `listen()`.
 const TEST_PACKAGES: &[&str] = &[
     "iproute2",
     "mount",
@@ -66,6 +67,9 @@ const TEST_PACKAGES: &[&str] = &[
     "iperf3",
     "apache2-utils",
     "iputils-ping",
+    // A server that forks after listen() (its daemon mode), for the listener
+    // records keyed by socket.
+    "nginx-light",
 ];
 
 /// Debian packages `cargo xtask bench` drives: namespaces (`ip`), nftables loss

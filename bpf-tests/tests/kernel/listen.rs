@@ -22,6 +22,7 @@ use anyhow::{Context as _, ensure};
 use bpf_tests::{
     agent_process::{AgentProcess, listener_in},
     harness::{Feature, Outcome, Test, TestResult, record, require_root},
+    host::TempDir,
     netns::Netns,
     probes::{load, read, require_variant},
     scenarios::Pair,
@@ -54,6 +55,10 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "listen::a_backlog_of_8_is_reported_as_asked_with_its_overflows_and_somaxconn_stays",
         run: a_backlog_of_8_is_reported_as_asked_with_its_overflows_and_somaxconn_stays,
+    },
+    Test {
+        name: "listen::nginx_forking_after_listen_keeps_the_backlog_it_asked_for",
+        run: nginx_forking_after_listen_keeps_the_backlog_it_asked_for,
     },
     Test {
         name: "listen::a_listener_older_than_the_agent_has_an_unknown_request_and_exact_figures",
@@ -398,5 +403,106 @@ fn a_listener_older_than_the_agent_has_an_unknown_request_and_exact_figures() ->
         "a requested backlog was exported for a listener older than the agent"
     );
     drop((clients, listener));
+    Ok(Outcome::Passed)
+}
+
+/// nginx in its default daemon mode, stopped (SIGQUIT, then SIGKILL) on drop.
+struct Nginx {
+    dir: TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx inside `ns`, listening on `addr` with `backlog=`; returns
+    /// once its starting process (the one that called `listen()`) has exited.
+    fn start(ns: &Netns, addr: SocketAddrV4, backlog: u32) -> anyhow::Result<Self> {
+        let dir = TempDir::new("nginx")?;
+        let d = dir.path().display().to_string();
+        std::fs::write(
+            dir.join("nginx.conf"),
+            format!(
+                "daemon on;\nmaster_process on;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+                 error_log {d}/error.log;\nevents {{ worker_connections 64; }}\n\
+                 http {{ access_log off; client_body_temp_path {d}/body;\n\
+                 server {{ listen {addr} backlog={backlog}; return 204; }} }}\n"
+            ),
+        )?;
+        let conf = dir.join("nginx.conf");
+        let error_log = dir.join("error.log");
+        let nginx = Self { dir };
+        ns.exec(
+            "nginx",
+            &[
+                "-p",
+                &d,
+                "-c",
+                &conf.display().to_string(),
+                "-e",
+                &error_log.display().to_string(),
+            ],
+        )
+        .context("nginx (Debian package nginx-light)")?;
+        Ok(nginx)
+    }
+
+    /// The master's pid (not the process that called `listen()`: that one
+    /// forked it and exited).
+    fn master(&self) -> anyhow::Result<u32> {
+        Ok(std::fs::read_to_string(self.dir.join("nginx.pid"))?
+            .trim()
+            .parse()?)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let Ok(pid) = self.master() else { return };
+        let pid = libc::pid_t::try_from(pid).unwrap_or(0);
+        for signal in [libc::SIGQUIT, libc::SIGKILL] {
+            // SAFETY: signals a process this test started.
+            unsafe { libc::kill(pid, signal) };
+            for _ in 0..50 {
+                // SAFETY: signal 0 only checks that the process exists.
+                if unsafe { libc::kill(pid, 0) } != 0 {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// nginx's default daemon mode calls `listen()` and then forks, and the process
+/// that listened exits: what it asked for is still known, because the kernel
+/// side keys the record by the socket (what `sock_diag` reports), not by the
+/// process. Compared with `ss`, which reads the same socket from the kernel.
+fn nginx_forking_after_listen_keeps_the_backlog_it_asked_for() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    const PORT: u16 = 5312;
+    let pair = Pair::new(22, None)?;
+    pair.receiver.write_sysctl("net/core/somaxconn", "4096")?;
+    let inode = pair.receiver.inode()?;
+    let agent = AgentProcess::start(&crate::agent::nettune_bin()?, &["--interval", "0.3"])?;
+    // Started after the agent, as nginx (re)starts on a node nettune watches.
+    let nginx = Nginx::start(&pair.receiver, SocketAddrV4::new(pair.veth.b_addr, PORT), 8)?;
+    let master = nginx.master()?;
+    let l = agent.wait_for("nginx's listener", Duration::from_secs(20), |s| {
+        listener_in(s, inode, PORT).filter(|l| !l["requested_backlog"].is_null())
+    });
+    let (queue, limit) = ss_queue(&pair.receiver, PORT)?;
+    let l = l.with_context(|| {
+        format!("nginx's listener never had a request (ss: limit {limit}, queue {queue})")
+    })?;
+    println!(
+        "    nginx (master pid {master}): asked {}, limit {}, process {}; ss: limit {limit}",
+        l["requested_backlog"], l["limit"], l["process"]
+    );
+    ensure!(
+        l["requested_backlog"] == 8 && l["limit"] == limit && limit == 8,
+        "nettune {l} vs ss limit {limit}"
+    );
+    ensure!(l["process"] == "nginx", "the process that listened: {l}");
+    drop(nginx);
     Ok(Outcome::Passed)
 }
