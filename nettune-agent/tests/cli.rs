@@ -16,10 +16,27 @@ fn nettune(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
-fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+/// A file in the temporary directory, removed when the test is done with it.
+struct TempFile(std::path::PathBuf);
+
+impl std::ops::Deref for TempFile {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn temp_file(name: &str, text: &str) -> TempFile {
     let path = std::env::temp_dir().join(format!("nettune-cli-{}-{name}", std::process::id()));
     std::fs::write(&path, text).unwrap();
-    path
+    TempFile(path)
 }
 
 #[test]
@@ -35,7 +52,6 @@ fn an_invalid_config_stops_the_agent_with_exit_code_3_and_names_the_key() {
              must be between 0.05 and 3600 seconds"
         )
     );
-    std::fs::remove_file(path).unwrap();
 }
 
 #[test]
@@ -80,7 +96,6 @@ fn print_config_merges_file_and_flags() {
         stdout.contains("[tuning.limits.\"net.core.somaxconn\"]"),
         "{stdout}"
     );
-    std::fs::remove_file(path).unwrap();
 }
 
 #[test]
@@ -119,7 +134,6 @@ fn a_config_naming_a_sysctl_outside_net_is_refused_at_load() {
         );
         let (code, _, stderr) = nettune(&["--config", path.to_str().unwrap(), "rollback"]);
         assert_eq!(code, Some(3), "{name}: {stderr}");
-        std::fs::remove_file(path).unwrap();
     }
 }
 
@@ -226,6 +240,5 @@ fn check_refuses_bad_endpoints_and_bounds_and_compare_needs_saved_runs() {
     assert!(stderr.contains("`last`: only 0 runs saved"), "{stderr}");
     let (code, stdout, _) = nettune(&["--config", config.to_str().unwrap(), "check", "--list"]);
     assert_eq!((code, stdout.as_str()), (Some(0), ""));
-    std::fs::remove_file(config).unwrap();
     let _ = std::fs::remove_dir_all(state);
 }

@@ -99,7 +99,10 @@ pub struct FakeSystem {
 /// disk filling up, the process being killed, another process acting in
 /// between.
 #[derive(Default)]
-struct Hook(Mutex<Option<(String, Box<dyn FnOnce() + Send>)>>);
+struct Hook(Mutex<Option<(String, Action)>>);
+
+/// What a [`Hook`] runs.
+type Action = Box<dyn FnOnce() + Send>;
 
 impl Hook {
     fn set(&self, name: &str, action: impl FnOnce() + Send + 'static) {
