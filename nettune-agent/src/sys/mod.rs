@@ -245,7 +245,9 @@ impl Kernel {
         match target {
             Target::Node => Ok(f()),
             // A net sysctl file resolves to the namespace of the thread that opens it.
-            Target::Netns { inode, .. } => netns::inside(&Self::find(*inode)?.handle_path(), f),
+            Target::Netns { inode, .. } => {
+                netns::inside_expected(&Self::find(*inode)?.handle_path(), *inode, f)
+            }
         }
     }
 }
@@ -291,7 +293,9 @@ impl System for Kernel {
 
     fn netns_identity(&self, inode: u32) -> io::Result<NamespaceIdentity> {
         let ns = Self::find(inode)?;
-        if let Some(cookie) = netns::inside(&ns.handle_path(), netns::cookie_of_this_thread)?? {
+        if let Some(cookie) =
+            netns::inside_expected(&ns.handle_path(), inode, netns::cookie_of_this_thread)??
+        {
             return Ok(NamespaceIdentity::Cookie(cookie));
         }
         if let Some(pid) = ns.pid() {

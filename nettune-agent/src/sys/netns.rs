@@ -214,7 +214,51 @@ pub fn read_net_files(ns: &Namespace, files: &[&str]) -> Vec<io::Result<String>>
 
 /// Runs `f` on a short-lived thread that joined the namespace at `ns_path`.
 pub fn inside<R: Send>(ns_path: &Path, f: impl FnOnce() -> R + Send) -> io::Result<R> {
-    let ns = File::open(ns_path)?;
+    enter_and_run(&File::open(ns_path)?, f)
+}
+
+/// Opens the namespace at `path` once — without blocking (a FIFO planted there
+/// cannot stall us), as nsfs, and only if it is namespace `inode` — so what runs
+/// in it next runs in the one that was found, not in whatever the path names by
+/// then (a pid that died and was reused, a `/run/netns` name replaced).
+pub fn open_expected(path: &Path, inode: u32) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    // SAFETY: an all-zero statfs is a valid value for the kernel to overwrite.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatfs on a descriptor we own, into a struct we own.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &raw mut stat) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let found = file.metadata()?.ino();
+    if u64::try_from(stat.f_type).unwrap_or(0) != NSFS_MAGIC || found != u64::from(inode) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "{} is no longer network namespace {inode} (it names inode {found} now): \
+                 nothing done there",
+                path.display()
+            ),
+        ));
+    }
+    Ok(file)
+}
+
+/// Runs `f` on a short-lived thread that joined namespace `inode` through
+/// `path`, checked as [`open_expected`] does.
+pub fn inside_expected<R: Send>(
+    path: &Path,
+    inode: u32,
+    f: impl FnOnce() -> R + Send,
+) -> io::Result<R> {
+    enter_and_run(&open_expected(path, inode)?, f)
+}
+
+/// Runs `f` on a short-lived thread that joined the namespace `ns` is open on.
+fn enter_and_run<R: Send>(ns: &File, f: impl FnOnce() -> R + Send) -> io::Result<R> {
     std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: setns on a namespace fd we own changes only this thread, which

@@ -9,10 +9,12 @@
 //!
 //! One file per concern: `config` (the tests' enforce config and the storms they
 //! share), `rollback`, `apply` (`nettune apply`), `viewer` (`nettune top`),
-//! `verdicts` (how each change is judged).
+//! `verdicts` (how each change is judged), `namespace` (a write reaches the
+//! namespace that was found, or none).
 
 mod apply;
 mod config;
+mod namespace;
 mod rollback;
 mod verdicts;
 mod viewer;
@@ -22,6 +24,10 @@ use bpf_tests::harness::Test;
 pub use config::TestConfig;
 
 pub const TESTS: &[Test] = &[
+    Test {
+        name: "tuning::a_write_never_lands_in_a_namespace_that_replaced_the_one_found",
+        run: namespace::a_write_never_lands_in_a_namespace_that_replaced_the_one_found,
+    },
     Test {
         name: "tuning::enforce_raises_somaxconn_in_the_storming_namespace_and_rollback_restores",
         run: rollback::enforce_raises_somaxconn_in_the_storming_namespace_and_rollback_restores,
