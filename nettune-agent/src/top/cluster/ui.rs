@@ -85,7 +85,7 @@ fn draw_header(frame: &mut Frame<'_>, area: Rect, app: &ClusterApp) {
                 Style::new().add_modifier(Modifier::BOLD),
             ),
             Span::raw(format!(
-                "· prometheus {} · {} nodes · {pods:.0} pods{place}{paused}",
+                "· prometheus {} · {} nodes · {pods:.0} workloads{place}{paused}",
                 app.source,
                 app.nodes.len()
             )),
@@ -129,13 +129,13 @@ fn cell(row: &Row, column: Column) -> String {
 fn label(column: Column) -> &'static str {
     match column {
         Column::Name => "NAME",
-        Column::Pods => "PODS",
+        Column::Pods => "WKLDS",
         Column::Rx => "RX/s",
         Column::Tx => "TX/s",
         Column::Drops => "DROP/s",
         Column::Retransmits => "RETX/s",
         Column::Overflows => "OVFL/s",
-        Column::DnsFailures => "DNSFAIL/s",
+        Column::DnsFailures => "DNSERR/s",
         Column::Tuning => "TUNED/h",
     }
 }
@@ -166,7 +166,7 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &ClusterApp) {
     let widths: Vec<Constraint> = shown
         .iter()
         .map(|c| match c {
-            Column::Name => Constraint::Min(20),
+            Column::Name => Constraint::Min(16),
             c => Constraint::Length(label(*c).len().max(7) as u16 + 1),
         })
         .collect();
