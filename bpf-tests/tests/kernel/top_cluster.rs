@@ -41,7 +41,7 @@ use crate::{
 };
 
 pub const TESTS: &[Test] = &[Test {
-    name: "top_cluster::the_cluster_view_ranks_the_dropping_node_first_and_survives_prometheus_stopping",
+    name: "top::the_cluster_view_ranks_the_dropping_node_first_and_survives_prometheus_stopping",
     run: the_cluster_view_ranks_the_dropping_node_first_and_survives_prometheus_stopping,
 }];
 
@@ -244,6 +244,9 @@ fn watch(prometheus: &mut Prometheus, faulty: &Node) -> TestResult {
                 .is_some_and(|r| r[0] == pod && drops(r, 3) > 0.0)
     })?;
     println!("    {title}: {:?}", rows_under(&screen, "POD"));
+    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/nettune-top-cluster-node.txt");
+    let _ = std::fs::write(shot, &screen);
 
     session.send(&["l"])?;
     let screen = session.wait_for(Duration::from_secs(20), "the node's listeners", |s| {
