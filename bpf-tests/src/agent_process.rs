@@ -80,6 +80,9 @@ pub struct AgentProcess {
     log: Option<Arc<Mutex<Vec<String>>>>,
     /// Whether the child was waited for (its pid may then be another's).
     reaped: bool,
+    /// Signals go to the child's process group (a wrapper such as `unshare
+    /// --fork` and the agent under it), not to the child alone.
+    group: bool,
 }
 
 impl AgentProcess {
@@ -99,8 +102,31 @@ impl AgentProcess {
         Self::spawn(command, args, true)
     }
 
-    fn spawn(mut command: Command, args: &[&str], logged: bool) -> anyhow::Result<Self> {
+    /// As [`AgentProcess::start_logged_with`] for a `command` that wraps the
+    /// agent in a process of its own (`ip netns exec … unshare --fork …`):
+    /// both its endpoints on `addr` (reachable from here), signals sent to the
+    /// whole process group.
+    pub fn start_wrapped(
+        mut command: Command,
+        addr: SocketAddr,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        Self::spawn_at(command, addr, args, true, true)
+    }
+
+    fn spawn(command: Command, args: &[&str], logged: bool) -> anyhow::Result<Self> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        Self::spawn_at(command, addr, args, logged, false)
+    }
+
+    fn spawn_at(
+        mut command: Command,
+        addr: SocketAddr,
+        args: &[&str],
+        logged: bool,
+        group: bool,
+    ) -> anyhow::Result<Self> {
         command
             .args(["run", "--listen", &addr.to_string()])
             .args(["--api-listen", &addr.to_string()])
@@ -128,6 +154,7 @@ impl AgentProcess {
             addr,
             log,
             reaped: false,
+            group,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -206,9 +233,18 @@ impl AgentProcess {
         self.child.id()
     }
 
+    /// Sends `signal` to the agent (its group when wrapped).
+    fn signal(&self, signal: libc::c_int) -> anyhow::Result<()> {
+        let pid = i32::try_from(self.child.id())?;
+        let target = if self.group { -pid } else { pid };
+        // SAFETY: signals our own child (or its group), not reaped yet.
+        unsafe { libc::kill(target, signal) };
+        Ok(())
+    }
+
     /// Kills the agent with SIGKILL: no cleanup, as in a crash or an OOM kill.
     pub fn kill_hard(mut self) -> anyhow::Result<()> {
-        self.child.kill()?;
+        self.signal(libc::SIGKILL)?;
         self.child.wait()?;
         self.reaped = true;
         Ok(())
@@ -217,8 +253,7 @@ impl AgentProcess {
     /// Sends `signal` and waits at most `timeout` for the agent to exit; returns
     /// how it exited (SIGKILL and an error when it did not in time).
     pub fn stop(mut self, signal: libc::c_int, timeout: Duration) -> anyhow::Result<ExitStatus> {
-        // SAFETY: signals our own child, not reaped yet.
-        unsafe { libc::kill(i32::try_from(self.child.id())?, signal) };
+        self.signal(signal)?;
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -244,9 +279,19 @@ impl Drop for AgentProcess {
         if self.reaped {
             return;
         }
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: signals our own child, which we reap right after.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+        // Our own child (or its group), reaped right after; a wrapped agent
+        // that has no handler yet (the first process of a PID namespace ignores
+        // what it does not handle) is killed after a while.
+        let _ = self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.group && Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if self.group {
+            let _ = self.signal(libc::SIGKILL);
         }
         let _ = self.child.wait();
     }

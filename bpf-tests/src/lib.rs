@@ -29,6 +29,7 @@ pub mod netns;
 pub mod oci;
 pub mod podman;
 pub mod probes;
+pub mod prometheus;
 pub mod scenarios;
 pub mod sockets;
 pub mod sysctl_guard;

@@ -103,8 +103,18 @@ enum Command {
     Top {
         /// A running agent's JSON API, e.g. http://127.0.0.1:9978 (inside a DaemonSet pod:
         /// `kubectl exec … -- nettune top --agent http://127.0.0.1:9978`).
-        #[arg(long, value_name = "URL")]
+        #[arg(long, value_name = "URL", conflicts_with = "prometheus")]
         agent: Option<String>,
+        /// The whole cluster instead, from the Prometheus that scrapes the agents,
+        /// e.g. http://prometheus.monitoring:9090 (a path after the port is kept):
+        /// nodes ranked by drops, Enter for a node's pods and listeners.
+        #[arg(long, value_name = "URL")]
+        prometheus: Option<String>,
+        /// The label that names each series' node in that Prometheus (the
+        /// ServiceMonitor in deploy/ sets `node` from the agent pod's node).
+        #[arg(long, value_name = "LABEL", default_value = top::cluster::DEFAULT_NODE_LABEL,
+              requires = "prometheus")]
+        node_label: String,
         /// Seconds between refreshes.
         #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
         interval: f64,
@@ -291,6 +301,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Top {
             agent,
+            prometheus,
+            node_label,
             interval,
             iterations,
             batch,
@@ -299,6 +311,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             let config = config()?;
             let options = TopOptions {
                 agent,
+                prometheus,
+                node_label,
                 interval: Duration::from_secs_f64(interval),
                 iterations,
                 batch,

@@ -19,6 +19,7 @@ mod probes;
 mod retransmit;
 mod sysctl_writers;
 mod top;
+mod top_cluster;
 mod tuning;
 
 fn main() {
@@ -37,6 +38,7 @@ fn main() {
         exporter::TESTS,
         tuning::TESTS,
         top::TESTS,
+        top_cluster::TESTS,
         deploy::TESTS,
         check::TESTS,
     ]

@@ -37,11 +37,20 @@ pub const TESTS: &[Test] = &[
 ];
 
 /// A shell line that runs `top` between markers and reports the terminal mode after.
-fn wrapped(top: &str) -> String {
+pub(crate) fn wrapped(top: &str) -> String {
     format!(
         "sh -c 'echo BEFORE-TOP; {top}; echo AFTER-TOP rc=$?; \
          stty -a | grep -q -- \"-icanon\" && echo MODE=raw || echo MODE=cooked; sleep 120'"
     )
+}
+
+/// Types `q` and waits for `top` to exit; the screen after, with its exit code
+/// and the terminal's mode.
+pub(crate) fn quit(session: &Session) -> anyhow::Result<String> {
+    session.send(&["q"])?;
+    session.wait_for(Duration::from_secs(5), "top to exit", |s| {
+        s.contains("MODE=")
+    })
 }
 
 /// The cells of the table row naming `pod`.
@@ -55,9 +64,14 @@ fn row<'a>(screen: &'a str, pod: &str) -> Option<Vec<&'a str>> {
 
 /// Data rows of the workload table (lines between the header and the border).
 fn data_rows(screen: &str) -> Vec<Vec<&str>> {
+    rows_under(screen, "POD")
+}
+
+/// The first column's data rows under the header line containing `header`.
+pub(crate) fn rows_under<'a>(screen: &'a str, header: &str) -> Vec<Vec<&'a str>> {
     screen
         .lines()
-        .skip_while(|l| !l.contains("POD"))
+        .skip_while(|l| !l.contains(header))
         .skip(1)
         .take_while(|l| !l.contains('└'))
         .map(|l| {
@@ -212,10 +226,7 @@ fn renders_at_40x12_without_panicking() -> TestResult {
     session.wait_for(Duration::from_secs(5), "the help to close", |s| {
         !s.contains(" keys ")
     })?;
-    session.send(&["q"])?;
-    let screen = session.wait_for(Duration::from_secs(5), "top to exit", |s| {
-        s.contains("MODE=")
-    })?;
+    let screen = quit(&session)?;
     ensure!(
         screen.contains("AFTER-TOP rc=0"),
         "top did not exit 0 at 40x12:\n{screen}"

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
+
+use super::table::{Common, Controls, cycle};
 
 use crate::model::{
     snapshot::{Listener, Published, Snapshot, WorkloadFigures},
@@ -45,9 +47,7 @@ impl SortColumn {
     ];
 
     fn shifted(self, by: isize) -> Self {
-        let at = Self::ALL.iter().position(|c| *c == self).unwrap_or(0) as isize;
-        let len = Self::ALL.len() as isize;
-        Self::ALL[((at + by).rem_euclid(len)) as usize]
+        cycle(&Self::ALL, self, by)
     }
 
     /// The column's sort key for `w` (numbers; pods sort by name separately).
@@ -121,24 +121,14 @@ pub struct App {
     pub history: BTreeMap<u32, History>,
     /// The column rows are sorted by.
     pub sort: SortColumn,
-    /// Largest first.
-    pub descending: bool,
-    /// Rows must contain this text (pod, namespace or process).
-    pub filter: String,
-    /// The filter is being typed.
-    pub editing_filter: bool,
-    /// Index of the selected row.
-    pub selected: usize,
-    /// New Snapshots are ignored.
-    pub paused: bool,
+    /// Order, filter (pod, namespace, process, port), selection, pause, help.
+    pub table: Controls,
     /// The pane the arrow keys move in.
     pub pane: Pane,
     /// What the main table lists.
     pub view: View,
     /// Lines scrolled in the tuning pane.
     pub tuning_scroll: usize,
-    /// The help popup is open.
-    pub show_help: bool,
     /// Where the figures come from (embedded agent or a URL).
     pub source: String,
     /// The last error getting a Snapshot, shown in the footer.
@@ -152,6 +142,8 @@ pub enum Action {
     None,
     /// Leave `top`.
     Quit,
+    /// Fetch figures now (what the screen shows changed).
+    Refresh,
 }
 
 impl App {
@@ -162,15 +154,10 @@ impl App {
             tuning: None,
             history: BTreeMap::new(),
             sort: SortColumn::Drops,
-            descending: true,
-            filter: String::new(),
-            editing_filter: false,
-            selected: 0,
-            paused: false,
+            table: Controls::default(),
             pane: Pane::Workloads,
             view: View::Workloads,
             tuning_scroll: 0,
-            show_help: false,
             source,
             error: None,
         }
@@ -179,7 +166,7 @@ impl App {
     /// Takes a newly published tick (ignored while paused) and extends the
     /// history.
     pub fn update(&mut self, published: Published) {
-        if self.paused {
+        if self.table.paused {
             return;
         }
         let Published {
@@ -207,16 +194,14 @@ impl App {
         let Some(s) = &self.snapshot else {
             return Vec::new();
         };
-        let needle = self.filter.to_lowercase();
         let mut rows: Vec<&WorkloadFigures> = s
             .workloads
             .iter()
             .filter(|w| {
-                needle.is_empty()
-                    || w.workload.display_name().to_lowercase().contains(&needle)
-                    || w.process
-                        .as_deref()
-                        .is_some_and(|p| p.to_lowercase().contains(&needle))
+                self.table.matches([
+                    w.workload.display_name().as_str(),
+                    w.process.as_deref().unwrap_or(""),
+                ])
             })
             .collect();
         rows.sort_by(|a, b| {
@@ -225,12 +210,9 @@ impl App {
             } else {
                 self.sort.key(a).total_cmp(&self.sort.key(b))
             };
-            let order = if self.descending {
-                order.reverse()
-            } else {
-                order
-            };
-            order.then_with(|| a.workload.display_name().cmp(&b.workload.display_name()))
+            self.table
+                .ordered(order)
+                .then_with(|| a.workload.display_name().cmp(&b.workload.display_name()))
         });
         rows
     }
@@ -241,7 +223,6 @@ impl App {
         let Some(s) = &self.snapshot else {
             return Vec::new();
         };
-        let needle = self.filter.to_lowercase();
         let mut rows: Vec<ListenerRow<'_>> = s
             .listeners
             .iter()
@@ -253,14 +234,12 @@ impl App {
             })
             .filter(|r| {
                 let w = &r.workload.workload;
-                needle.is_empty()
-                    || w.pod.to_lowercase().contains(&needle)
-                    || w.namespace.to_lowercase().contains(&needle)
-                    || r.listener.port.to_string().contains(&needle)
-                    || r.listener
-                        .process
-                        .as_deref()
-                        .is_some_and(|p| p.to_lowercase().contains(&needle))
+                self.table.matches([
+                    w.pod.as_str(),
+                    w.namespace.as_str(),
+                    r.listener.port.to_string().as_str(),
+                    r.listener.process.as_deref().unwrap_or(""),
+                ])
             })
             .collect();
         let fill = |l: &Listener| f64::from(l.queue) / f64::from(l.limit.max(1));
@@ -293,13 +272,13 @@ impl App {
             View::Dns => self.dns_rows(),
             _ => self.rows(),
         }
-        .get(self.selected)
+        .get(self.table.selected)
         .copied()
     }
 
     /// The selected listener, if any (listeners view).
     pub fn selected_listener(&self) -> Option<ListenerRow<'_>> {
-        self.listener_rows().get(self.selected).copied()
+        self.listener_rows().get(self.table.selected).copied()
     }
 
     /// Rows in the current view.
@@ -313,16 +292,14 @@ impl App {
 
     fn clamp_selection(&mut self) {
         let n = self.row_count();
-        self.selected = self.selected.min(n.saturating_sub(1));
+        self.table.clamp(n);
     }
 
     fn move_selection(&mut self, by: isize) {
         match self.pane {
             Pane::Workloads => {
                 let n = self.row_count();
-                if n > 0 {
-                    self.selected = (self.selected as isize + by).clamp(0, n as isize - 1) as usize;
-                }
+                self.table.move_selection(by, n);
             }
             Pane::Tuning => {
                 self.tuning_scroll = (self.tuning_scroll as isize + by).max(0) as usize;
@@ -337,52 +314,36 @@ impl App {
         } else {
             view
         };
-        self.selected = 0;
+        self.table.selected = 0;
     }
 
     /// Applies one key press.
     pub fn handle(&mut self, key: KeyEvent) -> Action {
-        if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
-            return Action::Quit;
-        }
-        if self.editing_filter {
-            match key.code {
-                KeyCode::Enter => self.editing_filter = false,
-                KeyCode::Esc => {
-                    self.editing_filter = false;
-                    self.filter.clear();
-                }
-                KeyCode::Backspace => {
-                    self.filter.pop();
-                }
-                KeyCode::Char(c) => self.filter.push(c),
-                _ => {}
+        let key = match self.table.handle(key) {
+            Common::Quit => return Action::Quit,
+            Common::Done => {
+                self.clamp_selection();
+                return Action::None;
             }
-            self.clamp_selection();
-            return Action::None;
-        }
-        if self.show_help {
-            self.show_help = false;
-            return Action::None;
-        }
+            Common::Sort(by) => {
+                self.sort = self.sort.shifted(by);
+                return Action::None;
+            }
+            Common::Move(by) => {
+                self.move_selection(by);
+                self.clamp_selection();
+                return Action::None;
+            }
+            Common::Other(key) => key,
+        };
         match key.code {
-            KeyCode::Char('q') | KeyCode::Esc => return Action::Quit,
-            KeyCode::Char('s') => self.sort = self.sort.shifted(1),
-            KeyCode::Char('S') => self.sort = self.sort.shifted(-1),
-            KeyCode::Char('o') => self.descending = !self.descending,
-            KeyCode::Char('/') => {
-                self.editing_filter = true;
-                self.filter.clear();
-            }
-            KeyCode::Char('p') => self.paused = !self.paused,
             KeyCode::Char('r') => self.history.clear(),
-            KeyCode::Char('?') => self.show_help = true,
             KeyCode::Char('l') => self.toggle_view(View::Listeners),
             KeyCode::Char('d') => {
                 self.toggle_view(View::Dns);
                 if self.view == View::Dns {
                     self.sort = SortColumn::DnsUnanswered;
-                    self.descending = true;
+                    self.table.descending = true;
                 }
             }
             KeyCode::Tab => {
@@ -391,12 +352,6 @@ impl App {
                     Pane::Tuning => Pane::Workloads,
                 }
             }
-            KeyCode::Up => self.move_selection(-1),
-            KeyCode::Down => self.move_selection(1),
-            KeyCode::PageUp => self.move_selection(-10),
-            KeyCode::PageDown => self.move_selection(10),
-            KeyCode::Home => self.move_selection(isize::MIN / 2),
-            KeyCode::End => self.move_selection(isize::MAX / 2),
             _ => {}
         }
         self.clamp_selection();
@@ -419,6 +374,7 @@ mod tests {
         snapshot::{WorkloadFigures, for_tests},
         workload::Workload,
     };
+    use ratatui::crossterm::event::KeyModifiers;
 
     fn snapshot() -> Published {
         let w = |pod: &str, netns, drops: f64, retx: f64| {
@@ -507,7 +463,7 @@ mod tests {
             .map(|r| r.listener.port)
             .collect();
         assert_eq!(ports, [9000]);
-        assert_eq!(app.selected, 0);
+        assert_eq!(app.table.selected, 0);
         app.handle(key(KeyCode::Char('l')));
         assert_eq!(app.view, View::Workloads);
     }
@@ -524,7 +480,7 @@ mod tests {
         app.handle(key(KeyCode::Char('S')));
         assert_eq!(app.sort, SortColumn::Tx);
         app.handle(key(KeyCode::Char('o')));
-        assert!(!app.descending);
+        assert!(!app.table.descending);
     }
 
     #[test]
@@ -537,7 +493,7 @@ mod tests {
         app.handle(key(KeyCode::Enter));
         assert_eq!(pods(&app), ["bravo"]);
         app.handle(key(KeyCode::Down));
-        assert_eq!(app.selected, 0);
+        assert_eq!(app.table.selected, 0);
         app.handle(key(KeyCode::Char('/')));
         app.handle(key(KeyCode::Esc));
         assert_eq!(pods(&app).len(), 3);

@@ -1,16 +1,21 @@
 //! `nettune top`: a live, top-style view of the node's network, from an agent
-//! running in this process or from a running agent's `/api/v1/snapshot`.
+//! running in this process or from a running agent's `/api/v1/snapshot`; or of
+//! the whole cluster, from Prometheus (`--prometheus`, [`cluster`]).
 //!
 //! - [`app`]: state and key handling (no drawing, no I/O; unit-tested);
-//! - `ui`: drawing with ratatui;
+//! - `table`: the keys and choices every table shares (sort, order, filter,
+//!   pause, help, moving), the node's and the cluster's;
+//! - `ui`: drawing with ratatui (`ui::common`: what both views draw alike);
 //! - `format`: numbers for humans;
 //! - this module: where Snapshots come from, the event loop, the terminal guard,
 //!   and batch mode — without a terminal (piped, CI, scripts) `top` prints the
 //!   same frame as plain text for `-n` refreshes, like `top -b`.
 
 pub mod app;
+pub mod cluster;
 mod format;
 mod source;
+mod table;
 mod ui;
 
 use std::{
@@ -19,9 +24,9 @@ use std::{
 };
 
 use ratatui::{
-    Terminal,
+    Frame, Terminal,
     backend::TestBackend,
-    crossterm::event::{self, Event, KeyEventKind},
+    crossterm::event::{self, Event, KeyEvent, KeyEventKind},
 };
 
 use crate::{config::Config, probes::LoadOptions};
@@ -33,6 +38,10 @@ pub use source::{SourceError, TopError};
 pub struct TopOptions {
     /// `http://host:port` of a running agent; `None`: detect one, else embed.
     pub agent: Option<String>,
+    /// `http://host:port[/path]` of a Prometheus: the cluster view instead.
+    pub prometheus: Option<String>,
+    /// The label naming each series' node in that Prometheus.
+    pub node_label: String,
     /// Time between refreshes.
     pub interval: Duration,
     /// Stop after this many refreshes.
@@ -51,12 +60,68 @@ impl Drop for TerminalGuard {
     }
 }
 
+/// A screen `top` shows: where its figures come from, its drawing, its keys.
+trait Screen {
+    /// Asks for figures when due and takes what came within `wait` (`None`:
+    /// nothing yet). The screen shows its errors; `Err` hands them to batch mode.
+    fn refresh(&mut self, wait: Duration) -> Option<Result<(), SourceError>>;
+    /// Draws the whole screen.
+    fn draw(&self, frame: &mut Frame<'_>);
+    /// Applies one key press.
+    fn handle(&mut self, key: KeyEvent) -> Action;
+}
+
+/// The node view: Snapshots from an agent.
+struct NodeScreen {
+    source: SnapshotSource,
+    app: App,
+}
+
+impl Screen for NodeScreen {
+    fn refresh(&mut self, wait: Duration) -> Option<Result<(), SourceError>> {
+        Some(match self.source.next(wait)? {
+            Ok(s) => {
+                self.app.update(s);
+                Ok(())
+            }
+            Err(e) => {
+                self.app.error = Some(e.to_string());
+                Err(e)
+            }
+        })
+    }
+
+    fn draw(&self, frame: &mut Frame<'_>) {
+        ui::draw(frame, &self.app);
+    }
+
+    fn handle(&mut self, key: KeyEvent) -> Action {
+        self.app.handle(key)
+    }
+}
+
 /// Runs `nettune top`.
 pub fn run(opts: &TopOptions, config: &Config, load: &LoadOptions) -> Result<(), TopError> {
-    let (mut source, label) = SnapshotSource::open(opts, config, load)?;
-    let mut app = App::new(label);
+    if let Some(url) = &opts.prometheus {
+        return show(
+            &mut cluster::ClusterScreen::open(url, &opts.node_label)?,
+            opts,
+        );
+    }
+    let (source, label) = SnapshotSource::open(opts, config, load)?;
+    show(
+        &mut NodeScreen {
+            source,
+            app: App::new(label),
+        },
+        opts,
+    )
+}
+
+/// Shows `screen` on the terminal, or as text frames without one.
+fn show(screen: &mut impl Screen, opts: &TopOptions) -> Result<(), TopError> {
     if opts.batch || !std::io::stdout().is_terminal() {
-        return batch(&mut source, &mut app, opts);
+        return batch(screen, opts);
     }
     let mut terminal = ratatui::init();
     let _guard = TerminalGuard;
@@ -64,11 +129,7 @@ pub fn run(opts: &TopOptions, config: &Config, load: &LoadOptions) -> Result<(),
     let mut next_refresh = Instant::now();
     loop {
         if Instant::now() >= next_refresh {
-            if let Some(result) = source.next(Duration::from_millis(50)) {
-                match result {
-                    Ok(s) => app.update(s),
-                    Err(e) => app.error = Some(e.to_string()),
-                }
+            if screen.refresh(Duration::from_millis(50)).is_some() {
                 refreshes += 1;
                 next_refresh = Instant::now() + opts.interval;
             }
@@ -76,20 +137,23 @@ pub fn run(opts: &TopOptions, config: &Config, load: &LoadOptions) -> Result<(),
                 break;
             }
         }
-        terminal.draw(|f| ui::draw(f, &app))?;
+        terminal.draw(|f| screen.draw(f))?;
         if event::poll(Duration::from_millis(100))?
             && let Event::Key(key) = event::read()?
             && key.kind == KeyEventKind::Press
-            && app.handle(key) == Action::Quit
         {
-            break;
+            match screen.handle(key) {
+                Action::Quit => break,
+                Action::Refresh => next_refresh = Instant::now(),
+                Action::None => {}
+            }
         }
     }
     Ok(())
 }
 
 /// Prints `-n` frames (default 1) as plain text, one per refresh.
-fn batch(source: &mut SnapshotSource, app: &mut App, opts: &TopOptions) -> Result<(), TopError> {
+fn batch(screen: &mut impl Screen, opts: &TopOptions) -> Result<(), TopError> {
     let width = std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.parse().ok())
@@ -104,17 +168,18 @@ fn batch(source: &mut SnapshotSource, app: &mut App, opts: &TopOptions) -> Resul
         if i > 0 {
             std::thread::sleep(opts.interval);
         }
-        let deadline = Instant::now() + opts.interval.max(Duration::from_secs(5));
-        let snapshot = loop {
-            if let Some(r) = source.next(Duration::from_millis(200)) {
-                break r;
+        // Longer than a query to Prometheus may take.
+        let deadline = Instant::now() + opts.interval.max(Duration::from_secs(8));
+        loop {
+            if let Some(r) = screen.refresh(Duration::from_millis(200)) {
+                r?;
+                break;
             }
             if Instant::now() > deadline {
-                break Err(SourceError::Late);
+                return Err(SourceError::Late.into());
             }
-        };
-        app.update(snapshot?);
-        let Ok(_) = terminal.draw(|f| ui::draw(f, app));
+        }
+        let Ok(_) = terminal.draw(|f| screen.draw(f));
         let buffer = terminal.backend().buffer();
         let mut frame = String::new();
         for y in 0..buffer.area.height {

@@ -7,7 +7,7 @@ use ratatui::{
     layout::{Constraint, Layout, Rect},
     style::{Color, Modifier, Style},
     text::{Line, Span},
-    widgets::{Block, Borders, Cell, Clear, Gauge, Paragraph, Row, Table, TableState, Wrap},
+    widgets::{Cell, Gauge, Paragraph, Row, Wrap},
 };
 
 use super::{
@@ -16,8 +16,10 @@ use super::{
 };
 use crate::model::snapshot::Snapshot;
 
+pub(super) mod common;
 mod detail;
 
+use common::{draw_help, filter_title, footer, pane_block, sort_header, table_rows};
 use detail::draw_detail;
 
 const KEYS: &str = "q quit  l listeners  d dns  s/S sort  o order  / filter  p pause  tab pane  \
@@ -53,8 +55,8 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         draw_table(frame, body, app);
     }
     draw_footer(frame, footer, app);
-    if app.show_help {
-        draw_help(frame, area);
+    if app.table.show_help {
+        draw_help(frame, area, &HELP);
     }
 }
 
@@ -66,7 +68,7 @@ fn draw_header(frame: &mut Frame<'_>, area: Rect, app: &App, tall: bool) {
         );
         return;
     };
-    let paused = if app.paused { " [PAUSED]" } else { "" };
+    let paused = if app.table.paused { " [PAUSED]" } else { "" };
     let context = s
         .context
         .as_ref()
@@ -138,13 +140,7 @@ fn draw_conntrack(frame: &mut Frame<'_>, area: Rect, s: &Snapshot) {
 }
 
 fn header_cell(label: &str, column: SortColumn, app: &App) -> Cell<'static> {
-    if app.sort == column {
-        let arrow = if app.descending { "▼" } else { "▲" };
-        Cell::from(format!("{label}{arrow}"))
-            .style(Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED))
-    } else {
-        Cell::from(label.to_owned())
-    }
+    sort_header(label, app.sort == column, &app.table)
 }
 
 fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
@@ -210,40 +206,29 @@ fn draw_table(frame: &mut Frame<'_>, area: Rect, app: &App) {
         }
         Row::new(cells)
     });
-    let title = format!(" workloads ({}){}", rows.len(), filter_title(app));
+    let title = format!(" workloads ({}){}", rows.len(), filter_title(&app.table));
     draw_rows(frame, area, app, &title, (header, widths), body, rows.len());
 }
 
-/// The main table: `count` rows of `body` under a header, in the pane the arrow
-/// keys move in, the selected row highlighted.
 fn draw_rows<'a, H: Into<Cell<'a>>>(
     frame: &mut Frame<'_>,
     area: Rect,
     app: &App,
     title: &str,
-    (header, widths): (Vec<H>, Vec<Constraint>),
+    columns: (Vec<H>, Vec<Constraint>),
     body: impl IntoIterator<Item = Row<'a>>,
     count: usize,
 ) {
-    let table = Table::new(body, widths)
-        .header(Row::new(header).style(Style::new().fg(Color::Cyan)))
-        .block(pane_block(title, app.pane == Pane::Workloads))
-        .row_highlight_style(Style::new().add_modifier(Modifier::REVERSED));
-    let mut state = TableState::default().with_selected((count > 0).then_some(app.selected));
-    frame.render_stateful_widget(table, area, &mut state);
-}
-
-/// The filter, as shown in a table's title.
-fn filter_title(app: &App) -> String {
-    if app.editing_filter || !app.filter.is_empty() {
-        format!(
-            " filter: {}{} ",
-            app.filter,
-            if app.editing_filter { "_" } else { "" }
-        )
-    } else {
-        String::new()
-    }
+    let focused = app.pane == Pane::Workloads;
+    table_rows(
+        frame,
+        area,
+        (&app.table, focused),
+        title,
+        columns,
+        body,
+        count,
+    );
 }
 
 /// One row per listening socket: who, what it asked for, what it got, how full.
@@ -297,7 +282,7 @@ fn draw_listeners(frame: &mut Frame<'_>, area: Rect, app: &App) {
         };
         Row::new(cells).style(style)
     });
-    let title = format!(" listeners ({}){}", rows.len(), filter_title(app));
+    let title = format!(" listeners ({}){}", rows.len(), filter_title(&app.table));
     draw_rows(frame, area, app, &title, (header, widths), body, rows.len());
 }
 
@@ -339,20 +324,8 @@ fn draw_dns(frame: &mut Frame<'_>, area: Rect, app: &App) {
         };
         Some(Row::new(cells).style(style))
     });
-    let title = format!(" dns ({}){}", rows.len(), filter_title(app));
+    let title = format!(" dns ({}){}", rows.len(), filter_title(&app.table));
     draw_rows(frame, area, app, &title, (header, widths), body, rows.len());
-}
-
-fn pane_block(title: &str, focused: bool) -> Block<'_> {
-    let style = if focused {
-        Style::new().fg(Color::Cyan)
-    } else {
-        Style::new()
-    };
-    Block::default()
-        .borders(Borders::ALL)
-        .border_style(style)
-        .title(title)
 }
 
 fn draw_tuning(frame: &mut Frame<'_>, area: Rect, app: &App) {
@@ -408,39 +381,19 @@ fn draw_tuning(frame: &mut Frame<'_>, area: Rect, app: &App) {
 }
 
 fn draw_footer(frame: &mut Frame<'_>, area: Rect, app: &App) {
-    let text = match &app.error {
-        Some(e) => Span::styled(format!("error: {e}"), Style::new().fg(Color::Red)),
-        None => Span::styled(KEYS, Style::new().fg(Color::DarkGray)),
-    };
-    frame.render_widget(Paragraph::new(Line::from(text)), area);
+    footer(frame, area, app.error.as_deref(), KEYS);
 }
 
-fn draw_help(frame: &mut Frame<'_>, area: Rect) {
-    let help = [
-        "q, Esc      quit",
-        "s / S       sort by the next / previous column",
-        "o           reverse the order",
-        "/           filter by text (Enter keeps, Esc clears)",
-        "p           pause updates",
-        "l           listeners view / workloads view",
-        "d           DNS view (pods that asked, worst first)",
-        "tab         switch pane (table / tuning)",
-        "↑ ↓ PgUp PgDn Home End   move",
-        "r           reset the sparklines",
-        "?           this help (any key closes)",
-    ];
-    let width = area.width.min(60);
-    let height = area.height.min(help.len() as u16 + 2);
-    let popup = Rect::new(
-        area.x + (area.width - width) / 2,
-        area.y + (area.height - height) / 2,
-        width,
-        height,
-    );
-    frame.render_widget(Clear, popup);
-    frame.render_widget(
-        Paragraph::new(help.iter().map(|l| Line::from(*l)).collect::<Vec<_>>())
-            .block(Block::default().borders(Borders::ALL).title(" keys ")),
-        popup,
-    );
-}
+const HELP: [&str; 11] = [
+    "q, Esc      quit",
+    "s / S       sort by the next / previous column",
+    "o           reverse the order",
+    "/           filter by text (Enter keeps, Esc clears)",
+    "p           pause updates",
+    "l           listeners view / workloads view",
+    "d           DNS view (pods that asked, worst first)",
+    "tab         switch pane (table / tuning)",
+    "↑ ↓ PgUp PgDn Home End   move",
+    "r           reset the sparklines",
+    "?           this help (any key closes)",
+];

@@ -162,7 +162,7 @@ fn load_conversations() -> Result<Probes, TestResult> {
 
 /// An nftables table in `ns` with one rule that counts what `matches` and drops
 /// it; removed with the namespace.
-fn nft_drop(ns: &Netns, hook: &str, matches: &str) -> anyhow::Result<()> {
+pub(crate) fn nft_drop(ns: &Netns, hook: &str, matches: &str) -> anyhow::Result<()> {
     let chain = format!("{{ type filter hook {hook} priority 0 ; }}");
     ns.exec("nft", &["add", "table", "inet", "nettune_test"])?;
     ns.exec(

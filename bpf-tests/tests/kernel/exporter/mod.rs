@@ -16,9 +16,10 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 use bpf_tests::{
-    agent_process::{AgentProcess, free_port, http_get},
+    agent_process::{AgentProcess, http_get},
     harness::{Outcome, Test, TestResult, require_root},
     netns::{HostVeth, Netns, Veth},
+    prometheus::Prometheus,
     scenarios::Pair,
     sockets::connect_nonblocking,
     sysctl_guard::Restore,
@@ -50,71 +51,6 @@ pub const TESTS: &[Test] = &[
         run: scale::diagnose_names_a_full_conntrack_table_and_the_fix,
     },
 ];
-
-/// A Prometheus server on loopback scraping one target every second.
-struct Prometheus {
-    child: std::process::Child,
-    addr: SocketAddr,
-    dir: std::path::PathBuf,
-}
-
-impl Prometheus {
-    fn start(target: SocketAddr) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("nettune-prom-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: nettune\n    static_configs:\n      - targets: ['{target}']\n"
-            ),
-        )?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting prometheus (Debian package prometheus)")?;
-        Ok(Self { child, addr, dir })
-    }
-
-    /// The value of an instant query's first result, if any.
-    fn query(&self, promql: &str) -> anyhow::Result<Option<f64>> {
-        let encoded: String = promql
-            .bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
-        // Not listening yet, or not ready: no answer yet.
-        let Ok((200, body)) = http_get(self.addr, &format!("/api/v1/query?query={encoded}")) else {
-            return Ok(None);
-        };
-
-        let json: Value = serde_json::from_str(&body)?;
-        Ok(json["data"]["result"][0]["value"][1]
-            .as_str()
-            .and_then(|v| v.parse().ok()))
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn prometheus_scrapes_retransmits_the_test_caused() -> TestResult {
     if let Some(skip) = require_root() {

@@ -17,7 +17,7 @@ use crate::top::{
     format::rate,
 };
 
-use super::pane_block;
+use super::common::pane_block;
 
 /// What the selected listener's figures mean: the two facts about its limit.
 fn listener_lines(r: &ListenerRow<'_>) -> Vec<Line<'static>> {

@@ -1,0 +1,135 @@
+//! A real Prometheus server (Debian's `prometheus` package) on loopback,
+//! scraping agents every second, for tests of what Prometheus and the people
+//! reading it see. It can be stopped and started again on the same address
+//! and data, as when Prometheus restarts under a running viewer.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+use crate::agent_process::{free_port, http_get};
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// A scrape target and the labels Prometheus gives its series.
+pub struct Target {
+    /// The agent's `/metrics` address.
+    pub addr: SocketAddr,
+    /// Target labels, e.g. `("node", "node-a")` as the ServiceMonitor's
+    /// relabelling gives them.
+    pub labels: Vec<(String, String)>,
+}
+
+/// A Prometheus server; killed and its data removed on drop.
+pub struct Prometheus {
+    child: Option<Child>,
+    /// Its HTTP address.
+    pub addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    /// Scrapes one target, without labels of its own.
+    pub fn start(target: SocketAddr) -> anyhow::Result<Self> {
+        Self::scraping(&[Target {
+            addr: target,
+            labels: vec![],
+        }])
+    }
+
+    /// Scrapes `targets` every second.
+    pub fn scraping(targets: &[Target]) -> anyhow::Result<Self> {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("nettune-prom-{}-{id}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut config = String::from(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: nettune\n    static_configs:\n",
+        );
+        for t in targets {
+            config.push_str(&format!("      - targets: ['{}']\n", t.addr));
+            if !t.labels.is_empty() {
+                config.push_str("        labels:\n");
+                for (k, v) in &t.labels {
+                    config.push_str(&format!("          {k}: '{v}'\n"));
+                }
+            }
+        }
+        std::fs::write(dir.join("prometheus.yml"), config)?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let mut prometheus = Self {
+            child: None,
+            addr,
+            dir,
+        };
+        prometheus.resume()?;
+        Ok(prometheus)
+    }
+
+    /// Starts the server (again), same address, config and data.
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                self.dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                self.dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={}", self.addr))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting prometheus (Debian package prometheus)")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Stops the server (SIGKILL, as a crash or an eviction), keeping its data.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The value of an instant query's first result, if any (none yet while
+    /// it is not listening or not ready).
+    pub fn query(&self, promql: &str) -> anyhow::Result<Option<f64>> {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let Ok((200, body)) = http_get(self.addr, &format!("/api/v1/query?query={encoded}")) else {
+            return Ok(None);
+        };
+        let json: Value = serde_json::from_str(&body)?;
+        Ok(json["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok()))
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
