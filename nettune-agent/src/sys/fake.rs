@@ -89,6 +89,8 @@ pub struct FakeSystem {
     state: Mutex<State>,
     /// When set, the next namespace listing waits for a message (or a hang-up).
     gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// What happens right before the next write of a sysctl (by name).
+    before_write: Hook,
     /// What happens right after the next write of a sysctl (by name).
     after_write: Hook,
     /// What happens right after the next read of a sysctl (by name).
@@ -101,11 +103,11 @@ pub struct FakeSystem {
 #[derive(Default)]
 struct Hook(Mutex<Option<(String, Action)>>);
 
-/// What a [`Hook`] runs.
-type Action = Box<dyn FnOnce() + Send>;
+/// What a [`Hook`] runs, given the system (to change the node in between).
+type Action = Box<dyn FnOnce(&FakeSystem) + Send>;
 
 impl Hook {
-    fn set(&self, name: &str, action: impl FnOnce() + Send + 'static) {
+    fn set(&self, name: &str, action: impl FnOnce(&FakeSystem) + Send + 'static) {
         *self
             .0
             .lock()
@@ -115,7 +117,7 @@ impl Hook {
 
     /// Runs the action if it waits for `name` (outside the lock: it may use
     /// the system again).
-    fn fire(&self, name: &str) {
+    fn fire(&self, name: &str, system: &FakeSystem) {
         let action = {
             let mut slot = self
                 .0
@@ -130,7 +132,7 @@ impl Hook {
             }
         };
         if let Some(action) = action {
-            action();
+            action(system);
         }
     }
 }
@@ -332,7 +334,12 @@ impl FakeSystem {
 
     /// Mounts `/proc/sys` read-only: every sysctl write fails with EROFS.
     pub fn make_sysctls_read_only(&self) {
-        self.state().read_only = true;
+        self.set_sysctls_read_only(true);
+    }
+
+    /// `/proc/sys` read-only (`true`) or writable again.
+    pub fn set_sysctls_read_only(&self, read_only: bool) {
+        self.state().read_only = read_only;
     }
 
     /// Makes writes to sysctl `name` at `target` succeed without changing it (a
@@ -346,14 +353,21 @@ impl FakeSystem {
     /// Runs `fault` once, right after the next write of sysctl `name` took (and
     /// before the write returns): a panic there is the process killed between
     /// the write and anything after it.
-    pub fn after_next_write(&self, name: &str, fault: impl FnOnce() + Send + 'static) {
+    pub fn after_next_write(&self, name: &str, fault: impl FnOnce(&Self) + Send + 'static) {
         self.after_write.set(name, fault);
+    }
+
+    /// Runs `fault` once, right before the next write of sysctl `name` (it
+    /// then goes ahead): the process killed, or the node changed, between
+    /// journaling a change and making it.
+    pub fn before_next_write(&self, name: &str, fault: impl FnOnce(&Self) + Send + 'static) {
+        self.before_write.set(name, fault);
     }
 
     /// Runs `action` once, right after the next read of sysctl `name` (before
     /// the read returns): another process acting between a read and what the
     /// reader does with it.
-    pub fn after_next_read(&self, name: &str, action: impl FnOnce() + Send + 'static) {
+    pub fn after_next_read(&self, name: &str, action: impl FnOnce(&Self) + Send + 'static) {
         self.after_read.set(name, action);
     }
 
@@ -501,7 +515,7 @@ impl System for FakeSystem {
                 .map(|v| format!("{v}\n"))
                 .ok_or_else(|| not_found(format!("sysctl {name}")))
         });
-        self.after_read.fire(name);
+        self.after_read.fire(name, self);
         value
     }
 
@@ -513,28 +527,41 @@ impl System for FakeSystem {
         self.state().read_only
     }
 
-    fn write_sysctl(&self, target: &Target, name: &str, value: &str) -> io::Result<()> {
+    fn write_sysctl(
+        &self,
+        target: &Target,
+        identity: Option<&NamespaceIdentity>,
+        name: &str,
+        value: &str,
+    ) -> io::Result<String> {
+        self.before_write.fire(name, self);
         if self.state().read_only {
             return Err(io::Error::from_raw_os_error(libc::EROFS));
         }
-        if self
+        if let (Target::Netns { inode, .. }, Some(expected)) = (target, identity)
+            && &self.netns_identity(*inode)? != expected
+        {
+            return Err(not_found(format!(
+                "network namespace {inode} is another one now: nothing written"
+            )));
+        }
+        let ignored = self
             .state()
             .ignored_writes
-            .contains(&(target.clone(), name.to_owned()))
-        {
-            return Ok(());
-        }
-        self.with_sysctls(target, |map| {
+            .contains(&(target.clone(), name.to_owned()));
+        // What the namespace holds after the write is what the read-back there
+        // sees (the real write holds the namespace open until then).
+        let kept = self.with_sysctls(target, |map| {
             let slot = map
                 .get_mut(name)
                 .ok_or_else(|| not_found(format!("sysctl {name}")))?;
             // An empty write issues no write(2): the kernel keeps the value.
-            if !value.is_empty() {
+            if !ignored && !value.is_empty() {
                 *slot = kernel_rounding(name, value.trim_end_matches('\n'));
             }
-            Ok(())
+            Ok(slot.clone())
         })?;
-        self.after_write.fire(name);
-        Ok(())
+        self.after_write.fire(name, self);
+        Ok(format!("{kept}\n"))
     }
 }

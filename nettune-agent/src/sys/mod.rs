@@ -135,8 +135,17 @@ pub trait System: Send + Sync {
     /// Reads sysctl `name` (dotted, `net.*` only) at `target`.
     fn read_sysctl(&self, target: &Target, name: &str) -> io::Result<String>;
 
-    /// Writes `value` to sysctl `name` (dotted, `net.*` only) at `target`.
-    fn write_sysctl(&self, target: &Target, name: &str, value: &str) -> io::Result<()>;
+    /// Writes `value` to sysctl `name` (dotted, `net.*` only) at `target` and
+    /// reads it back there; returns what reads back. In a pod's namespace, only
+    /// if it is still the one `identity` names: checked with the namespace held
+    /// open, so it cannot be replaced between the check, the write and the read.
+    fn write_sysctl(
+        &self,
+        target: &Target,
+        identity: Option<&NamespaceIdentity>,
+        name: &str,
+        value: &str,
+    ) -> io::Result<String>;
 }
 
 /// A shared or borrowed system is a system (`&FakeSystem` while a test keeps the
@@ -214,8 +223,14 @@ where
         (**self).read_sysctl(target, name)
     }
 
-    fn write_sysctl(&self, target: &Target, name: &str, value: &str) -> io::Result<()> {
-        (**self).write_sysctl(target, name, value)
+    fn write_sysctl(
+        &self,
+        target: &Target,
+        identity: Option<&NamespaceIdentity>,
+        name: &str,
+        value: &str,
+    ) -> io::Result<String> {
+        (**self).write_sysctl(target, identity, name, value)
     }
 }
 
@@ -406,8 +421,47 @@ impl System for Kernel {
         Self::in_target(target, || sysctl::read_file(&path))?
     }
 
-    fn write_sysctl(&self, target: &Target, name: &str, value: &str) -> io::Result<()> {
+    fn write_sysctl(
+        &self,
+        target: &Target,
+        identity: Option<&NamespaceIdentity>,
+        name: &str,
+        value: &str,
+    ) -> io::Result<String> {
         let path = Self::sysctl_path(name)?;
-        Self::in_target(target, || fs::write(&path, value))?
+        let write_and_read = || -> io::Result<String> {
+            fs::write(&path, value)?;
+            sysctl::read_file(&path)
+        };
+        let Target::Netns { inode, .. } = target else {
+            return write_and_read();
+        };
+        let ns = Self::find(*inode)?;
+        // Held open from here: the namespace cannot go (and its inode be
+        // reused) until the write is read back.
+        let file = netns::open_expected(&ns.handle_path(), *inode)?;
+        if let Some(expected) = identity {
+            let found = match expected {
+                NamespaceIdentity::Cookie(_) => {
+                    netns::enter_and_run(&file, netns::cookie_of_this_thread)??
+                        .map(NamespaceIdentity::Cookie)
+                }
+                // Before 5.14: the process it was found through, still the
+                // same one now that the namespace is open.
+                NamespaceIdentity::Process { .. } | NamespaceIdentity::Named(_) => {
+                    Some(self.netns_identity(*inode)?)
+                }
+            };
+            if found.as_ref() != Some(expected) {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "network namespace {inode} is another one now ({found:?}, journaled \
+                         {expected:?}): nothing written"
+                    ),
+                ));
+            }
+        }
+        netns::enter_and_run(&file, write_and_read)?
     }
 }

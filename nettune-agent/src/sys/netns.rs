@@ -258,7 +258,7 @@ pub fn inside_expected<R: Send>(
 }
 
 /// Runs `f` on a short-lived thread that joined the namespace `ns` is open on.
-fn enter_and_run<R: Send>(ns: &File, f: impl FnOnce() -> R + Send) -> io::Result<R> {
+pub fn enter_and_run<R: Send>(ns: &File, f: impl FnOnce() -> R + Send) -> io::Result<R> {
     std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: setns on a namespace fd we own changes only this thread, which

@@ -10,7 +10,7 @@ use std::io;
 use crate::{
     model::{
         tunables::Tunable,
-        tuning::Target,
+        tuning::{NamespaceIdentity, Target},
         value::{Value, ValueError, normalise, same_value},
     },
     sys::System,
@@ -72,13 +72,23 @@ impl<S: System> Actuator<S> {
 
     /// Writes `value` (as the kernel prints it) to `spec` at `target`, then reads
     /// it back: a write the kernel did not take (as it rounds what it takes) is
-    /// an error, never a success.
-    pub fn write(&self, target: &Target, spec: &Tunable, value: &str) -> io::Result<()> {
+    /// an error, never a success. In a pod's namespace, only if it is still the
+    /// one `identity` names (journaled with the change).
+    pub fn write(
+        &self,
+        target: &Target,
+        identity: Option<&NamespaceIdentity>,
+        spec: &Tunable,
+        value: &str,
+    ) -> io::Result<()> {
         // An empty value must still reach the kernel: `write(2)` of 0 bytes (what
         // writing "" amounts to) leaves a sysctl as it was; a newline clears it.
         let text = if value.trim().is_empty() { "\n" } else { value };
-        self.system.write_sysctl(target, spec.name, text)?;
-        let now = self.read_text(target, spec)?;
+        let now = self
+            .system
+            .write_sysctl(target, identity, spec.name, text)?
+            .trim()
+            .to_owned();
         // Compared as the kernel keeps it (a hash size rounded to whole pages).
         let kept = Value::parse(spec, value).map_or_else(
             |_| value.to_owned(),

@@ -82,7 +82,12 @@ fn restore_all<S: System>(
                 }
             }
         }
-        match actuator.write(&entry.target, spec, &entry.original) {
+        match actuator.write(
+            &entry.target,
+            entry.identity.as_ref(),
+            spec,
+            &entry.original,
+        ) {
             Ok(()) => {
                 journal.forget_restored(&entry.sysctl, &entry.target, now)?;
                 report

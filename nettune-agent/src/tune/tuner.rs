@@ -19,7 +19,8 @@ use crate::{
         sysctl_writers::foreign_writer,
         tunables::{self, IP_LOCAL_RESERVED_PORTS, Shape, Tunable},
         tuning::{
-            Decision, DecisionCount, EffectCount, Managed, Mode, Outcome, Target, TuningState,
+            Decision, DecisionCount, EffectCount, Managed, Mode, NamespaceIdentity, Outcome,
+            Target, TuningState,
         },
         value::{self, PortList, Value},
     },
@@ -285,6 +286,23 @@ impl<S: System> Tuner<S> {
                 return d;
             }
         }
+        // Which namespace this decision is about, fixed before anything is read
+        // there: a write goes to that one or nowhere.
+        let identity = match (self.owns_journal(), p.target.as_ref()) {
+            (true, Some(Target::Netns { inode, .. })) => {
+                match self.actuator.system().netns_identity(*inode) {
+                    Ok(id) => Some(id),
+                    // Unidentified, a later rollback could not tell it from a successor.
+                    Err(e) => {
+                        return fail(
+                            d,
+                            format!("not written: cannot identify netns {inode}: {e}"),
+                        );
+                    }
+                }
+            }
+            _ => None,
+        };
         let current = match p.target.as_ref().map(|t| self.actuator.read(t, spec)) {
             Some(Ok(v)) => v,
             Some(Err(e)) => return fail(d, e.to_string()),
@@ -345,7 +363,7 @@ impl<S: System> Tuner<S> {
                     return d;
                 }
                 let target = p.target.clone().unwrap_or(Target::Node);
-                self.write(d, &target, spec, &current, &next, now)
+                self.write(d, &target, identity, spec, (&current, &next), now)
             }
         }
     }
@@ -466,32 +484,19 @@ impl<S: System> Tuner<S> {
         &mut self,
         mut d: Decision,
         target: &Target,
+        identity: Option<NamespaceIdentity>,
         spec: &Tunable,
-        current: &Value,
-        next: &Value,
+        (current, next): (&Value, &Value),
         now: u64,
     ) -> Decision {
         if self.config.mode != Mode::Enforce {
             d.result = Outcome::Advised;
             return d;
         }
-        let identity = match target {
-            Target::Node => None,
-            Target::Netns { inode, .. } => match self.actuator.system().netns_identity(*inode) {
-                Ok(id) => Some(id),
-                // Unidentified, a later rollback could not tell it from a successor.
-                Err(e) => {
-                    return fail(
-                        d,
-                        format!("not written: cannot identify netns {inode}: {e}"),
-                    );
-                }
-            },
-        };
         let (was, value) = (current.to_string(), next.to_string());
-        if let Err(e) = self
-            .journal
-            .record_intent(spec.name, target, &was, identity, &value, now)
+        if let Err(e) =
+            self.journal
+                .record_intent(spec.name, target, &was, identity.clone(), &value, now)
         {
             // No intent on disk, no write: the original (or whose value the
             // written one is) could be lost. The attempt still counts.
@@ -503,7 +508,7 @@ impl<S: System> Tuner<S> {
             attempts.push(now);
             return fail(d, format!("not written: {e}"));
         }
-        if let Err(e) = self.actuator.write(target, spec, &value) {
+        if let Err(e) = self.actuator.write(target, identity.as_ref(), spec, &value) {
             return fail(
                 d,
                 format!("writing {}: {e} (the original is journaled)", spec.name),
@@ -512,7 +517,7 @@ impl<S: System> Tuner<S> {
         if let Err(e) = self.journal.record_write(spec.name, target, &value) {
             // A value the journal cannot vouch for is not kept: put back what
             // was there (the intent on disk still names both as nettune's).
-            let undone = match self.actuator.write(target, spec, &was) {
+            let undone = match self.actuator.write(target, identity.as_ref(), spec, &was) {
                 Ok(()) => format!("{current} restored"),
                 Err(undo) => format!(
                     "restoring {current} failed too ({undo}): {next} stays, journaled as an intent"

@@ -104,7 +104,7 @@ impl<S: System> Tuner<S> {
             }
             Ok(next) => {
                 d.to = Some(next.to_string());
-                self.write(d, &Target::Node, spec, &current, &next, now)
+                self.write(d, &Target::Node, None, spec, (&current, &next), now)
             }
         }
     }

@@ -29,7 +29,7 @@ fn a_write_the_journal_cannot_record_is_undone_and_the_decision_fails() {
     assert_eq!(f.somaxconn(), "8192");
     // The disk fills between the next write and its record.
     let tmp = f.journal_tmp();
-    f.system.after_next_write("net.core.somaxconn", move || {
+    f.system.after_next_write("net.core.somaxconn", move |_| {
         fs::create_dir_all(tmp).unwrap();
     });
     // (A new tuner each time: the same one would wait for the first verdict.)
@@ -68,7 +68,7 @@ fn a_kill_between_the_write_and_its_record_leaves_a_value_nettune_still_owns() {
     assert_eq!(f.somaxconn(), "8192");
     // SIGKILL right after the second write took: nothing after it runs.
     f.system
-        .after_next_write("net.core.somaxconn", || panic!("killed after the write"));
+        .after_next_write("net.core.somaxconn", |_| panic!("killed after the write"));
     let mut t = f.tuner(Mode::Enforce);
     let killed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         t.round(&overflowing(), 10_000)
@@ -285,7 +285,7 @@ fn a_rollback_during_a_round_waits_for_it_and_the_next_round_respects_it() {
     let mut t = f.tuner(Mode::Enforce);
     let (reading_tx, reading_rx) = std::sync::mpsc::channel();
     let (rolled_back_tx, rolled_back_rx) = std::sync::mpsc::channel();
-    f.system.after_next_read("net.core.somaxconn", move || {
+    f.system.after_next_read("net.core.somaxconn", move |_| {
         reading_tx.send(()).unwrap();
         // Give the rollback its chance to run in between (it must not get it).
         let _ = rolled_back_rx.recv_timeout(std::time::Duration::from_secs(2));

@@ -294,6 +294,7 @@ fn decision<'a>(d: &'a [Decision], sysctl: &str) -> &'a Decision {
         .unwrap_or_else(|| panic!("no decision on {sysctl}: {d:?}"))
 }
 
+mod faults;
 mod journal;
 mod ports;
 mod verdicts;
