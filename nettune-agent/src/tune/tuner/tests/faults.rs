@@ -59,33 +59,6 @@ const SOMAXCONN: &str = "net.core.somaxconn";
 /// What the namespace that replaces the pod's has: a value nettune never wrote.
 const SUCCESSOR_VALUE: &str = "1111";
 
-fn pod() -> Target {
-    Target::Netns {
-        inode: 7,
-        label: "netns:pod-a".into(),
-    }
-}
-
-/// The pod's listener overflows with somaxconn at 4096.
-fn pod_overflowing() -> Snapshot {
-    let mut w = WorkloadFigures::new(
-        7,
-        Workload::new(
-            crate::model::workload::WorkloadKind::NamedNetns,
-            "netns:pod-a",
-        ),
-    );
-    w.listen_overflows = CounterRate {
-        total: 9,
-        per_second: 3.0,
-    };
-    w.netns_sysctls = overflowing().workloads[0].netns_sysctls;
-    let mut s = crate::model::snapshot::for_tests(vec![w]);
-    s.listeners = overflowing().listeners;
-    s.listeners[0].netns = 7;
-    s
-}
-
 /// Makes `fault` happen on `system`, with the journal in `state`.
 fn strike(fault: Fault, system: &FakeSystem, state: &Path) {
     match fault {
@@ -99,7 +72,7 @@ fn strike(fault: Fault, system: &FakeSystem, state: &Path) {
         Fault::NamespaceReplaced => {
             system.remove_namespace(7);
             system.add_namespace(7, Some("pod-a"), false);
-            system.set_sysctl(&pod(), SOMAXCONN, SUCCESSOR_VALUE);
+            system.set_sysctl(&pod_a(), SOMAXCONN, SUCCESSOR_VALUE);
         }
     }
 }
@@ -123,12 +96,15 @@ fn change_with(f: &Fixture, fault: Fault, step: Step) -> bool {
     }
     let mut t = f.tuner_with(Mode::Enforce, |c| c.pod_netns = vec!["netns:pod-a".into()]);
     let lived = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        t.round(&pod_overflowing(), 0)
+        t.round(&pod_a_overflowing(), 0)
     }))
     .is_ok();
     drop(t);
     if let Step::AfterRecord = step {
-        assert_eq!(f.system.sysctl(&pod(), SOMAXCONN).as_deref(), Some("8192"));
+        assert_eq!(
+            f.system.sysctl(&pod_a(), SOMAXCONN).as_deref(),
+            Some("8192")
+        );
         return std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             strike(fault, &f.system, &f.state);
         }))
@@ -145,7 +121,7 @@ fn every_step_stopped_by_every_fault_leaves_a_journal_rollback_restores_exactly(
             let case = format!("{fault:?} {step:?}");
             let f = Fixture::new(&format!("fault-{fault:?}-{step:?}"));
             f.system.add_namespace(7, Some("pod-a"), false);
-            f.system.set_sysctl(&pod(), SOMAXCONN, "4096");
+            f.system.set_sysctl(&pod_a(), SOMAXCONN, "4096");
             let lived = change_with(&f, fault, step);
             repair(&f.system, &f.state);
             if let Err(why) = check_after_restart(&f, fault, step) {
@@ -158,7 +134,7 @@ fn every_step_stopped_by_every_fault_leaves_a_journal_rollback_restores_exactly(
 
 /// The restart and the rollback, and what they must leave.
 fn check_after_restart(f: &Fixture, fault: Fault, step: Step) -> Result<(), String> {
-    let value = || f.system.sysctl(&pod(), SOMAXCONN);
+    let value = || f.system.sysctl(&pod_a(), SOMAXCONN);
     if fault == Fault::CorruptJournal {
         // Never replaced, never guessed: the file stays for a human, rollback
         // names it, and a change it struck midway did not stay behind its

@@ -294,6 +294,34 @@ fn decision<'a>(d: &'a [Decision], sysctl: &str) -> &'a Decision {
         .unwrap_or_else(|| panic!("no decision on {sysctl}: {d:?}"))
 }
 
+/// The opted-in pod `netns:pod-a` (namespace inode 7).
+fn pod_a() -> Target {
+    Target::Netns {
+        inode: 7,
+        label: "netns:pod-a".into(),
+    }
+}
+
+/// Pod-a's listener overflows as [`overflowing`]'s does on the node.
+fn pod_a_overflowing() -> Snapshot {
+    let mut w = WorkloadFigures::new(
+        7,
+        Workload::new(
+            crate::model::workload::WorkloadKind::NamedNetns,
+            "netns:pod-a",
+        ),
+    );
+    w.listen_overflows = CounterRate {
+        total: 9,
+        per_second: 3.0,
+    };
+    w.netns_sysctls = overflowing().workloads[0].netns_sysctls;
+    let mut s = crate::model::snapshot::for_tests(vec![w]);
+    s.listeners = overflowing().listeners;
+    s.listeners[0].netns = 7;
+    s
+}
+
 mod faults;
 mod journal;
 mod ports;

@@ -163,26 +163,9 @@ fn rollback_leaves_values_someone_else_owns_unless_forced() {
 fn raised_in_a_pod_whose_inode_was_reused(name: &str) -> (Fixture, Target, Snapshot) {
     let f = Fixture::new(name);
     f.system.add_namespace(7, Some("pod-a"), false);
-    let pod = Target::Netns {
-        inode: 7,
-        label: "netns:pod-a".into(),
-    };
+    let pod = pod_a();
     f.system.set_sysctl(&pod, "net.core.somaxconn", "4096");
-    let mut overflowing_pod = WorkloadFigures::new(
-        7,
-        Workload::new(
-            crate::model::workload::WorkloadKind::NamedNetns,
-            "netns:pod-a",
-        ),
-    );
-    overflowing_pod.listen_overflows = CounterRate {
-        total: 9,
-        per_second: 3.0,
-    };
-    overflowing_pod.netns_sysctls = overflowing().workloads[0].netns_sysctls;
-    let mut snapshot = crate::model::snapshot::for_tests(vec![overflowing_pod]);
-    snapshot.listeners = overflowing().listeners;
-    snapshot.listeners[0].netns = 7;
+    let snapshot = pod_a_overflowing();
     let d = f
         .tuner_with(Mode::Enforce, |c| c.pod_netns = vec!["netns:pod-a".into()])
         .round(&snapshot, 0);
