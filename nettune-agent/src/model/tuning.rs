@@ -58,8 +58,11 @@ impl Demotion {
     }
 }
 
-/// Where a sysctl is read or written.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Where a sysctl is read or written. Two targets are the same place when they
+/// are the same namespace: a pod's label is for people, and changes while the
+/// namespace stays (the runtime answers again and a UID becomes
+/// `namespace/name`), so equality, order and hash look at the inode alone.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
     /// The host's (the agent's own) network namespace: node-wide values and the
@@ -72,6 +75,42 @@ pub enum Target {
         /// The workload's `pod` label.
         label: String,
     },
+}
+
+impl Target {
+    /// What identifies the place: `None` for the node, the inode for a pod.
+    fn place(&self) -> Option<u32> {
+        match self {
+            Self::Node => None,
+            Self::Netns { inode, .. } => Some(*inode),
+        }
+    }
+}
+
+impl PartialEq for Target {
+    fn eq(&self, other: &Self) -> bool {
+        self.place() == other.place()
+    }
+}
+
+impl Eq for Target {}
+
+impl PartialOrd for Target {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Target {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.place().cmp(&other.place())
+    }
+}
+
+impl std::hash::Hash for Target {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.place().hash(state);
+    }
 }
 
 impl fmt::Display for Target {

@@ -323,6 +323,8 @@ impl Journal {
                 }
             };
             let e = &mut entries[at];
+            // The same namespace under the label people know it by now.
+            e.target = target.clone();
             if e.pending.as_deref() == Some(current) {
                 e.last_written = e.pending.take();
             }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::{
     actuator::Actuator,
     guardrails::{self, Limits},
-    journal::{Entry, Journal, JournalError},
+    journal::{Journal, JournalError},
     policy::{self, Proposal},
     rules::{self, Plan},
     verify::{self, Watch},
@@ -58,6 +58,10 @@ pub struct Tuner<S: System> {
 }
 
 const RECENT: usize = 50;
+
+/// Journal entries of namespaces missing from the Snapshot checked per round
+/// (each check looks the namespace up).
+const DEPARTED_CHECKS_PER_ROUND: usize = 8;
 
 /// Bytes of RAM, from `/proc/meminfo`.
 pub fn mem_total(system: &impl System) -> u64 {
@@ -224,6 +228,9 @@ impl<S: System> Tuner<S> {
                 return Vec::new();
             }
         }
+        if self.owns_journal() {
+            self.forget_departed(snapshot);
+        }
         self.verify(snapshot, now);
         let proposals = policy::propose(snapshot, &self.config);
         let mut decisions: Vec<Decision> = Vec::with_capacity(proposals.len());
@@ -375,69 +382,6 @@ impl<S: System> Tuner<S> {
         self.config.mode == Mode::Enforce
     }
 
-    /// The journal's entry for `spec` at `target`, unless it belongs to an earlier
-    /// namespace that had the same inode: that one is gone with its values, and
-    /// its entry is dropped.
-    fn current_entry(&mut self, spec: &Tunable, target: &Target) -> Option<Entry> {
-        let entry = self.journal.entry(spec.name, target)?.clone();
-        if let (Target::Netns { inode, .. }, Some(journaled)) = (target, &entry.identity)
-            && self
-                .actuator
-                .system()
-                .netns_identity(*inode)
-                .is_ok_and(|now| &now != journaled)
-        {
-            if self.owns_journal()
-                && let Err(e) = self.journal.remove(spec.name, target)
-            {
-                log::warn!("cannot drop the journal entry of a departed namespace: {e}");
-            }
-            return None;
-        }
-        Some(entry)
-    }
-
-    /// What the guardrails know of `spec` at `target`: the journal's entry
-    /// ([`Self::current_entry`]) with the attempts the journal could not take;
-    /// with only such attempts, an entry of `current` made of them.
-    fn history(&mut self, spec: &Tunable, target: &Target, current: &Value) -> Option<Entry> {
-        let entry = self.current_entry(spec, target);
-        let key = (spec.name.to_owned(), target.clone());
-        // A rollback's record counts where no entry is: its restore is the last
-        // change there.
-        let rolled_back = entry
-            .is_none()
-            .then(|| self.journal.rolled_back(spec.name, target))
-            .flatten()
-            .map(|r| r.changes.clone());
-        let unrecorded = self.unrecorded.get(&key);
-        if unrecorded.is_none() && rolled_back.is_none() {
-            return entry;
-        }
-        let mut entry = entry.unwrap_or_else(|| Entry {
-            sysctl: spec.name.to_owned(),
-            target: target.clone(),
-            original: current.to_string(),
-            last_written: None,
-            pending: None,
-            writes: Vec::new(),
-            stood_down: false,
-            identity: None,
-        });
-        entry.writes.extend(
-            unrecorded
-                .into_iter()
-                .flatten()
-                .chain(rolled_back.iter().flatten()),
-        );
-        entry.writes.sort_unstable();
-        Some(entry)
-    }
-
-    /// `Ok` when the ports nettune protects are reserved at `target` — already, or
-    /// by a reservation applied (or, in advise mode, advised) earlier this round.
-    /// Only the node's services listen in the node's namespace: a pod's own
-    /// namespace has nothing to protect.
     /// The ports to keep from ephemeral use where `p` acts: what listens there
     /// below the ephemeral range, and on the node also `tuning.reserved_ports`
     /// (with the agent's own).
@@ -449,6 +393,9 @@ impl<S: System> Tuner<S> {
         }
     }
 
+    /// `Ok` when the `protected` ports (none, in a pod where nothing listens
+    /// below the range) are reserved at `target` — already, or by a reservation
+    /// applied (or, in advise mode, advised) earlier this round.
     pub(super) fn ports_protected(
         &self,
         target: &Target,
@@ -617,6 +564,7 @@ fn exposed_listeners(snapshot: &Snapshot, lowest: u64) -> BTreeMap<u32, PortList
 }
 
 mod apply;
+mod history;
 #[cfg(test)]
 mod tests;
 mod verdicts;

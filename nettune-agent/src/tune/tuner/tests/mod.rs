@@ -326,3 +326,67 @@ mod faults;
 mod journal;
 mod ports;
 mod verdicts;
+
+#[test]
+fn a_pod_the_runtime_names_anew_keeps_its_one_entry_original_and_cooldown() {
+    // The runtime was down (the pod known by its UID), then answers again (the
+    // pod is `shop/web-1`): the same namespace, a new label.
+    let f = Fixture::new("relabel");
+    f.system.add_namespace(7, None, false);
+    let labelled = |label: &str| -> Snapshot {
+        let mut s = pod_a_overflowing();
+        let w = &mut s.workloads[0];
+        w.workload = Workload::pod("", label, "6f1f5c1e");
+        w.workload.tune_netns = true;
+        s
+    };
+    let target = |label: &str| Target::Netns {
+        inode: 7,
+        label: labelled(label).workloads[0].workload.display_name(),
+    };
+    f.system
+        .set_sysctl(&target("6f1f5c1e"), "net.core.somaxconn", "4096");
+    let d = f.tuner(Mode::Enforce).round(&labelled("6f1f5c1e"), 0);
+    assert_eq!(d[0].result, Outcome::Applied, "{}", d[0]);
+    // A restarted agent, a second later, with the pod's name.
+    let d = f.tuner(Mode::Enforce).round(&labelled("web-1"), 1);
+    assert_ne!(
+        d[0].result,
+        Outcome::Applied,
+        "no cooldown across the rename: {}",
+        d[0]
+    );
+    assert_eq!(
+        f.system
+            .sysctl(&target("web-1"), "net.core.somaxconn")
+            .as_deref(),
+        Some("8192")
+    );
+    let journal = Journal::open(&f.state).unwrap();
+    assert_eq!(journal.entries().len(), 1, "{:?}", journal.entries());
+    assert_eq!(journal.entries()[0].original, "4096");
+}
+
+#[test]
+fn the_entries_of_pods_that_went_are_forgotten_and_the_journal_does_not_grow_with_churn() {
+    let f = Fixture::new("churn");
+    for round in 0..3u64 {
+        f.system.add_namespace(7, Some("pod-a"), false);
+        f.system.set_sysctl(&pod_a(), "net.core.somaxconn", "4096");
+        let mut t = f.tuner_with(Mode::Enforce, |c| c.pod_netns = vec!["netns:pod-a".into()]);
+        let d = t.round(&pod_a_overflowing(), round * 10_000);
+        assert_eq!(d[0].result, Outcome::Applied, "{}", d[0]);
+        // The pod goes (its namespace with it); the next round forgets it.
+        f.system.remove_namespace(7);
+        t.round(
+            &crate::model::snapshot::for_tests(Vec::new()),
+            round * 10_000 + 1,
+        );
+        let journal = Journal::open(&f.state).unwrap();
+        assert!(
+            journal.entries().is_empty(),
+            "round {round}: {:?}",
+            journal.entries()
+        );
+    }
+}
