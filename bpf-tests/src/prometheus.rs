@@ -45,13 +45,25 @@ impl Prometheus {
 
     /// Scrapes `targets` every second.
     pub fn scraping(targets: &[Target]) -> anyhow::Result<Self> {
+        Self::with_rules(targets, None)
+    }
+
+    /// Scrapes `targets` every second and evaluates the rule file `rules` (a
+    /// Prometheus rule file's text) every second.
+    pub fn with_rules(targets: &[Target], rules: Option<&str>) -> anyhow::Result<Self> {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("nettune-prom-{}-{id}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let mut config = String::from(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: nettune\n    static_configs:\n",
-        );
+        let mut config =
+            String::from("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n");
+        if let Some(rules) = rules {
+            std::fs::write(dir.join("rules.yaml"), rules)?;
+            config.push_str(&format!(
+                "rule_files:\n  - {}\n",
+                dir.join("rules.yaml").display()
+            ));
+        }
+        config.push_str("scrape_configs:\n  - job_name: nettune\n    static_configs:\n");
         for t in targets {
             config.push_str(&format!("      - targets: ['{}']\n", t.addr));
             if !t.labels.is_empty() {
@@ -124,6 +136,40 @@ impl Prometheus {
         Ok(json["data"]["result"][0]["value"][1]
             .as_str()
             .and_then(|v| v.parse().ok()))
+    }
+}
+
+/// An alert as Prometheus's `/api/v1/alerts` lists it.
+#[derive(Clone, Debug)]
+pub struct Alert {
+    /// `alertname`.
+    pub name: String,
+    /// `pending` or `firing`.
+    pub state: String,
+    /// Its labels, `alertname` included.
+    pub labels: Value,
+}
+
+impl Prometheus {
+    /// The alerts pending or firing now (none while it is not ready).
+    pub fn alerts(&self) -> anyhow::Result<Vec<Alert>> {
+        let Ok((200, body)) = http_get(self.addr, "/api/v1/alerts") else {
+            return Ok(Vec::new());
+        };
+        let json: Value = serde_json::from_str(&body)?;
+        Ok(json["data"]["alerts"]
+            .as_array()
+            .map(|alerts| {
+                alerts
+                    .iter()
+                    .map(|a| Alert {
+                        name: a["labels"]["alertname"].as_str().unwrap_or("").to_owned(),
+                        state: a["state"].as_str().unwrap_or("").to_owned(),
+                        labels: a["labels"].clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 }
 

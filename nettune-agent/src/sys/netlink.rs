@@ -298,8 +298,14 @@ where
 
 fn set_receive_timeout(fd: RawFd, timeout: Duration) -> io::Result<()> {
     let tv = libc::timeval {
-        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_usec: libc::suseconds_t::from(timeout.subsec_micros().min(999_999) as i32),
+        // The field types, not their names: libc deprecates naming `time_t` and
+        // `suseconds_t` on musl, where they are changing.
+        tv_sec: timeout
+            .as_secs()
+            .min(i32::MAX as u64)
+            .try_into()
+            .unwrap_or_default(),
+        tv_usec: timeout.subsec_micros().min(999_999).into(),
     };
     // SAFETY: `tv` is a valid timeval for the duration of the call; the fd is
     // our open socket.

@@ -69,7 +69,7 @@ pub fn manifests_and_overlays_validate() -> TestResult {
 }
 
 /// The rule groups of deploy/base/prometheusrule.yaml as a Prometheus rules file.
-fn rules_file() -> anyhow::Result<String> {
+pub(super) fn rules_file() -> anyhow::Result<String> {
     let rule = std::fs::read_to_string(deploy_dir().join("base/prometheusrule.yaml"))?;
     let spec = rule
         .split_once("\nspec:\n")

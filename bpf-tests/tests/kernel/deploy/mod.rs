@@ -5,12 +5,14 @@
 //! validation. And run for real: the image `cargo xtask image` builds is the
 //! Dockerfile's and runs under podman and containerd; the DaemonSet's container,
 //! with the settings the rendered manifest gives it, runs under podman + runc
-//! and does its job with those permissions only.
+//! and does its job with those permissions only. The alert rules also run live,
+//! in a real Prometheus, against real faults.
 //!
 //! One file per concern: `files` (where deploy/ is), `manifests` (the offline
-//! checks), `image` (the container image), `pod` (the DaemonSet's pod run for
+//! checks), `alerts` (the rules live), `image` (the container image), `pod` (the DaemonSet's pod run for
 //! real).
 
+mod alerts;
 mod files;
 mod image;
 mod manifests;
@@ -26,6 +28,10 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "deploy::alert_rules_pass_promtool_with_a_firing_and_a_quiet_case_each",
         run: manifests::alert_rules_pass_promtool,
+    },
+    Test {
+        name: "deploy::the_shipped_alerts_fire_for_real_faults_and_resolve",
+        run: alerts::the_shipped_alerts_fire_for_real_faults_and_resolve,
     },
     Test {
         name: "deploy::rules_and_dashboard_use_only_metrics_the_agent_exports",
