@@ -106,11 +106,33 @@ mod tests {
             Arch::Amd64
         };
         other.cargo_target(&mut cargo);
+        assert!(cargo.get_args().any(|a| a == other.static_target()));
         assert!(
             cargo
                 .get_envs()
                 .any(|(k, v)| k.to_string_lossy().ends_with("_LINKER")
                     && v.is_some_and(|v| v == "rust-lld"))
         );
+    }
+}
+
+#[cfg(test)]
+mod deploy_tests {
+    use super::Arch;
+
+    #[test]
+    fn the_daemonset_schedules_on_every_platform_of_the_image() {
+        let path = xtask::workspace_root().join("deploy/base/daemonset.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let after_key = text
+            .split_once("key: kubernetes.io/arch")
+            .expect("the DaemonSet selects nodes by kubernetes.io/arch")
+            .1;
+        let values = after_key
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("values: "))
+            .expect("its values");
+        let names: Vec<&str> = Arch::ALL.iter().map(|a| a.name()).collect();
+        assert_eq!(values, format!("[{}]", names.join(", ")));
     }
 }

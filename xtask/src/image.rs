@@ -228,21 +228,28 @@ pub fn image(tag: Option<&str>, load: &[LoadInto], arches: &[Arch]) -> anyhow::R
     let entries = index::read(&archive, ENTRYPOINT)?;
     index::check(&entries, &arches)
         .with_context(|| format!("reading back {}", archive.display()))?;
+    let root = xtask::workspace_root();
+    let shown = |path: &Path| {
+        path.strip_prefix(&root)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    };
     for entry in &entries {
         println!(
             "image: {} platform {}/{}: config architecture {}, {ENTRYPOINT} ELF machine {}",
-            archive.display(),
+            shown(&archive),
             entry.os,
             entry.platform,
             entry.config_arch,
             entry.elf_machine.unwrap_or_default()
         );
     }
-    println!("image: {} ({tag}, index)", archive.display());
+    println!("image: {} ({tag}, index)", shown(&archive));
     if arches.contains(&host) {
         println!(
             "image: {} ({tag}, {} only)",
-            host_archive.display(),
+            shown(&host_archive),
             host.name()
         );
     }

@@ -169,7 +169,9 @@ impl LazyApt {
             let apt = PrivateApt::new(self.0)?;
             println!(
                 "setup: kernel packages: updating the private apt lists ({})",
-                apt.config.parent().map_or_else(String::new, |d| d.display().to_string())
+                apt.config
+                    .parent()
+                    .map_or_else(String::new, |d| d.display().to_string())
             );
             apt.update()?;
             self.1 = Some(apt);

@@ -100,8 +100,9 @@ pub const ARM64_SERIES: [Series; 2] = [
         arch: Arch::Arm64,
         debian: "Debian 12, bookworm-security, arm64",
         package: ("linux-image-6.1.0-", "-arm64"),
-        // No TCX. fentry: the arm64 kernel has no BPF trampoline on 6.1 (direct
-        // calls from ftrace came to arm64 in 6.4), so listen takes kprobes.
+        // No TCX. fentry loads but attaching is refused with ENOTSUPP (524)
+        // already on tcp_conn_request (x86-64's 6.1 refuses only
+        // tcp_v{4,6}_syn_recv_sock), so the listen signal takes kprobes.
         features: "root,btf,tp_btf,tracepoint,tc,clsact,kprobe,netem,drop_reasons",
     },
     Series {
