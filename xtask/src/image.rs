@@ -1,7 +1,10 @@
 //! `cargo xtask image`: nettune's container image, built here without a Docker
 //! engine — the static binary in an image `FROM scratch`, made with buildah in
-//! private storage under `target/image/`, written as an OCI archive, and on
-//! request loaded into podman and containerd.
+//! private storage under `target/image/`, one per architecture (amd64 and arm64
+//! by default; the other architecture's binary cross-built), written as one OCI
+//! image index (`<name>.oci.tar`, checked by reading its manifests back) and as
+//! this machine's platform alone (`<name>-<arch>.oci.tar`), which is what is
+//! loaded into podman and containerd on request.
 //!
 //! The image is what `deploy/Dockerfile`'s final stage makes (a kernel test,
 //! `deploy::the_image_matches_the_dockerfile`, compares binary, entrypoint,
@@ -17,7 +20,9 @@ use anyhow::{Context as _, bail};
 
 use xtask::process;
 
-use crate::setup;
+use crate::{arch::Arch, setup};
+
+mod index;
 
 /// Where the binary goes in the image, and what runs.
 pub const ENTRYPOINT: &str = "/nettune";
@@ -73,9 +78,8 @@ fn buildah() -> Command {
     cmd
 }
 
-/// Builds `image` and writes its archive.
-pub fn build_scratch(image: &ScratchImage<'_>) -> anyhow::Result<()> {
-    let _leftovers = xtask::Leftovers::note(&OUTSIDE_STORAGE);
+/// Builds `image` for `arch` into buildah's storage as `name`.
+fn commit(image: &ScratchImage<'_>, arch: Arch, name: &str) -> anyhow::Result<()> {
     let container = process::output(buildah().args(["from", "scratch"]))?
         .trim()
         .to_owned();
@@ -92,73 +96,179 @@ pub fn build_scratch(image: &ScratchImage<'_>) -> anyhow::Result<()> {
             buildah()
                 .args(["config", "--entrypoint", &json(&[image.entrypoint])])
                 .args(["--cmd", &json(image.cmd), "--user", USER])
+                .args(["--os", "linux", "--arch", arch.name()])
                 .arg(&container),
         )?;
         process::output(
             buildah()
                 .args(["commit", "--quiet", "--format", "oci", "--rm"])
                 .arg(&container)
-                .arg(image.tag),
+                .arg(name),
         )
         .map(drop)
     };
-    if let Err(e) = steps() {
+    steps().inspect_err(|_| {
         let _ = process::output(buildah().arg("rm").arg(&container));
-        return Err(e);
-    }
-    let _ = std::fs::remove_file(image.archive);
-    let pushed = process::output(buildah().args(["push", "--quiet", image.tag]).arg(format!(
-        "oci-archive:{}:{}",
-        image.archive.display(),
-        image.tag
-    )));
-    // Only the archive is kept: the private storage would grow with every build.
-    let _ = process::output(buildah().args(["rmi", image.tag]));
-    pushed.map(drop)
+    })
 }
 
-/// `cargo xtask image`: the static binary, the image, its archive, and the
-/// loads asked for. Returns the archive.
-pub fn image(tag: Option<&str>, load: &[LoadInto]) -> anyhow::Result<PathBuf> {
+/// Writes what buildah holds as `name` (an image, or with `all` an index and
+/// its images) to `archive`, recorded there as `tag`.
+fn push(name: &str, tag: &str, archive: &Path, all: bool) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(archive);
+    let destination = format!("oci-archive:{}:{tag}", archive.display());
+    let mut cmd = buildah();
+    if all {
+        cmd.args(["manifest", "push", "--all", "--format", "oci"]);
+    } else {
+        cmd.arg("push");
+    }
+    process::output(cmd.args(["--quiet", name]).arg(destination)).map(drop)
+}
+
+/// Builds `image` for this machine and writes its archive.
+pub fn build_scratch(image: &ScratchImage<'_>) -> anyhow::Result<()> {
+    let _leftovers = xtask::Leftovers::note(&OUTSIDE_STORAGE);
+    commit(image, Arch::this_machine()?, image.tag)?;
+    let pushed = push(image.tag, image.tag, image.archive, false);
+    // Only the archive is kept: the private storage would grow with every build.
+    let _ = process::output(buildah().args(["rmi", image.tag]));
+    pushed
+}
+
+/// Builds one image per `(architecture, binary)`, and writes `archive`, their
+/// index named `tag`, and `host_archive`, this machine's platform alone.
+fn build_index(
+    tag: &str,
+    archive: &Path,
+    binaries: &[(Arch, PathBuf)],
+    host_archive: Option<&Path>,
+) -> anyhow::Result<()> {
+    let _leftovers = xtask::Leftovers::note(&OUTSIDE_STORAGE);
+    let names: Vec<String> = binaries
+        .iter()
+        .map(|(arch, _)| format!("{tag}-{}", arch.name()))
+        .collect();
+    let steps = || -> anyhow::Result<()> {
+        let _ = process::output(buildah().args(["manifest", "rm", tag]));
+        process::output(buildah().args(["manifest", "create", tag]))?;
+        for ((arch, binary), name) in binaries.iter().zip(&names) {
+            let image = ScratchImage {
+                binary,
+                entrypoint: ENTRYPOINT,
+                cmd: &[CMD],
+                tag,
+                archive,
+            };
+            commit(&image, *arch, name)?;
+            process::output(
+                buildah()
+                    .args(["manifest", "add", "--os", "linux", "--arch", arch.name()])
+                    .args([tag, name]),
+            )?;
+            if Some(*arch) == Arch::host()
+                && let Some(host_archive) = host_archive
+            {
+                push(name, tag, host_archive, false)?;
+            }
+        }
+        push(tag, tag, archive, true)
+    };
+    let built = steps();
+    // Only the archives are kept: the private storage would grow with every build.
+    let _ = process::output(buildah().args(["manifest", "rm", tag]));
+    for name in &names {
+        let _ = process::output(buildah().args(["rmi", name]));
+    }
+    built
+}
+
+/// `cargo xtask image`: a static binary per architecture, their images, the
+/// index's archive (checked by reading it back), this machine's platform's
+/// archive, and the loads asked for (of this machine's platform). Returns the
+/// index's archive.
+pub fn image(tag: Option<&str>, load: &[LoadInto], arches: &[Arch]) -> anyhow::Result<PathBuf> {
     setup::setup(setup::Scope::Build)?;
     setup::ensure_packages("image tools", &["buildah"])?;
     if !process::is_root() {
         bail!("buildah needs root here (its private storage under target/image): run as root");
     }
-    let binary = crate::run::build_with(true, true)?;
+    let mut arches: Vec<Arch> = Arch::ALL
+        .into_iter()
+        .filter(|a| arches.contains(a))
+        .collect();
+    arches.dedup();
+    let host = Arch::this_machine()?;
+    if !load.is_empty() && !arches.contains(&host) {
+        bail!(
+            "--load loads this machine's platform ({}), which --arch leaves out",
+            host.name()
+        );
+    }
+    let binaries = arches
+        .iter()
+        .map(|&arch| Ok((arch, crate::run::build_with(true, Some(arch))?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let tag = tag.map_or_else(default_tag, str::to_owned);
     let dir = image_dir();
     std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
-    let archive = dir.join(format!(
-        "{}.oci.tar",
-        tag.rsplit('/')
-            .next()
-            .unwrap_or("nettune")
-            .replace(':', "-")
-    ));
-    build_scratch(&ScratchImage {
-        binary: &binary,
-        entrypoint: ENTRYPOINT,
-        cmd: &[CMD],
-        tag: &tag,
-        archive: &archive,
-    })?;
-    println!("image: {} ({tag})", archive.display());
+    let stem = tag
+        .rsplit('/')
+        .next()
+        .unwrap_or("nettune")
+        .replace(':', "-");
+    let archive = dir.join(format!("{stem}.oci.tar"));
+    let host_archive = dir.join(format!("{stem}-{}.oci.tar", host.name()));
+    build_index(
+        &tag,
+        &archive,
+        &binaries,
+        arches.contains(&host).then_some(host_archive.as_path()),
+    )?;
+    let entries = index::read(&archive, ENTRYPOINT)?;
+    index::check(&entries, &arches)
+        .with_context(|| format!("reading back {}", archive.display()))?;
+    let root = xtask::workspace_root();
+    let shown = |path: &Path| {
+        path.strip_prefix(&root)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    };
+    for entry in &entries {
+        println!(
+            "image: {} platform {}/{}: config architecture {}, {ENTRYPOINT} ELF machine {}",
+            shown(&archive),
+            entry.os,
+            entry.platform,
+            entry.config_arch,
+            entry.elf_machine.unwrap_or_default()
+        );
+    }
+    println!("image: {} ({tag}, index)", shown(&archive));
+    if arches.contains(&host) {
+        println!(
+            "image: {} ({tag}, {} only)",
+            shown(&host_archive),
+            host.name()
+        );
+    }
     for target in load {
         let mut cmd = match target {
             LoadInto::Podman => {
                 let mut c = Command::new("podman");
-                c.arg("load").arg("-i").arg(&archive);
+                c.arg("load").arg("-i").arg(&host_archive);
                 c
             }
             LoadInto::Containerd => {
                 let mut c = Command::new("ctr");
-                c.args(["-n", "k8s.io", "images", "import"]).arg(&archive);
+                c.args(["-n", "k8s.io", "images", "import"])
+                    .arg(&host_archive);
                 c
             }
         };
         process::run(&mut cmd).with_context(|| format!("loading {tag} into {target:?}"))?;
-        println!("image: loaded into {target:?}");
+        println!("image: loaded into {target:?} ({})", host.name());
     }
     Ok(archive)
 }

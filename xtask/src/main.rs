@@ -5,10 +5,11 @@
 //! - `image`  the container image (static binary, `FROM scratch`, buildah) as an OCI archive
 //! - `run`    build and run `nettune` as root (default arguments: `top`)
 //! - `test`   formatting, lints, unit tests, the kernel tests as root, and a 6.1 VM
-//! - `vm-test` the kernel tests in Debian's 5.10, 6.1 and 6.12 kernels under qemu
+//! - `vm-test` the kernel tests in Debian's 5.10, 6.1 and 6.12 kernels under qemu (arm64: 6.1, 6.12)
 //! - `fmt`    format every crate, the eBPF crates included
 //! - `bench`  benchmarks, as root, each against a baseline measured in the same run
 
+mod arch;
 mod bench;
 mod features;
 mod format;
@@ -40,20 +41,31 @@ enum Command {
         /// Build with optimisations (target/release/nettune).
         #[arg(long)]
         release: bool,
-        /// Link statically against musl (target/x86_64-unknown-linux-musl/…): the
+        /// Link statically against musl (target/<arch>-unknown-linux-musl/…): the
         /// container image's binary.
         #[arg(long = "static")]
         static_musl: bool,
+        /// The static binary's architecture (with --static; default: this
+        /// machine's); arm64 on x86-64 is cross-built, linked with rust-lld.
+        #[arg(long, value_enum, requires = "static_musl")]
+        arch: Option<arch::Arch>,
     },
-    /// Build the container image without Docker: the static binary in an image
-    /// FROM scratch (buildah), written to target/image/<name>.oci.tar.
+    /// Build the container image without Docker: a static binary per
+    /// architecture in images FROM scratch (buildah), one OCI image index written
+    /// to target/image/<name>.oci.tar, this machine's platform alone to
+    /// target/image/<name>-<arch>.oci.tar.
     Image {
         /// Image name and tag (default: localhost/nettune:<version>).
         #[arg(long)]
         tag: Option<String>,
-        /// Also load it into podman or containerd (k8s.io namespace); repeatable.
+        /// Also load this machine's platform into podman or containerd (k8s.io
+        /// namespace); repeatable.
         #[arg(long, value_enum)]
         load: Vec<image::LoadInto>,
+        /// The index's platforms, comma-separated (the other architecture's
+        /// binary is cross-built).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "amd64,arm64")]
+        arch: Vec<arch::Arch>,
     },
     /// Build and run `nettune` as root (via sudo when not root); default: `nettune top`.
     Run {
@@ -95,9 +107,14 @@ enum Command {
     /// next to the host's; with `--kernel all` and no filter, rewrite
     /// docs/kernel-support.md.
     VmTest {
-        /// Which kernel: 5.10, 6.1, 6.12 or all.
+        /// Which kernel: 5.10, 6.1, 6.12 or all (arm64: 6.1, 6.12 or all).
         #[arg(long, default_value = "all")]
         kernel: String,
+        /// The kernels' architecture: amd64, or arm64 (Debian's arm64 kernels
+        /// under qemu-system-aarch64 with an arm64 root, the binaries
+        /// cross-built; a subset of the kernel tests without filters).
+        #[arg(long, value_enum, default_value = "amd64")]
+        arch: arch::Arch,
         /// Look for newer kernel packages than the cached ones.
         #[arg(long)]
         refresh_kernels: bool,
@@ -114,10 +131,17 @@ fn main() -> ExitCode {
         Command::Build {
             release,
             static_musl,
-        } => setup::setup(setup::Scope::Build)
-            .and_then(|()| run::build_with(release, static_musl).map(drop)),
+            arch,
+        } => setup::setup(setup::Scope::Build).and_then(|()| {
+            let static_for = match (static_musl, arch) {
+                (false, _) => None,
+                (true, Some(arch)) => Some(arch),
+                (true, None) => Some(arch::Arch::this_machine()?),
+            };
+            run::build_with(release, static_for).map(drop)
+        }),
 
-        Command::Image { tag, load } => image::image(tag.as_deref(), &load).map(drop),
+        Command::Image { tag, load, arch } => image::image(tag.as_deref(), &load, &arch).map(drop),
         Command::Run { release, args } => run::run(release, args),
         Command::Test {
             kernel_filter,
@@ -127,7 +151,8 @@ fn main() -> ExitCode {
             kernel,
             refresh_kernels,
             filters,
-        } => vm::vm_test(&kernel, refresh_kernels, &filters),
+            arch,
+        } => vm::vm_test(&kernel, refresh_kernels, &filters, arch),
         Command::Fmt => format::format(false),
         Command::Bench {
             quick,

@@ -6,13 +6,15 @@ use anyhow::bail;
 
 use xtask::process::{self, can_sudo, is_root};
 
-use crate::setup;
+use crate::{arch::Arch, setup};
 
-/// Builds the eBPF object and `nettune`; returns the binary's path. `static_musl`
-/// links it statically (the container image's binary).
-pub fn build_with(release: bool, static_musl: bool) -> anyhow::Result<PathBuf> {
+/// Builds the eBPF object and `nettune`; returns the binary's path. `static_for`
+/// links it statically for that architecture (the container image's binary),
+/// cross-compiled when it is not this machine's; its eBPF object is built for
+/// that architecture's kernel ABI (`xtask::build_ebpf_crate`).
+pub fn build_with(release: bool, static_for: Option<Arch>) -> anyhow::Result<PathBuf> {
     let profile = if release { "release" } else { "debug" };
-    let kind = if static_musl { ", static" } else { "" };
+    let kind = static_for.map_or_else(String::new, |arch| format!(", static, {}", arch.name()));
     println!("build: eBPF object and nettune ({profile}{kind})");
     let mut cmd = Command::new("cargo");
     cmd.args(["build", "--package", "nettune-agent", "--bin", "nettune"]);
@@ -20,10 +22,10 @@ pub fn build_with(release: bool, static_musl: bool) -> anyhow::Result<PathBuf> {
         cmd.arg("--release");
     }
     let mut dir = xtask::workspace_root().join("target");
-    if static_musl {
-        setup::ensure_static_target()?;
-        cmd.args(["--target", setup::STATIC_TARGET]);
-        dir = dir.join(setup::STATIC_TARGET);
+    if let Some(arch) = static_for {
+        setup::ensure_static_target(arch)?;
+        arch.cargo_target(&mut cmd);
+        dir = dir.join(arch.static_target());
     }
     process::run(&mut cmd)?;
     let binary = dir.join(profile).join("nettune");
@@ -69,5 +71,5 @@ pub fn run(release: bool, args: Vec<String>) -> anyhow::Result<()> {
 
 /// Builds the dynamic binary (`target/<profile>/nettune`).
 pub fn build(release: bool) -> anyhow::Result<PathBuf> {
-    build_with(release, false)
+    build_with(release, None)
 }

@@ -18,6 +18,8 @@ use anyhow::{Context as _, bail};
 
 use xtask::process::{self, can_sudo, is_root, output_if_ok};
 
+use crate::arch::Arch;
+
 /// What the caller is about to do, and so what it needs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
@@ -182,8 +184,10 @@ pub fn kubernetes_validate() -> std::path::PathBuf {
     KUBERNETES_VALIDATE.exe_path()
 }
 
-/// The musl target, for `cargo xtask build --static`.
-pub fn ensure_static_target() -> anyhow::Result<()> {
+/// The musl target of `arch`, for `cargo xtask build --static` and the image
+/// (another architecture's only when a command builds for it).
+pub fn ensure_static_target(arch: Arch) -> anyhow::Result<()> {
+    let target = arch.static_target();
     let root = xtask::workspace_root();
     let channel = xtask::toolchain_channel(&root)?;
     let installed = output_if_ok(Command::new("rustup").args([
@@ -194,24 +198,15 @@ pub fn ensure_static_target() -> anyhow::Result<()> {
         &channel,
     ]))
     .unwrap_or_default();
-    if installed.lines().any(|l| l.trim() == STATIC_TARGET) {
-        println!("setup: {STATIC_TARGET} target for {channel}: present");
+    if installed.lines().any(|l| l.trim() == target) {
+        println!("setup: {target} target for {channel}: present");
         return Ok(());
     }
-    println!("setup: {STATIC_TARGET} target for {channel}: installing with rustup");
-    process::run(Command::new("rustup").args([
-        "target",
-        "add",
-        STATIC_TARGET,
-        "--toolchain",
-        &channel,
-    ]))?;
-    println!("setup: {STATIC_TARGET} target for {channel}: installed");
+    println!("setup: {target} target for {channel}: installing with rustup");
+    process::run(Command::new("rustup").args(["target", "add", target, "--toolchain", &channel]))?;
+    println!("setup: {target} target for {channel}: installed");
     Ok(())
 }
-
-/// The target of the static (container) build.
-pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
 
 pub fn setup(scope: Scope) -> anyhow::Result<()> {
     let root = xtask::workspace_root();
@@ -224,7 +219,7 @@ pub fn setup(scope: Scope) -> anyhow::Result<()> {
     if scope == Scope::Everything {
         ensure_packages("test tools", TEST_PACKAGES)?;
         KUBERNETES_VALIDATE.ensure()?;
-        ensure_static_target()?;
+        ensure_static_target(Arch::this_machine()?)?;
     }
     if scope == Scope::Bench {
         ensure_packages("benchmark peers", BENCH_PACKAGES)?;

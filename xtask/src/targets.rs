@@ -7,9 +7,18 @@ use anyhow::Context as _;
 use cargo_metadata::{Message, camino::Utf8PathBuf};
 use xtask::process;
 
+use crate::{arch::Arch, setup};
+
 /// The path of a test or bench target's binary, built by `cargo <kind> --no-run`.
 pub fn built_binary(kind: &str, target: &str) -> anyhow::Result<String> {
-    let messages = process::output_if_ok(Command::new("cargo").args([
+    built_binary_for(kind, target, None)
+}
+
+/// The same, built for `arch`'s static target (cross-built for another
+/// architecture's VM) instead of this machine's.
+pub fn built_binary_for(kind: &str, target: &str, arch: Option<Arch>) -> anyhow::Result<String> {
+    let mut cargo = Command::new("cargo");
+    cargo.args([
         kind,
         "--package",
         "bpf-tests",
@@ -17,8 +26,12 @@ pub fn built_binary(kind: &str, target: &str) -> anyhow::Result<String> {
         target,
         "--no-run",
         "--message-format=json",
-    ]))
-    .with_context(|| {
+    ]);
+    if let Some(arch) = arch {
+        setup::ensure_static_target(arch)?;
+        arch.cargo_target(&mut cargo);
+    }
+    let messages = process::output_if_ok(&mut cargo).with_context(|| {
         format!("building {target} failed (run `cargo {kind} -p bpf-tests --no-run`)")
     })?;
     Message::parse_stream(messages.as_bytes())

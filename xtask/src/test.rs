@@ -199,7 +199,7 @@ fn clippy_ebpf(dir: &Path, nightly: &str) -> anyhow::Result<()> {
 
 /// Builds the static binary the Dockerfile ships and checks it is static and runs.
 fn static_build() -> anyhow::Result<PathBuf> {
-    let binary = crate::run::build_with(true, true)?;
+    let binary = crate::run::build_with(true, Some(crate::arch::Arch::this_machine()?))?;
     let ldd = Command::new("ldd")
         .arg(&binary)
         .output()

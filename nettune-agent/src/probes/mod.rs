@@ -17,6 +17,8 @@
 //!   share; [`events`] (the urgent-event ring buffer) and `maps` (reading
 //!   per-CPU maps).
 
+#[cfg(test)]
+mod arch;
 mod chain;
 pub mod connect;
 pub mod conversations;

@@ -11,9 +11,11 @@ use anyhow::Context as _;
 use xtask::process::{self, output_if_ok};
 
 use super::{sources::Archives, tools::vm_dir};
+use crate::arch::Arch;
 
-/// An apt configuration of our own under `target/vm/apt`: its own sources, lists,
-/// caches and an empty dpkg status, so nothing of the system's apt state changes.
+/// An apt configuration of our own under `target/vm/apt` (`apt-arm64` for
+/// arm64's packages): its own sources, lists, caches and an empty dpkg status,
+/// so nothing of the system's apt state changes.
 pub struct PrivateApt {
     config: PathBuf,
 }
@@ -27,9 +29,13 @@ const SUITES: [(&str, bool); 4] = [
 ];
 
 impl PrivateApt {
-    /// Writes the configuration (sources from the system's archives).
-    fn new() -> anyhow::Result<Self> {
-        let dir = vm_dir().join("apt");
+    /// Writes the configuration for `arch`'s packages (sources from the
+    /// system's archives).
+    fn new(arch: Arch) -> anyhow::Result<Self> {
+        let dir = vm_dir().join(match arch {
+            Arch::Amd64 => "apt".to_owned(),
+            other => format!("apt-{}", other.name()),
+        });
         for sub in ["lists/partial", "archives/partial"] {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("creating {}", dir.join(sub).display()))?;
@@ -58,11 +64,14 @@ impl PrivateApt {
              Dir::Cache::pkgcache \"{d}/pkgcache.bin\";\n\
              Dir::Cache::srcpkgcache \"{d}/srcpkgcache.bin\";\n\
              APT::Sandbox::User \"{user}\";\n\
+             APT::Architecture \"{arch}\";\n\
+             APT::Architectures {{ \"{arch}\"; }};\n\
              Acquire::Languages \"none\";\n\
              Acquire::IndexTargets::deb::DEP-11::DefaultEnabled \"false\";\n\
              Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled \"false\";\n\
              Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled \"false\";\n",
-            sources_path.display()
+            sources_path.display(),
+            arch = arch.name()
         );
         let config_path = dir.join("apt.conf");
         std::fs::write(&config_path, config)?;
@@ -145,19 +154,28 @@ impl PrivateApt {
     }
 }
 
-/// The private apt configuration, written and updated on first use only: a run
-/// whose kernels are all cached never contacts the archive.
-#[derive(Default)]
-pub struct LazyApt(Option<PrivateApt>);
+/// The private apt configuration of an architecture's packages, written and
+/// updated on first use only: a run whose kernels are all cached never contacts
+/// the archive.
+pub struct LazyApt(Arch, Option<PrivateApt>);
 
 impl LazyApt {
+    pub fn new(arch: Arch) -> Self {
+        Self(arch, None)
+    }
+
     pub fn get(&mut self) -> anyhow::Result<&PrivateApt> {
-        if self.0.is_none() {
-            let apt = PrivateApt::new()?;
-            println!("setup: kernel packages: updating the private apt lists (target/vm/apt)");
+        if self.1.is_none() {
+            let apt = PrivateApt::new(self.0)?;
+            println!(
+                "setup: kernel packages: updating the private apt lists ({})",
+                apt.config
+                    .parent()
+                    .map_or_else(String::new, |d| d.display().to_string())
+            );
             apt.update()?;
-            self.0 = Some(apt);
+            self.1 = Some(apt);
         }
-        self.0.as_ref().context("private apt configuration")
+        self.1.as_ref().context("private apt configuration")
     }
 }

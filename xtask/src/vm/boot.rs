@@ -13,23 +13,43 @@ use xtask::process;
 use super::{
     kernel::KernelImage,
     results::RunResult,
+    rootfs,
     selection::Selection,
     tools::{VIRTME_NG, vm_dir},
 };
-use crate::{features, setup, targets};
+use crate::{arch::Arch, features, setup, targets};
 
 /// The binaries every kernel runs, built once on the host.
 pub struct Binaries {
     kernel_tests: PathBuf,
     nettune: PathBuf,
+    /// The root of another architecture's guest; `None`: the host's own.
+    root: Option<PathBuf>,
 }
 
 impl Binaries {
-    /// Builds (or finds up to date) the kernel test binary and `nettune`.
+    /// Builds (or finds up to date) the kernel test binary and `nettune` for
+    /// this machine's kernels (the guests share the host's filesystem).
     pub fn build() -> anyhow::Result<Self> {
         Ok(Self {
             nettune: crate::run::build(false)?,
             kernel_tests: PathBuf::from(targets::built_binary("test", "kernel")?),
+            root: None,
+        })
+    }
+
+    /// For `arch`'s kernels: this machine's binaries, or, for another
+    /// architecture, both cross-built (statically; nettune as the image ships
+    /// it) with that architecture's root filesystem.
+    pub fn build_for(arch: Arch) -> anyhow::Result<Self> {
+        if Arch::host() == Some(arch) {
+            return Self::build();
+        }
+        let root = rootfs::ensure(arch, &super::tools::os_codename()?)?;
+        Ok(Self {
+            nettune: crate::run::build_with(true, Some(arch))?,
+            kernel_tests: PathBuf::from(targets::built_binary_for("test", "kernel", Some(arch))?),
+            root: Some(root),
         })
     }
 
@@ -71,10 +91,18 @@ pub fn boot(
     timeout: Duration,
 ) -> anyhow::Result<RunResult> {
     let series = kernel.series;
-    let results = fresh_results_dir(series.name)?;
-    let env = binaries.env(series.features, &results)?;
-    let mut script =
-        String::from("mount -t bpf bpf /sys/fs/bpf && modprobe nf_conntrack && exec env");
+    let label = series.label();
+    let results = fresh_results_dir(&series.dir_name())?;
+    let workspace = xtask::workspace_root();
+    let guest_results = match &binaries.root {
+        Some(_) => PathBuf::from(rootfs::GUEST_RESULTS),
+        None => results.clone(),
+    };
+    let env = binaries.env(series.features, &guest_results)?;
+    let mut script = format!(
+        "mount -t bpf bpf /sys/fs/bpf && modprobe nf_conntrack && cd {} && exec env",
+        sh_quote(&workspace.display().to_string())
+    );
     for (key, value) in &env {
         write!(script, " {key}={}", sh_quote(value))?;
     }
@@ -93,34 +121,51 @@ pub fn boot(
         std::env::var("PATH").unwrap_or_default()
     );
     let mut vng = Command::new(venv_bin.join("vng"));
-    vng.arg("--run")
-        .arg(kernel.image())
-        .args([
-            "--disable-kvm",
-            "--force-9p",
-            "--memory",
-            "2G",
-            "--cpus",
-            "2",
-        ])
-        .arg("--rwdir")
-        .arg(&results)
-        .arg("--cwd")
-        .arg(xtask::workspace_root())
-        .arg("--exec")
-        .arg(&script)
-        .env("PATH", path);
+    vng.arg("--run").arg(kernel.image()).args([
+        "--disable-kvm",
+        "--force-9p",
+        "--memory",
+        "2G",
+        "--cpus",
+        "2",
+    ]);
+    match &binaries.root {
+        // The host's filesystem is the guest's root.
+        None => {
+            vng.arg("--rwdir")
+                .arg(&results)
+                .arg("--cwd")
+                .arg(&workspace);
+        }
+        // Another architecture's root, with the workspace (the binaries and
+        // the files the tests read), the kernel's modules and the results
+        // directory mounted into it.
+        Some(root) => {
+            let modules = Path::new("/lib/modules").join(&kernel.release);
+            for guest in [&workspace, &modules, &guest_results] {
+                rootfs::mount_point(root, guest)?;
+            }
+            let mapping =
+                |guest: &Path, host: &Path| format!("{}={}", guest.display(), host.display());
+            vng.args(["--arch", series.arch.name(), "--root"])
+                .arg(root)
+                .arg(format!("--rodir={}", mapping(&workspace, &workspace)))
+                .arg(format!("--rodir={}", mapping(&modules, &kernel.modules())))
+                .arg(format!("--rwdir={}", mapping(&guest_results, &results)))
+                .arg("--cwd")
+                .arg(root);
+        }
+    }
+    vng.arg("--exec").arg(&script).env("PATH", path);
     println!(
-        "\n==> vm {}: booting {} ({}) under qemu (software emulation): {}",
-        series.name,
+        "\n==> vm {label}: booting {} ({}) under qemu (software emulation): {}",
         kernel.release,
         kernel.package,
         selection.describe()
     );
     let started = Instant::now();
-    let streamed =
-        process::stream_with_deadline(&mut vng, &format!("[{}] ", series.name), timeout)?;
-    let mut run = RunResult::read(series.name, &results)?;
+    let streamed = process::stream_with_deadline(&mut vng, &format!("[{label}] "), timeout)?;
+    let mut run = RunResult::read(&label, &results)?;
     run.package = Some(kernel.package.clone());
     run.seconds = started.elapsed().as_secs_f64();
     let ended = match streamed.status {
@@ -140,8 +185,7 @@ pub fn boot(
         ));
     }
     println!(
-        "==> vm {}: done in {:.0}s",
-        series.name,
+        "==> vm {label}: done in {:.0}s",
         started.elapsed().as_secs_f64()
     );
     Ok(run)

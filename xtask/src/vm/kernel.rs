@@ -34,8 +34,8 @@ impl KernelImage {
         refresh: bool,
         apt: &mut LazyApt,
     ) -> anyhow::Result<Self> {
-        let dir = vm_dir().join("kernels").join(series.name);
-        let label = format!("setup: kernel {} ({})", series.name, series.debian);
+        let dir = vm_dir().join("kernels").join(series.dir_name());
+        let label = format!("setup: kernel {} ({})", series.label(), series.debian);
         let cached = Self::cached(series, &dir);
         if !refresh && let Some(kernel) = cached {
             println!("{label}: {} (cached in target/vm/kernels)", kernel.package);
@@ -52,7 +52,7 @@ impl KernelImage {
         let deb = apt.download(&package, &vm_dir().join("debs"))?;
         let partial = vm_dir()
             .join("kernels")
-            .join(format!("{}.partial", series.name));
+            .join(format!("{}.partial", series.dir_name()));
         if partial.exists() {
             std::fs::remove_dir_all(&partial)?;
         }
@@ -81,7 +81,7 @@ impl KernelImage {
         std::fs::remove_file(&deb)?;
         println!(
             "{label}: {wanted} unpacked into target/vm/kernels/{}",
-            series.name
+            series.dir_name()
         );
         Self::cached(series, &dir).context("the unpacked kernel is incomplete")
     }
@@ -96,6 +96,11 @@ impl KernelImage {
             release,
             package: package.trim().to_owned(),
         })
+    }
+
+    /// Its modules (`lib/modules/<release>`).
+    pub fn modules(&self) -> PathBuf {
+        self.dir.join("lib/modules").join(&self.release)
     }
 
     /// The kernel image virtme-ng boots.

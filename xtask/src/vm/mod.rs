@@ -24,6 +24,7 @@ mod boot;
 mod doc;
 mod kernel;
 mod results;
+mod rootfs;
 mod selection;
 mod series;
 mod sources;
@@ -33,16 +34,16 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use crate::setup;
+use crate::{arch::Arch, setup};
 use apt::LazyApt;
 use boot::{Binaries, boot, host_run};
-use doc::kernel_support_doc;
+use doc::{arm64_section, kernel_support_doc};
 use kernel::KernelImage;
 pub use results::print_report;
 use results::{RunResult, totals};
 use selection::Selection;
+use series::{ARM64_TESTS, Series, find_series};
 pub use series::{CI_SERIES, CI_TESTS};
-use series::{SERIES, Series, find_series};
 use tools::ensure_vm_tools;
 
 /// Most a boot running the whole selection may take before its qemu is killed.
@@ -50,48 +51,59 @@ const FULL_SUITE_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 /// Most a boot running [`CI_TESTS`] may take.
 const CI_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
-/// `cargo xtask vm-test --kernel KERNEL [--refresh-kernels] [-- FILTER…]`.
-pub fn vm_test(kernel: &str, refresh: bool, filters: &[String]) -> anyhow::Result<()> {
+/// `cargo xtask vm-test [--arch ARCH] --kernel KERNEL [--refresh-kernels] [-- FILTER…]`.
+pub fn vm_test(kernel: &str, refresh: bool, filters: &[String], arch: Arch) -> anyhow::Result<()> {
     let series: Vec<&Series> = if kernel == "all" {
-        SERIES.iter().collect()
+        Series::of(arch).iter().collect()
     } else {
-        vec![find_series(kernel)?]
+        vec![find_series(kernel, arch)?]
     };
     setup::setup(setup::Scope::Everything)?;
-    ensure_vm_tools()?;
-    let mut apt = LazyApt::default();
+    ensure_vm_tools(arch)?;
+    let mut apt = LazyApt::new(arch);
     // A kernel that cannot be had (e.g. Debian 11's archive unreachable) is
     // reported as not run, and the others still run.
     let kernels: Vec<(&Series, anyhow::Result<KernelImage>)> = series
         .iter()
         .map(|s| (*s, KernelImage::fetch(s, refresh, &mut apt)))
         .collect();
-    let binaries = Binaries::build()?;
-    let selection = Selection::for_vms(filters);
+    let binaries = Binaries::build_for(arch)?;
+    let native = Arch::host() == Some(arch);
+    let selection = if native || !filters.is_empty() {
+        Selection::for_vms(filters)
+    } else {
+        Selection::only(&ARM64_TESTS)
+    };
     let mut runs = Vec::new();
     for (series, kernel) in &kernels {
         runs.push(match kernel {
             Ok(kernel) => boot(kernel, &binaries, &selection, FULL_SUITE_TIMEOUT)?,
             Err(e) => {
-                println!("vm {}: not run: {e:#}", series.name);
-                RunResult::not_run(series.name, format!("not run: {e:#}"))
+                println!("vm {}: not run: {e:#}", series.label());
+                RunResult::not_run(&series.label(), format!("not run: {e:#}"))
             }
         });
     }
     let whole_matrix = kernel == "all" && filters.is_empty();
-    if whole_matrix {
+    if whole_matrix && native {
         runs.insert(0, host_run(&binaries, &selection)?);
     }
     print_report(&runs);
-    if whole_matrix {
-        let path = xtask::workspace_root().join("docs/kernel-support.md");
-        std::fs::write(&path, kernel_support_doc(&runs))
-            .with_context(|| format!("writing {}", path.display()))?;
+    let path = xtask::workspace_root().join("docs/kernel-support.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let doc = match (whole_matrix, native) {
+        (true, true) => Some(kernel_support_doc(&runs, &old)),
+        (true, false) => Some(arm64_section(&runs, &old)),
+        (false, _) => None,
+    };
+    if let Some(doc) = doc {
+        std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
         println!("vm-test: rewrote {}", path.display());
     } else {
         println!(
             "vm-test: docs/kernel-support.md left as it is (it is rewritten by \
-             `cargo xtask vm-test --kernel all` without a filter)"
+             `cargo xtask vm-test --kernel all` without a filter, its arm64 section by \
+             `cargo xtask vm-test --arch arm64 --kernel all`)"
         );
     }
     let (passed, failed, skipped) = totals(&runs);
@@ -114,8 +126,12 @@ pub enum CiVm {
 /// the kernel test binary and nettune are built already, so building is a no-op).
 pub fn ci_vm() -> CiVm {
     let attempt = || -> anyhow::Result<RunResult> {
-        ensure_vm_tools()?;
-        let kernel = KernelImage::fetch(find_series(CI_SERIES)?, false, &mut LazyApt::default())?;
+        ensure_vm_tools(Arch::Amd64)?;
+        let kernel = KernelImage::fetch(
+            find_series(CI_SERIES, Arch::Amd64)?,
+            false,
+            &mut LazyApt::new(Arch::Amd64),
+        )?;
         let binaries = Binaries::build()?;
         let selection = Selection::only(&CI_TESTS);
         boot(&kernel, &binaries, &selection, CI_TIMEOUT)

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::setup::{self, PipTool};
+use crate::{
+    arch::Arch,
+    setup::{self, PipTool},
+};
 
 /// virtme-ng, which boots a kernel with the host's filesystem as its root. The
 /// guest runs the venv's own init script, so the venv must be on the host
@@ -28,13 +31,19 @@ const VM_PACKAGES: [&str; 5] = [
     "python3-venv",
 ];
 
+/// What an arm64 VM needs besides: qemu's aarch64 system emulator, and
+/// mmdebstrap to unpack its root filesystem (installed only when `vm-test
+/// --arch arm64` runs).
+const ARM64_PACKAGES: [&str; 2] = ["qemu-system-arm", "mmdebstrap"];
+
 /// `target/vm`.
 pub fn vm_dir() -> PathBuf {
     xtask::workspace_root().join("target/vm")
 }
 
-/// Installs what booting a kernel needs (idempotent, one line per step).
-pub fn ensure_vm_tools() -> anyhow::Result<()> {
+/// Installs what booting a kernel of `arch` needs (idempotent, one line per
+/// step).
+pub fn ensure_vm_tools(arch: Arch) -> anyhow::Result<()> {
     // A plain install of qemu-system-x86 would remove a qemu-utils from another
     // release (this machine kind has one from backports): naming the release's own
     // qemu-utils keeps one installed.
@@ -45,11 +54,14 @@ pub fn ensure_vm_tools() -> anyhow::Result<()> {
         &VM_PACKAGES,
         &["--allow-downgrades", &keep_qemu_utils],
     )?;
+    if arch == Arch::Arm64 {
+        setup::ensure_packages("arm64 VM tools", &ARM64_PACKAGES)?;
+    }
     VIRTME_NG.ensure()
 }
 
 /// `VERSION_CODENAME` from /etc/os-release (e.g. `bookworm`).
-fn os_codename() -> anyhow::Result<String> {
+pub fn os_codename() -> anyhow::Result<String> {
     let text = std::fs::read_to_string("/etc/os-release").context("reading /etc/os-release")?;
     text.lines()
         .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
