@@ -123,23 +123,113 @@ impl fmt::Display for Target {
 }
 
 /// What tells a network namespace from a later one that got the same inode
-/// number (the kernel reuses them): recorded when nettune first changes a value
-/// in a pod's namespace, checked before it writes there again or restores.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NamespaceIdentity {
+/// number (the kernel reuses them): every mark the kernel offers, recorded when
+/// nettune first changes a value in a pod's namespace and checked
+/// ([`NamespaceIdentity::judge`]) before it writes there again or restores.
+///
+/// Before Linux 5.14 there is no cookie, and the other marks come and go with
+/// the namespace's users (its last process exits, its `/run/netns` name is
+/// unmounted): keeping all of them lets one that lasts prove it is the same
+/// namespace when another has changed. Journals written with one mark (the
+/// older `{"named": …}` form too) read as an identity of that one mark.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceIdentity {
     /// The namespace cookie (`SO_NETNS_COOKIE`, Linux 5.14+): never reused while
     /// the node runs.
-    Cookie(u64),
-    /// Where there is no cookie: a process inside it, by pid and start time.
-    Process {
-        /// The process.
-        pid: u32,
-        /// Its start time in clock ticks since boot (`/proc/<pid>/stat`).
-        start_time: u64,
-    },
-    /// Where there is neither: its name under `/run/netns`.
-    Named(String),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<u64>,
+    /// The lowest process inside it, by pid and start time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessStamp>,
+    /// Its name under `/run/netns`.
+    #[serde(default, alias = "named", skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A process, told from a later one with the same pid by its start time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessStamp {
+    /// The process.
+    pub pid: u32,
+    /// Its start time in clock ticks since boot (`/proc/<pid>/stat`).
+    pub start_time: u64,
+}
+
+/// Whether the namespace found now is the one an identity was recorded for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sameness {
+    /// A mark that lasts for the namespace's life still matches.
+    Same,
+    /// A mark that lasts for the namespace's life differs: another namespace.
+    Other,
+    /// Nothing shared either way (no cookie, and the recorded process and name
+    /// are gone): it may be either, so nothing is written there on its word.
+    Unproven,
+}
+
+impl NamespaceIdentity {
+    /// Judges `now` (what the kernel shows at the inode today) against `self`
+    /// (what was recorded): a cookie decides when both have one; else a
+    /// `/run/netns` name both have (a name stays bound to one namespace until it
+    /// is unmounted); else the same process, alive with the same start time
+    /// (a live process keeps its namespace, so the inode was never freed). A
+    /// process that differs proves nothing: the recorded one may have exited.
+    pub fn judge(&self, now: &Self) -> Sameness {
+        let decides = |same: bool| {
+            if same {
+                Sameness::Same
+            } else {
+                Sameness::Other
+            }
+        };
+        if let (Some(then), Some(found)) = (self.cookie, now.cookie) {
+            return decides(then == found);
+        }
+        if let (Some(then), Some(found)) = (&self.name, &now.name) {
+            return decides(then == found);
+        }
+        match (self.process, now.process) {
+            (Some(then), Some(found)) if then == found => Sameness::Same,
+            _ => Sameness::Unproven,
+        }
+    }
+
+    /// The marks of `self` with those `now` adds (a name given since, the
+    /// process that lives there now): what to record once `now` is judged the
+    /// same namespace, so that a later change of one mark is still proven by
+    /// another.
+    #[must_use]
+    pub fn merged(&self, now: &Self) -> Self {
+        Self {
+            cookie: self.cookie.or(now.cookie),
+            process: now.process.or(self.process),
+            name: self.name.clone().or_else(|| now.name.clone()),
+        }
+    }
+}
+
+impl fmt::Display for NamespaceIdentity {
+    /// `cookie 7, process 812 started at tick 5501, /run/netns/cni-1`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut marks = Vec::new();
+        if let Some(cookie) = self.cookie {
+            marks.push(format!("cookie {cookie}"));
+        }
+        if let Some(p) = self.process {
+            marks.push(format!(
+                "process {} started at tick {}",
+                p.pid, p.start_time
+            ));
+        }
+        if let Some(name) = &self.name {
+            marks.push(format!("/run/netns/{name}"));
+        }
+        if marks.is_empty() {
+            f.write_str("no mark")
+        } else {
+            f.write_str(&marks.join(", "))
+        }
+    }
 }
 
 /// How a decision ended.
@@ -366,4 +456,84 @@ pub struct TuningState {
     /// Verdicts reached, by (sysctl, verdict).
     #[serde(default)]
     pub effect_counts: Vec<EffectCount>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{NamespaceIdentity, ProcessStamp, Sameness};
+
+    fn id(cookie: Option<u64>, pid: Option<u32>, name: Option<&str>) -> NamespaceIdentity {
+        NamespaceIdentity {
+            cookie,
+            process: pid.map(|pid| ProcessStamp {
+                pid,
+                start_time: u64::from(pid) * 10,
+            }),
+            name: name.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_cookie_decides_whatever_else_changed() {
+        let then = id(Some(7), Some(100), Some("a"));
+        assert_eq!(then.judge(&id(Some(7), Some(200), None)), Sameness::Same);
+        assert_eq!(
+            then.judge(&id(Some(8), Some(100), Some("a"))),
+            Sameness::Other
+        );
+    }
+
+    #[test]
+    fn without_cookies_a_name_that_stays_proves_it_when_the_last_process_went() {
+        // Before 5.14: recorded with its process and its /run/netns name.
+        let then = id(None, Some(100), Some("pod"));
+        assert_eq!(then.judge(&id(None, None, Some("pod"))), Sameness::Same);
+        assert_eq!(
+            then.judge(&id(None, Some(300), Some("pod"))),
+            Sameness::Same
+        );
+        assert_eq!(
+            then.judge(&id(None, Some(100), Some("other"))),
+            Sameness::Other
+        );
+        // Recorded by name alone, a process entering it changes nothing.
+        let named = id(None, None, Some("pod"));
+        assert_eq!(named.judge(&id(None, Some(5), Some("pod"))), Sameness::Same);
+    }
+
+    #[test]
+    fn without_cookies_or_names_only_the_same_live_process_proves_it() {
+        let then = id(None, Some(100), None);
+        assert_eq!(then.judge(&id(None, Some(100), None)), Sameness::Same);
+        assert_eq!(then.judge(&id(None, Some(200), None)), Sameness::Unproven);
+        assert_eq!(then.judge(&id(None, None, Some("x"))), Sameness::Unproven);
+        assert_eq!(
+            NamespaceIdentity::default().judge(&id(None, Some(1), None)),
+            Sameness::Unproven
+        );
+    }
+
+    #[test]
+    fn a_merged_identity_keeps_the_marks_that_last_and_the_process_of_now() {
+        let merged = id(None, Some(100), None).merged(&id(None, Some(200), Some("pod")));
+        assert_eq!(merged, id(None, Some(200), Some("pod")));
+        // The name recorded then stays even when it is not seen now.
+        assert_eq!(
+            id(None, None, Some("pod")).merged(&id(None, Some(9), None)),
+            id(None, Some(9), Some("pod"))
+        );
+    }
+
+    #[test]
+    fn journals_of_one_mark_read_as_an_identity_of_that_mark() {
+        let read = |text: &str| serde_json::from_str::<NamespaceIdentity>(text).unwrap();
+        assert_eq!(read(r#"{"cookie":7}"#), id(Some(7), None, None));
+        assert_eq!(read(r#"{"named":"pod"}"#), id(None, None, Some("pod")));
+        assert_eq!(
+            read(r#"{"process":{"pid":100,"start_time":1000}}"#),
+            id(None, Some(100), None)
+        );
+        let all = id(Some(1), Some(2), Some("n"));
+        assert_eq!(read(&serde_json::to_string(&all).unwrap()), all);
+    }
 }

@@ -18,10 +18,11 @@ use std::{
 
 use super::{Link, ListenerScan, Namespace, NamespaceAccess, System};
 
+mod identity;
 pub mod logs;
 use crate::model::{
     sample::LinkCounters,
-    tuning::{NamespaceIdentity, Target},
+    tuning::{NamespaceIdentity, Sameness, Target},
 };
 
 /// One fake namespace.
@@ -54,6 +55,8 @@ struct State {
     links_changed: bool,
     listings: u64,
     read_only: bool,
+    /// Namespaces have no cookie (a kernel before 5.14).
+    no_cookies: bool,
     ignored_writes: std::collections::BTreeSet<(Target, String)>,
     net_file_reads: usize,
     processes: std::collections::BTreeSet<String>,
@@ -74,6 +77,7 @@ impl Default for State {
             links_changed: true,
             listings: 0,
             read_only: false,
+            no_cookies: false,
             processes: std::collections::BTreeSet::new(),
             pinned: BTreeMap::new(),
             ignored_writes: std::collections::BTreeSet::new(),
@@ -459,11 +463,7 @@ impl System for FakeSystem {
     }
 
     fn netns_identity(&self, inode: u32) -> io::Result<NamespaceIdentity> {
-        self.state()
-            .namespaces
-            .get(&inode)
-            .map(|n| NamespaceIdentity::Cookie(n.cookie))
-            .ok_or_else(|| not_found(format!("network namespace {inode} is gone")))
+        self.identity_of(inode)
     }
 
     fn scan_listeners(&self, ns: &Namespace) -> io::Result<ListenerScan> {
@@ -539,10 +539,10 @@ impl System for FakeSystem {
             return Err(io::Error::from_raw_os_error(libc::EROFS));
         }
         if let (Target::Netns { inode, .. }, Some(expected)) = (target, identity)
-            && &self.netns_identity(*inode)? != expected
+            && expected.judge(&self.netns_identity(*inode)?) != Sameness::Same
         {
             return Err(not_found(format!(
-                "network namespace {inode} is another one now: nothing written"
+                "network namespace {inode} is not proven the one journaled: nothing written"
             )));
         }
         let ignored = self

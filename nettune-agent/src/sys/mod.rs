@@ -33,7 +33,7 @@ use std::{
 use crate::model::{
     sample::{LinkCounters, NetnsSysctls},
     tunables::{IP_LOCAL_PORT_RANGE, SOMAXCONN, TCP_MAX_SYN_BACKLOG, TCP_SYNCOOKIES},
-    tuning::{NamespaceIdentity, Target},
+    tuning::{NamespaceIdentity, ProcessStamp, Sameness, Target},
     value::Value,
 };
 pub use netlink::{Link, ListeningSocket};
@@ -308,19 +308,21 @@ impl System for Kernel {
 
     fn netns_identity(&self, inode: u32) -> io::Result<NamespaceIdentity> {
         let ns = Self::find(inode)?;
-        if let Some(cookie) =
-            netns::inside_expected(&ns.handle_path(), inode, netns::cookie_of_this_thread)??
-        {
-            return Ok(NamespaceIdentity::Cookie(cookie));
-        }
-        if let Some(pid) = ns.pid() {
-            let stat = self.read_proc(&format!("{pid}/stat"))?;
-            let start_time = procfs::start_time(&stat).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("/proc/{pid}/stat"))
-            })?;
-            return Ok(NamespaceIdentity::Process { pid, start_time });
-        }
-        Ok(NamespaceIdentity::Named(ns.name.unwrap_or_default()))
+        let cookie =
+            netns::inside_expected(&ns.handle_path(), inode, netns::cookie_of_this_thread)??;
+        // A process that exits meanwhile is no mark.
+        let process = ns.pid().and_then(|pid| {
+            let stat = self.read_proc(&format!("{pid}/stat")).ok()?;
+            Some(ProcessStamp {
+                pid,
+                start_time: procfs::start_time(&stat)?,
+            })
+        });
+        Ok(NamespaceIdentity {
+            cookie,
+            process,
+            name: ns.name,
+        })
     }
 
     fn scan_listeners(&self, ns: &Namespace) -> io::Result<ListenerScan> {
@@ -441,23 +443,21 @@ impl System for Kernel {
         // reused) until the write is read back.
         let file = netns::open_expected(&ns.handle_path(), *inode)?;
         if let Some(expected) = identity {
-            let found = match expected {
-                NamespaceIdentity::Cookie(_) => {
-                    netns::enter_and_run(&file, netns::cookie_of_this_thread)??
-                        .map(NamespaceIdentity::Cookie)
-                }
-                // Before 5.14: the process it was found through, still the
-                // same one now that the namespace is open.
-                NamespaceIdentity::Process { .. } | NamespaceIdentity::Named(_) => {
-                    Some(self.netns_identity(*inode)?)
-                }
+            // With the namespace open, a cookie is read in it; before 5.14 the
+            // marks found now are those of the namespace the open file holds.
+            let found = match expected.cookie {
+                Some(_) => NamespaceIdentity {
+                    cookie: netns::enter_and_run(&file, netns::cookie_of_this_thread)??,
+                    ..NamespaceIdentity::default()
+                },
+                None => self.netns_identity(*inode)?,
             };
-            if found.as_ref() != Some(expected) {
+            if expected.judge(&found) != Sameness::Same {
                 return Err(io::Error::new(
                     io::ErrorKind::NotFound,
                     format!(
-                        "network namespace {inode} is another one now ({found:?}, journaled \
-                         {expected:?}): nothing written"
+                        "network namespace {inode} is not proven the one journaled (now \
+                         {found}, journaled {expected}): nothing written"
                     ),
                 ));
             }

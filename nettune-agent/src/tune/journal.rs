@@ -112,6 +112,22 @@ impl Entry {
             .chain(self.pending.as_deref())
             .any(|v| Value::parse(spec, v).is_ok_and(|v| &v == current))
     }
+
+    /// Why nothing is written or restored here while the namespace found at
+    /// the inode (`now`) cannot be proven the journaled one, and the original
+    /// to restore by hand if it is.
+    pub fn unproven(&self, now: &NamespaceIdentity) -> String {
+        let then = self
+            .identity
+            .as_ref()
+            .map_or_else(|| "no mark".to_owned(), ToString::to_string);
+        format!(
+            "cannot prove {} is the namespace nettune changed {} in (journaled: {then}; now: \
+             {now}): nothing written; if it is, restore its original by hand there: sysctl -w \
+             {}='{}'",
+            self.target, self.sysctl, self.sysctl, self.original
+        )
+    }
 }
 
 /// The journal file and the entries last read from it.
@@ -355,6 +371,18 @@ impl Journal {
                 None => false,
             }
         })
+    }
+
+    /// Records `identity` as the marks the namespace of (sysctl, target) is
+    /// known by now (judged the journaled one: a mark gained since is kept for
+    /// when another goes).
+    pub fn remark(
+        &mut self,
+        sysctl: &str,
+        target: &Target,
+        identity: NamespaceIdentity,
+    ) -> Result<(), JournalError> {
+        self.modify_entry(sysctl, target, |e| e.identity = Some(identity))
     }
 
     /// Records that the intended write of `value` took (and how the kernel

@@ -7,7 +7,10 @@ use super::{
     journal::{Journal, JournalError},
 };
 use crate::{
-    model::{tunables, tuning::Target},
+    model::{
+        tunables,
+        tuning::{Sameness, Target},
+    },
     sys::System,
 };
 
@@ -65,7 +68,21 @@ fn restore_all<S: System>(
         }
         if let (Target::Netns { inode, .. }, Some(journaled)) = (&entry.target, &entry.identity) {
             match actuator.system().netns_identity(*inode) {
-                Ok(now) if &now == journaled => {}
+                Ok(now) => match journaled.judge(&now) {
+                    Sameness::Same => {}
+                    // Kept: the original is still owed if it is that namespace.
+                    Sameness::Unproven => {
+                        let why = entry.unproven(&now);
+                        report.failed.push((entry.sysctl, entry.target, why));
+                        continue;
+                    }
+                    // Another namespace has the inode: the values went with the old one.
+                    Sameness::Other => {
+                        journal.remove(&entry.sysctl, &entry.target)?;
+                        report.gone.push((entry.sysctl, entry.target));
+                        continue;
+                    }
+                },
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     report.failed.push((
                         entry.sysctl,
@@ -74,8 +91,7 @@ fn restore_all<S: System>(
                     ));
                     continue;
                 }
-                // Gone, or another namespace now has the inode.
-                _ => {
+                Err(_) => {
                     journal.remove(&entry.sysctl, &entry.target)?;
                     report.gone.push((entry.sysctl, entry.target));
                     continue;

@@ -316,10 +316,15 @@ impl<S: System> Tuner<S> {
             None => Value::Int(0),
         };
         d.from = p.target.as_ref().map(|_| current.to_string());
-        let entry = p
-            .target
-            .as_ref()
-            .and_then(|t| self.history(spec, t, &current));
+        let entry = match p.target.as_ref().map(|t| self.history(spec, t, &current)) {
+            None | Some(history::Known::Entry(None)) => None,
+            Some(history::Known::Entry(Some(entry))) => Some(entry),
+            Some(history::Known::Unproven(why)) => {
+                d.result = Outcome::Refused;
+                d.reason = Some(why);
+                return d;
+            }
+        };
         let limits = self.limits();
         let protected = self.protected_ports(p);
         let next = if spec.shape == Shape::PortList {

@@ -10,7 +10,8 @@
 //! One file per concern: `config` (the tests' enforce config and the storms they
 //! share), `rollback`, `apply` (`nettune apply`), `viewer` (`nettune top`),
 //! `verdicts` (how each change is judged), `namespace` (a write reaches the
-//! namespace that was found, or none).
+//! namespace that was found, or none; a namespace keeps its identity when one
+//! of its marks goes).
 
 mod apply;
 mod config;
@@ -27,6 +28,10 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "tuning::a_write_never_lands_in_a_namespace_that_replaced_the_one_found",
         run: namespace::a_write_never_lands_in_a_namespace_that_replaced_the_one_found,
+    },
+    Test {
+        name: "tuning::a_namespace_whose_last_process_exits_is_still_the_one_rollback_restores",
+        run: namespace::a_namespace_whose_last_process_exits_is_still_the_one_rollback_restores,
     },
     Test {
         name: "tuning::enforce_raises_somaxconn_in_the_storming_namespace_and_rollback_restores",

@@ -4,7 +4,12 @@
 
 use super::{DEPARTED_CHECKS_PER_ROUND, Tuner};
 use crate::{
-    model::{snapshot::Snapshot, tunables::Tunable, tuning::Target, value::Value},
+    model::{
+        snapshot::Snapshot,
+        tunables::Tunable,
+        tuning::{Sameness, Target},
+        value::Value,
+    },
     sys::System,
     tune::journal::Entry,
 };
@@ -34,7 +39,11 @@ impl<S: System> Tuner<S> {
             };
             let gone = match self.actuator.system().netns_identity(*inode) {
                 Err(err) => err.kind() == std::io::ErrorKind::NotFound,
-                Ok(now) => e.identity.as_ref().is_some_and(|then| then != &now),
+                // Unproven stays: its original is still owed if it is that one.
+                Ok(now) => e
+                    .identity
+                    .as_ref()
+                    .is_some_and(|then| then.judge(&now) == Sameness::Other),
             };
             if !gone {
                 continue;
@@ -52,36 +61,50 @@ impl<S: System> Tuner<S> {
 
     /// The journal's entry for `spec` at `target`, unless it belongs to an earlier
     /// namespace that had the same inode: that one is gone with its values, and
-    /// its entry is dropped.
-    pub(super) fn current_entry(&mut self, spec: &Tunable, target: &Target) -> Option<Entry> {
-        let entry = self.journal.entry(spec.name, target)?.clone();
-        if let (Target::Netns { inode, .. }, Some(journaled)) = (target, &entry.identity)
-            && self
-                .actuator
-                .system()
-                .netns_identity(*inode)
-                .is_ok_and(|now| &now != journaled)
-        {
-            if self.owns_journal()
-                && let Err(e) = self.journal.remove(spec.name, target)
-            {
-                log::warn!("cannot drop the journal entry of a departed namespace: {e}");
+    /// its entry is dropped. An entry judged the same namespace records the
+    /// marks it has gained; one that cannot be proven either way is
+    /// [`Known::Unproven`], and nothing is written there.
+    pub(super) fn current_entry(&mut self, spec: &Tunable, target: &Target) -> Known {
+        let Some(entry) = self.journal.entry(spec.name, target).cloned() else {
+            return Known::Entry(None);
+        };
+        let (Target::Netns { inode, .. }, Some(journaled)) = (target, &entry.identity) else {
+            return Known::Entry(Some(entry));
+        };
+        let Ok(now) = self.actuator.system().netns_identity(*inode) else {
+            return Known::Entry(Some(entry));
+        };
+        match journaled.judge(&now) {
+            Sameness::Same => {
+                let merged = journaled.merged(&now);
+                if self.owns_journal()
+                    && &merged != journaled
+                    && let Err(e) = self.journal.remark(spec.name, target, merged)
+                {
+                    log::warn!("cannot record how {target} is known now: {e}");
+                }
+                Known::Entry(Some(entry))
             }
-            return None;
+            Sameness::Unproven => Known::Unproven(entry.unproven(&now)),
+            Sameness::Other => {
+                if self.owns_journal()
+                    && let Err(e) = self.journal.remove(spec.name, target)
+                {
+                    log::warn!("cannot drop the journal entry of a departed namespace: {e}");
+                }
+                Known::Entry(None)
+            }
         }
-        Some(entry)
     }
 
     /// What the guardrails know of `spec` at `target`: the journal's entry
     /// ([`Self::current_entry`]) with the attempts the journal could not take;
     /// with only such attempts, an entry of `current` made of them.
-    pub(super) fn history(
-        &mut self,
-        spec: &Tunable,
-        target: &Target,
-        current: &Value,
-    ) -> Option<Entry> {
-        let entry = self.current_entry(spec, target);
+    pub(super) fn history(&mut self, spec: &Tunable, target: &Target, current: &Value) -> Known {
+        let entry = match self.current_entry(spec, target) {
+            Known::Entry(entry) => entry,
+            Known::Unproven(why) => return Known::Unproven(why),
+        };
         let key = (spec.name.to_owned(), target.clone());
         // A rollback's record counts where no entry is: its restore is the last
         // change there.
@@ -92,7 +115,7 @@ impl<S: System> Tuner<S> {
             .map(|r| r.changes.clone());
         let unrecorded = self.unrecorded.get(&key);
         if unrecorded.is_none() && rolled_back.is_none() {
-            return entry;
+            return Known::Entry(entry);
         }
         let mut entry = entry.unwrap_or_else(|| Entry {
             sysctl: spec.name.to_owned(),
@@ -111,6 +134,15 @@ impl<S: System> Tuner<S> {
                 .chain(rolled_back.iter().flatten()),
         );
         entry.writes.sort_unstable();
-        Some(entry)
+        Known::Entry(Some(entry))
     }
+}
+
+/// What the journal knows of a place.
+pub(super) enum Known {
+    /// Its entry, if nettune changed something there.
+    Entry(Option<Entry>),
+    /// An entry whose namespace cannot be proven the one found now: why, and
+    /// what to restore by hand.
+    Unproven(String),
 }

@@ -323,6 +323,7 @@ fn pod_a_overflowing() -> Snapshot {
 }
 
 mod faults;
+mod identity;
 mod journal;
 mod ports;
 mod verdicts;
