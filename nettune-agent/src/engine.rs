@@ -41,8 +41,10 @@ impl<P: ProbeSource, S: System + Clone + Send + 'static> Engine<P, S> {
         let mut mode_demoted = None;
         if config.tuning.mode == Mode::Enforce && system.sysctls_read_only() {
             log::warn!(
-                "/proc/sys is read-only here (a container without the privileged /proc \
-                 overlay?): tuning switches from enforce to advise; observing continues"
+                "{} is read-only or missing here (a container's own /proc/sys: mount the node's and set \
+                 tuning.proc_sys to it, as the enforce overlay does): tuning switches from \
+                 enforce to advise; observing continues",
+                config.tuning.proc_sys.display()
             );
             config.tuning.mode = Mode::Advise;
             mode_demoted = Some(Demotion::ProcSysReadOnly);

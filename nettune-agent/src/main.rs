@@ -253,7 +253,11 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
-    let config = || Config::load(cli.config.as_deref()).map_err(Failure::Config);
+    let config = || {
+        let config = Config::load(cli.config.as_deref()).map_err(Failure::Config)?;
+        nettune::sys::sysctl::use_root(config.tuning.proc_sys.clone());
+        Ok::<_, Failure>(config)
+    };
     match cli.command {
         Command::Run {
             interval,

@@ -239,6 +239,13 @@ pub const KEYS: &[Key] = &[
         "where the tuner keeps its journal",
     ),
     key(
+        "tuning.proc_sys",
+        Kind::Path(|c| &mut c.tuning.proc_sys),
+        "the `/proc/sys` sysctls are read and written through: a container's own is read-only \
+         unless it is privileged, so the `enforce` overlay mounts the node's at `/host/proc/sys` \
+         (an absolute path)",
+    ),
+    key(
         "tuning.limits",
         Kind::Limits(|c| &mut c.tuning.limits),
         "bounds per sysctl, as tables `[tuning.limits.\"<sysctl>\"]` with `floor` and \

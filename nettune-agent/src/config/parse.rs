@@ -247,7 +247,14 @@ fn apply(config: &mut Config, key: &Key, value: &Spanned<DeValue<'_>>) -> Checke
                 .parse()
                 .map_err(|e| here(format!("`{text}` is not an address:port ({e})")))?;
         }
-        Kind::Path(field) => *field(config) = PathBuf::from(string(value, name)?),
+        Kind::Path(field) => {
+            let text = string(value, name)?;
+            // A daemon's working directory is no place to look for anything.
+            if !text.starts_with('/') {
+                return Err(here(format!("`{text}` is not an absolute path")));
+            }
+            *field(config) = PathBuf::from(text);
+        }
         Kind::MaybePath(field) => *field(config) = Some(PathBuf::from(string(value, name)?)),
         Kind::MaybeText(field) => *field(config) = Some(string(value, name)?.to_owned()),
         Kind::Mode(field) => {

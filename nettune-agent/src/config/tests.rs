@@ -131,6 +131,16 @@ fn bad_listen_address_and_variant() {
 }
 
 #[test]
+fn a_relative_path_is_refused_with_its_line_and_key() {
+    assert_eq!(
+        err("[tuning]\nproc_sys = \"host/proc/sys\"\n"),
+        "/etc/nettune/nettune.toml:2: tuning.proc_sys: `host/proc/sys` is not an absolute path"
+    );
+    let c = Config::parse("x.toml", "[tuning]\nproc_sys = \"/host/proc/sys\"\n").unwrap();
+    assert_eq!(c.tuning.proc_sys.to_str(), Some("/host/proc/sys"));
+}
+
+#[test]
 fn printed_config_parses_back() {
     let c = Config::parse(
         "x",

@@ -13,6 +13,9 @@ pub struct TuningConfig {
     pub mode: Mode,
     /// Where the journal of original values lives.
     pub state_dir: PathBuf,
+    /// The `/proc/sys` sysctls are read and written through: the node's,
+    /// mounted where a container's own read-only one is not in the way.
+    pub proc_sys: PathBuf,
     /// Per-sysctl bounds, by dotted name; names must be in the table.
     pub limits: BTreeMap<String, Limit>,
     /// Sysctls nettune must leave alone (owned by the CNI or the admin).
@@ -65,6 +68,7 @@ impl Default for TuningConfig {
         Self {
             mode: Mode::Observe,
             state_dir: PathBuf::from("/var/lib/nettune"),
+            proc_sys: PathBuf::from("/proc/sys"),
             limits: BTreeMap::new(),
             exclude: Vec::new(),
             pod_netns: Vec::new(),

@@ -37,8 +37,8 @@ impl Mode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Demotion {
-    /// `/proc/sys` is read-only here (a container without the privileged `/proc`
-    /// overlay): enforce advises instead.
+    /// The `/proc/sys` in use is read-only (a container's own, `tuning.proc_sys`
+    /// not pointing at the node's): enforce advises instead.
     ProcSysReadOnly,
     /// The journal cannot be read (corrupt, or its directory unusable): tuning
     /// is off, observing goes on, until a person fixes or moves the file.

@@ -124,8 +124,8 @@ pub trait System: Send + Sync {
             })
     }
 
-    /// Whether `/proc/sys` is mounted read-only here (a container without the
-    /// privileged `/proc` overlay): sysctls can be read but not written.
+    /// Whether the `/proc/sys` in use (`tuning.proc_sys`) is read-only or
+    /// missing here (a container's own): sysctls cannot be written through it.
     fn sysctls_read_only(&self) -> bool;
 
     /// Bytes in a memory page: the kernel sizes some tables in whole pages
@@ -241,7 +241,7 @@ pub struct Kernel;
 impl Kernel {
     /// The file of `name`, or an error naming why the name is refused.
     fn sysctl_path(name: &str) -> io::Result<std::path::PathBuf> {
-        sysctl::path_under(Path::new(sysctl::PROC_SYS), name)
+        sysctl::path_under(sysctl::root(), name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
     }
 
@@ -407,7 +407,9 @@ impl System for Kernel {
     }
 
     fn sysctls_read_only(&self) -> bool {
-        let Ok(path) = std::ffi::CString::new("/proc/sys/net") else {
+        let Ok(path) =
+            std::ffi::CString::new(sysctl::root().join("net").as_os_str().as_encoded_bytes())
+        else {
             return false;
         };
         // SAFETY: statvfs writes into a zeroed struct we own; the path is
@@ -415,7 +417,9 @@ impl System for Kernel {
         let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
         let rc = unsafe { libc::statvfs(path.as_ptr(), &raw mut stat) };
-        rc == 0 && stat.f_flag & libc::ST_RDONLY != 0
+        // Missing (`tuning.proc_sys` naming a mount that is not there) cannot
+        // be written either.
+        rc != 0 || stat.f_flag & libc::ST_RDONLY != 0
     }
 
     fn read_sysctl(&self, target: &Target, name: &str) -> io::Result<String> {

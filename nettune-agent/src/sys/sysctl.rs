@@ -17,7 +17,25 @@ pub use crate::model::tunables::{NameError, check_name};
 /// Where the kernel shows sysctls.
 pub const PROC_SYS: &str = "/proc/sys";
 
-/// The file of sysctl `name` under `root` (normally [`PROC_SYS`]).
+/// The `/proc/sys` the agent reads and writes, once [`use_root`] set it.
+static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes `root` the `/proc/sys` every later read and write goes through
+/// (`tuning.proc_sys`): a container's own `/proc/sys` is read-only unless it
+/// is privileged, the node's mounted elsewhere is not. Set once, at start; a
+/// second call changes nothing.
+pub fn use_root(root: PathBuf) {
+    let _ = ROOT.set(root);
+}
+
+/// The `/proc/sys` in use: [`use_root`]'s, else [`PROC_SYS`]. A net sysctl
+/// file resolves to the namespace of the thread that opens it whichever
+/// procfs mount it is opened through.
+pub fn root() -> &'static Path {
+    ROOT.get().map_or(Path::new(PROC_SYS), PathBuf::as_path)
+}
+
+/// The file of sysctl `name` under `root` (normally [`root()`]).
 pub fn path_under(root: &Path, name: &str) -> Result<PathBuf, NameError> {
     check_name(name)?;
     Ok(root.join(name.replace('.', "/")))

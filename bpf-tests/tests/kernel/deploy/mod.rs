@@ -10,9 +10,10 @@
 //!
 //! One file per concern: `files` (where deploy/ is), `manifests` (the offline
 //! checks), `alerts` (the rules live), `image` (the container image), `pod` (the DaemonSet's pod run for
-//! real).
+//! real), `enforce` (the enforce overlay's pod, writing without privileges).
 
 mod alerts;
+mod enforce;
 mod files;
 mod image;
 mod manifests;
@@ -48,6 +49,10 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "deploy::the_daemonsets_pod_runs_under_podman_with_the_manifests_settings",
         run: pod::the_daemonsets_pod_runs_under_podman_with_the_manifests_settings,
+    },
+    Test {
+        name: "deploy::the_enforce_overlays_pod_tunes_and_rolls_back_without_privileges",
+        run: enforce::the_enforce_overlays_pod_tunes_and_rolls_back_without_privileges,
     },
     Test {
         name: "deploy::without_mount_propagation_a_later_namespace_is_not_taken_for_its_empty_file",

@@ -57,10 +57,10 @@ fn workloads(addr: std::net::SocketAddr) -> anyhow::Result<Vec<serde_json::Value
 
 /// The DaemonSet's container, started under `podman` with the manifest's
 /// settings (image: `image`; the node's paths from `host`).
-struct DaemonSetPod<'a> {
-    podman: &'a mut Podman,
-    name: String,
-    spec: RunSpec,
+pub(super) struct DaemonSetPod<'a> {
+    pub(super) podman: &'a mut Podman,
+    pub(super) name: String,
+    pub(super) spec: RunSpec,
     /// `/metrics`: the manifest's `metrics` port, on every address.
     addr: std::net::SocketAddr,
     /// The JSON API: the ConfigMap's `agent.api_listen` (loopback; the pod
@@ -78,21 +78,41 @@ impl<'a> DaemonSetPod<'a> {
         files: &std::path::Path,
         host: &dyn Fn(&str) -> PathBuf,
     ) -> anyhow::Result<Self> {
-        let objects = daemonset::render(&deploy_dir().join("base"))?;
-        let spec = RunSpec::from_objects(&objects, NODE)?;
+        Self::start_overlay(podman, name, "base", "", files, host)
+    }
+
+    /// The container of `deploy/<overlay>`, its ConfigMap's `nettune.toml` with
+    /// `tuning` (more `[tuning]` keys, a line each) added.
+    pub(super) fn start_overlay(
+        podman: &'a mut Podman,
+        name: &str,
+        overlay: &str,
+        tuning: &str,
+        files: &std::path::Path,
+        host: &dyn Fn(&str) -> PathBuf,
+    ) -> anyhow::Result<Self> {
+        let objects = daemonset::render(&deploy_dir().join(overlay))?;
+        let mut spec = RunSpec::from_objects(&objects, NODE)?;
+        let config = spec
+            .mounts
+            .iter_mut()
+            .find_map(|m| m.config_map.as_mut()?.get_mut("nettune.toml"))
+            .context("no ConfigMap mount with nettune.toml")?;
+        ensure!(
+            config.contains("[tuning]\n"),
+            "no [tuning] table in nettune.toml"
+        );
+        *config = config.replacen("[tuning]\n", &format!("[tuning]\n{tuning}"), 1);
+        let config = config.clone();
         let image = podman.load(&nettune_image()?)?;
         let metrics_port = *spec
             .ports
             .get("metrics")
             .context("the container has no port named metrics")?;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], metrics_port));
-        let config_path = deploy_dir().join("base/nettune.toml");
-        let api = nettune::config::Config::parse(
-            &config_path.display().to_string(),
-            &std::fs::read_to_string(&config_path)?,
-        )?
-        .agent
-        .api_listen;
+        let api = nettune::config::Config::parse(&format!("{overlay}'s nettune.toml"), &config)?
+            .agent
+            .api_listen;
         for (port, what) in [(metrics_port, "the Service"), (api.port(), "the probes")] {
             ensure!(
                 std::net::TcpListener::bind(("0.0.0.0", port)).is_ok(),
@@ -133,7 +153,12 @@ impl<'a> DaemonSetPod<'a> {
     }
 
     /// Polls `/metrics` until `done` holds (or `seconds` pass).
-    fn until(&self, seconds: u64, what: &str, done: impl Fn(&str) -> bool) -> anyhow::Result<()> {
+    pub(super) fn until(
+        &self,
+        seconds: u64,
+        what: &str,
+        done: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(seconds);
         loop {
             if done(&self.metrics()?) {

@@ -14,7 +14,7 @@
 //! of its marks goes).
 
 mod apply;
-mod config;
+pub mod config;
 mod namespace;
 mod rollback;
 mod verdicts;
