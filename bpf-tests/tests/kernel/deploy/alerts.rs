@@ -40,7 +40,7 @@ const DROPPED_PORT: u16 = 5321;
 const LISTEN_PORT: u16 = 5322;
 
 /// The shipped rule file, with `for:` at `0s` and rate windows at `[15s]`.
-fn shortened(rules: &str) -> String {
+pub(super) fn shortened(rules: &str) -> String {
     let windows = ["[1m]", "[5m]", "[10m]", "[15m]", "[30m]", "[1h]"];
     rules
         .lines()
@@ -57,7 +57,7 @@ fn shortened(rules: &str) -> String {
 }
 
 /// Waits (at most `limit`) until `done` holds for Prometheus's alerts.
-fn wait_alerts(
+pub(super) fn wait_alerts(
     prometheus: &Prometheus,
     limit: Duration,
     what: &str,
@@ -80,7 +80,7 @@ fn wait_alerts(
     }
 }
 
-fn firing<'a>(alerts: &'a [Alert], name: &str) -> Option<&'a Alert> {
+pub(super) fn firing<'a>(alerts: &'a [Alert], name: &str) -> Option<&'a Alert> {
     alerts
         .iter()
         .find(|a| a.name == name && a.state == "firing")

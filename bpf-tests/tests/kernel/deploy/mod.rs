@@ -9,10 +9,11 @@
 //! in a real Prometheus, against real faults.
 //!
 //! One file per concern: `files` (where deploy/ is), `manifests` (the offline
-//! checks), `alerts` (the rules live), `image` (the container image), `pod` (the DaemonSet's pod run for
+//! checks), `alerts` and `alerts_dns` (the rules live), `image` (the container image), `pod` (the DaemonSet's pod run for
 //! real), `enforce` (the enforce overlay's pod, writing without privileges).
 
 mod alerts;
+mod alerts_dns;
 mod enforce;
 mod files;
 mod image;
@@ -33,6 +34,10 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "deploy::the_shipped_alerts_fire_for_real_faults_and_resolve",
         run: alerts::the_shipped_alerts_fire_for_real_faults_and_resolve,
+    },
+    Test {
+        name: "deploy::the_dns_and_conntrack_alerts_fire_for_real_faults_and_resolve",
+        run: alerts_dns::the_dns_and_conntrack_alerts_fire_for_real_faults_and_resolve,
     },
     Test {
         name: "deploy::rules_and_dashboard_use_only_metrics_the_agent_exports",
