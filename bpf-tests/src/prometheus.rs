@@ -32,6 +32,8 @@ pub struct Prometheus {
     /// Its HTTP address.
     pub addr: SocketAddr,
     dir: PathBuf,
+    /// Flags beyond config, data and address ([`Self::restart_with`]).
+    flags: Vec<String>,
 }
 
 impl Prometheus {
@@ -79,6 +81,7 @@ impl Prometheus {
             child: None,
             addr,
             dir,
+            flags: Vec::new(),
         };
         prometheus.resume()?;
         Ok(prometheus)
@@ -96,6 +99,7 @@ impl Prometheus {
                 self.dir.join("data").display()
             ))
             .arg(format!("--web.listen-address={}", self.addr))
+            .args(&self.flags)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -110,6 +114,27 @@ impl Prometheus {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Restarts the server with `flags` added (e.g. `--query.max-samples=1`, so
+    /// that it refuses every query that reads a sample), same data.
+    pub fn restart_with(&mut self, flags: &[&str]) -> anyhow::Result<()> {
+        self.stop();
+        self.flags = flags.iter().map(|f| (*f).to_owned()).collect();
+        self.resume()
+    }
+
+    /// Stops (`SIGSTOP`) or continues (`SIGCONT`) the server: a Prometheus
+    /// that accepts connections and answers nothing, as an overloaded one does.
+    pub fn freeze(&self, frozen: bool) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("prometheus is not running")?;
+        let pid = i32::try_from(child.id())?;
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: signals our own child, not yet reaped.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            anyhow::bail!("kill: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// `http://addr`.

@@ -191,6 +191,11 @@ fn the_cluster_view_ranks_the_dropping_node_first_and_survives_prometheus_stoppi
     })
 }
 
+/// The lines of `screen` that say what went wrong.
+fn error_lines(screen: &str) -> Vec<&str> {
+    screen.lines().filter(|l| l.contains("error:")).collect()
+}
+
 /// Drives the view: the faulty node first, its pod first inside it, its
 /// listeners, Prometheus stopped and back.
 fn watch(prometheus: &mut Prometheus, faulty: &Node) -> TestResult {
@@ -263,17 +268,37 @@ fn watch(prometheus: &mut Prometheus, faulty: &Node) -> TestResult {
     let screen = session.wait_for(Duration::from_secs(20), "the view to say so", |s| {
         s.contains("Prometheus does not answer") && s.contains("cannot connect")
     })?;
-    println!(
-        "    Prometheus stopped: {:?}",
-        screen
-            .lines()
-            .filter(|l| l.contains("error:"))
-            .collect::<Vec<_>>()
-    );
+    println!("    Prometheus stopped: {:?}", error_lines(&screen));
     prometheus.resume()?;
-    session.wait_for(Duration::from_secs(60), "the view to recover", |s| {
-        !s.contains("does not answer") && s.contains("queries 1 in") && ranked(s)
+    let recovered =
+        |s: &str| !s.contains("does not answer") && s.contains("queries 1 in") && ranked(s);
+    session.wait_for(Duration::from_secs(60), "the view to recover", recovered)?;
+
+    // Slow: it takes the connection and answers nothing.
+    prometheus.freeze(true)?;
+    let screen = session.wait_for(Duration::from_secs(30), "the view to say it is slow", |s| {
+        s.contains("Prometheus does not answer") && s.contains("no answer within")
     })?;
+    println!("    Prometheus frozen: {:?}", error_lines(&screen));
+    prometheus.freeze(false)?;
+    session.wait_for(
+        Duration::from_secs(60),
+        "the view to recover from slowness",
+        recovered,
+    )?;
+
+    // Refusing: a sample limit every query of the view is over.
+    prometheus.restart_with(&["--query.max-samples=1"])?;
+    let screen = session.wait_for(Duration::from_secs(60), "the view to say it refuses", |s| {
+        s.contains("Prometheus refused the query")
+    })?;
+    println!("    Prometheus refusing: {:?}", error_lines(&screen));
+    prometheus.restart_with(&[])?;
+    session.wait_for(
+        Duration::from_secs(60),
+        "the view to recover from refusals",
+        recovered,
+    )?;
 
     let screen = quit(&session)?;
     ensure!(
