@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use nettune::{
     config::{self, Config, ConfigError},
     model::probes::Variant,
-    probes::LoadOptions,
+    probes::{LoadOptions, NamespaceBudgets},
     top::{self, TopOptions},
 };
 
@@ -70,6 +70,11 @@ impl ProbeArgs {
             // Nobody would be woken: spare the kernel the events' cost.
             without_urgent_events: !config.agent.wake_on_events,
             program_stats: config.agent.program_stats,
+            // The keys' bounds keep both within the maps.
+            budgets: NamespaceBudgets {
+                drops: u32::try_from(config.probes.drop_keys_per_namespace).unwrap_or(u32::MAX),
+                listen: u32::try_from(config.probes.listen_keys_per_namespace).unwrap_or(u32::MAX),
+            },
         }
     }
 }

@@ -7,6 +7,7 @@
 //! The `user` feature adds `aya::Pod` so the agent can use them with aya's maps.
 #![no_std]
 
+pub mod budget;
 pub mod connect;
 pub mod drops;
 pub mod errors;
@@ -17,6 +18,7 @@ pub mod retransmit;
 pub mod sysctl_writes;
 pub mod traffic;
 
+pub use budget::{BudgetKey, BudgetedMap};
 pub use drops::DropKey;
 pub use errors::ProbeError;
 pub use events::{Event, EventKind};
@@ -44,6 +46,7 @@ macro_rules! impl_pod {
 #[cfg(feature = "user")]
 impl_pod!(
     KernelOffsets,
+    BudgetKey,
     RetransmitCounters,
     DropKey,
     ListenSocket,

@@ -11,7 +11,8 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use nettune_common::{
-    DropKey, EventKind, KernelOffsets, ProbeError, drops::MAX_DROP_KEYS, offsets::ABSENT,
+    BudgetedMap, DropKey, EventKind, KernelOffsets, ProbeError, budget::FOLDED_IFINDEX,
+    drops::MAX_DROP_KEYS, offsets::ABSENT,
 };
 
 use crate::{
@@ -92,7 +93,13 @@ fn record<M: Memory>(
         reason,
         _pad: 0,
     };
-    counters::add(&DROPS, &key, 1)?;
+    let folded = DropKey {
+        ifindex: FOLDED_IFINDEX,
+        ..key
+    };
+    let count = counters::entry_within(&DROPS, &key, &folded, &0, netns, BudgetedMap::Drops)?;
+    // SAFETY: this CPU's value of a per-CPU map entry; no other writer runs here.
+    unsafe { *count = (*count).wrapping_add(1) };
     if reason == off.reason_netfilter_drop && !tracked::<M>(skb, off) {
         events::emit(EventKind::NetfilterDrop, netns, ifindex, 0);
     }

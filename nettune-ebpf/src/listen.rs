@@ -14,7 +14,10 @@ use aya_ebpf::{
     maps::PerCpuHashMap,
     programs::{FEntryContext, ProbeContext},
 };
-use nettune_common::{EventKind, ListenKey, ListenOverflow, ProbeError, listen::MAX_LISTENERS};
+use nettune_common::{
+    BudgetedMap, EventKind, ListenKey, ListenOverflow, ProbeError, budget::FOLDED_PORT,
+    listen::MAX_LISTENERS,
+};
 
 use crate::{counters, errors, events, kernel};
 
@@ -74,7 +77,18 @@ fn check_listener(sk: *const u8) -> Result<(), ProbeError> {
         port,
         _pad: 0,
     };
-    let stats = counters::entry(&LISTEN_OVERFLOWS, &key, &ListenOverflow::default())?;
+    let folded = ListenKey {
+        port: FOLDED_PORT,
+        ..key
+    };
+    let stats = counters::entry_within(
+        &LISTEN_OVERFLOWS,
+        &key,
+        &folded,
+        &ListenOverflow::default(),
+        netns,
+        BudgetedMap::ListenOverflows,
+    )?;
     // SAFETY: this CPU's value of a per-CPU map entry; no other writer runs here.
     let stats = unsafe { &mut *stats };
     stats.overflows += 1;

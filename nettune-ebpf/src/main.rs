@@ -16,6 +16,7 @@
 )]
 #![feature(core_intrinsics)]
 
+mod budget;
 mod conversations;
 mod counters;
 mod drops;

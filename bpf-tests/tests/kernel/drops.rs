@@ -200,7 +200,7 @@ fn check_names_match_the_kernel(probes: &Probes, seen: &ByReason) -> anyhow::Res
 
 /// The value of the first of `names` this kernel has; 0 on a kernel without drop
 /// reasons, where every drop reads 0 and nettune records it so.
-fn expected_reason(probes: &Probes, names: &[&str]) -> anyhow::Result<u32> {
+pub(crate) fn expected_reason(probes: &Probes, names: &[&str]) -> anyhow::Result<u32> {
     if let Some(value) = names.iter().find_map(|n| probes.drop_reasons().value(n)) {
         return Ok(value);
     }
@@ -216,7 +216,7 @@ fn expected_reason(probes: &Probes, names: &[&str]) -> anyhow::Result<u32> {
 /// reason; on a kernel without drop reasons (before 5.17) reason 0 also holds
 /// every other drop there (a TCP segment the stack discards, …), so at least
 /// `expected`, and the difference is shown.
-fn matches_kernel_count(counted: u64, expected: u64, what: &str) -> anyhow::Result<()> {
+pub(crate) fn matches_kernel_count(counted: u64, expected: u64, what: &str) -> anyhow::Result<()> {
     if kfree_skb_has_reason()? {
         ensure!(
             counted == expected,
@@ -236,7 +236,12 @@ fn matches_kernel_count(counted: u64, expected: u64, what: &str) -> anyhow::Resu
 }
 
 /// Sends `count` UDP datagrams carrying `payload` from a socket in `ns` to `to`.
-fn send_datagrams(ns: &Netns, to: SocketAddr, count: u64, payload: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn send_datagrams(
+    ns: &Netns,
+    to: SocketAddr,
+    count: u64,
+    payload: &[u8],
+) -> anyhow::Result<()> {
     ns.run(|| -> anyhow::Result<()> {
         let socket = UdpSocket::bind("0.0.0.0:0")?;
         for _ in 0..count {

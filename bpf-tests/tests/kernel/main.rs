@@ -5,6 +5,7 @@
 //! One module per signal, paired by name with the program in `nettune-ebpf/src/`.
 
 mod agent;
+mod budget;
 mod check;
 mod connect;
 mod conntrack;
@@ -27,6 +28,7 @@ fn main() {
         agent::TESTS,
         retransmit::TESTS,
         drops::TESTS,
+        budget::TESTS,
         listen::TESTS,
         conntrack::TESTS,
         connect::TESTS,

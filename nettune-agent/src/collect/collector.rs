@@ -317,6 +317,7 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
         self.unknown_activity = readings
             .namespaces_seen()
             .any(|n| n != 0 && !namespaces.contains_key(&n));
+        let over_budget = sample::over_budget(&readings);
         let listen = ListenReadings {
             origins: std::mem::take(&mut readings.listen_origins),
             exact: self
@@ -339,6 +340,7 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             &pod_interfaces,
             self.probes.drop_reasons(),
         );
+        sample.over_budget = over_budget;
         self.conversations.fill(&mut sample, &readings);
         let read: Vec<&Namespace> = owners.iter().map(|(ns, _)| *ns).collect();
         self.netfiles

@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use nettune_common::{BudgetedMap, budget};
+
 use crate::{
     model::{
         drop_reasons::DropReasons,
@@ -151,4 +153,68 @@ pub fn read(
         sample.netns.entry(netns).or_default().connect_eaddrnotavail = count;
     }
     sample
+}
+
+/// Pod namespaces past their budget in each shared map: those with a folded
+/// key (`nettune_common::budget`). Read before the listen overflows are
+/// handed to the listener tracker.
+pub fn over_budget(readings: &ProbeReadings) -> BTreeMap<String, u64> {
+    let drops: BTreeSet<u32> = readings
+        .drops
+        .keys()
+        .filter(|k| k.ifindex == budget::FOLDED_IFINDEX)
+        .map(|k| k.netns)
+        .collect();
+    let listen: BTreeSet<u32> = readings
+        .listen_overflows
+        .keys()
+        .filter(|k| k.port == budget::FOLDED_PORT)
+        .map(|k| k.netns)
+        .collect();
+    [
+        (BudgetedMap::Drops, drops),
+        (BudgetedMap::ListenOverflows, listen),
+    ]
+    .into_iter()
+    .map(|(map, over)| (map.name().to_owned(), over.len() as u64))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use nettune_common::{DropKey, ListenKey, ListenOverflow};
+
+    use super::*;
+
+    #[test]
+    fn namespaces_with_a_folded_key_are_over_budget_once_each() {
+        let mut readings = ProbeReadings::default();
+        for (netns, ifindex, reason) in [
+            (7, 2, 3),
+            (7, budget::FOLDED_IFINDEX, 3),
+            (7, budget::FOLDED_IFINDEX, 5),
+            (8, 2, 3),
+        ] {
+            let key = DropKey {
+                netns,
+                ifindex,
+                reason,
+                _pad: 0,
+            };
+            readings.drops.insert(key, 1);
+        }
+        for (netns, port) in [(9, budget::FOLDED_PORT), (9, 80)] {
+            let key = ListenKey {
+                netns,
+                port,
+                _pad: 0,
+            };
+            readings
+                .listen_overflows
+                .insert(key, ListenOverflow::default());
+        }
+        let over = over_budget(&readings);
+        assert_eq!(over.get("drops"), Some(&1));
+        assert_eq!(over.get("listen_overflows"), Some(&1));
+    }
 }

@@ -228,6 +228,24 @@ pub const KEYS: &[Key] = &[
         "found, or mounted at `/sys/kernel/tracing`",
     ),
     key(
+        "probes.drop_keys_per_namespace",
+        Kind::Whole(whole(1, nettune_common::drops::MAX_DROP_KEYS as u64), |c| {
+            &mut c.probes.drop_keys_per_namespace
+        }),
+        "most (interface, reason) keys one pod's namespace may create in the node's shared \
+         drops map; past it its drops are still counted, folded under one interface \
+         (`nettune_map_namespaces_over_budget`); the host's namespace has no budget",
+    ),
+    key(
+        "probes.listen_keys_per_namespace",
+        Kind::Whole(
+            whole(1, nettune_common::listen::MAX_LISTENERS as u64),
+            |c| &mut c.probes.listen_keys_per_namespace,
+        ),
+        "most ports one pod's namespace may create in the node's shared listen-overflow map; \
+         past it its overflows are still counted, without their port",
+    ),
+    key(
         "tuning.mode",
         Kind::Mode(|c| &mut c.tuning.mode),
         "`observe` (no decisions), `advise` (decisions logged and exported, nothing written) or \

@@ -157,7 +157,7 @@ pub struct AgentConfig {
 }
 
 /// `[probes]`.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct ProbesConfig {
     /// Variants never to try (e.g. `["fentry"]`).
     pub disable_variants: Vec<Variant>,
@@ -165,6 +165,25 @@ pub struct ProbesConfig {
     pub btf: Option<PathBuf>,
     /// tracefs mount instead of /sys/kernel/tracing.
     pub tracefs: Option<PathBuf>,
+    /// Most keys one pod's namespace may create in the shared drops map; past
+    /// it, its new keys are folded into one (per reason).
+    pub drop_keys_per_namespace: u64,
+    /// Most keys one pod's namespace may create in the shared listen-overflow
+    /// map; past it, its new ports are folded into one.
+    pub listen_keys_per_namespace: u64,
+}
+
+impl Default for ProbesConfig {
+    fn default() -> Self {
+        let (drops, listen) = nettune_common::budget::default_budgets();
+        Self {
+            disable_variants: Vec::new(),
+            btf: None,
+            tracefs: None,
+            drop_keys_per_namespace: u64::from(drops),
+            listen_keys_per_namespace: u64::from(listen),
+        }
+    }
 }
 
 impl Default for Config {

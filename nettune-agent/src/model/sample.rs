@@ -308,6 +308,9 @@ pub struct Sample {
     pub probe_errors: BTreeMap<String, u64>,
     /// Urgent events lost so far.
     pub lost_events: LostEvents,
+    /// Pod namespaces past their budget in each shared kernel map, by map name
+    /// (`nettune_common::BudgetedMap::name`).
+    pub over_budget: BTreeMap<String, u64>,
     /// Each program's runs and run time, by name (`agent.program_stats`).
     pub program_stats: BTreeMap<String, ProgramStats>,
     /// The DNS servers the pods asked.

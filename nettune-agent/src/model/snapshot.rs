@@ -287,6 +287,9 @@ pub struct Snapshot {
     pub probe_errors: BTreeMap<String, u64>,
     /// Urgent events lost so far.
     pub lost_events: LostEvents,
+    /// Pod namespaces past their budget in each shared kernel map, by map name.
+    #[serde(default)]
+    pub over_budget: BTreeMap<String, u64>,
     /// Each program's runs and run time, by name (`agent.program_stats`).
     #[serde(default)]
     pub program_stats: BTreeMap<String, ProgramStats>,

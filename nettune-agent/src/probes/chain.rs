@@ -9,6 +9,23 @@ use crate::{
     sys::tracefs::{Tracefs, TracefsError},
 };
 
+/// Most keys one pod's namespace may create in each shared map (see
+/// `nettune_common::budget`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamespaceBudgets {
+    /// In `DROPS`.
+    pub drops: u32,
+    /// In `LISTEN_OVERFLOWS`.
+    pub listen: u32,
+}
+
+impl Default for NamespaceBudgets {
+    fn default() -> Self {
+        let (drops, listen) = nettune_common::budget::default_budgets();
+        Self { drops, listen }
+    }
+}
+
 /// Choices the caller makes about loading.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
@@ -26,6 +43,8 @@ pub struct LoadOptions {
     /// Have the kernel count each program's runs and run time
     /// (`agent.program_stats`; costs every run two clock reads).
     pub program_stats: bool,
+    /// The per-namespace budgets in the shared maps.
+    pub budgets: NamespaceBudgets,
 }
 
 /// Why one variant could not be attached.

@@ -112,6 +112,25 @@ pub(crate) fn remove_keys<K: Pod, V: Pod>(
     Ok(doomed.len())
 }
 
+/// Removes from a plain hash map every key `stale` selects.
+pub(crate) fn remove_plain_keys<K: Pod, V: Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    stale: impl Fn(&K) -> bool,
+) -> Result<usize, MapReadError> {
+    let map = ebpf.map_mut(name).ok_or_else(|| missing(name))?;
+    let mut hash: HashMap<&mut MapData, K, V> = HashMap::try_from(map).map_err(map_error(name))?;
+    let doomed: Vec<K> = hash
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| stale(k))
+        .collect();
+    for key in &doomed {
+        let _ = hash.remove(key);
+    }
+    Ok(doomed.len())
+}
+
 /// Removes `keys` from a plain hash (or LRU hash) map; keys already gone are fine.
 pub(crate) fn remove_entries<K: Pod, V: Pod>(
     ebpf: &mut Ebpf,

@@ -37,12 +37,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aya::{Ebpf, EbpfLoader};
 use nettune_common::{
-    Conversations, DnsCounters, DropKey, EventKind, ListenKey, ListenOrigin, ListenOverflow,
-    ListenSocket, ProbeError, RetransmitCounters,
+    BudgetKey, Conversations, DnsCounters, DropKey, EventKind, ListenKey, ListenOrigin,
+    ListenOverflow, ListenSocket, ProbeError, RetransmitCounters,
 };
 
 use chain::AttachContext;
-pub use chain::{AttachError, LoadOptions};
+pub use chain::{AttachError, LoadOptions, NamespaceBudgets};
 pub use conversations::{InterfaceChanges, Taken, Timeouts};
 
 use crate::{
@@ -287,6 +287,22 @@ impl Probes {
                 &u32::from(!options.without_urgent_events),
                 true,
             )
+            .override_global(
+                nettune_common::budget::DROPS_BUDGET_GLOBAL,
+                &options.budgets.drops,
+                true,
+            )
+            .override_global(
+                nettune_common::budget::LISTEN_BUDGET_GLOBAL,
+                &options.budgets.listen,
+                true,
+            )
+            // Unknown (0): every namespace but 0 gets a budget, the host's too.
+            .override_global(
+                nettune_common::budget::HOST_NETNS_GLOBAL,
+                &crate::sys::netns::own_inode().unwrap_or(0),
+                true,
+            )
             .load(OBJECT)
             .map_err(|e| LoadError::Object(Box::new(e)))?;
         let context = AttachContext {
@@ -436,6 +452,10 @@ impl ProbeSource for Probes {
             ebpf,
             nettune_common::connect::CONNECT_EADDRNOTAVAIL_MAP,
             |k| gone(*k),
+        )? + maps::remove_plain_keys::<BudgetKey, u32>(
+            ebpf,
+            nettune_common::budget::BUDGET_MAP,
+            |k| gone(k.netns),
         )?)
     }
 

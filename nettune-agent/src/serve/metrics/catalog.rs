@@ -7,9 +7,9 @@
 use std::marker::PhantomData;
 
 use super::labels::{
-    Build, Decision, DemotionReason, Effect, EventKind, IdentitySource, Labels, Listener,
-    LostCause, Mode, NoLabels, NodeInfo, Pod, PodDirection, PodIcmp, PodInterface, PodRcode,
-    PodReason, PodResult, ProbeError, Program, Reason, RemoteResult, Server, ServerRcode,
+    BudgetedMap, Build, Decision, DemotionReason, Effect, EventKind, IdentitySource, Labels,
+    Listener, LostCause, Mode, NoLabels, NodeInfo, Pod, PodDirection, PodIcmp, PodInterface,
+    PodRcode, PodReason, PodResult, ProbeError, Program, Reason, RemoteResult, Server, ServerRcode,
     SignalVariant, SysctlTarget, SysctlWriter,
 };
 
@@ -126,6 +126,8 @@ catalog! {
         "1 for the variant attached for a signal, 0 for variants tried and skipped.";
     PROBE_ERRORS: Counter<ProbeError> = "nettune_probe_errors_total",
         "Errors the eBPF programs met (failed kernel reads, full maps).";
+    MAP_NAMESPACES_OVER_BUDGET: Gauge<BudgetedMap> = "nettune_map_namespaces_over_budget",
+        "Pod namespaces past their budget of keys in a shared kernel map (probes.drop_keys_per_namespace, probes.listen_keys_per_namespace): their new keys are folded into one, so their counts stay whole without the detail.";
     EVENTS_LOST: Counter<LostCause> = "nettune_events_lost_total",
         "Urgent events not delivered: ring buffer full, or not armed (no early collection could change a decision).";
     EVENTS_RECEIVED: Counter<EventKind> = "nettune_events_received_total",

@@ -147,6 +147,14 @@ label_set!(
 );
 
 label_set!(
+    /// A shared kernel map with per-namespace budgets.
+    BudgetedMap {
+        /// `drops` or `listen_overflows`.
+        map,
+    }
+);
+
+label_set!(
     /// Why urgent events were not delivered.
     LostCause {
         /// `ring_full` or `not_armed`.

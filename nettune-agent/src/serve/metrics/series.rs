@@ -14,7 +14,7 @@ use super::{
     conversations,
     families::Families,
     labels::{
-        Build, Decision, DemotionReason, Effect, EventKind, IdentitySource, Labels,
+        BudgetedMap, Build, Decision, DemotionReason, Effect, EventKind, IdentitySource, Labels,
         Listener as ListenerLabels, LostCause, Mode as ModeLabel, NoLabels, NodeInfo, OTHER, Pod,
         PodInterface, ProbeError, Program, Reason, SignalVariant, SysctlTarget, SysctlWriter,
     },
@@ -359,6 +359,17 @@ fn agent(f: &mut Families, published: &Published) {
             error: error.clone(),
         };
         f.add(&catalog::PROBE_ERRORS, labels, *n as f64);
+    }
+    for budgeted in nettune_common::BudgetedMap::ALL {
+        let over = snapshot
+            .over_budget
+            .get(budgeted.name())
+            .copied()
+            .unwrap_or(0);
+        let labels = BudgetedMap {
+            map: budgeted.name().into(),
+        };
+        f.add(&catalog::MAP_NAMESPACES_OVER_BUDGET, labels, over as f64);
     }
     let lost = snapshot.lost_events;
     for (cause, n) in [("ring_full", lost.ring_full), ("not_armed", lost.not_armed)] {
