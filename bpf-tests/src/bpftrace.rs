@@ -28,8 +28,24 @@ impl Bpftrace {
     /// Starts `bpftrace -e <script>` (a `BEGIN` probe is added) and waits until its
     /// probes are attached.
     pub fn start(script: &str) -> anyhow::Result<Self> {
+        Self::start_with(false, script)
+    }
+
+    /// As [`Bpftrace::start`], allowed to act on what it sees (`--unsafe`:
+    /// `signal()`, e.g. to SIGKILL a process at an exact step). `str()` reads
+    /// up to 200 bytes (a path compares whole); a string literal stays within
+    /// 63.
+    pub fn start_unsafe(script: &str) -> anyhow::Result<Self> {
+        Self::start_with(true, script)
+    }
+
+    fn start_with(unsafe_actions: bool, script: &str) -> anyhow::Result<Self> {
         let script = format!("BEGIN {{ printf(\"{READY}\\n\"); }}\n{script}");
-        let mut child = Command::new("bpftrace")
+        let mut command = Command::new("bpftrace");
+        if unsafe_actions {
+            command.env("BPFTRACE_STRLEN", "200").arg("--unsafe");
+        }
+        let mut child = command
             .args(["-e", &script])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -28,8 +28,8 @@ impl TestConfig {
 
     /// The config with `tuning` (more `[tuning]` keys, one per line) added.
     pub fn with(tag: &str, pods: &[&Netns], tuning: &str) -> anyhow::Result<Self> {
-        let base =
-            std::env::temp_dir().join(format!("nettune-tuning-{}-{tag}", std::process::id()));
+        // Short: bpftrace compares paths under it with literals of at most 63 bytes.
+        let base = std::env::temp_dir().join(format!("ntt-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base)?;
         let state = base.join("state");

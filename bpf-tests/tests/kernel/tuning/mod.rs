@@ -17,6 +17,7 @@ mod apply;
 pub mod config;
 mod namespace;
 mod rollback;
+mod sigkill;
 mod verdicts;
 mod viewer;
 
@@ -36,6 +37,10 @@ pub const TESTS: &[Test] = &[
     Test {
         name: "tuning::enforce_raises_somaxconn_in_the_storming_namespace_and_rollback_restores",
         run: rollback::enforce_raises_somaxconn_in_the_storming_namespace_and_rollback_restores,
+    },
+    Test {
+        name: "tuning::sigkill_at_every_step_of_a_change_leaves_what_rollback_restores",
+        run: sigkill::sigkill_at_every_step_of_a_change_leaves_what_rollback_restores,
     },
     Test {
         name: "tuning::after_sigkill_rollback_restores_every_value",
