@@ -354,7 +354,7 @@ impl System for Kernel {
         if ns.is_host {
             scan()
         } else {
-            netns::inside(&ns.handle_path(), scan)?
+            netns::inside_expected(&ns.handle_path(), ns.inode, scan)?
         }
     }
 

@@ -190,11 +190,41 @@ pub fn discover() -> BTreeMap<u32, Namespace> {
 
 /// Reads `/proc/net/<file>` as seen inside `ns`, for each of `files`.
 pub fn read_net_files(ns: &Namespace, files: &[&str]) -> Vec<io::Result<String>> {
-    match &ns.access {
-        NamespaceAccess::Pid(pid) => files
+    let all_failed = |e: io::Error| {
+        files
             .iter()
-            .map(|f| fs::read_to_string(format!("/proc/{pid}/net/{f}")))
-            .collect(),
+            .map(|_| Err(io::Error::new(e.kind(), e.to_string())))
+            .collect()
+    };
+    match &ns.access {
+        NamespaceAccess::Pid(pid) => {
+            // A pid found in the namespace at the last listing may have exited and
+            // been reused by a process elsewhere: read only while it is, before
+            // and after, still a process of this namespace.
+            let handle = ns.handle_path();
+            let still_there = || match inode_of(&handle) {
+                Ok(inode) if inode == ns.inode => Ok(()),
+                Ok(other) => Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "pid {pid} is in network namespace {other} now, not {}",
+                        ns.inode
+                    ),
+                )),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = still_there() {
+                return all_failed(e);
+            }
+            let read: Vec<io::Result<String>> = files
+                .iter()
+                .map(|f| fs::read_to_string(format!("/proc/{pid}/net/{f}")))
+                .collect();
+            match still_there() {
+                Ok(()) => read,
+                Err(e) => all_failed(e),
+            }
+        }
         NamespaceAccess::Path(path) => {
             let read_all = || {
                 files
@@ -202,12 +232,7 @@ pub fn read_net_files(ns: &Namespace, files: &[&str]) -> Vec<io::Result<String>>
                     .map(|f| fs::read_to_string(format!("/proc/thread-self/net/{f}")))
                     .collect()
             };
-            inside(path, read_all).unwrap_or_else(|e| {
-                files
-                    .iter()
-                    .map(|_| Err(io::Error::new(e.kind(), e.to_string())))
-                    .collect()
-            })
+            inside_expected(path, ns.inode, read_all).unwrap_or_else(all_failed)
         }
     }
 }
@@ -324,5 +349,28 @@ mod tests {
         );
         assert!(nsfs_inode(&dir.join("missing")).is_err());
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_pid_now_in_another_namespace_reads_nothing_for_the_one_listed() {
+        // This process, as the pid a departed namespace was listed with (its
+        // process exited and the pid went to a process in another namespace).
+        let own = own_inode().unwrap();
+        let listed = |inode| Namespace {
+            inode,
+            access: NamespaceAccess::Pid(std::process::id()),
+            name: None,
+            process: None,
+            is_host: false,
+        };
+        let reused = read_net_files(&listed(own.wrapping_add(1)), &["snmp", "netstat"]);
+        assert!(
+            reused.iter().all(|r| r
+                .as_ref()
+                .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)),
+            "{reused:?}"
+        );
+        let read = read_net_files(&listed(own), &["snmp"]);
+        assert!(read[0].as_ref().is_ok_and(|t| t.contains("Udp:")));
     }
 }
