@@ -34,9 +34,131 @@ pub fn foreign_writer<'a>(
         .max_by(|a, b| a.writes.cmp(&b.writes).then(b.command.cmp(&a.command)))
 }
 
+/// A writer that comes back (at its start, on a schedule, at boot) and how to
+/// make it leave a value to nettune.
+pub struct KnownWriter {
+    /// Its command name (`comm`).
+    pub command: &'static str,
+    /// The sysctls this entry is about; empty: any.
+    pub sysctls: &'static [&'static str],
+    /// What it does.
+    pub does: &'static str,
+    /// How to make it stop.
+    pub fix: &'static str,
+}
+
+/// Writers known to set the sysctls nettune manages, most specific first.
+pub const KNOWN_WRITERS: &[KnownWriter] = &[
+    KnownWriter {
+        command: "kube-proxy",
+        sysctls: &["net.netfilter.nf_conntrack_max"],
+        does: "kube-proxy sets it when it starts, to conntrack.maxPerCore × CPUs (at least \
+               conntrack.min), and before Kubernetes 1.37 (and 1.36 unpatched) can lower a value \
+               raised since",
+        fix: "set conntrack.maxPerCore: 0 (and conntrack.min: 0) in kube-proxy's configuration \
+              so it leaves nf_conntrack_max alone",
+    },
+    KnownWriter {
+        command: "kube-proxy",
+        sysctls: &[
+            "net.netfilter.nf_conntrack_tcp_timeout_established",
+            "net.netfilter.nf_conntrack_tcp_timeout_close_wait",
+        ],
+        does: "kube-proxy sets it when it starts, from conntrack.tcpEstablishedTimeout and \
+               conntrack.tcpCloseWaitTimeout",
+        fix: "set those to 0s in kube-proxy's configuration so it leaves the timeout alone",
+    },
+    KnownWriter {
+        command: "tuned",
+        sysctls: &[],
+        does: "TuneD applies its active profile's [sysctl] section (OpenShift's Node Tuning \
+               Operator runs it from Tuned resources)",
+        fix: "remove the sysctl from the profile (or the Tuned resource), or list it in \
+              tuning.exclude",
+    },
+    KnownWriter {
+        command: "systemd-sysctl",
+        sysctls: &[],
+        does: "systemd-sysctl applies /etc/sysctl.d and /usr/lib/sysctl.d at boot",
+        fix: "remove it from those files, or list it in tuning.exclude",
+    },
+    KnownWriter {
+        command: "calico-node",
+        sysctls: &[],
+        does: "the CNI (Calico) sets it",
+        fix: "list it in tuning.exclude: the CNI owns it",
+    },
+    KnownWriter {
+        command: "cilium-agent",
+        sysctls: &[],
+        does: "the CNI (Cilium) sets it",
+        fix: "list it in tuning.exclude: the CNI owns it",
+    },
+    KnownWriter {
+        command: "flanneld",
+        sysctls: &[],
+        does: "the CNI (flannel) sets it",
+        fix: "list it in tuning.exclude: the CNI owns it",
+    },
+];
+
 impl SysctlWriterFigures {
-    /// `kube-proxy (pid 812) wrote 131072`.
+    /// `kube-proxy (pid 812) wrote 131072`, and what to do about a writer
+    /// [`KNOWN_WRITERS`] knows.
     pub fn describe(&self) -> String {
-        format!("{} (pid {}) wrote {}", self.command, self.pid, self.value)
+        let wrote = format!("{} (pid {}) wrote {}", self.command, self.pid, self.value);
+        match self.known() {
+            Some(k) => format!("{wrote}; {}: {}", k.does, k.fix),
+            None => wrote,
+        }
+    }
+
+    /// This writer in [`KNOWN_WRITERS`], for this sysctl.
+    pub fn known(&self) -> Option<&'static KnownWriter> {
+        KNOWN_WRITERS.iter().find(|k| {
+            k.command == self.command
+                && (k.sysctls.is_empty() || k.sysctls.contains(&self.sysctl.as_str()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer(command: &str, sysctl: &str) -> SysctlWriterFigures {
+        SysctlWriterFigures {
+            sysctl: sysctl.into(),
+            command: command.into(),
+            pid: 812,
+            cgroup_id: 1,
+            value: "131072".into(),
+            writes: 1,
+            own: false,
+        }
+    }
+
+    #[test]
+    fn a_known_writer_is_named_with_its_fix_an_unknown_one_plainly() {
+        let kube_proxy = writer("kube-proxy", "net.netfilter.nf_conntrack_max").describe();
+        assert!(
+            kube_proxy.starts_with("kube-proxy (pid 812) wrote 131072; kube-proxy sets it")
+                && kube_proxy.contains("conntrack.maxPerCore: 0"),
+            "{kube_proxy}"
+        );
+        // kube-proxy is known for what it sets, not for every sysctl.
+        assert_eq!(
+            writer("kube-proxy", "net.core.somaxconn").describe(),
+            "kube-proxy (pid 812) wrote 131072"
+        );
+        assert!(
+            writer("tuned", "net.core.somaxconn")
+                .describe()
+                .contains("Tuned resource")
+        );
+        assert_eq!(
+            writer("myscript", "net.core.somaxconn").describe(),
+            "myscript (pid 812) wrote 131072"
+        );
     }
 }

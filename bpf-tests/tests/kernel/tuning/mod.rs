@@ -20,6 +20,7 @@ mod rollback;
 mod sigkill;
 mod verdicts;
 mod viewer;
+mod writers;
 
 use bpf_tests::harness::Test;
 
@@ -66,5 +67,9 @@ pub const TESTS: &[Test] = &[
         name: "tuning::a_conntrack_raise_that_does_not_stop_the_drops_is_ineffective_and_not_repeated",
         run:
             verdicts::a_conntrack_raise_that_does_not_stop_the_drops_is_ineffective_and_not_repeated,
+    },
+    Test {
+        name: "tuning::kube_proxy_lowering_nf_conntrack_max_is_named_counted_and_advised",
+        run: writers::kube_proxy_lowering_nf_conntrack_max_is_named_counted_and_advised,
     },
 ];
