@@ -6,20 +6,34 @@
 //! IPVS forgets), and `nettune probes --json`'s `context`.
 
 use anyhow::{Context as _, ensure};
+use std::collections::BTreeSet;
+
 use bpf_tests::{
     bench::pods::Pods,
     harness::{Outcome, Test, TestResult, require_root},
-    netns::ip,
+    netns::{Netns, ip},
 };
-use nettune::{collect::Collector, config::Config, diagnose, sys::Kernel};
+use nettune::{
+    collect::Collector,
+    config::Config,
+    diagnose,
+    model::context::{NodeFacts, detect},
+    sys::Kernel,
+};
 use xtask::process::tool;
 
 use crate::probes::probes_json;
 
-pub const TESTS: &[Test] = &[Test {
-    name: "context::a_vxlan_cni_kube_proxy_ipvs_and_nodelocal_dns_are_found_with_their_findings",
-    run: a_vxlan_cni_kube_proxy_ipvs_and_nodelocal_dns_are_found_with_their_findings,
-}];
+pub const TESTS: &[Test] = &[
+    Test {
+        name: "context::a_vxlan_cni_kube_proxy_ipvs_and_nodelocal_dns_are_found_with_their_findings",
+        run: a_vxlan_cni_kube_proxy_ipvs_and_nodelocal_dns_are_found_with_their_findings,
+    },
+    Test {
+        name: "context::kube_proxys_iptables_and_nftables_modes_are_read_from_real_rulesets",
+        run: kube_proxys_iptables_and_nftables_modes_are_read_from_real_rulesets,
+    },
+];
 
 /// A host interface the test made; deleted on drop.
 struct HostLink(&'static str);
@@ -134,5 +148,84 @@ fn a_vxlan_cni_kube_proxy_ipvs_and_nodelocal_dns_are_found_with_their_findings()
         "nettune probes --json: {}",
         report["context"]
     );
+    Ok(Outcome::Passed)
+}
+
+/// The chains `nft` itself lists in `ns`: (family, table, chain).
+fn nft_listed(ns: &Netns) -> anyhow::Result<BTreeSet<(String, String, String)>> {
+    let listed: serde_json::Value =
+        serde_json::from_str(&ns.exec("nft", &["-j", "list", "chains"])?)?;
+    Ok(listed["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| {
+            let c = &o["chain"];
+            Some((
+                c["family"].as_str()?.to_owned(),
+                c["table"].as_str()?.to_owned(),
+                c["name"].as_str()?.to_owned(),
+            ))
+        })
+        .collect())
+}
+
+/// Rulesets shaped as kube-proxy leaves them, each in a namespace of its own:
+/// its iptables mode through iptables-nft (the `KUBE-SERVICES` chain of the
+/// `nat` table, made by `iptables-nft` itself), its nftables mode (the `ip
+/// kube-proxy` table), and none. nettune's nfnetlink dump lists the chains
+/// `nft -j list chains` lists, and the proxy's mode follows from them.
+fn kube_proxys_iptables_and_nftables_modes_are_read_from_real_rulesets() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let iptables = Netns::new("kpipt")?;
+    iptables.exec("iptables-nft", &["-t", "nat", "-N", "KUBE-SERVICES"])?;
+    iptables.exec(
+        "iptables-nft",
+        &["-t", "nat", "-A", "PREROUTING", "-j", "KUBE-SERVICES"],
+    )?;
+    let nftables = Netns::new("kpnft")?;
+    nftables.exec(
+        "nft",
+        &["add table ip kube-proxy; add chain ip kube-proxy services; add table ip6 kube-proxy"],
+    )?;
+    let none = Netns::new("kpnone")?;
+    for (ns, expected) in [
+        (&iptables, "kube-proxy-iptables"),
+        (&nftables, "kube-proxy-nftables"),
+        (&none, "kube-proxy"),
+    ] {
+        let chains: Vec<(String, String, String)> = ns
+            .run(nettune::sys::nftables::chains)??
+            .into_iter()
+            .map(|c| (c.family_name().to_owned(), c.table, c.chain))
+            .collect();
+        let ours: BTreeSet<_> = chains.iter().cloned().collect();
+        let theirs = nft_listed(ns)?;
+        ensure!(
+            ours == theirs,
+            "{}: nettune read {ours:?}, nft lists {theirs:?}",
+            ns.name()
+        );
+        let context = detect(&NodeFacts {
+            processes: ["kube-proxy".to_owned()].into(),
+            nft_chains: chains,
+            ..NodeFacts::default()
+        });
+        println!(
+            "    {}: {} chain(s) as nft lists them; proxy {} ({:?})",
+            ns.name(),
+            ours.len(),
+            context.proxy,
+            context.evidence.first()
+        );
+        ensure!(
+            context.proxy == expected,
+            "{}: proxy {}, expected {expected}",
+            ns.name(),
+            context.proxy
+        );
+    }
     Ok(Outcome::Passed)
 }

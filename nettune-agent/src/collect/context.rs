@@ -25,8 +25,25 @@ pub fn read(system: &impl System, links: &[Link]) -> NodeContext {
         conntrack_established_timeout: number(
             "sys/net/netfilter/nf_conntrack_tcp_timeout_established",
         ),
+        nft_chains: nft_chains(system),
     };
     detect(&facts)
+}
+
+/// The host's nftables chains as (family, table, chain); none where nftables
+/// cannot be read (no nf_tables in the kernel, or no `CAP_NET_ADMIN`): the
+/// proxy is then told by its interfaces and processes alone.
+fn nft_chains(system: &impl System) -> Vec<(String, String, String)> {
+    match system.nftables_chains() {
+        Ok(chains) => chains
+            .into_iter()
+            .map(|c| (c.family_name().to_owned(), c.table, c.chain))
+            .collect(),
+        Err(e) => {
+            log::debug!("nftables chains not read ({e}): the proxy's mode is told without them");
+            Vec::new()
+        }
+    }
 }
 
 /// The interface of the IPv4 default route in `/proc/net/route` (destination and

@@ -27,6 +27,10 @@ pub struct NodeFacts {
     pub keepalive_time: Option<u64>,
     /// `net.netfilter.nf_conntrack_tcp_timeout_established`, seconds.
     pub conntrack_established_timeout: Option<u64>,
+    /// The host's nftables chains: (family, table, chain), e.g. `("ip", "nat",
+    /// "KUBE-SERVICES")` as iptables-nft leaves them; empty when nftables
+    /// cannot be read.
+    pub nft_chains: Vec<(String, String, String)>,
 }
 
 /// The node's context, with the evidence for each part.
@@ -166,9 +170,33 @@ pub fn detect(facts: &NodeFacts) -> NodeContext {
         });
 
     let kube_proxy = facts.processes.contains("kube-proxy");
+    let nft_table = |table: &str| {
+        facts
+            .nft_chains
+            .iter()
+            .find(|(family, t, _)| t == table && (family == "ip" || family == "ip6"))
+    };
+    let nft_chain = |table: &str, chain: &str| {
+        facts
+            .nft_chains
+            .iter()
+            .find(|(family, t, c)| t == table && c == chain && (family == "ip" || family == "ip6"))
+    };
+    // IPVS mode also leaves KUBE-SERVICES in the nat table: its interface first.
     let proxy = if has_link("kube-ipvs0") {
         evidence.push("proxy kube-proxy-ipvs: interface kube-ipvs0".to_owned());
         "kube-proxy-ipvs"
+    } else if let Some((family, ..)) = nft_table("kube-proxy") {
+        evidence.push(format!(
+            "proxy kube-proxy-nftables: nftables table {family} kube-proxy"
+        ));
+        "kube-proxy-nftables"
+    } else if let Some((family, ..)) = nft_chain("nat", "KUBE-SERVICES") {
+        evidence.push(format!(
+            "proxy kube-proxy-iptables: chain KUBE-SERVICES in nftables table {family} nat \
+             (iptables-nft)"
+        ));
+        "kube-proxy-iptables"
     } else if kube_proxy {
         evidence.push("proxy kube-proxy: process kube-proxy (mode not visible)".to_owned());
         "kube-proxy"
@@ -259,6 +287,41 @@ mod tests {
             "{:?}",
             c.evidence
         );
+    }
+
+    #[test]
+    fn kube_proxys_mode_is_read_from_the_tables_and_chains_it_leaves() {
+        let chain = |family: &str, table: &str, chain: &str| {
+            (family.to_owned(), table.to_owned(), chain.to_owned())
+        };
+        let proxy = |chains: Vec<(String, String, String)>, links: Vec<_>| {
+            let facts = NodeFacts {
+                links,
+                processes: ["kube-proxy".to_owned()].into(),
+                nft_chains: chains,
+                ..NodeFacts::default()
+            };
+            let c = detect(&facts);
+            (c.proxy, c.evidence.first().cloned().unwrap_or_default())
+        };
+        let iptables = vec![
+            chain("ip", "nat", "PREROUTING"),
+            chain("ip", "nat", "KUBE-SERVICES"),
+        ];
+        let (mode, why) = proxy(iptables.clone(), vec![]);
+        assert_eq!(mode, "kube-proxy-iptables", "{why}");
+        assert!(
+            why.contains("KUBE-SERVICES in nftables table ip nat"),
+            "{why}"
+        );
+        let (mode, why) = proxy(vec![chain("ip", "kube-proxy", "services")], vec![]);
+        assert_eq!(mode, "kube-proxy-nftables", "{why}");
+        // IPVS mode leaves KUBE-SERVICES too; its interface decides.
+        let (mode, _) = proxy(iptables, vec![link("kube-ipvs0", Some("dummy"), 1500)]);
+        assert_eq!(mode, "kube-proxy-ipvs");
+        // A table of that name elsewhere (inet, a user's) is not kube-proxy's.
+        let (mode, _) = proxy(vec![chain("inet", "kube-proxy", "x")], vec![]);
+        assert_eq!(mode, "kube-proxy");
     }
 
     #[test]

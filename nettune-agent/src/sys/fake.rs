@@ -61,6 +61,7 @@ struct State {
     net_file_reads: usize,
     processes: std::collections::BTreeSet<String>,
     pinned: BTreeMap<String, std::collections::BTreeSet<String>>,
+    nft_chains: Vec<super::nftables::Chain>,
 }
 
 impl Default for State {
@@ -80,6 +81,7 @@ impl Default for State {
             no_cookies: false,
             processes: std::collections::BTreeSet::new(),
             pinned: BTreeMap::new(),
+            nft_chains: Vec::new(),
             ignored_writes: std::collections::BTreeSet::new(),
             net_file_reads: 0,
         }
@@ -177,6 +179,15 @@ impl FakeSystem {
     /// A process named `comm` runs on the node.
     pub fn add_process(&self, comm: &str) {
         self.state().processes.insert(comm.to_owned());
+    }
+
+    /// The node's nftables ruleset has `chain` in `table` of `family` (`NFPROTO_*`).
+    pub fn add_nft_chain(&self, family: u8, table: &str, chain: &str) {
+        self.state().nft_chains.push(super::nftables::Chain {
+            family,
+            table: table.to_owned(),
+            chain: chain.to_owned(),
+        });
     }
 
     /// `name` is pinned under `/sys/fs/bpf/<dir>`.
@@ -498,6 +509,10 @@ impl System for FakeSystem {
 
     fn pinned_bpf(&self, dir: &str) -> std::collections::BTreeSet<String> {
         self.state().pinned.get(dir).cloned().unwrap_or_default()
+    }
+
+    fn nftables_chains(&self) -> io::Result<Vec<super::nftables::Chain>> {
+        Ok(self.state().nft_chains.clone())
     }
 
     fn namespace_file_inode(&self, path: &Path) -> io::Result<u32> {

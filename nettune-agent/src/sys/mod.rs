@@ -20,6 +20,7 @@ pub mod cri;
 pub mod fake;
 pub mod netlink;
 pub mod netns;
+pub mod nftables;
 pub mod procfs;
 pub mod sysctl;
 pub mod tracefs;
@@ -105,6 +106,9 @@ pub trait System: Send + Sync {
     /// The names of the objects pinned in bpffs under `/sys/fs/bpf/<dir>` (e.g.
     /// `tc/globals`, where BPF CNIs pin their maps); empty when there is none.
     fn pinned_bpf(&self, dir: &str) -> BTreeSet<String>;
+
+    /// The agent's namespace's nftables chains (see [`nftables`]).
+    fn nftables_chains(&self) -> io::Result<Vec<nftables::Chain>>;
 
     /// The inode of the network namespace file at `path` (a bind mount of nsfs,
     /// e.g. `/run/netns/cni-…`); a file that is not a namespace is an error.
@@ -201,6 +205,10 @@ where
 
     fn pinned_bpf(&self, dir: &str) -> BTreeSet<String> {
         (**self).pinned_bpf(dir)
+    }
+
+    fn nftables_chains(&self) -> io::Result<Vec<nftables::Chain>> {
+        (**self).nftables_chains()
     }
 
     fn namespace_file_inode(&self, path: &Path) -> io::Result<u32> {
@@ -383,6 +391,10 @@ impl System for Kernel {
             .filter_map(|e| fs::read_to_string(e.path().join("comm")).ok())
             .map(|comm| comm.trim_end().to_owned())
             .collect()
+    }
+
+    fn nftables_chains(&self) -> io::Result<Vec<nftables::Chain>> {
+        nftables::chains()
     }
 
     fn pinned_bpf(&self, dir: &str) -> BTreeSet<String> {

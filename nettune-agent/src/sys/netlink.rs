@@ -268,7 +268,7 @@ fn request(message: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetl
 
 /// Sends one request of a netlink `protocol` on a new socket and collects its
 /// replies.
-fn request_on<M>(protocol: isize, message: M, flags: u16) -> io::Result<Vec<M>>
+pub(super) fn request_on<M>(protocol: isize, message: M, flags: u16) -> io::Result<Vec<M>>
 where
     M: NetlinkSerializable + NetlinkDeserializable + std::fmt::Debug,
 {
