@@ -119,6 +119,11 @@ impl<P: ProbeSource, S: System + Clone + Send + 'static> Engine<P, S> {
             }
             t.state()
         });
+        if let Some(t) = &self.tuner
+            && let Err(e) = self.collector.probes.set_guards(&t.guard_floors())
+        {
+            log::warn!("tuning.guard: cannot update the kernel's guards: {e}");
+        }
         let published = Published {
             snapshot: tick.snapshot.clone(),
             tuning,

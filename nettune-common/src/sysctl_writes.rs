@@ -4,6 +4,18 @@
 /// [`SysctlWriter`] → [`SysctlWrite`], an LRU hash.
 pub const SYSCTL_WRITES_MAP: &str = "SYSCTL_WRITES";
 
+/// `[u8; SYSCTL_NAME_LEN]` (a sysctl's name as [`SysctlWriter::name`]) → the
+/// lowest value (`u64`) a writer other than nettune may write: `tuning.guard`.
+pub const SYSCTL_GUARDS_MAP: &str = "SYSCTL_GUARDS";
+
+/// Sysctls guarded at most.
+pub const MAX_SYSCTL_GUARDS: u32 = 64;
+
+/// `u32` global: the agent's process id, whose writes (and those of any
+/// process in its cgroup, e.g. `nettune rollback` run in its container) a
+/// guard lets through.
+pub const AGENT_TGID_GLOBAL: &str = "AGENT_TGID";
+
 /// Writers remembered (per sysctl and command); the least recent go first.
 pub const MAX_SYSCTL_WRITERS: u32 = 512;
 
@@ -37,4 +49,6 @@ pub struct SysctlWrite {
     pub value_len: u32,
     /// The last value written, as written (text), NUL-padded.
     pub value: [u8; SYSCTL_VALUE_LEN],
+    /// Writes a guard refused (each also counted in `count`).
+    pub refused: u64,
 }

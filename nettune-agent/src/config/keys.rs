@@ -7,7 +7,11 @@
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
 use super::{Config, Limit};
-use crate::model::{probes::Variant, tuning::Mode};
+use crate::model::{
+    probes::Variant,
+    tunables::{Scope, Shape, Tunable},
+    tuning::Mode,
+};
 
 /// Where a key's value lives in [`Config`].
 pub type Field<T> = fn(&mut Config) -> &mut T;
@@ -44,8 +48,9 @@ pub enum Kind {
     Mode(Field<Mode>),
     /// A list of probe variants.
     Variants(Field<Vec<Variant>>),
-    /// A list of allow-listed sysctl names.
-    Sysctls(Field<Vec<String>>),
+    /// A list of allow-listed sysctl names, each of which the check admits
+    /// (or says why not).
+    Sysctls(Field<Vec<String>>, fn(&Tunable) -> Result<(), &'static str>),
     /// A list of ports and port ranges (`9100`, `30000-32767`).
     Ports(Field<Vec<String>>),
     /// A list of strings.
@@ -68,7 +73,7 @@ impl Kind {
             Self::MaybeText(_) => "string",
             Self::Mode(_) => "mode",
             Self::Variants(_) => "list of variants",
-            Self::Sysctls(_) => "list of sysctls",
+            Self::Sysctls(..) => "list of sysctls",
             Self::Ports(_) => "list of ports",
             Self::Texts(_) => "list of strings",
             Self::Limits(_) => "tables",
@@ -272,8 +277,16 @@ pub const KEYS: &[Key] = &[
     ),
     key(
         "tuning.exclude",
-        Kind::Sysctls(|c| &mut c.tuning.exclude),
+        Kind::Sysctls(|c| &mut c.tuning.exclude, |_| Ok(())),
         "sysctls nettune must never touch (owned by the CNI or the admin)",
+    ),
+    key(
+        "tuning.guard",
+        Kind::Sysctls(|c| &mut c.tuning.guard, guardable),
+        "node-wide whole-number sysctls whose lowering below nettune's value by any other \
+         writer the kernel refuses (`EPERM`, counted in `nettune_sysctl_guard_refusals_total`) \
+         while nettune manages them; off (empty) by default: a component that needs a lower \
+         value then fails instead of winning",
     ),
     key(
         "tuning.pod_netns",
@@ -386,4 +399,17 @@ pub fn sections() -> Vec<&'static str> {
 /// The key named `name`.
 pub fn find(name: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.name == name)
+}
+
+/// What `tuning.guard` can guard: node-wide sysctls of one whole number (the
+/// kernel program compares the value written as one number; a pod's own
+/// namespace is the pod's).
+fn guardable(spec: &Tunable) -> Result<(), &'static str> {
+    if spec.scope != Scope::Node {
+        return Err("only node-wide sysctls can be guarded");
+    }
+    if spec.shape != Shape::Int {
+        return Err("only sysctls of one whole number can be guarded");
+    }
+    Ok(())
 }

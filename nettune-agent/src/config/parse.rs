@@ -86,7 +86,7 @@ fn expected(kind: &Kind) -> &'static str {
         Kind::Switch(_) => "true or false",
         Kind::Address(_) | Kind::Path(_) | Kind::MaybePath(_) | Kind::MaybeText(_) => "a string",
         Kind::Mode(_) => "a string",
-        Kind::Variants(_) | Kind::Sysctls(_) | Kind::Ports(_) | Kind::Texts(_) => {
+        Kind::Variants(_) | Kind::Sysctls(..) | Kind::Ports(_) | Kind::Texts(_) => {
             "a list of strings"
         }
         Kind::Limits(_) => "a table",
@@ -291,10 +291,12 @@ fn apply(config: &mut Config, key: &Key, value: &Spanned<DeValue<'_>>) -> Checke
             }
             *field(config) = out;
         }
-        Kind::Sysctls(field) => {
+        Kind::Sysctls(field, admits) => {
             let mut out = Vec::new();
             for (text, span) in strings(value, name)? {
-                tunables::lookup(&text).map_err(|e| Problem::at(span, name, e.to_string()))?;
+                let spec = tunables::lookup(&text)
+                    .map_err(|e| Problem::at(span.clone(), name, e.to_string()))?;
+                admits(spec).map_err(|why| Problem::at(span, name, format!("{text}: {why}")))?;
                 out.push(text);
             }
             *field(config) = out;

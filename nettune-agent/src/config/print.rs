@@ -28,7 +28,7 @@ fn value(key: &Key, config: &Config) -> Option<Value> {
                 .map(|v| Value::String(v.name().to_owned()))
                 .collect(),
         ),
-        Kind::Sysctls(f) | Kind::Ports(f) | Kind::Texts(f) => strings(f(&mut c)),
+        Kind::Sysctls(f, _) | Kind::Ports(f) | Kind::Texts(f) => strings(f(&mut c)),
         Kind::Limits(_) => return None,
     })
 }

@@ -20,6 +20,9 @@ pub struct TuningConfig {
     pub limits: BTreeMap<String, Limit>,
     /// Sysctls nettune must leave alone (owned by the CNI or the admin).
     pub exclude: Vec<String>,
+    /// Node-wide sysctls whose lowering below nettune's value by another
+    /// writer the kernel refuses (`EPERM`), while nettune manages them.
+    pub guard: Vec<String>,
     /// Workloads whose own namespace nettune may tune — by `pod` label,
     /// `namespace/name` or pod UID (e.g. `shop/web-1`, `netns:<name>`); pods can
     /// also opt in with the annotation `nettune.io/tune-netns: "true"`. Others
@@ -71,6 +74,7 @@ impl Default for TuningConfig {
             proc_sys: PathBuf::from("/proc/sys"),
             limits: BTreeMap::new(),
             exclude: Vec::new(),
+            guard: Vec::new(),
             pod_netns: Vec::new(),
             cooldown_seconds: 300,
             verdict_seconds: 60,

@@ -20,6 +20,10 @@ pub struct SysctlWriterFigures {
     pub writes: u64,
     /// Written by this agent itself.
     pub own: bool,
+    /// Writes a guard (`tuning.guard`) refused: each would have set the sysctl
+    /// below nettune's value.
+    #[serde(default)]
+    pub refused: u64,
 }
 
 /// Whom to name for a change of `sysctl`: the writer other than nettune that
@@ -135,6 +139,7 @@ mod tests {
             value: "131072".into(),
             writes: 1,
             own: false,
+            refused: 0,
         }
     }
 

@@ -175,6 +175,13 @@ pub trait ProbeSource {
         Ok(Taken::default())
     }
 
+    /// Makes the kernel hold other writers of each sysctl in `floors` (dotted
+    /// name → lowest value) to its floor, and lets go of every other (nothing
+    /// by default).
+    fn set_guards(&mut self, _floors: &BTreeMap<String, u64>) -> Result<(), MapReadError> {
+        Ok(())
+    }
+
     /// Arms (or disarms) urgent events of `kind`: an armed kind is sent once,
     /// then disarmed by the program that sent it (nothing by default).
     fn arm_events(&mut self, _kind: EventKind, _armed: bool) -> Result<(), MapReadError> {
@@ -221,6 +228,8 @@ pub struct Probes {
     _stats: Option<std::os::fd::OwnedFd>,
     /// The programs' own rare diagnostics (aya-log), forwarded to our log.
     kernel_log: Option<aya_log::EbpfLogger<KernelLog>>,
+    /// The guards last written to the kernel (`tuning.guard`).
+    guards: BTreeMap<String, u64>,
     /// How many it forwarded.
     kernel_log_records: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -295,6 +304,11 @@ impl Probes {
             .override_global(
                 nettune_common::budget::LISTEN_BUDGET_GLOBAL,
                 &options.budgets.listen,
+                true,
+            )
+            .override_global(
+                nettune_common::sysctl_writes::AGENT_TGID_GLOBAL,
+                &std::process::id(),
                 true,
             )
             // Unknown (0): every namespace but 0 gets a budget, the host's too.
@@ -377,6 +391,7 @@ impl Probes {
             _stats: stats,
             kernel_log,
             kernel_log_records,
+            guards: BTreeMap::new(),
         })
     }
 
@@ -507,6 +522,10 @@ impl ProbeSource for Probes {
 
     fn take_unanswered_and_refused(&mut self, timeouts: Timeouts) -> Result<Taken, MapReadError> {
         self.take_conversations(timeouts)
+    }
+
+    fn set_guards(&mut self, floors: &BTreeMap<String, u64>) -> Result<(), MapReadError> {
+        self.write_guards(floors)
     }
 
     fn kernel_log_records(&self) -> u64 {

@@ -7,11 +7,15 @@
 
 use std::collections::BTreeMap;
 
+use aya::maps::{HashMap, MapData};
 use aya::{
     Ebpf,
     programs::{CgroupAttachMode, CgroupSysctl, ProgramError},
 };
-use nettune_common::{SysctlWrite, SysctlWriter, sysctl_writes::SYSCTL_WRITES_MAP};
+use nettune_common::{
+    SysctlWrite, SysctlWriter,
+    sysctl_writes::{SYSCTL_GUARDS_MAP, SYSCTL_NAME_LEN, SYSCTL_WRITES_MAP},
+};
 
 use crate::model::{
     probes::{SignalStatus, Variant},
@@ -82,10 +86,64 @@ fn record(key: &SysctlWriter, write: &SysctlWrite) -> SysctlWriterFigures {
         ),
         writes: write.count,
         own: write.tgid == std::process::id(),
+        refused: write.refused,
     }
 }
 
+/// A dotted sysctl name as the program sees it: `net/core/somaxconn`, NUL-padded.
+fn kernel_name(sysctl: &str) -> [u8; SYSCTL_NAME_LEN] {
+    let mut name = [0; SYSCTL_NAME_LEN];
+    for (slot, byte) in name.iter_mut().zip(sysctl.replace('.', "/").bytes()) {
+        *slot = byte;
+    }
+    name
+}
+
 impl Probes {
+    /// Writes `floors` to the guards map where they differ from what it holds.
+    /// Without the hook nothing can be refused: said once.
+    pub(super) fn write_guards(
+        &mut self,
+        floors: &BTreeMap<String, u64>,
+    ) -> Result<(), MapReadError> {
+        if &self.guards == floors {
+            return Ok(());
+        }
+        if self.report.signal(SIGNAL).and_then(|s| s.attached) != Some(Variant::CgroupSysctl) {
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| {
+                log::warn!(
+                    "tuning.guard: the cgroup/sysctl program did not attach ({}), so no write \
+                     can be refused: the guarded sysctls are only watched",
+                    self.report.signal(SIGNAL).map_or_else(String::new, |s| s
+                        .skipped
+                        .iter()
+                        .map(|k| k.reason.clone())
+                        .collect::<Vec<_>>()
+                        .join("; "))
+                );
+            });
+            self.guards = floors.clone();
+            return Ok(());
+        }
+        let map = self
+            .ebpf
+            .map_mut(SYSCTL_GUARDS_MAP)
+            .ok_or_else(|| maps::missing(SYSCTL_GUARDS_MAP))?;
+        let mut guards: HashMap<&mut MapData, [u8; SYSCTL_NAME_LEN], u64> =
+            HashMap::try_from(map).map_err(maps::map_error(SYSCTL_GUARDS_MAP))?;
+        for gone in self.guards.keys().filter(|s| !floors.contains_key(*s)) {
+            let _ = guards.remove(&kernel_name(gone));
+        }
+        for (sysctl, floor) in floors {
+            guards
+                .insert(&kernel_name(sysctl), floor, 0)
+                .map_err(maps::map_error(SYSCTL_GUARDS_MAP))?;
+        }
+        self.guards = floors.clone();
+        Ok(())
+    }
+
     /// Every writer of a `net.*` sysctl seen so far (none without the hook).
     pub(super) fn sysctl_writes(&self) -> Result<Vec<SysctlWriterFigures>, MapReadError> {
         if self.report.signal(SIGNAL).and_then(|s| s.attached) != Some(Variant::CgroupSysctl) {
@@ -127,6 +185,7 @@ mod tests {
                 value: "65535".into(),
                 writes: 3,
                 own: false,
+                refused: 0,
             }
         );
     }

@@ -55,6 +55,8 @@ pub struct Tuner<S: System> {
     /// Namespace inode → the ports listening there that widening the ephemeral
     /// range would expose (from the last round's Snapshot).
     listening: BTreeMap<u32, PortList>,
+    /// (sysctl, writer) → refusals of its writes by a guard already logged.
+    refusals_logged: BTreeMap<(String, String), u64>,
 }
 
 const RECENT: usize = 50;
@@ -93,6 +95,7 @@ impl<S: System> Tuner<S> {
             failure_logged: BTreeMap::new(),
             journal_error: None,
             listening: BTreeMap::new(),
+            refusals_logged: BTreeMap::new(),
             actuator: Actuator::new(system),
             journal,
             config,
@@ -231,6 +234,7 @@ impl<S: System> Tuner<S> {
         if self.owns_journal() {
             self.forget_departed(snapshot);
         }
+        self.log_refusals(snapshot);
         self.verify(snapshot, now);
         let proposals = policy::propose(snapshot, &self.config);
         let mut decisions: Vec<Decision> = Vec::with_capacity(proposals.len());
@@ -569,6 +573,7 @@ fn exposed_listeners(snapshot: &Snapshot, lowest: u64) -> BTreeMap<u32, PortList
 }
 
 mod apply;
+mod guard;
 mod history;
 #[cfg(test)]
 mod tests;

@@ -72,4 +72,9 @@ pub const TESTS: &[Test] = &[
         name: "tuning::kube_proxy_lowering_nf_conntrack_max_is_named_counted_and_advised",
         run: writers::kube_proxy_lowering_nf_conntrack_max_is_named_counted_and_advised,
     },
+    Test {
+        name: "tuning::with_the_guard_kube_proxy_cannot_lower_nf_conntrack_max_and_rollback_still_can",
+        run:
+            writers::with_the_guard_kube_proxy_cannot_lower_nf_conntrack_max_and_rollback_still_can,
+    },
 ];

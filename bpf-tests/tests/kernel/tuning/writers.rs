@@ -29,11 +29,23 @@ fn conntrack_max() -> anyhow::Result<u64> {
     Ok(std::fs::read_to_string(CONNTRACK_MAX)?.trim().parse()?)
 }
 
-pub fn kube_proxy_lowering_nf_conntrack_max_is_named_counted_and_advised() -> TestResult {
-    if let Some(skip) = require_root() {
-        return skip;
-    }
-    let pair = Pair::new(27, None)?;
+/// A test namespace filling a conntrack table of [`SMALL`] under an enforcing
+/// agent (with `tuning`, more `[tuning]` keys) until it raises
+/// `nf_conntrack_max`; the original table size comes back when the returned
+/// guard drops.
+struct Raised {
+    pair: Pair,
+    config: TestConfig,
+    agent: bpf_tests::agent_process::AgentProcess,
+    held: Vec<std::os::fd::OwnedFd>,
+    addr: SocketAddrV4,
+    raised: u64,
+    _listener: std::os::fd::OwnedFd,
+    restore: Restore,
+}
+
+fn raise_conntrack_max(subnet: u8, tag: &str, tuning: &str) -> anyhow::Result<Raised> {
+    let pair = Pair::new(subnet, None)?;
     pair.receiver.exec(
         "nft",
         &["add table inet nettune_test; add chain inet nettune_test input { type filter hook input priority 0; }; add rule inet nettune_test input ct state new,established accept"],
@@ -41,15 +53,17 @@ pub fn kube_proxy_lowering_nf_conntrack_max_is_named_counted_and_advised() -> Te
     // The only namespace using conntrack here; the original comes back on drop.
     let restore = Restore::set(CONNTRACK_MAX, &SMALL.to_string())?;
     let config = TestConfig::with(
-        "writer",
+        tag,
         &[],
-        "cooldown_seconds = 1\nexclude = [\"net.netfilter.nf_conntrack_buckets\"]\n",
+        &format!(
+            "cooldown_seconds = 1\nexclude = [\"net.netfilter.nf_conntrack_buckets\"]\n{tuning}"
+        ),
     )?;
     let agent = config.start_agent()?;
     let addr = SocketAddrV4::new(pair.veth.b_addr, PORT);
-    let _listener = pair.receiver.run(|| listener_with_backlog(addr, 4096))??;
+    let listener = pair.receiver.run(|| listener_with_backlog(addr, 4096))??;
     // 36 connections held: 90 % of the table, and nettune raises it.
-    let mut held = pair.sender.run(|| {
+    let held = pair.sender.run(|| {
         (0..36)
             .map(|_| connect_nonblocking(addr))
             .collect::<anyhow::Result<Vec<_>>>()
@@ -62,21 +76,78 @@ pub fn kube_proxy_lowering_nf_conntrack_max_is_named_counted_and_advised() -> Te
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let raised = conntrack_max()?;
+    Ok(Raised {
+        raised: conntrack_max()?,
+        pair,
+        config,
+        agent,
+        held,
+        addr,
+        _listener: listener,
+        restore,
+    })
+}
 
-    // kube-proxy starts and sets its own value.
+/// Runs procps' `sysctl -w net.netfilter.nf_conntrack_max=<value>` as a process
+/// named `kube-proxy` (through a link of that name), in a cgroup of its own
+/// when `own_cgroup` (as a kube-proxy pod is: not the agent's). Returns whether
+/// the write succeeded.
+fn kube_proxy_writes(config: &TestConfig, value: u64, own_cgroup: bool) -> anyhow::Result<bool> {
     let bin = config.state.parent().context("base")?.join("bin");
     std::fs::create_dir_all(&bin)?;
     let kube_proxy = bin.join("kube-proxy");
-    std::os::unix::fs::symlink("/usr/sbin/sysctl", &kube_proxy)?;
-    let status = std::process::Command::new(&kube_proxy)
-        .args([
-            "-q",
-            "-w",
-            &format!("net.netfilter.nf_conntrack_max={SMALL}"),
-        ])
+    if !kube_proxy.exists() {
+        std::os::unix::fs::symlink("/usr/sbin/sysctl", &kube_proxy)?;
+    }
+    let write = format!(
+        "{} -q -w net.netfilter.nf_conntrack_max={value}",
+        kube_proxy.display()
+    );
+    // The cgroup v2 root: unified, or systemd's hybrid layout's.
+    let root = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .find(|r| std::path::Path::new(r).join("cgroup.controllers").exists())
+        .context("no cgroup v2 hierarchy")?;
+    let cgroup =
+        std::path::Path::new(root).join(format!("nettune-test-kube-proxy-{}", std::process::id()));
+    let script = if own_cgroup {
+        std::fs::create_dir_all(&cgroup)?;
+        format!(
+            "echo $$ > {}/cgroup.procs && exec {write}",
+            cgroup.display()
+        )
+    } else {
+        format!("exec {write}")
+    };
+    let status = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stderr(std::process::Stdio::null())
         .status()?;
-    ensure!(status.success(), "kube-proxy's write failed: {status}");
+    if own_cgroup {
+        let _ = std::fs::remove_dir(&cgroup);
+    }
+    Ok(status.success())
+}
+
+pub fn kube_proxy_lowering_nf_conntrack_max_is_named_counted_and_advised() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let Raised {
+        pair,
+        config,
+        agent,
+        mut held,
+        addr,
+        raised,
+        restore,
+        ..
+    } = raise_conntrack_max(27, "writer", "")?;
+    // kube-proxy starts and sets its own value.
+    ensure!(
+        kube_proxy_writes(&config, SMALL, false)?,
+        "kube-proxy's write failed"
+    );
     // Still 90 % full of the value kube-proxy set: the next decision stands down.
     let deadline = Instant::now() + Duration::from_secs(15);
     let stood_down = loop {
@@ -126,6 +197,84 @@ pub fn kube_proxy_lowering_nf_conntrack_max_is_named_counted_and_advised() -> Te
     ensure!(
         after == SMALL,
         "nettune wrote over kube-proxy's value: {after}"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// With `tuning.guard` on `nf_conntrack_max`, kube-proxy (in a cgroup of its
+/// own) cannot lower what nettune raised: the kernel refuses its write
+/// (`sysctl` fails), the value stays, the refusal is counted and logged with
+/// the writer; a write that does not lower it goes through; `nettune rollback`, run beside the
+/// running agent (in its cgroup), still restores the original.
+pub fn with_the_guard_kube_proxy_cannot_lower_nf_conntrack_max_and_rollback_still_can() -> TestResult
+{
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let status = nettune::probes::Probes::load(&nettune::probes::LoadOptions::default())
+        .ok()
+        .and_then(|p| {
+            use nettune::probes::ProbeSource as _;
+            p.report()
+                .signal(nettune::probes::sysctl_writes::SIGNAL)?
+                .attached
+        });
+    if status != Some(nettune::model::probes::Variant::CgroupSysctl) {
+        return Ok(Outcome::Skipped(
+            "needs cgroup_sysctl: the guard is that program".into(),
+        ));
+    }
+    let Raised {
+        config,
+        agent,
+        held,
+        raised,
+        restore,
+        ..
+    } = raise_conntrack_max(
+        28,
+        "guard",
+        "guard = [\"net.netfilter.nf_conntrack_max\"]\n",
+    )?;
+    // The guard takes the raised value at the end of the round that wrote it.
+    std::thread::sleep(Duration::from_millis(700));
+    let lowered = kube_proxy_writes(&config, SMALL, true)?;
+    let after_lowering = conntrack_max()?;
+    // Writing what nettune has (not lowering it) goes through.
+    let same = kube_proxy_writes(&config, raised, true)?;
+    std::thread::sleep(Duration::from_millis(700));
+    let metrics = agent.metrics()?;
+    let refusals = metric(
+        &metrics,
+        "nettune_sysctl_guard_refusals_total",
+        &[
+            ("sysctl", "net.netfilter.nf_conntrack_max"),
+            ("writer", "kube-proxy"),
+        ],
+    );
+    // Beside the running agent, whose guard still holds 80.
+    let (code, out) = config.nettune(&["rollback"])?;
+    let restored = conntrack_max()?;
+    drop((held, agent));
+    drop(restore);
+    println!(
+        "    raised to {raised}; kube-proxy lowering to {SMALL}: succeeded {lowered}, now \
+         {after_lowering}; writing {raised}: succeeded {same}; refusals counted {refusals:?}; \
+         rollback beside the agent: {}",
+        out.trim()
+    );
+    ensure!(
+        !lowered && after_lowering == raised,
+        "kube-proxy lowered the guarded value: now {after_lowering}"
+    );
+    ensure!(same, "a write that does not lower the value was refused");
+    ensure!(
+        refusals == Some(1.0),
+        "nettune_sysctl_guard_refusals_total: {refusals:?}"
+    );
+    ensure!(
+        code == Some(0) && restored == SMALL,
+        "rollback beside the agent: exit {code:?}, nf_conntrack_max {restored}: {out}"
     );
     Ok(Outcome::Passed)
 }

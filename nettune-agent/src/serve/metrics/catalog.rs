@@ -118,6 +118,8 @@ catalog! {
         "Always 1; labels name the agent version and the running kernel.";
     NODE_INFO: Gauge<NodeInfo> = "nettune_node_info",
         "Always 1 once read; labels name the node's Service proxy, CNI, encapsulation and whether NodeLocal DNSCache runs.";
+    SYSCTL_GUARD_REFUSALS: Counter<SysctlWriter> = "nettune_sysctl_guard_refusals_total",
+        "Writes the kernel refused because they would have set a guarded sysctl (tuning.guard) below nettune's value, by writer.";
     SYSCTL_FOREIGN_WRITES: Counter<SysctlWriter> = "nettune_sysctl_foreign_writes_total",
         "Writes to a net.* sysctl by a process other than nettune, by writer (the cgroup/sysctl probe).";
     NODE_PATH_MTU: Gauge<NoLabels> = "nettune_node_path_mtu_bytes",

@@ -328,6 +328,13 @@ fn agent(f: &mut Families, published: &Published) {
             sysctl: w.sysctl.clone(),
             writer: w.command.clone(),
         };
+        if w.refused > 0 {
+            f.add(
+                &catalog::SYSCTL_GUARD_REFUSALS,
+                labels.clone(),
+                w.refused as f64,
+            );
+        }
         f.add(&catalog::SYSCTL_FOREIGN_WRITES, labels, w.writes as f64);
     }
     if let Some(c) = &snapshot.context {

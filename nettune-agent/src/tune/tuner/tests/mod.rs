@@ -180,6 +180,7 @@ fn a_stand_down_names_the_writer_the_sysctl_probe_saw() {
         value: "6000".into(),
         writes,
         own,
+        refused: 0,
     };
     seen.sysctl_writers = vec![
         writer("nettune", std::process::id(), 5, true),
