@@ -330,7 +330,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => Ok(commands::check::run(&config()?, *args)?),
-        Command::Audit { profile, json } => Ok(commands::audit::run(&profile, json)?),
+        Command::Audit { profile, json } => Ok(commands::audit::run(&config()?, &profile, json)?),
         Command::Apply {
             profile,
             dry_run,

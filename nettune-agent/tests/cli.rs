@@ -141,8 +141,11 @@ fn a_config_naming_a_sysctl_outside_net_is_refused_at_load() {
 fn audit_and_apply_dry_run_work_without_root_and_change_nothing() {
     let (code, stdout, _) = nettune(&["audit", "--json"]);
     assert!(matches!(code, Some(0 | 1)), "{stdout}");
-    let rows: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(rows.as_array().unwrap().len(), 16);
+    let audit: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(audit["rows"].as_array().unwrap().len(), 16);
+    assert_eq!(audit["profile"], "production");
+    // kube-proxy's section is there when it runs, null when it does not.
+    assert!(audit.get("kube_proxy").is_some(), "{audit}");
     let state = std::env::temp_dir().join(format!("nettune-cli-state-{}", std::process::id()));
     let config = temp_file(
         "state.toml",

@@ -22,6 +22,7 @@
 pub mod actuator;
 pub mod guardrails;
 pub mod journal;
+pub mod kube_proxy;
 pub mod policy;
 pub mod profile;
 pub mod rollback;

@@ -77,4 +77,8 @@ pub const TESTS: &[Test] = &[
         run:
             writers::with_the_guard_kube_proxy_cannot_lower_nf_conntrack_max_and_rollback_still_can,
     },
+    Test {
+        name: "tuning::audit_shows_what_kube_proxy_will_set_at_its_start",
+        run: writers::audit_shows_what_kube_proxy_will_set_at_its_start,
+    },
 ];

@@ -129,8 +129,33 @@ fn kube_proxy_writes(config: &TestConfig, value: u64, own_cgroup: bool) -> anyho
     Ok(status.success())
 }
 
+/// Skips unless the `cgroup/sysctl` program loads here (its helpers came to
+/// cgroup programs after 5.10 and 6.1), saying `why` the test needs it.
+fn require_cgroup_sysctl(why: &str) -> Option<TestResult> {
+    use nettune::probes::ProbeSource as _;
+    let probes = match nettune::probes::Probes::load(&nettune::probes::LoadOptions::default()) {
+        Ok(p) => p,
+        Err(e) => return Some(Err(e.into())),
+    };
+    let status = probes
+        .report()
+        .signal(nettune::probes::sysctl_writes::SIGNAL)
+        .cloned();
+    (status.as_ref().and_then(|s| s.attached)
+        != Some(nettune::model::probes::Variant::CgroupSysctl))
+    .then(|| {
+        Ok(Outcome::Skipped(format!(
+            "needs cgroup_sysctl ({why}): {:?}",
+            status.map(|s| s.skipped)
+        )))
+    })
+}
+
 pub fn kube_proxy_lowering_nf_conntrack_max_is_named_counted_and_advised() -> TestResult {
     if let Some(skip) = require_root() {
+        return skip;
+    }
+    if let Some(skip) = require_cgroup_sysctl("it names the writer") {
         return skip;
     }
     let Raised {
@@ -211,18 +236,8 @@ pub fn with_the_guard_kube_proxy_cannot_lower_nf_conntrack_max_and_rollback_stil
     if let Some(skip) = require_root() {
         return skip;
     }
-    let status = nettune::probes::Probes::load(&nettune::probes::LoadOptions::default())
-        .ok()
-        .and_then(|p| {
-            use nettune::probes::ProbeSource as _;
-            p.report()
-                .signal(nettune::probes::sysctl_writes::SIGNAL)?
-                .attached
-        });
-    if status != Some(nettune::model::probes::Variant::CgroupSysctl) {
-        return Ok(Outcome::Skipped(
-            "needs cgroup_sysctl: the guard is that program".into(),
-        ));
+    if let Some(skip) = require_cgroup_sysctl("the guard is that program") {
+        return skip;
     }
     let Raised {
         config,
@@ -275,6 +290,55 @@ pub fn with_the_guard_kube_proxy_cannot_lower_nf_conntrack_max_and_rollback_stil
     ensure!(
         code == Some(0) && restored == SMALL,
         "rollback beside the agent: exit {code:?}, nf_conntrack_max {restored}: {out}"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// With a process named `kube-proxy` on the node, `nettune audit` shows what
+/// kube-proxy with the guide's settings will set at its start: `nf_conntrack_max`
+/// = max(32768 × CPUs, 131072), CPUs as `nproc` counts them (Go's NumCPU: the
+/// CPUs it may run on), next to the node's value, and whether that lowers it.
+pub fn audit_shows_what_kube_proxy_will_set_at_its_start() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    let config = TestConfig::with("audit", &[], "")?;
+    let bin = config.state.parent().context("base")?.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let kube_proxy = bin.join("kube-proxy");
+    std::os::unix::fs::symlink("/usr/bin/sleep", &kube_proxy)?;
+    let mut running = std::process::Command::new(&kube_proxy).arg("60").spawn()?;
+    let audit = config.nettune(&["audit", "--json"]);
+    let _ = running.kill();
+    let _ = running.wait();
+    let (_, out) = audit?;
+    let audit: serde_json::Value = serde_json::from_str(&out)?;
+    let cpus: u64 = xtask::process::tool("nproc", &[], "coreutils")?
+        .trim()
+        .parse()?;
+    let current = conntrack_max()?;
+    let expected = (32768 * cpus).max(131_072);
+    let row = audit["kube_proxy"]["rows"]
+        .as_array()
+        .and_then(|rows| {
+            rows.iter()
+                .find(|r| r["sysctl"] == "net.netfilter.nf_conntrack_max")
+        })
+        .cloned()
+        .context("no kube-proxy row for nf_conntrack_max")?;
+    println!(
+        "    proxy {}; {cpus} CPUs: kube-proxy sets nf_conntrack_max {}, now {current}: {row}",
+        audit["proxy"], row["kube_proxy"]
+    );
+    ensure!(audit["proxy"] == "kube-proxy", "proxy {}", audit["proxy"]);
+    ensure!(
+        row["kube_proxy"] == expected
+            && row["current"].as_str() == Some(current.to_string().as_str()),
+        "expected kube-proxy {expected} over {current}: {row}"
+    );
+    ensure!(
+        row["lowers"] == (current > expected) && row["nettune_ceiling"].as_u64().is_some(),
+        "{row}"
     );
     Ok(Outcome::Passed)
 }
