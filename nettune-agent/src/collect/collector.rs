@@ -78,6 +78,8 @@ pub struct Collector<P: ProbeSource = Probes, S: System = Kernel> {
     pending_watch: Option<Vec<Link>>,
     /// DNS queries and handshakes unanswered, and refusals, so far.
     conversations: ConversationTracker,
+    /// Which pod each sysctl writer's cgroup belongs to.
+    writer_pods: super::writers::WriterPods,
     /// When a query or a handshake counts as unanswered.
     timeouts: Timeouts,
     /// The cluster around the node, and when it was read.
@@ -153,6 +155,7 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             netfiles: NetFilesReader::default(),
             pending_watch: None,
             conversations: ConversationTracker::default(),
+            writer_pods: super::writers::WriterPods::default(),
             timeouts: Timeouts {
                 dns: std::time::Duration::from_secs_f64(config.dns.timeout_seconds),
                 handshake: std::time::Duration::from_secs_f64(config.tcp.handshake_timeout_seconds),
@@ -341,6 +344,8 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             self.probes.drop_reasons(),
         );
         sample.over_budget = over_budget;
+        self.writer_pods
+            .name(&self.system, &mut sample.sysctl_writers, &runtime.pods);
         self.conversations.fill(&mut sample, &readings);
         let read: Vec<&Namespace> = owners.iter().map(|(ns, _)| *ns).collect();
         self.netfiles

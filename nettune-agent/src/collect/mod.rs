@@ -28,5 +28,6 @@ pub mod identity;
 pub mod listeners;
 pub mod netfiles;
 pub mod sample;
+pub mod writers;
 
 pub use collector::{Collector, Tick};

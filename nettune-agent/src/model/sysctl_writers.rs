@@ -24,6 +24,10 @@ pub struct SysctlWriterFigures {
     /// below nettune's value.
     #[serde(default)]
     pub refused: u64,
+    /// The pod its cgroup belongs to (`namespace/name`, or `pod <uid>` when the
+    /// runtime does not name it), when it was in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }
 
 /// Whom to name for a change of `sysctl`: the writer other than nettune that
@@ -110,7 +114,13 @@ impl SysctlWriterFigures {
     /// `kube-proxy (pid 812) wrote 131072`, and what to do about a writer
     /// [`KNOWN_WRITERS`] knows.
     pub fn describe(&self) -> String {
-        let wrote = format!("{} (pid {}) wrote {}", self.command, self.pid, self.value);
+        let wrote = match &self.pod {
+            Some(pod) => format!(
+                "{} (pid {}, pod {pod}) wrote {}",
+                self.command, self.pid, self.value
+            ),
+            None => format!("{} (pid {}) wrote {}", self.command, self.pid, self.value),
+        };
         match self.known() {
             Some(k) => format!("{wrote}; {}: {}", k.does, k.fix),
             None => wrote,
@@ -140,6 +150,7 @@ mod tests {
             writes: 1,
             own: false,
             refused: 0,
+            pod: None,
         }
     }
 
@@ -164,6 +175,14 @@ mod tests {
         assert_eq!(
             writer("myscript", "net.core.somaxconn").describe(),
             "myscript (pid 812) wrote 131072"
+        );
+        let in_a_pod = SysctlWriterFigures {
+            pod: Some("kube-system/kube-proxy-x2".into()),
+            ..writer("myscript", "net.core.somaxconn")
+        };
+        assert_eq!(
+            in_a_pod.describe(),
+            "myscript (pid 812, pod kube-system/kube-proxy-x2) wrote 131072"
         );
     }
 }

@@ -87,6 +87,7 @@ fn record(key: &SysctlWriter, write: &SysctlWrite) -> SysctlWriterFigures {
         writes: write.count,
         own: write.tgid == std::process::id(),
         refused: write.refused,
+        pod: None,
     }
 }
 
@@ -186,6 +187,7 @@ mod tests {
                 writes: 3,
                 own: false,
                 refused: 0,
+                pod: None,
             }
         );
     }

@@ -62,6 +62,7 @@ struct State {
     processes: std::collections::BTreeSet<String>,
     pinned: BTreeMap<String, std::collections::BTreeSet<String>>,
     nft_chains: Vec<super::nftables::Chain>,
+    cgroups: BTreeMap<u64, String>,
 }
 
 impl Default for State {
@@ -82,6 +83,7 @@ impl Default for State {
             processes: std::collections::BTreeSet::new(),
             pinned: BTreeMap::new(),
             nft_chains: Vec::new(),
+            cgroups: BTreeMap::new(),
             ignored_writes: std::collections::BTreeSet::new(),
             net_file_reads: 0,
         }
@@ -188,6 +190,11 @@ impl FakeSystem {
             table: table.to_owned(),
             chain: chain.to_owned(),
         });
+    }
+
+    /// The cgroup with id `id` is at `path` (from the v2 root).
+    pub fn set_cgroup_path(&self, id: u64, path: &str) {
+        self.state().cgroups.insert(id, path.to_owned());
     }
 
     /// `name` is pinned under `/sys/fs/bpf/<dir>`.
@@ -513,6 +520,10 @@ impl System for FakeSystem {
 
     fn nftables_chains(&self) -> io::Result<Vec<super::nftables::Chain>> {
         Ok(self.state().nft_chains.clone())
+    }
+
+    fn cgroup_path(&self, id: u64) -> Option<String> {
+        self.state().cgroups.get(&id).cloned()
     }
 
     fn namespace_file_inode(&self, path: &Path) -> io::Result<u32> {

@@ -15,6 +15,7 @@
 //! [`crate::collect::cri`], never from a collection).
 
 pub mod btf;
+pub mod cgroups;
 pub mod cri;
 #[cfg(test)]
 pub mod fake;
@@ -109,6 +110,10 @@ pub trait System: Send + Sync {
 
     /// The agent's namespace's nftables chains (see [`nftables`]).
     fn nftables_chains(&self) -> io::Result<Vec<nftables::Chain>>;
+
+    /// The path (from the cgroup v2 root, `/kubepods/…`) of the cgroup whose id
+    /// (`bpf_get_current_cgroup_id`) is `id`, if it still exists.
+    fn cgroup_path(&self, id: u64) -> Option<String>;
 
     /// The inode of the network namespace file at `path` (a bind mount of nsfs,
     /// e.g. `/run/netns/cni-…`); a file that is not a namespace is an error.
@@ -209,6 +214,10 @@ where
 
     fn nftables_chains(&self) -> io::Result<Vec<nftables::Chain>> {
         (**self).nftables_chains()
+    }
+
+    fn cgroup_path(&self, id: u64) -> Option<String> {
+        (**self).cgroup_path(id)
     }
 
     fn namespace_file_inode(&self, path: &Path) -> io::Result<u32> {
@@ -395,6 +404,10 @@ impl System for Kernel {
 
     fn nftables_chains(&self) -> io::Result<Vec<nftables::Chain>> {
         nftables::chains()
+    }
+
+    fn cgroup_path(&self, id: u64) -> Option<String> {
+        cgroups::path_of(id)
     }
 
     fn pinned_bpf(&self, dir: &str) -> BTreeSet<String> {

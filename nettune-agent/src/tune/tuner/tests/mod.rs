@@ -181,6 +181,7 @@ fn a_stand_down_names_the_writer_the_sysctl_probe_saw() {
         writes,
         own,
         refused: 0,
+        pod: None,
     };
     seen.sysctl_writers = vec![
         writer("nettune", std::process::id(), 5, true),
