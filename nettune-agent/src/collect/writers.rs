@@ -37,12 +37,18 @@ impl WriterPods {
                     .cgroup_path(w.cgroup_id)
                     .and_then(|path| pod_uid_from_cgroup(&format!("0::{path}\n")))
             });
+            let record = uid
+                .as_ref()
+                .and_then(|uid| pods.iter().find(|p| &p.uid == uid));
             w.pod = uid.as_ref().map(|uid| {
-                pods.iter().find(|p| &p.uid == uid).map_or_else(
+                record.map_or_else(
                     || format!("pod {uid}"),
                     |p| format!("{}/{}", p.namespace, p.name),
                 )
             });
+            // A pod's container writes its pod's namespace; a host-network
+            // pod's, the node's (left unset).
+            w.netns = record.filter(|p| !p.host_network).and_then(|p| p.netns);
         }
     }
 }
@@ -65,6 +71,7 @@ mod tests {
             own: false,
             refused: 0,
             pod: None,
+            netns: None,
         }
     }
 
@@ -83,6 +90,7 @@ mod tests {
             namespace: "kube-system".into(),
             name: "kube-proxy-x2".into(),
             uid: UID.into(),
+            netns: Some(4_026_532_999),
             ..PodRecord::default()
         };
         let mut names = WriterPods::default();
@@ -90,6 +98,7 @@ mod tests {
         names.name(&system, &mut writers, std::slice::from_ref(&pod));
         let pods: Vec<Option<&str>> = writers.iter().map(|w| w.pod.as_deref()).collect();
         assert_eq!(pods, [Some("kube-system/kube-proxy-x2"), None, None]);
+        assert_eq!(writers[0].netns, Some(4_026_532_999));
         // The runtime does not know it (yet): its UID.
         names.name(&system, &mut writers, &[]);
         assert_eq!(writers[0].pod, Some(format!("pod {UID}")));

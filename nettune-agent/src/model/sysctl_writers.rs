@@ -28,6 +28,11 @@ pub struct SysctlWriterFigures {
     /// runtime does not name it), when it was in one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
+    /// The network namespace its write went to, as far as its pod tells: the
+    /// pod's own (inode), or `None` for a host-network pod, a process outside
+    /// pods, or a pod the runtime does not name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u32>,
 }
 
 /// Whom to name for a change of `sysctl`: the writer other than nettune that
@@ -151,6 +156,7 @@ mod tests {
             own: false,
             refused: 0,
             pod: None,
+            netns: None,
         }
     }
 

@@ -88,6 +88,7 @@ fn record(key: &SysctlWriter, write: &SysctlWrite) -> SysctlWriterFigures {
         own: write.tgid == std::process::id(),
         refused: write.refused,
         pod: None,
+        netns: None,
     }
 }
 
@@ -188,6 +189,7 @@ mod tests {
                 own: false,
                 refused: 0,
                 pod: None,
+                netns: None,
             }
         );
     }

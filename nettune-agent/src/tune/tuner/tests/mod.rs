@@ -182,6 +182,7 @@ fn a_stand_down_names_the_writer_the_sysctl_probe_saw() {
         own,
         refused: 0,
         pod: None,
+        netns: None,
     };
     seen.sysctl_writers = vec![
         writer("nettune", std::process::id(), 5, true),
