@@ -29,6 +29,7 @@ fn a_change_removes_what_an_interrupted_earlier_write_left() {
         names.iter().all(|n| !n.contains(".tmp.")),
         "temporary files left: {names:?}"
     );
+    fs::remove_dir_all(&d).unwrap();
 }
 
 #[test]
