@@ -6,7 +6,8 @@
 //! nettune that would set it below nettune's value is refused (`EPERM` to the
 //! writer) and counted.
 //!
-//! Reads are let through at once (the first field tells); names outside `net/`
+//! Reads are let through after one check (is it the agent, whose cgroup the
+//! guards exempt, to be learned?); names outside `net/`
 //! cost the name's copy and a compare.
 
 use aya_ebpf::{

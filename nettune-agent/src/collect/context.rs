@@ -71,6 +71,14 @@ mod tests {
     use super::*;
     use crate::sys::fake::FakeSystem;
 
+    #[test]
+    fn the_nodes_nftables_chains_tell_kube_proxys_mode() {
+        let system = FakeSystem::new();
+        system.add_process("kube-proxy");
+        system.add_nft_chain(2, "nat", "KUBE-SERVICES");
+        assert_eq!(read(&system, &[]).proxy, "kube-proxy-iptables");
+    }
+
     const ROUTE: &str = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
         eth1\t00000000\t0102A8C0\t0003\t0\t0\t200\t00000000\t0\t0\t0\n\
         eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\

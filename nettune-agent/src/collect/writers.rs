@@ -62,16 +62,8 @@ mod tests {
 
     fn writer(cgroup_id: u64) -> SysctlWriterFigures {
         SysctlWriterFigures {
-            sysctl: "net.netfilter.nf_conntrack_max".into(),
-            command: "kube-proxy".into(),
-            pid: 812,
             cgroup_id,
-            value: "131072".into(),
-            writes: 1,
-            own: false,
-            refused: 0,
-            pod: None,
-            netns: None,
+            ..SysctlWriterFigures::example("kube-proxy", "net.netfilter.nf_conntrack_max")
         }
     }
 

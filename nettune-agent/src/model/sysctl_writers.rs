@@ -132,6 +132,24 @@ impl SysctlWriterFigures {
         }
     }
 
+    /// A writer for tests: `command` (pid 812, cgroup 1) wrote 131072 to
+    /// `sysctl` once.
+    #[cfg(test)]
+    pub fn example(command: &str, sysctl: &str) -> Self {
+        Self {
+            sysctl: sysctl.into(),
+            command: command.into(),
+            pid: 812,
+            cgroup_id: 1,
+            value: "131072".into(),
+            writes: 1,
+            own: false,
+            refused: 0,
+            pod: None,
+            netns: None,
+        }
+    }
+
     /// This writer in [`KNOWN_WRITERS`], for this sysctl.
     pub fn known(&self) -> Option<&'static KnownWriter> {
         KNOWN_WRITERS.iter().find(|k| {
@@ -146,18 +164,7 @@ mod tests {
     use super::*;
 
     fn writer(command: &str, sysctl: &str) -> SysctlWriterFigures {
-        SysctlWriterFigures {
-            sysctl: sysctl.into(),
-            command: command.into(),
-            pid: 812,
-            cgroup_id: 1,
-            value: "131072".into(),
-            writes: 1,
-            own: false,
-            refused: 0,
-            pod: None,
-            netns: None,
-        }
+        SysctlWriterFigures::example(command, sysctl)
     }
 
     #[test]

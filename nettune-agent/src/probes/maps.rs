@@ -118,16 +118,15 @@ pub(crate) fn remove_plain_keys<K: Pod, V: Pod>(
     name: &'static str,
     stale: impl Fn(&K) -> bool,
 ) -> Result<usize, MapReadError> {
-    let map = ebpf.map_mut(name).ok_or_else(|| missing(name))?;
-    let mut hash: HashMap<&mut MapData, K, V> = HashMap::try_from(map).map_err(map_error(name))?;
-    let doomed: Vec<K> = hash
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| stale(k))
-        .collect();
-    for key in &doomed {
-        let _ = hash.remove(key);
-    }
+    let doomed: Vec<K> = {
+        let map = ebpf.map(name).ok_or_else(|| missing(name))?;
+        let hash: HashMap<&MapData, K, V> = HashMap::try_from(map).map_err(map_error(name))?;
+        hash.keys()
+            .filter_map(Result::ok)
+            .filter(|k| stale(k))
+            .collect()
+    };
+    remove_entries::<K, V>(ebpf, name, &doomed)?;
     Ok(doomed.len())
 }
 

@@ -40,7 +40,7 @@ const DROPPED_PORT: u16 = 5321;
 const LISTEN_PORT: u16 = 5322;
 
 /// The shipped rule file, with `for:` at `0s` and rate windows at `[15s]`.
-pub(super) fn shortened(rules: &str) -> String {
+fn shortened(rules: &str) -> String {
     let windows = ["[1m]", "[5m]", "[10m]", "[15m]", "[30m]", "[1h]"];
     rules
         .lines()
@@ -54,6 +54,18 @@ pub(super) fn shortened(rules: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A real Prometheus scraping `agent` every second and evaluating the shipped
+/// rules, [`shortened`].
+pub(super) fn prometheus_with_the_rules(agent: &AgentProcess) -> anyhow::Result<Prometheus> {
+    Prometheus::with_rules(
+        &[Target {
+            addr: agent.addr,
+            labels: vec![],
+        }],
+        Some(&shortened(&rules_file()?)),
+    )
 }
 
 /// Waits (at most `limit`) until `done` holds for Prometheus's alerts.
@@ -146,7 +158,6 @@ pub fn the_shipped_alerts_fire_for_real_faults_and_resolve() -> TestResult {
     if let Some(skip) = require_root() {
         return skip;
     }
-    let rules = shortened(&rules_file()?);
     let pair = Pair::new(30, None)?;
     nft_drop(
         &pair.receiver,
@@ -154,13 +165,7 @@ pub fn the_shipped_alerts_fire_for_real_faults_and_resolve() -> TestResult {
         &format!("udp dport {DROPPED_PORT}"),
     )?;
     let agent = AgentProcess::start(&nettune_bin()?, &["--interval", "0.5"])?;
-    let prometheus = Prometheus::with_rules(
-        &[Target {
-            addr: agent.addr,
-            labels: vec![],
-        }],
-        Some(&rules),
-    )?;
+    let prometheus = prometheus_with_the_rules(&agent)?;
     let stop = AtomicBool::new(false);
     let pod = format!("netns:{}", pair.receiver.name());
     let fired = std::thread::scope(|s| {

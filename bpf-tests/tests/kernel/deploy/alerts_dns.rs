@@ -16,14 +16,10 @@ use bpf_tests::{
     agent_process::AgentProcess,
     bench::pods::{Pod, Pods},
     harness::{Outcome, TestResult, require_root},
-    prometheus::{Prometheus, Target},
     sysctl_guard::Restore,
 };
 
-use super::{
-    alerts::{firing, shortened, wait_alerts},
-    manifests::rules_file,
-};
+use super::alerts::{firing, prometheus_with_the_rules, wait_alerts};
 use crate::agent::nettune_bin;
 
 const DNS_ALERTS: [&str; 3] = [
@@ -97,7 +93,6 @@ pub fn the_dns_and_conntrack_alerts_fire_for_real_faults_and_resolve() -> TestRe
     if let Some(skip) = require_root() {
         return skip;
     }
-    let rules = shortened(&rules_file()?);
     let pods = Pods::new(2, "alertdns")?;
     let (server, client) = (&pods.pods[0], &pods.pods[1]);
     // Connection tracking on in the server's namespace (a `ct` rule makes the
@@ -118,13 +113,7 @@ pub fn the_dns_and_conntrack_alerts_fire_for_real_faults_and_resolve() -> TestRe
         &nettune_bin()?,
         &["--config", config_arg, "--interval", "0.5"],
     )?;
-    let prometheus = Prometheus::with_rules(
-        &[Target {
-            addr: agent.addr,
-            labels: vec![],
-        }],
-        Some(&rules),
-    )?;
+    let prometheus = prometheus_with_the_rules(&agent)?;
     let dns_server = SocketAddrV4::new(server.addr(), 53);
     let responder = server.ns.run(|| UdpSocket::bind(dns_server))??;
     let listener = server

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use anyhow::ensure;
 use bpf_tests::{
     containerd::require_containers,
-    daemonset,
     harness::{Outcome, TestResult},
     host::{SharedRunNetns, Tracefs},
     podman::Podman,
@@ -49,23 +48,14 @@ pub fn the_enforce_overlays_pod_tunes_and_rolls_back_without_privileges() -> Tes
         &host,
     )?;
     let spec = pod.spec.clone();
-    let pid = pod.podman.pid(&pod.name)?;
-    let mut wanted = 0u64;
-    for cap in &spec.add {
-        wanted |= 1 << daemonset::capability_bit(cap)?;
-    }
-    let ours = daemonset::capabilities(std::process::id(), "CapBnd")?;
-    let effective = daemonset::capabilities(pid, "CapEff")?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let (effective, expected, no_new_privs) = pod.permissions()?;
     ensure!(
         !spec.privileged && spec.drop == ["ALL"] && !spec.privilege_escalation,
         "the overlay must keep drop ALL, no privilege escalation, and not be privileged"
     );
     ensure!(
-        effective == wanted & ours && status.contains("NoNewPrivs:\t1"),
-        "CapEff {effective:#x} (expected {:#x}), NoNewPrivs set: {}",
-        wanted & ours,
-        status.contains("NoNewPrivs:\t1")
+        effective == expected && no_new_privs,
+        "CapEff {effective:#x} (expected {expected:#x}), NoNewPrivs set: {no_new_privs}"
     );
     ensure!(
         spec.mounts

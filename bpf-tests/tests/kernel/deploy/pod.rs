@@ -145,6 +145,21 @@ impl<'a> DaemonSetPod<'a> {
         Ok(pod)
     }
 
+    /// The container's effective capabilities, the manifest's within what this
+    /// machine itself may grant (what they should be), and whether
+    /// no_new_privs is set.
+    pub(super) fn permissions(&self) -> anyhow::Result<(u64, u64, bool)> {
+        let pid = self.podman.pid(&self.name)?;
+        let mut wanted = 0u64;
+        for cap in &self.spec.add {
+            wanted |= 1 << daemonset::capability_bit(cap)?;
+        }
+        let ours = daemonset::capabilities(std::process::id(), "CapBnd")?;
+        let effective = daemonset::capabilities(pid, "CapEff")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        Ok((effective, wanted & ours, status.contains("NoNewPrivs:\t1")))
+    }
+
     fn metrics(&self) -> anyhow::Result<String> {
         match http_get(self.addr, "/metrics")? {
             (200, body) => Ok(body),
@@ -199,26 +214,18 @@ pub fn the_daemonsets_pod_runs_under_podman_with_the_manifests_settings() -> Tes
 
     // The named capabilities only (less what this sandbox itself lacks), no new
     // privileges, and every signal attached as it does for root.
-    let pid = pod.podman.pid(&pod.name)?;
-    let mut wanted = 0u64;
-    for cap in &spec.add {
-        wanted |= 1 << daemonset::capability_bit(cap)?;
-    }
-    let ours = daemonset::capabilities(std::process::id(), "CapBnd")?;
-    let effective = daemonset::capabilities(pid, "CapEff")?;
+    let (effective, expected, no_new_privs) = pod.permissions()?;
     ensure!(
         spec.drop == ["ALL"] && !spec.privileged,
         "the manifest must drop ALL and not be privileged"
     );
     ensure!(
-        effective == wanted & ours,
-        "CapEff {effective:#x}, expected {:#x} (the manifest's {:?} within this machine's {ours:#x})",
-        wanted & ours,
+        effective == expected,
+        "CapEff {effective:#x}, expected {expected:#x} (the manifest's {:?} within this machine's)",
         spec.add
     );
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     ensure!(
-        status.contains("NoNewPrivs:\t1"),
+        no_new_privs,
         "no_new_privs is not set (allowPrivilegeEscalation: false)"
     );
     // The public address serves metrics and health only; the API is on loopback.
