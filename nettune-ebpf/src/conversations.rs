@@ -14,7 +14,10 @@
 //!
 //! Pending queries and handshakes wait in LRU maps with the time they were sent;
 //! the answer closes them (DNS latency, a SYN-ACK or an RST), and the agent
-//! counts what stayed unanswered past its timeout.
+//! counts what stayed unanswered past its timeout. A handshake costs two map
+//! operations in all: the SYN's create-if-absent (which also tells a
+//! retransmitted SYN) and the answer's delete (which also tells whether it was
+//! pending); the server's side of a handshake costs none.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
@@ -48,6 +51,8 @@ static REFUSALS: HashMap<Remote, u64> = HashMap::with_max_entries(MAX_REMOTES, 0
 
 /// `TC_ACT_UNSPEC` for clsact, `TCX_NEXT` for TCX: both -1, "carry on".
 const NEXT: i32 = -1;
+/// `BPF_NOEXIST`: create, never replace.
+const BPF_NOEXIST: u64 = 1;
 
 const ETH_HLEN: usize = 14;
 /// `ETH_P_IP` and `ETH_P_IPV6` as `__sk_buff.protocol` holds them (network order).
@@ -232,6 +237,15 @@ fn ifindex_of(ctx: &TcContext) -> u32 {
 
 #[inline(always)]
 fn tcp_control(ctx: &TcContext, way: Way, p: &Packet, tcp: &[u8; 14], flags: u8) {
+    // Past an RST, only the pod's SYN and the SYN-ACK it receives matter: the
+    // server's side of a handshake (the SYN in, the SYN-ACK out) reads no map.
+    let opens = match way {
+        Way::FromPod => TCP_SYN,
+        Way::ToPod => TCP_SYN | TCP_ACK,
+    };
+    if flags & TCP_RST == 0 && flags & (TCP_SYN | TCP_ACK) != opens {
+        return;
+    }
     let Some(c) = counters(ctx) else { return };
     let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
     let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
@@ -240,36 +254,38 @@ fn tcp_control(ctx: &TcContext, way: Way, p: &Packet, tcp: &[u8; 14], flags: u8)
             if flags & TCP_RST != 0 {
                 // SAFETY: a field of the map value `c` points at.
                 add(unsafe { &raw mut (*c).resets_sent }, 1);
-            } else if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+            } else {
                 let key = HandshakeKey {
                     ifindex: ifindex_of(ctx),
                     local_port: sport,
                     remote_port: dport,
                     remote: p.dst(ctx),
                 };
-                if HANDSHAKES.get_ptr(&key).is_some() {
-                    // SAFETY: as above.
-                    add(unsafe { &raw mut (*c).syn_retransmits }, 1);
-                } else {
-                    // SAFETY: bpf_ktime_get_ns has no preconditions.
-                    let sent_ns = unsafe { bpf_ktime_get_ns() };
-                    let _ = HANDSHAKES.insert(&key, &Pending { sent_ns }, 0);
+                // SAFETY: bpf_ktime_get_ns has no preconditions.
+                let sent_ns = unsafe { bpf_ktime_get_ns() };
+                // One map operation a SYN: BPF_NOEXIST creates the pending entry
+                // or, for a retransmitted SYN, fails and keeps the first one's time.
+                if HANDSHAKES.insert(&key, &Pending { sent_ns }, BPF_NOEXIST).is_ok() {
                     // SAFETY: as above.
                     add(unsafe { &raw mut (*c).connect_attempts }, 1);
+                } else {
+                    // SAFETY: as above.
+                    add(unsafe { &raw mut (*c).syn_retransmits }, 1);
                 }
             }
         }
         Way::ToPod => {
+            let reset = flags & TCP_RST != 0;
             let key = HandshakeKey {
                 ifindex: ifindex_of(ctx),
                 local_port: dport,
                 remote_port: sport,
                 remote: p.src(ctx),
             };
-            let pending = HANDSHAKES.get_ptr(&key).is_some();
-            if flags & TCP_RST != 0 {
-                if pending {
-                    let _ = HANDSHAKES.remove(&key);
+            // One map operation: the delete succeeds only for a pending handshake.
+            let was_pending = HANDSHAKES.remove(&key).is_ok();
+            if reset {
+                if was_pending {
                     // SAFETY: as above.
                     add(unsafe { &raw mut (*c).connects_refused }, 1);
                     refused(p.src(ctx), sport);
@@ -277,8 +293,7 @@ fn tcp_control(ctx: &TcContext, way: Way, p: &Packet, tcp: &[u8; 14], flags: u8)
                     // SAFETY: as above.
                     add(unsafe { &raw mut (*c).resets_received }, 1);
                 }
-            } else if flags & (TCP_SYN | TCP_ACK) == (TCP_SYN | TCP_ACK) && pending {
-                let _ = HANDSHAKES.remove(&key);
+            } else if was_pending {
                 // SAFETY: as above.
                 add(unsafe { &raw mut (*c).connects_answered }, 1);
             }
@@ -298,7 +313,7 @@ fn refused(addr: [u8; 16], port: u16) {
         add(n, 1);
     } else {
         // BPF_NOEXIST: another CPU may have just created it; a full map loses it.
-        let _ = REFUSALS.insert(&key, &1, 1);
+        let _ = REFUSALS.insert(&key, &1, BPF_NOEXIST);
     }
 }
 
@@ -321,22 +336,22 @@ fn dns(ctx: &TcContext, way: Way, p: &Packet, sport: u16, dport: u16) {
                 server: server_addr,
             };
             let server = server_counters(server_addr);
-            if DNS_PENDING.get_ptr(&key).is_some() {
+            // SAFETY: bpf_ktime_get_ns has no preconditions.
+            let sent_ns = unsafe { bpf_ktime_get_ns() };
+            // As for a SYN: a retry finds its query pending and keeps its time.
+            if DNS_PENDING.insert(&key, &Pending { sent_ns }, BPF_NOEXIST).is_ok() {
                 // SAFETY: a field of the map value `c` points at.
-                add(unsafe { &raw mut (*c).dns.retries }, 1);
-                if let Some(s) = server {
-                    // SAFETY: a field of the map value `s` points at.
-                    add(unsafe { &raw mut (*s).retries }, 1);
-                }
-            } else {
-                // SAFETY: bpf_ktime_get_ns has no preconditions.
-                let sent_ns = unsafe { bpf_ktime_get_ns() };
-                let _ = DNS_PENDING.insert(&key, &Pending { sent_ns }, 0);
-                // SAFETY: as above.
                 add(unsafe { &raw mut (*c).dns.queries }, 1);
                 if let Some(s) = server {
-                    // SAFETY: as above.
+                    // SAFETY: a field of the map value `s` points at.
                     add(unsafe { &raw mut (*s).queries }, 1);
+                }
+            } else {
+                // SAFETY: as above.
+                add(unsafe { &raw mut (*c).dns.retries }, 1);
+                if let Some(s) = server {
+                    // SAFETY: as above.
+                    add(unsafe { &raw mut (*s).retries }, 1);
                 }
             }
         }
