@@ -1,10 +1,15 @@
-//! Metric families under construction: typed series in, `prometheus` protobuf
-//! families out, in the order of [`catalog::ALL`].
+//! Metric families under construction: typed series in, the Prometheus text
+//! exposition out, in the order of [`catalog::ALL`].
+//!
+//! Each series is written as text the moment it is added, into its family's
+//! buffer. Building the `prometheus` crate's protobuf families first (a struct
+//! and two owned strings per label of every series) and encoding them after was
+//! most of a rendering's time at hundreds of pods; the output is the same text
+//! its encoder writes (values formatted alike, label values escaped alike).
 
-use std::collections::{BTreeMap, HashMap};
-
-use prometheus::proto::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric as Series, MetricFamily, MetricType,
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
 };
 
 use super::{
@@ -15,7 +20,8 @@ use crate::model::conversations::LatencyHistogram;
 
 /// The families of one rendering.
 pub(super) struct Families {
-    families: Vec<MetricFamily>,
+    /// Each declared metric's series, as exposition lines.
+    bodies: Vec<String>,
     /// Metric name → its family's position.
     index: HashMap<&'static str, usize>,
     /// Series summed over several sources (workloads folded under `_other`),
@@ -28,27 +34,13 @@ pub(super) struct Families {
 impl Families {
     /// One empty family per declared metric.
     pub fn new() -> Self {
-        let families = catalog::ALL
-            .iter()
-            .map(|m| {
-                let mut family = MetricFamily::default();
-                family.set_name(m.name.to_owned());
-                family.set_help(m.help.to_owned());
-                family.set_field_type(match m.kind {
-                    Kind::Counter => MetricType::COUNTER,
-                    Kind::Gauge => MetricType::GAUGE,
-                    Kind::Histogram => MetricType::HISTOGRAM,
-                });
-                family
-            })
-            .collect();
         let index = catalog::ALL
             .iter()
             .enumerate()
             .map(|(i, m)| (m.name, i))
             .collect();
         Self {
-            families,
+            bodies: vec![String::new(); catalog::ALL.len()],
             index,
             sums: BTreeMap::new(),
             histogram_sums: BTreeMap::new(),
@@ -63,7 +55,7 @@ impl Families {
     /// Adds one series.
     pub fn add<L: Labels>(&mut self, metric: &Metric<L>, labels: L, value: f64) {
         let at = self.position(metric);
-        self.push(at, labels.into_values(), value);
+        self.push(at, &labels.into_values(), value);
     }
 
     /// Adds `value` to the series with these labels, which several sources share
@@ -81,9 +73,7 @@ impl Families {
         h: &LatencyHistogram,
     ) {
         let at = self.position(metric);
-        let mut series = Self::labelled(at, labels.into_values());
-        series.set_histogram(histogram(h));
-        self.families[at].mut_metric().push(series);
+        self.push_histogram(at, &labels.into_values(), h);
     }
 
     /// Adds `h` to the histogram with these labels, which several sources share.
@@ -100,51 +90,60 @@ impl Families {
             .add(h);
     }
 
-    /// A series of family `at` with these label values and no value yet.
-    fn labelled(at: usize, values: Vec<String>) -> Series {
+    fn push(&mut self, at: usize, values: &[String], value: f64) {
         let desc = &catalog::ALL[at];
-        let mut series = Series::default();
-        series.set_label(
-            desc.labels
-                .iter()
-                .zip(values)
-                .map(|(name, value)| {
-                    let mut pair = LabelPair::default();
-                    pair.set_name((*name).to_owned());
-                    pair.set_value(value);
-                    pair
-                })
-                .collect(),
-        );
-        series
-    }
-
-    fn push(&mut self, at: usize, values: Vec<String>, value: f64) {
-        let mut series = Self::labelled(at, values);
-        match catalog::ALL[at].kind {
-            Kind::Counter => {
-                let mut c = Counter::default();
-                c.set_value(value);
-                series.set_counter(c);
-            }
-            Kind::Gauge => {
-                let mut g = Gauge::default();
-                g.set_value(value);
-                series.set_gauge(g);
-            }
-            // Declared a histogram and given a number: a bug the catalog's
-            // tests catch; rendering goes on without the series.
-            Kind::Histogram => {
-                debug_assert!(false, "{} is a histogram", catalog::ALL[at].name);
-                return;
-            }
+        // Declared a histogram and given a number: a bug the catalog's tests
+        // catch; rendering goes on without the series.
+        if desc.kind == Kind::Histogram {
+            debug_assert!(false, "{} is a histogram", desc.name);
+            return;
         }
-        self.families[at].mut_metric().push(series);
+        sample(
+            &mut self.bodies[at],
+            desc.name,
+            "",
+            desc.labels,
+            values,
+            None,
+            value,
+        );
     }
 
-    /// The families, summed series included; summed counters through `kept`, so
-    /// that none decreases while the agent runs.
-    pub fn finish(mut self, kept: &mut FoldedCounters) -> Vec<MetricFamily> {
+    fn push_histogram(&mut self, at: usize, values: &[String], h: &LatencyHistogram) {
+        let desc = &catalog::ALL[at];
+        let body = &mut self.bodies[at];
+        let (name, names) = (desc.name, desc.labels);
+        for (bound, count) in &h.buckets {
+            let le = bound.to_string();
+            sample(
+                body,
+                name,
+                "_bucket",
+                names,
+                values,
+                Some(&le),
+                *count as f64,
+            );
+        }
+        if !h.buckets.iter().any(|(b, _)| *b == f64::INFINITY) {
+            sample(
+                body,
+                name,
+                "_bucket",
+                names,
+                values,
+                Some("+Inf"),
+                h.count as f64,
+            );
+        }
+        sample(body, name, "_sum", names, values, None, h.sum_seconds);
+        sample(body, name, "_count", names, values, None, h.count as f64);
+    }
+
+    /// The exposition of every family with series, summed series included;
+    /// summed counters through `kept`, so that none decreases while the agent
+    /// runs.
+    pub fn finish(mut self, kept: &mut FoldedCounters) -> String {
         let mut sums = std::mem::take(&mut self.sums);
         for (key, value) in &mut sums {
             if catalog::ALL[key.0].kind == Kind::Counter {
@@ -156,15 +155,83 @@ impl Families {
             sums.entry(key.clone()).or_insert(k.last);
         }
         for ((at, values), value) in sums {
-            self.push(at, values, value);
+            self.push(at, &values, value);
         }
         for ((at, values), h) in std::mem::take(&mut self.histogram_sums) {
-            let mut series = Self::labelled(at, values);
-            series.set_histogram(histogram(&h));
-            self.families[at].mut_metric().push(series);
+            self.push_histogram(at, &values, &h);
         }
-        self.families
+        let size = self.bodies.iter().map(String::len).sum::<usize>();
+        let mut out = String::with_capacity(size + 256 * catalog::ALL.len());
+        for (desc, body) in catalog::ALL.iter().zip(&self.bodies) {
+            if body.is_empty() {
+                continue;
+            }
+            let kind = match desc.kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+                Kind::Histogram => "histogram",
+            };
+            let help = escape(desc.help, false);
+            let _ = write!(
+                out,
+                "# HELP {0} {help}\n# TYPE {0} {kind}\n{body}",
+                desc.name
+            );
+        }
+        out
     }
+}
+
+/// Writes one exposition line: `name{labels} value`, with `le` last if given.
+fn sample(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    names: &[&str],
+    values: &[String],
+    le: Option<&str>,
+    value: f64,
+) {
+    out.push_str(name);
+    out.push_str(suffix);
+    let extra = le.map(|le| ("le", le));
+    let mut separator = '{';
+    for (label, v) in names
+        .iter()
+        .copied()
+        .zip(values.iter().map(String::as_str))
+        .chain(extra)
+    {
+        out.push(separator);
+        out.push_str(label);
+        out.push_str("=\"");
+        out.push_str(&escape(v, true));
+        out.push('"');
+        separator = ',';
+    }
+    if separator == ',' {
+        out.push('}');
+    }
+    // `Display` of f64, as the text encoder writes values.
+    let _ = writeln!(out, " {value}");
+}
+
+/// `v` escaped for the exposition: backslash and newline always, the double
+/// quote inside label values.
+fn escape(v: &str, quote: bool) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '\n']) && !(quote && v.contains('"')) {
+        return v.into();
+    }
+    let mut out = String::with_capacity(v.len() + 8);
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quote => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+    out.into()
 }
 
 /// Every summed counter (`_other`) rendered so far: its last value and what
@@ -195,21 +262,58 @@ impl FoldedCounters {
     }
 }
 
-/// `h` as the exposition's histogram (the +Inf bucket is the encoder's: the count).
-fn histogram(h: &LatencyHistogram) -> Histogram {
-    let mut out = Histogram::default();
-    out.set_sample_count(h.count);
-    out.set_sample_sum(h.sum_seconds);
-    out.set_bucket(
-        h.buckets
-            .iter()
-            .map(|(bound, count)| {
-                let mut b = Bucket::default();
-                b.set_upper_bound(*bound);
-                b.set_cumulative_count(*count);
-                b
-            })
-            .collect(),
-    );
-    out
+#[cfg(test)]
+mod tests {
+    use prometheus::{
+        Encoder as _, TextEncoder,
+        proto::{Gauge, LabelPair, Metric as Series, MetricFamily, MetricType},
+    };
+
+    use super::*;
+
+    /// The line the `prometheus` crate's encoder writes for one gauge.
+    fn encoded(labels: &[(&str, &str)], value: f64) -> String {
+        let mut series = Series::default();
+        series.set_label(
+            labels
+                .iter()
+                .map(|(n, v)| {
+                    let mut pair = LabelPair::default();
+                    pair.set_name((*n).to_owned());
+                    pair.set_value((*v).to_owned());
+                    pair
+                })
+                .collect(),
+        );
+        let mut g = Gauge::default();
+        g.set_value(value);
+        series.set_gauge(g);
+        let mut family = MetricFamily::default();
+        family.set_name("m".into());
+        family.set_help("h".into());
+        family.set_field_type(MetricType::GAUGE);
+        family.mut_metric().push(series);
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&[family], &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        text.lines().last().unwrap().to_owned() + "\n"
+    }
+
+    #[test]
+    fn lines_are_what_the_prometheus_encoder_writes() {
+        let awkward = "a\"b\\c\nd é";
+        for (labels, value) in [
+            (vec![], 0.0),
+            (vec![("pod", "web")], 1.5),
+            (vec![("pod", awkward), ("port", "53")], 12_345_678_901.0),
+            (vec![("pod", "")], f64::INFINITY),
+            (vec![("pod", "x")], -0.25),
+        ] {
+            let names: Vec<&str> = labels.iter().map(|(n, _)| *n).collect();
+            let values: Vec<String> = labels.iter().map(|(_, v)| (*v).to_owned()).collect();
+            let mut ours = String::new();
+            sample(&mut ours, "m", "", &names, &values, None, value);
+            assert_eq!(ours, encoded(&labels, value), "{labels:?} {value}");
+        }
+    }
 }

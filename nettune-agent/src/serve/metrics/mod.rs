@@ -4,7 +4,7 @@
 //! - [`labels`]: the label structs;
 //! - [`series`]: which figure of the Snapshot feeds which metric;
 //! - `conversations`: the series of the pods' DNS, handshakes and ICMP errors;
-//! - `families`: typed series in, `prometheus` families out.
+//! - `families`: typed series in, exposition text out.
 //!
 //! Every metric of [`catalog::ALL`] gets a `prometheus` [`Desc`] at start-up, so
 //! a name or label the Prometheus data model rejects fails there, not at scrape
@@ -76,22 +76,22 @@ impl Exporter {
     /// `agent.max_pod_series` are marked folded: see
     /// [`crate::model::snapshot::Snapshot::fold`]).
     ///
-    /// The families go to the encoder in the catalog's order and each family's
-    /// series in the Snapshot's (stable) order: a `Registry` would sort every
-    /// family's series by their labels first, the largest part of a rendering at
-    /// hundreds of pods, for an order the text format does not require.
+    /// The families are written in the catalog's order and each family's series
+    /// in the Snapshot's (stable) order, as text straight away (`families`): a
+    /// `Registry` would sort every family's series by their labels first, and
+    /// the crate's protobuf families cost more to build than the text they
+    /// encode to, at hundreds of pods the most of a rendering.
     pub fn render(&self, published: &Published) -> Bytes {
         let mut f = families::Families::new();
         series::render_into(&mut f, published);
-        let mut all = match self.folded.lock() {
+        let text = match self.folded.lock() {
             Ok(mut folded) => f.finish(&mut folded),
             Err(_) => f.finish(&mut families::FoldedCounters::default()),
         };
-        all.retain(|family| !family.get_metric().is_empty());
-        all.extend(self.process.collect());
-        let mut buf = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&all, &mut buf) {
-            return Bytes::from(format!("# encoding failed: {e}\n"));
+        let mut buf = text.into_bytes();
+        // The process collector's few families, through the crate's encoder.
+        if let Err(e) = TextEncoder::new().encode(&self.process.collect(), &mut buf) {
+            buf.extend_from_slice(format!("# encoding failed: {e}\n").as_bytes());
         }
         Bytes::from(buf)
     }
