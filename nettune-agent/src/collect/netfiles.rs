@@ -23,8 +23,12 @@ use crate::{
     sys::{Namespace, System},
 };
 
-/// Quiet namespaces read per tick for no reason but their turn.
-pub const BACKGROUND_READS_PER_TICK: usize = 16;
+/// Quiet namespaces read per tick for no reason but their turn: the safety net
+/// for what the kernel side cannot see (a pod's loopback-only traffic where
+/// overflows are counted from `/proc`). At 500 quiet pods, 16 a tick was a third
+/// of the agent's CPU (a profile of `cargo xtask bench --section scale`); 8 read
+/// each of 500 namespaces about once a minute.
+pub const BACKGROUND_READS_PER_TICK: usize = 8;
 
 /// Namespaces read per tick because their counters moved, the most moved first.
 /// On a node where every pod is busy every second this bounds a tick's reads

@@ -100,17 +100,20 @@ fn a_quiet_node_reads_a_few_namespaces_a_tick_and_an_active_one_at_once() {
 
 #[test]
 fn a_namespace_not_read_this_tick_keeps_its_figures_and_the_rate_between_its_reads() {
-    let system = node(40, 0);
+    // Two and a half ticks' worth of quiet namespaces, 100 upwards.
+    let n = (BACKGROUND_READS_PER_TICK * 5 / 2) as u32;
+    let last = 99 + n;
+    let system = node(n, 0);
     let mut reader = NetFilesReader::default();
     let t0 = Instant::now();
     tick(&mut reader, &system, t0, |_| {});
-    set_overflows(&system, 40, 100);
-    // Namespace 139 is last in turn: it is read again only after two quiet ticks.
+    set_overflows(&system, n, 100);
+    // The last namespace is last in turn: it is read again only after two quiet ticks.
     let mut read_at = None;
     for i in 1..=4 {
         let now = t0 + Duration::from_secs(10 * i);
         let (_, s) = tick(&mut reader, &system, now, |_| {});
-        let ns = &s.netns[&139];
+        let ns = &s.netns[&last];
         if ns.listen.map(|l| l.overflows) == Some(100) && read_at.is_none() {
             read_at = Some(i);
             assert_eq!(
@@ -121,7 +124,7 @@ fn a_namespace_not_read_this_tick_keeps_its_figures_and_the_rate_between_its_rea
         }
         if let Some(at) = read_at {
             let snapshot = build(&s);
-            let w = snapshot.workload(139).unwrap();
+            let w = snapshot.workload(last).unwrap();
             assert_eq!(w.listen_overflows.total, 100);
             assert!(
                 (w.listen_overflows.per_second - 100.0 / (10.0 * at as f64)).abs() < 1e-9,
