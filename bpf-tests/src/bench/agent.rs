@@ -92,6 +92,41 @@ impl Agent {
     }
 }
 
+/// Polls the kernel (a TCX query on each interface, both directions) until every
+/// interface in `ifaces` has a program attached on ingress and on egress, for at
+/// most `timeout`. What the agent says of its attaches is not asked: its series
+/// appear before the last of hundreds of attaches is done.
+pub fn wait_for_tcx(ifaces: &[&str], timeout: Duration) -> anyhow::Result<()> {
+    use aya::programs::{SchedClassifier, tc::TcAttachType};
+    let names: Vec<std::ffi::CString> = ifaces
+        .iter()
+        .map(|i| std::ffi::CString::new(*i))
+        .collect::<Result<_, _>>()?;
+    let deadline = Instant::now() + timeout;
+    let mut at = 0;
+    while at < names.len() {
+        let attached = [TcAttachType::Ingress, TcAttachType::Egress]
+            .into_iter()
+            .all(|way| {
+                SchedClassifier::query_tcx(names[at].as_c_str(), way)
+                    .is_ok_and(|(_, programs)| !programs.is_empty())
+            });
+        if attached {
+            at += 1;
+            continue;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} of {} interfaces without both tc programs after {timeout:?}",
+                names.len() - at,
+                names.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
