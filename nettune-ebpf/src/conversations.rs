@@ -265,7 +265,10 @@ fn tcp_control(ctx: &TcContext, way: Way, p: &Packet, tcp: &[u8; 14], flags: u8)
                 let sent_ns = unsafe { bpf_ktime_get_ns() };
                 // One map operation a SYN: BPF_NOEXIST creates the pending entry
                 // or, for a retransmitted SYN, fails and keeps the first one's time.
-                if HANDSHAKES.insert(&key, &Pending { sent_ns }, BPF_NOEXIST).is_ok() {
+                if HANDSHAKES
+                    .insert(&key, &Pending { sent_ns }, BPF_NOEXIST)
+                    .is_ok()
+                {
                     // SAFETY: as above.
                     add(unsafe { &raw mut (*c).connect_attempts }, 1);
                 } else {
@@ -339,7 +342,10 @@ fn dns(ctx: &TcContext, way: Way, p: &Packet, sport: u16, dport: u16) {
             // SAFETY: bpf_ktime_get_ns has no preconditions.
             let sent_ns = unsafe { bpf_ktime_get_ns() };
             // As for a SYN: a retry finds its query pending and keeps its time.
-            if DNS_PENDING.insert(&key, &Pending { sent_ns }, BPF_NOEXIST).is_ok() {
+            if DNS_PENDING
+                .insert(&key, &Pending { sent_ns }, BPF_NOEXIST)
+                .is_ok()
+            {
                 // SAFETY: a field of the map value `c` points at.
                 add(unsafe { &raw mut (*c).dns.queries }, 1);
                 if let Some(s) = server {
