@@ -112,32 +112,17 @@ impl Families {
     fn push_histogram(&mut self, at: usize, values: &[String], h: &LatencyHistogram) {
         let desc = &catalog::ALL[at];
         let body = &mut self.bodies[at];
-        let (name, names) = (desc.name, desc.labels);
+        let mut line = |suffix: &str, le: Option<&str>, value: f64| {
+            sample(body, desc.name, suffix, desc.labels, values, le, value);
+        };
         for (bound, count) in &h.buckets {
-            let le = bound.to_string();
-            sample(
-                body,
-                name,
-                "_bucket",
-                names,
-                values,
-                Some(&le),
-                *count as f64,
-            );
+            line("_bucket", Some(&bound.to_string()), *count as f64);
         }
         if !h.buckets.iter().any(|(b, _)| *b == f64::INFINITY) {
-            sample(
-                body,
-                name,
-                "_bucket",
-                names,
-                values,
-                Some("+Inf"),
-                h.count as f64,
-            );
+            line("_bucket", Some("+Inf"), h.count as f64);
         }
-        sample(body, name, "_sum", names, values, None, h.sum_seconds);
-        sample(body, name, "_count", names, values, None, h.count as f64);
+        line("_sum", None, h.sum_seconds);
+        line("_count", None, h.count as f64);
     }
 
     /// The exposition of every family with series, summed series included;
