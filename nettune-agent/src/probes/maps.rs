@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use aya::{
     Ebpf, Pod,
-    maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, IterableMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap},
 };
+use std::os::fd::AsFd as _;
 
 use super::MapReadError;
 
@@ -50,6 +51,15 @@ where
 {
     let hash: PerCpuHashMap<&MapData, K, V> =
         PerCpuHashMap::try_from(map(ebpf, name)?).map_err(map_error(name))?;
+    let cpus = aya::util::nr_cpus()
+        .map_err(|(_, e)| map_error(name)(MapError::IoError(e)))?
+        .get() as usize;
+    if let Some(entries) = batch(&hash, cpus, name)? {
+        return Ok(entries
+            .into_iter()
+            .map(|(key, per_cpu)| (key, per_cpu.into_iter().fold(V::default(), &fold)))
+            .collect());
+    }
     let mut out = BTreeMap::new();
     for entry in hash.iter() {
         let Ok((key, per_cpu)) = entry else { continue };
@@ -66,7 +76,23 @@ pub(crate) fn hash_entries<K: Pod + Ord, V: Pod>(
 ) -> Result<BTreeMap<K, V>, MapReadError> {
     let hash: HashMap<&MapData, K, V> =
         HashMap::try_from(map(ebpf, name)?).map_err(map_error(name))?;
+    if let Some(entries) = batch(&hash, 1, name)? {
+        return Ok(entries
+            .into_iter()
+            .filter_map(|(key, mut one)| Some((key, one.pop()?)))
+            .collect());
+    }
     Ok(hash.iter().filter_map(Result::ok).collect())
+}
+
+/// Every entry of `map` by batch lookups, or `None` where the kernel has none.
+fn batch<K: Pod, V: Pod, Value>(
+    map: &impl IterableMap<K, Value>,
+    per_key: usize,
+    name: &'static str,
+) -> Result<Option<super::batch::Entries<K, V>>, MapReadError> {
+    super::batch::entries(map.map().fd().as_fd(), per_key)
+        .map_err(|e| map_error(name)(MapError::IoError(e)))
 }
 
 /// Per-CPU `u64` hash summed over CPUs.
