@@ -15,6 +15,7 @@ mod deploy;
 mod drops;
 mod exporter;
 mod listen;
+mod netns;
 mod pods;
 mod probes;
 mod retransmit;
@@ -31,6 +32,7 @@ fn main() {
         budget::TESTS,
         listen::TESTS,
         conntrack::TESTS,
+        netns::TESTS,
         connect::TESTS,
         conversations::TESTS,
         context::TESTS,

@@ -17,7 +17,7 @@
 
 use std::{collections::BTreeMap, time::Instant};
 
-use super::sample::read_netns_files;
+use super::sample::read_netns_files_of;
 use crate::{
     model::sample::{NetFiles, NetnsSample, Sample},
     sys::{Namespace, System},
@@ -137,9 +137,7 @@ impl NetFilesReader {
             self.cursor = last.inode;
         }
         turn.extend(due);
-        for ns in &turn {
-            let mut read = NetnsSample::default();
-            read_netns_files(system, ns, &mut read);
+        for (ns, read) in turn.iter().zip(read_netns_files_of(system, &turn)) {
             let before = self.reads.get(&ns.inode).map(|r| (r.at, r.files));
             self.reads.insert(
                 ns.inode,

@@ -31,7 +31,26 @@ pub const SOFTNET_STAT: &str = "net/softnet_stat";
 
 /// Reads `ns`'s counter files into `into`.
 pub fn read_netns_files(system: &impl System, ns: &Namespace, into: &mut NetnsSample) {
-    let mut files = system.read_net_files(ns, &NET_FILES).into_iter();
+    parse_netns_files(system.read_net_files(ns, &NET_FILES), into);
+}
+
+/// Each of `namespaces`' files, as [`read_netns_files`] reads one's, in one pass.
+pub fn read_netns_files_of(system: &impl System, namespaces: &[&Namespace]) -> Vec<NetnsSample> {
+    system
+        .read_net_files_of(namespaces, &NET_FILES)
+        .into_iter()
+        .map(|texts| {
+            let mut sample = NetnsSample::default();
+            parse_netns_files(texts, &mut sample);
+            sample
+        })
+        .collect()
+}
+
+/// Fills `into` from the texts of [`NET_FILES`], in order (a failed read leaves
+/// its figures unknown).
+fn parse_netns_files(texts: Vec<std::io::Result<String>>, into: &mut NetnsSample) {
+    let mut files = texts.into_iter();
     let mut next = || files.next().and_then(Result::ok);
     let (netstat, snmp, conntrack, sockstat) = (next(), next(), next(), next());
     into.listen = netstat.map(|t| procfs::listen_counters(&procfs::Mib::parse("netstat", &t)));

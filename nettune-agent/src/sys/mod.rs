@@ -71,6 +71,19 @@ pub trait System: Send + Sync {
     /// `/proc/net/<file>` as seen inside `ns`, for each of `files` (in order).
     fn read_net_files(&self, ns: &Namespace, files: &[&str]) -> Vec<io::Result<String>>;
 
+    /// [`Self::read_net_files`] for each of `namespaces`, in order (the kernel's
+    /// reads them in one pass; by default one by one).
+    fn read_net_files_of(
+        &self,
+        namespaces: &[&Namespace],
+        files: &[&str],
+    ) -> Vec<Vec<io::Result<String>>> {
+        namespaces
+            .iter()
+            .map(|ns| self.read_net_files(ns, files))
+            .collect()
+    }
+
     /// The interfaces of the agent's own (the host's) namespace.
     fn host_links(&self) -> io::Result<Vec<Link>>;
 
@@ -170,6 +183,14 @@ where
 
     fn read_net_files(&self, ns: &Namespace, files: &[&str]) -> Vec<io::Result<String>> {
         (**self).read_net_files(ns, files)
+    }
+
+    fn read_net_files_of(
+        &self,
+        namespaces: &[&Namespace],
+        files: &[&str],
+    ) -> Vec<Vec<io::Result<String>>> {
+        (**self).read_net_files_of(namespaces, files)
     }
 
     fn host_links(&self) -> io::Result<Vec<Link>> {
@@ -291,6 +312,14 @@ impl System for Kernel {
 
     fn read_net_files(&self, ns: &Namespace, files: &[&str]) -> Vec<io::Result<String>> {
         netns::read_net_files(ns, files)
+    }
+
+    fn read_net_files_of(
+        &self,
+        namespaces: &[&Namespace],
+        files: &[&str],
+    ) -> Vec<Vec<io::Result<String>>> {
+        netns::read_net_files_of(namespaces, files)
     }
 
     fn host_link_stats(&self) -> io::Result<BTreeMap<u32, LinkCounters>> {
