@@ -93,7 +93,11 @@ const CONTEXT_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Ticks between two listings of links and namespaces when nothing says one
 /// changed (a namespace with no veth on the host is found within this many).
-pub const TOPOLOGY_REFRESH_TICKS: u32 = 10;
+/// Links are followed by their netlink notifications and a namespace the maps
+/// count in is listed at once, so this is the safety net only: at 500 pods a
+/// listing every 10 ticks (every link's dump, in which the kernel finds each
+/// veth's peer id by a walk of all ids) was a tenth of an idle agent's CPU.
+pub const TOPOLOGY_REFRESH_TICKS: u32 = 30;
 
 /// The host's links and the node's namespaces, as last listed.
 #[derive(Clone, Debug)]
