@@ -21,6 +21,10 @@ use std::{
 
 use tokio::signal::unix::SignalKind;
 
+mod wakeups;
+
+pub use wakeups::{Arming, EventWakeups, MAX_SKIPPED_TICKS, QUIET_FOR, Quieting};
+
 use crate::{
     collect::Tick,
     config::Config,
@@ -48,119 +52,6 @@ pub enum DaemonError {
     /// Signals or the collection thread could not be set up.
     #[error(transparent)]
     Io(#[from] std::io::Error),
-}
-
-/// When urgent events may trigger a collection, and when the kernel should send
-/// them.
-///
-/// A wake-up collects at most once per `min_gap`; the others are counted and wait
-/// for the next tick. Each event costs the kernel a ring-buffer wake-up, and the
-/// kernel sends one only while its kind is armed (the sender disarms it), so the
-/// loop arms the kinds only while an early collection could change something —
-/// the tuner enforces — and after a collection an event triggered: again after
-/// `min_gap` if it wrote a change (the pressure may still be growing), else only
-/// at a later tick, and each fruitless wake-up in a row doubles the ticks
-/// skipped (up to [`MAX_SKIPPED_TICKS`]): a firewall dropping packets all day is
-/// not news to the tuner, and the tick still sees everything.
-#[derive(Debug)]
-pub struct EventWakeups {
-    min_gap: Duration,
-    last: Option<Instant>,
-    /// When to arm the kinds again, if later than now.
-    rearm_at: Option<Instant>,
-    /// Fruitless event-triggered collections in a row.
-    fruitless: u32,
-    /// Tick collections still to pass before arming again.
-    skip_ticks: u32,
-    /// Wake-ups that did not collect.
-    pub suppressed: u64,
-}
-
-/// Most ticks a run of fruitless wake-ups makes the events wait.
-pub const MAX_SKIPPED_TICKS: u32 = 63;
-
-/// What to do with the kernel's urgent events after a collection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arming {
-    /// Arm every kind now.
-    Arm,
-    /// Disarm every kind.
-    Disarm,
-    /// Leave them disarmed for now ([`EventWakeups::due`] says when).
-    Later,
-}
-
-impl EventWakeups {
-    /// At most one event-triggered collection per `min_gap`.
-    pub fn new(min_gap: Duration) -> Self {
-        Self {
-            min_gap,
-            last: None,
-            rearm_at: None,
-            fruitless: 0,
-            skip_ticks: 0,
-            suppressed: 0,
-        }
-    }
-
-    /// After a collection at `now`, triggered by an event or not, that wrote a
-    /// change (`applied`) or not, by an engine that `acts` on urgent events or
-    /// not: what to do with the kernel's events.
-    pub fn after_collection(
-        &mut self,
-        now: Instant,
-        by_event: bool,
-        applied: bool,
-        acts: bool,
-    ) -> Arming {
-        self.rearm_at = None;
-        if !acts {
-            return Arming::Disarm;
-        }
-        match (by_event, applied) {
-            (false, _) if self.skip_ticks > 0 => {
-                self.skip_ticks -= 1;
-                Arming::Later
-            }
-            (false, _) => Arming::Arm,
-            (true, true) => {
-                self.fruitless = 0;
-                self.rearm_at = Some(now + self.min_gap);
-                Arming::Later
-            }
-            (true, false) => {
-                // 0, 1, 3, 7, … ticks skipped after 1, 2, 3, 4, … in a row.
-                self.skip_ticks = (1u32 << self.fruitless.min(6)) - 1;
-                self.skip_ticks = self.skip_ticks.min(MAX_SKIPPED_TICKS);
-                self.fruitless = self.fruitless.saturating_add(1);
-                Arming::Later
-            }
-        }
-    }
-
-    /// Whether a re-arm planned by [`Self::after_collection`] is due at `now`
-    /// (it is then done).
-    pub fn due(&mut self, now: Instant) -> bool {
-        if self.rearm_at.is_some_and(|at| now >= at) {
-            self.rearm_at = None;
-            return true;
-        }
-        false
-    }
-
-    /// Events arrived at `now`: whether to collect now.
-    pub fn on_events(&mut self, now: Instant) -> bool {
-        match self.last {
-            Some(last) if now.saturating_duration_since(last) < self.min_gap => {
-                self.suppressed += 1;
-                false
-            }
-            _ => {
-                self.last = Some(now);
-                true
-            }
-        }
-    }
 }
 
 /// Waits at most `timeout` for the ring buffer's fd to be readable.
@@ -212,16 +103,17 @@ pub fn collection_loop<P: ProbeSource, S: System + Clone + Send + 'static>(
         };
         // Drain the ring on every pass, woken by it or not, so it never fills up.
         let latest = state.latest();
-        log_events(
+        let events = log_events(
             &mut engine.collector.probes,
             latest.as_ref().map(|p| &p.snapshot),
             &mut engine.events_received,
         );
         let now = Instant::now();
-        if let Some(w) = wakeups.as_mut()
-            && w.due(now)
-        {
-            arm(&mut engine.collector.probes, true);
+        if let Some(w) = wakeups.as_mut() {
+            w.note_events(&events);
+            if w.due(now) {
+                arm(&mut engine.collector.probes, true);
+            }
         }
         let by_event = woken && wakeups.as_mut().is_some_and(|w| w.on_events(now));
         if !by_event && now < next_tick {
@@ -245,11 +137,13 @@ pub fn collection_loop<P: ProbeSource, S: System + Clone + Send + 'static>(
             }
         };
         if let Some(w) = wakeups.as_mut() {
-            match w.after_collection(Instant::now(), by_event, applied, acts) {
+            let now = Instant::now();
+            match w.after_collection(now, by_event, applied, acts) {
                 Arming::Arm => arm(&mut engine.collector.probes, true),
                 Arming::Disarm => arm(&mut engine.collector.probes, false),
                 Arming::Later => {}
             }
+            apply_quieting(&mut engine.collector.probes, w.quieting(now));
         }
     }
 }
@@ -262,6 +156,25 @@ fn arm(probes: &mut impl ProbeSource, armed: bool) {
     ] {
         if let Err(e) = probes.arm_events(kind, armed) {
             log::debug!("cannot arm urgent events: {e}");
+        }
+    }
+}
+
+/// Makes namespaces quiet for urgent events, or ends it.
+fn apply_quieting(probes: &mut impl ProbeSource, changes: Quieting) {
+    let start = changes.start.into_iter().map(|s| (s, true));
+    for ((kind, netns), quiet) in start.chain(changes.end.into_iter().map(|s| (s, false))) {
+        let Some(kind) = nettune_common::EventKind::from_value(kind) else {
+            continue;
+        };
+        if quiet {
+            log::info!(
+                "urgent: netns {netns}'s {kind:?} events woke a collection in vain: not sent for {} s",
+                QUIET_FOR.as_secs()
+            );
+        }
+        if let Err(e) = probes.quiet_events(kind, netns, quiet) {
+            log::debug!("cannot change the quiet namespaces of urgent events: {e}");
         }
     }
 }
@@ -348,13 +261,14 @@ pub async fn run(config: Config, probes: Probes) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Logs and counts every event waiting in the ring buffer.
+/// Logs and counts every event waiting in the ring buffer; returns them.
 fn log_events(
     probes: &mut impl ProbeSource,
     last: Option<&Snapshot>,
     received: &mut ReceivedEvents,
-) {
-    for event in probes.drain_events() {
+) -> Vec<nettune_common::Event> {
+    let events = probes.drain_events();
+    for event in &events {
         received.count(event.kind);
         let owner = last.and_then(|s| s.workload(event.netns)).map_or_else(
             || format!("netns {}", event.netns),
@@ -372,6 +286,7 @@ fn log_events(
             other => log::debug!("urgent event of unknown kind {other}"),
         }
     }
+    events
 }
 
 /// Logs what attaching tc programs changed.
@@ -449,56 +364,6 @@ mod tests {
         drop(release);
         collecting.join().unwrap();
         let _ = stop_serving.send(true);
-    }
-
-    #[test]
-    fn a_flood_of_events_collects_at_most_once_per_gap_and_counts_the_rest() {
-        let mut w = EventWakeups::new(Duration::from_millis(100));
-        let t0 = Instant::now();
-        let collected: Vec<bool> = (0..10)
-            .map(|i| w.on_events(t0 + Duration::from_millis(i * 30)))
-            .collect();
-        // t = 0, 120 and 240 ms collect; the seven in between wait.
-        assert_eq!(
-            collected,
-            [
-                true, false, false, false, true, false, false, false, true, false
-            ]
-        );
-        assert_eq!(w.suppressed, 7);
-        let mut w = EventWakeups::new(Duration::ZERO);
-        assert!((0..5).all(|_| w.on_events(t0)));
-    }
-
-    #[test]
-    fn events_are_armed_only_while_an_early_collection_could_write() {
-        let mut w = EventWakeups::new(Duration::from_millis(100));
-        let t0 = Instant::now();
-        // Observing or advising: the kernel sends nothing.
-        assert_eq!(w.after_collection(t0, false, false, false), Arming::Disarm);
-        // Enforcing: armed at every tick.
-        assert_eq!(w.after_collection(t0, false, false, true), Arming::Arm);
-        // An event that led to a write: armed again after the gap.
-        assert_eq!(w.after_collection(t0, true, true, true), Arming::Later);
-        assert!(!w.due(t0 + Duration::from_millis(50)));
-        assert!(w.due(t0 + Duration::from_millis(100)));
-        assert!(!w.due(t0 + Duration::from_millis(150)), "once");
-        // An event that changed nothing: not before the next tick.
-        assert_eq!(w.after_collection(t0, true, false, true), Arming::Later);
-        assert!(!w.due(t0 + Duration::from_secs(60)));
-        assert_eq!(w.after_collection(t0, false, false, true), Arming::Arm);
-        // Fruitless again and again: the ticks skipped double, up to a bound.
-        let ticks_until_armed = |w: &mut EventWakeups| {
-            assert_eq!(w.after_collection(t0, true, false, true), Arming::Later);
-            (1..)
-                .find(|_| w.after_collection(t0, false, false, true) == Arming::Arm)
-                .unwrap()
-        };
-        let waits: Vec<u32> = (0..9).map(|_| ticks_until_armed(&mut w)).collect();
-        assert_eq!(waits, [2, 4, 8, 16, 32, 64, 64, 64, 64]);
-        // A useful one starts over.
-        assert_eq!(w.after_collection(t0, true, true, true), Arming::Later);
-        assert_eq!(ticks_until_armed(&mut w), 1);
     }
 
     #[test]

@@ -11,11 +11,11 @@
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use nettune_common::{
     Event, EventKind,
-    events::{EVENT_KINDS, EVENTS_RING_BYTES},
+    events::{EVENT_KINDS, EVENTS_QUIET_ENTRIES, EVENTS_RING_BYTES, quiet_key},
 };
 
 use crate::counters;
@@ -38,8 +38,13 @@ static EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 #[map]
 static EVENTS_ARMED: Array<u32> = Array::with_max_entries(EVENT_KINDS, 0);
 
-/// Sends an event if its kind is armed, and disarms the kind. Never blocks: a
-/// full ring counts as lost.
+/// Namespaces whose events of a kind the agent does not want for now (key
+/// `quiet_key(kind, netns)`): looked up only once the kind is armed.
+#[map]
+static EVENTS_QUIET: HashMap<u64, u8> = HashMap::with_max_entries(EVENTS_QUIET_ENTRIES, 0);
+
+/// Sends an event if its kind is armed and its namespace not quiet, and disarms
+/// the kind. Never blocks: a full ring counts as lost.
 #[inline(always)]
 pub fn emit(kind: EventKind, netns: u32, ifindex: u32, port: u32) {
     // SAFETY: a static, valid for the program's life; read volatilely so that the
@@ -52,8 +57,11 @@ pub fn emit(kind: EventKind, netns: u32, ifindex: u32, port: u32) {
     };
     // SAFETY: a valid 4-byte slot; other CPUs may read or write it at the same
     // time, and an aligned u32 access is never torn. CPUs racing past the check
-    // each send one event, which the agent's collection gap absorbs.
-    if unsafe { core::ptr::read_volatile(armed) } == 0 {
+    // each send one event, which the agent's collection gap absorbs. The quiet
+    // lookup's value is not used, only whether there is one.
+    if unsafe { core::ptr::read_volatile(armed) } == 0
+        || unsafe { EVENTS_QUIET.get(&quiet_key(kind as u32, netns)) }.is_some()
+    {
         counters::bump_slot(&EVENTS_LOST, 1);
         return;
     }

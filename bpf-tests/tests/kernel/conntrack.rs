@@ -32,6 +32,10 @@ pub const TESTS: &[Test] = &[
         name: "conntrack::a_full_table_raises_an_urgent_event_a_firewall_drop_does_not",
         run: a_full_table_raises_an_urgent_event_a_firewall_drop_does_not,
     },
+    Test {
+        name: "conntrack::a_quiet_namespace_sends_no_event_until_its_quiet_ends",
+        run: a_quiet_namespace_sends_no_event_until_its_quiet_ends,
+    },
 ];
 
 const CONNECTIONS: usize = 20;
@@ -136,6 +140,48 @@ fn events_of(
     out
 }
 
+/// NETFILTER_DROP drops the probes counted in namespace `inode`.
+fn netfilter_drops(probes: &nettune::probes::Probes, inode: u32) -> anyhow::Result<u64> {
+    let reason = probes
+        .drop_reasons()
+        .value("NETFILTER_DROP")
+        .context("no NETFILTER_DROP reason")?;
+    Ok(probes
+        .read()?
+        .drops
+        .iter()
+        .filter(|(k, _)| k.netns == inode && k.reason == reason)
+        .map(|(_, n)| n)
+        .sum())
+}
+
+/// A table too small for the connections the pair's sender opens: the packets
+/// it cannot track are refused before they get an entry (and their SYNs, sent
+/// again, keep being refused while this lives).
+struct FullTable {
+    _restore: Restore,
+    _listener: TcpListener,
+    _clients: Vec<std::os::fd::OwnedFd>,
+}
+
+impl FullTable {
+    fn open(pair: &Pair) -> anyhow::Result<Self> {
+        let restore = Restore::set(CONNTRACK_MAX, &FULL_TABLE.to_string())?;
+        let server = std::net::SocketAddrV4::new(pair.veth.b_addr, PORT);
+        let listener = pair.receiver.run(|| TcpListener::bind(server))??;
+        let clients = pair.sender.run(|| {
+            (0..FULL_TABLE * 3)
+                .map(|_| connect_nonblocking(server))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })??;
+        Ok(Self {
+            _restore: restore,
+            _listener: listener,
+            _clients: clients,
+        })
+    }
+}
+
 fn a_full_table_raises_an_urgent_event_a_firewall_drop_does_not() -> TestResult {
     if let Some(skip) = require_root() {
         return skip;
@@ -146,19 +192,7 @@ fn a_full_table_raises_an_urgent_event_a_firewall_drop_does_not() -> TestResult 
     let mut probes = probes_with_drops()?;
     let pair = pair_with_conntrack_rules(7)?;
     let inode = pair.receiver.inode()?;
-    let netfilter_drops = |probes: &nettune::probes::Probes| -> anyhow::Result<u64> {
-        let reason = probes
-            .drop_reasons()
-            .value("NETFILTER_DROP")
-            .context("no NETFILTER_DROP reason")?;
-        Ok(probes
-            .read()?
-            .drops
-            .iter()
-            .filter(|(k, _)| k.netns == inode && k.reason == reason)
-            .map(|(_, n)| n)
-            .sum())
-    };
+    let netfilter_drops = |probes: &nettune::probes::Probes| netfilter_drops(probes, inode);
     probes.drain_events();
     // A SYN to the blocked port: tracked (the namespace has a ct rule), then
     // dropped by the rule. Counted, and not urgent.
@@ -178,14 +212,7 @@ fn a_full_table_raises_an_urgent_event_a_firewall_drop_does_not() -> TestResult 
     );
     // A table too small for the connections: the packets it cannot track are
     // refused before they get an entry. Urgent.
-    let _restore = Restore::set(CONNTRACK_MAX, &FULL_TABLE.to_string())?;
-    let server = std::net::SocketAddrV4::new(pair.veth.b_addr, PORT);
-    let _listener = pair.receiver.run(|| TcpListener::bind(server))??;
-    let _clients = pair.sender.run(|| {
-        (0..FULL_TABLE * 3)
-            .map(|_| connect_nonblocking(server))
-            .collect::<anyhow::Result<Vec<_>>>()
-    })??;
+    let _full = FullTable::open(&pair)?;
     let full = events_of(&mut probes, inode, Duration::from_secs(5));
     let event = full
         .first()
@@ -194,6 +221,51 @@ fn a_full_table_raises_an_urgent_event_a_firewall_drop_does_not() -> TestResult 
     ensure!(
         event.ifindex != 0,
         "the event does not name the interface: {event:?}"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// The agent makes a namespace quiet after its events woke a collection in vain:
+/// the kernel then sends none from it, even from a full table, and counts them
+/// as not sent; once the quiet ends, the next refused packet is an event again.
+fn a_quiet_namespace_sends_no_event_until_its_quiet_ends() -> TestResult {
+    if let Some(skip) = require_root() {
+        return skip;
+    }
+    if let Some(skip) = require_drop_reasons()? {
+        return skip;
+    }
+    let mut probes = probes_with_drops()?;
+    let pair = pair_with_conntrack_rules(8)?;
+    let inode = pair.receiver.inode()?;
+    probes.drain_events();
+    probes.quiet_events(EventKind::NetfilterDrop, inode, true)?;
+    let (drops_before, unsent_before) = (
+        netfilter_drops(&probes, inode)?,
+        probes.read()?.lost_events.not_armed,
+    );
+    let full = FullTable::open(&pair)?;
+    let quiet = events_of(&mut probes, inode, Duration::from_secs(3));
+    let dropped = netfilter_drops(&probes, inode)? - drops_before;
+    let unsent = probes.read()?.lost_events.not_armed - unsent_before;
+    println!(
+        "    quiet: {dropped} NETFILTER_DROP counted, {unsent} not sent, {} events",
+        quiet.len()
+    );
+    ensure!(dropped >= 1, "the full table refused nothing");
+    ensure!(quiet.is_empty(), "a quiet namespace sent events: {quiet:?}");
+    ensure!(
+        unsent >= 1,
+        "the refused packets of a quiet namespace were not counted as not sent"
+    );
+    probes.quiet_events(EventKind::NetfilterDrop, inode, false)?;
+    drop(full);
+    let _full = FullTable::open(&pair)?;
+    let heard = events_of(&mut probes, inode, Duration::from_secs(5));
+    println!("    quiet ended: {} events", heard.len());
+    ensure!(
+        !heard.is_empty(),
+        "no event within 5 s after the namespace's quiet ended"
     );
     Ok(Outcome::Passed)
 }

@@ -2,15 +2,16 @@
 //!
 //! The kernel side never blocks: an event whose kind is not armed, or that finds
 //! the ring full, is counted (`EVENTS_LOST`) instead. The agent drains the ring
-//! when its fd is readable, and arms the kinds it wants (`EVENTS_ARMED`).
+//! when its fd is readable, arms the kinds it wants (`EVENTS_ARMED`) and makes
+//! quiet the namespaces whose events it does not want for now (`EVENTS_QUIET`).
 
 use aya::{
     Ebpf,
-    maps::{Array, MapData, RingBuf},
+    maps::{Array, HashMap, MapData, MapError, RingBuf},
 };
 use nettune_common::{
     Event, EventKind,
-    events::{EVENTS_ARMED_MAP, EVENTS_LOST_MAP, EVENTS_MAP},
+    events::{EVENTS_ARMED_MAP, EVENTS_LOST_MAP, EVENTS_MAP, EVENTS_QUIET_MAP, quiet_key},
 };
 
 use super::{
@@ -44,6 +45,32 @@ pub(super) fn arm(ebpf: &mut Ebpf, kind: EventKind, armed: bool) -> Result<(), M
     slots
         .set(kind as u32, &u32::from(armed), 0)
         .map_err(map_error(EVENTS_ARMED_MAP))
+}
+
+/// Makes namespace `netns` quiet for events of `kind` (`quiet`), or not: a quiet
+/// namespace sends none of them even while the kind is armed. Ending quiet where
+/// it was not is no error.
+pub(super) fn set_quiet(
+    ebpf: &mut Ebpf,
+    kind: EventKind,
+    netns: u32,
+    quiet: bool,
+) -> Result<(), MapReadError> {
+    let map = ebpf
+        .map_mut(EVENTS_QUIET_MAP)
+        .ok_or_else(|| missing(EVENTS_QUIET_MAP))?;
+    let mut quiet_map: HashMap<&mut MapData, u64, u8> =
+        HashMap::try_from(map).map_err(map_error(EVENTS_QUIET_MAP))?;
+    let key = quiet_key(kind as u32, netns);
+    let done = if quiet {
+        quiet_map.insert(&key, &1, 0)
+    } else {
+        match quiet_map.remove(&key) {
+            Err(MapError::KeyNotFound) => Ok(()),
+            other => other,
+        }
+    };
+    done.map_err(map_error(EVENTS_QUIET_MAP))
 }
 
 /// An event from a ring-buffer record; `None` when the record is too short.

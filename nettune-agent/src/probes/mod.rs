@@ -19,6 +19,7 @@
 
 #[cfg(test)]
 mod arch;
+mod batch;
 mod chain;
 pub mod connect;
 pub mod conversations;
@@ -185,6 +186,18 @@ pub trait ProbeSource {
     /// Arms (or disarms) urgent events of `kind`: an armed kind is sent once,
     /// then disarmed by the program that sent it (nothing by default).
     fn arm_events(&mut self, _kind: EventKind, _armed: bool) -> Result<(), MapReadError> {
+        Ok(())
+    }
+
+    /// Makes namespace `netns` quiet for urgent events of `kind` (`quiet`) or
+    /// ends it: a quiet namespace sends none even while the kind is armed
+    /// (nothing by default).
+    fn quiet_events(
+        &mut self,
+        _kind: EventKind,
+        _netns: u32,
+        _quiet: bool,
+    ) -> Result<(), MapReadError> {
         Ok(())
     }
 
@@ -518,6 +531,15 @@ impl ProbeSource for Probes {
 
     fn arm_events(&mut self, kind: EventKind, armed: bool) -> Result<(), MapReadError> {
         events::arm(&mut self.ebpf, kind, armed)
+    }
+
+    fn quiet_events(
+        &mut self,
+        kind: EventKind,
+        netns: u32,
+        quiet: bool,
+    ) -> Result<(), MapReadError> {
+        events::set_quiet(&mut self.ebpf, kind, netns, quiet)
     }
 
     fn take_unanswered_and_refused(&mut self, timeouts: Timeouts) -> Result<Taken, MapReadError> {

@@ -131,7 +131,7 @@ catalog! {
     MAP_NAMESPACES_OVER_BUDGET: Gauge<BudgetedMap> = "nettune_map_namespaces_over_budget",
         "Pod namespaces past their budget of keys in a shared kernel map (probes.drop_keys_per_namespace, probes.listen_keys_per_namespace): their new keys are folded into one, so their counts stay whole without the detail.";
     EVENTS_LOST: Counter<LostCause> = "nettune_events_lost_total",
-        "Urgent events not delivered: ring buffer full, or not armed (no early collection could change a decision).";
+        "Urgent events not delivered: ring buffer full, or not armed (no early collection could change a decision, or their namespace is quiet: its events woke a collection in vain within the last 10 minutes).";
     EVENTS_RECEIVED: Counter<EventKind> = "nettune_events_received_total",
         "Urgent events the agent received from the kernel (each may wake a collection).";
     EVENT_COLLECTIONS_SUPPRESSED: Counter<NoLabels> = "nettune_event_collections_suppressed_total",
