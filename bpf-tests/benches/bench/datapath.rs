@@ -2,9 +2,10 @@
 //! and every system call on the node.
 //!
 //! Two pods routed through the host namespace (nettune attaches tc to both
-//! host-side veths). Each pair of measurements runs the same loads without the
-//! agent and with it fully attached, in alternating order (so drift of a busy
-//! machine falls on both sides alike): iperf3 throughput, 1-byte request/response
+//! host-side veths). Each triple of measurements runs the same loads without the
+//! agent, with only an empty classifier on the same hooks (the floor any tc
+//! program pays) and with the agent fully attached, each setup first, middle and
+//! last in turn (so drift of a busy machine falls on all alike): iperf3 throughput, 1-byte request/response
 //! over one connection, a new connection per request — both ends of each pinned
 //! to one CPU — and a tight loop of `getppid(2)` on that CPU, the row that shows
 //! what no program's own run time does: an attached syscall tracepoint sends
@@ -12,25 +13,31 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use bpf_tests::bench::{
-    agent::Agent,
-    load::{bench_cpu, connect_request_response, iperf3, request_response, syscall_rate},
-    pods::{Pod, Pods},
-    report::{Row, Section, Target},
-    stats::Summary,
+use aya::programs::TcAttachType;
+use bpf_tests::{
+    bench::{
+        agent::Agent,
+        load::{bench_cpu, connect_request_response, iperf3, request_response, syscall_rate},
+        pods::{Pod, Pods},
+        report::{Row, Section, Target},
+        stats::Summary,
+    },
+    classifier::Classifier,
 };
 
 use crate::mode::Mode;
 
 const METHOD: &str = "Two pod namespaces, each a veth to the host, routed through the host \
-namespace, where nettune attaches tc on both host-side veths. Per pair of measurements, the \
-same loads run once without the agent and once with `nettune run` fully attached, in \
-alternating order: iperf3 throughput (`-A cpu,cpu`: both ends on one CPU), 1-byte \
+namespace, where nettune attaches tc on both host-side veths. Per triple of measurements, \
+the same loads run once without the agent, once with only a test-only empty classifier \
+(`bpf-tests/ebpf/src/empty.rs`) on the same hooks — what any tc program costs this path, the \
+floor under nettune's own — and once with `nettune run` fully attached, each setup first, \
+middle and last in turn: iperf3 throughput (`-A cpu,cpu`: both ends on one CPU), 1-byte \
 request/response over one TCP connection (transactions/s), connect-per-request \
 (connect, 1-byte request, 1-byte response, close; connections/s), each pinned to the same \
 CPU, and a loop of 2 million `getppid(2)` calls on that CPU (calls/s: what every system call \
 of every task pays). Figure: with the agent; reference: without, same run; ratio of the \
-medians over pairs.";
+medians over the triples.";
 
 /// `getppid(2)` calls per measurement of the syscall loop.
 const SYSCALLS: u64 = 2_000_000;
@@ -71,42 +78,67 @@ fn measure(a: &Pod, b: &Pod, seconds: u32) -> anyhow::Result<Rates> {
     })
 }
 
+/// What runs on the node during one measurement of a pair.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    NoAgent,
+    /// The test-only empty classifier on the same hooks nettune uses: what any tc
+    /// program costs this path, the floor under nettune's own.
+    EmptyClassifier,
+    Agent,
+}
+
+const SETUPS: [Setup; 3] = [Setup::NoAgent, Setup::EmptyClassifier, Setup::Agent];
+
+/// Runs the loads once with `setup` in place.
+fn measure_with(setup: Setup, pods: &Pods, seconds: u32) -> anyhow::Result<Rates> {
+    let (a, b) = (&pods.pods[0], &pods.pods[1]);
+    match setup {
+        Setup::NoAgent => measure(a, b, seconds),
+        Setup::EmptyClassifier => {
+            let mut empty = Classifier::empty(None)?;
+            for iface in pods.host_ifaces() {
+                empty.attach(iface, TcAttachType::Ingress, false)?;
+                empty.attach(iface, TcAttachType::Egress, false)?;
+            }
+            measure(a, b, seconds)
+        }
+        Setup::Agent => {
+            let agent = Agent::start("")?;
+            agent.wait_for_interfaces(&pods.host_ifaces(), Duration::from_secs(30))?;
+            measure(a, b, seconds)
+        }
+    }
+}
+
 pub fn run(mode: Mode) -> anyhow::Result<Section> {
     let pairs = mode.pick(3, 10);
     let seconds = mode.pick(1, 2);
     let pods = Pods::new(2, "dp")?;
-    let (a, b) = (&pods.pods[0], &pods.pods[1]);
-    // [without, with] × [throughput, rr, crr, syscalls]
-    let mut samples: [[Vec<f64>; 4]; 2] = Default::default();
-    let mut per_pair: [Vec<f64>; 4] = Default::default();
+    // [setup] × [throughput, rr, crr, syscalls]
+    let mut samples: [[Vec<f64>; 4]; 3] = Default::default();
+    // [agent / none, empty / none] × load
+    let mut per_pair: [[Vec<f64>; 4]; 2] = Default::default();
     for pair in 0..pairs {
-        let order = if pair % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
-        let mut this = [None, None];
-        for with_agent in order {
-            let agent = if with_agent {
-                let agent = Agent::start("")?;
-                agent.wait_for_interfaces(&pods.host_ifaces(), Duration::from_secs(30))?;
-                Some(agent)
-            } else {
-                None
-            };
-            let r = measure(a, b, seconds)?;
-            drop(agent);
-            let side = usize::from(with_agent);
-            for (i, v) in [r.gbit_s, r.rr, r.crr, r.syscalls].into_iter().enumerate() {
-                samples[side][i].push(v);
+        // Each setup first, middle and last in turn, so that drift of a busy
+        // machine falls on all alike.
+        let mut order = SETUPS;
+        order.rotate_left(pair % SETUPS.len());
+        let mut this: [Option<[f64; 4]>; 3] = [None; 3];
+        for setup in order {
+            let r = measure_with(setup, &pods, seconds)?;
+            let i = SETUPS.iter().position(|s| *s == setup).unwrap_or(0);
+            let values = [r.gbit_s, r.rr, r.crr, r.syscalls];
+            for (load, v) in values.into_iter().enumerate() {
+                samples[i][load].push(v);
             }
-            this[side] = Some(r);
+            this[i] = Some(values);
         }
-        if let [Some(without), Some(with)] = this {
-            per_pair[0].push(with.gbit_s / without.gbit_s);
-            per_pair[1].push(with.rr / without.rr);
-            per_pair[2].push(with.crr / without.crr);
-            per_pair[3].push(with.syscalls / without.syscalls);
+        if let [Some(none), Some(empty), Some(with)] = this {
+            for load in 0..4 {
+                per_pair[0][load].push(with[load] / none[load]);
+                per_pair[1][load].push(empty[load] / none[load]);
+            }
         }
         println!("  pair {pair} done");
     }
@@ -127,21 +159,36 @@ pub fn run(mode: Mode) -> anyhow::Result<Section> {
             Row::new(
                 format!("{figure}, with agent"),
                 unit,
-                Summary::of(&samples[1][i]),
+                Summary::of(&samples[2][i]),
             )
             .against("no agent", Summary::of(&samples[0][i]))
             .target(Target::ratio_at_least(0.99, "≥ 0.99 of no agent")),
         );
     }
+    for (i, (figure, unit)) in figures.iter().enumerate() {
+        section.rows.push(
+            Row::new(
+                format!("{figure}, empty classifier only"),
+                unit,
+                Summary::of(&samples[1][i]),
+            )
+            .against("no agent", Summary::of(&samples[0][i])),
+        );
+    }
     for (i, (figure, _)) in figures.iter().enumerate() {
         section.rows.push(Row::new(
-            format!("{figure}: ratio within each pair"),
+            format!("{figure}: agent / no agent within each pair"),
             "",
-            Summary::of(&per_pair[i]),
+            Summary::of(&per_pair[0][i]),
+        ));
+        section.rows.push(Row::new(
+            format!("{figure}: empty classifier / no agent within each pair"),
+            "",
+            Summary::of(&per_pair[1][i]),
         ));
     }
     section.facts.push(format!(
-        "{pairs} pairs of {seconds} s per load; CPU {} for both ends.",
+        "{pairs} triples of {seconds} s per load; CPU {} for both ends.",
         bench_cpu()
     ));
     Ok(section)
