@@ -23,7 +23,7 @@ use tokio::signal::unix::SignalKind;
 
 mod wakeups;
 
-pub use wakeups::{Arming, EventWakeups, MAX_SKIPPED_TICKS, QUIET_FOR, Quieting};
+pub use wakeups::{Arming, EventWakeups, MAX_SKIPPED_TICKS, QUIET_FOR};
 
 use crate::{
     collect::Tick,
@@ -143,7 +143,10 @@ pub fn collection_loop<P: ProbeSource, S: System + Clone + Send + 'static>(
                 Arming::Disarm => arm(&mut engine.collector.probes, false),
                 Arming::Later => {}
             }
-            apply_quieting(&mut engine.collector.probes, w.quieting(now));
+            if let Some(quiet) = w.quieting(now) {
+                log_quiet(&quiet);
+                engine.collector.probes.quiet_namespaces(&quiet);
+            }
         }
     }
 }
@@ -160,22 +163,15 @@ fn arm(probes: &mut impl ProbeSource, armed: bool) {
     }
 }
 
-/// Makes namespaces quiet for urgent events, or ends it.
-fn apply_quieting(probes: &mut impl ProbeSource, changes: Quieting) {
-    let start = changes.start.into_iter().map(|s| (s, true));
-    for ((kind, netns), quiet) in start.chain(changes.end.into_iter().map(|s| (s, false))) {
-        let Some(kind) = nettune_common::EventKind::from_value(kind) else {
-            continue;
-        };
-        if quiet {
-            log::info!(
-                "urgent: netns {netns}'s {kind:?} events woke a collection in vain: not sent for {} s",
-                QUIET_FOR.as_secs()
-            );
-        }
-        if let Err(e) = probes.quiet_events(kind, netns, quiet) {
-            log::debug!("cannot change the quiet namespaces of urgent events: {e}");
-        }
+/// Logs which namespaces are quiet for urgent events now.
+fn log_quiet(quiet: &[u32]) {
+    if quiet.is_empty() {
+        log::info!("urgent: no namespace is quiet now");
+    } else {
+        log::info!(
+            "urgent: events of netns {quiet:?} woke a collection in vain: not sent for {} s after",
+            QUIET_FOR.as_secs()
+        );
     }
 }
 

@@ -1,38 +1,50 @@
 //! Urgent events: rare conditions worth waking the agent for before the next tick.
 //!
 //! Sent through one ring buffer, never per packet, and only while the agent has
-//! armed the event's kind ([`EVENTS_ARMED_MAP`]): a program that sends one
-//! disarms the kind, and the agent arms it again when another wake-up could
-//! change a decision (see the agent's `daemon`). Whether a kind is armed is the
-//! first thing a program asks, so a disarmed kind costs one array load. Events
-//! not sent (not armed, or the ring full) are counted in the `EVENTS_LOST`
-//! per-CPU array.
+//! armed the event's kind: a program that sends one disarms the kind on its CPU,
+//! and the agent arms it again when another wake-up could change a decision (see
+//! the agent's `daemon`), except from the namespaces it made quiet (their events
+//! woke a collection in vain). Everything a program asks before it sends, and the
+//! counts of what it did not send, sit in one 64-byte [`UrgentSlot`] per CPU
+//! ([`URGENT_MAP`]): an occurrence that sends nothing touches that one cache line
+//! — with a map each (armed kinds, quiet namespaces, counts) it cost kfree_skb
+//! under netfilter loss more than the rest of the program.
 
 /// The ring buffer.
 pub const EVENTS_MAP: &str = "EVENTS";
-/// Per-CPU array: slot 0 counts events dropped because the ring buffer was full,
-/// slot 1 those not sent because their kind was not armed or their namespace
-/// quiet ([`EVENTS_QUIET_MAP`]).
-pub const EVENTS_LOST_MAP: &str = "EVENTS_LOST";
-/// Array indexed by [`EventKind`] value: 1 while the agent wants that kind.
-pub const EVENTS_ARMED_MAP: &str = "EVENTS_ARMED";
-/// Hash map of namespaces whose events of one kind the agent does not want for
-/// now (key [`quiet_key`], value 1): an armed kind is still not sent from them.
-/// The agent makes a namespace quiet after its events woke a collection in vain
-/// (a firewall that drops untracked packets all day), so that one noisy pod
-/// neither pays a wake-up per arming nor keeps the others' events waiting.
-pub const EVENTS_QUIET_MAP: &str = "EVENTS_QUIET";
-/// Entries of [`EVENTS_QUIET_MAP`]; past it, a namespace is not made quiet and
-/// the agent's backoff of every kind applies.
-pub const EVENTS_QUIET_ENTRIES: u32 = 1024;
+/// A one-entry array, memory-mapped by the agent (`BPF_F_MMAPABLE`), whose value
+/// is one [`UrgentSlot`] per CPU ([`URGENT_CPUS`] of them).
+pub const URGENT_MAP: &str = "URGENT";
+/// CPUs with a slot: a CPU past them sends and counts nothing.
+pub const URGENT_CPUS: usize = 512;
+/// Namespaces a slot holds as quiet; past them, the agent backs off every kind
+/// instead.
+pub const QUIET_NAMESPACES: usize = 10;
+/// `BPF_F_MMAPABLE` (`include/uapi/linux/bpf.h`).
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 
-/// The [`EVENTS_QUIET_MAP`] key of `kind` in namespace `netns`.
-pub const fn quiet_key(kind: u32, netns: u32) -> u64 {
-    ((kind as u64) << 32) | netns as u64
+/// One CPU's urgent-event state: the agent writes `armed` and the quiet
+/// namespaces, the CPU's programs write `armed` (to disarm) and the counts.
+/// Every field is written whole by one side at a time, so neither undoes the
+/// other's write.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UrgentSlot {
+    /// Indexed by [`EventKind`] value: 1 while the agent wants that kind.
+    pub armed: [u8; 4],
+    /// How many of `quiet` are in use.
+    pub quiet_len: u32,
+    /// Events not sent: their kind not armed on this CPU, or their namespace quiet.
+    pub not_sent: u64,
+    /// Events lost because the ring buffer was full.
+    pub ring_full: u64,
+    /// Namespaces (inode) whose events are not sent, even armed.
+    pub quiet: [u32; QUIET_NAMESPACES],
 }
 
-/// Slots of [`EVENTS_ARMED_MAP`] (the largest [`EventKind`] value + 1).
-pub const EVENT_KINDS: u32 = 3;
+/// The value of [`URGENT_MAP`]'s one entry.
+pub type UrgentSlots = [UrgentSlot; URGENT_CPUS];
+
 /// A `u32` global: 0 turns urgent events off (the programs send none, so they
 /// pay no wake-ups; the agent then collects on its tick only).
 pub const URGENT_EVENTS_GLOBAL: &str = "URGENT_EVENTS";

@@ -1,24 +1,26 @@
 //! Urgent events through one ring buffer, sent only while the agent has armed
-//! their kind.
+//! their kind and not from a namespace it made quiet.
 //!
 //! Each event costs the kernel a ring-buffer wake-up — on a virtual machine an
 //! interrupt to self, tens of microseconds — and its only use is to wake a
 //! collection that could change a decision. So the agent arms a kind when an
 //! early collection could matter (the tuner enforces, and the last urgent
-//! collection was not in vain); the program that sends one disarms it; every
-//! other occurrence costs one array load and a per-CPU count.
+//! collection was not in vain); the program that sends one disarms it on its CPU;
+//! a namespace whose events woke collections in vain is quiet for a while. What
+//! the program asks, and what it counts when it sends nothing, is one cache line
+//! of its CPU's own ([`UrgentSlot`]).
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, RingBuf},
 };
 use nettune_common::{
     Event, EventKind,
-    events::{EVENT_KINDS, EVENTS_QUIET_ENTRIES, EVENTS_RING_BYTES, quiet_key},
+    events::{
+        BPF_F_MMAPABLE, EVENTS_RING_BYTES, QUIET_NAMESPACES, URGENT_CPUS, UrgentSlot, UrgentSlots,
+    },
 };
-
-use crate::counters;
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
@@ -28,23 +30,30 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 #[unsafe(no_mangle)]
 static URGENT_EVENTS: u32 = 1;
 
-/// Slot 0: lost because the ring was full; slot 1: not sent, the kind not armed.
+/// One slot per CPU; the agent maps it into its memory to arm kinds and name
+/// quiet namespaces, and reads the counts from there.
 #[map]
-static EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+static URGENT: Array<UrgentSlots> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// Indexed by [`EventKind`] value: 1 while the agent wants that kind. Read by
-/// every occurrence, written only by the agent and by the program that sends, so
-/// its cache line stays shared and reading it is cheap.
-#[map]
-static EVENTS_ARMED: Array<u32> = Array::with_max_entries(EVENT_KINDS, 0);
+/// Whether `netns` is among the slot's quiet namespaces.
+#[inline(always)]
+fn quiet(slot: *const UrgentSlot, netns: u32) -> bool {
+    // SAFETY: a valid slot; the agent may rewrite the list meanwhile, and a
+    // torn view costs at most one event sent or not.
+    let len = unsafe { core::ptr::read_volatile(&raw const (*slot).quiet_len) } as usize;
+    let mut i = 0;
+    while i < QUIET_NAMESPACES {
+        // SAFETY: as above; `i` is within the array.
+        if i < len && unsafe { core::ptr::read_volatile(&raw const (*slot).quiet[i]) } == netns {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
 
-/// Namespaces whose events of a kind the agent does not want for now (key
-/// `quiet_key(kind, netns)`): looked up only once the kind is armed.
-#[map]
-static EVENTS_QUIET: HashMap<u64, u8> = HashMap::with_max_entries(EVENTS_QUIET_ENTRIES, 0);
-
-/// Sends an event if its kind is armed and its namespace not quiet, and disarms
-/// the kind. Never blocks: a full ring counts as lost.
+/// Sends an event if its kind is armed on this CPU and its namespace not quiet,
+/// and disarms the kind here. Never blocks: a full ring counts as lost.
 #[inline(always)]
 pub fn emit(kind: EventKind, netns: u32, ifindex: u32, port: u32) {
     // SAFETY: a static, valid for the program's life; read volatilely so that the
@@ -52,17 +61,22 @@ pub fn emit(kind: EventKind, netns: u32, ifindex: u32, port: u32) {
     if unsafe { core::ptr::read_volatile(&raw const URGENT_EVENTS) } == 0 {
         return;
     }
-    let Some(armed) = EVENTS_ARMED.get_ptr_mut(kind as u32) else {
+    // SAFETY: bpf_get_smp_processor_id has no preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() } as usize;
+    if cpu >= URGENT_CPUS {
+        return;
+    }
+    let Some(slots) = URGENT.get_ptr_mut(0) else {
         return;
     };
-    // SAFETY: a valid 4-byte slot; other CPUs may read or write it at the same
-    // time, and an aligned u32 access is never torn. CPUs racing past the check
-    // each send one event, which the agent's collection gap absorbs. The quiet
-    // lookup's value is not used, only whether there is one.
-    if unsafe { core::ptr::read_volatile(armed) } == 0
-        || unsafe { EVENTS_QUIET.get(&quiet_key(kind as u32, netns)) }.is_some()
-    {
-        counters::bump_slot(&EVENTS_LOST, 1);
+    // SAFETY: `cpu` is within the slots; only this CPU's programs write its counts
+    // and its `armed`, and they do not run at once on one CPU.
+    let slot = unsafe { (&raw mut (*slots)[cpu]) };
+    let armed = unsafe { &raw mut (*slot).armed[kind as usize & 3] };
+    // SAFETY: as above; the agent writes `armed` whole, one byte at a time.
+    if unsafe { core::ptr::read_volatile(armed) } == 0 || quiet(slot, netns) {
+        // SAFETY: as above.
+        unsafe { (*slot).not_sent = (*slot).not_sent.wrapping_add(1) };
         return;
     }
     // SAFETY: as above.
@@ -76,6 +90,7 @@ pub fn emit(kind: EventKind, netns: u32, ifindex: u32, port: u32) {
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
     };
     if EVENTS.output(&event, 0).is_err() {
-        counters::bump_slot(&EVENTS_LOST, 0);
+        // SAFETY: as above.
+        unsafe { (*slot).ring_full = (*slot).ring_full.wrapping_add(1) };
     }
 }

@@ -239,7 +239,7 @@ fn a_quiet_namespace_sends_no_event_until_its_quiet_ends() -> TestResult {
     let pair = pair_with_conntrack_rules(8)?;
     let inode = pair.receiver.inode()?;
     probes.drain_events();
-    probes.quiet_events(EventKind::NetfilterDrop, inode, true)?;
+    probes.quiet_namespaces(&[inode]);
     let (drops_before, unsent_before) = (
         netfilter_drops(&probes, inode)?,
         probes.read()?.lost_events.not_armed,
@@ -258,7 +258,7 @@ fn a_quiet_namespace_sends_no_event_until_its_quiet_ends() -> TestResult {
         unsent >= 1,
         "the refused packets of a quiet namespace were not counted as not sent"
     );
-    probes.quiet_events(EventKind::NetfilterDrop, inode, false)?;
+    probes.quiet_namespaces(&[]);
     drop(full);
     let _full = FullTable::open(&pair)?;
     let heard = events_of(&mut probes, inode, Duration::from_secs(5));

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nettune_common::{Event, events::EVENTS_QUIET_ENTRIES};
+use nettune_common::{Event, events::QUIET_NAMESPACES};
 
 /// When urgent events may trigger a collection, and when the kernel should send
 /// them.
@@ -23,8 +23,9 @@ use nettune_common::{Event, events::EVENTS_QUIET_ENTRIES};
 ///
 /// Backing off every kind punishes every namespace for one: the namespaces whose
 /// events woke a collection in vain are instead made quiet for [`QUIET_FOR`]
-/// (the kernel then sends nothing from them, even armed), and the backoff only
-/// grows when a fruitless wake-up came from nowhere it could make quiet. A pod
+/// (the kernel then sends nothing from them, even armed; it holds
+/// [`QUIET_NAMESPACES`]), and the backoff only grows when a fruitless wake-up
+/// came from a namespace there was no room to make quiet. A pod
 /// whose firewall drops untracked packets all day then costs the kernel one
 /// wake-up per [`QUIET_FOR`], and the others' events stay armed.
 #[derive(Debug)]
@@ -39,27 +40,18 @@ pub struct EventWakeups {
     skip_ticks: u32,
     /// Wake-ups that did not collect.
     pub suppressed: u64,
-    /// (kind, namespace) of the events since the last collection.
-    senders: BTreeSet<(u32, u32)>,
-    /// Quiet (kind, namespace) pairs, until when.
-    quiet: BTreeMap<(u32, u32), Instant>,
-    /// Made quiet since [`Self::quieting`] was last asked.
-    starting: Vec<(u32, u32)>,
+    /// Namespaces of the events since the last collection.
+    senders: BTreeSet<u32>,
+    /// Quiet namespaces, until when.
+    quiet: BTreeMap<u32, Instant>,
+    /// Whether `quiet` changed since [`Self::quieting`] was last asked.
+    changed: bool,
 }
 
-/// How long the namespace of an event that woke a collection in vain stays quiet
-/// for that kind. The tick still reads it; a table that fills there is seen on
-/// the next tick rather than at once.
+/// How long the namespace of an event that woke a collection in vain stays
+/// quiet. The tick still reads it; a table that fills there is seen on the next
+/// tick rather than at once.
 pub const QUIET_FOR: Duration = Duration::from_secs(600);
-
-/// Changes to the kernel's quiet namespaces, as (kind, namespace) pairs.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Quieting {
-    /// To make quiet.
-    pub start: Vec<(u32, u32)>,
-    /// Quiet for long enough: to hear from again.
-    pub end: Vec<(u32, u32)>,
-}
 
 /// Most ticks a run of fruitless wake-ups makes the events wait.
 pub const MAX_SKIPPED_TICKS: u32 = 63;
@@ -87,14 +79,13 @@ impl EventWakeups {
             suppressed: 0,
             senders: BTreeSet::new(),
             quiet: BTreeMap::new(),
-            starting: Vec::new(),
+            changed: false,
         }
     }
 
     /// Events taken from the ring: who sent them.
     pub fn note_events(&mut self, events: &[Event]) {
-        self.senders
-            .extend(events.iter().map(|e| (e.kind, e.netns)));
+        self.senders.extend(events.iter().map(|e| e.netns));
     }
 
     /// Makes the senders of a fruitless wake-up quiet, as far as there is room;
@@ -106,31 +97,23 @@ impl EventWakeups {
             if self.quiet.contains_key(&sender) {
                 continue;
             }
-            if self.quiet.len() >= EVENTS_QUIET_ENTRIES as usize {
+            if self.quiet.len() >= QUIET_NAMESPACES {
                 all = false;
                 continue;
             }
             self.quiet.insert(sender, now + QUIET_FOR);
-            self.starting.push(sender);
+            self.changed = true;
         }
         all
     }
 
-    /// What to change in the kernel's quiet namespaces at `now`.
-    pub fn quieting(&mut self, now: Instant) -> Quieting {
-        let end: Vec<(u32, u32)> = self
-            .quiet
-            .iter()
-            .filter(|(_, until)| now >= **until)
-            .map(|(sender, _)| *sender)
-            .collect();
-        for sender in &end {
-            self.quiet.remove(sender);
-        }
-        Quieting {
-            start: std::mem::take(&mut self.starting),
-            end,
-        }
+    /// The quiet namespaces at `now`, if they changed since last asked (those
+    /// quiet for [`QUIET_FOR`] are heard from again).
+    pub fn quieting(&mut self, now: Instant) -> Option<Vec<u32>> {
+        let before = self.quiet.len();
+        self.quiet.retain(|_, until| now < *until);
+        let changed = std::mem::take(&mut self.changed) || self.quiet.len() != before;
+        changed.then(|| self.quiet.keys().copied().collect())
     }
 
     /// After a collection at `now`, triggered by an event or not, that wrote a
@@ -268,30 +251,19 @@ mod tests {
         // Namespace 7's firewall drops untracked packets: its event changed nothing.
         w.note_events(&[event(1, 7), event(1, 7)]);
         assert_eq!(w.after_collection(t0, true, false, true), Arming::Later);
-        assert_eq!(
-            w.quieting(t0),
-            Quieting {
-                start: vec![(1, 7)],
-                end: vec![]
-            }
-        );
+        assert_eq!(w.quieting(t0), Some(vec![7]));
+        assert_eq!(w.quieting(t0), None, "told once");
         // The kinds are armed again at the next tick, not after a backoff: the
         // namespace that woke in vain is quiet, the others may still matter.
         assert_eq!(w.after_collection(t0, false, false, true), Arming::Arm);
         // Another namespace's fruitless event: quiet too, still no backoff.
-        w.note_events(&[event(1, 8)]);
+        w.note_events(&[event(2, 8)]);
         assert_eq!(w.after_collection(t0, true, false, true), Arming::Later);
         assert_eq!(w.after_collection(t0, false, false, true), Arming::Arm);
-        assert_eq!(w.quieting(t0).start, vec![(1, 8)]);
+        assert_eq!(w.quieting(t0), Some(vec![7, 8]));
         // Until QUIET_FOR has passed.
-        assert_eq!(w.quieting(t0 + QUIET_FOR / 2), Quieting::default());
-        assert_eq!(
-            w.quieting(t0 + QUIET_FOR),
-            Quieting {
-                start: vec![],
-                end: vec![(1, 7), (1, 8)]
-            }
-        );
+        assert_eq!(w.quieting(t0 + QUIET_FOR / 2), None);
+        assert_eq!(w.quieting(t0 + QUIET_FOR), Some(vec![]));
     }
 
     #[test]
@@ -300,30 +272,31 @@ mod tests {
         let t0 = Instant::now();
         w.note_events(&[event(1, 7)]);
         assert_eq!(w.after_collection(t0, true, true, true), Arming::Later);
-        assert_eq!(w.quieting(t0), Quieting::default());
+        assert_eq!(w.quieting(t0), None);
         // Events noted before a tick's collection judge no one either.
         w.note_events(&[event(1, 9)]);
         assert_eq!(w.after_collection(t0, false, false, true), Arming::Arm);
         w.note_events(&[]);
         assert_eq!(w.after_collection(t0, true, false, true), Arming::Later);
-        assert_eq!(w.quieting(t0), Quieting::default());
+        assert_eq!(w.quieting(t0), None);
     }
 
     #[test]
     fn past_the_kernels_room_for_quiet_namespaces_every_kind_backs_off() {
         let mut w = EventWakeups::new(Duration::ZERO);
         let t0 = Instant::now();
-        let senders: Vec<Event> = (0..EVENTS_QUIET_ENTRIES).map(|n| event(1, n)).collect();
+        let room = QUIET_NAMESPACES as u32;
+        let senders: Vec<Event> = (0..room).map(|n| event(1, n)).collect();
         w.note_events(&senders);
         assert_eq!(w.after_collection(t0, true, false, true), Arming::Later);
-        assert_eq!(w.quieting(t0).start.len(), EVENTS_QUIET_ENTRIES as usize);
+        assert_eq!(w.quieting(t0).map(|q| q.len()), Some(QUIET_NAMESPACES));
         assert_eq!(w.after_collection(t0, false, false, true), Arming::Arm);
         // One more noisy namespace, no room: the old backoff (a tick skipped).
-        w.note_events(&[event(1, EVENTS_QUIET_ENTRIES)]);
+        w.note_events(&[event(1, room)]);
         assert_eq!(w.after_collection(t0, true, false, true), Arming::Later);
-        assert!(w.quieting(t0).start.is_empty());
+        assert_eq!(w.quieting(t0), None);
         assert_eq!(w.after_collection(t0, false, false, true), Arming::Arm);
-        w.note_events(&[event(1, EVENTS_QUIET_ENTRIES)]);
+        w.note_events(&[event(1, room)]);
         assert_eq!(w.after_collection(t0, true, false, true), Arming::Later);
         assert_eq!(w.after_collection(t0, false, false, true), Arming::Later);
         assert_eq!(w.after_collection(t0, false, false, true), Arming::Arm);

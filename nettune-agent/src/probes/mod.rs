@@ -189,17 +189,10 @@ pub trait ProbeSource {
         Ok(())
     }
 
-    /// Makes namespace `netns` quiet for urgent events of `kind` (`quiet`) or
-    /// ends it: a quiet namespace sends none even while the kind is armed
-    /// (nothing by default).
-    fn quiet_events(
-        &mut self,
-        _kind: EventKind,
-        _netns: u32,
-        _quiet: bool,
-    ) -> Result<(), MapReadError> {
-        Ok(())
-    }
+    /// Makes `namespaces` the quiet ones: they send no urgent events even while
+    /// the kind is armed (nothing by default). The kernel holds
+    /// [`nettune_common::events::QUIET_NAMESPACES`] of them.
+    fn quiet_namespaces(&mut self, _namespaces: &[u32]) {}
 
     /// Diagnostics forwarded so far (none by default).
     fn kernel_log_records(&self) -> u64 {
@@ -348,15 +341,6 @@ impl Probes {
             drops::conntrack_status(),
             sysctl_writes::attach(&mut ebpf, &context),
         ];
-        // Every kind armed: the first of each reaches whoever reads the ring; the
-        // daemon then arms them only while an early collection could matter.
-        if !options.without_urgent_events {
-            for kind in [EventKind::NetfilterDrop, EventKind::ListenOverflow] {
-                if let Err(e) = events::arm(&mut ebpf, kind, true) {
-                    warnings.push(format!("urgent events cannot be armed: {e}"));
-                }
-            }
-        }
         let events = match events::EventReader::new(&mut ebpf) {
             Ok(reader) => Some(reader),
             Err(e) => {
@@ -364,6 +348,13 @@ impl Probes {
                 None
             }
         };
+        // Every kind armed: the first of each reaches whoever reads the ring; the
+        // daemon then arms them only while an early collection could matter.
+        if let Some(reader) = events.as_ref().filter(|_| !options.without_urgent_events) {
+            for kind in [EventKind::NetfilterDrop, EventKind::ListenOverflow] {
+                reader.arm(kind, true);
+            }
+        }
         let kernel_log_records = std::sync::Arc::default();
         let counted = KernelLog {
             records: std::sync::Arc::clone(&kernel_log_records),
@@ -458,7 +449,11 @@ impl ProbeSource for Probes {
             dns_servers: self.dns_servers()?,
             sysctl_writers: self.sysctl_writes()?,
             probe_errors: self.probe_errors()?,
-            lost_events: self.lost_events()?,
+            lost_events: self
+                .events
+                .as_ref()
+                .map(events::EventReader::lost)
+                .unwrap_or_default(),
             program_stats: self.program_stats(),
         })
     }
@@ -530,16 +525,16 @@ impl ProbeSource for Probes {
     }
 
     fn arm_events(&mut self, kind: EventKind, armed: bool) -> Result<(), MapReadError> {
-        events::arm(&mut self.ebpf, kind, armed)
+        if let Some(reader) = &self.events {
+            reader.arm(kind, armed);
+        }
+        Ok(())
     }
 
-    fn quiet_events(
-        &mut self,
-        kind: EventKind,
-        netns: u32,
-        quiet: bool,
-    ) -> Result<(), MapReadError> {
-        events::set_quiet(&mut self.ebpf, kind, netns, quiet)
+    fn quiet_namespaces(&mut self, namespaces: &[u32]) {
+        if let Some(reader) = &self.events {
+            reader.set_quiet(namespaces);
+        }
     }
 
     fn take_unanswered_and_refused(&mut self, timeouts: Timeouts) -> Result<Taken, MapReadError> {
