@@ -1,6 +1,8 @@
 //! Section `kernel_cost`: what each nettune program costs the kernel per event,
 //! next to bpftrace on the same tracepoint and an empty classifier on the same
-//! interfaces, all attached at once and fed the same events.
+//! interfaces, all attached at once and fed the same events — started afresh
+//! each repetition in a rotated order, since the first program on a hook pays
+//! the cache misses on the skb, device and namespace the later ones find warm.
 //!
 //! Two pods routed through the host (nettune's tc programs on both host-side
 //! veths, the empty classifier after them on the same hooks); six bpftrace
@@ -48,13 +50,22 @@ program, `@ = count()` and a keyed count (`@[args->reason]` on `skb:kfree_skb`, 
 `@[args->skaddr]` on `tcp:tcp_retransmit_skb`) — and a test-only empty classifier \
 (`bpf-tests/ebpf/src/empty.rs`) on the same tc hooks; and a second agent with \
 `agent.wake_on_events = false`, whose programs send no urgent events (its kfree_skb only: \
-what the ring-buffer wake-ups cost). Every program sees the same events. \
+what the ring-buffer wake-ups cost). Every program sees the same events; every repetition \
+starts them all afresh in an order rotated by one (programs on one hook run in the order they \
+were attached, and the first pays the cache misses the later ones find warm), then runs a 1 MiB \
+lossy transfer and waits 2 s, so that each repetition measures the steady state (map entries \
+made; the agent's first urgent event judged in vain and its namespace made quiet, as on a node \
+whose firewall drops all day). \
 Phases, repeated: *drop loop* (1-byte UDP datagrams to a closed port of the other pod: \
 NO_SOCKET), *netfilter loss* (a TCP transfer into a pod whose nftables input chain drops \
 `numgen random mod 100 < 3`: NETFILTER_DROP and retransmits), *DNS queries* (a resolver's \
 30-byte query to port 53 of the other pod, where nothing listens) and *SYNs* (connects to a \
 closed port: a SYN and an RST each). Other activity on the machine reaches the tracepoints \
 too, equally for every program.";
+
+/// After each repetition's warm-up transfer: two ticks, for its urgent event to
+/// be collected and judged.
+const WARM_UP_WAIT: Duration = Duration::from_secs(2);
 
 /// A phase needs this many runs of a program for its cost to be a sample.
 const MIN_RUNS: u64 = 100;
@@ -176,34 +187,23 @@ pub fn run(mode: Mode) -> anyhow::Result<Section> {
     // One segment per packet (no TSO/GSO super-packets from the sender): what
     // netfilter, tc and the loss see is then per MSS, as between nodes.
     a.ns.ip(&["link", "set", "dev", "eth0", "gso_max_segs", "1"])?;
-    // Enforcing, the daemon arms urgent events (every sysctl excluded: nothing
-    // is written).
-    let agent = Agent::start_in("enforce", "")?;
-    agent.wait_for_interfaces(&pods.host_ifaces(), Duration::from_secs(30))?;
-    // The same programs without urgent events: what their ring-buffer wake-ups
-    // add to kfree_skb under netfilter loss.
-    let quiet = Agent::start("[agent]\nwake_on_events = false")?;
-    quiet.wait_for_interfaces(&pods.host_ifaces(), Duration::from_secs(30))?;
-    let mut empty = Classifier::empty(None)?;
-    for iface in pods.host_ifaces() {
-        empty.attach(iface, TcAttachType::Ingress, false)?;
-        empty.attach(iface, TcAttachType::Egress, false)?;
-    }
-    let empty_id = empty.program_id()?;
-    let peers: Vec<Bpftrace> = PEERS
-        .iter()
-        .map(|(_, _, script)| Bpftrace::start(script))
-        .collect::<anyhow::Result<_>>()?;
-    let mut pids = vec![agent.pid(), quiet.pid(), std::process::id()];
-    pids.extend(peers.iter().map(Bpftrace::pid));
-
-    let events_received = || -> anyhow::Result<f64> {
-        let body = agent.process.metrics()?;
-        Ok(metric_sum(&body, "nettune_events_received_total", &[]))
-    };
-    let events_before = events_received()?;
+    let ifaces = pods.host_ifaces();
     let mut costs = Costs::default();
+    let mut events = 0.0;
     for rep in 0..reps {
+        // Started afresh each repetition, in a rotated order: the programs on one
+        // hook run in the order they were attached, and the first after a stretch
+        // of other work pays the cache misses on the skb, its device and its
+        // namespace that the later ones then find warm.
+        let observing = Observing::start(rep, &ifaces)?;
+        // Measure the steady state, not a start: a short lossy transfer first
+        // makes the map entries and lets the agent judge its first urgent event
+        // (in vain here: every sysctl is excluded) and make that namespace quiet,
+        // as it stays on a node whose firewall drops all day.
+        bulk_transfer(&a.ns, &b.ns, SocketAddr::from((b.addr(), 5201)), 1 << 20)?;
+        std::thread::sleep(WARM_UP_WAIT);
+        let pids = observing.pids();
+        let events_before = observing.events_received()?;
         for (phase, name) in PHASES.iter().enumerate() {
             let before = Snapshot::take(&pids)?;
             match phase {
@@ -229,23 +229,113 @@ pub fn run(mode: Mode) -> anyhow::Result<Section> {
                 "  rep {rep} {name}: {} programs ran",
                 runs.iter().filter(|r| r.run_cnt > 0).count()
             );
-            let agents = (agent.pid(), quiet.pid());
-            attribute(&mut costs, phase, &runs, agents, empty_id, &peers);
+            let agents = (observing.agent.pid(), observing.quiet.pid());
+            let empty_id = observing.empty.program_id()?;
+            attribute(&mut costs, phase, &runs, agents, empty_id, &observing.peers);
         }
+        // The collection loop drains the ring at least every 200 ms.
+        std::thread::sleep(Duration::from_millis(500));
+        events += observing.events_received()? - events_before;
     }
-    drop(peers);
-    // The collection loop drains the ring at least every 200 ms.
-    std::thread::sleep(Duration::from_millis(500));
-    let events = events_received()? - events_before;
     section.facts.push(format!(
-        "urgent events the agent received over the {reps} repetitions: {events:.0} \
+        "urgent events the agent received in the measured phases of the {reps} repetitions \
+         (after each warm-up): {events:.0} \
          (`nettune_events_received_total`); each is a ring-buffer wake-up in kfree_skb."
+    ));
+    section.facts.push(format!(
+        "every repetition starts the two agents, the empty classifier and the bpftrace \
+         scripts afresh, in an order rotated by one each time ({reps} repetitions, {} orders).",
+        OBSERVERS.len()
     ));
 
     for (phase, name) in PHASES.iter().enumerate() {
         rows_for_phase(&mut section, &costs, phase, name);
     }
     Ok(section)
+}
+
+/// What watches the events of one repetition.
+#[derive(Clone, Copy)]
+enum Observer {
+    /// nettune enforcing: the daemon arms urgent events (every sysctl excluded:
+    /// nothing is written).
+    Enforcing,
+    /// The same programs without urgent events: what sending them adds.
+    WithoutEvents,
+    /// The test's empty classifier on the same tc hooks.
+    EmptyClassifier,
+    /// The bpftrace scripts on the same tracepoints.
+    Bpftrace,
+}
+
+const OBSERVERS: [Observer; 4] = [
+    Observer::Enforcing,
+    Observer::WithoutEvents,
+    Observer::EmptyClassifier,
+    Observer::Bpftrace,
+];
+
+/// Everything attached for one repetition; detached on drop.
+struct Observing {
+    agent: Agent,
+    quiet: Agent,
+    empty: Classifier<'static>,
+    peers: Vec<Bpftrace>,
+}
+
+impl Observing {
+    /// Starts every observer, in [`OBSERVERS`] order rotated by `rep`.
+    fn start(rep: usize, ifaces: &[&str]) -> anyhow::Result<Self> {
+        let mut order = OBSERVERS;
+        order.rotate_left(rep % OBSERVERS.len());
+        let (mut agent, mut quiet, mut empty, mut peers) = (None, None, None, Vec::new());
+        let started = |config: &str, mode: &str| -> anyhow::Result<Agent> {
+            let agent = Agent::start_in(mode, config)?;
+            agent.wait_for_interfaces(ifaces, Duration::from_secs(30))?;
+            Ok(agent)
+        };
+        for observer in order {
+            match observer {
+                Observer::Enforcing => agent = Some(started("", "enforce")?),
+                Observer::WithoutEvents => {
+                    quiet = Some(started("[agent]\nwake_on_events = false", "observe")?);
+                }
+                Observer::EmptyClassifier => {
+                    let mut classifier = Classifier::empty(None)?;
+                    for iface in ifaces {
+                        classifier.attach(iface, TcAttachType::Ingress, false)?;
+                        classifier.attach(iface, TcAttachType::Egress, false)?;
+                    }
+                    empty = Some(classifier);
+                }
+                Observer::Bpftrace => {
+                    peers = PEERS
+                        .iter()
+                        .map(|(_, _, script)| Bpftrace::start(script))
+                        .collect::<anyhow::Result<_>>()?;
+                }
+            }
+        }
+        let missing = || anyhow::anyhow!("an observer did not start");
+        Ok(Self {
+            agent: agent.ok_or_else(missing)?,
+            quiet: quiet.ok_or_else(missing)?,
+            empty: empty.ok_or_else(missing)?,
+            peers,
+        })
+    }
+
+    /// The processes whose programs are measured (this one holds the classifier).
+    fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.agent.pid(), self.quiet.pid(), std::process::id()];
+        pids.extend(self.peers.iter().map(Bpftrace::pid));
+        pids
+    }
+
+    fn events_received(&self) -> anyhow::Result<f64> {
+        let body = self.agent.process.metrics()?;
+        Ok(metric_sum(&body, "nettune_events_received_total", &[]))
+    }
 }
 
 /// `count` TCP connects from `from` to the closed `to`, each refused at once.
