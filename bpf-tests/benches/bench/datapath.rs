@@ -31,13 +31,16 @@ const METHOD: &str = "Two pod namespaces, each a veth to the host, routed throug
 namespace, where nettune attaches tc on both host-side veths. Per triple of measurements, \
 the same loads run once without the agent, once with only a test-only empty classifier \
 (`bpf-tests/ebpf/src/empty.rs`) on the same hooks — what any tc program costs this path, the \
-floor under nettune's own — and once with `nettune run` fully attached, each setup first, \
-middle and last in turn: iperf3 throughput (`-A cpu,cpu`: both ends on one CPU), 1-byte \
+floor under nettune's own — and once with `nettune run` fully attached (measured 2 s after it \
+has every veth: the steady state), each setup first, middle and last in turn: iperf3 throughput (`-A cpu,cpu`: both ends on one CPU), 1-byte \
 request/response over one TCP connection (transactions/s), connect-per-request \
 (connect, 1-byte request, 1-byte response, close; connections/s), each pinned to the same \
 CPU, and a loop of 2 million `getppid(2)` calls on that CPU (calls/s: what every system call \
 of every task pays). Figure: with the agent; reference: without, same run; ratio of the \
 medians over the triples.";
+
+/// After the agent has every veth: two ticks before measuring.
+const SETTLE: Duration = Duration::from_secs(2);
 
 /// `getppid(2)` calls per measurement of the syscall loop.
 const SYSCALLS: u64 = 2_000_000;
@@ -106,6 +109,10 @@ fn measure_with(setup: Setup, pods: &Pods, seconds: u32) -> anyhow::Result<Rates
         Setup::Agent => {
             let agent = Agent::start("")?;
             agent.wait_for_interfaces(&pods.host_ifaces(), Duration::from_secs(30))?;
+            // The steady state, not the start: the first collections read every
+            // namespace and attach, on whichever CPU (their cost is the scale
+            // section's); the workload's tax is what stays.
+            std::thread::sleep(SETTLE);
             measure(a, b, seconds)
         }
     }
