@@ -1,12 +1,11 @@
 //! Reading the programs' maps: per-CPU values summed into one figure per key.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, os::fd::AsFd as _};
 
 use aya::{
     Ebpf, Pod,
     maps::{HashMap, IterableMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap},
 };
-use std::os::fd::AsFd as _;
 
 use super::MapReadError;
 

@@ -210,11 +210,12 @@ pub fn read_net_files_of(
     namespaces: &[&Namespace],
     files: &[&str],
 ) -> Vec<Vec<io::Result<String>>> {
-    let mut out: Vec<Option<Vec<io::Result<String>>>> = namespaces
+    // Those with a process now; those by path filled in below.
+    let mut out: Vec<Vec<io::Result<String>>> = namespaces
         .iter()
         .map(|ns| match &ns.access {
-            NamespaceAccess::Pid(pid) => Some(read_through_pid(ns, *pid, files)),
-            NamespaceAccess::Path(_) => None,
+            NamespaceAccess::Pid(pid) => read_through_pid(ns, *pid, files),
+            NamespaceAccess::Path(_) => Vec::new(),
         })
         .collect();
     let by_path: Vec<(usize, &Path, u32)> = namespaces
@@ -225,41 +226,49 @@ pub fn read_net_files_of(
             NamespaceAccess::Pid(_) => None,
         })
         .collect();
-    if !by_path.is_empty() {
-        let read = std::thread::scope(|s| {
-            s.spawn(|| {
-                by_path
-                    .iter()
-                    .map(|(_, path, inode)| {
-                        let joined = open_expected(path, *inode).and_then(|ns| {
-                            // SAFETY: setns on a namespace fd we own changes only
-                            // this thread, which joins the next one or ends.
-                            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                                return Err(io::Error::last_os_error());
-                            }
-                            Ok(())
-                        });
-                        match joined {
-                            Ok(()) => files
-                                .iter()
-                                .map(|f| fs::read_to_string(format!("/proc/thread-self/net/{f}")))
-                                .collect(),
-                            Err(e) => all_failed(files, &e),
-                        }
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .join()
-        });
-        let read = read.unwrap_or_else(|_| {
-            let e = io::Error::other("namespace thread panicked");
-            by_path.iter().map(|_| all_failed(files, &e)).collect()
-        });
-        for ((i, _, _), files_read) in by_path.iter().zip(read) {
-            out[*i] = Some(files_read);
-        }
+    if by_path.is_empty() {
+        return out;
     }
-    out.into_iter().map(Option::unwrap_or_default).collect()
+    // A thread of its own, which ends in whichever namespace it joined last.
+    let read = std::thread::scope(|s| {
+        s.spawn(|| {
+            by_path
+                .iter()
+                .map(|(_, path, inode)| read_joined(path, *inode, files))
+                .collect::<Vec<_>>()
+        })
+        .join()
+    })
+    .unwrap_or_else(|_| {
+        let e = io::Error::other("namespace thread panicked");
+        by_path.iter().map(|_| all_failed(files, &e)).collect()
+    });
+    for ((i, _, _), files_read) in by_path.iter().zip(read) {
+        out[*i] = files_read;
+    }
+    out
+}
+
+/// Joins namespace `inode` through `path` (checked as [`open_expected`] does)
+/// on the calling thread and reads the files there; nothing read if it cannot.
+fn read_joined(path: &Path, inode: u32, files: &[&str]) -> Vec<io::Result<String>> {
+    match open_expected(path, inode).and_then(|ns| join(&ns)) {
+        Ok(()) => files
+            .iter()
+            .map(|f| fs::read_to_string(format!("/proc/thread-self/net/{f}")))
+            .collect(),
+        Err(e) => all_failed(files, &e),
+    }
+}
+
+/// Moves the calling thread into the namespace `ns` is open on. Only for a
+/// thread of our own that ends (or joins another) after its work there.
+fn join(ns: &File) -> io::Result<()> {
+    // SAFETY: setns on a namespace fd we own changes only the calling thread.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Reads the files through `/proc/<pid>/net`. A pid found in the namespace at the
@@ -340,11 +349,8 @@ pub fn inside_expected<R: Send>(
 pub fn enter_and_run<R: Send>(ns: &File, f: impl FnOnce() -> R + Send) -> io::Result<R> {
     std::thread::scope(|s| {
         s.spawn(|| {
-            // SAFETY: setns on a namespace fd we own changes only this thread, which
-            // ends right after `f`.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            // This thread ends right after `f`.
+            join(ns)?;
             Ok(f())
         })
         .join()
