@@ -73,6 +73,15 @@ pub fn listener_in(snapshot: &serde_json::Value, ns: u32, port: u16) -> Option<s
         .cloned()
 }
 
+/// The workload of network namespace `ns` in a `/api/v1/snapshot`, if there.
+pub fn workload_in(snapshot: &serde_json::Value, ns: u32) -> Option<serde_json::Value> {
+    snapshot["workloads"]
+        .as_array()?
+        .iter()
+        .find(|w| w["netns"] == ns)
+        .cloned()
+}
+
 /// `nettune run`, stopped with SIGTERM on drop.
 pub struct AgentProcess {
     child: Child,
@@ -196,6 +205,18 @@ impl AgentProcess {
             (200, body) => Ok(body),
             (status, body) => bail!("/metrics answered {status}: {body}"),
         }
+    }
+
+    /// Waits until the agent has looked at namespace `ns`'s listeners (its
+    /// listen sysctls are in the snapshot): a listener started after that is
+    /// new to it, and what it asked `listen()` for can be inferred.
+    pub fn wait_for_a_look(&self, ns: u32) -> anyhow::Result<()> {
+        self.wait_for(
+            "a look at the namespace's listeners",
+            Duration::from_secs(30),
+            |s| workload_in(s, ns).filter(|w| !w["netns_sysctls"].is_null()),
+        )
+        .map(drop)
     }
 
     /// Polls the snapshot every 200 ms until `found` returns something, for at

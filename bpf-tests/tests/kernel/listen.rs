@@ -254,6 +254,9 @@ fn a_backlog_of_8_is_reported_as_asked_with_its_overflows_and_somaxconn_stays() 
     let inode = pair.receiver.inode()?;
     let config = TestConfig::with("backlog8", &[&pair.receiver], "cooldown_seconds = 1\n")?;
     let agent = config.start_agent()?;
+    // Started after nettune's first look at its namespace, as a pod's server
+    // starts after its namespace appears.
+    agent.wait_for_a_look(inode)?;
     let addr = SocketAddrV4::new(pair.veth.b_addr, PORT);
     let listener = pair.receiver.run(|| listener_with_backlog(addr, 8))??;
     agent.wait_for(
@@ -472,9 +475,10 @@ impl Drop for Nginx {
 }
 
 /// nginx's default daemon mode calls `listen()` and then forks, and the process
-/// that listened exits: what it asked for is still known, because the kernel
-/// side keys the record by the socket (what `sock_diag` reports), not by the
-/// process. Compared with `ss`, which reads the same socket from the kernel.
+/// that listened exits: what it asked for is still known, because it is read
+/// from the socket (`sock_diag`) and its owner found among the processes that
+/// hold it, not from the process that listened. Compared with `ss`, which
+/// reads the same socket from the kernel.
 fn nginx_forking_after_listen_keeps_the_backlog_it_asked_for() -> TestResult {
     if let Some(skip) = require_root() {
         return skip;
@@ -484,7 +488,8 @@ fn nginx_forking_after_listen_keeps_the_backlog_it_asked_for() -> TestResult {
     pair.receiver.write_sysctl("net/core/somaxconn", "4096")?;
     let inode = pair.receiver.inode()?;
     let agent = AgentProcess::start(&crate::agent::nettune_bin()?, &["--interval", "0.3"])?;
-    // Started after the agent, as nginx (re)starts on a node nettune watches.
+    agent.wait_for_a_look(inode)?;
+    // Started after the agent's look, as nginx (re)starts on a node nettune watches.
     let nginx = Nginx::start(&pair.receiver, SocketAddrV4::new(pair.veth.b_addr, PORT), 8)?;
     let master = nginx.master()?;
     let l = agent.wait_for("nginx's listener", Duration::from_secs(20), |s| {

@@ -137,18 +137,23 @@ fn missing_btf_and_tracefs_are_named_with_the_fallback_taken() -> TestResult {
             "{variant}: reason does not name BTF: {reason}"
         );
     }
-    // What listeners asked for comes from a BTF tracepoint: without BTF,
-    // sock_diag alone (listeners are then judged at their limit), and the reason
-    // says so.
-    let backlog = signal(&report, "listen_backlog")?;
+    // Connects that find no local port are counted by a BTF tracepoint: without
+    // BTF, the TIME_WAIT figures alone, and the reason names the BTF file.
+    // What listeners asked for needs no BTF (sock_diag).
+    let connects = signal(&report, "connect_eaddrnotavail")?;
     ensure!(
-        backlog["attached"] == "sock_diag",
-        "listen_backlog without BTF: {backlog}"
+        connects["attached"] == "procfs" && connects["on_demand"].is_null(),
+        "connect_eaddrnotavail without BTF: {connects}"
     );
-    let reason = skipped_reason(backlog, "tp_btf").context("no reason")?;
+    let reason = skipped_reason(connects, "tp_btf").context("no reason")?;
     ensure!(
         reason.contains("/nonexistent/vmlinux"),
-        "listen_backlog: reason does not name the BTF file: {reason}"
+        "connect_eaddrnotavail: reason does not name the BTF file: {reason}"
+    );
+    ensure!(
+        signal(&report, "listen_backlog")?["attached"] == "sock_diag",
+        "listen_backlog without BTF: {}",
+        signal(&report, "listen_backlog")?
     );
     // Pod conversations need neither: it takes the kernel's first tc variant, as it
     // does with both present.

@@ -30,6 +30,7 @@ use super::{
     identity::{self, PodRecord},
     listeners::{ListenReadings, ListenerTracker},
     netfiles::NetFilesReader,
+    port_watch::PortWatch,
     sample::{self, PodInterfaces},
 };
 use crate::{
@@ -66,6 +67,10 @@ pub struct Collector<P: ProbeSource = Probes, S: System = Kernel> {
     asked: BTreeSet<u32>,
     /// Listening sockets and what their applications asked for.
     listeners: ListenerTracker,
+    /// Whether the on-demand connect-failure program should run.
+    port_watch: PortWatch,
+    /// Whether it runs (as the probes last said).
+    watching_connects: bool,
     /// The last listing of the host's links and the node's namespaces.
     topology: Option<Topology>,
     ticks_since_listing: u32,
@@ -156,6 +161,8 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             runtime: None,
             asked: BTreeSet::new(),
             listeners: ListenerTracker::default(),
+            port_watch: PortWatch::default(),
+            watching_connects: false,
             netfiles: NetFilesReader::default(),
             pending_watch: None,
             conversations: ConversationTracker::default(),
@@ -227,6 +234,25 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             self.pending_watch = Some(watched);
         }
         Some(changes)
+    }
+
+    /// Attaches the connect-failure program while a namespace's ports are
+    /// crowded, and detaches it once they are calm (see [`super::port_watch`]).
+    fn watch_connects(&mut self, crowded: Option<super::port_watch::Crowded>) {
+        if self.port_watch.armed == self.watching_connects {
+            return;
+        }
+        self.watching_connects = self.probes.watch_connects(self.port_watch.armed);
+        match (crowded, self.watching_connects) {
+            (Some((netns, held, width)), true) => log::info!(
+                "counting connects that find no local port: netns {netns}'s TCP sockets hold \
+                 {held} of its {width} ephemeral ports"
+            ),
+            (None, false) => log::info!(
+                "no namespace's ephemeral ports are crowded: connects are no longer watched"
+            ),
+            _ => {}
+        }
     }
 
     /// Reads the node once and returns the Snapshot.
@@ -360,11 +386,19 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
         if !handled.is_empty() {
             self.probes.forget_listen_origins(&handled)?;
         }
+        let crowded = self.port_watch.update(
+            &sample,
+            self.previous
+                .as_ref()
+                .map(|(s, at)| (s, at.elapsed().as_secs_f64())),
+        );
+        self.watch_connects(crowded);
         let now = Instant::now();
         let (before, elapsed) = match &self.previous {
             Some((s, at)) => (Some(s), now.duration_since(*at).as_secs_f64()),
             None => (None, 0.0),
         };
+
         let context = Context {
             taken_at_unix_seconds: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -2,25 +2,33 @@
 //! with the backlog its application asked `listen()` for, the limit it got, its
 //! accept queue, and its share of the namespace's overflows.
 //!
-//! **What asked for what.** When a socket starts listening, the kernel side
-//! records its limit, the namespace's somaxconn at that moment and the process's
-//! name, keyed by (namespace, socket inode) — what `sock_diag` reports, so the
-//! record survives a server that forks after `listen()` and exits (nginx's
-//! daemon mode, httpd, HAProxy `-D`). Each tick the tracker takes new records and
-//! has the probes forget them. A limit below the somaxconn of that moment is
-//! exactly what the application asked for; a limit equal to it means it asked
-//! for at least that. A socket that listened before nettune started has no
-//! record: what it asked for is unknown, while its limit and queue (from
-//! `sock_diag`) are still exact.
+//! **What asked for what.** `listen()` grants min(asked, somaxconn), and
+//! `sock_diag` reports the limit granted. A listener that was not there at the
+//! namespace's previous look, while somaxconn read the same at both looks, got
+//! it under that somaxconn: a limit below it is exactly what the application
+//! asked for, a limit equal to it means it asked for at least that. Its process
+//! is the one holding the socket (`/proc/<pid>/fd`, a few namespaces a tick),
+//! which also names the server that forked after `listen()` and exited (nginx's
+//! daemon mode, httpd, HAProxy `-D`): the socket stays with its children. While
+//! the on-demand `inet_sock_set_state` program runs (ports crowded somewhere),
+//! the kernel side records listeners as they start, keyed by (namespace, socket
+//! inode), with the somaxconn of that moment and the calling process; the
+//! tracker takes those records first and has the probes forget them. A socket
+//! that listened before nettune's first look at its namespace has no origin:
+//! what it asked for is unknown, while its limit and queue are still exact. (A
+//! somaxconn written and written back between two looks goes unseen: the
+//! sysctl writers table would show it.)
 //!
 //! **Which namespaces are looked at** (a `sock_diag` dump inside a namespace
 //! costs a thread and a netlink exchange, so the idle cost must not grow with the
 //! number of namespaces): those whose `ListenOverflows`, `ListenDrops` or
 //! `TCPReqQFullDrop` moved since their last look (at most
 //! [`MAX_SCANS_PER_TICK`], the biggest movers first; the others keep their
-//! lead for the next tick), those where a `listen()` was just seen, and
-//! [`BACKGROUND_SCANS_PER_TICK`] more in round-robin order. A namespace not
-//! looked at this tick keeps the listeners of its last look.
+//! lead for the next tick), those where a `listen()` was just seen, those that
+//! appeared since the last tick (a new pod's namespace, looked at before its
+//! application listens), and [`BACKGROUND_SCANS_PER_TICK`] more in round-robin
+//! order. A namespace not looked at this tick keeps the listeners of its last
+//! look.
 //!
 //! **Whose overflows.** Where the `listen_overflow` signal runs per socket
 //! (fentry or kprobe), its map counts each (namespace, port) exactly. Elsewhere
@@ -49,6 +57,9 @@ pub const BACKGROUND_SCANS_PER_TICK: usize = 2;
 pub const MAX_LISTENERS_PER_NAMESPACE: usize = 256;
 /// Listen origins remembered (socket inode → limit, somaxconn, process).
 pub const MAX_ORIGINS: usize = 8192;
+/// Namespaces whose new listeners' processes are looked up per tick (each a
+/// pass over `/proc`).
+pub const OWNER_LOOKUPS_PER_TICK: usize = 2;
 
 /// How a socket started listening, and who listened.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +97,10 @@ pub struct ListenerTracker {
     at_limit: BTreeMap<(u32, u32), u64>,
     /// The last namespace looked at for its turn.
     cursor: u32,
+    /// Every namespace seen so far (one not in it is new).
+    known: BTreeSet<u32>,
+    /// Namespace → inferred origins whose process is still to be looked up.
+    unnamed: BTreeMap<u32, BTreeSet<u32>>,
 }
 
 /// What the probes gave the tracker this tick.
@@ -136,6 +151,7 @@ impl ListenerTracker {
                         .get(&inode)
                         .and_then(|n| n.listen)
                         .unwrap_or_default();
+                    self.infer_origins(inode, &scan.sockets, &scan.sysctls);
                     self.record(inode, scan.sockets, scan.sysctls, counters);
                 }
                 Err(e) => {
@@ -144,8 +160,69 @@ impl ListenerTracker {
                 }
             }
         }
+        self.name_owners(system);
         self.fill(sample, readings.exact.as_ref());
         handled
+    }
+
+    /// Listeners that were not there at the namespace's previous look, while
+    /// somaxconn read the same at both: each got min(asked, that somaxconn).
+    /// Nothing is inferred at a namespace's first look (what was there is older
+    /// than nettune's watch) or after a look cut at
+    /// [`MAX_LISTENERS_PER_NAMESPACE`] (a socket past the cut is not new).
+    fn infer_origins(&mut self, netns: u32, sockets: &[ListeningSocket], now: &NetnsSysctls) {
+        let Some(before) = self.looks.get(&netns) else {
+            return;
+        };
+        let somaxconn = match (before.sysctls.somaxconn, now.somaxconn) {
+            (Some(then), Some(now)) if then == now => now,
+            _ => return,
+        };
+        if before.sockets.len() >= MAX_LISTENERS_PER_NAMESPACE {
+            return;
+        }
+        let known: BTreeSet<u32> = before.sockets.iter().map(|s| s.inode).collect();
+        for s in sockets {
+            if known.contains(&s.inode) || self.origins.contains_key(&s.inode) {
+                continue;
+            }
+            if self.origins.len() >= MAX_ORIGINS {
+                self.evict_oldest_origin();
+            }
+            self.origins.insert(
+                s.inode,
+                Origin {
+                    netns,
+                    limit: s.limit,
+                    somaxconn,
+                    process: None,
+                    tick: self.tick,
+                },
+            );
+            self.unnamed.entry(netns).or_default().insert(s.inode);
+        }
+    }
+
+    /// Names the processes of inferred origins, [`OWNER_LOOKUPS_PER_TICK`]
+    /// namespaces a tick (one try each: a socket no process holds stays
+    /// unnamed).
+    fn name_owners(&mut self, system: &impl System) {
+        let due: Vec<u32> = self
+            .unnamed
+            .keys()
+            .copied()
+            .take(OWNER_LOOKUPS_PER_TICK)
+            .collect();
+        for netns in due {
+            let Some(inodes) = self.unnamed.remove(&netns) else {
+                continue;
+            };
+            for (inode, comm) in system.socket_owners(netns, &inodes) {
+                if let Some(o) = self.origins.get_mut(&inode).filter(|o| o.netns == netns) {
+                    o.process = Some(comm);
+                }
+            }
+        }
     }
 
     /// Drops everything about namespaces that are gone.
@@ -155,6 +232,7 @@ impl ListenerTracker {
         self.seen.retain(|n, _| alive(n));
         self.at_limit.retain(|(n, _), _| alive(n));
         self.origins.retain(|_, o| alive(&o.netns));
+        self.unnamed.retain(|n, _| alive(n));
     }
 
     /// Takes the kernel's new listen origins; returns the namespaces they were
@@ -217,11 +295,23 @@ impl ListenerTracker {
             }
         }
         movers.sort_by(|a, b| b.cmp(a));
+        // At the first tick every namespace is older than nettune's watch.
+        let new: Vec<u32> = if self.known.is_empty() {
+            Vec::new()
+        } else {
+            namespaces
+                .keys()
+                .copied()
+                .filter(|inode| !self.known.contains(inode))
+                .collect()
+        };
+        self.known = namespaces.keys().copied().collect();
         let mut picked = BTreeSet::new();
         let mut chosen: Vec<u32> = movers
             .into_iter()
             .map(|(_, inode)| inode)
             .chain(listened_in.iter().copied())
+            .chain(new)
             .filter(|inode| namespaces.contains_key(inode) && picked.insert(*inode))
             .take(MAX_SCANS_PER_TICK)
             .collect();

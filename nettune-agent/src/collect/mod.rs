@@ -13,7 +13,10 @@
 //! - [`cri`]: the container runtime's pods, polled on a thread of its own and
 //!   read by a tick without waiting;
 //! - [`listeners`]: the listening sockets of the namespaces worth a look, with
-//!   what their applications asked `listen()` for and their overflows.
+//!   what their applications asked `listen()` for and their overflows;
+//! - [`port_watch`]: when to count connects that find no local port (the
+//!   program that counts them costs every TCP state change, so it runs only
+//!   while a namespace's ephemeral ports are crowded).
 //!
 //! A tick's I/O goes through [`crate::sys::System`] and
 //! [`crate::probes::ProbeSource`], so it is unit-tested against
@@ -27,6 +30,7 @@ pub mod cri;
 pub mod identity;
 pub mod listeners;
 pub mod netfiles;
+pub mod port_watch;
 pub mod sample;
 pub mod writers;
 

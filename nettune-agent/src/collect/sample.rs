@@ -58,6 +58,7 @@ fn parse_netns_files(texts: Vec<std::io::Result<String>>, into: &mut NetnsSample
         let mib = procfs::Mib::parse("snmp", &text);
         into.retrans_segs = mib.count("Tcp", "RetransSegs");
         into.out_segs = mib.count("Tcp", "OutSegs");
+        into.active_opens = mib.count("Tcp", "ActiveOpens");
     }
     into.conntrack = conntrack.as_deref().and_then(procfs::conntrack);
     into.tcp_sockets = sockstat.as_deref().and_then(procfs::tcp_sockets);

@@ -113,6 +113,10 @@ pub struct SignalStatus {
     pub attached: Option<Variant>,
     /// Variants tried before (or instead of) the attached one.
     pub skipped: Vec<Skipped>,
+    /// When the attached variant runs, if not always (a program loaded at start
+    /// and attached only while there is something to see).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_demand: Option<String>,
 }
 
 /// The outcome of loading the probes: one entry per signal, plus start-up warnings.
@@ -152,6 +156,9 @@ impl fmt::Display for Report {
             writeln!(f, "{:<22} {attached:<11} {first}", s.signal)?;
             for k in skipped {
                 writeln!(f, "{:<22} {:<11} {}: {}", "", "", k.variant, k.reason)?;
+            }
+            if let Some(when) = &s.on_demand {
+                writeln!(f, "{:<22} {:<11} attached {when}", "", "")?;
             }
         }
         for w in &self.warnings {

@@ -143,6 +143,8 @@ pub struct NetnsSample {
     pub retrans_segs: Option<u64>,
     /// `OutSegs` of `/proc/net/snmp`: the denominator of the retransmission rate.
     pub out_segs: Option<u64>,
+    /// `ActiveOpens` of `/proc/net/snmp`: connects that sent their SYN.
+    pub active_opens: Option<u64>,
     /// connect() failures with `EADDRNOTAVAIL`.
     pub connect_eaddrnotavail: u64,
     /// The listen sysctls, from the last look at the namespace's listeners.
@@ -167,6 +169,8 @@ pub struct NetFiles {
     pub retrans_segs: Option<u64>,
     /// `OutSegs` of `/proc/net/snmp`.
     pub out_segs: Option<u64>,
+    /// `ActiveOpens` of `/proc/net/snmp`.
+    pub active_opens: Option<u64>,
 }
 
 impl NetnsSample {
@@ -178,6 +182,7 @@ impl NetnsSample {
             tcp_sockets: self.tcp_sockets,
             retrans_segs: self.retrans_segs,
             out_segs: self.out_segs,
+            active_opens: self.active_opens,
         }
     }
 
@@ -188,6 +193,7 @@ impl NetnsSample {
         self.tcp_sockets = files.tcp_sockets;
         self.retrans_segs = files.retrans_segs;
         self.out_segs = files.out_segs;
+        self.active_opens = files.active_opens;
     }
 }
 
@@ -244,6 +250,10 @@ pub struct NetnsSysctls {
     /// `net.ipv4.ip_local_port_range`: the ephemeral ports, low and high.
     #[serde(default)]
     pub ephemeral_ports: Option<(u32, u32)>,
+    /// `net.ipv4.tcp_tw_reuse`: 1 lets a connect take a TIME_WAIT socket's port
+    /// after a second, 2 on loopback only.
+    #[serde(default)]
+    pub tw_reuse: Option<u32>,
 }
 
 /// How a listener's overflows were counted.

@@ -139,6 +139,7 @@ pub(crate) fn attach_chain(
         signal: signal.to_owned(),
         attached: None,
         skipped: Vec::new(),
+        on_demand: None,
     };
     for (variant, attempt) in chain {
         let outcome = if context.options.disabled.contains(variant) {

@@ -53,6 +53,7 @@ pub(super) fn conntrack_status() -> SignalStatus {
         signal: CONNTRACK_SIGNAL.to_owned(),
         attached: None,
         skipped: Vec::new(),
+        on_demand: None,
     };
     match std::fs::metadata(path) {
         Ok(_) => status.attached = Some(Variant::Procfs),

@@ -5,13 +5,15 @@
 //!   listener: port, queue length, limit), then kprobes on the same functions,
 //!   then the `ListenOverflows` / `ListenDrops` / `TCPReqQFullDrop` counters of
 //!   each namespace's `/proc/net/netstat`, which every kernel has.
-//! - `listen_backlog`, what each listener asked `listen()` for. Chain:
-//!   `tp_btf/inet_sock_set_state` ([`super::sock_state`]: when a socket starts
-//!   listening, its limit and the somaxconn that capped it, so a limit below
-//!   somaxconn is exactly what it asked for), then `sock_diag` alone (each
-//!   listener's limit against the namespace's somaxconn now: the collector infers
-//!   what it can). No syscall tracepoint: attaching one would send every system
-//!   call on the node through the kernel's slow path.
+//! - `listen_backlog`, what each listener asked `listen()` for: `sock_diag`
+//!   and the somaxconn history. A listener that appears between two looks at
+//!   its namespace, while somaxconn read the same at both, got
+//!   min(asked, somaxconn): a limit below it is what it asked for (the
+//!   collector's `listeners` infers it, and finds the owning process in
+//!   `/proc`). No tracepoint by default: `sys_enter_listen` would send every
+//!   system call on the node through the kernel's slow path, and
+//!   `inet_sock_set_state` runs on every TCP state change (it records
+//!   listeners too while [`super::connect`] has it attached).
 
 use std::collections::BTreeMap;
 
@@ -28,7 +30,6 @@ use super::{
     chain::{AttachContext, AttachError, Attempt, attach_chain, attach_error, load_error, program},
     maps,
     offsets::OffsetGroup,
-    sock_state,
 };
 
 /// Signal name in reports and metrics.
@@ -36,10 +37,7 @@ pub const SIGNAL: &str = "listen_overflow";
 /// The signal of the backlogs applications ask `listen()` for.
 pub const BACKLOG_SIGNAL: &str = "listen_backlog";
 
-const BACKLOG_CHAIN: [(Variant, Attempt); 2] = [
-    (Variant::TpBtf, sock_state::attach),
-    (Variant::SockDiag, |_, _| Ok(())),
-];
+const BACKLOG_CHAIN: [(Variant, Attempt); 1] = [(Variant::SockDiag, |_, _| Ok(()))];
 
 const FENTRY_PROGRAMS: [Target; 3] = [
     ("tcp_conn_request_fentry", "tcp_conn_request", true),

@@ -183,6 +183,13 @@ pub trait ProbeSource {
         Ok(())
     }
 
+    /// Counts connects failing for lack of a local port while `on` (the
+    /// on-demand `connect_eaddrnotavail` program, see [`connect`]); returns
+    /// whether it counts now (never, by default).
+    fn watch_connects(&mut self, _on: bool) -> bool {
+        false
+    }
+
     /// Arms (or disarms) urgent events of `kind`: an armed kind is sent once,
     /// then disarmed by the program that sent it (nothing by default).
     fn arm_events(&mut self, _kind: EventKind, _armed: bool) -> Result<(), MapReadError> {
@@ -236,6 +243,8 @@ pub struct Probes {
     kernel_log: Option<aya_log::EbpfLogger<KernelLog>>,
     /// The guards last written to the kernel (`tuning.guard`).
     guards: BTreeMap<String, u64>,
+    /// `inet_sock_set_state` while it is attached ([`sock_state`]: on demand).
+    sock_state_link: Option<sock_state::Link>,
     /// How many it forwarded.
     kernel_log_records: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -396,6 +405,7 @@ impl Probes {
             kernel_log,
             kernel_log_records,
             guards: BTreeMap::new(),
+            sock_state_link: None,
         })
     }
 
@@ -543,6 +553,16 @@ impl ProbeSource for Probes {
 
     fn set_guards(&mut self, floors: &BTreeMap<String, u64>) -> Result<(), MapReadError> {
         self.write_guards(floors)
+    }
+
+    fn watch_connects(&mut self, on: bool) -> bool {
+        match self.set_sock_state_attached(on) {
+            Ok(attached) => attached,
+            Err(e) => {
+                log::warn!("{}: {e}", connect::SIGNAL);
+                self.sock_state_link.is_some()
+            }
+        }
     }
 
     fn kernel_log_records(&self) -> u64 {

@@ -63,6 +63,8 @@ struct State {
     pinned: BTreeMap<String, std::collections::BTreeSet<String>>,
     nft_chains: Vec<super::nftables::Chain>,
     cgroups: BTreeMap<u64, String>,
+    /// Socket inode → the command holding it.
+    socket_owners: BTreeMap<u32, String>,
 }
 
 impl Default for State {
@@ -84,6 +86,7 @@ impl Default for State {
             pinned: BTreeMap::new(),
             nft_chains: Vec::new(),
             cgroups: BTreeMap::new(),
+            socket_owners: BTreeMap::new(),
             ignored_writes: std::collections::BTreeSet::new(),
             net_file_reads: 0,
         }
@@ -181,6 +184,11 @@ impl FakeSystem {
     /// A process named `comm` runs on the node.
     pub fn add_process(&self, comm: &str) {
         self.state().processes.insert(comm.to_owned());
+    }
+
+    /// A process named `comm` holds socket `inode`.
+    pub fn set_socket_owner(&self, inode: u32, comm: &str) {
+        self.state().socket_owners.insert(inode, comm.to_owned());
     }
 
     /// The node's nftables ruleset has `chain` in `table` of `family` (`NFPROTO_*`).
@@ -512,6 +520,18 @@ impl System for FakeSystem {
 
     fn process_names(&self) -> std::collections::BTreeSet<String> {
         self.state().processes.clone()
+    }
+
+    fn socket_owners(
+        &self,
+        _netns: u32,
+        inodes: &std::collections::BTreeSet<u32>,
+    ) -> BTreeMap<u32, String> {
+        let state = self.state();
+        inodes
+            .iter()
+            .filter_map(|i| Some((*i, state.socket_owners.get(i)?.clone())))
+            .collect()
     }
 
     fn pinned_bpf(&self, dir: &str) -> std::collections::BTreeSet<String> {

@@ -34,7 +34,7 @@ use std::{
 
 use crate::model::{
     sample::{LinkCounters, NetnsSysctls},
-    tunables::{IP_LOCAL_PORT_RANGE, SOMAXCONN, TCP_MAX_SYN_BACKLOG, TCP_SYNCOOKIES},
+    tunables::{IP_LOCAL_PORT_RANGE, SOMAXCONN, TCP_MAX_SYN_BACKLOG, TCP_SYNCOOKIES, TCP_TW_REUSE},
     tuning::{NamespaceIdentity, ProcessStamp, Sameness, Target},
     value::Value,
 };
@@ -116,6 +116,12 @@ pub trait System: Send + Sync {
 
     /// The command name (`/proc/<pid>/comm`) of every process on the node.
     fn process_names(&self) -> BTreeSet<String>;
+
+    /// For each socket in `inodes` of network namespace `netns`, the command
+    /// name of a process that holds it (`/proc/<pid>/fd/* -> socket:[inode]`),
+    /// in one pass over the processes of that namespace (over every process
+    /// when it has none); sockets no process holds are absent.
+    fn socket_owners(&self, netns: u32, inodes: &BTreeSet<u32>) -> BTreeMap<u32, String>;
 
     /// The names of the objects pinned in bpffs under `/sys/fs/bpf/<dir>` (e.g.
     /// `tc/globals`, where BPF CNIs pin their maps); empty when there is none.
@@ -227,6 +233,10 @@ where
 
     fn process_names(&self) -> BTreeSet<String> {
         (**self).process_names()
+    }
+
+    fn socket_owners(&self, netns: u32, inodes: &BTreeSet<u32>) -> BTreeMap<u32, String> {
+        (**self).socket_owners(netns, inodes)
     }
 
     fn pinned_bpf(&self, dir: &str) -> BTreeSet<String> {
@@ -394,6 +404,7 @@ impl System for Kernel {
                             _ => None,
                         },
                     ),
+                    tw_reuse: read(TCP_TW_REUSE.name),
                 },
             })
         };
@@ -429,6 +440,56 @@ impl System for Kernel {
             .filter_map(|e| fs::read_to_string(e.path().join("comm")).ok())
             .map(|comm| comm.trim_end().to_owned())
             .collect()
+    }
+
+    fn socket_owners(&self, netns: u32, inodes: &BTreeSet<u32>) -> BTreeMap<u32, String> {
+        let mut owners = BTreeMap::new();
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return owners;
+        };
+        let pids: Vec<u32> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .collect();
+        // The namespace's own processes (one link read each for the rest); a
+        // namespace with none (kept by a bind mount) has its sockets held by
+        // processes elsewhere, which entered it to make them.
+        let own: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|pid| self.netns_of_pid(*pid).ok() == Some(netns))
+            .collect();
+        for pid in if own.is_empty() { pids } else { own } {
+            if owners.len() == inodes.len() {
+                break;
+            }
+            let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+                continue;
+            };
+            let held: Vec<u32> = fds
+                .filter_map(Result::ok)
+                .filter_map(|fd| fs::read_link(fd.path()).ok())
+                .filter_map(|target| {
+                    let target = target.to_str()?;
+                    target
+                        .strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .parse()
+                        .ok()
+                })
+                .filter(|inode| inodes.contains(inode) && !owners.contains_key(inode))
+                .collect();
+            if held.is_empty() {
+                continue;
+            }
+            // A process that exits meanwhile has no comm: its sockets stay unknown.
+            if let Ok(comm) = fs::read_to_string(format!("/proc/{pid}/comm")) {
+                for inode in held {
+                    owners.insert(inode, comm.trim_end().to_owned());
+                }
+            }
+        }
+        owners
     }
 
     fn nftables_chains(&self) -> io::Result<Vec<nftables::Chain>> {

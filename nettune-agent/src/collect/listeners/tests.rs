@@ -25,6 +25,7 @@ fn scan(sockets: Vec<ListeningSocket>) -> ListenerScan {
             max_syn_backlog: Some(512),
             syncookies: Some(1),
             ephemeral_ports: None,
+            tw_reuse: None,
         },
     }
 }
@@ -377,4 +378,86 @@ fn a_closed_socket_loses_its_origin_at_the_next_look() {
 fn shares_split_evenly_the_larger_first() {
     assert_eq!(split(10, 3).collect::<Vec<_>>(), vec![4, 3, 3]);
     assert_eq!(split(5, 0).count(), 0);
+}
+
+/// A scan of `sockets` under `somaxconn`.
+fn scan_under(sockets: Vec<ListeningSocket>, somaxconn: u32) -> ListenerScan {
+    let mut s = scan(sockets);
+    s.sysctls.somaxconn = Some(somaxconn);
+    s
+}
+
+#[test]
+fn a_listener_new_since_the_last_look_has_its_limit_as_asked_and_its_owner_named() {
+    let system = node(&[1]);
+    system.set_listeners(1, scan_under(vec![socket(22, 9, 0, 128)], 4096));
+    let mut tracker = ListenerTracker::default();
+    let mut s = sample(&[(1, 0)]);
+    tick(&mut tracker, &system, &mut s, ListenReadings::default());
+    system.set_listeners(
+        1,
+        scan_under(
+            vec![
+                socket(22, 9, 0, 128),
+                socket(8080, 10, 0, 8),
+                socket(8443, 11, 0, 4096),
+            ],
+            4096,
+        ),
+    );
+    system.set_socket_owner(10, "server");
+    let mut s = sample(&[(1, 0)]);
+    tick(&mut tracker, &system, &mut s, ListenReadings::default());
+    // Port → (requested, capped by, process).
+    type Origins = BTreeMap<u16, (Option<u32>, Option<u32>, Option<String>)>;
+    let by_port: Origins = s
+        .listeners
+        .iter()
+        .map(|l| (l.port, (l.requested, l.capped_by, l.process.clone())))
+        .collect();
+    // Older than the first look: unknown. New and under somaxconn: as asked.
+    // New at somaxconn: asked for at least that. No process holds 11.
+    assert_eq!(by_port[&22], (None, None, None));
+    assert_eq!(by_port[&8080], (Some(8), None, Some("server".to_owned())));
+    assert_eq!(by_port[&8443], (None, Some(4096), None));
+}
+
+#[test]
+fn a_listener_that_appeared_while_somaxconn_changed_is_not_inferred() {
+    let system = node(&[1]);
+    system.set_listeners(1, scan_under(Vec::new(), 128));
+    let mut tracker = ListenerTracker::default();
+    let mut s = sample(&[(1, 0)]);
+    tick(&mut tracker, &system, &mut s, ListenReadings::default());
+    // Its 128 may be the old somaxconn, not what it asked for.
+    system.set_listeners(1, scan_under(vec![socket(80, 5, 0, 128)], 4096));
+    let mut s = sample(&[(1, 0)]);
+    tick(&mut tracker, &system, &mut s, ListenReadings::default());
+    let l = &s.listeners[0];
+    assert_eq!((l.requested, l.capped_by), (None, None));
+}
+
+#[test]
+fn a_namespace_that_appears_while_nettune_runs_is_looked_at_at_once() {
+    let inodes: Vec<u32> = (1..=40).collect();
+    let system = node(&inodes);
+    let mut tracker = ListenerTracker::default();
+    tick(
+        &mut tracker,
+        &system,
+        &mut sample(&[]),
+        ListenReadings::default(),
+    );
+    system.add_namespace(99, Some("ns99"), false);
+    system.set_listeners(99, scan(Vec::new()));
+    tick(
+        &mut tracker,
+        &system,
+        &mut sample(&[]),
+        ListenReadings::default(),
+    );
+    assert!(
+        tracker.looks.contains_key(&99),
+        "the new namespace waits for its turn among 40"
+    );
 }

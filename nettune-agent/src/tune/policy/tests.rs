@@ -59,6 +59,7 @@ fn overflowing_node(somaxconn: u32, listeners: Vec<Listener>) -> Snapshot {
         max_syn_backlog: Some(512),
         syncookies: Some(0),
         ephemeral_ports: None,
+        tw_reuse: None,
     });
     let mut s = snapshot(vec![node]);
     s.listeners = listeners;
