@@ -15,9 +15,9 @@ pub const CONVERSATIONS_MAP: &str = "CONVERSATIONS";
 /// Bound of [`CONVERSATIONS_MAP`]: interfaces watched at once.
 pub const MAX_IFACES: u32 = 4096;
 
-/// [`DnsQueryKey`] → [`Pending`]: queries sent and not answered yet, LRU hash.
+/// [`DnsQueryKey`] → [`Pending`]: queries sent and not answered yet (a hash the agent sweeps).
 pub const DNS_PENDING_MAP: &str = "DNS_PENDING";
-/// [`HandshakeKey`] → [`Pending`]: SYNs sent and not answered yet, LRU hash.
+/// [`HandshakeKey`] → [`Pending`]: SYNs sent and not answered yet (a hash the agent sweeps).
 pub const HANDSHAKES_MAP: &str = "HANDSHAKES";
 /// Bound of [`DNS_PENDING_MAP`] and of [`HANDSHAKES_MAP`].
 pub const MAX_PENDING: u32 = 16384;

@@ -12,12 +12,17 @@
 //! only, DNS over UDP only (a TCP query can span segments). The programs never
 //! change the verdict (`TC_ACT_UNSPEC` / `TCX_NEXT`: let the next program decide).
 //!
-//! Pending queries and handshakes wait in LRU maps with the time they were sent;
-//! the answer closes them (DNS latency, a SYN-ACK or an RST), and the agent
-//! counts what stayed unanswered past its timeout. A handshake costs two map
-//! operations in all: the SYN's create-if-absent (which also tells a
-//! retransmitted SYN) and the answer's delete (which also tells whether it was
-//! pending); the server's side of a handshake costs none.
+//! Pending queries and handshakes wait in hash maps with the time they were
+//! sent; the answer closes them (DNS latency, a SYN-ACK or an RST), and the
+//! agent takes out and counts what stayed unanswered past its timeout, which
+//! bounds them. A handshake costs two map operations in all: the SYN's
+//! create-if-absent (which also tells a retransmitted SYN) and the answer's
+//! delete (which also tells whether it was pending); the server's side of a
+//! handshake costs none. Plain hashes, not LRU ones: an LRU insert and delete
+//! each take the LRU's own locks on every connection, and a full LRU would
+//! evict the oldest pending entries — the very ones about to count as timed
+//! out. A full map fails the insert instead: the attempt is still counted, and
+//! the failure is a `map_update` probe error.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
@@ -26,22 +31,24 @@ use aya_ebpf::{
     bindings::__sk_buff,
     helpers::bpf_ktime_get_ns,
     macros::{classifier, map},
-    maps::{HashMap, LruHashMap},
+    maps::HashMap,
     programs::TcContext,
 };
 use nettune_common::{
-    Conversations, DnsCounters, DnsQueryKey, HandshakeKey, Pending, Remote,
+    Conversations, DnsCounters, DnsQueryKey, HandshakeKey, Pending, ProbeError, Remote,
     traffic::{DNS_LATENCY_BOUNDS_NS, MAX_DNS_SERVERS, MAX_IFACES, MAX_PENDING, MAX_REMOTES},
 };
+
+use crate::errors;
 
 #[map]
 static CONVERSATIONS: HashMap<u32, Conversations> = HashMap::with_max_entries(MAX_IFACES, 0);
 
 #[map]
-static DNS_PENDING: LruHashMap<DnsQueryKey, Pending> = LruHashMap::with_max_entries(MAX_PENDING, 0);
+static DNS_PENDING: HashMap<DnsQueryKey, Pending> = HashMap::with_max_entries(MAX_PENDING, 0);
 
 #[map]
-static HANDSHAKES: LruHashMap<HandshakeKey, Pending> = LruHashMap::with_max_entries(MAX_PENDING, 0);
+static HANDSHAKES: HashMap<HandshakeKey, Pending> = HashMap::with_max_entries(MAX_PENDING, 0);
 
 #[map]
 static DNS_SERVERS: HashMap<[u8; 16], DnsCounters> = HashMap::with_max_entries(MAX_DNS_SERVERS, 0);
@@ -53,6 +60,8 @@ static REFUSALS: HashMap<Remote, u64> = HashMap::with_max_entries(MAX_REMOTES, 0
 const NEXT: i32 = -1;
 /// `BPF_NOEXIST`: create, never replace.
 const BPF_NOEXIST: u64 = 1;
+/// What a `BPF_NOEXIST` insert returns for a key already there.
+const EEXIST: i32 = -17;
 
 const ETH_HLEN: usize = 14;
 /// `ETH_P_IP` and `ETH_P_IPV6` as `__sk_buff.protocol` holds them (network order).
@@ -265,15 +274,18 @@ fn tcp_control(ctx: &TcContext, way: Way, p: &Packet, tcp: &[u8; 14], flags: u8)
                 let sent_ns = unsafe { bpf_ktime_get_ns() };
                 // One map operation a SYN: BPF_NOEXIST creates the pending entry
                 // or, for a retransmitted SYN, fails and keeps the first one's time.
-                if HANDSHAKES
-                    .insert(&key, &Pending { sent_ns }, BPF_NOEXIST)
-                    .is_ok()
-                {
-                    // SAFETY: as above.
-                    add(unsafe { &raw mut (*c).connect_attempts }, 1);
-                } else {
-                    // SAFETY: as above.
-                    add(unsafe { &raw mut (*c).syn_retransmits }, 1);
+                match HANDSHAKES.insert(&key, &Pending { sent_ns }, BPF_NOEXIST) {
+                    Err(e) if e == EEXIST => {
+                        // SAFETY: as above.
+                        add(unsafe { &raw mut (*c).syn_retransmits }, 1);
+                    }
+                    outcome => {
+                        // SAFETY: as above.
+                        add(unsafe { &raw mut (*c).connect_attempts }, 1);
+                        if outcome.is_err() {
+                            errors::count(ctx, ProbeError::MapUpdate);
+                        }
+                    }
                 }
             }
         }
@@ -342,10 +354,11 @@ fn dns(ctx: &TcContext, way: Way, p: &Packet, sport: u16, dport: u16) {
             // SAFETY: bpf_ktime_get_ns has no preconditions.
             let sent_ns = unsafe { bpf_ktime_get_ns() };
             // As for a SYN: a retry finds its query pending and keeps its time.
-            if DNS_PENDING
-                .insert(&key, &Pending { sent_ns }, BPF_NOEXIST)
-                .is_ok()
-            {
+            let sent = DNS_PENDING.insert(&key, &Pending { sent_ns }, BPF_NOEXIST);
+            if sent.is_err_and(|e| e != EEXIST) {
+                errors::count(ctx, ProbeError::MapUpdate);
+            }
+            if !sent.is_err_and(|e| e == EEXIST) {
                 // SAFETY: a field of the map value `c` points at.
                 add(unsafe { &raw mut (*c).dns.queries }, 1);
                 if let Some(s) = server {
