@@ -105,3 +105,20 @@ pub fn watch_host_veths(probes: &mut Probes) -> anyhow::Result<InterfaceChanges>
     let veths: Vec<&Link> = links.iter().filter(|l| l.is_veth()).collect();
     Ok(probes.watch_interfaces(&veths))
 }
+
+/// Whether a loaded program named `name` (the kernel keeps its first 15
+/// characters) has a link — the kernel's own list of BPF links, not what the
+/// agent says.
+pub fn program_linked(name: &str) -> bool {
+    let ids: Vec<u32> = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| {
+            p.name_as_str()
+                .is_some_and(|n| !n.is_empty() && name.starts_with(n))
+        })
+        .map(|p| p.id())
+        .collect();
+    aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .any(|l| ids.contains(&l.program_id()))
+}

@@ -11,7 +11,11 @@
 //! what no program's own run time does: an attached syscall tracepoint sends
 //! every system call of every task through the kernel's slow path.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use aya::programs::TcAttachType;
 use bpf_tests::{
@@ -23,6 +27,7 @@ use bpf_tests::{
         stats::Summary,
     },
     classifier::Classifier,
+    probes::program_linked,
 };
 
 use crate::mode::Mode;
@@ -113,10 +118,21 @@ fn measure_with(setup: Setup, pods: &Pods, seconds: u32) -> anyhow::Result<Rates
             // namespace and attach, on whichever CPU (their cost is the scale
             // section's); the workload's tax is what stays.
             std::thread::sleep(SETTLE);
-            measure(a, b, seconds)
+            let rates = measure(a, b, seconds)?;
+            if program_linked(STATE_PROGRAM) {
+                STATE_PROGRAM_SEEN.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(rates)
         }
     }
 }
+
+/// The program nettune attaches only while some namespace's ports are
+/// crowded: every TCP state change on the node pays it while it is.
+const STATE_PROGRAM: &str = "inet_sock_set_state";
+
+/// Agent measurements after which the state-change program was attached.
+static STATE_PROGRAM_SEEN: AtomicUsize = AtomicUsize::new(0);
 
 pub fn run(mode: Mode) -> anyhow::Result<Section> {
     let pairs = mode.pick(3, 10);
@@ -197,6 +213,12 @@ pub fn run(mode: Mode) -> anyhow::Result<Section> {
     section.facts.push(format!(
         "{pairs} triples of {seconds} s per load; CPU {} for both ends.",
         bench_cpu()
+    ));
+    section.facts.push(format!(
+        "`inet_sock_set_state` (attached only while a namespace's ephemeral ports are \
+         crowded) was linked at the end of {} of {pairs} agent measurements (the kernel's \
+         list of BPF links).",
+        STATE_PROGRAM_SEEN.load(Ordering::Relaxed)
     ));
     Ok(section)
 }

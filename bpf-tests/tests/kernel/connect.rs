@@ -15,7 +15,7 @@ use bpf_tests::{
     agent_process::{AgentProcess, workload_in},
     harness::{Feature, Outcome, Test, TestResult, require_root},
     netns::Netns,
-    probes::{load, read, require_variant},
+    probes::{load, program_linked, read, require_variant},
 };
 use nettune::{
     model::probes::Variant,
@@ -32,6 +32,9 @@ pub const TESTS: &[Test] = &[
         run: the_agent_attaches_the_program_only_while_ports_are_crowded,
     },
 ];
+
+/// The on-demand program, as the object names it.
+const STATE_PROGRAM: &str = "inet_sock_set_state";
 
 const ATTEMPTS: usize = 6;
 /// Connects to a closed port first: refused, not for lack of a port.
@@ -105,27 +108,11 @@ fn refused_then_exhausted(attempts: usize) -> anyhow::Result<usize> {
     Ok(failures)
 }
 
-/// Whether a program named like the state-change one (the kernel keeps 15
-/// characters of a name) has a link: the kernel's own list, not the agent's.
-fn state_program_attached() -> anyhow::Result<bool> {
-    let ids: Vec<u32> = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter(|p| {
-            p.name_as_str()
-                .is_some_and(|n| "inet_sock_set_state".starts_with(n) && n.len() >= 8)
-        })
-        .map(|p| p.id())
-        .collect();
-    Ok(aya::programs::loaded_links()
-        .filter_map(Result::ok)
-        .any(|l| ids.contains(&l.program_id())))
-}
-
-/// Polls `attached` until it is `want`, for at most `timeout`.
+/// Polls whether the program is linked until it is `want`, for at most `timeout`.
 fn wait_attached(want: bool, timeout: Duration) -> anyhow::Result<bool> {
     let deadline = Instant::now() + timeout;
     loop {
-        let now = state_program_attached()?;
+        let now = program_linked(STATE_PROGRAM);
         if now == want || Instant::now() > deadline {
             return Ok(now);
         }
@@ -158,7 +145,7 @@ fn the_agent_attaches_the_program_only_while_ports_are_crowded() -> TestResult {
     // Two ticks with nothing crowded.
     std::thread::sleep(Duration::from_millis(700));
     ensure!(
-        !state_program_attached()?,
+        !program_linked(STATE_PROGRAM),
         "the state-change program is attached with no namespace crowded"
     );
     // One connection holds one of the two ports: half the range.

@@ -71,6 +71,8 @@ pub struct Collector<P: ProbeSource = Probes, S: System = Kernel> {
     port_watch: PortWatch,
     /// Whether it runs (as the probes last said).
     watching_connects: bool,
+    /// Namespaces the port watch wants looked at (from the last tick).
+    look_at: BTreeSet<u32>,
     /// The last listing of the host's links and the node's namespaces.
     topology: Option<Topology>,
     ticks_since_listing: u32,
@@ -163,6 +165,7 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             listeners: ListenerTracker::default(),
             port_watch: PortWatch::default(),
             watching_connects: false,
+            look_at: BTreeSet::new(),
             netfiles: NetFilesReader::default(),
             pending_watch: None,
             conversations: ConversationTracker::default(),
@@ -356,6 +359,7 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             exact: self
                 .counts_overflows_per_socket()
                 .then(|| std::mem::take(&mut readings.listen_overflows)),
+            look_at: std::mem::take(&mut self.look_at),
         };
         let taken = self.probes.take_unanswered_and_refused(self.timeouts)?;
         self.conversations.count(&taken);
@@ -386,13 +390,14 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
         if !handled.is_empty() {
             self.probes.forget_listen_origins(&handled)?;
         }
-        let crowded = self.port_watch.update(
+        let verdict = self.port_watch.update(
             &sample,
             self.previous
                 .as_ref()
                 .map(|(s, at)| (s, at.elapsed().as_secs_f64())),
         );
-        self.watch_connects(crowded);
+        self.look_at = verdict.to_look_at.into_iter().collect();
+        self.watch_connects(verdict.newly_crowded);
         let now = Instant::now();
         let (before, elapsed) = match &self.previous {
             Some((s, at)) => (Some(s), now.duration_since(*at).as_secs_f64()),

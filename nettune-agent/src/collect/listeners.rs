@@ -24,8 +24,9 @@
 //! number of namespaces): those whose `ListenOverflows`, `ListenDrops` or
 //! `TCPReqQFullDrop` moved since their last look (at most
 //! [`MAX_SCANS_PER_TICK`], the biggest movers first; the others keep their
-//! lead for the next tick), those where a `listen()` was just seen, those that
-//! appeared since the last tick (a new pod's namespace, looked at before its
+//! lead for the next tick), those where a `listen()` was just seen or whose
+//! ports look crowded under the default range (`port_watch` needs their own),
+//! those that appeared since the last tick (a new pod's namespace, looked at before its
 //! application listens), and [`BACKGROUND_SCANS_PER_TICK`] more in round-robin
 //! order. A namespace not looked at this tick keeps the listeners of its last
 //! look.
@@ -110,6 +111,9 @@ pub struct ListenReadings {
     pub origins: BTreeMap<ListenSocket, ListenOrigin>,
     /// Overflows per (namespace, port), when a per-socket variant is attached.
     pub exact: Option<BTreeMap<ListenKey, ListenOverflow>>,
+    /// Namespaces whose sysctls are wanted first (their ports look crowded and
+    /// their range is unknown: `collect::port_watch`).
+    pub look_at: BTreeSet<u32>,
 }
 
 impl ListenerTracker {
@@ -139,7 +143,8 @@ impl ListenerTracker {
         };
         self.forget_departed(namespaces);
         let handled: Vec<ListenSocket> = readings.origins.keys().copied().collect();
-        let listened_in = self.take(&readings.origins);
+        let mut listened_in = self.take(&readings.origins);
+        listened_in.extend(&readings.look_at);
         for inode in self.choose(namespaces, sample, &listened_in) {
             let Some(ns) = namespaces.get(&inode) else {
                 continue;

@@ -10,7 +10,11 @@
 //! new connect after a second, so only as many TIME_WAIT sockets count as
 //! connects were opened in the last second. The program is attached while any
 //! namespace is crowded and detached once every namespace has stayed under
-//! [`CALM_SHARE`] for [`CALM_TICKS`] ticks. A namespace that fills its range from
+//! [`CALM_SHARE`] for [`CALM_TICKS`] ticks. A namespace is judged by its own
+//! range and reuse setting (read when its listeners are looked at): one that
+//! would be crowded under the defaults but was not looked at yet is looked at
+//! first and judged the tick after, so a lingering TIME_WAIT pile in a
+//! namespace that reuses its ports does not attach the program. A namespace that fills its range from
 //! under half within one tick loses its first failures (the TIME_WAIT figures
 //! still show it, and the `port_exhaustion` rule reads those too).
 
@@ -37,35 +41,51 @@ pub struct PortWatch {
 /// The most crowded namespace of a tick: (netns, ports held, range width).
 pub type Crowded = (u32, u64, u64);
 
+/// What a tick decided.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// The most crowded namespace, when this tick attaches the program.
+    pub newly_crowded: Option<Crowded>,
+    /// Namespaces that would be crowded under the default range and reuse but
+    /// whose own are unknown: to be looked at first (`collect::listeners`
+    /// reads them), judged once known.
+    pub to_look_at: Vec<u32>,
+}
+
 impl PortWatch {
     /// Updates the decision from this tick's `sample` (and the previous one,
-    /// `seconds` before, for the connects of the last second); returns the most
-    /// crowded namespace when this tick attaches the program.
-    pub fn update(&mut self, sample: &Sample, previous: Option<(&Sample, f64)>) -> Option<Crowded> {
-        let fullest = sample
-            .netns
-            .iter()
-            .filter_map(|(inode, ns)| {
-                let before = previous.and_then(|(p, s)| Some((p.netns.get(inode)?, s)));
-                let (held, width) = ports_held(ns, before)?;
-                Some((*inode, held, width))
-            })
-            .max_by(|a, b| share(a).total_cmp(&share(b)));
+    /// `seconds` before, for the connects of the last second).
+    pub fn update(&mut self, sample: &Sample, previous: Option<(&Sample, f64)>) -> Verdict {
+        let mut verdict = Verdict::default();
+        let mut fullest: Option<Crowded> = None;
+        for (inode, ns) in &sample.netns {
+            let before = previous.and_then(|(p, s)| Some((p.netns.get(inode)?, s)));
+            match judge(ns, before) {
+                Judged::Held(held, width) => {
+                    let c = (*inode, held, width);
+                    if fullest.is_none_or(|f| share(&c) > share(&f)) {
+                        fullest = Some(c);
+                    }
+                }
+                Judged::NeedsALook => verdict.to_look_at.push(*inode),
+                Judged::Unknown => {}
+            }
+        }
         let most = fullest.map_or(0.0, |c| share(&c));
         if most >= ARM_SHARE {
             self.calm = 0;
-            let newly = !self.armed;
+            if !self.armed {
+                verdict.newly_crowded = fullest;
+            }
             self.armed = true;
-            return fullest.filter(|_| newly);
-        }
-        if self.armed {
+        } else if self.armed {
             self.calm = if most < CALM_SHARE { self.calm + 1 } else { 0 };
             if self.calm >= CALM_TICKS {
                 self.armed = false;
                 self.calm = 0;
             }
         }
-        None
+        verdict
     }
 }
 
@@ -73,18 +93,45 @@ fn share(&(_, held, width): &Crowded) -> f64 {
     held as f64 / width.max(1) as f64
 }
 
-/// The ephemeral ports namespace `ns`'s TCP sockets may hold and its range's
-/// width; `before` is its previous sample and the seconds since.
-pub fn ports_held(ns: &NetnsSample, before: Option<(&NetnsSample, f64)>) -> Option<(u64, u64)> {
-    let sockets = ns.tcp_sockets?;
-    let sysctls = ns.netns_sysctls.unwrap_or_default();
+/// One namespace's ports, as far as this tick knows.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Judged {
+    /// Its sockets may hold this many of its range's ports (held, width).
+    Held(u64, u64),
+    /// Crowded under the default range with every TIME_WAIT socket counted, but
+    /// its own range or `tcp_tw_reuse` is not read yet.
+    NeedsALook,
+    /// Nothing to go by (no `/proc/net/sockstat` read), or with
+    /// `tcp_tw_reuse = 1` no connect rate yet (a first read).
+    Unknown,
+}
+
+/// The ephemeral ports namespace `ns`'s TCP sockets may hold; `before` is its
+/// previous sample and the seconds since.
+pub fn judge(ns: &NetnsSample, before: Option<(&NetnsSample, f64)>) -> Judged {
+    let Some(sockets) = ns.tcp_sockets else {
+        return Judged::Unknown;
+    };
+    let Some(sysctls) = ns.netns_sysctls else {
+        let (low, high) = DEFAULT_RANGE;
+        let width = u64::from(high - low) + 1;
+        let held = sockets.in_use + sockets.time_wait;
+        return if held as f64 >= width as f64 * ARM_SHARE {
+            Judged::NeedsALook
+        } else {
+            Judged::Held(held, width)
+        };
+    };
     let (low, high) = sysctls.ephemeral_ports.unwrap_or(DEFAULT_RANGE);
     let width = u64::from(high.saturating_sub(low)) + 1;
-    let time_wait = match (sysctls.tw_reuse, opens_per_second(ns, before)) {
-        (Some(1), Some(opens)) => sockets.time_wait.min(opens),
+    let time_wait = match sysctls.tw_reuse {
+        Some(1) => match opens_per_second(ns, before) {
+            Some(opens) => sockets.time_wait.min(opens),
+            None => return Judged::Unknown,
+        },
         _ => sockets.time_wait,
     };
-    Some((sockets.in_use + time_wait, width))
+    Judged::Held(sockets.in_use + time_wait, width)
 }
 
 /// Connects opened per second lately (`ActiveOpens`), between the namespace's
@@ -138,16 +185,19 @@ mod tests {
     fn time_wait_over_half_the_range_attaches_and_names_the_namespace() {
         let mut watch = PortWatch::default();
         let calm = sample(vec![(1, ns(10, 400, (40000, 40999), 2, 0))]);
-        assert_eq!(watch.update(&calm, None), None);
+        assert_eq!(watch.update(&calm, None), Verdict::default());
         assert!(!watch.armed);
         let crowded = sample(vec![
             (1, ns(10, 400, (40000, 40999), 2, 0)),
             (7, ns(10, 600, (40000, 40999), 2, 0)),
         ]);
-        assert_eq!(watch.update(&crowded, None), Some((7, 610, 1000)));
+        assert_eq!(
+            watch.update(&crowded, None).newly_crowded,
+            Some((7, 610, 1000))
+        );
         assert!(watch.armed);
         // Still crowded: attached already, nothing new to say.
-        assert_eq!(watch.update(&crowded, None), None);
+        assert_eq!(watch.update(&crowded, None), Verdict::default());
         assert!(watch.armed);
     }
 
@@ -158,17 +208,21 @@ mod tests {
         // 12 000 connects a second, 40 000 in TIME_WAIT: 12 010 of 28 232 held.
         let before = sample(vec![(3, ns(10, 40_000, range, 1, 100_000))]);
         let now = sample(vec![(3, ns(10, 40_000, range, 1, 112_000))]);
-        assert_eq!(watch.update(&now, Some((&before, 1.0))), None);
+        assert_eq!(
+            judge(&now.netns[&3], Some((&before.netns[&3], 1.0))),
+            Judged::Held(12_010, 28_232)
+        );
+        assert_eq!(watch.update(&now, Some((&before, 1.0))), Verdict::default());
+        assert!(!watch.armed);
+        // Reuse but no earlier read: no rate to judge by, not a reason to attach.
+        assert_eq!(watch.update(&now, None), Verdict::default());
         assert!(!watch.armed);
         // The same sockets without reuse hold every port.
         let no_reuse = sample(vec![(3, ns(10, 40_000, range, 2, 112_000))]);
         assert_eq!(
-            watch.update(&no_reuse, Some((&before, 1.0))),
+            watch.update(&no_reuse, Some((&before, 1.0))).newly_crowded,
             Some((3, 40_010, 28_232))
         );
-        // Reuse but no earlier read: every TIME_WAIT socket counts.
-        let mut fresh = PortWatch::default();
-        assert!(fresh.update(&now, None).is_some());
     }
 
     #[test]
@@ -192,16 +246,23 @@ mod tests {
     }
 
     #[test]
-    fn a_namespace_not_looked_at_has_the_default_range() {
-        let mut unknown = NetnsSample {
+    fn a_namespace_crowded_under_the_defaults_is_looked_at_before_it_is_judged() {
+        let unlooked = |time_wait| NetnsSample {
             tcp_sockets: Some(TcpSockets {
                 in_use: 5,
-                time_wait: 14_200,
+                time_wait,
             }),
             ..NetnsSample::default()
         };
-        assert_eq!(ports_held(&unknown, None), Some((14_205, 28_232)));
-        unknown.tcp_sockets = None;
-        assert_eq!(ports_held(&unknown, None), None);
+        let mut watch = PortWatch::default();
+        let verdict = watch.update(
+            &sample(vec![(4, unlooked(14_200)), (5, unlooked(100))]),
+            None,
+        );
+        assert_eq!(verdict.to_look_at, vec![4]);
+        assert_eq!(verdict.newly_crowded, None);
+        assert!(!watch.armed);
+        assert_eq!(judge(&unlooked(100), None), Judged::Held(105, 28_232));
+        assert_eq!(judge(&NetnsSample::default(), None), Judged::Unknown);
     }
 }

@@ -101,6 +101,7 @@ fn a_limit_below_somaxconn_when_it_listened_is_what_the_application_asked_for() 
         ListenReadings {
             origins: BTreeMap::from([(key, value)]),
             exact: None,
+            ..ListenReadings::default()
         },
     );
     assert_eq!(taken, vec![key]);
@@ -140,6 +141,7 @@ fn a_limit_at_somaxconn_when_it_listened_asked_for_at_least_that() {
         ListenReadings {
             origins: BTreeMap::from([(key, value)]),
             exact: None,
+            ..ListenReadings::default()
         },
     );
     let l = &s.listeners[0];
@@ -161,6 +163,7 @@ fn an_origin_whose_limit_moved_since_is_not_trusted() {
         ListenReadings {
             origins: BTreeMap::from([(key, value)]),
             exact: None,
+            ..ListenReadings::default()
         },
     );
     assert_eq!(
@@ -254,6 +257,7 @@ fn exact_counts_go_to_the_first_socket_on_the_port() {
         ListenReadings {
             origins: BTreeMap::new(),
             exact: Some(exact),
+            ..ListenReadings::default()
         },
     );
     let counts: Vec<(u16, u64, Attribution)> = s
@@ -340,6 +344,7 @@ fn a_departed_namespace_takes_its_listeners_and_origins_with_it() {
         ListenReadings {
             origins: BTreeMap::from([origin(10, 500, 8, 4096, "server")]),
             exact: None,
+            ..ListenReadings::default()
         },
     );
     assert_eq!(s.listeners.len(), 1);
@@ -362,6 +367,7 @@ fn a_closed_socket_loses_its_origin_at_the_next_look() {
         ListenReadings {
             origins: BTreeMap::from([origin(1, 500, 8, 4096, "server")]),
             exact: None,
+            ..ListenReadings::default()
         },
     );
     system.set_listeners(1, scan(Vec::new()));

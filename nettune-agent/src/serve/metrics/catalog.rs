@@ -227,7 +227,7 @@ catalog! {
     TCP_CONNECT_FAILURES_BY_REMOTE: Counter<RemoteResult> = "nettune_tcp_connect_failures_by_remote_total",
         "Handshakes the pods started that a remote refused or left unanswered (the 16 remotes failing most: the Services that time out).";
     LISTEN_BACKLOG_REQUESTED: Gauge<Listener> = "nettune_listen_backlog_requested",
-        "The backlog the application passed to listen() (absent when it listened before nettune started).";
+        "The backlog the application passed to listen() (absent when it listened before nettune first looked at its namespace, or at somaxconn).";
     LISTEN_BACKLOG_LIMIT: Gauge<Listener> = "nettune_listen_backlog_limit",
         "The accept queue's limit: min(listen() backlog, somaxconn when it listened).";
     LISTEN_QUEUE_LENGTH: Gauge<Listener> = "nettune_listen_queue_length",

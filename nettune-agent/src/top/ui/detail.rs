@@ -33,7 +33,7 @@ fn listener_lines(r: &ListenerRow<'_>) -> Vec<Line<'static>> {
     let somaxconn = r.workload.netns_sysctls.and_then(|s| s.somaxconn);
     let asked = match l.asked() {
         Some(b) => format!("asked listen() for {b}"),
-        None => "listened before nettune started (asked: unknown)".into(),
+        None => "listened before nettune looked (asked: unknown)".into(),
     };
     let mut lines = vec![
         Line::from(who),

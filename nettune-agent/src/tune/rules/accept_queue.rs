@@ -105,7 +105,7 @@ fn describe(l: &Listener) -> String {
         ),
         (None, None) => format!(
             "{} has a limit of {} (what it asked for is unknown: it listened before nettune \
-             started)",
+             looked at its namespace)",
             name(l),
             l.limit
         ),
