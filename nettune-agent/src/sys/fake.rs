@@ -41,10 +41,12 @@ struct FakeNamespace {
     listeners: ListenerScan,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct State {
     namespaces: BTreeMap<u32, FakeNamespace>,
-    host_links: Result<Vec<Link>, String>,
+    host_links: Vec<Link>,
+    /// Set: listing the host's interfaces fails with this.
+    host_links_error: Option<String>,
     /// Each host interface's own counters.
     link_stats: BTreeMap<u32, LinkCounters>,
     proc: BTreeMap<String, String>,
@@ -52,7 +54,8 @@ struct State {
     proc_links: BTreeMap<String, String>,
     cookies_given: u64,
     listener_scans: u64,
-    links_changed: bool,
+    /// The host's interfaces are as last listed (a new fake's are not).
+    links_listed: bool,
     listings: u64,
     read_only: bool,
     /// Namespaces have no cookie (a kernel before 5.14).
@@ -65,32 +68,6 @@ struct State {
     cgroups: BTreeMap<u64, String>,
     /// Socket inode → the command holding it.
     socket_owners: BTreeMap<u32, String>,
-}
-
-impl Default for State {
-    fn default() -> Self {
-        Self {
-            namespaces: BTreeMap::new(),
-            host_links: Ok(Vec::new()),
-            link_stats: BTreeMap::new(),
-            proc: BTreeMap::new(),
-            node_sysctls: BTreeMap::new(),
-            proc_links: BTreeMap::new(),
-            cookies_given: 0,
-            listener_scans: 0,
-            links_changed: true,
-            listings: 0,
-            read_only: false,
-            no_cookies: false,
-            processes: std::collections::BTreeSet::new(),
-            pinned: BTreeMap::new(),
-            nft_chains: Vec::new(),
-            cgroups: BTreeMap::new(),
-            socket_owners: BTreeMap::new(),
-            ignored_writes: std::collections::BTreeSet::new(),
-            net_file_reads: 0,
-        }
-    }
 }
 
 /// A node made of data. Every method takes `&self` (the trait's reads and writes
@@ -319,15 +296,16 @@ impl FakeSystem {
     /// Sets the host namespace's interfaces.
     pub fn set_host_links(&self, links: Vec<Link>) {
         let mut state = self.state();
-        state.host_links = Ok(links);
-        state.links_changed = true;
+        state.host_links = links;
+        state.host_links_error = None;
+        state.links_listed = false;
     }
 
     /// Makes listing the host's interfaces fail with `reason`.
     pub fn fail_host_links(&self, reason: &str) {
         let mut state = self.state();
-        state.host_links = Err(reason.to_owned());
-        state.links_changed = true;
+        state.host_links_error = Some(reason.to_owned());
+        state.links_listed = false;
     }
 
     /// Sets `/proc/<path>`.
@@ -469,7 +447,7 @@ impl System for FakeSystem {
     }
 
     fn host_links_changed(&self) -> bool {
-        std::mem::replace(&mut self.state().links_changed, false)
+        !std::mem::replace(&mut self.state().links_listed, true)
     }
 
     fn host_link_stats(&self) -> io::Result<BTreeMap<u32, LinkCounters>> {
@@ -477,7 +455,11 @@ impl System for FakeSystem {
     }
 
     fn host_links(&self) -> io::Result<Vec<Link>> {
-        self.state().host_links.clone().map_err(io::Error::other)
+        let state = self.state();
+        match &state.host_links_error {
+            Some(reason) => Err(io::Error::other(reason.clone())),
+            None => Ok(state.host_links.clone()),
+        }
     }
 
     fn netns_id(&self, ns: &Namespace) -> io::Result<Option<i32>> {
