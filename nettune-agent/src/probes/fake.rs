@@ -34,11 +34,18 @@ pub struct FakeProbes {
     pub taken: Taken,
     /// The timeouts of the last take.
     pub timeouts: Option<Timeouts>,
+    /// Whether connects are watched, as last asked.
+    pub connects_watched: bool,
 }
 
 impl ProbeSource for FakeProbes {
     fn report(&self) -> &Report {
         &self.report
+    }
+
+    fn watch_connects(&mut self, on: bool) -> bool {
+        self.connects_watched = on;
+        on
     }
 
     fn drop_reasons(&self) -> &DropReasons {

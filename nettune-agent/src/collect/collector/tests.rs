@@ -410,3 +410,42 @@ fn names_processes_choose_reach_the_labels_with_control_characters_escaped() {
     );
     assert_eq!(label, "netns:\\u{1b}[2Jpwn\\nnettune: ok");
 }
+
+#[test]
+fn a_namespace_whose_sockets_hold_half_its_ports_has_connects_watched_until_it_is_calm() {
+    let system = node();
+    let ten_ports = crate::sys::ListenerScan {
+        sockets: Vec::new(),
+        sysctls: crate::model::sample::NetnsSysctls {
+            ephemeral_ports: Some((40000, 40009)),
+            ..Default::default()
+        },
+    };
+    system.set_listeners(10, ten_ports);
+    let sockstat = |in_use: u32, tw: u32| {
+        format!("TCP: inuse {in_use} orphan 0 tw {tw} alloc {in_use} mem 1\n")
+    };
+    system.set_net_file(10, "sockstat", Some(&sockstat(1, 2)));
+    let mut c = collector(system);
+    for _ in 0..5 {
+        c.tick().unwrap();
+    }
+    assert!(!c.probes.connects_watched, "3 of 10 ports held");
+    c.system()
+        .set_net_file(10, "sockstat", Some(&sockstat(2, 3)));
+    // Read and looked at within a few ticks (two namespaces: every tick).
+    for _ in 0..3 {
+        c.tick().unwrap();
+    }
+    assert!(c.probes.connects_watched, "5 of 10 ports held");
+    c.system()
+        .set_net_file(10, "sockstat", Some(&sockstat(0, 0)));
+    for _ in 0..crate::collect::port_watch::CALM_TICKS {
+        assert!(
+            c.probes.connects_watched,
+            "detached before the calm ticks passed"
+        );
+        c.tick().unwrap();
+    }
+    assert!(!c.probes.connects_watched);
+}
