@@ -69,8 +69,8 @@ pub struct Collector<P: ProbeSource = Probes, S: System = Kernel> {
     listeners: ListenerTracker,
     /// Whether the on-demand connect-failure program should run.
     port_watch: PortWatch,
-    /// Whether it runs (as the probes last said).
-    watching_connects: bool,
+    /// Whether it was last asked to run.
+    connects_asked: bool,
     /// Namespaces the port watch wants looked at (from the last tick).
     look_at: BTreeSet<u32>,
     /// The last listing of the host's links and the node's namespaces.
@@ -164,7 +164,7 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
             asked: BTreeSet::new(),
             listeners: ListenerTracker::default(),
             port_watch: PortWatch::default(),
-            watching_connects: false,
+            connects_asked: false,
             look_at: BTreeSet::new(),
             netfiles: NetFilesReader::default(),
             pending_watch: None,
@@ -240,18 +240,22 @@ impl<P: ProbeSource, S: System> Collector<P, S> {
     }
 
     /// Attaches the connect-failure program while a namespace's ports are
-    /// crowded, and detaches it once they are calm (see [`super::port_watch`]).
+    /// crowded, and detaches it once they are calm (see [`super::port_watch`]);
+    /// asks the probes once per change of mind (where the program cannot run,
+    /// the TIME_WAIT figures serve alone).
     fn watch_connects(&mut self, crowded: Option<super::port_watch::Crowded>) {
-        if self.port_watch.armed == self.watching_connects {
+        let want = self.port_watch.armed;
+        if want == self.connects_asked {
             return;
         }
-        self.watching_connects = self.probes.watch_connects(self.port_watch.armed);
-        match (crowded, self.watching_connects) {
-            (Some((netns, held, width)), true) => log::info!(
+        self.connects_asked = want;
+        let watching = self.probes.watch_connects(want);
+        match (crowded, want, watching) {
+            (Some((netns, held, width)), true, true) => log::info!(
                 "counting connects that find no local port: netns {netns}'s TCP sockets hold \
                  {held} of its {width} ephemeral ports"
             ),
-            (None, false) => log::info!(
+            (_, false, false) => log::info!(
                 "no namespace's ephemeral ports are crowded: connects are no longer watched"
             ),
             _ => {}
