@@ -246,6 +246,9 @@ fn the_listeners_view_shows_what_a_listener_asked_for_and_its_full_queue() -> Te
     let agent = AgentProcess::start(&nettune_bin()?, &["--interval", "0.5"])?;
     let pair = Pair::new(24, None)?;
     pair.receiver.write_sysctl("net/core/somaxconn", "4096")?;
+    // The server starts after the agent's first look at its namespace, as a
+    // pod's server starts after its namespace appears.
+    agent.wait_for_a_look(pair.receiver.inode()?)?;
     let addr = std::net::SocketAddrV4::new(pair.veth.b_addr, PORT);
     let _listener = pair
         .receiver
